@@ -1,0 +1,3 @@
+from cioq.cli import main
+
+main()

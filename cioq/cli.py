@@ -1,0 +1,130 @@
+"""``cioq api | worker | sweeper | sandbox``: every process of the stack, one command.
+
+Settings are read here, once, at start-up; a bad setting stops the process with a
+clear message before anything listens or connects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from service.config import Settings, load_settings
+from service.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"cioq: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address [CIOQ_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [PORT]")] = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the ingest API (TLS when CIOQ_TLS_CERT and CIOQ_TLS_KEY are set)."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings = _settings()
+    _logging(log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Processes (prefork) or threads")] = 2,
+    pool: Annotated[str, typer.Option(help="prefork, solo or threads")] = "prefork",
+    log_level: str = "info",
+) -> None:
+    """Run a Celery worker that drains shards when triggered."""
+    from workers.celery_app import create_celery, worker_argv
+
+    settings = _settings()
+    _logging(log_level)
+    celery = create_celery(settings)
+    celery.worker_main(worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level))
+
+
+@app.command()
+def sweeper(log_level: str = "info") -> None:
+    """Re-send drain triggers for shards with backlog and no drain."""
+    from service.queue import connect_sync
+    from service.triggers import Triggers
+    from workers.sweeper import Sweeper
+
+    settings = _settings()
+    _logging(log_level)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    triggers = Triggers(settings.celery_broker_url)
+    logging.getLogger("cioq.sweeper").info(
+        "sweeping %d workspace(s) x %d shards every %d ms",
+        len(settings.workspaces),
+        settings.shards,
+        settings.sweep_interval_ms,
+    )
+    try:
+        Sweeper(settings, connect_sync(settings), triggers).run(stop)
+    finally:
+        triggers.close()
+
+
+@app.command()
+def sandbox(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="CIOQ_SANDBOX_PORT")] = 8001,
+    site_id: Annotated[list[str] | None, typer.Option(help="Accepted site id (repeatable)")] = None,
+    api_key: Annotated[list[str] | None, typer.Option(help="Its API key (repeatable)")] = None,
+    record: str = "full",
+) -> None:
+    """Serve a sandbox Customer.io that validates and records what it receives.
+
+    Without --site-id/--api-key it accepts the credentials of every configured workspace.
+    """
+    from service.sandbox import SandboxConfig, serve
+
+    if site_id or api_key:
+        if len(site_id or []) != len(api_key or []):
+            raise typer.BadParameter("give one --api-key per --site-id")
+        credentials = dict(zip(site_id or [], api_key or [], strict=True))
+    else:
+        settings = _settings()
+        credentials = {ws.site_id: ws.api_key.get_secret_value() for ws in settings.workspaces}
+    _logging("info")
+    serve(SandboxConfig(credentials=credentials, record=record), host=host, port=port)  # type: ignore[arg-type]
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,158 @@
+"""The ingest API as one ASGI application: `create_app(settings)`.
+
+Every error leaves through `_dispatch`, which maps cioq's exceptions to HTTP once:
+InvalidJob → its 4xx with field errors; StoreUnavailable → 503 with Retry-After (the
+job was not stored, so the producer must retry); anything else → 500, logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from service.api.auth import Authenticator
+from service.api.http import (
+    Receive,
+    Request,
+    Response,
+    Route,
+    Router,
+    Scope,
+    Send,
+    error_response,
+    json_response,
+    read_body,
+    send_response,
+    split_path,
+)
+from service.api.ingest import Ingest
+from service.config import Settings
+from service.errors import FieldError, InvalidJob, StoreUnavailable
+from service.queue import Queue, connect_async
+from service.triggers import Triggers
+
+log = logging.getLogger("cioq.api")
+
+UNAUTHORIZED = error_response(
+    401,
+    [FieldError("authorization", "required", "a valid ingest key is required (Basic or Bearer)")],
+)
+
+
+class IngestApp:
+    """ASGI app: routing, auth, body cap, error mapping, lifespan of Redis and Celery."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: aioredis.Redis | None = None,
+        triggers: Triggers | None = None,
+    ) -> None:
+        self.settings = settings
+        self.auth = Authenticator(settings)
+        self._own_redis = redis_client is None
+        self.redis = redis_client or connect_async(settings)
+        self._own_triggers = triggers is None
+        self.triggers = triggers or Triggers(settings.celery_broker_url)
+        self.queue = Queue(self.redis, settings, self.triggers)
+        self.ingest = Ingest(self.queue, settings)
+        self.router = Router(
+            [
+                Route("GET", ("healthz",), "healthz", self.healthz, auth="public"),
+                Route("GET", ("readyz",), "readyz", self.readyz, auth="public"),
+                *self.ingest.routes(),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response = await self._dispatch(scope, receive)
+        await send_response(send, response)
+
+    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        segments = split_path(scope.get("raw_path") or scope["path"].encode())
+        route, params, path_found = self.router.match(method, segments)
+        if route is None:
+            status = 405 if path_found else 404
+            rule = "method" if path_found else "path"
+            text = f"{method} is not allowed here" if path_found else "no such route"
+            return error_response(status, [FieldError("path", rule, text)])
+        body = await read_body(receive, max_bytes=self.settings.max_request_bytes)
+        if body is None:
+            limit = self.settings.max_request_bytes
+            return error_response(
+                413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
+            )
+        headers = dict(scope["headers"])
+        request = Request(
+            method,
+            segments,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            body,
+            params,
+            route.name,
+        )
+        workspace = None
+        if route.auth == "ingest":
+            workspace = self.auth.workspace(request.header(b"authorization"))
+            if workspace is None:
+                return UNAUTHORIZED
+        try:
+            return await route.handler(request, workspace)
+        except InvalidJob as exc:
+            return error_response(exc.status, exc.errors)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+            return error_response(
+                503,
+                [FieldError("store", "unavailable", "the queue is unavailable; retry later")],
+                headers=((b"retry-after", b"1"),),
+            )
+        except Exception:
+            log.exception("unexpected error on %s %s", method, route.name)
+            return error_response(500, [FieldError("server", "internal", "internal error")])
+        finally:
+            self._observe(route.name, time.perf_counter() - started)
+
+    def _observe(self, route: str, elapsed_s: float) -> None:
+        """Metrics hook; the metrics module fills it in."""
+
+    async def healthz(self, request: Request, workspace: Any) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, request: Request, workspace: Any) -> Response:
+        if await self.queue.ping():
+            return json_response(200, {"status": "ready"})
+        return json_response(503, {"status": "redis unreachable"}, ((b"retry-after", b"1"),))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        if self._own_redis:
+            await self.redis.aclose()
+        if self._own_triggers:
+            self.triggers.close()
+
+
+def create_app(settings: Settings, **kwargs: Any) -> IngestApp:
+    """The ingest API for `settings`; tests may inject `redis_client` and `triggers`."""
+    return IngestApp(settings, **kwargs)

@@ -1,0 +1,65 @@
+"""Who is calling: a producer's ingest key picks its workspace; admin keys are separate.
+
+Accepted: HTTP Basic ``site_id:key`` (what Customer.io's SDKs send; the user part is
+not trusted, only the key is) or ``Authorization: Bearer key``. Keys are looked up by
+their SHA-256 digest, so the lookup time does not depend on how much of a guess matched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+from service.config import Settings, Workspace
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_from_header(value: str | None) -> str | None:
+    """The secret in an Authorization header, or None when there is none usable."""
+    if not value:
+        return None
+    scheme, _, credentials = value.partition(" ")
+    scheme = scheme.lower()
+    credentials = credentials.strip()
+    if scheme == "bearer":
+        return credentials or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _, sep, key = decoded.partition(":")
+        return key if sep and key else None
+    return None
+
+
+class Authenticator:
+    """Maps presented keys to workspaces (ingest) or to the admin role."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._ingest: dict[bytes, Workspace] = {}
+        for ws in settings.workspaces:
+            for key in ws.ingest_keys:
+                self._ingest[_digest(key.get_secret_value())] = ws
+        self._admin = [_digest(k.get_secret_value()) for k in settings.admin_keys]
+
+    def workspace(self, authorization: str | None) -> Workspace | None:
+        key = key_from_header(authorization)
+        if key is None:
+            return None
+        return self._ingest.get(_digest(key))
+
+    def is_admin(self, authorization: str | None) -> bool:
+        key = key_from_header(authorization)
+        if key is None:
+            return False
+        digest = _digest(key)
+        found = False
+        for admin in self._admin:
+            found |= hmac.compare_digest(admin, digest)
+        return found

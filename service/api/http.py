@@ -1,0 +1,157 @@
+"""Minimal HTTP plumbing for the ingest API: requests, responses, routing on raw paths.
+
+Routing uses the *raw* path, split on ``/`` before percent-decoding, so an identifier
+such as ``a%2Fb`` (the official SDK quotes ``/`` this way) stays one path segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from service.errors import FieldError, InvalidJob
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+@dataclass(slots=True)
+class Request:
+    """One HTTP request, with its body read in full (bounded by the size cap)."""
+
+    method: str
+    segments: list[str]
+    query: str
+    headers: dict[bytes, bytes]
+    body: bytes
+    params: list[str] = field(default_factory=list)
+    route: str = "unmatched"
+
+    def header(self, name: bytes) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else None
+
+    def json(self) -> Any:
+        """The body as JSON; an empty body reads as None."""
+        if not self.body.strip():
+            return None
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidJob(
+                [FieldError("body", "json", f"the request body is not valid JSON: {exc}")]
+            ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes = b"{}"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+OK = Response(200)
+
+
+def json_response(
+    status: int, payload: Any, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> Response:
+    return Response(status, orjson.dumps(payload), headers)
+
+
+def error_response(
+    status: int,
+    errors: list[FieldError],
+    *,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    **extra: Any,
+) -> Response:
+    """The one shape of every 4xx/5xx body: ``{"errors":[{field, rule, message, ...}]}``.
+
+    ``meta.error`` repeats the first message in Customer.io's v1 error shape, so
+    clients written for Customer.io show a useful message too.
+    """
+    payload: dict[str, Any] = {"errors": [e.as_dict() for e in errors]}
+    if errors:
+        payload["meta"] = {"error": errors[0].message}
+    payload.update(extra)
+    return json_response(status, payload, headers)
+
+
+#: ``handler(request, workspace)``; workspace is None on routes that need no ingest key.
+Handler = Callable[..., Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``pattern`` segments are literals, or ``{name}`` for a path parameter."""
+
+    method: str
+    pattern: tuple[str, ...]
+    name: str
+    handler: Handler
+    auth: str = "ingest"
+
+
+class Router:
+    """Matches method + raw path segments; distinguishes 404 from 405."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def match(self, method: str, raw_segments: list[str]) -> tuple[Route | None, list[str], bool]:
+        """The route, its decoded params, and whether the path exists for another method."""
+        path_found = False
+        for route in self.routes:
+            if len(route.pattern) != len(raw_segments):
+                continue
+            params: list[str] = []
+            for want, got in zip(route.pattern, raw_segments, strict=True):
+                if want.startswith("{"):
+                    if not got:
+                        break
+                    params.append(unquote(got))
+                elif want != got:
+                    break
+            else:
+                if route.method == method:
+                    return route, params, True
+                path_found = True
+        return None, [], path_found
+
+
+def split_path(raw_path: bytes) -> list[str]:
+    text = raw_path.decode("latin-1")
+    return text.strip("/").split("/") if text.strip("/") else []
+
+
+async def read_body(receive: Receive, *, max_bytes: int) -> bytes | None:
+    """The whole request body, or None once it exceeds `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def send_response(send: Send, response: Response) -> None:
+    headers = [*JSON_HEADERS, (b"content-length", str(len(response.body)).encode())]
+    headers.extend(response.headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

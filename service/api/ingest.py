@@ -1,0 +1,215 @@
+"""The Track API routes cioq accepts, each turned into jobs and stored before answering.
+
+v1 calls with a v2 equivalent become exactly one v2 operation; the few without one are
+stored as v1 jobs and forwarded unchanged. A request is all-or-nothing: every op is
+validated first, and nothing of a refused request is queued.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service import translate
+from service.api.http import OK, Request, Response, Route
+from service.config import Settings, Workspace
+from service.errors import FieldError, InvalidJob
+from service.jobs import Job, v1_job, v2_job
+from service.limits import Limits
+from service.queue import Queue
+from service.validation import op_size_error, validate_op
+
+#: The most field errors one 400 lists; a bad batch of 10,000 ops stays readable.
+MAX_REPORTED_ERRORS = 100
+
+
+def _object(body: Any, field: str = "body") -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidJob([FieldError(field, "type", "the request body must be a JSON object")])
+    return body
+
+
+class Ingest:
+    """Handlers for the producer-facing Track API."""
+
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.queue = queue
+        self.limits = Limits(max_op_bytes=settings.max_op_bytes)
+
+    def routes(self) -> list[Route]:
+        c = ("api", "v1", "customers", "{id}")
+        return [
+            Route("PUT", c, "v1.identify", self.identify),
+            Route("DELETE", c, "v1.delete", self.delete),
+            Route("POST", (*c, "events"), "v1.track", self.track),
+            Route("PUT", (*c, "devices"), "v1.add_device", self.add_device),
+            Route("DELETE", (*c, "devices", "{device}"), "v1.delete_device", self.delete_device),
+            Route("POST", (*c, "suppress"), "v1.suppress", self.suppress),
+            Route("POST", (*c, "unsuppress"), "v1.unsuppress", self.unsuppress),
+            Route("POST", ("api", "v1", "events"), "v1.track_anonymous", self.track_anonymous),
+            Route("POST", ("api", "v1", "merge_customers"), "v1.merge", self.merge),
+            Route(
+                "POST",
+                ("api", "v1", "segments", "{segment}", "add_customers"),
+                "v1.segment_add",
+                self.segment,
+            ),
+            Route(
+                "POST",
+                ("api", "v1", "segments", "{segment}", "remove_customers"),
+                "v1.segment_remove",
+                self.segment,
+            ),
+            Route("POST", ("api", "v1", "forms", "{form}", "submit"), "v1.form", self.form),
+            Route("POST", ("unsubscribe", "{delivery}"), "v1.unsubscribe", self.unsubscribe),
+            Route("POST", ("api", "v1", "push", "events"), "v1.push_event", self.push_event),
+            Route("POST", ("api", "v1", "metrics"), "v1.metric", self.metric),
+            Route("POST", ("api", "v2", "entity"), "v2.entity", self.entity),
+            Route("POST", ("api", "v2", "batch"), "v2.batch", self.batch),
+        ]
+
+    async def identify(self, req: Request, ws: Workspace) -> Response:
+        op = translate.identify(req.params[0], _object(req.json()), limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def delete(self, req: Request, ws: Workspace) -> Response:
+        return await self._store_ops(ws, [translate.delete(req.params[0], limits=self.limits)])
+
+    async def track(self, req: Request, ws: Workspace) -> Response:
+        op = translate.track(req.params[0], _object(req.json()), limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def add_device(self, req: Request, ws: Workspace) -> Response:
+        op = translate.add_device(req.params[0], _object(req.json()), limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def delete_device(self, req: Request, ws: Workspace) -> Response:
+        op = translate.delete_device(req.params[0], req.params[1], limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def suppress(self, req: Request, ws: Workspace) -> Response:
+        return await self._store_ops(ws, [translate.suppress(req.params[0], limits=self.limits)])
+
+    async def unsuppress(self, req: Request, ws: Workspace) -> Response:
+        op = translate.unsuppress(req.params[0], limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def track_anonymous(self, req: Request, ws: Workspace) -> Response:
+        body = _object(req.json())
+        op = translate.track_anonymous(body, limits=self.limits)
+        if op is not None:
+            return await self._store_ops(ws, [op])
+        translate.check_anonymous_v1(body, limits=self.limits)
+        recipient = body.get("data", {}).get("recipient", "") if isinstance(body, dict) else ""
+        job = v1_job(
+            "POST", "/api/v1/events", body, route=f"invite:{recipient}", op_type="invite_event"
+        )
+        return await self._store_jobs(ws, [job])
+
+    async def merge(self, req: Request, ws: Workspace) -> Response:
+        op = translate.merge(_object(req.json()), limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def segment(self, req: Request, ws: Workspace) -> Response:
+        body = _object(req.json())
+        translate.segment_ids(body, limits=self.limits)
+        path = "/" + "/".join(req.segments)
+        action = req.segments[-1]
+        job = v1_job(
+            "POST", path, body, route=f"segment:{req.params[0]}", op_type=action, query=req.query
+        )
+        return await self._store_jobs(ws, [job])
+
+    async def form(self, req: Request, ws: Workspace) -> Response:
+        body = _object(req.json())
+        if not isinstance(body.get("data"), dict):
+            raise InvalidJob([FieldError("data", "required", "data must be an object of fields")])
+        job = v1_job(
+            "POST",
+            "/" + "/".join(req.segments),
+            body,
+            route=f"form:{req.params[0]}",
+            op_type="form_submit",
+        )
+        await self._store_jobs(ws, [job])
+        return Response(204, b"")
+
+    async def unsubscribe(self, req: Request, ws: Workspace) -> Response:
+        body = _object(req.json())
+        if not isinstance(body.get("unsubscribe"), bool):
+            raise InvalidJob(
+                [FieldError("unsubscribe", "required", "unsubscribe must be true or false")]
+            )
+        job = v1_job(
+            "POST",
+            "/" + "/".join(req.segments),
+            body,
+            route=f"delivery:{req.params[0]}",
+            op_type="unsubscribe",
+        )
+        return await self._store_jobs(ws, [job])
+
+    async def push_event(self, req: Request, ws: Workspace) -> Response:
+        op = translate.push_event(_object(req.json()), limits=self.limits)
+        return await self._store_ops(ws, [op])
+
+    async def metric(self, req: Request, ws: Workspace) -> Response:
+        body = _object(req.json())
+        op = translate.metric(body, limits=self.limits)
+        if op is not None:
+            return await self._store_ops(ws, [op])
+        translate.check_metric_v1(body, limits=self.limits)
+        job = v1_job(
+            "POST",
+            "/api/v1/metrics",
+            body,
+            route=f"delivery:{body.get('delivery_id')}",
+            op_type="metric",
+        )
+        return await self._store_jobs(ws, [job])
+
+    async def entity(self, req: Request, ws: Workspace) -> Response:
+        op = req.json()
+        errors = validate_op(op, where="", limits=self.limits)
+        if errors:
+            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+        return await self._store_ops(ws, [translate.ensure_event_id(op)], where="")
+
+    async def batch(self, req: Request, ws: Workspace) -> Response:
+        body = req.json()
+        ops = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(ops, list) or not ops:
+            raise InvalidJob(
+                [FieldError("batch", "required", "batch must be a non-empty list of operations")]
+            )
+        errors: list[FieldError] = []
+        for i, op in enumerate(ops):
+            errors.extend(validate_op(op, where=f"batch[{i}]", limits=self.limits))
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+        if errors:
+            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+        return await self._store_ops(
+            ws, [translate.ensure_event_id(op) for op in ops], where="batch"
+        )
+
+    async def _store_ops(
+        self, ws: Workspace, ops: list[dict[str, Any]], *, where: str | None = None
+    ) -> Response:
+        jobs: list[Job] = []
+        errors: list[FieldError] = []
+        for i, op in enumerate(ops):
+            job = v2_job(op)
+            label = "" if where is None else (f"{where}[{i}]" if where == "batch" else where)
+            error = op_size_error(job.payload, where=label, limits=self.limits)
+            if error is not None:
+                errors.append(error)
+            jobs.append(job)
+        if errors:
+            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+        return await self._store_jobs(ws, jobs)
+
+    async def _store_jobs(self, ws: Workspace, jobs: list[Job]) -> Response:
+        await self.queue.enqueue(ws.name, jobs)
+        return OK

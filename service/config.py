@@ -1,0 +1,210 @@
+"""Settings: every knob cioq has, read once at process start.
+
+One `Settings` class reads the environment (prefix ``CIOQ_``). Nothing reads it at
+import time: entry points call `load_settings()` and pass the result down, and tests
+build their own `Settings(...)`.
+
+A *workspace* is one Customer.io account (site id + Track API key + region). The
+default workspace comes from ``CIOQ_SITE_ID``/``CIOQ_API_KEY``/``CIOQ_REGION``/
+``CIOQ_TRACK_URL``/``CIOQ_INGEST_KEYS``; more can be given as JSON in
+``CIOQ_WORKSPACES`` (inline or ``@/path/to/file.json``). A producer's ingest key
+decides its workspace, so no producer can make cioq send with another's credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.errors import ConfigError
+
+REGION_TRACK_URLS: dict[str, str] = {
+    "us": "https://track.customer.io",
+    "eu": "https://track-eu.customer.io",
+}
+
+#: Values that only make sense on a developer's machine; production refuses them.
+DEV_SITE_ID = "dev-site"
+DEV_API_KEY = "dev-api-key"
+DEV_INGEST_KEY = "dev-ingest-key"
+DEV_ADMIN_KEY = "dev-admin-key"
+
+_WORKSPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+class Workspace(BaseModel):
+    """One Customer.io workspace and the keys its producers authenticate with."""
+
+    model_config = {"frozen": True}
+
+    name: str = "default"
+    site_id: str
+    api_key: SecretStr
+    region: Literal["us", "eu"] = "us"
+    track_url: str | None = None
+    ingest_keys: tuple[SecretStr, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _WORKSPACE_NAME.match(value):
+            raise ValueError("workspace name must match [a-z0-9][a-z0-9_-]{0,39}")
+        return value
+
+    @field_validator("track_url")
+    @classmethod
+    def _check_track_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("track_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        """Where this workspace's Track API calls go: the override, else the region's host."""
+        return self.track_url or REGION_TRACK_URLS[self.region]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of cioq; see README "Configuration" for each one's meaning."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CIOQ_",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    env: Literal["development", "production"] = "development"
+
+    # Redis and Celery
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+    shards: int = Field(default=32, ge=1, le=4096)
+    durability: Literal["write", "fsync"] = "write"
+    redis_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Default workspace
+    site_id: str = DEV_SITE_ID
+    api_key: SecretStr = SecretStr(DEV_API_KEY)
+    region: Literal["us", "eu"] = "us"
+    track_url: str | None = None
+    ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
+    workspaces_json: str | None = Field(
+        default=None, validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json")
+    )
+    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_ADMIN_KEY),)
+
+    # Ingest API
+    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CIOQ_PORT", "port"))
+    host: str = "127.0.0.1"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_request_bytes: int = Field(default=5_000_000, gt=0)
+
+    # Packing and delivery
+    max_batch_bytes: int = Field(default=500_000, ge=1024)
+    max_op_bytes: int = Field(default=32_768, ge=256)
+    linger_ms: int = Field(default=1000, ge=0)
+    max_ops_per_read: int = Field(default=4000, ge=1)
+    upstream_timeout_s: float = Field(default=30.0, gt=0)
+    lease_ms: int = Field(default=60_000, ge=1000)
+    drain_budget_s: float = Field(default=15.0, gt=0)
+    sweep_interval_ms: int = Field(default=1000, ge=10)
+
+    # Retries, pauses, dead letters
+    retry_base_ms: int = Field(default=1000, ge=0)
+    retry_cap_ms: int = Field(default=300_000, ge=0)
+    retry_max_attempts: int = Field(default=20, ge=1)
+    retry_max_age_s: float = Field(default=86_400.0, gt=0)
+    throttle_pause_ms: int = Field(default=5000, ge=0)
+    setup_pause_ms: int = Field(default=30_000, ge=0)
+    crash_limit: int = Field(default=3, ge=1)
+    shutdown_grace_s: float = Field(default=25.0, gt=0)
+
+    @field_validator("ingest_keys", "admin_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @model_validator(mode="after")
+    def _check_shard_and_size(self) -> Settings:
+        if self.max_op_bytes + 12 > self.max_batch_bytes:
+            raise ValueError("max_batch_bytes must hold at least one op of max_op_bytes")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
+        return self
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker for drain triggers: its own setting, else the queue's Redis."""
+        return self.broker_url or self.redis_url
+
+    @cached_property
+    def workspaces(self) -> tuple[Workspace, ...]:
+        """The default workspace first, then those of ``CIOQ_WORKSPACES``."""
+        default = Workspace(
+            name="default",
+            site_id=self.site_id,
+            api_key=self.api_key,
+            region=self.region,
+            track_url=self.track_url,
+            ingest_keys=self.ingest_keys,
+        )
+        extra = _load_workspaces(self.workspaces_json)
+        found = (default, *extra) if not any(w.name == "default" for w in extra) else extra
+        names = [w.name for w in found]
+        if len(names) != len(set(names)):
+            raise ConfigError(f"workspace names must be unique, got {names}")
+        keys = [k.get_secret_value() for w in found for k in w.ingest_keys]
+        if len(keys) != len(set(keys)):
+            raise ConfigError("an ingest key may belong to one workspace only")
+        return found
+
+    def workspace(self, name: str) -> Workspace:
+        """The workspace called `name`; ConfigError if there is none."""
+        for ws in self.workspaces:
+            if ws.name == name:
+                return ws
+        raise ConfigError(f"unknown workspace {name!r}")
+
+
+def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
+    if not raw:
+        return ()
+    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"CIOQ_WORKSPACES is not valid JSON: {exc}") from exc
+    if isinstance(data, dict):
+        data = [{"name": name, **spec} for name, spec in data.items()]
+    if not isinstance(data, list):
+        raise ConfigError("CIOQ_WORKSPACES must be a JSON list or object of workspaces")
+    for item in data:
+        if isinstance(item, dict) and isinstance(item.get("ingest_keys"), str):
+            item["ingest_keys"] = _split_csv(item["ingest_keys"])
+    return tuple(Workspace.model_validate(item) for item in data)
+
+
+def load_settings() -> Settings:
+    """Read the environment once; raises ConfigError with every problem found."""
+    try:
+        settings = Settings()
+        _ = settings.workspaces
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return settings

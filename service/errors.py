@@ -1,0 +1,72 @@
+"""The exceptions cioq raises, split on what the caller must do about them.
+
+    CioqError
+    ├── ConfigError            settings are wrong: refuse to start
+    ├── InvalidJob             a producer's request breaks a rule: 4xx, never queued
+    ├── RetryableError         try again later; nothing is lost
+    │   ├── StoreUnavailable   Redis is unreachable, read-only or out of memory
+    │   └── UpstreamError      Customer.io could not be reached or answered 5xx/429
+    └── PermanentError         trying again cannot help; the job goes to the dead-letter queue
+
+Third-party exceptions are translated in one place each: Redis errors in
+`service.queue`/`service.shards`, httpx errors in `service.cio_client`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CioqError(Exception):
+    """Base of every exception cioq raises on purpose."""
+
+
+class ConfigError(CioqError):
+    """Raised when settings are missing, malformed or unsafe for the environment."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One broken rule in a producer's request, as shown in a 400 body."""
+
+    field: str
+    rule: str
+    message: str
+    limit: int | str | None = None
+    actual: int | str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "rule": self.rule, "message": self.message}
+        if self.limit is not None:
+            out["limit"] = self.limit
+        if self.actual is not None:
+            out["actual"] = self.actual
+        return out
+
+
+@dataclass
+class InvalidJob(CioqError):
+    """Raised when a producer's request breaks one or more rules; nothing of it is queued."""
+
+    errors: list[FieldError] = field(default_factory=list)
+    status: int = 400
+
+    def __str__(self) -> str:
+        return "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+
+
+class RetryableError(CioqError):
+    """Raised when an operation failed in a way that may succeed if tried again."""
+
+
+class StoreUnavailable(RetryableError):
+    """Raised when Redis cannot take or give data right now."""
+
+
+class UpstreamError(RetryableError):
+    """Raised when Customer.io could not be reached or did not answer usably."""
+
+
+class PermanentError(CioqError):
+    """Raised when an operation can never succeed as it is."""

@@ -1,0 +1,78 @@
+"""Every Redis key cioq uses is built here, and nowhere else.
+
+Per-shard keys share one hash tag, ``{<workspace>:<shard>}``, so the Lua scripts that
+touch a shard's stream and its lease stay within one Redis Cluster slot, while the
+shards themselves spread over the cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "cioq"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardKeys:
+    """The keys of one shard: a stream of jobs and the state that guards its delivery."""
+
+    workspace: str
+    shard: int
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.workspace}:{self.shard}}}"
+
+    @property
+    def stream(self) -> str:
+        """Jobs waiting for delivery, oldest first; an entry leaves only when resolved."""
+        return f"{PREFIX}:q:{self.tag}"
+
+    @property
+    def lease(self) -> str:
+        """Holder token of the one drain allowed to deliver this shard (SET NX PX)."""
+        return f"{PREFIX}:lease:{self.tag}"
+
+    @property
+    def fence(self) -> str:
+        """Counter that issues ever-growing lease tokens, so a stale holder is refused."""
+        return f"{PREFIX}:fence:{self.tag}"
+
+    @property
+    def trigger(self) -> str:
+        """Debounce marker: a drain trigger for this shard is already on its way."""
+        return f"{PREFIX}:trig:{self.tag}"
+
+    @property
+    def retry(self) -> str:
+        """Hash of the shard's retry state: attempts, history, not-before time."""
+        return f"{PREFIX}:retry:{self.tag}"
+
+    @property
+    def inflight(self) -> str:
+        """Hash naming the entries sent but not yet resolved (the crash-loop guard)."""
+        return f"{PREFIX}:inflight:{self.tag}"
+
+
+def shard_keys(workspace: str, shard: int) -> ShardKeys:
+    return ShardKeys(workspace, shard)
+
+
+def pause(workspace: str) -> str:
+    """Set while a workspace must not be sent to (429 or bad credentials), with a TTL."""
+    return f"{PREFIX}:pause:{{{workspace}}}"
+
+
+def dead_letters(workspace: str) -> str:
+    """The workspace's dead-letter stream; never trimmed automatically."""
+    return f"{PREFIX}:dlq:{{{workspace}}}"
+
+
+def idempotency(workspace: str, key: str) -> str:
+    """The first answer to a request sent with this Idempotency-Key, kept for a window."""
+    return f"{PREFIX}:idem:{{{workspace}}}:{key}"
+
+
+def drain_rate(workspace: str) -> str:
+    """Recent drained-op counts per second, for the backlog_seconds signal."""
+    return f"{PREFIX}:rate:{{{workspace}}}"

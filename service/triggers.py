@@ -1,0 +1,67 @@
+"""Drain triggers: the Celery messages that wake a worker for one shard.
+
+A trigger carries no job, only ``(workspace, shard)``; losing or duplicating one can
+cost latency but never a job, because jobs live in the shard's stream until resolved.
+The producer side is here (ingest and the sweeper send triggers); `workers` registers
+the task under `DRAIN_TASK`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+DRAIN_TASK = "cioq.drain"
+DRAIN_QUEUE = "cioq.drain"
+
+
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """Celery settings shared by producers and workers."""
+    return {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # Triggers are cheap and idempotent: a short visibility timeout only means
+            # an unacked trigger is redelivered sooner, never a lost or doubled job.
+            "visibility_timeout": 300,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 25,
+        },
+        "task_default_queue": DRAIN_QUEUE,
+        "task_ignore_result": True,
+        "task_acks_late": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_send_task_events": False,
+        "worker_hijack_root_logger": False,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+    }
+
+
+class Triggers:
+    """Sends drain triggers through Celery's broker."""
+
+    def __init__(self, broker_url: str, *, app: Celery | None = None) -> None:
+        """Use `app` (a worker's own Celery app) or a producer-only app for `broker_url`."""
+        self._own_app = app is None
+        if app is None:
+            app = Celery("cioq-producer", set_as_current=False)
+            app.conf.update(celery_config(broker_url))
+        self.app = app
+
+    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
+        """Ask a worker to drain `shard` of `workspace`, now or after `countdown_s`."""
+        self.app.send_task(
+            DRAIN_TASK,
+            args=(workspace, shard),
+            countdown=countdown_s if countdown_s > 0 else None,
+            queue=DRAIN_QUEUE,
+            ignore_result=True,
+        )
+
+    def close(self) -> None:
+        if self._own_app:
+            self.app.close()

@@ -1,0 +1,114 @@
+"""A producer for end-to-end tests: mixed v1 and v2 jobs, each carrying (person, seq).
+
+Every job names its person and a per-person sequence number, so the test can check at
+the sandbox that each job arrived exactly once and in the order it was accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+PAD = "p" * 300  # makes ops ~500 bytes, so batches fill by bytes
+
+
+@dataclass
+class Produced:
+    accepted: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    requests: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.accepted.values())
+
+
+def _v2(person: str, seq: int, kind: int) -> dict[str, Any]:
+    ident = {"id": person}
+    if kind == 0:
+        return {"type": "person", "action": "identify", "identifiers": ident,
+                "attributes": {"seq": seq, "pad": PAD}}
+    return {"type": "person", "action": "event", "identifiers": ident, "name": "e2e",
+            "attributes": {"seq": seq, "pad": PAD}}
+
+
+async def _v1(client: httpx.AsyncClient, person: str, seq: int, kind: int) -> None:
+    base = f"/api/v1/customers/{person}"
+    if kind == 0:
+        r = await client.put(base, json={"seq": seq, "pad": PAD})
+    elif kind == 1:
+        r = await client.post(f"{base}/events", json={"name": "e2e", "data": {"seq": seq}})
+    elif kind == 2:
+        r = await client.put(
+            f"{base}/devices",
+            json={"device": {"id": f"tok-{person}-{seq}", "platform": "ios",
+                             "attributes": {"seq": str(seq)}}},
+        )
+    else:
+        r = await client.delete(f"{base}/devices/tok-{person}-{seq}")
+    r.raise_for_status()
+
+
+async def produce(
+    api_url: str, auth: tuple[str, str], people: Iterable[str], *, per_person: int,
+    v2_share: float = 0.6, batch_ops: int = 50, concurrency: int = 48, seed: int = 7,
+) -> Produced:
+    """Send `per_person` jobs for each person, in order per person, people in parallel.
+
+    v2 jobs go in `/api/v2/batch` requests of up to `batch_ops` ops, mixing people.
+    """
+    rng = random.Random(seed)
+    result = Produced()
+    people = list(people)
+    plan = {p: [("v2" if rng.random() < v2_share else "v1", rng.randrange(4))
+                for _ in range(per_person)] for p in people}
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
+
+        async def one_person(person: str) -> None:
+            pending: list[dict[str, Any]] = []
+            seqs: list[int] = []
+
+            async def flush() -> None:
+                if pending:
+                    async with gate:
+                        r = await client.post("/api/v2/batch", json={"batch": pending})
+                    r.raise_for_status()
+                    result.requests += 1
+                    result.accepted[person].extend(seqs)
+                    pending.clear()
+                    seqs.clear()
+
+            for seq, (api, kind) in enumerate(plan[person]):
+                if api == "v2":
+                    pending.append(_v2(person, seq, kind % 2))
+                    seqs.append(seq)
+                    if len(pending) >= batch_ops:
+                        await flush()
+                    continue
+                await flush()
+                async with gate:
+                    await _v1(client, person, seq, kind)
+                result.requests += 1
+                result.accepted[person].append(seq)
+            await flush()
+
+        await asyncio.gather(*(one_person(p) for p in people))
+    return result
+
+
+def seq_of(op: dict[str, Any]) -> tuple[str, int]:
+    """(person, seq) of a v2 op as the sandbox recorded it."""
+    person = op["identifiers"]["id"]
+    action = op["action"]
+    if action in ("identify", "event"):
+        attrs = op.get("attributes") or {}
+        return person, int(attrs["seq"])
+    token = op["device"]["token"]
+    return person, int(token.rsplit("-", 1)[1])

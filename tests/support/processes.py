@@ -1,0 +1,140 @@
+"""Real processes for end-to-end tests: redis-server and the `cioq` commands.
+
+Everything binds to 127.0.0.1 on free ports, logs to files under the test's tmp dir,
+and is stopped (SIGKILL as a last resort) when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import redis
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T], *, timeout_s: float, interval_s: float = 0.05, what: str = ""
+) -> T:
+    """Poll `check` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what or check}")
+        time.sleep(interval_s)
+        last = check()
+    return last
+
+
+class Proc:
+    """A child process with its log file; `stop` escalates SIGTERM → SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the worker and its prefork children."""
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def stop(self, timeout_s: float = 15) -> int | None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+        return self.popen.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RedisServer:
+    """A redis-server of the test's own, optionally with AOF, restartable from its data dir."""
+
+    def __init__(self, data_dir: Path, *, appendonly: bool = False, fsync: str = "everysec"):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.appendonly = appendonly
+        self.fsync = fsync
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc: Proc | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (scripts/test installs it)")
+        argv = [
+            exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction",
+        ]
+        self.proc = Proc(f"redis-{self.port}", argv, dict(os.environ), self.data_dir)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+
+        def ping() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(ping, timeout_s=20, what="redis-server to answer PING")
+        client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
+def cioq_proc(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+    return Proc(name, [sys.executable, "-m", "cioq", *args], env, log_dir)
+
+
+def wait_http(url: str, *, timeout_s: float = 30, verify: bool | str = True) -> None:
+    def up() -> bool:
+        try:
+            return httpx.get(url, timeout=1, verify=verify).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout_s=timeout_s, interval_s=0.1, what=url)

@@ -1,0 +1,281 @@
+"""The drain against real Redis and a real sandbox server: batches, outcomes, fencing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from service import keys
+from service.cio_client import TrackClient
+from service.config import Settings
+from service.dead_letters import DeadLetterStore
+from service.jobs import shard_for, v2_job
+from service.sandbox import SandboxConfig, create_sandbox_app
+from service.shards import ShardStore
+from tests.support.http_server import serve_in_thread
+from workers.drain import Drainer
+
+SITE, KEY = "dev-site", "dev-api-key"
+
+
+@pytest.fixture
+def sandbox_url() -> Iterator[str]:
+    with serve_in_thread(create_sandbox_app(SandboxConfig(credentials={SITE: KEY}))) as url:
+        yield url
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        yield client
+
+
+class Clock:
+    """Real time plus an offset the test moves forward; retries need no real waiting."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset_s
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settings:
+    return make_settings(
+        shards=1, track_url=sandbox_url, retry_base_ms=1000, max_batch_bytes=20_000, max_op_bytes=2000,
+        upstream_timeout_s=5,
+    )
+
+
+@pytest.fixture
+def drainer(settings: Settings, redis_client: redis.Redis, clock: Clock) -> Drainer:
+    clients = {ws.name: TrackClient(ws, timeout_s=settings.upstream_timeout_s)
+               for ws in settings.workspaces}
+    return Drainer(
+        settings, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None,
+        clock=clock, rng=lambda: 1.0,
+    )
+
+
+def person_op(i: int, **attrs: Any) -> dict[str, Any]:
+    return {"type": "person", "action": "identify", "identifiers": {"id": f"p{i}"},
+            "attributes": {"n": i, "pad": "x" * 150, **attrs}}
+
+
+def enqueue(client: redis.Redis, ops: list[dict[str, Any]], shards: int = 1) -> None:
+    for op in ops:
+        job = v2_job(op)
+        shard = shard_for("default", job.route, shards)
+        client.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
+
+
+def received_ns(sandbox: httpx.Client) -> list[int]:
+    records = sandbox.get("/_sandbox/received").json()["records"]
+    return [r["op"]["attributes"]["n"] for r in records]
+
+
+def dlq(client: redis.Redis) -> list[dict[bytes, bytes]]:
+    return [fields for _, fields in client.xrange(keys.dead_letters("default"))]
+
+
+def test_drains_everything_in_order_in_full_batches(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """All ops leave in order, in batches filled to the byte limit, and the stream empties."""
+    enqueue(redis_client, [person_op(i) for i in range(300)])
+    report = drainer.drain("default", 0)
+    assert report.stopped == "empty"
+    assert received_ns(sandbox) == list(range(300))
+    sizes = [r["body_bytes"] for r in sandbox.get("/_sandbox/requests").json()["records"]]
+    assert max(sizes) <= 20_000
+    assert all(s > 20_000 - 300 for s in sizes[:-1])
+    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 0
+
+
+def test_lingers_when_batch_not_full(
+    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis,
+    sandbox: httpx.Client,
+) -> None:
+    """A young, small head waits for the linger time instead of going out alone."""
+    s = make_settings(shards=1, track_url=sandbox_url, linger_ms=60_000)
+    clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
+    d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None)
+    enqueue(redis_client, [person_op(1)])
+    report = d.drain("default", 0)
+    assert report.stopped == "linger"
+    assert report.retrigger_s is not None and 0 < report.retrigger_s <= 60
+    assert received_ns(sandbox) == []
+
+
+def test_busy_shard_is_left_to_its_lease_holder(
+    drainer: Drainer, redis_client: redis.Redis
+) -> None:
+    """A second drain of a leased shard returns at once and touches nothing."""
+    enqueue(redis_client, [person_op(1)])
+    store = ShardStore(redis_client)
+    token = store.acquire(keys.shard_keys("default", 0), lease_ms=10_000)
+    assert token
+    assert drainer.drain("default", 0).stopped == "busy"
+    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 1
+
+
+def test_stale_lease_holder_is_fenced_out(redis_client: redis.Redis) -> None:
+    """After a lease expires and is retaken, the old token can neither resolve nor renew."""
+    store = ShardStore(redis_client)
+    shard = keys.shard_keys("default", 0)
+    enqueue(redis_client, [person_op(1)])
+    old = store.acquire(shard, lease_ms=1000)
+    assert old
+    redis_client.delete(shard.lease)  # the lease ran out
+    new = store.acquire(shard, lease_ms=1000)
+    assert new and new > old
+    head = store.read(shard, after=None, count=1)[0]
+    assert store.resolve(shard, old, head.id) == -1
+    assert not store.renew(shard, old, lease_ms=1000)
+    assert store.resolve(shard, new, head.id) == 1
+
+
+def test_transient_error_backs_off_then_delivers(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client, clock: Clock
+) -> None:
+    """A 503 keeps the ops, records the attempt, and the shard retries after the backoff."""
+    enqueue(redis_client, [person_op(i) for i in range(5)])
+    sandbox.post("/_sandbox/faults", json={"status_sequence": [503]})
+    first = drainer.drain("default", 0)
+    assert first.stopped == "backoff"
+    assert first.retrigger_s == 1.0  # base 1000 ms, rng fixed at 1.0
+    state = ShardStore(redis_client).retry_state(keys.shard_keys("default", 0))
+    assert state.attempts == 1 and state.history[0][1] == "503"
+    assert drainer.drain("default", 0).stopped == "backoff"  # too early: nothing sent
+    clock.offset_s += 1.5
+    assert drainer.drain("default", 0).stopped == "empty"
+    assert received_ns(sandbox) == list(range(5))
+    assert not redis_client.exists(keys.shard_keys("default", 0).retry)
+
+
+def test_retry_budget_spent_dead_letters_with_history(
+    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis,
+    sandbox: httpx.Client, clock: Clock,
+) -> None:
+    """After the last allowed attempt the batch goes to the DLQ with every attempt."""
+    s = make_settings(shards=1, track_url=sandbox_url, retry_max_attempts=3, retry_base_ms=10)
+    clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
+    d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None,
+                clock=clock, rng=lambda: 1.0)
+    enqueue(redis_client, [person_op(i) for i in range(2)])
+    sandbox.post("/_sandbox/faults", json={"status_sequence": [500, 502, 503]})
+    for _ in range(3):
+        d.drain("default", 0)
+        clock.offset_s += 1
+    letters = dlq(redis_client)
+    assert len(letters) == 2
+    attempts = orjson.loads(letters[0][b"attempts"])
+    assert [a["status"] for a in attempts] == ["500", "502", "503"]
+    assert letters[0][b"reason"] == b"max_attempts"
+    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 0
+
+
+def test_partial_207_dead_letters_only_named_ops(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """A 207 naming 3 ops dead-letters exactly those; the rest are delivered once."""
+    ops = [person_op(i) for i in range(50)]
+    for i in (3, 17, 41):
+        ops[i]["attributes"]["sandbox_poison"] = "207"
+    enqueue(redis_client, ops)
+    assert drainer.drain("default", 0).stopped == "empty"
+    assert sorted(received_ns(sandbox)) == [i for i in range(50) if i not in (3, 17, 41)]
+    letters = dlq(redis_client)
+    assert sorted(orjson.loads(f[b"payload"])["attributes"]["n"] for f in letters) == [3, 17, 41]
+    assert {f[b"cls"] for f in letters} == {b"partial"}
+
+
+def test_whole_batch_400_is_bisected_to_the_poison_ops(
+    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis,
+    sandbox: httpx.Client,
+) -> None:
+    """2 poison ops among 1,000 make the batch 400: only they are dead-lettered."""
+    s = make_settings(shards=1, track_url=sandbox_url, max_ops_per_read=1000)
+    clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
+    d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None)
+    ops = [{"type": "person", "action": "identify", "identifiers": {"id": f"p{i}"},
+            "attributes": {"n": i}} for i in range(1000)]
+    for i in (123, 877):
+        ops[i]["attributes"]["sandbox_poison"] = "400"
+    enqueue(redis_client, ops)
+    report = d.drain("default", 0)
+    assert report.stopped == "empty"
+    assert sorted(received_ns(sandbox)) == [i for i in range(1000) if i not in (123, 877)]
+    assert sorted(orjson.loads(f[b"payload"])["attributes"]["n"] for f in dlq(redis_client)) == [
+        123, 877]
+    assert report.bisect_requests <= 2 * 10 * 2  # 2 · log2(1000) · poison count
+
+
+def test_429_pauses_the_workspace_for_retry_after(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """A 429 with Retry-After: 2 pauses every shard of the workspace for 2 s."""
+    enqueue(redis_client, [person_op(1)])
+    sandbox.post("/_sandbox/faults", json={"status_sequence": [429], "retry_after_s": 2})
+    report = drainer.drain("default", 0)
+    assert report.stopped == "throttled"
+    pttl = redis_client.pttl(keys.pause("default"))
+    assert 1000 < pttl <= 2000
+    assert drainer.drain("default", 0).stopped == "paused"
+    assert dlq(redis_client) == []
+
+
+def test_401_pauses_keeps_jobs_and_resumes_when_fixed(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """Bad credentials pause the workspace, dead-letter nothing, and delivery resumes."""
+    enqueue(redis_client, [person_op(i) for i in range(3)])
+    sandbox.post("/_sandbox/credentials", json={"site_id": SITE, "api_key": "rotated"})
+    assert drainer.drain("default", 0).stopped == "setup"
+    assert redis_client.get(keys.pause("default")) == b"setup:401"
+    assert dlq(redis_client) == []
+    sandbox.post("/_sandbox/credentials", json={"site_id": SITE, "api_key": KEY})
+    redis_client.delete(keys.pause("default"))  # the pause ran out
+    assert drainer.drain("default", 0).stopped == "empty"
+    assert received_ns(sandbox) == [0, 1, 2]
+
+
+def test_crash_loop_isolates_then_quarantines(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client, settings: Settings
+) -> None:
+    """A head whose sends keep dying is sent alone, then quarantined as crash_loop."""
+    enqueue(redis_client, [person_op(i) for i in range(4)])
+    store = ShardStore(redis_client)
+    shard = keys.shard_keys("default", 0)
+    head = store.read(shard, after=None, count=1)[0]
+    for _ in range(settings.crash_limit):  # earlier holders died after marking the send
+        token = store.acquire(shard, lease_ms=1000)
+        assert token
+        store.mark_inflight(shard, token, head=head.id, count=4)
+        redis_client.delete(shard.lease)
+    assert drainer.drain("default", 0).stopped == "empty"
+    letters = dlq(redis_client)
+    assert [f[b"reason"] for f in letters] == [b"crash_loop"]
+    assert received_ns(sandbox) == [1, 2, 3]
+
+
+def test_oversize_op_is_dead_lettered_never_sent(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """An op over max_op_bytes (limits tightened after it was queued) is reported, not sent."""
+    enqueue(redis_client, [person_op(0), person_op(1, big="y" * 40_000), person_op(2)])
+    assert drainer.drain("default", 0).stopped == "empty"
+    assert received_ns(sandbox) == [0, 2]
+    assert [f[b"reason"] for f in dlq(redis_client)] == [b"op_too_large"]

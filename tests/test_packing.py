@@ -1,0 +1,110 @@
+"""Packing: batches by exact bytes, in order, oversize ops reported and never sent."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.packing import (
+    ENVELOPE_BYTES,
+    Batch,
+    Oversize,
+    batch_body,
+    batch_size_bytes,
+    first_unit,
+    pack,
+)
+
+
+def op(size: int) -> bytes:
+    """A JSON op of exactly `size` bytes."""
+    base = b'{"a":""}'
+    assert size >= len(base)
+    return b'{"a":"' + b"x" * (size - len(base)) + b'"}'
+
+
+@pytest.mark.parametrize(
+    ("sizes", "max_batch", "max_op", "expected"),
+    [
+        ([], 100, 50, []),
+        ([10], 100, 50, [(0, 1)]),
+        ([10, 10], 12 + 10 + 1 + 10, 50, [(0, 2)]),
+        ([10, 10], 12 + 10 + 1 + 10 - 1, 50, [(0, 1), (1, 2)]),
+        ([40, 40, 40], 100, 50, [(0, 2), (2, 3)]),
+        ([10, 60, 10], 100, 50, [(0, 1), "x1", (2, 3)]),
+        ([60], 100, 50, ["x0"]),
+        ([50, 50], 12 + 50, 50, [(0, 1), (1, 2)]),
+    ],
+    ids=[
+        "empty",
+        "one",
+        "exact-fit",
+        "one-byte-over",
+        "split",
+        "oversize-in-middle",
+        "oversize-alone",
+        "each-at-limit",
+    ],
+)
+def test_pack_table(
+    sizes: list[int], max_batch: int, max_op: int, expected: list[object]
+) -> None:
+    """Each case splits where the byte arithmetic says it must."""
+    ops = [op(s) for s in sizes]
+    units = pack(ops, max_batch_bytes=max_batch, max_op_bytes=max_op)
+    got: list[object] = [
+        (u.start, u.stop) if isinstance(u, Batch) else f"x{u.index}" for u in units
+    ]
+    assert got == expected
+
+
+def test_body_is_valid_json_and_size_matches() -> None:
+    """The body is the exact JSON sent, and its size is computed without building it."""
+    ops = [orjson.dumps({"type": "person", "n": i}) for i in range(5)]
+    body = batch_body(ops)
+    assert orjson.loads(body) == {"batch": [orjson.loads(o) for o in ops]}
+    assert len(body) == batch_size_bytes([len(o) for o in ops])
+    assert len(batch_body([])) == ENVELOPE_BYTES
+
+
+def test_first_unit_takes_longest_prefix() -> None:
+    """A drain's next unit is the longest batch from the head, or the oversize head."""
+    ops = [op(40), op(40), op(40)]
+    unit = first_unit(ops, max_batch_bytes=100, max_op_bytes=50)
+    assert isinstance(unit, Batch)
+    assert (unit.start, unit.stop) == (0, 2)
+    assert first_unit([op(60), op(10)], max_batch_bytes=100, max_op_bytes=50) == Oversize(0, 60)
+    assert first_unit([], max_batch_bytes=100, max_op_bytes=50) is None
+    stop_before_big = first_unit([op(10), op(60)], max_batch_bytes=100, max_op_bytes=50)
+    assert isinstance(stop_before_big, Batch)
+    assert stop_before_big.stop == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=8, max_value=400), max_size=60),
+    max_batch=st.integers(min_value=300, max_value=3000),
+    max_op=st.integers(min_value=8, max_value=288),
+)
+def test_pack_properties(sizes: list[int], max_batch: int, max_op: int) -> None:
+    """No batch over the limit, every op in exactly one unit, order kept, oversize never sent."""
+    ops = [op(s) for s in sizes]
+    units = pack(ops, max_batch_bytes=max_batch, max_op_bytes=max_op)
+    seen: list[int] = []
+    for unit in units:
+        if isinstance(unit, Oversize):
+            assert len(ops[unit.index]) > max_op
+            seen.append(unit.index)
+            continue
+        assert unit.count >= 1
+        assert len(unit.body) <= max_batch
+        assert unit.body == batch_body(ops[unit.start : unit.stop])
+        assert all(len(o) <= max_op for o in ops[unit.start : unit.stop])
+        seen.extend(range(unit.start, unit.stop))
+    assert seen == list(range(len(ops)))
+    # Batches are maximal: the next op would not have fitted.
+    for unit, nxt in zip(units, units[1:], strict=False):
+        if isinstance(unit, Batch) and isinstance(nxt, Batch):
+            assert len(unit.body) + 1 + len(ops[nxt.start]) > max_batch

@@ -1,0 +1,115 @@
+"""The Celery app of the worker pods: one task, ``cioq.drain(workspace, shard)``.
+
+Celery only carries triggers here (see `service.triggers`); the jobs stay in Redis
+streams. Per-process resources (Redis pool, HTTP clients) are built lazily in each
+process, after prefork, never shared across a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutting_down
+
+from service.cio_client import TrackClient
+from service.config import Settings
+from service.dead_letters import DeadLetterStore
+from service.queue import connect_sync
+from service.shards import ShardStore
+from service.triggers import DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
+from workers.drain import Drainer
+
+log = logging.getLogger("cioq.worker")
+
+
+def stop_flag(main_pid: int) -> Path:
+    """The file whose presence tells a worker's processes to stop taking new batches."""
+    return Path(tempfile.gettempdir()) / f"cioq-worker-stopping-{main_pid}"
+
+
+def _stopping() -> bool:
+    # Prefork children learn of a warm shutdown through their parent's flag file;
+    # the solo pool runs tasks in the main process itself.
+    return stop_flag(os.getppid()).exists() or stop_flag(os.getpid()).exists()
+
+
+class WorkerRuntime:
+    """Builds a `Drainer` once per process, after fork."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self._pid: int | None = None
+        self._drainer: Drainer | None = None
+
+    def drainer(self) -> Drainer:
+        if self._drainer is None or self._pid != os.getpid():
+            s = self.settings
+            client = connect_sync(s)
+            clients = {
+                ws.name: TrackClient(ws, timeout_s=s.upstream_timeout_s) for ws in s.workspaces
+            }
+            self._drainer = Drainer(
+                s,
+                ShardStore(client),
+                DeadLetterStore(client),
+                clients,
+                Triggers(s.celery_broker_url, app=self.app),
+                should_stop=_stopping,
+            )
+            self._pid = os.getpid()
+        return self._drainer
+
+
+def create_celery(settings: Settings) -> Celery:
+    """The worker's Celery app for `settings`, with the drain task registered."""
+    app = Celery("cioq")
+    app.conf.update(celery_config(settings.celery_broker_url))
+    app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_s
+    runtime = WorkerRuntime(settings, app)
+
+    @app.task(name=DRAIN_TASK, ignore_result=True)
+    def drain(workspace: str, shard: int) -> dict[str, Any]:
+        report = runtime.drainer().drain(workspace, int(shard))
+        if report.requests or report.dead_lettered:
+            log.info(
+                "drained %s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",
+                workspace,
+                shard,
+                report.requests,
+                report.delivered,
+                report.dead_lettered,
+                report.stopped,
+            )
+        return {"stopped": report.stopped, "delivered": report.delivered}
+
+    return app
+
+
+@worker_ready.connect
+def _clear_stop_flag(**_: Any) -> None:
+    stop_flag(os.getpid()).unlink(missing_ok=True)
+
+
+@worker_shutting_down.connect
+def _raise_stop_flag(**_: Any) -> None:
+    stop_flag(os.getpid()).touch()
+
+
+def worker_argv(*, concurrency: int, pool: str, loglevel: str) -> list[str]:
+    """Arguments for `Celery.worker_main`: only drain triggers, no chatter between workers."""
+    return [
+        "worker",
+        f"--queues={DRAIN_QUEUE}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]

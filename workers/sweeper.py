@@ -1,0 +1,88 @@
+"""The sweeper: re-sends drain triggers for every shard that has work and no drain.
+
+Triggers are fire-and-forget, so one can be lost (broker restart, worker killed with a
+countdown pending). Every `sweep_interval_ms` the sweeper looks at all shards in one
+pipelined round trip per workspace and triggers any shard that has entries, no live
+lease, no pending trigger, no pause and no retry wait. It holds no state: several
+sweepers are safe, since the trigger marker is taken with SET NX.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from service import keys
+from service.config import Settings
+from service.triggers import Triggers
+
+log = logging.getLogger("cioq.sweeper")
+
+
+class Sweeper:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        triggers: Triggers,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.triggers = triggers
+        self.clock = clock
+        self.trigger_ttl_ms = max(2 * settings.linger_ms, 1000)
+
+    def sweep_once(self) -> list[tuple[str, int]]:
+        """Trigger every shard that needs a drain; returns those triggered."""
+        triggered: list[tuple[str, int]] = []
+        for ws in self.settings.workspaces:
+            triggered.extend(self._sweep_workspace(ws.name))
+        return triggered
+
+    def _sweep_workspace(self, workspace: str) -> list[tuple[str, int]]:
+        shards = range(self.settings.shards)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.pttl(keys.pause(workspace))
+        for shard in shards:
+            k = keys.shard_keys(workspace, shard)
+            pipe.xlen(k.stream)
+            pipe.exists(k.lease, k.trigger)
+            pipe.hget(k.retry, "not_before_ms")
+        results = pipe.execute()
+        if int(results[0]) > 0:
+            return []
+        now_ms = int(self.clock() * 1000)
+        due: list[int] = []
+        for shard in shards:
+            length, busy, not_before = results[1 + 3 * shard : 4 + 3 * shard]
+            if length and not busy and int(not_before or 0) <= now_ms:
+                due.append(shard)
+        if not due:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in due:
+            pipe.set(keys.shard_keys(workspace, shard).trigger, 1, nx=True, px=self.trigger_ttl_ms)
+        sent: list[tuple[str, int]] = []
+        for shard, was_set in zip(due, pipe.execute(), strict=True):
+            if was_set:
+                self.triggers.send(workspace, shard)
+                sent.append((workspace, shard))
+        return sent
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep until `stop` is set; Redis or broker trouble is logged and retried."""
+        interval_s = self.settings.sweep_interval_ms / 1000
+        while not stop.is_set():
+            try:
+                sent = self.sweep_once()
+                if sent:
+                    log.info("re-triggered %d shard(s)", len(sent))
+            except Exception:  # keep sweeping through outages; each pass is independent
+                log.warning("sweep failed; retrying", exc_info=True)
+            stop.wait(interval_s)
