@@ -54,24 +54,39 @@ def clock() -> Clock:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settings:
     return make_settings(
-        shards=1, track_url=sandbox_url, retry_base_ms=1000, max_batch_bytes=20_000, max_op_bytes=2000,
+        shards=1,
+        track_url=sandbox_url,
+        retry_base_ms=1000,
+        max_batch_bytes=20_000,
+        max_op_bytes=2000,
         upstream_timeout_s=5,
     )
 
 
 @pytest.fixture
 def drainer(settings: Settings, redis_client: redis.Redis, clock: Clock) -> Drainer:
-    clients = {ws.name: TrackClient(ws, timeout_s=settings.upstream_timeout_s)
-               for ws in settings.workspaces}
+    clients = {
+        ws.name: TrackClient(ws, timeout_s=settings.upstream_timeout_s)
+        for ws in settings.workspaces
+    }
     return Drainer(
-        settings, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None,
-        clock=clock, rng=lambda: 1.0,
+        settings,
+        ShardStore(redis_client),
+        DeadLetterStore(redis_client),
+        clients,
+        None,
+        clock=clock,
+        rng=lambda: 1.0,
     )
 
 
 def person_op(i: int, **attrs: Any) -> dict[str, Any]:
-    return {"type": "person", "action": "identify", "identifiers": {"id": f"p{i}"},
-            "attributes": {"n": i, "pad": "x" * 150, **attrs}}
+    return {
+        "type": "person",
+        "action": "identify",
+        "identifiers": {"id": f"p{i}"},
+        "attributes": {"n": i, "pad": "x" * 150, **attrs},
+    }
 
 
 def enqueue(client: redis.Redis, ops: list[dict[str, Any]], shards: int = 1) -> None:
@@ -105,7 +120,9 @@ def test_drains_everything_in_order_in_full_batches(
 
 
 def test_lingers_when_batch_not_full(
-    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis,
+    make_settings: Callable[..., Settings],
+    sandbox_url: str,
+    redis_client: redis.Redis,
     sandbox: httpx.Client,
 ) -> None:
     """A young, small head waits for the linger time instead of going out alone."""
@@ -166,14 +183,24 @@ def test_transient_error_backs_off_then_delivers(
 
 
 def test_retry_budget_spent_dead_letters_with_history(
-    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis,
-    sandbox: httpx.Client, clock: Clock,
+    make_settings: Callable[..., Settings],
+    sandbox_url: str,
+    redis_client: redis.Redis,
+    sandbox: httpx.Client,
+    clock: Clock,
 ) -> None:
     """After the last allowed attempt the batch goes to the DLQ with every attempt."""
     s = make_settings(shards=1, track_url=sandbox_url, retry_max_attempts=3, retry_base_ms=10)
     clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
-    d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None,
-                clock=clock, rng=lambda: 1.0)
+    d = Drainer(
+        s,
+        ShardStore(redis_client),
+        DeadLetterStore(redis_client),
+        clients,
+        None,
+        clock=clock,
+        rng=lambda: 1.0,
+    )
     enqueue(redis_client, [person_op(i) for i in range(2)])
     sandbox.post("/_sandbox/faults", json={"status_sequence": [500, 502, 503]})
     for _ in range(3):
@@ -203,15 +230,24 @@ def test_partial_207_dead_letters_only_named_ops(
 
 
 def test_whole_batch_400_is_bisected_to_the_poison_ops(
-    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis,
+    make_settings: Callable[..., Settings],
+    sandbox_url: str,
+    redis_client: redis.Redis,
     sandbox: httpx.Client,
 ) -> None:
     """2 poison ops among 1,000 make the batch 400: only they are dead-lettered."""
     s = make_settings(shards=1, track_url=sandbox_url, max_ops_per_read=1000)
     clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
     d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None)
-    ops = [{"type": "person", "action": "identify", "identifiers": {"id": f"p{i}"},
-            "attributes": {"n": i}} for i in range(1000)]
+    ops = [
+        {
+            "type": "person",
+            "action": "identify",
+            "identifiers": {"id": f"p{i}"},
+            "attributes": {"n": i},
+        }
+        for i in range(1000)
+    ]
     for i in (123, 877):
         ops[i]["attributes"]["sandbox_poison"] = "400"
     enqueue(redis_client, ops)
@@ -219,7 +255,9 @@ def test_whole_batch_400_is_bisected_to_the_poison_ops(
     assert report.stopped == "empty"
     assert sorted(received_ns(sandbox)) == [i for i in range(1000) if i not in (123, 877)]
     assert sorted(orjson.loads(f[b"payload"])["attributes"]["n"] for f in dlq(redis_client)) == [
-        123, 877]
+        123,
+        877,
+    ]
     assert report.bisect_requests <= 2 * 10 * 2  # 2 · log2(1000) · poison count
 
 

@@ -49,7 +49,9 @@ def test_ten_thousand_jobs_arrive_once_in_order_in_full_batches(stack: Stack) ->
     # When a worker drains it
     stack.start_worker(concurrency=2)
     wait_until(
-        lambda: len(stack.received()) >= produced.total, timeout_s=180, interval_s=0.5,
+        lambda: len(stack.received()) >= produced.total,
+        timeout_s=180,
+        interval_s=0.5,
         what="all jobs at the sandbox",
     )
     # Then every job arrived exactly once, in per-person order
@@ -80,9 +82,13 @@ def test_sigkill_mid_drain_loses_nothing(stack: Stack) -> None:
     worker.kill()
     stack.start_worker(concurrency=2)
     wait_until(
-        lambda: {(p, s) for p, seqs in _received_by_person(stack).items() for s in seqs}
-        >= {(p, s) for p, seqs in produced.accepted.items() for s in seqs},
-        timeout_s=120, interval_s=0.5, what="every accepted job after the kill",
+        lambda: (
+            {(p, s) for p, seqs in _received_by_person(stack).items() for s in seqs}
+            >= {(p, s) for p, seqs in produced.accepted.items() for s in seqs}
+        ),
+        timeout_s=120,
+        interval_s=0.5,
+        what="every accepted job after the kill",
     )
     got = _received_by_person(stack)
     for person in people:

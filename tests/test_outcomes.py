@@ -25,7 +25,12 @@ BODY_207 = (
         (207, b'{"errors":[]}', None, C.SUCCESS),
         (207, b'{"errors":[{"reason":"x"}]}', None, C.SUCCESS),
         (207, b"not json", None, C.SUCCESS),
-        (400, b'{"errors":[{"reason":"invalid","field":"batch","message":"bad"}]}', None, C.INVALID),
+        (
+            400,
+            b'{"errors":[{"reason":"invalid","field":"batch","message":"bad"}]}',
+            None,
+            C.INVALID,
+        ),
         (413, b"", None, C.INVALID),
         (422, b"", None, C.INVALID),
         (409, b"", None, C.INVALID),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -48,9 +50,7 @@ def op(size: int) -> bytes:
         "each-at-limit",
     ],
 )
-def test_pack_table(
-    sizes: list[int], max_batch: int, max_op: int, expected: list[object]
-) -> None:
+def test_pack_table(sizes: list[int], max_batch: int, max_op: int, expected: list[object]) -> None:
     """Each case splits where the byte arithmetic says it must."""
     ops = [op(s) for s in sizes]
     units = pack(ops, max_batch_bytes=max_batch, max_op_bytes=max_op)
@@ -105,6 +105,6 @@ def test_pack_properties(sizes: list[int], max_batch: int, max_op: int) -> None:
         seen.extend(range(unit.start, unit.stop))
     assert seen == list(range(len(ops)))
     # Batches are maximal: the next op would not have fitted.
-    for unit, nxt in zip(units, units[1:], strict=False):
+    for unit, nxt in itertools.pairwise(units):
         if isinstance(unit, Batch) and isinstance(nxt, Batch):
             assert len(unit.body) + 1 + len(ops[nxt.start]) > max_batch

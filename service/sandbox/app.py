@@ -80,12 +80,6 @@ def _declared_bytes(request: Request) -> int:
     return int(declared) if declared.isdigit() else 0
 
 
-def _retry_after(seconds: float) -> str:
-    # Fractions are not standard HTTP, but let tests retry quickly; clients that want
-    # delta-seconds integers get them whenever the setting is whole.
-    return str(int(seconds)) if seconds.is_integer() else str(seconds)
-
-
 async def _read_body(call: Call, max_bytes: int) -> bytes | None:
     """The request body, or None once it is known to exceed `max_bytes`."""
     if call.body_bytes > max_bytes:
@@ -126,20 +120,14 @@ class _Sandbox:
             call = Call(
                 request, self.recorder.next_seq(), site_id, time.time(), _declared_bytes(request)
             )
-            faults = self.state.faults
-            latency_ms = faults.config.latency_ms if faults.applies_to(site_id) else 0
             # Decided on arrival, so a status_sequence is consumed in arrival order.
-            injected = faults.injected_status(site_id)
-            retry_after_s = faults.config.retry_after_s
-            if latency_ms:
-                await asyncio.sleep(latency_ms / 1000)
-            if injected is not None:
-                headers = None
-                if injected == 429 and retry_after_s is not None:
-                    headers = {"Retry-After": _retry_after(retry_after_s)}
-                response = _json(
-                    injected, {"meta": {"error": f"sandbox fault {injected}"}}, headers
-                )
+            injection = self.state.faults.on_request(site_id)
+            if injection.latency_s:
+                await asyncio.sleep(injection.latency_s)
+            if injection.status is not None:
+                headers = {"Retry-After": injection.retry_after} if injection.retry_after else None
+                error = {"meta": {"error": f"sandbox fault {injection.status}"}}
+                response = _json(injection.status, error, headers)
             elif auth and not self.state.authenticate(site_id, api_key):
                 response = _json(401, {"meta": {"error": "Unauthorized request"}})
             else:
@@ -221,10 +209,21 @@ class _Sandbox:
             await asyncio.sleep(self.state.faults.config.hang_s)
         return _json(200, {})
 
-    def v1(self, check: BodyCheck | None = None, *, no_content: bool = False) -> Handler:
-        """A v1 endpoint that records each accepted call as {method, path, query, body}."""
+    def v1(
+        self, check: BodyCheck | None = None, *, no_content: bool = False, json_only: bool = False
+    ) -> Handler:
+        """A v1 endpoint that records each accepted call as {method, path, query, body}.
+
+        `check` names what is wrong with the decoded body; `json_only` refuses bodies not sent
+        as application/json (Customer.io documents this for /unsubscribe).
+        """
 
         async def handle(call: Call) -> Response:
+            request = call.request
+            if json_only and not request.headers.get("content-type", "").startswith(
+                "application/json"
+            ):
+                return _v1_error(400, "Content-Type must be application/json")
             body = await _read_body(call, self.config.max_body_bytes)
             if body is None:
                 return _v1_error(413, f"request body exceeds {self.config.max_body_bytes} bytes")
@@ -237,7 +236,6 @@ class _Sandbox:
             if problem is not None:
                 self.recorder.ops_rejected += 1
                 return _v1_error(400, problem)
-            request = call.request
             record = {
                 "method": request.method,
                 "path": request.url.path,
@@ -246,18 +244,6 @@ class _Sandbox:
             }
             self.recorder.record_ops("v1", call.seq, call.site_id, [(0, record)], call.received_at)
             return Response(status_code=204) if no_content else _json(200, {})
-
-        return handle
-
-    def unsubscribe(self) -> Handler:
-        """`POST /unsubscribe/{delivery_id}`: like other v1 calls, but JSON content only."""
-        record = self.v1()
-
-        async def handle(call: Call) -> Response:
-            content_type = call.request.headers.get("content-type", "")
-            if not content_type.startswith("application/json"):
-                return _v1_error(400, "Content-Type must be application/json")
-            return await record(call)
 
         return handle
 
@@ -387,7 +373,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
         ("POST", "/api/v1/segments/{id}/add_customers", sandbox.v1(check_segment_ids), True),
         ("POST", "/api/v1/segments/{id}/remove_customers", sandbox.v1(check_segment_ids), True),
         ("POST", "/api/v1/forms/{id}/submit", sandbox.v1(check_form, no_content=True), True),
-        ("POST", "/unsubscribe/{delivery_id}", sandbox.unsubscribe(), False),
+        ("POST", "/unsubscribe/{delivery_id}", sandbox.v1(json_only=True), False),
         ("POST", "/api/v1/metrics", sandbox.v1(), False),
         ("POST", "/api/v1/push/events", sandbox.v1(), False),
         ("POST", "/api/v1/events", sandbox.v1(check_v1_event), True),

@@ -83,7 +83,8 @@ def _is_text(value: object) -> bool:
 def check_op(op: object, max_op_bytes: int) -> OpError | None:
     """Return the first rule `op` breaks, or None when Customer.io would accept it.
 
-    `max_op_bytes` bounds the op's compact JSON serialization (32,768 at Customer.io).
+    `op` is a value decoded by `orjson.loads`. `max_op_bytes` bounds its compact JSON
+    serialization (32,768 at Customer.io).
     """
     if type(op) is not dict:
         return _error("invalid", "op", "operation must be a JSON object")

@@ -12,9 +12,16 @@ from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from math import inf
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["FaultConfig", "Faults", "Recorder", "SandboxConfig", "SandboxState"]
+__all__ = [
+    "FaultConfig",
+    "Faults",
+    "Injection",
+    "Recorder",
+    "SandboxConfig",
+    "SandboxState",
+]
 
 #: Statuses below this in `status_sequence` let the request through to normal processing.
 _FIRST_ERROR_STATUS = 400
@@ -31,6 +38,13 @@ class SandboxConfig:
     record: Literal["full", "count"] = "full"
     #: Ops (and request-log entries) beyond this are counted as dropped, not kept.
     max_recorded_ops: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.record not in ("full", "count"):
+            raise ValueError(f"record must be 'full' or 'count', not {self.record!r}")
+        limits = (self.max_body_bytes, self.max_op_bytes, self.max_recorded_ops)
+        if min(limits) < 1:
+            raise ValueError("max_body_bytes, max_op_bytes and max_recorded_ops must be ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,17 @@ def _status(value: object, key: str) -> int:
     return value
 
 
+class Injection(NamedTuple):
+    """The faults one request gets: a delay, then maybe an error status instead of an answer."""
+
+    latency_s: float
+    status: int | None
+    retry_after: str | None  # Retry-After header value for an injected 429
+
+
+_NO_INJECTION = Injection(0.0, None, None)
+
+
 class Faults:
     """The active fault settings plus their running state (sequence left, random source)."""
 
@@ -133,16 +158,24 @@ class Faults:
         site_ids = self.config.site_ids
         return site_ids is None or site_id in site_ids
 
-    def injected_status(self, site_id: str | None) -> int | None:
-        """The error status this request must get instead of processing, or None."""
+    def on_request(self, site_id: str | None) -> Injection:
+        """What faults do to the request arriving now from `site_id` (None: no credentials)."""
         if not self.applies_to(site_id):
-            return None
+            return _NO_INJECTION
+        config = self.config
+        status = None
         if self._pending_statuses:
             status = self._pending_statuses.popleft()
-            return status if status >= _FIRST_ERROR_STATUS else None
-        if self.config.error_rate and self._rng.random() < self.config.error_rate:
-            return self.config.error_status
-        return None
+            status = status if status >= _FIRST_ERROR_STATUS else None
+        elif config.error_rate and self._rng.random() < config.error_rate:
+            status = config.error_status
+        retry_after = None
+        if status == 429 and config.retry_after_s is not None:
+            # Fractions are not standard HTTP but let tests retry fast; whole values are sent
+            # as the delta-seconds integer every client understands.
+            seconds = config.retry_after_s
+            retry_after = str(int(seconds)) if seconds.is_integer() else str(seconds)
+        return Injection(config.latency_ms / 1000, status, retry_after)
 
     def to_json(self) -> dict[str, Any]:
         """The settings, with `status_sequence` showing only the statuses not yet used."""

@@ -58,7 +58,9 @@ def serve_in_thread(
             if not thread.is_alive():
                 raise RuntimeError(f"the server on port {port} exited during start-up")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the server on port {port} did not start in {startup_timeout_s}s")
+                raise TimeoutError(
+                    f"the server on port {port} did not start in {startup_timeout_s}s"
+                )
             thread.join(_POLL_INTERVAL_S)
         yield f"http://127.0.0.1:{port}"
     finally:

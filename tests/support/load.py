@@ -31,10 +31,19 @@ class Produced:
 def _v2(person: str, seq: int, kind: int) -> dict[str, Any]:
     ident = {"id": person}
     if kind == 0:
-        return {"type": "person", "action": "identify", "identifiers": ident,
-                "attributes": {"seq": seq, "pad": PAD}}
-    return {"type": "person", "action": "event", "identifiers": ident, "name": "e2e",
-            "attributes": {"seq": seq, "pad": PAD}}
+        return {
+            "type": "person",
+            "action": "identify",
+            "identifiers": ident,
+            "attributes": {"seq": seq, "pad": PAD},
+        }
+    return {
+        "type": "person",
+        "action": "event",
+        "identifiers": ident,
+        "name": "e2e",
+        "attributes": {"seq": seq, "pad": PAD},
+    }
 
 
 async def _v1(client: httpx.AsyncClient, person: str, seq: int, kind: int) -> None:
@@ -46,8 +55,13 @@ async def _v1(client: httpx.AsyncClient, person: str, seq: int, kind: int) -> No
     elif kind == 2:
         r = await client.put(
             f"{base}/devices",
-            json={"device": {"id": f"tok-{person}-{seq}", "platform": "ios",
-                             "attributes": {"seq": str(seq)}}},
+            json={
+                "device": {
+                    "id": f"tok-{person}-{seq}",
+                    "platform": "ios",
+                    "attributes": {"seq": str(seq)},
+                }
+            },
         )
     else:
         r = await client.delete(f"{base}/devices/tok-{person}-{seq}")
@@ -55,8 +69,15 @@ async def _v1(client: httpx.AsyncClient, person: str, seq: int, kind: int) -> No
 
 
 async def produce(
-    api_url: str, auth: tuple[str, str], people: Iterable[str], *, per_person: int,
-    v2_share: float = 0.6, batch_ops: int = 50, concurrency: int = 48, seed: int = 7,
+    api_url: str,
+    auth: tuple[str, str],
+    people: Iterable[str],
+    *,
+    per_person: int,
+    v2_share: float = 0.6,
+    batch_ops: int = 50,
+    concurrency: int = 48,
+    seed: int = 7,
 ) -> Produced:
     """Send `per_person` jobs for each person, in order per person, people in parallel.
 
@@ -65,8 +86,12 @@ async def produce(
     rng = random.Random(seed)
     result = Produced()
     people = list(people)
-    plan = {p: [("v2" if rng.random() < v2_share else "v1", rng.randrange(4))
-                for _ in range(per_person)] for p in people}
+    plan = {
+        p: [
+            ("v2" if rng.random() < v2_share else "v1", rng.randrange(4)) for _ in range(per_person)
+        ]
+        for p in people
+    }
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:

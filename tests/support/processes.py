@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -102,9 +103,21 @@ class RedisServer:
         if exe is None:
             raise RuntimeError("redis-server is not installed (scripts/test installs it)")
         argv = [
-            exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", self.fsync, "--maxmemory-policy", "noeviction",
+            exe,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.fsync,
+            "--maxmemory-policy",
+            "noeviction",
         ]
         self.proc = Proc(f"redis-{self.port}", argv, dict(os.environ), self.data_dir)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
@@ -131,9 +144,11 @@ def cioq_proc(name: str, args: list[str], env: dict[str, str], log_dir: Path) ->
 
 
 def wait_http(url: str, *, timeout_s: float = 30, verify: bool | str = True) -> None:
+    context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+
     def up() -> bool:
         try:
-            return httpx.get(url, timeout=1, verify=verify).status_code < 500
+            return httpx.get(url, timeout=1, verify=context).status_code < 500
         except httpx.HTTPError:
             return False
 

@@ -39,8 +39,16 @@ class Stack:
         self.env.update({f"CIOQ_{k.upper()}": str(v) for k, v in settings.items()})
         self.procs: list[Proc] = []
         self.sandbox = self.start(
-            "sandbox", ["sandbox", "--port", str(self.sandbox_port),
-                        "--site-id", SITE_ID, "--api-key", API_KEY],
+            "sandbox",
+            [
+                "sandbox",
+                "--port",
+                str(self.sandbox_port),
+                "--site-id",
+                SITE_ID,
+                "--api-key",
+                API_KEY,
+            ],
         )
         wait_http(f"{self.sandbox_url}/healthz")
         self.api: Proc | None = None
@@ -60,8 +68,9 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start_api(self, env: dict[str, str] | None = None, scheme: str = "http",
-                  verify: bool | str = True) -> Proc:
+    def start_api(
+        self, env: dict[str, str] | None = None, scheme: str = "http", verify: bool | str = True
+    ) -> Proc:
         self.api = self.start("api", ["api"], env)
         wait_http(f"{scheme}://127.0.0.1:{self.api_port}/healthz", verify=verify)
         return self.api

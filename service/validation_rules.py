@@ -1,0 +1,419 @@
+"""The checks `service.validation` composes: one per kind of value in a v2 operation.
+
+Each check appends `FieldError`s to the list it is given and returns nothing of
+interest, so one pass over an operation collects every broken rule. Every message
+starts with the field path; `service.translate` relies on that to rename v2 paths to
+the v1 names a producer sent.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Mapping
+from typing import Any, TypeGuard
+
+import orjson
+
+from service.errors import FieldError
+from service.limits import Limits
+
+PERSON_KEYS = ("id", "email", "phone", "cio_id")
+#: Merge and object relationships name people by these; phone is not allowed there.
+PERSON_REF_KEYS = ("id", "email", "cio_id")
+#: Segment and RudderStack send anonymous person events this way; SPEC does not list it.
+PERSON_EVENT_KEYS = (*PERSON_KEYS, "anonymous_id")
+ANONYMOUS_KEYS = ("anonymous_id",)
+
+EVENT_TYPES = ("event", "page", "screen")
+DELIVERY_METRICS = ("opened", "converted", "delivered")
+PLATFORMS = ("ios", "android")
+PUSH_ENABLED = ("true", "false")
+
+#: Larger values are taken for milliseconds, the most common timestamp mistake.
+MAX_SECONDS = 10_000_000_000
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
+#: A ULID's first character encodes its top 3 bits; anything above 7 overflows 128 bits.
+_ULID_FIRST = frozenset("01234567")
+_DIGITS = frozenset("0123456789")
+#: Long attribute names are cut in field paths so a 400 body stays readable.
+_MAX_KEY_IN_PATH = 64
+
+_DEVICE_FIELDS = frozenset({"token", "platform", "last_used", "attributes"})
+_RELATIONSHIP_FIELDS = frozenset({"identifiers", "relationship_attributes"})
+
+#: Why a field is unknown when a near-miss spelling would not say it.
+_HINTS = {
+    "data": "event data goes in 'attributes'",
+    "anonymous_id": (
+        "anonymous people go in 'identifiers' of person event/page/screen, or in "
+        "'cio_relationships' of object identify_anonymous"
+    ),
+    "identifiers": "merge names its people in 'primary' and 'secondary'",
+}
+
+
+def at(prefix: str, name: str) -> str:
+    """``name`` under ``prefix``; an empty prefix is the top level."""
+    return f"{prefix}.{name}" if prefix else name
+
+
+def key_path(prefix: str, key: str) -> str:
+    """A path naming a user-chosen key, cut short when the key is very long."""
+    if len(key) > _MAX_KEY_IN_PATH:
+        key = key[: _MAX_KEY_IN_PATH - 3] + "..."
+    return at(prefix, key)
+
+
+def utf8_len(text: str) -> int:
+    """Size of ``text`` in UTF-8 bytes; CPython answers isascii() without a scan."""
+    if text.isascii():
+        return len(text)
+    # surrogatepass: a lone surrogate from a Python caller is measured, not raised on.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def required(path: str) -> FieldError:
+    """The error for a missing (or null) required field."""
+    return FieldError(path, "required", f"{path} is required")
+
+
+def wrong_type(path: str, expected: str, value: object) -> FieldError:
+    """The error for a value of the wrong JSON type."""
+    return FieldError(path, "type", f"{path} must be {expected}, not {json_type(value)}")
+
+
+def too_big(path: str, limit: int, actual: int, what: str = "") -> FieldError:
+    """The error for a value over a byte limit."""
+    subject = f"{path} ({what})" if what else path
+    message = f"{subject} is {actual} bytes; Customer.io takes at most {limit} bytes (UTF-8)"
+    return FieldError(path, "max_bytes", message, limit, actual)
+
+
+def not_one_of(path: str, choices: Collection[str], value: object) -> FieldError:
+    """The error for a value outside a fixed set."""
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return FieldError(path, "enum", f"{path} must be one of {', '.join(choices)}; got {shown}")
+
+
+def unknown_fields(
+    obj: Mapping[str, Any], allowed: Collection[str], prefix: str, owner: str
+) -> list[FieldError]:
+    """An error for each key of ``obj`` outside ``allowed``; ``owner`` names the thing."""
+    out: list[FieldError] = []
+    for key in obj:
+        if key in allowed:
+            continue
+        name = str(key)
+        path = key_path(prefix, name)
+        hint = _HINTS.get(name)
+        if hint is None:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else None
+        message = f"{path} is not a field of {owner}, so Customer.io would drop it"
+        out.append(FieldError(path, "unknown_field", f"{message}; {hint}" if hint else message))
+    return out
+
+
+def check_string(
+    value: object, path: str, errors: list[FieldError], *, max_bytes: int | None = None
+) -> TypeGuard[str]:
+    """A required non-empty string, optionally bounded; True when it is fine."""
+    if not isinstance(value, str):
+        errors.append(required(path) if value is None else wrong_type(path, "a string", value))
+        return False
+    if not value:
+        errors.append(FieldError(path, "required", f"{path} must not be empty"))
+        return False
+    if max_bytes is not None:
+        size = utf8_len(value)
+        if size > max_bytes:
+            errors.append(too_big(path, max_bytes, size))
+            return False
+    return True
+
+
+def check_seconds(value: object, path: str, errors: list[FieldError]) -> None:
+    """An integer Unix time in seconds: not a float, string or milliseconds."""
+    if type(value) is int and 0 <= value <= MAX_SECONDS:
+        return
+    if type(value) is int and value > MAX_SECONDS:
+        message = f"{path} looks like milliseconds; send whole Unix seconds"
+        errors.append(FieldError(path, "seconds", message, MAX_SECONDS, value))
+    elif type(value) is int:
+        errors.append(FieldError(path, "seconds", f"{path} must not be before 1970"))
+    else:
+        message = f"{path} must be an integer of Unix seconds, not {json_type(value)}"
+        errors.append(FieldError(path, "seconds", message))
+
+
+def is_ulid(value: object) -> bool:
+    """A 26-character Crockford base32 ULID (either case)."""
+    return (
+        isinstance(value, str)
+        and len(value) == 26
+        and value[0] in _ULID_FIRST
+        and value.isascii()
+        and not value.strip(_CROCKFORD)
+    )
+
+
+def check_ulid(value: object, path: str, errors: list[FieldError]) -> None:
+    """An event id Customer.io can deduplicate on."""
+    if not is_ulid(value):
+        message = f"{path} must be a ULID (26 characters of Crockford base32)"
+        errors.append(FieldError(path, "format", message))
+
+
+def is_e164(value: str) -> bool:
+    """``+`` then 1 to 15 ASCII digits, the first not 0."""
+    return (
+        2 <= len(value) <= 16 and value[0] == "+" and value[1] != "0" and set(value[1:]) <= _DIGITS
+    )
+
+
+def check_person_identifiers(
+    value: object, path: str, keys: tuple[str, ...], limits: Limits, errors: list[FieldError]
+) -> None:
+    """Exactly one of ``keys``, holding a non-empty string of at most max_id_bytes."""
+    if not isinstance(value, dict):
+        errors.append(required(path) if value is None else wrong_type(path, "an object", value))
+        return
+    if len(value) != 1 or next(iter(value)) not in keys:
+        message = f"{path} must hold exactly one of {', '.join(keys)}"
+        errors.append(FieldError(path, "one_identifier", message))
+        return
+    ((name, ident),) = value.items()
+    ident_path = f"{path}.{name}"
+    if name == "phone":
+        if check_string(ident, ident_path, errors) and not is_e164(ident):
+            message = f"{ident_path} must be E.164: '+' then up to 15 digits, like +14155552671"
+            errors.append(FieldError(ident_path, "format", message))
+        return
+    check_string(ident, ident_path, errors, max_bytes=limits.max_id_bytes)
+
+
+def check_object_identifiers(
+    value: object, path: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    """``{object_type_id, object_id}`` or ``{cio_object_id}``."""
+    if not isinstance(value, dict):
+        errors.append(required(path) if value is None else wrong_type(path, "an object", value))
+        return
+    if len(value) == 1 and "cio_object_id" in value:
+        check_string(
+            value["cio_object_id"], f"{path}.cio_object_id", errors, max_bytes=limits.max_id_bytes
+        )
+        return
+    if len(value) != 2 or "object_type_id" not in value or "object_id" not in value:
+        message = f"{path} must be {{object_type_id, object_id}} or {{cio_object_id}}"
+        errors.append(FieldError(path, "one_identifier", message))
+        return
+    type_path = f"{path}.object_type_id"
+    type_id = value["object_type_id"]
+    if check_string(type_id, type_path, errors) and not (
+        str(type_id)[0] != "0" and set(str(type_id)) <= _DIGITS
+    ):
+        message = f'{type_path} must be a whole number from 1 written as a string, like "1"'
+        errors.append(FieldError(type_path, "format", message))
+    check_string(value["object_id"], f"{path}.object_id", errors, max_bytes=limits.max_id_bytes)
+
+
+def _value_bytes(value: object) -> int:
+    """A non-string attribute value's size as JSON; raises TypeError if it has none."""
+    if value is None or value is True:
+        return 4
+    if value is False:
+        return 5
+    if type(value) is int:
+        return len(str(value))
+    return len(orjson.dumps(value))
+
+
+def check_attributes(
+    value: object,
+    path: str,
+    limits: Limits,
+    errors: list[FieldError],
+    *,
+    total_limit: int | None = None,
+) -> None:
+    """An object of at most max_attributes names and values, each within its byte limit.
+
+    With ``total_limit`` (objects and relationships), names plus values together must
+    also fit; that needs every value's size, so scalars are measured only then.
+    """
+    if not isinstance(value, dict):
+        errors.append(wrong_type(path, "an object", value))
+        return
+    count = len(value)
+    if count > limits.max_attributes:
+        message = (
+            f"{path} has {count} attributes; Customer.io takes at most {limits.max_attributes}"
+        )
+        errors.append(FieldError(path, "max_items", message, limits.max_attributes, count))
+        return
+    max_name = limits.max_attr_name_bytes
+    max_value = limits.max_attr_value_bytes
+    total = 0
+    for name, item in value.items():
+        if not isinstance(name, str):
+            errors.append(wrong_type(path, "an object with string keys", name))
+            continue
+        name_bytes = utf8_len(name)
+        if name_bytes > max_name:
+            errors.append(too_big(key_path(path, name), max_name, name_bytes, "attribute name"))
+        if isinstance(item, str):
+            size = utf8_len(item)
+        elif total_limit is None and (item is None or isinstance(item, int | float)):
+            continue  # a scalar is far below the value limit and no total is kept
+        else:
+            try:
+                size = _value_bytes(item)
+            except TypeError:
+                errors.append(wrong_type(key_path(path, name), "JSON", item))
+                continue
+        if size > max_value:
+            errors.append(too_big(key_path(path, name), max_value, size, "attribute value"))
+        total += name_bytes + size
+    if total_limit is not None and total > total_limit:
+        errors.append(too_big(path, total_limit, total, "all names and values together"))
+
+
+def check_relationships(
+    value: object,
+    path: str,
+    limits: Limits,
+    errors: list[FieldError],
+    *,
+    people: tuple[str, ...] | None,
+    allow_empty: bool,
+) -> None:
+    """A list of ``{identifiers, relationship_attributes?}``.
+
+    ``people`` is the identifier keys of the related people (relationships of an
+    object); None means the related things are objects (relationships of a person).
+    """
+    if not isinstance(value, list):
+        errors.append(required(path) if value is None else wrong_type(path, "an array", value))
+        return
+    if not value and not allow_empty:
+        message = f"{path} must hold at least one relationship"
+        errors.append(FieldError(path, "min_items", message, 1, 0))
+        return
+    for i, entry in enumerate(value):
+        entry_path = f"{path}[{i}]"
+        if not isinstance(entry, dict):
+            errors.append(wrong_type(entry_path, "an object", entry))
+            continue
+        if not _RELATIONSHIP_FIELDS.issuperset(entry):
+            errors.extend(unknown_fields(entry, _RELATIONSHIP_FIELDS, entry_path, "a relationship"))
+        ident_path = f"{entry_path}.identifiers"
+        if people is None:
+            check_object_identifiers(entry.get("identifiers"), ident_path, limits, errors)
+        else:
+            check_person_identifiers(entry.get("identifiers"), ident_path, people, limits, errors)
+        if "relationship_attributes" in entry:
+            check_attributes(
+                entry["relationship_attributes"],
+                f"{entry_path}.relationship_attributes",
+                limits,
+                errors,
+                total_limit=limits.max_object_attrs_bytes,
+            )
+
+
+def check_device(value: object, path: str, errors: list[FieldError], *, full: bool) -> None:
+    """An add_device ``device`` (``full``) or a delete_device one (token only)."""
+    if not isinstance(value, dict):
+        errors.append(required(path) if value is None else wrong_type(path, "an object", value))
+        return
+    allowed = _DEVICE_FIELDS if full else ("token",)
+    if not all(key in allowed for key in value):
+        errors.extend(unknown_fields(value, allowed, path, "a device"))
+    check_string(value.get("token"), f"{path}.token", errors)
+    if not full:
+        return
+    platform = value.get("platform")
+    if platform not in PLATFORMS:
+        platform_path = f"{path}.platform"
+        errors.append(
+            required(platform_path)
+            if platform is None
+            else not_one_of(platform_path, PLATFORMS, platform)
+        )
+    if "last_used" in value:
+        check_seconds(value["last_used"], f"{path}.last_used", errors)
+    if "attributes" in value:
+        _check_device_attributes(value["attributes"], f"{path}.attributes", errors)
+
+
+def _check_device_attributes(value: object, path: str, errors: list[FieldError]) -> None:
+    if not isinstance(value, dict):
+        errors.append(wrong_type(path, "an object", value))
+        return
+    for name, item in value.items():
+        item_path = key_path(path, str(name))
+        if not isinstance(item, str):
+            errors.append(wrong_type(item_path, "a string", item))
+        elif name == "push_enabled" and item not in PUSH_ENABLED:
+            errors.append(not_one_of(item_path, PUSH_ENABLED, item))
+
+
+def check_event_name(value: object, path: str, limits: Limits, errors: list[FieldError]) -> None:
+    """A non-blank name of at most max_event_name_bytes (Customer.io trims spaces)."""
+    if not isinstance(value, str):
+        errors.append(required(path) if value is None else wrong_type(path, "a string", value))
+        return
+    if not value.strip():
+        errors.append(FieldError(path, "required", f"{path} must not be blank"))
+        return
+    size = utf8_len(value)
+    if size > limits.max_event_name_bytes:
+        errors.append(too_big(path, limits.max_event_name_bytes, size))
+
+
+def check_event_data(value: object, path: str, limits: Limits, errors: list[FieldError]) -> None:
+    """Event data: an object ("a hash") of at most max_event_data_bytes as JSON."""
+    if not isinstance(value, dict):
+        errors.append(wrong_type(path, "an object (event data must be a hash)", value))
+        return
+    if not value:
+        return
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:
+        errors.append(wrong_type(path, "JSON", value))
+        return
+    if size > limits.max_event_data_bytes:
+        errors.append(too_big(path, limits.max_event_data_bytes, size, "event data as JSON"))
+
+
+def check_event_body(
+    op: Mapping[str, Any], prefix: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    """``name``, ``id``, ``timestamp`` and ``attributes`` of a person event/page/screen."""
+    check_event_name(op.get("name"), prefix + "name", limits, errors)
+    if "id" in op:
+        check_ulid(op["id"], prefix + "id", errors)
+    if "timestamp" in op:
+        check_seconds(op["timestamp"], prefix + "timestamp", errors)
+    if "attributes" in op:
+        check_event_data(op["attributes"], prefix + "attributes", limits, errors)
