@@ -81,7 +81,16 @@ def test_status_sequence_answers_in_order_then_resumes(client: httpx.Client) -> 
 def test_get_faults_shows_the_unused_part_of_the_sequence(client: httpx.Client) -> None:
     """GET /_sandbox/faults reports current settings and what is left of status_sequence."""
     posted = set_faults(client, status_sequence=[502, 503], latency_ms=1)
-    assert posted["status_sequence"] == [502, 503]
+    assert posted == {
+        "latency_ms": 1,
+        "error_rate": 0.0,
+        "error_status": 503,
+        "status_sequence": [502, 503],
+        "retry_after_s": None,
+        "site_ids": None,
+        "seed": None,
+        "hang_s": 60.0,
+    }
     send(client)
     current = client.get("/_sandbox/faults").json()
     assert (current["status_sequence"], current["latency_ms"]) == ([503], 1)
@@ -159,6 +168,7 @@ def test_latency_delays_every_answer(client: httpx.Client) -> None:
         {"status_sequence": 503},
         {"site_ids": "dev-site"},
         {"seed": 1.5},
+        {"error_status": 200},
         {"retry_after": 1},
     ],
 )

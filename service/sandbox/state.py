@@ -76,18 +76,21 @@ class FaultConfig:
         sequence = doc.get("status_sequence", [])
         if type(sequence) is not list:
             raise ValueError("status_sequence must be a list of HTTP statuses")
-        retry_after_s = doc.get("retry_after_s")
+        retry_after_s = None
+        if doc.get("retry_after_s") is not None:
+            retry_after_s = _float_setting(doc, "retry_after_s", 0.0)
+        error_status = _status(doc.get("error_status", 503), "error_status")
+        if error_status < _FIRST_ERROR_STATUS:
+            raise ValueError("error_status must be an error (400..599)")
         seed = doc.get("seed")
         if seed is not None and type(seed) is not int:
             raise ValueError("seed must be an integer or null")
         return cls(
             latency_ms=_int_setting(doc, "latency_ms", 0),
             error_rate=_float_setting(doc, "error_rate", 0.0, upper=1.0),
-            error_status=_status(doc.get("error_status", 503), "error_status"),
+            error_status=error_status,
             status_sequence=tuple(_status(s, "status_sequence") for s in sequence),
-            retry_after_s=None
-            if retry_after_s is None
-            else _float_setting(doc, "retry_after_s", 0.0),
+            retry_after_s=retry_after_s,
             site_ids=None if site_ids is None else frozenset(site_ids),
             seed=seed,
             hang_s=_float_setting(doc, "hang_s", 60.0),
