@@ -1,338 +1,419 @@
-"""v1 Track API calls → the equivalent v2 operation, as pure functions.
+"""v1 Track API calls → the one v2 operation each becomes, as pure functions.
 
-Each function validates and raises `InvalidJob` naming the field *as the producer sent
-it* (``data``, ``device.id``, ``identifier``), never the v2 name it becomes.
+Every function validates the op it builds with `validate_op` and raises `InvalidJob`
+naming the field as the producer sent it (``data``, ``device.id``, ``_timestamp``,
+``identifier`` for the path value), never the v2 name it became.
+
+Choices where Customer.io's documentation is silent:
+
+* Identify with ``cio_relationships.action: delete_relationships`` becomes a person
+  ``delete_relationships`` op if that is the whole body, and is refused otherwise:
+  one call stays one op.
+* An integer ``id`` in an identify body (the Ruby SDK sends what it is given) becomes
+  its decimal string, as v2 identifiers are strings.
+* Unknown keys of translated bodies are refused, as the v2 op has no place for them;
+  bodies forwarded to v1 unchanged (invites, metrics, segments) keep theirs.
+* Device attributes, in ``device.attributes`` or (as the SDKs send them) at the
+  device's top level, become strings: ``"true"``/``"false"``, decimal numbers.
+  ``device.attributes`` wins a clash.
+* A metric becomes a delivery event only if ``recipient`` is shaped like a push token:
+  the body does not name its channel, and an email open must not count as a push
+  open. Metrics with ``reason``, ``href`` or other keys stay on v1, which keeps them.
+* Push events and metrics put ``timestamp`` at the op's top level, as person events
+  do, and get an ``id`` like every event.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from service.errors import FieldError, InvalidJob
 from service.jobs import new_event_id
 from service.limits import DEFAULT_LIMITS, Limits
-from service.validation import (
+from service.validation import validate_op
+from service.validation_rules import (
     DELIVERY_METRICS,
-    EVENTS,
-    check_event,
-    check_identifier,
+    EVENT_TYPES,
+    check_event_fields,
     check_seconds,
-    validate_op,
+    check_string,
+    invalid,
+    is_push_token,
+    key_path,
+    not_one_of,
+    required,
+    unknown_fields,
+    wrong_type,
 )
 
-#: v1 metric names per the Track API reference, all channels.
-V1_METRICS = frozenset(
-    {
-        "bounced",
-        "clicked",
-        "converted",
-        "deferred",
-        "delivered",
-        "dropped",
-        "opened",
-        "spammed",
-        "failed",
-        "undeliverable",
-        "sent",
-    }
+#: Every metric the v1 metrics endpoint documents for any channel.
+V1_METRICS = (*DELIVERY_METRICS, "bounced", "clicked", "deferred", "dropped", "spammed")
+RELATIONSHIP_ACTIONS = ("add_relationships", "delete_relationships")
+
+_TRACK_FIELDS = frozenset({"name", "id", "type", "timestamp", "data"})
+_ANONYMOUS_FIELDS = _TRACK_FIELDS | {"anonymous_id"}
+_PUSH_FIELDS = frozenset({"delivery_id", "event", "device_id", "timestamp"})
+_METRIC_V2_FIELDS = frozenset({"delivery_id", "metric", "recipient", "timestamp"})
+_METRIC_TEXT_FIELDS = ("reason", "href", "action_name", "action_value")
+_DEVICE_FIELDS = ("id", "platform", "last_used", "attributes")
+
+_V1_HINTS = {
+    "attributes": "v1 event data goes in 'data'",
+    "identifiers": "the person is named in the request path",
+}
+
+#: ``(v2 path, v1 path)``: a field equal to or under the v2 path is renamed; an empty
+#: v1 path means the v2 object's keys were the v1 body's own top-level keys.
+Renames = tuple[tuple[str, str], ...]
+
+_EVENT_RENAMES: Renames = (("attributes", "data"),)
+_DELIVERY_ID = ("identifiers.id", "delivery_id")
+_ANONYMOUS_RENAMES: Renames = (("identifiers.anonymous_id", "anonymous_id"), *_EVENT_RENAMES)
+_IDENTIFY_RENAMES: Renames = (
+    ("timestamp", "_timestamp"),
+    ("cio_relationships", "cio_relationships.relationships"),
+    ("attributes", ""),
 )
 
 
-def _raise_if(errors: list[FieldError], renames: dict[str, str] | None = None) -> None:
-    if not errors:
-        return
-    renames = renames or {}
-    fixed = []
-    for e in errors:
-        field = e.field
-        for v2, v1 in renames.items():
-            if field == v2 or field.startswith(v2 + "."):
-                field = v1 + field[len(v2) :]
-                break
-        fixed.append(FieldError(field, e.rule, e.message, e.limit, e.actual))
-    raise InvalidJob(fixed)
+def _renamed(error: FieldError, renames: Renames) -> FieldError:
+    field = error.field
+    for old, new in renames:
+        if field == old:
+            new_field = new or "body"
+        elif field.startswith(old) and field[len(old)] in ".[":
+            rest = field[len(old) :]
+            new_field = new + rest if new else rest[1:]
+        else:
+            continue
+        message = error.message
+        if message.startswith(field):
+            message = new_field + message[len(field) :]
+        return replace(error, field=new_field, message=message)
+    return error
+
+
+def _finish(
+    op: dict[str, Any], errors: list[FieldError], renames: Renames, limits: Limits
+) -> dict[str, Any]:
+    """`op` once it validates; else InvalidJob with v1 names for every error."""
+    found = validate_op(op, limits=limits)
+    if found:
+        errors = errors + [_renamed(e, renames) for e in found]
+    if errors:
+        raise InvalidJob(errors)
+    return op
+
+
+def _body(body: object) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidJob([wrong_type("body", "a JSON object", body)])
+    return body
 
 
 def identifiers_from_path(raw: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, str]:
-    """The identifier a v1 path names: ``cio_<x>`` → cio_id, with ``@`` → email, else id."""
-    if raw.startswith("cio_") and len(raw) > 4:
-        ident = {"cio_id": raw[4:]}
+    """The v2 identifiers of a percent-decoded v1 path value: cio_id, email or id."""
+    if raw.startswith("cio_"):
+        name, value = "cio_id", raw[4:]
     elif "@" in raw:
-        ident = {"email": raw}
+        name, value = "email", raw
     else:
-        ident = {"id": raw}
-    _raise_if(
-        check_identifier(raw, "identifier", limits)
-        if raw
-        else [FieldError("identifier", "required", "the identifier in the path is empty")]
+        name, value = "id", raw
+    errors: list[FieldError] = []
+    ok = check_string(value, "identifier", errors, max_bytes=limits.max_id_bytes)
+    if ok and name == "cio_id" and not (value.isascii() and value.isalnum()):
+        message = "identifier must be cio_ followed by letters and digits only"
+        errors.append(FieldError("identifier", "format", message))
+    if errors:
+        raise InvalidJob(errors)
+    return {name: value}
+
+
+def _person_op(action: str, identifier: str, limits: Limits) -> dict[str, Any]:
+    identifiers = identifiers_from_path(identifier, limits=limits)
+    return {"type": "person", "action": action, "identifiers": identifiers}
+
+
+def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """``PUT /customers/{identifier}`` → person identify (or delete_relationships)."""
+    op = _person_op("identify", identifier, limits)
+    data = _body(body)
+    errors: list[FieldError] = []
+    rel_action, relationships = (
+        _v1_relationships(data["cio_relationships"], errors)
+        if "cio_relationships" in data
+        else (None, None)
     )
-    return ident
-
-
-def _person(action: str, identifier: str, limits: Limits, **fields: Any) -> dict[str, Any]:
-    return {
-        "type": "person",
-        "identifiers": identifiers_from_path(identifier, limits=limits),
-        "action": action,
-        **fields,
-    }
-
-
-def identify(
-    identifier: str, body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS
-) -> dict[str, Any]:
-    """PUT /customers/{id}: top-level attributes; ``_timestamp`` becomes ``timestamp``."""
-    attrs = dict(body)
-    op = _person("identify", identifier, limits)
-    if "_timestamp" in attrs:
-        op["timestamp"] = attrs.pop("_timestamp")
-    rels = attrs.pop("cio_relationships", None)
-    if rels is not None:
-        if (
-            not isinstance(rels, dict)
-            or rels.get("action", "add_relationships") != "add_relationships"
-            or not isinstance(rels.get("relationships"), list)
-        ):
-            raise InvalidJob(
-                [
-                    FieldError(
-                        "cio_relationships",
-                        "format",
-                        "cio_relationships must be {action: add_relationships, relationships: [..]}"
-                        "; delete relationships with POST /api/v2/entity",
-                    )
-                ]
+    if rel_action == "delete_relationships" and relationships is not None:
+        others = sorted(str(key) for key in data if key != "cio_relationships")
+        if others:
+            message = (
+                "cio_relationships.action delete_relationships becomes its own v2 operation, "
+                f"so it cannot come with other fields ({', '.join(others)}); "
+                "send those in a separate identify"
             )
-        op["cio_relationships"] = rels["relationships"]
-    op["attributes"] = attrs
-    _raise_if(
-        validate_op(op, limits=limits),
-        {"attributes": "", "timestamp": "_timestamp", "identifiers": "identifier"},
+            errors.append(FieldError("cio_relationships.action", "enum", message))
+        op["action"] = "delete_relationships"
+        op["cio_relationships"] = relationships
+        return _finish(op, errors, _IDENTIFY_RENAMES, limits)
+    attributes = {k: v for k, v in data.items() if k not in ("_timestamp", "cio_relationships")}
+    if type(attributes.get("id")) is int:
+        attributes["id"] = str(attributes["id"])
+    if attributes:
+        op["attributes"] = attributes
+    if "_timestamp" in data:
+        op["timestamp"] = data["_timestamp"]
+    if relationships is not None:
+        op["cio_relationships"] = relationships
+    return _finish(op, errors, _IDENTIFY_RENAMES, limits)
+
+
+def _v1_relationships(value: object, errors: list[FieldError]) -> tuple[str | None, object]:
+    """The action and relationship list of v1 ``cio_relationships``; None where broken."""
+    if not isinstance(value, dict):
+        errors.append(wrong_type("cio_relationships", "an object {action, relationships}", value))
+        return None, None
+    errors.extend(
+        unknown_fields(value, ("action", "relationships"), "cio_relationships", "cio_relationships")
     )
-    return op
-
-
-def _plain(action: str, identifier: str, limits: Limits) -> dict[str, Any]:
-    return _person(action, identifier, limits)
+    action = value.get("action")
+    if action not in RELATIONSHIP_ACTIONS:
+        path = "cio_relationships.action"
+        errors.append(invalid(path, action, "a string", RELATIONSHIP_ACTIONS))
+        action = None
+    relationships = value.get("relationships")
+    if relationships is None:
+        errors.append(required("cio_relationships.relationships"))
+    return action, relationships
 
 
 def delete(identifier: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    return _plain("delete", identifier, limits)
+    """``DELETE /customers/{identifier}`` → person delete."""
+    return _finish(_person_op("delete", identifier, limits), [], (), limits)
 
 
 def suppress(identifier: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    return _plain("suppress", identifier, limits)
+    """``POST /customers/{identifier}/suppress`` → person suppress."""
+    return _finish(_person_op("suppress", identifier, limits), [], (), limits)
 
 
 def unsuppress(identifier: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    return _plain("unsuppress", identifier, limits)
+    """``POST /customers/{identifier}/unsuppress`` → person unsuppress."""
+    return _finish(_person_op("unsuppress", identifier, limits), [], (), limits)
 
 
-def _event_fields(body: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    kind = body.get("type", "event")
-    if kind not in EVENTS:
-        raise InvalidJob([FieldError("type", "enum", "type must be event, page or screen")])
-    if "data" in body and not isinstance(body["data"], dict):
-        raise InvalidJob([FieldError("data", "type", "event data must be a hash (an object)")])
-    fields: dict[str, Any] = {
-        "action": kind,
-        "name": body.get("name"),
-        "id": body.get("id") or new_event_id(),
-    }
-    if body.get("data") is not None:
-        fields["attributes"] = body["data"]
-    if "timestamp" in body:
-        fields["timestamp"] = body["timestamp"]
-    return fields
-
-
-def track(
-    identifier: str, body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS
-) -> dict[str, Any]:
-    """POST /customers/{id}/events: person event, page or screen; ``data`` → attributes."""
-    fields = _event_fields(body, limits)
-    op = {
+def _event(identifiers: dict[str, Any], data: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    anonymous = "anonymous_id" in identifiers
+    allowed = _ANONYMOUS_FIELDS if anonymous else _TRACK_FIELDS
+    renames = _ANONYMOUS_RENAMES if anonymous else _EVENT_RENAMES
+    errors: list[FieldError] = []
+    if not allowed.issuperset(data):
+        errors.extend(unknown_fields(data, allowed, "", "a v1 event", hints=_V1_HINTS))
+    action = _event_type(data, errors)
+    op: dict[str, Any] = {
         "type": "person",
-        "identifiers": identifiers_from_path(identifier, limits=limits),
-        **fields,
+        "action": action,
+        "identifiers": identifiers,
+        "name": data.get("name"),
+        "id": data["id"] if "id" in data else new_event_id(),
     }
-    _raise_if(validate_op(op, limits=limits), {"attributes": "data"})
-    return op
+    if "timestamp" in data:
+        op["timestamp"] = data["timestamp"]
+    if "data" in data:
+        op["attributes"] = data["data"]
+    return _finish(op, errors, renames, limits)
 
 
-def track_anonymous(
-    body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS
-) -> dict[str, Any] | None:
-    """POST /events: with anonymous_id a person event; without (invite) None → forwarded v1."""
-    anon = body.get("anonymous_id")
-    if anon is None:
+def _event_type(data: dict[str, Any], errors: list[FieldError]) -> str:
+    kind = data.get("type", "event")
+    if kind in EVENT_TYPES:
+        return str(kind)
+    # Optional, so a null type is a wrong type, not a missing one.
+    if isinstance(kind, str):
+        errors.append(not_one_of("type", EVENT_TYPES, kind))
+    else:
+        errors.append(wrong_type("type", "a string", kind))
+    return "event"
+
+
+def track(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """``POST /customers/{identifier}/events`` → person event, page or screen (by ``type``)."""
+    identifiers = identifiers_from_path(identifier, limits=limits)
+    return _event(identifiers, _body(body), limits)
+
+
+def track_anonymous(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
+    """``POST /events`` → person event by ``anonymous_id``; None for an invite event.
+
+    An invite (no ``anonymous_id``) has no v2 equivalent: the caller checks it with
+    `check_anonymous_v1` and forwards it to v1 unchanged.
+    """
+    data = _body(body)
+    if "anonymous_id" not in data:
         return None
-    fields = _event_fields(body, limits)
-    op = {"type": "person", "identifiers": {"anonymous_id": anon}, **fields}
-    _raise_if(
-        validate_op(op, limits=limits),
-        {"attributes": "data", "identifiers.anonymous_id": "anonymous_id"},
-    )
-    return op
+    identifiers = {"anonymous_id": data["anonymous_id"]}
+    return _event(identifiers, data, limits)
 
 
-def check_anonymous_v1(body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Validate an invite event that is forwarded to v1 unchanged."""
-    if "data" in body and not isinstance(body["data"], dict):
-        raise InvalidJob([FieldError("data", "type", "event data must be a hash (an object)")])
-    probe = {
-        k: v
-        for k, v in (
-            ("name", body.get("name")),
-            ("attributes", body.get("data")),
-            ("id", body.get("id")),
-        )
-        if v is not None or k == "name"
-    }
-    errors = check_event(probe, "", limits)
-    if "timestamp" in body:
-        err = check_seconds(body["timestamp"], "timestamp")
-        errors += [err] if err else []
-    _raise_if(errors, {"attributes": "data"})
+def check_anonymous_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise InvalidJob if an anonymous event forwarded to v1 breaks a documented limit."""
+    data = _body(body)
+    errors: list[FieldError] = []
+    _event_type(data, errors)
+    check_event_fields(data, "", limits, errors, data_key="data")
+    if errors:
+        raise InvalidJob(errors)
 
 
-def add_device(
-    identifier: str, body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS
-) -> dict[str, Any]:
-    """PUT /customers/{id}/devices: ``device.id`` → ``device.token``; extra keys → attributes."""
-    device = body.get("device")
+def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """``PUT /customers/{identifier}/devices`` → person add_device (``device.id`` → ``token``)."""
+    op = _person_op("add_device", identifier, limits)
+    data = _body(body)
+    errors = unknown_fields(data, ("device",), "", "a v1 add_device body", hints=_V1_HINTS)
+    device = data.get("device")
     if not isinstance(device, dict):
-        raise InvalidJob([FieldError("device", "required", "device must be an object")])
-    v2: dict[str, Any] = {}
-    attrs = (
-        dict(device.get("attributes") or {})
-        if isinstance(device.get("attributes"), dict)
-        else device.get("attributes")
-    )
+        errors.append(invalid("device", device, "an object"))
+        raise InvalidJob(errors)
+    v2_device: dict[str, Any] = {"token": device.get("id"), "platform": device.get("platform")}
+    if "last_used" in device:
+        v2_device["last_used"] = device["last_used"]
+    renames: list[tuple[str, str]] = [("device.token", "device.id")]
+    explicit = device.get("attributes", {})
+    if not isinstance(explicit, dict):
+        errors.append(wrong_type("device.attributes", "an object", explicit))
+        explicit = {}
+    attributes: dict[str, Any] = {}
     for key, value in device.items():
-        if key == "id":
-            v2["token"] = value
-        elif key in ("platform", "last_used"):
-            v2[key] = value
-        elif key != "attributes" and isinstance(attrs, dict):
-            attrs[key] = (
-                value
-                if isinstance(value, str)
-                else str(value).lower()
-                if isinstance(value, bool)
-                else str(value)
-            )
-    if attrs:
-        v2["attributes"] = attrs
-    op = _person("add_device", identifier, limits, device=v2)
-    _raise_if(validate_op(op, limits=limits), {"device.token": "device.id"})
-    return op
+        if key in _DEVICE_FIELDS or key in explicit:
+            continue
+        if key == "token":
+            message = "device.token is not a v1 device field; v1 sends the token as device.id"
+            errors.append(FieldError("device.token", "unknown_field", message))
+            continue
+        attributes[key] = _device_string(value)
+        renames.append((key_path("device.attributes", key), key_path("device", key)))
+    attributes.update((key, _device_string(value)) for key, value in explicit.items())
+    if attributes:
+        v2_device["attributes"] = attributes
+    op["device"] = v2_device
+    return _finish(op, errors, tuple(renames), limits)
+
+
+def _device_string(value: object) -> object:
+    """A device attribute as the string v2 requires; other JSON is left for validation."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
 
 
 def delete_device(
     identifier: str, device_id: str, *, limits: Limits = DEFAULT_LIMITS
 ) -> dict[str, Any]:
-    op = _person("delete_device", identifier, limits, device={"token": device_id})
-    _raise_if(validate_op(op, limits=limits), {"device.token": "device_id"})
-    return op
+    """``DELETE /customers/{identifier}/devices/{device_id}`` → person delete_device."""
+    op = _person_op("delete_device", identifier, limits)
+    op["device"] = {"token": device_id}
+    return _finish(op, [], (("device.token", "device_id"),), limits)
 
 
-def merge(body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """POST /merge_customers → person merge (primary and secondary, no identifiers)."""
-    op = {
-        "type": "person",
-        "action": "merge",
-        "primary": body.get("primary"),
-        "secondary": body.get("secondary"),
-    }
-    _raise_if(validate_op(op, limits=limits))
-    return op
+def merge(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """``POST /merge_customers`` → person merge (same ``primary``/``secondary``)."""
+    data = _body(body)
+    errors = unknown_fields(data, ("primary", "secondary"), "", "a v1 merge body")
+    op = {"type": "person", "action": "merge"} | {k: data.get(k) for k in ("primary", "secondary")}
+    return _finish(op, errors, (), limits)
 
 
-def push_event(body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """POST /push/events → delivery event with ``attributes.device_token``."""
+def _delivery(
+    data: dict[str, Any], name: str, token: str, errors: list[FieldError], limits: Limits
+) -> dict[str, Any]:
+    """The delivery event whose metric is ``data[name]`` and device token ``data[token]``."""
     op: dict[str, Any] = {
         "type": "delivery",
         "action": "event",
-        "identifiers": {"id": body.get("delivery_id")},
-        "name": body.get("event"),
-        "attributes": {"device_token": body.get("device_id")},
+        "identifiers": {"id": data.get("delivery_id")},
+        "name": data.get(name),
+        "id": new_event_id(),
     }
-    if "timestamp" in body:
-        op["timestamp"] = body["timestamp"]
-    _raise_if(
-        validate_op(op, limits=limits),
-        {
-            "identifiers.id": "delivery_id",
-            "identifiers": "delivery_id",
-            "name": "event",
-            "attributes.device_token": "device_id",
-        },
-    )
-    return op
+    if "timestamp" in data:
+        op["timestamp"] = data["timestamp"]
+    op["attributes"] = {"device_token": data.get(token)}
+    renames = (_DELIVERY_ID, ("name", name), ("attributes.device_token", token))
+    return _finish(op, errors, renames, limits)
 
 
-def metric(body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
-    """POST /metrics → a delivery event for push opened/converted/delivered, else None."""
-    if body.get("metric") not in DELIVERY_METRICS or not isinstance(body.get("recipient"), str):
+def push_event(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """``POST /push/events`` → delivery event (``device_id`` → ``attributes.device_token``)."""
+    data = _body(body)
+    errors = unknown_fields(data, _PUSH_FIELDS, "", "a v1 push event")
+    return _delivery(data, "event", "device_id", errors, limits)
+
+
+def metric(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
+    """``POST /metrics`` → delivery event for a push metric; None when v1 must carry it.
+
+    The caller checks a None case with `check_metric_v1` and forwards it unchanged.
+    """
+    data = _body(body)
+    if (
+        data.get("metric") not in DELIVERY_METRICS
+        or not is_push_token(data.get("recipient"))
+        or not _METRIC_V2_FIELDS.issuperset(data)
+    ):
         return None
-    op = push_event(
-        {
-            "delivery_id": body.get("delivery_id"),
-            "event": body["metric"],
-            "device_id": body["recipient"],
-            **({"timestamp": body["timestamp"]} if "timestamp" in body else {}),
-        },
-        limits=limits,
-    )
-    return op
+    return _delivery(data, "metric", "recipient", [], limits)
 
 
-def check_metric_v1(body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> None:
+def check_metric_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise InvalidJob if a metric forwarded to v1 breaks the documented schema."""
+    data = _body(body)
     errors: list[FieldError] = []
-    if not isinstance(body.get("delivery_id"), str) or not body["delivery_id"]:
-        errors.append(FieldError("delivery_id", "required", "delivery_id must be a string"))
-    if body.get("metric") not in V1_METRICS:
-        errors.append(
-            FieldError("metric", "enum", f"metric must be one of: {', '.join(sorted(V1_METRICS))}")
-        )
-    if "timestamp" in body:
-        err = check_seconds(body["timestamp"], "timestamp")
-        errors += [err] if err else []
-    _raise_if(errors)
-
-
-def segment_ids(body: dict[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
-    ids = body.get("ids")
-    if not isinstance(ids, list) or not ids:
-        raise InvalidJob(
-            [
-                FieldError(
-                    "ids",
-                    "min_items",
-                    "ids must be a non-empty list",
-                    1,
-                    len(ids) if isinstance(ids, list) else None,
-                )
-            ]
-        )
-    if len(ids) > limits.max_segment_ids:
-        raise InvalidJob(
-            [
-                FieldError(
-                    "ids",
-                    "max_items",
-                    f"at most {limits.max_segment_ids} ids",
-                    limits.max_segment_ids,
-                    len(ids),
-                )
-            ]
-        )
-    return ids
+    check_string(data.get("delivery_id"), "delivery_id", errors, max_bytes=limits.max_id_bytes)
+    name = data.get("metric")
+    if name not in V1_METRICS:
+        errors.append(invalid("metric", name, "a string", V1_METRICS))
+    if "timestamp" in data:
+        check_seconds(data["timestamp"], "timestamp", errors)
+    if "recipient" in data and type(data["recipient"]) not in (str, int):
+        errors.append(wrong_type("recipient", "a string (a number for SMS)", data["recipient"]))
+    for key in _METRIC_TEXT_FIELDS:
+        if key in data and not isinstance(data[key], str):
+            errors.append(wrong_type(key, "a string", data[key]))
+    if errors:
+        raise InvalidJob(errors)
 
 
 def ensure_event_id(op: dict[str, Any]) -> dict[str, Any]:
-    """Give a v2 event (person event/page/screen, delivery event) a ULID id if it has none."""
-    if op.get("action") in EVENTS and not op.get("id"):
+    """`op`, or a copy with a fresh ULID ``id`` if it is an event that has none.
+
+    Events are person event/page/screen and delivery event; an existing ``id`` is
+    never changed, so a producer's retry keeps deduplicating.
+    """
+    if "id" in op:
+        return op
+    kind = op.get("type")
+    action = op.get("action")
+    if (kind == "person" and action in EVENT_TYPES) or (kind == "delivery" and action == "event"):
         return {**op, "id": new_event_id()}
     return op
+
+
+def segment_ids(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise InvalidJob unless ``ids`` holds 1 to max_segment_ids non-empty strings."""
+    data = _body(body)
+    ids = data.get("ids")
+    errors: list[FieldError] = []
+    if not isinstance(ids, list):
+        errors.append(invalid("ids", ids, "an array"))
+    elif not ids:
+        errors.append(FieldError("ids", "min_items", "ids must hold at least one id", 1, 0))
+    elif len(ids) > limits.max_segment_ids:
+        message = f"ids has {len(ids)} ids; Customer.io takes at most {limits.max_segment_ids}"
+        errors.append(FieldError("ids", "max_items", message, limits.max_segment_ids, len(ids)))
+    else:
+        for i, item in enumerate(ids):
+            check_string(item, f"ids[{i}]", errors, max_bytes=limits.max_id_bytes)
+    if errors:
+        raise InvalidJob(errors)

@@ -1,335 +1,387 @@
 """Validation of v2 operations against Customer.io's schemas and documented limits.
 
-Pure: an op in, a list of `FieldError`s out (empty when valid). Field paths are dotted
-and prefixed with `where` (``batch[3].identifiers.id``), so a producer sees exactly
-which part of which op broke which rule.
+Pure: an operation in, a list of `FieldError`s out (empty when it is valid). Field
+paths are dotted and prefixed with ``where`` (``batch[3].identifiers.id``).
+
+Choices where Customer.io's documentation is silent:
+
+* Unknown top-level fields are refused (``unknown_field``), as are unknown fields of
+  a ``device`` or a relationship entry: Customer.io would drop them without a word
+  (``data`` instead of ``attributes`` loses the event data; ``identifier`` instead of
+  ``identifiers`` loses the person). Free-form bags (``attributes``,
+  ``relationship_attributes``, ``device.attributes``) take any key.
+* A missing or null required field is ``required``; an optional field sent as null is
+  refused like any other wrong type, since the op is forwarded as it is.
+* Person events, pages and screens also take ``{"anonymous_id": ...}`` as their one
+  identifier (Segment and RudderStack send it); ``anonymous_id`` is held to
+  ``max_id_bytes`` like every other identifier, and so is a delivery id.
+* Delivery events may carry ``id`` and ``timestamp`` like person events, so a retried
+  batch cannot count a push metric twice.
+* Object ``identify_anonymous`` takes its people as
+  ``cio_relationships[].identifiers.anonymous_id`` (the schema) or a top-level
+  ``anonymous_id`` (Customer.io's own example); at least one is required.
+* ``cio_relationships`` may be empty under ``identify``, where it is optional, but
+  must hold at least one entry for ``add_relationships``/``delete_relationships``.
+* The serialized size of an op is not checked here: the caller serializes the op once
+  to store it and passes those bytes to `op_size_error`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from service.errors import FieldError
 from service.limits import DEFAULT_LIMITS, Limits
-
-PERSON_ACTIONS = frozenset(
-    {
-        "identify",
-        "delete",
-        "event",
-        "screen",
-        "page",
-        "add_relationships",
-        "delete_relationships",
-        "add_device",
-        "delete_device",
-        "merge",
-        "suppress",
-        "unsuppress",
-    }
+from service.validation_rules import (
+    ANONYMOUS_KEYS,
+    DELIVERY_METRICS,
+    PERSON_EVENT_KEYS,
+    PERSON_KEYS,
+    PERSON_REF_KEYS,
+    check_attributes,
+    check_event_fields,
+    check_object_identifiers,
+    check_person_identifiers,
+    check_seconds,
+    check_string,
+    check_ulid,
+    invalid,
+    key_path,
+    not_one_of,
+    unknown_fields,
+    wrong_type,
 )
-OBJECT_ACTIONS = frozenset(
-    {"identify", "identify_anonymous", "delete", "add_relationships", "delete_relationships"}
-)
-ACTIONS = {"person": PERSON_ACTIONS, "object": OBJECT_ACTIONS, "delivery": frozenset({"event"})}
-PERSON_IDS = ("id", "email", "phone", "cio_id")
-MERGE_IDS = ("id", "email", "cio_id")
-EVENTS = frozenset({"event", "page", "screen"})
-DELIVERY_METRICS = frozenset({"opened", "converted", "delivered"})
-_CROCKFORD = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
-#: Larger values are milliseconds (year 2286 in seconds); Customer.io wants seconds.
-MAX_SECONDS = 9_999_999_999
+
+#: ``check(op, prefix, limits, errors)``; ``prefix`` is ``where`` plus a dot, or "".
+Check = Callable[[dict[str, Any], str, Limits, list[FieldError]], None]
 
 
-def _path(where: str, field: str) -> str:
-    return f"{where}.{field}" if where else field
+@dataclass(frozen=True, slots=True)
+class _Action:
+    fields: frozenset[str]
+    check: Check
 
 
-def _nbytes(value: str) -> int:
-    return len(value.encode())
+#: Why a top-level field is unknown, where a near-miss spelling would not say it.
+_OP_HINTS = {
+    "data": "event data goes in 'attributes'",
+    "anonymous_id": (
+        "anonymous people go in 'identifiers' of person event/page/screen, or in "
+        "'cio_relationships' of object identify_anonymous"
+    ),
+    "identifiers": "merge names its people in 'primary' and 'secondary'",
+}
+_DEVICE_FIELDS = frozenset({"token", "platform", "last_used", "attributes"})
+_RELATIONSHIP_FIELDS = frozenset({"identifiers", "relationship_attributes"})
+_PLATFORMS = ("ios", "android")
+_PUSH_ENABLED = ("true", "false")
 
 
-def is_ulid(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == 26
-        and value[0] in "01234567"
-        and set(value.upper()) <= _CROCKFORD
+def _check_device(value: object, path: str, errors: list[FieldError], *, full: bool) -> None:
+    """An add_device ``device`` (``full``) or a delete_device one (token only)."""
+    if not isinstance(value, dict):
+        errors.append(invalid(path, value, "an object"))
+        return
+    allowed = _DEVICE_FIELDS if full else ("token",)
+    if not all(key in allowed for key in value):
+        errors.extend(unknown_fields(value, allowed, path, "a device"))
+    check_string(value.get("token"), f"{path}.token", errors)
+    if not full:
+        return
+    platform = value.get("platform")
+    if platform not in _PLATFORMS:
+        errors.append(invalid(f"{path}.platform", platform, "a string", _PLATFORMS))
+    if "last_used" in value:
+        check_seconds(value["last_used"], f"{path}.last_used", errors)
+    if "attributes" in value:
+        _check_device_attributes(value["attributes"], f"{path}.attributes", errors)
+
+
+def _check_device_attributes(value: object, path: str, errors: list[FieldError]) -> None:
+    """String values only; ``push_enabled`` is the string "true" or "false"."""
+    if not isinstance(value, dict):
+        errors.append(wrong_type(path, "an object", value))
+        return
+    for name, item in value.items():
+        item_path = key_path(path, str(name))
+        if not isinstance(item, str):
+            errors.append(wrong_type(item_path, "a string", item))
+        elif name == "push_enabled" and item not in _PUSH_ENABLED:
+            errors.append(not_one_of(item_path, _PUSH_ENABLED, item))
+
+
+def _check_relationships(
+    value: object,
+    path: str,
+    limits: Limits,
+    errors: list[FieldError],
+    *,
+    people: tuple[str, ...] | None,
+    allow_empty: bool,
+) -> None:
+    """A list of ``{identifiers, relationship_attributes?}``.
+
+    ``people`` is the identifier keys of the related people (relationships of an
+    object); None means the related things are objects (relationships of a person).
+    """
+    if not isinstance(value, list):
+        errors.append(invalid(path, value, "an array"))
+        return
+    if not value and not allow_empty:
+        message = f"{path} must hold at least one relationship"
+        errors.append(FieldError(path, "min_items", message, 1, 0))
+        return
+    for i, entry in enumerate(value):
+        entry_path = f"{path}[{i}]"
+        if not isinstance(entry, dict):
+            errors.append(wrong_type(entry_path, "an object", entry))
+            continue
+        if not _RELATIONSHIP_FIELDS.issuperset(entry):
+            errors.extend(unknown_fields(entry, _RELATIONSHIP_FIELDS, entry_path, "a relationship"))
+        ident_path = f"{entry_path}.identifiers"
+        if people is None:
+            check_object_identifiers(entry.get("identifiers"), ident_path, limits, errors)
+        else:
+            check_person_identifiers(entry.get("identifiers"), ident_path, people, limits, errors)
+        if "relationship_attributes" in entry:
+            check_attributes(
+                entry["relationship_attributes"],
+                f"{entry_path}.relationship_attributes",
+                limits,
+                errors,
+                total_limit=limits.max_object_attrs_bytes,
+            )
+
+
+def _person_identify(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
+    if "attributes" in op:
+        attrs = op["attributes"]
+        check_attributes(attrs, p + "attributes", limits, errors)
+        if isinstance(attrs, dict) and not isinstance(attrs.get("_update", False), bool):
+            errors.append(wrong_type(p + "attributes._update", "true or false", attrs["_update"]))
+    if "timestamp" in op:
+        check_seconds(op["timestamp"], p + "timestamp", errors)
+    if "cio_relationships" in op:
+        _check_relationships(
+            op["cio_relationships"],
+            p + "cio_relationships",
+            limits,
+            errors,
+            people=None,
+            allow_empty=True,
+        )
+
+
+def _person(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
+
+
+def _person_event(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    ident_path = p + "identifiers"
+    check_person_identifiers(op.get("identifiers"), ident_path, PERSON_EVENT_KEYS, limits, errors)
+    check_event_fields(op, p, limits, errors)
+
+
+def _person_relationships(
+    op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
+    _check_relationships(
+        op.get("cio_relationships"),
+        p + "cio_relationships",
+        limits,
+        errors,
+        people=None,
+        allow_empty=False,
     )
 
 
-def check_seconds(value: object, field: str) -> FieldError | None:
-    """Timestamps are integer Unix seconds; floats, strings and milliseconds are refused."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        return FieldError(field, "seconds", f"{field} must be an integer of Unix seconds")
-    if value > MAX_SECONDS:
-        return FieldError(
-            field, "seconds", f"{field} looks like milliseconds; send seconds", MAX_SECONDS, value
+def _person_add_device(
+    op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
+    _check_device(op.get("device"), p + "device", errors, full=True)
+
+
+def _person_delete_device(
+    op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
+    _check_device(op.get("device"), p + "device", errors, full=False)
+
+
+def _person_merge(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    check_person_identifiers(op.get("primary"), p + "primary", PERSON_REF_KEYS, limits, errors)
+    check_person_identifiers(op.get("secondary"), p + "secondary", PERSON_REF_KEYS, limits, errors)
+
+
+def _object_identify(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    check_object_identifiers(op.get("identifiers"), p + "identifiers", limits, errors)
+    if "attributes" in op:
+        total = limits.max_object_attrs_bytes
+        check_attributes(op["attributes"], p + "attributes", limits, errors, total_limit=total)
+    if "cio_relationships" in op:
+        _check_relationships(
+            op["cio_relationships"],
+            p + "cio_relationships",
+            limits,
+            errors,
+            people=PERSON_REF_KEYS,
+            allow_empty=True,
         )
-    return None
 
 
-def check_identifier(value: object, field: str, limits: Limits) -> list[FieldError]:
-    if not isinstance(value, str):
-        return [FieldError(field, "type", f"{field} must be a string")]
-    if not value:
-        return [FieldError(field, "required", f"{field} cannot be empty")]
-    size = _nbytes(value)
-    if size > limits.max_id_bytes:
-        return [
-            FieldError(
-                field,
-                "max_bytes",
-                f"{field} is over {limits.max_id_bytes} bytes",
-                limits.max_id_bytes,
-                size,
-            )
-        ]
-    if field.endswith("phone") and not (
-        value.startswith("+") and value[1:].isdigit() and 1 <= len(value) - 1 <= 15
-    ):
-        return [FieldError(field, "format", "phone must be E.164: + and up to 15 digits")]
-    return []
-
-
-def check_one_of(
-    ident: object, field: str, allowed: tuple[str, ...], limits: Limits
-) -> list[FieldError]:
-    """Exactly one identifier of `allowed` kinds, valid."""
-    if not isinstance(ident, dict):
-        return [FieldError(field, "required", f"{field} must be an object with one identifier")]
-    present = [k for k in ident if k in allowed]
-    if len(ident) != 1 or len(present) != 1:
-        names = ", ".join(allowed)
-        return [
-            FieldError(
-                field, "one_identifier", f"{field} must hold exactly one of: {names}", 1, len(ident)
-            )
-        ]
-    return check_identifier(ident[present[0]], f"{field}.{present[0]}", limits)
-
-
-def check_attributes(attrs: object, field: str, limits: Limits) -> list[FieldError]:
-    """Attribute count, name bytes and value bytes (values measured as sent)."""
-    if attrs is None:
-        return []
-    if not isinstance(attrs, dict):
-        return [FieldError(field, "type", f"{field} must be an object")]
-    errors: list[FieldError] = []
-    if len(attrs) > limits.max_attributes:
-        errors.append(
-            FieldError(
-                field,
-                "max_items",
-                f"{field} holds over {limits.max_attributes} attributes",
-                limits.max_attributes,
-                len(attrs),
-            )
+def _object_identify_anonymous(
+    op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    check_object_identifiers(op.get("identifiers"), p + "identifiers", limits, errors)
+    if "attributes" in op:
+        total = limits.max_object_attrs_bytes
+        check_attributes(op["attributes"], p + "attributes", limits, errors, total_limit=total)
+    if "anonymous_id" in op:
+        check_string(op["anonymous_id"], p + "anonymous_id", errors, max_bytes=limits.max_id_bytes)
+    if "cio_relationships" not in op and "anonymous_id" not in op:
+        message = f"{p}cio_relationships (the anonymous people to relate) is required"
+        errors.append(FieldError(p + "cio_relationships", "required", message))
+    elif "cio_relationships" in op:
+        _check_relationships(
+            op["cio_relationships"],
+            p + "cio_relationships",
+            limits,
+            errors,
+            people=ANONYMOUS_KEYS,
+            allow_empty=False,
         )
-    for name, value in attrs.items():
-        if _nbytes(name) > limits.max_attr_name_bytes:
-            errors.append(
-                FieldError(
-                    f"{field}.{name}",
-                    "max_bytes",
-                    f"attribute name over {limits.max_attr_name_bytes} bytes",
-                    limits.max_attr_name_bytes,
-                    _nbytes(name),
-                )
-            )
-        size = _nbytes(value) if isinstance(value, str) else len(orjson.dumps(value))
-        if size > limits.max_attr_value_bytes:
-            errors.append(
-                FieldError(
-                    f"{field}.{name}",
-                    "max_bytes",
-                    f"attribute value over {limits.max_attr_value_bytes} bytes",
-                    limits.max_attr_value_bytes,
-                    size,
-                )
-            )
-    return errors
 
 
-def check_event(op: dict[str, Any], where: str, limits: Limits) -> list[FieldError]:
-    errors: list[FieldError] = []
+def _object(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    check_object_identifiers(op.get("identifiers"), p + "identifiers", limits, errors)
+
+
+def _object_relationships(
+    op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
+) -> None:
+    check_object_identifiers(op.get("identifiers"), p + "identifiers", limits, errors)
+    _check_relationships(
+        op.get("cio_relationships"),
+        p + "cio_relationships",
+        limits,
+        errors,
+        people=PERSON_REF_KEYS,
+        allow_empty=False,
+    )
+
+
+def _delivery_event(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    check_person_identifiers(op.get("identifiers"), p + "identifiers", ("id",), limits, errors)
     name = op.get("name")
-    field = _path(where, "name")
-    if not isinstance(name, str) or not name.strip():
-        errors.append(FieldError(field, "required", "name must be a non-empty string"))
-    elif _nbytes(name) > limits.max_event_name_bytes:
-        errors.append(
-            FieldError(
-                field,
-                "max_bytes",
-                f"name is over {limits.max_event_name_bytes} bytes",
-                limits.max_event_name_bytes,
-                _nbytes(name),
-            )
-        )
+    if name not in DELIVERY_METRICS:
+        errors.append(invalid(p + "name", name, "a string", DELIVERY_METRICS))
     attrs = op.get("attributes")
-    field = _path(where, "attributes")
-    if attrs is not None:
-        if not isinstance(attrs, dict):
-            errors.append(FieldError(field, "type", "event data must be an object"))
-        else:
-            size = len(orjson.dumps(attrs))
-            if size > limits.max_event_data_bytes:
-                errors.append(
-                    FieldError(
-                        field,
-                        "max_bytes",
-                        f"event data is over {limits.max_event_data_bytes} bytes",
-                        limits.max_event_data_bytes,
-                        size,
-                    )
-                )
-    if "id" in op and not is_ulid(op["id"]):
-        errors.append(FieldError(_path(where, "id"), "format", "id must be a ULID"))
-    return errors
-
-
-def _check_device(op: dict[str, Any], where: str, *, full: bool) -> list[FieldError]:
-    device = op.get("device")
-    field = _path(where, "device")
-    if not isinstance(device, dict):
-        return [FieldError(field, "required", "device must be an object")]
-    errors: list[FieldError] = []
-    if not isinstance(device.get("token"), str) or not device["token"]:
-        errors.append(FieldError(f"{field}.token", "required", "device.token is required"))
-    if full:
-        if device.get("platform") not in ("ios", "android"):
-            errors.append(
-                FieldError(f"{field}.platform", "enum", "device.platform must be ios or android")
-            )
-        if "last_used" in device:
-            err = check_seconds(device["last_used"], f"{field}.last_used")
-            errors.extend([err] if err else [])
-        attrs = device.get("attributes")
-        if attrs is not None and (
-            not isinstance(attrs, dict) or not all(isinstance(v, str) for v in attrs.values())
-        ):
-            errors.append(
-                FieldError(
-                    f"{field}.attributes", "type", "device attributes must be an object of strings"
-                )
-            )
-    return errors
-
-
-def _check_relationships(op: dict[str, Any], where: str, required: bool) -> list[FieldError]:
-    rels = op.get("cio_relationships")
-    field = _path(where, "cio_relationships")
-    if rels is None and not required:
-        return []
-    if not isinstance(rels, list) or not rels:
-        return [FieldError(field, "required", "cio_relationships must be a non-empty list")]
-    return [
-        FieldError(f"{field}[{i}].identifiers", "required", "each relationship needs identifiers")
-        for i, r in enumerate(rels)
-        if not isinstance(r, dict) or not isinstance(r.get("identifiers"), dict)
-    ]
-
-
-def _check_person(op: dict[str, Any], where: str, limits: Limits) -> list[FieldError]:
-    action = op["action"]
-    if action == "merge":
-        errors = check_one_of(op.get("primary"), _path(where, "primary"), MERGE_IDS, limits)
-        errors += check_one_of(op.get("secondary"), _path(where, "secondary"), MERGE_IDS, limits)
-        return errors
-    allowed = (*PERSON_IDS, "anonymous_id") if action in EVENTS else PERSON_IDS
-    errors = check_one_of(op.get("identifiers"), _path(where, "identifiers"), allowed, limits)
-    if action in EVENTS:
-        errors += check_event(op, where, limits)
-    elif action == "identify":
-        errors += check_attributes(op.get("attributes"), _path(where, "attributes"), limits)
-        errors += _check_relationships(op, where, required=False)
-    elif action in ("add_device", "delete_device"):
-        errors += _check_device(op, where, full=action == "add_device")
-    elif action in ("add_relationships", "delete_relationships"):
-        errors += _check_relationships(op, where, required=True)
-    return errors
-
-
-def _check_object(op: dict[str, Any], where: str, limits: Limits) -> list[FieldError]:
-    ident = op.get("identifiers")
-    field = _path(where, "identifiers")
-    errors: list[FieldError] = []
-    if isinstance(ident, dict) and set(ident) == {"cio_object_id"}:
-        errors += check_identifier(ident["cio_object_id"], f"{field}.cio_object_id", limits)
-    elif isinstance(ident, dict) and set(ident) == {"object_type_id", "object_id"}:
-        errors += check_identifier(ident["object_type_id"], f"{field}.object_type_id", limits)
-        errors += check_identifier(ident["object_id"], f"{field}.object_id", limits)
+    if isinstance(attrs, dict):
+        check_string(attrs.get("device_token"), p + "attributes.device_token", errors)
     else:
-        errors.append(
-            FieldError(
-                field,
-                "one_identifier",
-                "object identifiers must be {object_type_id, object_id} or {cio_object_id}",
-            )
-        )
-    if op["action"] == "identify":
-        errors += check_attributes(op.get("attributes"), _path(where, "attributes"), limits)
-    if op["action"] in ("add_relationships", "delete_relationships", "identify_anonymous"):
-        errors += _check_relationships(op, where, required=True)
-    return errors
+        errors.append(invalid(p + "attributes", attrs, "an object"))
+    if "id" in op:
+        check_ulid(op["id"], p + "id", errors)
+    if "timestamp" in op:
+        check_seconds(op["timestamp"], p + "timestamp", errors)
 
 
-def _check_delivery(op: dict[str, Any], where: str, limits: Limits) -> list[FieldError]:
-    errors = check_one_of(op.get("identifiers"), _path(where, "identifiers"), ("id",), limits)
-    if op.get("name") not in DELIVERY_METRICS:
-        errors.append(
-            FieldError(_path(where, "name"), "enum", "name must be opened, converted or delivered")
-        )
-    attrs = op.get("attributes")
-    if not isinstance(attrs, dict) or not isinstance(attrs.get("device_token"), str):
-        errors.append(
-            FieldError(
-                _path(where, "attributes.device_token"),
-                "required",
-                "delivery events need attributes.device_token",
-            )
-        )
-    return errors
+def _action(check: Check, *fields: str) -> _Action:
+    return _Action(frozenset(("type", "action", *fields)), check)
+
+
+_EVENT_FIELDS = ("identifiers", "name", "id", "timestamp", "attributes")
+
+_ACTIONS: dict[tuple[str, str], _Action] = {
+    ("person", "identify"): _action(
+        _person_identify, "identifiers", "attributes", "timestamp", "cio_relationships"
+    ),
+    ("person", "delete"): _action(_person, "identifiers"),
+    ("person", "event"): _action(_person_event, *_EVENT_FIELDS),
+    ("person", "screen"): _action(_person_event, *_EVENT_FIELDS),
+    ("person", "page"): _action(_person_event, *_EVENT_FIELDS),
+    ("person", "add_relationships"): _action(
+        _person_relationships, "identifiers", "cio_relationships"
+    ),
+    ("person", "delete_relationships"): _action(
+        _person_relationships, "identifiers", "cio_relationships"
+    ),
+    ("person", "add_device"): _action(_person_add_device, "identifiers", "device"),
+    ("person", "delete_device"): _action(_person_delete_device, "identifiers", "device"),
+    ("person", "merge"): _action(_person_merge, "primary", "secondary"),
+    ("person", "suppress"): _action(_person, "identifiers"),
+    ("person", "unsuppress"): _action(_person, "identifiers"),
+    ("object", "identify"): _action(
+        _object_identify, "identifiers", "attributes", "cio_relationships"
+    ),
+    ("object", "identify_anonymous"): _action(
+        _object_identify_anonymous, "identifiers", "attributes", "cio_relationships", "anonymous_id"
+    ),
+    ("object", "delete"): _action(_object, "identifiers"),
+    ("object", "add_relationships"): _action(
+        _object_relationships, "identifiers", "cio_relationships"
+    ),
+    ("object", "delete_relationships"): _action(
+        _object_relationships, "identifiers", "cio_relationships"
+    ),
+    ("delivery", "event"): _action(_delivery_event, *_EVENT_FIELDS),
+}
+
+#: Each type's actions, in the order Customer.io's table lists them.
+ACTIONS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    kind: tuple(action for k, action in _ACTIONS if k == kind)
+    for kind in ("person", "object", "delivery")
+}
 
 
 def validate_op(
     op: object, *, where: str = "", limits: Limits = DEFAULT_LIMITS
 ) -> list[FieldError]:
-    """Every rule `op` breaks, as field errors; an empty list means it is valid."""
+    """Every rule `op` breaks as a v2 operation; empty when Customer.io should take it."""
     if not isinstance(op, dict):
-        return [FieldError(where or "op", "type", "an operation must be a JSON object")]
-    kind, action = op.get("type"), op.get("action")
-    if kind not in ACTIONS:
-        return [FieldError(_path(where, "type"), "enum", "type must be person, object or delivery")]
-    if not isinstance(action, str) or action not in ACTIONS[kind]:
-        allowed = ", ".join(sorted(ACTIONS[kind]))
-        return [
-            FieldError(_path(where, "action"), "enum", f"{kind} action must be one of: {allowed}")
-        ]
+        return [wrong_type(where or "op", "an object (one operation)", op)]
+    kind = op.get("type")
+    action = op.get("action")
+    spec = (
+        _ACTIONS.get((kind, action)) if isinstance(kind, str) and isinstance(action, str) else None
+    )
+    prefix = f"{where}." if where else ""
+    if spec is None:
+        return _kind_errors(kind, action, prefix)
     errors: list[FieldError] = []
-    if "timestamp" in op:
-        err = check_seconds(op["timestamp"], _path(where, "timestamp"))
-        errors.extend([err] if err else [])
-    if kind == "person":
-        return errors + _check_person(op, where, limits)
-    if kind == "object":
-        return errors + _check_object(op, where, limits)
-    return errors + _check_delivery(op, where, limits)
+    spec.check(op, prefix, limits, errors)
+    if not spec.fields.issuperset(op):
+        owner = f"a {kind} {action} operation"
+        errors.extend(unknown_fields(op, spec.fields, where, owner, hints=_OP_HINTS))
+    return errors
+
+
+def _kind_errors(kind: object, action: object, prefix: str) -> list[FieldError]:
+    """Why ``type``/``action`` name no operation; the rest of the op cannot be judged."""
+    errors: list[FieldError] = []
+    actions = ACTIONS_BY_TYPE.get(kind) if isinstance(kind, str) else None
+    if actions is None:
+        errors.append(invalid(prefix + "type", kind, "a string", ACTIONS_BY_TYPE))
+    if actions is not None or not isinstance(action, str):
+        errors.append(invalid(prefix + "action", action, "a string", actions or ()))
+    return errors
 
 
 def op_size_error(
     payload: bytes, *, where: str, limits: Limits = DEFAULT_LIMITS
 ) -> FieldError | None:
-    """The per-op size rule, on the exact bytes that will be sent."""
-    if len(payload) <= limits.max_op_bytes:
+    """The error for a serialized op over ``max_op_bytes``, or None when it fits."""
+    size = len(payload)
+    if size <= limits.max_op_bytes:
         return None
-    return FieldError(
-        where or "op",
-        "max_bytes",
-        f"operation is over {limits.max_op_bytes} bytes",
-        limits.max_op_bytes,
-        len(payload),
+    field = where or "op"
+    message = (
+        f"{field} is {size} bytes as JSON; Customer.io takes at most "
+        f"{limits.max_op_bytes} bytes per operation"
     )
+    return FieldError(field, "max_bytes", message, limits.max_op_bytes, size)

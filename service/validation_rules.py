@@ -26,8 +26,6 @@ ANONYMOUS_KEYS = ("anonymous_id",)
 
 EVENT_TYPES = ("event", "page", "screen")
 DELIVERY_METRICS = ("opened", "converted", "delivered")
-PLATFORMS = ("ios", "android")
-PUSH_ENABLED = ("true", "false")
 
 #: Larger values are taken for milliseconds, the most common timestamp mistake.
 MAX_SECONDS = 10_000_000_000
@@ -36,33 +34,17 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
 #: A ULID's first character encodes its top 3 bits; anything above 7 overflows 128 bits.
 _ULID_FIRST = frozenset("01234567")
 _DIGITS = frozenset("0123456789")
+_HEX_CHARS = "0123456789abcdefABCDEF"
+_FCM_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_:"
 #: Long attribute names are cut in field paths so a 400 body stays readable.
 _MAX_KEY_IN_PATH = 64
-
-_DEVICE_FIELDS = frozenset({"token", "platform", "last_used", "attributes"})
-_RELATIONSHIP_FIELDS = frozenset({"identifiers", "relationship_attributes"})
-
-#: Why a field is unknown when a near-miss spelling would not say it.
-_HINTS = {
-    "data": "event data goes in 'attributes'",
-    "anonymous_id": (
-        "anonymous people go in 'identifiers' of person event/page/screen, or in "
-        "'cio_relationships' of object identify_anonymous"
-    ),
-    "identifiers": "merge names its people in 'primary' and 'secondary'",
-}
-
-
-def at(prefix: str, name: str) -> str:
-    """``name`` under ``prefix``; an empty prefix is the top level."""
-    return f"{prefix}.{name}" if prefix else name
 
 
 def key_path(prefix: str, key: str) -> str:
     """A path naming a user-chosen key, cut short when the key is very long."""
     if len(key) > _MAX_KEY_IN_PATH:
         key = key[: _MAX_KEY_IN_PATH - 3] + "..."
-    return at(prefix, key)
+    return f"{prefix}.{key}" if prefix else key
 
 
 def utf8_len(text: str) -> int:
@@ -113,21 +95,38 @@ def not_one_of(path: str, choices: Collection[str], value: object) -> FieldError
     return FieldError(path, "enum", f"{path} must be one of {', '.join(choices)}; got {shown}")
 
 
+def invalid(path: str, value: object, expected: str, choices: Collection[str] = ()) -> FieldError:
+    """The error for a bad value: required if null, enum if a string outside ``choices``."""
+    if value is None:
+        return required(path)
+    if choices and isinstance(value, str):
+        return not_one_of(path, choices, value)
+    return wrong_type(path, expected, value)
+
+
 def unknown_fields(
-    obj: Mapping[str, Any], allowed: Collection[str], prefix: str, owner: str
+    obj: Mapping[str, Any],
+    allowed: Collection[str],
+    prefix: str,
+    owner: str,
+    *,
+    hints: Mapping[str, str] | None = None,
 ) -> list[FieldError]:
-    """An error for each key of ``obj`` outside ``allowed``; ``owner`` names the thing."""
+    """An error for each key of ``obj`` outside ``allowed``; ``owner`` names the thing.
+
+    ``hints`` explains likely mistakes by key; otherwise a near-miss spelling is offered.
+    """
     out: list[FieldError] = []
     for key in obj:
         if key in allowed:
             continue
         name = str(key)
         path = key_path(prefix, name)
-        hint = _HINTS.get(name)
+        hint = hints.get(name) if hints else None
         if hint is None:
             close = difflib.get_close_matches(name, sorted(allowed), n=1)
             hint = f"did you mean '{close[0]}'?" if close else None
-        message = f"{path} is not a field of {owner}, so Customer.io would drop it"
+        message = f"{path} is not a field of {owner} and would be dropped"
         out.append(FieldError(path, "unknown_field", f"{message}; {hint}" if hint else message))
     return out
 
@@ -137,7 +136,7 @@ def check_string(
 ) -> TypeGuard[str]:
     """A required non-empty string, optionally bounded; True when it is fine."""
     if not isinstance(value, str):
-        errors.append(required(path) if value is None else wrong_type(path, "a string", value))
+        errors.append(invalid(path, value, "a string"))
         return False
     if not value:
         errors.append(FieldError(path, "required", f"{path} must not be empty"))
@@ -160,8 +159,8 @@ def check_seconds(value: object, path: str, errors: list[FieldError]) -> None:
     elif type(value) is int:
         errors.append(FieldError(path, "seconds", f"{path} must not be before 1970"))
     else:
-        message = f"{path} must be an integer of Unix seconds, not {json_type(value)}"
-        errors.append(FieldError(path, "seconds", message))
+        got = "a decimal number" if isinstance(value, float) else json_type(value)
+        errors.append(FieldError(path, "seconds", f"{path} must be whole Unix seconds, not {got}"))
 
 
 def is_ulid(value: object) -> bool:
@@ -189,12 +188,21 @@ def is_e164(value: str) -> bool:
     )
 
 
+def is_push_token(value: object) -> bool:
+    """An APNs token (64+ hex digits) or an FCM one (``<instance>:<token>``, URL-safe)."""
+    if not isinstance(value, str) or len(value) < 32 or not value.isascii():
+        return False
+    if ":" in value:
+        return not value.strip(_FCM_CHARS)
+    return len(value) >= 64 and not value.strip(_HEX_CHARS)
+
+
 def check_person_identifiers(
     value: object, path: str, keys: tuple[str, ...], limits: Limits, errors: list[FieldError]
 ) -> None:
     """Exactly one of ``keys``, holding a non-empty string of at most max_id_bytes."""
     if not isinstance(value, dict):
-        errors.append(required(path) if value is None else wrong_type(path, "an object", value))
+        errors.append(invalid(path, value, "an object"))
         return
     if len(value) != 1 or next(iter(value)) not in keys:
         message = f"{path} must hold exactly one of {', '.join(keys)}"
@@ -215,7 +223,7 @@ def check_object_identifiers(
 ) -> None:
     """``{object_type_id, object_id}`` or ``{cio_object_id}``."""
     if not isinstance(value, dict):
-        errors.append(required(path) if value is None else wrong_type(path, "an object", value))
+        errors.append(invalid(path, value, "an object"))
         return
     if len(value) == 1 and "cio_object_id" in value:
         check_string(
@@ -228,8 +236,8 @@ def check_object_identifiers(
         return
     type_path = f"{path}.object_type_id"
     type_id = value["object_type_id"]
-    if check_string(type_id, type_path, errors) and not (
-        str(type_id)[0] != "0" and set(str(type_id)) <= _DIGITS
+    if check_string(type_id, type_path, errors) and (
+        type_id[0] == "0" or not _DIGITS.issuperset(type_id)
     ):
         message = f'{type_path} must be a whole number from 1 written as a string, like "1"'
         errors.append(FieldError(type_path, "format", message))
@@ -273,15 +281,16 @@ def check_attributes(
     max_name = limits.max_attr_name_bytes
     max_value = limits.max_attr_value_bytes
     total = 0
+    # utf8_len is inlined for ASCII: this loop runs up to 300 times per identify.
     for name, item in value.items():
-        if not isinstance(name, str):
+        if type(name) is not str:
             errors.append(wrong_type(path, "an object with string keys", name))
             continue
-        name_bytes = utf8_len(name)
+        name_bytes = len(name) if name.isascii() else utf8_len(name)
         if name_bytes > max_name:
             errors.append(too_big(key_path(path, name), max_name, name_bytes, "attribute name"))
-        if isinstance(item, str):
-            size = utf8_len(item)
+        if type(item) is str:
+            size = len(item) if item.isascii() else utf8_len(item)
         elif total_limit is None and (item is None or isinstance(item, int | float)):
             continue  # a scalar is far below the value limit and no total is kept
         else:
@@ -297,90 +306,10 @@ def check_attributes(
         errors.append(too_big(path, total_limit, total, "all names and values together"))
 
 
-def check_relationships(
-    value: object,
-    path: str,
-    limits: Limits,
-    errors: list[FieldError],
-    *,
-    people: tuple[str, ...] | None,
-    allow_empty: bool,
-) -> None:
-    """A list of ``{identifiers, relationship_attributes?}``.
-
-    ``people`` is the identifier keys of the related people (relationships of an
-    object); None means the related things are objects (relationships of a person).
-    """
-    if not isinstance(value, list):
-        errors.append(required(path) if value is None else wrong_type(path, "an array", value))
-        return
-    if not value and not allow_empty:
-        message = f"{path} must hold at least one relationship"
-        errors.append(FieldError(path, "min_items", message, 1, 0))
-        return
-    for i, entry in enumerate(value):
-        entry_path = f"{path}[{i}]"
-        if not isinstance(entry, dict):
-            errors.append(wrong_type(entry_path, "an object", entry))
-            continue
-        if not _RELATIONSHIP_FIELDS.issuperset(entry):
-            errors.extend(unknown_fields(entry, _RELATIONSHIP_FIELDS, entry_path, "a relationship"))
-        ident_path = f"{entry_path}.identifiers"
-        if people is None:
-            check_object_identifiers(entry.get("identifiers"), ident_path, limits, errors)
-        else:
-            check_person_identifiers(entry.get("identifiers"), ident_path, people, limits, errors)
-        if "relationship_attributes" in entry:
-            check_attributes(
-                entry["relationship_attributes"],
-                f"{entry_path}.relationship_attributes",
-                limits,
-                errors,
-                total_limit=limits.max_object_attrs_bytes,
-            )
-
-
-def check_device(value: object, path: str, errors: list[FieldError], *, full: bool) -> None:
-    """An add_device ``device`` (``full``) or a delete_device one (token only)."""
-    if not isinstance(value, dict):
-        errors.append(required(path) if value is None else wrong_type(path, "an object", value))
-        return
-    allowed = _DEVICE_FIELDS if full else ("token",)
-    if not all(key in allowed for key in value):
-        errors.extend(unknown_fields(value, allowed, path, "a device"))
-    check_string(value.get("token"), f"{path}.token", errors)
-    if not full:
-        return
-    platform = value.get("platform")
-    if platform not in PLATFORMS:
-        platform_path = f"{path}.platform"
-        errors.append(
-            required(platform_path)
-            if platform is None
-            else not_one_of(platform_path, PLATFORMS, platform)
-        )
-    if "last_used" in value:
-        check_seconds(value["last_used"], f"{path}.last_used", errors)
-    if "attributes" in value:
-        _check_device_attributes(value["attributes"], f"{path}.attributes", errors)
-
-
-def _check_device_attributes(value: object, path: str, errors: list[FieldError]) -> None:
-    if not isinstance(value, dict):
-        errors.append(wrong_type(path, "an object", value))
-        return
-    for name, item in value.items():
-        item_path = key_path(path, str(name))
-        if not isinstance(item, str):
-            errors.append(wrong_type(item_path, "a string", item))
-        elif name == "push_enabled" and item not in PUSH_ENABLED:
-            errors.append(not_one_of(item_path, PUSH_ENABLED, item))
-
-
 def check_event_name(value: object, path: str, limits: Limits, errors: list[FieldError]) -> None:
     """A non-blank name of at most max_event_name_bytes (Customer.io trims spaces)."""
     if not isinstance(value, str):
-        errors.append(required(path) if value is None else wrong_type(path, "a string", value))
+        errors.append(invalid(path, value, "a string"))
         return
     if not value.strip():
         errors.append(FieldError(path, "required", f"{path} must not be blank"))
@@ -388,6 +317,24 @@ def check_event_name(value: object, path: str, limits: Limits, errors: list[Fiel
     size = utf8_len(value)
     if size > limits.max_event_name_bytes:
         errors.append(too_big(path, limits.max_event_name_bytes, size))
+
+
+def check_event_fields(
+    body: Mapping[str, Any],
+    prefix: str,
+    limits: Limits,
+    errors: list[FieldError],
+    *,
+    data_key: str = "attributes",
+) -> None:
+    """``name``, ``id``, ``timestamp`` and event data of an event (v1 calls the data ``data``)."""
+    check_event_name(body.get("name"), prefix + "name", limits, errors)
+    if "id" in body:
+        check_ulid(body["id"], prefix + "id", errors)
+    if "timestamp" in body:
+        check_seconds(body["timestamp"], prefix + "timestamp", errors)
+    if data_key in body:
+        check_event_data(body[data_key], prefix + data_key, limits, errors)
 
 
 def check_event_data(value: object, path: str, limits: Limits, errors: list[FieldError]) -> None:
@@ -404,16 +351,3 @@ def check_event_data(value: object, path: str, limits: Limits, errors: list[Fiel
         return
     if size > limits.max_event_data_bytes:
         errors.append(too_big(path, limits.max_event_data_bytes, size, "event data as JSON"))
-
-
-def check_event_body(
-    op: Mapping[str, Any], prefix: str, limits: Limits, errors: list[FieldError]
-) -> None:
-    """``name``, ``id``, ``timestamp`` and ``attributes`` of a person event/page/screen."""
-    check_event_name(op.get("name"), prefix + "name", limits, errors)
-    if "id" in op:
-        check_ulid(op["id"], prefix + "id", errors)
-    if "timestamp" in op:
-        check_seconds(op["timestamp"], prefix + "timestamp", errors)
-    if "attributes" in op:
-        check_event_data(op["attributes"], prefix + "attributes", limits, errors)
