@@ -8,7 +8,6 @@ leaves this module.
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 import httpx
@@ -50,7 +49,6 @@ class TrackClient:
             },
             follow_redirects=False,
         )
-        self.last_elapsed_s = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -68,7 +66,6 @@ class TrackClient:
         return self._send(method, url, content, op_count=1)
 
     def _send(self, method: str, url: str, content: bytes, *, op_count: int) -> Outcome:
-        started = time.perf_counter()
         try:
             response = self._http.request(method, url, content=content)
         except httpx.TimeoutException:
@@ -77,8 +74,6 @@ class TrackClient:
             return classify(None, transport_error="connection")
         except httpx.HTTPError:
             return classify(None, transport_error="protocol")
-        finally:
-            self.last_elapsed_s = time.perf_counter() - started
         return classify(
             response.status_code,
             response.content,

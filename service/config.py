@@ -149,6 +149,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def trigger_ttl_ms(self) -> int:
+        """How long a shard's trigger marker debounces further triggers.
+
+        It outlives the linger wait, so a burst of writes to one shard sends one trigger.
+        """
+        return max(2 * self.linger_ms, 1000)
+
+    @property
     def celery_broker_url(self) -> str:
         """The broker for drain triggers: its own setting, else the queue's Redis."""
         return self.broker_url or self.redis_url

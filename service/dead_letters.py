@@ -68,9 +68,3 @@ class DeadLetterStore:
             except redis.RedisError as exc:
                 raise StoreUnavailable(f"dead-lettering: {exc}") from exc
         return count
-
-    def size(self, workspace: str) -> int:
-        try:
-            return int(self.redis.xlen(keys.dead_letters(workspace)))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc

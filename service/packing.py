@@ -50,6 +50,21 @@ def batch_size_bytes(op_sizes: Sequence[int]) -> int:
     return ENVELOPE_BYTES + sum(op_sizes) + max(len(op_sizes) - 1, 0)
 
 
+def _batch_stop(ops: Sequence[bytes], start: int, max_batch_bytes: int, max_op_bytes: int) -> int:
+    """End of the longest batch from `start`: it stops before an overflow or an oversize op."""
+    stop = start
+    size = ENVELOPE_BYTES
+    for op in ops[start:]:
+        if len(op) > max_op_bytes:
+            break
+        added = len(op) + (1 if stop > start else 0)
+        if size + added > max_batch_bytes:
+            break
+        size += added
+        stop += 1
+    return stop
+
+
 def pack(ops: Sequence[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> list[Unit]:
     """Split `ops` into consecutive batches, in order, none over `max_batch_bytes`.
 
@@ -58,20 +73,12 @@ def pack(ops: Sequence[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> li
     """
     units: list[Unit] = []
     i = 0
-    n = len(ops)
-    while i < n:
+    while i < len(ops):
         if len(ops[i]) > max_op_bytes:
             units.append(Oversize(i, len(ops[i])))
             i += 1
             continue
-        stop = i
-        size = ENVELOPE_BYTES
-        while stop < n and len(ops[stop]) <= max_op_bytes:
-            added = len(ops[stop]) + (1 if stop > i else 0)
-            if size + added > max_batch_bytes:
-                break
-            size += added
-            stop += 1
+        stop = _batch_stop(ops, i, max_batch_bytes, max_op_bytes)
         units.append(Batch(i, stop, batch_body(ops[i:stop])))
         i = stop
     return units
@@ -83,14 +90,5 @@ def first_unit(ops: Sequence[bytes], *, max_batch_bytes: int, max_op_bytes: int)
         return None
     if len(ops[0]) > max_op_bytes:
         return Oversize(0, len(ops[0]))
-    stop = 0
-    size = ENVELOPE_BYTES
-    for op in ops:
-        if len(op) > max_op_bytes:
-            break
-        added = len(op) + (1 if stop else 0)
-        if size + added > max_batch_bytes:
-            break
-        size += added
-        stop += 1
+    stop = _batch_stop(ops, 0, max_batch_bytes, max_op_bytes)
     return Batch(0, stop, batch_body(ops[:stop]))

@@ -58,8 +58,6 @@ class Queue:
         self.settings = settings
         self.triggers = triggers
         self.use_waitaof = use_waitaof
-        # A trigger marker outlives the linger wait so a burst of writes sends one trigger.
-        self.trigger_ttl_ms = max(2 * settings.linger_ms, 1000)
 
     async def enqueue(self, workspace: str, jobs: Sequence[Job]) -> list[bytes]:
         """Store `jobs` atomically; returns their stream ids. Raises StoreUnavailable."""
@@ -75,7 +73,12 @@ class Queue:
             pipe.xadd(keys.shard_keys(workspace, shard).stream, {job.field: job.payload})
         touched = list(by_shard)
         for shard in touched:
-            pipe.set(keys.shard_keys(workspace, shard).trigger, 1, nx=True, px=self.trigger_ttl_ms)
+            pipe.set(
+                keys.shard_keys(workspace, shard).trigger,
+                1,
+                nx=True,
+                px=self.settings.trigger_ttl_ms,
+            )
         try:
             results = await pipe.execute()
             if self.use_waitaof:

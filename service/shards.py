@@ -146,10 +146,6 @@ class ShardStore:
         """Stop every worker from sending to `workspace` for `duration_ms`."""
         self._run(lambda: self.redis.set(keys.pause(workspace), cause, px=max(duration_ms, 1)))
 
-    def pause_cause(self, workspace: str) -> str | None:
-        raw = self._run(lambda: self.redis.get(keys.pause(workspace)))
-        return raw.decode() if raw else None
-
     def _call(self, script: Script, lua_keys: list[str], args: list[Any]) -> Any:
         return self._run(lambda: script(keys=lua_keys, args=args))
 

@@ -218,11 +218,16 @@ def _person_merge(op: dict[str, Any], p: str, limits: Limits, errors: list[Field
     check_person_identifiers(op.get("secondary"), p + "secondary", PERSON_REF_KEYS, limits, errors)
 
 
-def _object_identify(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+def _object_common(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    """Identifiers and attributes, checked alike by both object identify actions."""
     check_object_identifiers(op.get("identifiers"), p + "identifiers", limits, errors)
     if "attributes" in op:
         total = limits.max_object_attrs_bytes
         check_attributes(op["attributes"], p + "attributes", limits, errors, total_limit=total)
+
+
+def _object_identify(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
+    _object_common(op, p, limits, errors)
     if "cio_relationships" in op:
         _check_relationships(
             op["cio_relationships"],
@@ -237,10 +242,7 @@ def _object_identify(op: dict[str, Any], p: str, limits: Limits, errors: list[Fi
 def _object_identify_anonymous(
     op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
 ) -> None:
-    check_object_identifiers(op.get("identifiers"), p + "identifiers", limits, errors)
-    if "attributes" in op:
-        total = limits.max_object_attrs_bytes
-        check_attributes(op["attributes"], p + "attributes", limits, errors, total_limit=total)
+    _object_common(op, p, limits, errors)
     if "anonymous_id" in op:
         check_string(op["anonymous_id"], p + "anonymous_id", errors, max_bytes=limits.max_id_bytes)
     if "cio_relationships" not in op and "anonymous_id" not in op:

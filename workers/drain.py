@@ -148,7 +148,8 @@ class Drainer:
                     self._block(shard, token, buffer, send, blocked, report, delivery)
                     return
             buffer = buffer[resolved:]
-            retry = self.store.retry_state(shard) if resolved == 0 else _NO_RETRY
+            # Every resolve moved the head on and cleared the shard's retry state.
+            retry = _NO_RETRY
 
     def _plan(self, buffer: list[Entry]) -> Send:
         """What goes out next: a lone v1 job, an oversize op, or the longest v2 batch."""

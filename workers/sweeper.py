@@ -36,7 +36,6 @@ class Sweeper:
         self.redis = client
         self.triggers = triggers
         self.clock = clock
-        self.trigger_ttl_ms = max(2 * settings.linger_ms, 1000)
 
     def sweep_once(self) -> list[tuple[str, int]]:
         """Trigger every shard that needs a drain; returns those triggered."""
@@ -67,7 +66,12 @@ class Sweeper:
             return []
         pipe = self.redis.pipeline(transaction=False)
         for shard in due:
-            pipe.set(keys.shard_keys(workspace, shard).trigger, 1, nx=True, px=self.trigger_ttl_ms)
+            pipe.set(
+                keys.shard_keys(workspace, shard).trigger,
+                1,
+                nx=True,
+                px=self.settings.trigger_ttl_ms,
+            )
         sent: list[tuple[str, int]] = []
         for shard, was_set in zip(due, pipe.execute(), strict=True):
             if was_set:

@@ -8,7 +8,6 @@ job was not stored, so the producer must retry); anything else → 500, logged.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -78,7 +77,6 @@ class IngestApp:
         await send_response(send, response)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
-        started = time.perf_counter()
         method: str = scope["method"]
         segments = split_path(scope.get("raw_path") or scope["path"].encode())
         route, params, path_found = self.router.match(method, segments)
@@ -122,11 +120,6 @@ class IngestApp:
         except Exception:
             log.exception("unexpected error on %s %s", method, route.name)
             return error_response(500, [FieldError("server", "internal", "internal error")])
-        finally:
-            self._observe(route.name, time.perf_counter() - started)
-
-    def _observe(self, route: str, elapsed_s: float) -> None:
-        """Metrics hook; the metrics module fills it in."""
 
     async def healthz(self, request: Request, workspace: Any) -> Response:
         return json_response(200, {"status": "ok"})

@@ -34,6 +34,11 @@ class Request:
     params: list[str] = field(default_factory=list)
     route: str = "unmatched"
 
+    @property
+    def raw_path(self) -> str:
+        """The path as sent, still percent-encoded, for forwarding to the same v1 path."""
+        return "/" + "/".join(self.segments)
+
     def header(self, name: bytes) -> str | None:
         value = self.headers.get(name)
         return value.decode("latin-1") if value is not None else None

@@ -114,10 +114,14 @@ class Ingest:
     async def segment(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
         translate.segment_ids(body, limits=self.limits)
-        path = "/" + "/".join(req.segments)
         action = req.segments[-1]
         job = v1_job(
-            "POST", path, body, route=f"segment:{req.params[0]}", op_type=action, query=req.query
+            "POST",
+            req.raw_path,
+            body,
+            route=f"segment:{req.params[0]}",
+            op_type=action,
+            query=req.query,
         )
         return await self._store_jobs(ws, [job])
 
@@ -127,7 +131,7 @@ class Ingest:
             raise InvalidJob([FieldError("data", "required", "data must be an object of fields")])
         job = v1_job(
             "POST",
-            "/" + "/".join(req.segments),
+            req.raw_path,
             body,
             route=f"form:{req.params[0]}",
             op_type="form_submit",
@@ -143,7 +147,7 @@ class Ingest:
             )
         job = v1_job(
             "POST",
-            "/" + "/".join(req.segments),
+            req.raw_path,
             body,
             route=f"delivery:{req.params[0]}",
             op_type="unsubscribe",
@@ -174,7 +178,7 @@ class Ingest:
         errors = validate_op(op, where="", limits=self.limits)
         if errors:
             raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
-        return await self._store_ops(ws, [translate.ensure_event_id(op)], where="")
+        return await self._store_ops(ws, [translate.ensure_event_id(op)])
 
     async def batch(self, req: Request, ws: Workspace) -> Response:
         body = req.json()
@@ -190,18 +194,16 @@ class Ingest:
                 break
         if errors:
             raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
-        return await self._store_ops(
-            ws, [translate.ensure_event_id(op) for op in ops], where="batch"
-        )
+        return await self._store_ops(ws, [translate.ensure_event_id(op) for op in ops], batch=True)
 
     async def _store_ops(
-        self, ws: Workspace, ops: list[dict[str, Any]], *, where: str | None = None
+        self, ws: Workspace, ops: list[dict[str, Any]], *, batch: bool = False
     ) -> Response:
         jobs: list[Job] = []
         errors: list[FieldError] = []
         for i, op in enumerate(ops):
             job = v2_job(op)
-            label = "" if where is None else (f"{where}[{i}]" if where == "batch" else where)
+            label = f"batch[{i}]" if batch else ""
             error = op_size_error(job.payload, where=label, limits=self.limits)
             if error is not None:
                 errors.append(error)
