@@ -6,10 +6,14 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
 from service.config import Settings
+from service.sandbox import SandboxConfig, create_sandbox_app
+from tests.support.http_server import serve_in_thread
+from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 
 REDIS_HOST = os.environ.get("CIOQ_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CIOQ_TEST_REDIS_PORT", "6379"))
@@ -62,3 +66,26 @@ def make_settings(redis_url: str) -> Callable[..., Settings]:
         return Settings(**values)
 
     return build
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    """A sandbox Customer.io over real HTTP, shared by a module, accepting two sites."""
+    config = SandboxConfig(credentials={SITE: KEY, OTHER_SITE: OTHER_KEY})
+    with serve_in_thread(create_sandbox_app(config)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(sandbox_url: str) -> Iterator[httpx.Client]:
+    """A client authenticated as SITE against a freshly reset sandbox."""
+    with httpx.Client(base_url=sandbox_url, auth=(SITE, KEY), timeout=10) as c:
+        c.post("/_sandbox/reset").raise_for_status()
+        yield c
+
+
+@pytest.fixture
+def other(sandbox_url: str) -> Iterator[httpx.Client]:
+    """A client authenticated as OTHER_SITE."""
+    with httpx.Client(base_url=sandbox_url, auth=(OTHER_SITE, OTHER_KEY), timeout=10) as c:
+        yield c

@@ -63,21 +63,28 @@ def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settin
     )
 
 
-@pytest.fixture
-def drainer(settings: Settings, redis_client: redis.Redis, clock: Clock) -> Drainer:
+def build_drainer(
+    settings: Settings, client: redis.Redis, clock: Callable[[], float] = time.time
+) -> Drainer:
+    """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
     clients = {
         ws.name: TrackClient(ws, timeout_s=settings.upstream_timeout_s)
         for ws in settings.workspaces
     }
     return Drainer(
         settings,
-        ShardStore(redis_client),
-        DeadLetterStore(redis_client),
+        ShardStore(client),
+        DeadLetterStore(client),
         clients,
         None,
         clock=clock,
         rng=lambda: 1.0,
     )
+
+
+@pytest.fixture
+def drainer(settings: Settings, redis_client: redis.Redis, clock: Clock) -> Drainer:
+    return build_drainer(settings, redis_client, clock)
 
 
 def person_op(i: int, **attrs: Any) -> dict[str, Any]:
@@ -126,9 +133,9 @@ def test_lingers_when_batch_not_full(
     sandbox: httpx.Client,
 ) -> None:
     """A young, small head waits for the linger time instead of going out alone."""
-    s = make_settings(shards=1, track_url=sandbox_url, linger_ms=60_000)
-    clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
-    d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None)
+    d = build_drainer(
+        make_settings(shards=1, track_url=sandbox_url, linger_ms=60_000), redis_client
+    )
     enqueue(redis_client, [person_op(1)])
     report = d.drain("default", 0)
     assert report.stopped == "linger"
@@ -191,16 +198,7 @@ def test_retry_budget_spent_dead_letters_with_history(
 ) -> None:
     """After the last allowed attempt the batch goes to the DLQ with every attempt."""
     s = make_settings(shards=1, track_url=sandbox_url, retry_max_attempts=3, retry_base_ms=10)
-    clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
-    d = Drainer(
-        s,
-        ShardStore(redis_client),
-        DeadLetterStore(redis_client),
-        clients,
-        None,
-        clock=clock,
-        rng=lambda: 1.0,
-    )
+    d = build_drainer(s, redis_client, clock)
     enqueue(redis_client, [person_op(i) for i in range(2)])
     sandbox.post("/_sandbox/faults", json={"status_sequence": [500, 502, 503]})
     for _ in range(3):
@@ -237,8 +235,7 @@ def test_whole_batch_400_is_bisected_to_the_poison_ops(
 ) -> None:
     """2 poison ops among 1,000 make the batch 400: only they are dead-lettered."""
     s = make_settings(shards=1, track_url=sandbox_url, max_ops_per_read=1000)
-    clients = {"default": TrackClient(s.workspace("default"), timeout_s=5)}
-    d = Drainer(s, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None)
+    d = build_drainer(s, redis_client)
     ops = [
         {
             "type": "person",

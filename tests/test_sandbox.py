@@ -11,35 +11,9 @@ import pytest
 
 from service.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.http_server import serve_in_thread
+from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE, event
 
-SITE, KEY = "dev-site", "dev-api-key"
-OTHER_SITE, OTHER_KEY = "other-site", "other-key"
 UNAUTHORIZED = {"meta": {"error": "Unauthorized request"}}
-
-
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[str]:
-    config = SandboxConfig(credentials={SITE: KEY, OTHER_SITE: OTHER_KEY})
-    with serve_in_thread(create_sandbox_app(config)) as url:
-        yield url
-
-
-@pytest.fixture
-def client(sandbox_url: str) -> Iterator[httpx.Client]:
-    """A client authenticated as SITE against a freshly reset sandbox."""
-    with httpx.Client(base_url=sandbox_url, auth=(SITE, KEY), timeout=10) as c:
-        c.post("/_sandbox/reset").raise_for_status()
-        yield c
-
-
-def event(i: int, **attributes: Any) -> dict[str, Any]:
-    return {
-        "type": "person",
-        "action": "event",
-        "identifiers": {"id": f"p{i}"},
-        "name": "seen",
-        "attributes": {"i": i, **attributes},
-    }
 
 
 def received(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:

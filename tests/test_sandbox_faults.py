@@ -3,49 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from service.sandbox import SandboxConfig, create_sandbox_app
-from tests.support.http_server import serve_in_thread
-
-SITE, KEY = "dev-site", "dev-api-key"
-OTHER_SITE, OTHER_KEY = "other-site", "other-key"
-
-
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[str]:
-    config = SandboxConfig(credentials={SITE: KEY, OTHER_SITE: OTHER_KEY})
-    with serve_in_thread(create_sandbox_app(config)) as url:
-        yield url
-
-
-@pytest.fixture
-def client(sandbox_url: str) -> Iterator[httpx.Client]:
-    """A client authenticated as SITE against a freshly reset sandbox."""
-    with httpx.Client(base_url=sandbox_url, auth=(SITE, KEY), timeout=10) as c:
-        c.post("/_sandbox/reset").raise_for_status()
-        yield c
-
-
-@pytest.fixture
-def other(sandbox_url: str) -> Iterator[httpx.Client]:
-    """A client authenticated as OTHER_SITE."""
-    with httpx.Client(base_url=sandbox_url, auth=(OTHER_SITE, OTHER_KEY), timeout=10) as c:
-        yield c
-
-
-def event(i: int, **attributes: Any) -> dict[str, Any]:
-    return {
-        "type": "person",
-        "action": "event",
-        "identifiers": {"id": f"p{i}"},
-        "name": "seen",
-        "attributes": {"i": i, **attributes},
-    }
+from tests.support.sandbox import OTHER_SITE, SITE, event
 
 
 def send(client: httpx.Client, *ops: dict[str, Any], **kwargs: Any) -> httpx.Response:

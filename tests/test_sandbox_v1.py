@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,22 +11,6 @@ import pytest
 
 from service.sandbox import create_sandbox_app
 from tests.support.http_server import serve_in_thread
-
-SITE, KEY = "dev-site", "dev-api-key"
-
-
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox_app()) as url:
-        yield url
-
-
-@pytest.fixture
-def client(sandbox_url: str) -> Iterator[httpx.Client]:
-    """A client authenticated with the default dev credentials, sandbox freshly reset."""
-    with httpx.Client(base_url=sandbox_url, auth=(SITE, KEY), timeout=10) as c:
-        c.post("/_sandbox/reset").raise_for_status()
-        yield c
 
 
 def v1_records(client: httpx.Client) -> list[dict[str, Any]]:
