@@ -20,8 +20,10 @@ REDIS_PORT = int(os.environ.get("CIOQ_TEST_REDIS_PORT", "6379"))
 
 
 def _db_for_worker() -> int:
+    # CIOQ_TEST_REDIS_DB_BASE lets two suites share one Redis without flushing each other.
+    base = int(os.environ.get("CIOQ_TEST_REDIS_DB_BASE", "2"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return 2 + int(worker.removeprefix("gw") or 0)
+    return base + int(worker.removeprefix("gw") or 0)
 
 
 @pytest.fixture(autouse=True)
