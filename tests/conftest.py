@@ -17,13 +17,14 @@ from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 
 REDIS_HOST = os.environ.get("CIOQ_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CIOQ_TEST_REDIS_PORT", "6379"))
+# Read at import: the autouse fixture below clears CIOQ_* before any test runs.
+# A base per suite lets two suites share one Redis without flushing each other's databases.
+REDIS_DB_BASE = int(os.environ.get("CIOQ_TEST_REDIS_DB_BASE", "2"))
 
 
 def _db_for_worker() -> int:
-    # CIOQ_TEST_REDIS_DB_BASE lets two suites share one Redis without flushing each other.
-    base = int(os.environ.get("CIOQ_TEST_REDIS_DB_BASE", "2"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    return base + int(worker.removeprefix("gw") or 0)
+    return REDIS_DB_BASE + int(worker.removeprefix("gw") or 0)
 
 
 @pytest.fixture(autouse=True)
