@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -29,6 +30,22 @@ def _settings() -> Settings:
     except ConfigError as exc:
         typer.echo(f"cioq: configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _check_redis(settings: Settings) -> None:
+    """Refuse to run against a Redis that cannot keep the configured durability."""
+    from service.errors import StoreUnavailable
+    from service.queue import connect_sync
+    from service.redis_checks import check_sync
+
+    client = connect_sync(settings)
+    try:
+        check_sync(client, settings)
+    except (ConfigError, StoreUnavailable) as exc:
+        typer.echo(f"cioq: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        client.close()
 
 
 def _logging(level: str) -> None:
@@ -67,12 +84,23 @@ def worker(
     log_level: str = "info",
 ) -> None:
     """Run a Celery worker that drains shards when triggered."""
+    from service.metrics_export import use_multiprocess
+    from workers.metrics_server import multiprocess_dir, serve_metrics
+
+    # Before any metric is used: prefork children then write values the main process sums.
+    metrics_dir = multiprocess_dir(os.getpid())
+    use_multiprocess(metrics_dir)
     from workers.celery_app import create_celery, worker_argv
 
     settings = _settings()
     _logging(log_level)
+    _check_redis(settings)
     celery = create_celery(settings)
-    celery.worker_main(worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level))
+    serve_metrics(settings)
+    try:
+        celery.worker_main(worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level))
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()
@@ -123,6 +151,11 @@ def sandbox(
         credentials = {ws.site_id: ws.api_key.get_secret_value() for ws in settings.workspaces}
     _logging("info")
     serve(SandboxConfig(credentials=credentials, record=record), host=host, port=port)  # type: ignore[arg-type]
+
+
+from cioq import dlq_cli  # noqa: E402  (needs _settings, defined above)
+
+app.add_typer(dlq_cli.bind(_settings), name="dlq", help="List, show, replay or purge dead letters.")
 
 
 def main() -> None:

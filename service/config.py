@@ -49,6 +49,8 @@ class Workspace(BaseModel):
     region: Literal["us", "eu"] = "us"
     track_url: str | None = None
     ingest_keys: tuple[SecretStr, ...] = ()
+    #: Customer.io's id of the workspace, echoed by ``GET /api/v1/accounts/region``.
+    environment_id: int | None = None
 
     @field_validator("name")
     @classmethod
@@ -91,20 +93,30 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
 
     # Redis and Celery
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str | None = None
+    # URLs may carry a Redis password; keep them out of repr.
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    broker_url: str | None = Field(default=None, repr=False)
     shards: int = Field(default=32, ge=1, le=4096)
     durability: Literal["write", "fsync"] = "write"
     redis_timeout_s: float = Field(default=5.0, gt=0)
+    startup_redis_wait_s: float = Field(default=30.0, ge=0)
+    # Backpressure: ingest answers 503 while a workspace's backlog is over either mark.
+    backlog_max_entries: int = Field(default=1_000_000, ge=1)
+    backlog_max_age_s: float = Field(default=3600.0, gt=0)
+    backlog_refresh_ms: int = Field(default=500, ge=0)
+    backlog_retry_after_s: int = Field(default=5, ge=1)
 
     # Default workspace
     site_id: str = DEV_SITE_ID
     api_key: SecretStr = SecretStr(DEV_API_KEY)
     region: Literal["us", "eu"] = "us"
     track_url: str | None = None
+    environment_id: int | None = None
     ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
     workspaces_json: str | None = Field(
-        default=None, validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json")
+        default=None,
+        validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json"),
+        repr=False,  # holds API and ingest keys in clear
     )
     admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_ADMIN_KEY),)
 
@@ -114,12 +126,15 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_request_bytes: int = Field(default=5_000_000, gt=0)
+    idempotency_window_s: float = Field(default=86_400.0, gt=0)
 
     # Packing and delivery
     max_batch_bytes: int = Field(default=500_000, ge=1024)
     max_op_bytes: int = Field(default=32_768, ge=256)
     linger_ms: int = Field(default=1000, ge=0)
     max_ops_per_read: int = Field(default=4000, ge=1)
+    # Merge back-to-back identifies of one person inside a batch (service/coalesce.py).
+    coalesce: bool = False
     upstream_timeout_s: float = Field(default=30.0, gt=0)
     lease_ms: int = Field(default=60_000, ge=1000)
     drain_budget_s: float = Field(default=15.0, gt=0)
@@ -134,6 +149,12 @@ class Settings(BaseSettings):
     setup_pause_ms: int = Field(default=30_000, ge=0)
     crash_limit: int = Field(default=3, ge=1)
     shutdown_grace_s: float = Field(default=25.0, gt=0)
+
+    # Metrics (see README "Operations")
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9100, ge=1, le=65535)
+    metrics_redis_timeout_s: float = Field(default=0.5, gt=0)
+    drain_rate_window_s: int = Field(default=60, ge=1)
 
     @field_validator("ingest_keys", "admin_keys", mode="before")
     @classmethod
@@ -171,6 +192,7 @@ class Settings(BaseSettings):
             region=self.region,
             track_url=self.track_url,
             ingest_keys=self.ingest_keys,
+            environment_id=self.environment_id,
         )
         extra = _load_workspaces(self.workspaces_json)
         found = (default, *extra) if not any(w.name == "default" for w in extra) else extra
@@ -208,6 +230,29 @@ def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
     return tuple(Workspace.model_validate(item) for item in data)
 
 
+def check_keys(settings: Settings) -> None:
+    """Refuse admin keys that are also ingest keys, and dev or empty secrets in production."""
+    ingest = {k.get_secret_value() for ws in settings.workspaces for k in ws.ingest_keys}
+    admin = {k.get_secret_value() for k in settings.admin_keys}
+    if ingest & admin:
+        raise ConfigError("CIOQ_ADMIN_KEYS must not share a key with any workspace's ingest keys")
+    if settings.env != "production":
+        return
+    problems: list[str] = []
+    if not admin or admin & {"", DEV_ADMIN_KEY}:
+        problems.append("CIOQ_ADMIN_KEYS is empty or holds the development key")
+    for ws in settings.workspaces:
+        keys = {k.get_secret_value() for k in ws.ingest_keys}
+        if not keys or keys & {"", DEV_INGEST_KEY}:
+            problems.append(f"workspace {ws.name!r}: ingest keys are empty or the development key")
+        if ws.api_key.get_secret_value() in ("", DEV_API_KEY):
+            problems.append(f"workspace {ws.name!r}: API key is empty or the development key")
+        if ws.site_id in ("", DEV_SITE_ID):
+            problems.append(f"workspace {ws.name!r}: site id is empty or the development one")
+    if problems:
+        raise ConfigError("CIOQ_ENV=production refuses: " + "; ".join(problems))
+
+
 def load_settings() -> Settings:
     """Read the environment once; raises ConfigError with every problem found."""
     try:
@@ -215,4 +260,5 @@ def load_settings() -> Settings:
         _ = settings.workspaces
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    check_keys(settings)
     return settings

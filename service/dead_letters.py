@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis
 
-from service import keys
+from service import keys, metrics
 from service.errors import StoreUnavailable
+from service.jobs import op_type_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,81 @@ class DeadLetter:
             "dead_ms": self.dead_ms,
         }
 
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> DeadLetter:
+        def text(name: str) -> str:
+            return fields.get(name.encode(), b"").decode()
+
+        status = text("status")
+        attempts = orjson.loads(fields.get(b"attempts", b"[]"))
+        return cls(
+            kind=text("kind"),
+            payload=fields.get(b"payload", b""),
+            source=text("source"),
+            reason=text("reason"),
+            cls=text("cls"),
+            status=int(status) if status else None,
+            message=text("message"),
+            field=text("field"),
+            attempts=tuple((int(a["at_ms"]), str(a["status"])) for a in attempts),
+            accepted_ms=int(text("accepted_ms") or 0),
+            dead_ms=int(text("dead_ms") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A dead letter as it sits in its workspace's stream, under its stream id."""
+
+    id: str
+    letter: DeadLetter
+
+    @property
+    def op_type(self) -> str:
+        try:
+            return op_type_of(self.letter.kind, self.letter.payload)
+        except orjson.JSONDecodeError:
+            return ""
+
+    def subjects(self) -> set[str]:
+        """Who the job concerns: its route and every identifier value it names."""
+        try:
+            data = orjson.loads(self.letter.payload)
+        except orjson.JSONDecodeError:
+            return set()
+        if self.letter.kind == "v1":
+            route = str(data.get("route", ""))
+            return {route, route.partition(":")[2]}
+        found: set[str] = set()
+        for name in ("identifiers", "primary", "secondary"):
+            ident = data.get(name)
+            if isinstance(ident, dict):
+                found.update(str(v) for v in ident.values())
+        return found
+
+    def as_dict(self, *, payload: bool = True) -> dict[str, Any]:
+        letter = self.letter
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": letter.kind,
+            "op_type": self.op_type,
+            "reason": letter.reason,
+            "class": letter.cls,
+            "status": letter.status,
+            "message": letter.message,
+            "field": letter.field,
+            "source": letter.source,
+            "accepted_ms": letter.accepted_ms,
+            "dead_ms": letter.dead_ms,
+            "attempts": [{"at_ms": at, "status": s} for at, s in letter.attempts],
+        }
+        if payload:
+            try:
+                out["payload"] = orjson.loads(letter.payload)
+            except orjson.JSONDecodeError:
+                out["payload"] = letter.payload.decode("utf-8", "replace")
+        return out
+
 
 class DeadLetterStore:
     """Writes dead letters; listing, replay and purge build on the same stream."""
@@ -59,12 +136,15 @@ class DeadLetterStore:
         """Append letters to the workspace's dead-letter stream; returns how many."""
         pipe = self.redis.pipeline(transaction=True)
         count = 0
+        reasons: list[str] = []
         for letter in letters:
             pipe.xadd(keys.dead_letters(workspace), letter.to_fields())  # type: ignore[arg-type]
             count += 1
+            reasons.append(letter.reason)
         if count:
             try:
                 pipe.execute()
             except redis.RedisError as exc:
                 raise StoreUnavailable(f"dead-lettering: {exc}") from exc
+            metrics.dead_lettered(workspace, reasons)
         return count

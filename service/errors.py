@@ -5,6 +5,7 @@
     ├── InvalidJob             a producer's request breaks a rule: 4xx, never queued
     ├── RetryableError         try again later; nothing is lost
     │   ├── StoreUnavailable   Redis is unreachable, read-only or out of memory
+    │   ├── Overloaded         a workspace's backlog is over a high-water mark
     │   └── UpstreamError      Customer.io could not be reached or answered 5xx/429
     └── PermanentError         trying again cannot help; the job goes to the dead-letter queue
 
@@ -62,6 +63,17 @@ class RetryableError(CioqError):
 
 class StoreUnavailable(RetryableError):
     """Raised when Redis cannot take or give data right now."""
+
+
+@dataclass
+class Overloaded(RetryableError):
+    """Raised when a workspace's backlog is over a high-water mark; ingest answers 503."""
+
+    mark: FieldError
+    retry_after_s: int
+
+    def __str__(self) -> str:
+        return self.mark.message
 
 
 class UpstreamError(RetryableError):

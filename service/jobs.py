@@ -84,5 +84,26 @@ def v2_job(op: dict[str, Any]) -> Job:
 
 def v1_job(method: str, path: str, body: Any, *, route: str, op_type: str, query: str = "") -> Job:
     """Wrap a v1 request that has no v2 equivalent as a job, forwarded to the same path."""
-    envelope = {"method": method, "path": path, "query": query, "body": body}
+    # Route and op type ride along so a dead-lettered v1 job can be replayed to its shard.
+    envelope = {
+        "method": method,
+        "path": path,
+        "query": query,
+        "body": body,
+        "route": route,
+        "op_type": op_type,
+    }
     return Job(kind="v1", route=route, payload=dumps(envelope), op_type=op_type)
+
+
+def restore_job(kind: str, payload: bytes) -> Job:
+    """The job a stored payload came from, e.g. to replay a dead letter unchanged."""
+    data = orjson.loads(payload)
+    if kind == "v1":
+        return Job("v1", str(data.get("route", "unrouted")), payload, str(data.get("op_type", "")))
+    return Job("v2", route_of(data), payload, str(data.get("action")))
+
+
+def op_type_of(kind: str, payload: bytes) -> str:
+    """The operation type of a stored payload (v2 action, or the v1 call's name)."""
+    return restore_job(kind, payload).op_type

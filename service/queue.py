@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from service import keys
 from service.config import Settings
@@ -59,19 +60,58 @@ class Queue:
         self.triggers = triggers
         self.use_waitaof = use_waitaof
 
-    async def enqueue(self, workspace: str, jobs: Sequence[Job]) -> list[bytes]:
-        """Store `jobs` atomically; returns their stream ids. Raises StoreUnavailable."""
-        shards = self.settings.shards
-        by_shard: dict[int, list[Job]] = defaultdict(list)
-        order: list[int] = []
-        for job in jobs:
-            shard = shard_for(workspace, job.route, shards)
-            by_shard[shard].append(job)
-            order.append(shard)
+    async def enqueue(
+        self, workspace: str, jobs: Sequence[Job], *, dead_letter_ids: Sequence[str] = ()
+    ) -> list[bytes]:
+        """Store `jobs` atomically; returns their stream ids. Raises StoreUnavailable.
+
+        `dead_letter_ids` are deleted from the workspace's dead-letter stream in the same
+        transaction: a replayed letter is queued again and gone from the DLQ, or neither.
+        """
         pipe = self.redis.pipeline(transaction=True)
+        touched = self._stage(pipe, workspace, jobs)
+        if dead_letter_ids:
+            pipe.xdel(keys.dead_letters(workspace), *dead_letter_ids)
+        results = await self._execute(pipe)
+        await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
+        return list(results[: len(jobs)])
+
+    async def enqueue_once(
+        self, workspace: str, jobs: Sequence[Job], *, key: str, answer: bytes, window_ms: int
+    ) -> bytes | None:
+        """Store `jobs` and `answer` (under `key`, for `window_ms`) in one transaction.
+
+        Returns None when stored, or the answer already under `key`, storing nothing. The
+        key is WATCHed from the check to EXEC, so of two concurrent repeats the second's
+        EXEC aborts and it returns the first's answer instead of queuing the jobs again.
+        """
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(key)
+                        first = await pipe.get(key)
+                        if first is not None:
+                            return first.encode() if isinstance(first, str) else first
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        touched = self._stage(pipe, workspace, jobs)
+                        pipe.set(key, answer, px=window_ms)
+                        results = await self._execute(pipe)
+                        break
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
+        return None
+
+    def _stage(self, pipe: Pipeline, workspace: str, jobs: Sequence[Job]) -> list[int]:
+        """Queue the XADDs, then the shards' trigger markers; returns the shards touched."""
+        shards = self.settings.shards
+        order = [shard_for(workspace, job.route, shards) for job in jobs]
         for job, shard in zip(jobs, order, strict=True):
             pipe.xadd(keys.shard_keys(workspace, shard).stream, {job.field: job.payload})
-        touched = list(by_shard)
+        touched = list(dict.fromkeys(order))
         for shard in touched:
             pipe.set(
                 keys.shard_keys(workspace, shard).trigger,
@@ -79,17 +119,24 @@ class Queue:
                 nx=True,
                 px=self.settings.trigger_ttl_ms,
             )
+        return touched
+
+    async def _execute(self, pipe: Pipeline) -> list[Any]:
         try:
-            results = await pipe.execute()
+            results: list[Any] = await pipe.execute()
             if self.use_waitaof:
                 await self._wait_fsync()
+        except redis.WatchError:
+            raise
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        ids: list[bytes] = results[: len(jobs)]
-        fresh = [s for s, was_set in zip(touched, results[len(jobs) :], strict=True) if was_set]
+        return results
+
+    async def _trigger_fresh(self, workspace: str, touched: list[int], flags: list[Any]) -> None:
+        """Trigger the shards whose debounce marker this write set (`flags` follow `touched`)."""
+        fresh = [s for s, was_set in zip(touched, flags, strict=True) if was_set]
         if fresh:
             await self._trigger(workspace, fresh)
-        return ids
 
     async def _wait_fsync(self) -> None:
         local, _ = await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]

@@ -14,21 +14,9 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from tests.support.http_server import serve_in_thread
+from tests.support.triggers import RecordingTriggers
 
 AUTH = ("any-site", "dev-ingest-key")
-
-
-class RecordingTriggers:
-    """Stands in for Celery's broker: the API's trigger calls are recorded, not sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, int, float]] = []
-
-    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
-        self.sent.append((workspace, shard, countdown_s))
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ dead-lettered, and every op before them is resolved as soon as its half succeeds
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from service import keys
+from service import keys, metrics
 from service.cio_client import TrackClient
+from service.coalesce import expand_item_errors
 from service.config import Settings
 from service.dead_letters import DeadLetter, DeadLetterStore
-from service.outcomes import Outcome, OutcomeClass
+from service.metrics_queue import record_drained
+from service.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.packing import batch_body
 from service.shards import Entry, ShardStore
 
@@ -42,6 +45,8 @@ class Send:
     body: bytes
     kind: str  # "v2" batch, "v1" request, or "oversize" (never sent)
     full: bool
+    #: When coalesced: for each entry, the index of the op in `body` that carries it.
+    origin: tuple[int, ...] = ()
 
     @property
     def count(self) -> int:
@@ -84,12 +89,17 @@ class Delivery:
             )
             return self._resolve(send.entries, 1), None
         outcome = self._send(send.entries, send.body, send.kind)
+        if send.origin:
+            outcome = expand_item_errors(outcome, send.origin)
+            if outcome.cls in RESOLVED:
+                metrics.ops_coalesced(self.shard.workspace, send.count - len(set(send.origin)))
         if outcome.cls is OutcomeClass.INVALID and send.count > 1:
             return self._isolate(send.entries)
         return self._settle(send.entries, outcome, 0)
 
     def _send(self, entries: list[Entry], body: bytes, kind: str) -> Outcome:
         self.report.requests += 1
+        started_s = time.perf_counter()
         if kind == "v1":
             envelope: dict[str, Any] = orjson.loads(entries[0].payload)
             outcome = self.client.send_v1(
@@ -97,6 +107,10 @@ class Delivery:
             )
         else:
             outcome = self.client.send_batch(body, op_count=len(entries))
+        elapsed_s = time.perf_counter() - started_s
+        metrics.upstream_request(
+            self.shard.workspace, kind, outcome, elapsed_s, body_bytes=len(body), ops=len(entries)
+        )
         self.last_outcome = outcome
         return outcome
 
@@ -106,6 +120,7 @@ class Delivery:
         """Resolve `entries` (which follow `done` resolved ones) after `outcome`."""
         if outcome.cls is OutcomeClass.SUCCESS:
             self.report.delivered += len(entries)
+            metrics.delivered(self.shard.workspace, (e.accepted_ms for e in entries), self.now_ms())
             return self._resolve(entries, len(entries)) + done, None
         if outcome.cls is OutcomeClass.PARTIAL:
             failed = {e.batch_index: e for e in outcome.item_errors}
@@ -119,6 +134,8 @@ class Delivery:
                     field=err.field,
                 )
             self.report.delivered += len(entries) - len(failed)
+            ok = (e.accepted_ms for i, e in enumerate(entries) if i not in failed)
+            metrics.delivered(self.shard.workspace, ok, self.now_ms())
             return self._resolve(entries, len(entries)) + done, None
         if outcome.cls is OutcomeClass.INVALID:
             self._dead_letter(
@@ -141,6 +158,7 @@ class Delivery:
             part = entries[start:stop]
             outcome = self._send(part, batch_body([e.payload for e in part]), "v2")
             self.report.bisect_requests += 1
+            metrics.bisect_request(self.shard.workspace)
             if outcome.cls is OutcomeClass.INVALID and len(part) > 1:
                 mid = (start + stop) // 2
                 pending.extendleft([(mid, stop), (start, mid)])
@@ -181,6 +199,7 @@ class Delivery:
             raise LeaseLost(self.shard.tag)
         if removed != count:
             log.error("resolved %d entries of %s, expected %d", removed, self.shard.tag, count)
+        record_drained(self.store.redis, self.shard.workspace, count, self.settings)
         return count
 
     def _dead_letter(

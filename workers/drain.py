@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from service import keys
 from service.backoff import backoff_ms
 from service.cio_client import TrackClient
+from service.coalesce import coalesce_batch
 from service.config import Settings
 from service.dead_letters import DeadLetterStore
 from service.outcomes import OutcomeClass
-from service.packing import Oversize, first_unit
+from service.packing import Oversize, batch_body, first_unit
 from service.shards import Entry, RetryState, ShardStore
 from service.triggers import Triggers
 from workers.delivery import Delivery, LeaseLost, Send
@@ -167,6 +168,11 @@ class Drainer:
         if isinstance(unit, Oversize):
             return Send(entries=[head], body=head.payload, kind="oversize", full=True)
         full = unit.stop < len(run) or len(buffer) >= s.max_ops_per_read or len(run) < len(buffer)
+        if s.coalesce:
+            merged = coalesce_batch(run[: unit.stop], max_op_bytes=s.max_op_bytes)
+            if merged.saved:
+                body = batch_body(merged.ops)
+                return Send(buffer[: unit.stop], body, "v2", full, origin=merged.origin)
         return Send(entries=buffer[: unit.stop], body=unit.body, kind="v2", full=full)
 
     def _block(

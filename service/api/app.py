@@ -2,7 +2,9 @@
 
 Every error leaves through `_dispatch`, which maps cioq's exceptions to HTTP once:
 InvalidJob → its 4xx with field errors; StoreUnavailable → 503 with Retry-After (the
-job was not stored, so the producer must retry); anything else → 500, logged.
+job was not stored, so the producer must retry); Overloaded (a backlog over its
+high-water mark, `service.backpressure`) → 503 naming the mark; anything else → 500, logged.
+Start-up refuses a Redis that cannot keep the durability promise (`service.redis_checks`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from service.api.admin import Admin
 from service.api.auth import Authenticator
 from service.api.http import (
     Receive,
@@ -21,6 +24,7 @@ from service.api.http import (
     Router,
     Scope,
     Send,
+    base_url_of,
     error_response,
     json_response,
     read_body,
@@ -28,9 +32,12 @@ from service.api.http import (
     split_path,
 )
 from service.api.ingest import Ingest
+from service.backpressure import Backpressure
 from service.config import Settings
-from service.errors import FieldError, InvalidJob, StoreUnavailable
+from service.dlq import DeadLetterAdmin
+from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
 from service.queue import Queue, connect_async
+from service.redis_checks import check_async
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.api")
@@ -38,6 +45,17 @@ log = logging.getLogger("cioq.api")
 UNAUTHORIZED = error_response(
     401,
     [FieldError("authorization", "required", "a valid ingest key is required (Basic or Bearer)")],
+)
+
+STORE_UNAVAILABLE = error_response(
+    503,
+    [FieldError("store", "unavailable", "the queue is unavailable; retry later")],
+    headers=((b"retry-after", b"1"),),
+)
+
+ADMIN_UNAUTHORIZED = error_response(
+    401,
+    [FieldError("authorization", "required", "an admin key is required (CIOQ_ADMIN_KEYS)")],
 )
 
 
@@ -59,11 +77,14 @@ class IngestApp:
         self.triggers = triggers or Triggers(settings.celery_broker_url)
         self.queue = Queue(self.redis, settings, self.triggers)
         self.ingest = Ingest(self.queue, settings)
+        self.backpressure = Backpressure(self.redis, settings)
+        self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
         self.router = Router(
             [
                 Route("GET", ("healthz",), "healthz", self.healthz, auth="public"),
                 Route("GET", ("readyz",), "readyz", self.readyz, auth="public"),
                 *self.ingest.routes(),
+                *self.admin.routes(),
             ]
         )
 
@@ -100,23 +121,30 @@ class IngestApp:
             body,
             params,
             route.name,
+            base_url_of(scope),
         )
         workspace = None
         if route.auth == "ingest":
             workspace = self.auth.workspace(request.header(b"authorization"))
             if workspace is None:
                 return UNAUTHORIZED
+            try:
+                await self.backpressure.check(workspace.name)
+            except Overloaded as exc:
+                retry_after = str(exc.retry_after_s).encode()
+                return error_response(503, [exc.mark], headers=((b"retry-after", retry_after),))
+            except StoreUnavailable as exc:
+                log.warning("store unavailable: %s", exc)
+                return STORE_UNAVAILABLE
+        elif route.auth == "admin" and not self.auth.is_admin(request.header(b"authorization")):
+            return ADMIN_UNAUTHORIZED
         try:
             return await route.handler(request, workspace)
         except InvalidJob as exc:
             return error_response(exc.status, exc.errors)
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)
-            return error_response(
-                503,
-                [FieldError("store", "unavailable", "the queue is unavailable; retry later")],
-                headers=((b"retry-after", b"1"),),
-            )
+            return STORE_UNAVAILABLE
         except Exception:
             log.exception("unexpected error on %s %s", method, route.name)
             return error_response(500, [FieldError("server", "internal", "internal error")])
@@ -133,6 +161,13 @@ class IngestApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    verdict = await check_async(self.redis, self.settings)
+                except (ConfigError, StoreUnavailable) as exc:
+                    log.error("refusing to start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self.queue.use_waitaof = verdict.use_waitaof
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()

@@ -33,6 +33,8 @@ class Request:
     body: bytes
     params: list[str] = field(default_factory=list)
     route: str = "unmatched"
+    #: ``scheme://host[:port]`` as the caller reached this server.
+    base_url: str = ""
 
     @property
     def raw_path(self) -> str:
@@ -130,6 +132,16 @@ class Router:
                     return route, params, True
                 path_found = True
         return None, [], path_found
+
+
+def base_url_of(scope: Scope) -> str:
+    """The URL prefix the caller used: the Host header, else the bound address."""
+    scheme = scope.get("scheme", "http")
+    for name, value in scope.get("headers", []):
+        if name == b"host" and value:
+            return f"{scheme}://{value.decode('latin-1')}"
+    host, port = scope.get("server") or ("127.0.0.1", 80)
+    return f"{scheme}://{host}:{port}"
 
 
 def split_path(raw_path: bytes) -> list[str]:

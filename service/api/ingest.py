@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from service import translate
-from service.api.http import OK, Request, Response, Route
+from service.api import idempotency
+from service.api.http import OK, Request, Response, Route, json_response
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job, v1_job, v2_job
@@ -35,6 +36,7 @@ class Ingest:
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.queue = queue
+        self.idempotency = idempotency.Idempotency(queue, settings)
         self.limits = Limits(max_op_bytes=settings.max_op_bytes)
 
     def routes(self) -> list[Route]:
@@ -65,51 +67,54 @@ class Ingest:
             Route("POST", ("unsubscribe", "{delivery}"), "v1.unsubscribe", self.unsubscribe),
             Route("POST", ("api", "v1", "push", "events"), "v1.push_event", self.push_event),
             Route("POST", ("api", "v1", "metrics"), "v1.metric", self.metric),
+            Route("GET", ("api", "v1", "accounts", "region"), "v1.region", self.region),
             Route("POST", ("api", "v2", "entity"), "v2.entity", self.entity),
             Route("POST", ("api", "v2", "batch"), "v2.batch", self.batch),
         ]
 
     async def identify(self, req: Request, ws: Workspace) -> Response:
         op = translate.identify(req.params[0], _object(req.json()), limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def delete(self, req: Request, ws: Workspace) -> Response:
-        return await self._store_ops(ws, [translate.delete(req.params[0], limits=self.limits)])
+        return await self._store_ops(req, ws, [translate.delete(req.params[0], limits=self.limits)])
 
     async def track(self, req: Request, ws: Workspace) -> Response:
         op = translate.track(req.params[0], _object(req.json()), limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def add_device(self, req: Request, ws: Workspace) -> Response:
         op = translate.add_device(req.params[0], _object(req.json()), limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def delete_device(self, req: Request, ws: Workspace) -> Response:
         op = translate.delete_device(req.params[0], req.params[1], limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def suppress(self, req: Request, ws: Workspace) -> Response:
-        return await self._store_ops(ws, [translate.suppress(req.params[0], limits=self.limits)])
+        return await self._store_ops(
+            req, ws, [translate.suppress(req.params[0], limits=self.limits)]
+        )
 
     async def unsuppress(self, req: Request, ws: Workspace) -> Response:
         op = translate.unsuppress(req.params[0], limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def track_anonymous(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
         op = translate.track_anonymous(body, limits=self.limits)
         if op is not None:
-            return await self._store_ops(ws, [op])
+            return await self._store_ops(req, ws, [op])
         translate.check_anonymous_v1(body, limits=self.limits)
         recipient = body.get("data", {}).get("recipient", "") if isinstance(body, dict) else ""
         job = v1_job(
             "POST", "/api/v1/events", body, route=f"invite:{recipient}", op_type="invite_event"
         )
-        return await self._store_jobs(ws, [job])
+        return await self._store_jobs(req, ws, [job])
 
     async def merge(self, req: Request, ws: Workspace) -> Response:
         op = translate.merge(_object(req.json()), limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def segment(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
@@ -123,7 +128,7 @@ class Ingest:
             op_type=action,
             query=req.query,
         )
-        return await self._store_jobs(ws, [job])
+        return await self._store_jobs(req, ws, [job])
 
     async def form(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
@@ -136,8 +141,7 @@ class Ingest:
             route=f"form:{req.params[0]}",
             op_type="form_submit",
         )
-        await self._store_jobs(ws, [job])
-        return Response(204, b"")
+        return await self._store_jobs(req, ws, [job], answer=Response(204, b""))
 
     async def unsubscribe(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
@@ -152,17 +156,17 @@ class Ingest:
             route=f"delivery:{req.params[0]}",
             op_type="unsubscribe",
         )
-        return await self._store_jobs(ws, [job])
+        return await self._store_jobs(req, ws, [job])
 
     async def push_event(self, req: Request, ws: Workspace) -> Response:
         op = translate.push_event(_object(req.json()), limits=self.limits)
-        return await self._store_ops(ws, [op])
+        return await self._store_ops(req, ws, [op])
 
     async def metric(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
         op = translate.metric(body, limits=self.limits)
         if op is not None:
-            return await self._store_ops(ws, [op])
+            return await self._store_ops(req, ws, [op])
         translate.check_metric_v1(body, limits=self.limits)
         job = v1_job(
             "POST",
@@ -171,14 +175,24 @@ class Ingest:
             route=f"delivery:{body.get('delivery_id')}",
             op_type="metric",
         )
-        return await self._store_jobs(ws, [job])
+        return await self._store_jobs(req, ws, [job])
+
+    async def region(self, req: Request, ws: Workspace) -> Response:
+        """Customer.io's region lookup, answered for the caller's workspace.
+
+        ``url`` is where the caller reached cioq, not Customer.io's host: a client that
+        follows it keeps sending through cioq and never sends its ingest key upstream.
+        """
+        return json_response(
+            200, {"url": req.base_url, "region": ws.region, "environment_id": ws.environment_id}
+        )
 
     async def entity(self, req: Request, ws: Workspace) -> Response:
         op = req.json()
         errors = validate_op(op, where="", limits=self.limits)
         if errors:
             raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
-        return await self._store_ops(ws, [translate.ensure_event_id(op)])
+        return await self._store_ops(req, ws, [translate.ensure_event_id(op)])
 
     async def batch(self, req: Request, ws: Workspace) -> Response:
         body = req.json()
@@ -194,10 +208,12 @@ class Ingest:
                 break
         if errors:
             raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
-        return await self._store_ops(ws, [translate.ensure_event_id(op) for op in ops], batch=True)
+        return await self._store_ops(
+            req, ws, [translate.ensure_event_id(op) for op in ops], batch=True
+        )
 
     async def _store_ops(
-        self, ws: Workspace, ops: list[dict[str, Any]], *, batch: bool = False
+        self, req: Request, ws: Workspace, ops: list[dict[str, Any]], *, batch: bool = False
     ) -> Response:
         jobs: list[Job] = []
         errors: list[FieldError] = []
@@ -210,8 +226,13 @@ class Ingest:
             jobs.append(job)
         if errors:
             raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
-        return await self._store_jobs(ws, jobs)
+        return await self._store_jobs(req, ws, jobs)
 
-    async def _store_jobs(self, ws: Workspace, jobs: list[Job]) -> Response:
+    async def _store_jobs(
+        self, req: Request, ws: Workspace, jobs: list[Job], answer: Response = OK
+    ) -> Response:
+        key = idempotency.key_of(req.header(idempotency.HEADER))
+        if key is not None:
+            return await self.idempotency.store(ws, key, jobs, answer)
         await self.queue.enqueue(ws.name, jobs)
-        return OK
+        return answer

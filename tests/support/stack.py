@@ -18,9 +18,9 @@ INGEST_KEY = "e2e-ingest-key"
 class Stack:
     """redis-server + sandbox + api + sweeper (+ workers on demand), torn down together."""
 
-    def __init__(self, tmp: Path, **settings: Any) -> None:
+    def __init__(self, tmp: Path, *, redis_fsync: str = "everysec", **settings: Any) -> None:
         self.tmp = tmp
-        self.redis = RedisServer(tmp / "redis", appendonly=True)
+        self.redis = RedisServer(tmp / "redis", appendonly=True, fsync=redis_fsync)
         self.sandbox_port = free_port()
         self.api_port = free_port()
         self.env = {

@@ -1,0 +1,228 @@
+"""``cioq dlq list|show|replay|purge``: the operator's dead-letter tools.
+
+They talk to Redis directly with the same code as the admin HTTP API (`service.dlq`),
+so a filter selects the same letters from either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.config import Settings
+from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids, parse_time_ms
+from service.errors import CioqError, InvalidJob
+from service.queue import Queue, connect_async
+from service.triggers import Triggers
+
+app = typer.Typer(no_args_is_help=True, help=__doc__)
+T = TypeVar("T")
+
+Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace name")]
+Reason = Annotated[str | None, typer.Option(help="Only this reason, e.g. crash_loop")]
+Class = Annotated[
+    str | None, typer.Option("--class", help="Only this class: partial, invalid, transient, crash")
+]
+OpType = Annotated[str | None, typer.Option("--op", help="Only this op type, e.g. identify")]
+Person = Annotated[str | None, typer.Option(help="Only jobs naming this identifier value")]
+Since = Annotated[str | None, typer.Option(help="Dead since: epoch ms, ISO 8601, or an age (2h)")]
+Until = Annotated[str | None, typer.Option(help="Dead until: epoch ms, ISO 8601, or an age")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing")]
+All = Annotated[bool, typer.Option("--all", help="Act on every letter when no filter is given")]
+Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (<ms>-<seq>)")]
+
+_settings: Callable[[], Settings] | None = None
+
+
+def bind(settings_loader: Callable[[], Settings]) -> typer.Typer:
+    """Attach the settings loader of the main CLI (read once, when a command runs)."""
+    global _settings
+    _settings = settings_loader
+    return app
+
+
+def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
+    assert _settings is not None
+    settings = _settings()
+    try:
+        settings.workspace(workspace)
+    except CioqError as exc:
+        typer.echo(f"cioq dlq: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    async def main() -> T:
+        client = connect_async(settings)
+        triggers = Triggers(settings.celery_broker_url)
+        try:
+            return await work(DeadLetterAdmin(client, Queue(client, settings, triggers)))
+        finally:
+            triggers.close()
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    except InvalidJob as exc:
+        for error in exc.errors:
+            typer.echo(f"cioq dlq: {error.field}: {error.message}", err=True)
+        raise typer.Exit(2) from exc
+    except CioqError as exc:
+        typer.echo(f"cioq dlq: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _filter(
+    ids: list[str] | None,
+    reason: str | None,
+    cls: str | None,
+    op: str | None,
+    person: str | None,
+    since: str | None,
+    until: str | None,
+) -> DeadLetterFilter:
+    try:
+        return DeadLetterFilter(
+            ids=check_ids(tuple(ids or ())),
+            reason=reason,
+            cls=cls,
+            op_type=op,
+            person=person,
+            since_ms=None if since is None else parse_time_ms(since, field_name="--since"),
+            until_ms=None if until is None else parse_time_ms(until, field_name="--until"),
+        )
+    except InvalidJob as exc:
+        raise typer.BadParameter(exc.errors[0].message) from exc
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("list")
+def list_(
+    workspace: Workspace = "default",
+    reason: Reason = None,
+    cls: Class = None,
+    op: OpType = None,
+    person: Person = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+) -> None:
+    """List dead letters, oldest first."""
+    flt = _filter(None, reason, cls, op, person, since, until)
+    page = _run(workspace, lambda dlq: dlq.page(workspace, flt, limit=limit))
+    if as_json:
+        for stored in page.letters:
+            typer.echo(orjson.dumps(stored.as_dict()).decode())
+        return
+    table = Table(title=f"dead letters of {workspace!r}")
+    for column in ("id", "dead at (UTC)", "op", "reason", "class", "status", "message"):
+        table.add_column(column, overflow="fold")
+    for stored in page.letters:
+        letter = stored.letter
+        table.add_row(
+            stored.id,
+            _when(letter.dead_ms),
+            stored.op_type,
+            letter.reason,
+            letter.cls,
+            "" if letter.status is None else str(letter.status),
+            letter.message[:120],
+        )
+    console = Console()
+    console.print(table)
+    if page.next_after:
+        console.print(f"more letters follow; {len(page.letters)} shown (raise --limit)")
+
+
+@app.command()
+def show(letter_id: str, workspace: Workspace = "default") -> None:
+    """Show one dead letter in full: payload, reason, every attempt."""
+    stored = _run(workspace, lambda dlq: dlq.get(workspace, letter_id))
+    if stored is None:
+        typer.echo(f"cioq dlq: no dead letter {letter_id} in {workspace!r}", err=True)
+        raise typer.Exit(1)
+    Console().print_json(orjson.dumps(stored.as_dict()).decode())
+
+
+def _act(
+    workspace: str,
+    verb: tuple[str, str],
+    action: Callable[[DeadLetterAdmin, DeadLetterFilter, bool], Awaitable[Outcome]],
+    flt: DeadLetterFilter,
+    every: bool,
+    dry_run: bool,
+) -> None:
+    if flt.is_empty and not every:
+        raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb[0]} every letter")
+    outcome = _run(workspace, lambda dlq: action(dlq, flt, dry_run))
+    if dry_run:
+        typer.echo(f"{outcome.matched} matched; dry run, would {verb[0]} them:")
+        for letter_id in outcome.ids[:50]:
+            typer.echo(f"  {letter_id}")
+    else:
+        typer.echo(f"{outcome.matched} matched, {outcome.done} {verb[1]}")
+
+
+@app.command()
+def replay(
+    ids: Ids = None,
+    workspace: Workspace = "default",
+    reason: Reason = None,
+    cls: Class = None,
+    op: OpType = None,
+    person: Person = None,
+    since: Since = None,
+    until: Until = None,
+    every: All = False,
+    dry_run: DryRun = False,
+) -> None:
+    """Queue matching letters again, unchanged (same event ids), and remove them."""
+
+    async def act(dlq: DeadLetterAdmin, flt: DeadLetterFilter, dry: bool) -> Outcome:
+        return await dlq.replay(workspace, flt, dry_run=dry)
+
+    _act(
+        workspace,
+        ("replay", "replayed"),
+        act,
+        _filter(ids, reason, cls, op, person, since, until),
+        every,
+        dry_run,
+    )
+
+
+@app.command()
+def purge(
+    ids: Ids = None,
+    workspace: Workspace = "default",
+    reason: Reason = None,
+    cls: Class = None,
+    op: OpType = None,
+    person: Person = None,
+    since: Since = None,
+    until: Until = None,
+    every: All = False,
+    dry_run: DryRun = False,
+) -> None:
+    """Delete matching letters for good."""
+
+    async def act(dlq: DeadLetterAdmin, flt: DeadLetterFilter, dry: bool) -> Outcome:
+        return await dlq.purge(workspace, flt, dry_run=dry)
+
+    _act(
+        workspace,
+        ("purge", "purged"),
+        act,
+        _filter(ids, reason, cls, op, person, since, until),
+        every,
+        dry_run,
+    )

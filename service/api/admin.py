@@ -1,0 +1,154 @@
+"""The admin HTTP API: dead-letter list, show, replay and purge, behind admin keys only.
+
+Ingest keys never open these routes and admin keys never open ingest routes, so a
+leaked producer key cannot read or replay other people's dead letters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from service.api.http import Request, Response, Route, error_response, json_response
+from service.config import Settings
+from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids, parse_time_ms
+from service.errors import ConfigError, FieldError, InvalidJob
+
+MAX_PAGE = 1000
+_FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")
+
+
+def filter_from(values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetterFilter:
+    """A filter from query parameters or a JSON body; field names as the API shows them."""
+    unknown = sorted(set(values) - {*_FILTER_FIELDS, "ids", "all", "dry_run", "limit", "after"})
+    if unknown:
+        raise InvalidJob([FieldError(unknown[0], "unknown_field", "not a dead-letter filter")])
+    for name in _FILTER_FIELDS:
+        value = values.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidJob([FieldError(name, "type", f"{name} must be a non-empty string")])
+
+    def time(name: str) -> int | None:
+        value = values.get(name)
+        return None if value is None else parse_time_ms(value, field_name=name)
+
+    return DeadLetterFilter(
+        ids=check_ids(ids),
+        reason=values.get("reason"),
+        cls=values.get("class"),
+        op_type=values.get("op_type"),
+        person=values.get("person"),
+        since_ms=time("since"),
+        until_ms=time("until"),
+    )
+
+
+def _outcome(outcome: Outcome, verb: str) -> Response:
+    return json_response(
+        200,
+        {"matched": outcome.matched, verb: outcome.done, "dry_run": outcome.dry_run},
+    )
+
+
+class Admin:
+    """Handlers for ``/admin/v1``; each takes the workspace from the path."""
+
+    def __init__(self, dlq: DeadLetterAdmin, settings: Settings) -> None:
+        self.dlq = dlq
+        self.settings = settings
+
+    def routes(self) -> list[Route]:
+        ws = ("admin", "v1", "workspaces")
+        dl = (*ws, "{workspace}", "dead-letters")
+        return [
+            Route("GET", ws, "admin.workspaces", self.workspaces, auth="admin"),
+            Route("GET", dl, "admin.dlq_list", self.list, auth="admin"),
+            Route("GET", (*dl, "summary"), "admin.dlq_summary", self.summary, auth="admin"),
+            Route("POST", (*dl, "replay"), "admin.dlq_replay", self.replay, auth="admin"),
+            Route("POST", (*dl, "purge"), "admin.dlq_purge", self.purge, auth="admin"),
+            Route("GET", (*dl, "{id}"), "admin.dlq_show", self.show, auth="admin"),
+        ]
+
+    def _workspace(self, request: Request) -> str:
+        name = request.params[0]
+        try:
+            return self.settings.workspace(name).name
+        except ConfigError:
+            raise InvalidJob(
+                [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
+            ) from None
+
+    async def workspaces(self, request: Request, _: Any) -> Response:
+        out = [
+            {"name": ws.name, "site_id": ws.site_id, "dead_letters": await self.dlq.size(ws.name)}
+            for ws in self.settings.workspaces
+        ]
+        return json_response(200, {"workspaces": out})
+
+    async def list(self, request: Request, _: Any) -> Response:
+        workspace = self._workspace(request)
+        query = {k: v[-1] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
+        limit_text = query.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+            raise InvalidJob(
+                [FieldError("limit", "range", f"limit must be 1..{MAX_PAGE}", MAX_PAGE)]
+            )
+        after = query.get("after") or None
+        if after is not None:
+            check_ids((after,))
+        flt = filter_from({k: v for k, v in query.items() if k not in ("limit", "after")})
+        page = await self.dlq.page(workspace, flt, limit=int(limit_text), after=after)
+        return json_response(
+            200,
+            {
+                "dead_letters": [s.as_dict() for s in page.letters],
+                "next_after": page.next_after,
+            },
+        )
+
+    async def summary(self, request: Request, _: Any) -> Response:
+        workspace = self._workspace(request)
+        by_reason = await self.dlq.summary(workspace)
+        return json_response(200, {"size": sum(by_reason.values()), "by_reason": by_reason})
+
+    async def show(self, request: Request, _: Any) -> Response:
+        workspace = self._workspace(request)
+        stored = await self.dlq.get(workspace, request.params[1])
+        if stored is None:
+            return error_response(404, [FieldError("id", "unknown", "no such dead letter")])
+        return json_response(200, stored.as_dict())
+
+    async def replay(self, request: Request, _: Any) -> Response:
+        workspace = self._workspace(request)
+        flt, dry_run = self._selection(request)
+        return _outcome(await self.dlq.replay(workspace, flt, dry_run=dry_run), "replayed")
+
+    async def purge(self, request: Request, _: Any) -> Response:
+        workspace = self._workspace(request)
+        flt, dry_run = self._selection(request)
+        return _outcome(await self.dlq.purge(workspace, flt, dry_run=dry_run), "purged")
+
+    @staticmethod
+    def _selection(request: Request) -> tuple[DeadLetterFilter, bool]:
+        """The letters a replay/purge acts on; an empty selection needs ``"all": true``."""
+        body = request.json() or {}
+        if not isinstance(body, dict):
+            raise InvalidJob([FieldError("body", "type", "the body must be a JSON object")])
+        ids = body.get("ids", [])
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise InvalidJob([FieldError("ids", "type", "ids must be a list of strings")])
+        for flag in ("all", "dry_run"):
+            if not isinstance(body.get(flag, False), bool):
+                raise InvalidJob([FieldError(flag, "type", f"{flag} must be true or false")])
+        flt = filter_from(body, tuple(ids))
+        if flt.is_empty and not body.get("all", False):
+            raise InvalidJob(
+                [
+                    FieldError(
+                        "filter",
+                        "required",
+                        'name ids or a filter, or send "all": true to act on every letter',
+                    )
+                ]
+            )
+        return flt, bool(body.get("dry_run", False))

@@ -1,0 +1,143 @@
+"""Backpressure: refuse new work while a workspace's backlog is over a high-water mark.
+
+Two marks per workspace: how many entries wait in its shard streams
+(``CIOQ_BACKLOG_MAX_ENTRIES``) and how old the oldest one is (``CIOQ_BACKLOG_MAX_AGE_S``).
+Over either, ingest answers 503 with ``Retry-After`` and accepts again by itself once the
+workers have drained below it. Producers back off instead of growing Redis without bound.
+
+The reading costs one pipeline (``XLEN`` and the first entry id of every shard, plus
+``TIME``) and is cached per workspace for ``CIOQ_BACKLOG_REFRESH_MS``, so the hot path is a
+dictionary lookup. A failed reading is cached as well: while Redis is unreachable, ingest
+answers 503 at once instead of waiting on a socket timeout per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.config import Settings
+from service.errors import FieldError, Overloaded, StoreUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A workspace's backlog at one moment (`taken_s` on the monotonic clock)."""
+
+    entries: int
+    oldest_age_s: float
+    taken_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    message: str
+    taken_s: float
+
+
+def _entry_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])
+
+
+class Backpressure:
+    """Cached backlog readings per workspace, judged against the high-water marks."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = client
+        self.settings = settings
+        self.clock = clock
+        self._last: dict[str, Reading | _Failure] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def check(self, workspace: str) -> None:
+        """Return if `workspace` may take more work; raise Overloaded or StoreUnavailable."""
+        found = await self.reading(workspace)
+        marks = self.marks_crossed(found)
+        if marks:
+            raise Overloaded(marks[0], self.settings.backlog_retry_after_s)
+
+    async def reading(self, workspace: str) -> Reading:
+        """The cached reading, refreshed when older than `backlog_refresh_ms`."""
+        last = self._fresh(workspace)
+        if last is None:
+            lock = self._locks.setdefault(workspace, asyncio.Lock())
+            async with lock:  # one refresh at a time; the rest use its result
+                last = self._fresh(workspace)
+                if last is None:
+                    last = await self._refresh(workspace)
+        if isinstance(last, _Failure):
+            raise StoreUnavailable(last.message)
+        return last
+
+    def marks_crossed(self, found: Reading) -> list[FieldError]:
+        """The marks `found` is over, as the field errors of the 503 body."""
+        s = self.settings
+        crossed: list[FieldError] = []
+        if found.entries > s.backlog_max_entries:
+            crossed.append(
+                FieldError(
+                    "backlog.entries",
+                    "max_entries",
+                    f"the workspace's backlog holds {found.entries} entries, over the "
+                    f"high-water mark of {s.backlog_max_entries}; retry later",
+                    limit=s.backlog_max_entries,
+                    actual=found.entries,
+                )
+            )
+        if found.oldest_age_s > s.backlog_max_age_s:
+            crossed.append(
+                FieldError(
+                    "backlog.oldest_age_s",
+                    "max_age_s",
+                    f"the workspace's oldest waiting entry is {found.oldest_age_s:.0f} s old, "
+                    f"over the high-water mark of {s.backlog_max_age_s:g} s; retry later",
+                    limit=int(s.backlog_max_age_s),
+                    actual=int(found.oldest_age_s),
+                )
+            )
+        return crossed
+
+    def _fresh(self, workspace: str) -> Reading | _Failure | None:
+        last = self._last.get(workspace)
+        if last is None:
+            return None
+        age_ms = (self.clock() - last.taken_s) * 1000
+        return last if age_ms < self.settings.backlog_refresh_ms else None
+
+    async def _refresh(self, workspace: str) -> Reading | _Failure:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        for shard in range(self.settings.shards):
+            stream = keys.shard_keys(workspace, shard).stream
+            pipe.xlen(stream)
+            pipe.xrange(stream, count=1)
+        taken_s = self.clock()
+        try:
+            results = await pipe.execute()
+        except redis.RedisError as exc:
+            failure = _Failure(f"backlog reading failed: {exc}", taken_s)
+            self._last[workspace] = failure
+            return failure
+        seconds, micros = results[0]
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        entries = 0
+        oldest_ms = now_ms
+        for length, head in zip(results[1::2], results[2::2], strict=True):
+            entries += int(length)
+            if head:
+                oldest_ms = min(oldest_ms, _entry_ms(head[0][0]))
+        reading = Reading(entries, max(0, now_ms - oldest_ms) / 1000, taken_s)
+        self._last[workspace] = reading
+        return reading

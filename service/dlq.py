@@ -1,0 +1,221 @@
+"""Operating the dead-letter queue: list, show, replay and purge, with filters.
+
+Shared by ``cioq dlq`` and the admin HTTP API, so both select exactly the same letters.
+Replay puts a letter's payload back through `Queue.enqueue` unchanged (event ids kept,
+so Customer.io deduplicates a replayed event it somehow already has) and deletes the
+letter in the same ``MULTI``: a letter is either still dead or queued again, never both
+and never neither.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.dead_letters import DeadLetter, StoredDeadLetter
+from service.errors import FieldError, InvalidJob, StoreUnavailable
+from service.jobs import restore_job
+from service.queue import Queue
+
+#: Letters read from the stream per round trip, and replayed or purged per MULTI.
+PAGE_SIZE = 500
+
+_RELATIVE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+def parse_time_ms(value: str, *, field_name: str, now_ms: int | None = None) -> int:
+    """Epoch ms, an ISO 8601 time, or an age such as ``30m``/``2h``/``7d`` (before now)."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    match = _RELATIVE.match(text)
+    if match:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return now - int(match.group(1)) * _UNIT_MS[match.group(2)]
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidJob(
+            [
+                FieldError(
+                    field_name,
+                    "time",
+                    "use epoch milliseconds, ISO 8601 (2026-11-25T10:00:00Z) or an age like 2h",
+                )
+            ]
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidJob([FieldError(field_name, "time", "an ISO 8601 time needs a UTC offset")])
+    return int(parsed.timestamp() * 1000)
+
+
+def check_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [i for i in ids if not _STREAM_ID.match(i)]
+    if bad:
+        raise InvalidJob(
+            [FieldError("ids", "format", f"not a dead-letter id (<ms>-<seq>): {bad[0]!r}")]
+        )
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which letters an operation applies to; empty fields match everything."""
+
+    ids: tuple[str, ...] = ()
+    reason: str | None = None
+    cls: str | None = None
+    op_type: str | None = None
+    person: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.ids and all(
+            v is None
+            for v in (
+                self.reason,
+                self.cls,
+                self.op_type,
+                self.person,
+                self.since_ms,
+                self.until_ms,
+            )
+        )
+
+    def matches(self, stored: StoredDeadLetter) -> bool:
+        letter = stored.letter
+        return (
+            (not self.ids or stored.id in self.ids)
+            and (self.reason is None or letter.reason == self.reason)
+            and (self.cls is None or letter.cls == self.cls)
+            and (self.op_type is None or stored.op_type == self.op_type)
+            and (self.person is None or self.person in stored.subjects())
+        )
+
+
+@dataclass(slots=True)
+class Page:
+    letters: list[StoredDeadLetter]
+    next_after: str | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a replay or purge matched and, unless it was a dry run, acted on."""
+
+    matched: int = 0
+    done: int = 0
+    dry_run: bool = False
+    ids: list[str] = field(default_factory=list)
+
+
+class DeadLetterAdmin:
+    """The operator's view of a workspace's dead letters."""
+
+    def __init__(self, client: aioredis.Redis, queue: Queue) -> None:
+        self.redis = client
+        self.queue = queue
+
+    async def size(self, workspace: str) -> int:
+        return int(await self._call(self.redis.xlen(keys.dead_letters(workspace))))
+
+    async def summary(self, workspace: str) -> dict[str, int]:
+        """Letter counts by reason."""
+        counts: dict[str, int] = {}
+        async for stored in self._scan(workspace, DeadLetterFilter()):
+            counts[stored.letter.reason] = counts.get(stored.letter.reason, 0) + 1
+        return counts
+
+    async def get(self, workspace: str, letter_id: str) -> StoredDeadLetter | None:
+        check_ids((letter_id,))
+        rows = await self._call(
+            self.redis.xrange(keys.dead_letters(workspace), letter_id, letter_id)
+        )
+        if not rows:
+            return None
+        raw_id, fields = rows[0]
+        return StoredDeadLetter(raw_id.decode(), DeadLetter.from_fields(fields))
+
+    async def page(
+        self, workspace: str, flt: DeadLetterFilter, *, limit: int, after: str | None = None
+    ) -> Page:
+        """Up to `limit` matching letters, oldest first, and where the next page starts."""
+        letters: list[StoredDeadLetter] = []
+        async for stored in self._scan(workspace, flt, after=after):
+            if len(letters) == limit:
+                return Page(letters, letters[-1].id)
+            letters.append(stored)
+        return Page(letters, None)
+
+    async def replay(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
+        """Queue matching letters again through the normal path, in their original order."""
+        outcome = Outcome(dry_run=dry_run)
+        chunk: list[StoredDeadLetter] = []
+        async for stored in self._scan(workspace, flt):
+            outcome.matched += 1
+            outcome.ids.append(stored.id)
+            chunk.append(stored)
+            if len(chunk) == PAGE_SIZE:
+                outcome.done += await self._requeue(workspace, chunk, dry_run)
+                chunk = []
+        outcome.done += await self._requeue(workspace, chunk, dry_run)
+        return outcome
+
+    async def purge(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
+        """Delete matching letters for good."""
+        outcome = Outcome(dry_run=dry_run)
+        chunk: list[str] = []
+        stream = keys.dead_letters(workspace)
+        async for stored in self._scan(workspace, flt):
+            outcome.matched += 1
+            outcome.ids.append(stored.id)
+            chunk.append(stored.id)
+            if len(chunk) == PAGE_SIZE and not dry_run:
+                outcome.done += int(await self._call(self.redis.xdel(stream, *chunk)))
+                chunk = []
+        if chunk and not dry_run:
+            outcome.done += int(await self._call(self.redis.xdel(stream, *chunk)))
+        return outcome
+
+    async def _requeue(self, workspace: str, chunk: list[StoredDeadLetter], dry_run: bool) -> int:
+        if not chunk or dry_run:
+            return 0
+        jobs = [restore_job(s.letter.kind, s.letter.payload) for s in chunk]
+        await self.queue.enqueue(workspace, jobs, dead_letter_ids=[s.id for s in chunk])
+        return len(chunk)
+
+    async def _scan(
+        self, workspace: str, flt: DeadLetterFilter, *, after: str | None = None
+    ) -> AsyncIterator[StoredDeadLetter]:
+        """Matching letters, oldest first; the time range is the XRANGE's (ids are dead times)."""
+        stream = keys.dead_letters(workspace)
+        low = f"({after}" if after else "-" if flt.since_ms is None else str(flt.since_ms)
+        high = "+" if flt.until_ms is None else str(flt.until_ms)
+        while True:
+            rows = await self._call(self.redis.xrange(stream, low, high, count=PAGE_SIZE))
+            for raw_id, fields in rows:
+                stored = StoredDeadLetter(raw_id.decode(), DeadLetter.from_fields(fields))
+                if flt.matches(stored):
+                    yield stored
+            if len(rows) < PAGE_SIZE:
+                return
+            low = f"({rows[-1][0].decode()}"
+
+    @staticmethod
+    async def _call(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"dead-letter queue: {exc}") from exc

@@ -1,0 +1,244 @@
+"""Every Prometheus metric cioq's own code records, and the helpers that record them.
+
+Labels stay bounded: workspace names come from configuration, op types and routes from
+fixed tables, status classes from `Outcome.status_class`, and dead-letter reasons are
+folded into a short list (see `_reason_label`). No person id ever becomes a label.
+
+Processes that fork (the Celery prefork pool) switch to multiprocess mode before any
+metric is used (``cioq worker`` does it), so each child writes its values to files
+that the main process's metrics endpoint adds up. The gauges that
+need Redis reads are not here: `service.metrics_queue` computes them at scrape time,
+and `service.metrics_export` serves both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from service.jobs import Job
+from service.outcomes import Outcome
+
+NAMESPACE = "cioq"
+
+#: Batch sizes up to the 500,000-byte request limit, dense near the top where fill matters.
+BATCH_BYTES_BUCKETS = (
+    1_000,
+    10_000,
+    50_000,
+    100_000,
+    200_000,
+    300_000,
+    400_000,
+    450_000,
+    480_000,
+    500_000,
+)
+BATCH_OPS_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 4000)
+REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+UPSTREAM_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Accept → upstream 2xx spans the linger wait at best and retry back-offs at worst.
+DELIVERY_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+
+INGEST_REQUESTS = Counter(
+    "ingest_requests",
+    "Ingest API requests by route name and HTTP status.",
+    ["route", "status"],
+    namespace=NAMESPACE,
+)
+INGEST_DURATION = Histogram(
+    "ingest_request_duration_seconds",
+    "Ingest API request latency, body read to response, by route name.",
+    ["route"],
+    namespace=NAMESPACE,
+    buckets=REQUEST_SECONDS_BUCKETS,
+)
+JOBS_ACCEPTED = Counter(
+    "jobs_accepted",
+    "Jobs stored durably by ingest, by workspace and operation type.",
+    ["workspace", "op_type"],
+    namespace=NAMESPACE,
+)
+UPSTREAM_REQUESTS = Counter(
+    "upstream_requests",
+    "Requests sent to Customer.io by request kind and answer class (2xx..5xx, timeout, ...).",
+    ["workspace", "kind", "status_class"],
+    namespace=NAMESPACE,
+)
+UPSTREAM_DURATION = Histogram(
+    "upstream_request_duration_seconds",
+    "Customer.io request latency, transport failures included.",
+    ["workspace", "kind"],
+    namespace=NAMESPACE,
+    buckets=UPSTREAM_SECONDS_BUCKETS,
+)
+BATCH_BYTES = Histogram(
+    "batch_bytes",
+    "Body size of each v2 batch sent, envelope included (limit 500,000); _count = batches.",
+    ["workspace"],
+    namespace=NAMESPACE,
+    buckets=BATCH_BYTES_BUCKETS,
+)
+BATCH_OPS = Histogram(
+    "batch_ops",
+    "Operations in each v2 batch sent.",
+    ["workspace"],
+    namespace=NAMESPACE,
+    buckets=BATCH_OPS_BUCKETS,
+)
+DELIVERED_OPS = Counter(
+    "delivered_ops",
+    "Jobs Customer.io accepted (2xx), by workspace.",
+    ["workspace"],
+    namespace=NAMESPACE,
+)
+DELIVERY_LATENCY = Histogram(
+    "delivery_latency_seconds",
+    "End-to-end latency of delivered jobs: ingest accept to Customer.io 2xx.",
+    ["workspace"],
+    namespace=NAMESPACE,
+    buckets=DELIVERY_SECONDS_BUCKETS,
+)
+RETRIES_SCHEDULED = Counter(
+    "retries_scheduled",
+    "Shard back-offs scheduled after a transient failure, by the failure's status class.",
+    ["workspace", "status_class"],
+    namespace=NAMESPACE,
+)
+BISECT_REQUESTS = Counter(
+    "bisect_requests",
+    "Extra requests spent splitting rejected batches to isolate the bad operations.",
+    ["workspace"],
+    namespace=NAMESPACE,
+)
+OPS_COALESCED = Counter(
+    "ops_coalesced",
+    "Identify ops merged into an earlier identify of the same person and batch (ops saved).",
+    ["workspace"],
+    namespace=NAMESPACE,
+)
+DEAD_LETTERS = Counter(
+    "dead_letters",
+    "Jobs moved to the dead-letter stream, by reason.",
+    ["workspace", "reason"],
+    namespace=NAMESPACE,
+)
+PAUSES = Counter(
+    "pauses",
+    "Workspace pauses started by a worker, by cause (throttle, setup).",
+    ["workspace", "cause"],
+    namespace=NAMESPACE,
+)
+OPS_COALESCED = Counter(
+    "ops_coalesced",
+    "Operations saved by coalescing: jobs delivered inside another job's op.",
+    ["workspace"],
+    namespace=NAMESPACE,
+)
+DRAINS = Counter(
+    "drains",
+    "Drain tasks run, by why each one stopped (empty, linger, backoff, busy, ...).",
+    ["workspace", "stopped"],
+    namespace=NAMESPACE,
+)
+
+
+@cache
+def _process_drains() -> Gauge:
+    # Made on first use, not at import: an unlabelled metric picks its value class when
+    # created, and `cioq worker` may switch to multiprocess mode after this import.
+    # One series per live process (pid label), so a scrape shows every prefork child.
+    return Gauge(
+        "worker_process_drains",
+        "Drain tasks run by this worker process since it started.",
+        namespace=NAMESPACE,
+        multiprocess_mode="liveall",
+    )
+
+
+#: Reasons cioq itself gives; Customer.io's per-item reasons pass if they look like one.
+_OWN_REASONS = frozenset(
+    {"invalid", "op_too_large", "max_attempts", "max_age", "crash_loop", "replay_failed"}
+)
+_REASON_SHAPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Upstream reason labels one process admits before folding the rest into "other".
+MAX_UPSTREAM_REASONS = 20
+_seen_reasons: set[str] = set()
+
+
+def _reason_label(reason: str) -> str:
+    if reason in _OWN_REASONS or reason in _seen_reasons:
+        return reason
+    if _REASON_SHAPE.match(reason) and len(_seen_reasons) < MAX_UPSTREAM_REASONS:
+        _seen_reasons.add(reason)
+        return reason
+    return "other"
+
+
+def observe_ingest(route: str, status: int, duration_s: float) -> None:
+    INGEST_REQUESTS.labels(route, str(status)).inc()
+    INGEST_DURATION.labels(route).observe(duration_s)
+
+
+def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        counts[job.op_type] = counts.get(job.op_type, 0) + 1
+    for op_type, count in counts.items():
+        JOBS_ACCEPTED.labels(workspace, op_type).inc(count)
+
+
+def upstream_request(
+    workspace: str, kind: str, outcome: Outcome, duration_s: float, *, body_bytes: int, ops: int
+) -> None:
+    """One request to Customer.io; v2 batches also feed the size histograms."""
+    UPSTREAM_REQUESTS.labels(workspace, kind, outcome.status_class).inc()
+    UPSTREAM_DURATION.labels(workspace, kind).observe(duration_s)
+    if kind == "v2":
+        BATCH_BYTES.labels(workspace).observe(body_bytes)
+        BATCH_OPS.labels(workspace).observe(ops)
+
+
+def delivered(workspace: str, accepted_ms: Iterable[int], now_ms: int) -> None:
+    """Jobs Customer.io accepted; `accepted_ms` holds each one's ingest time."""
+    latency = DELIVERY_LATENCY.labels(workspace)
+    count = 0
+    for at_ms in accepted_ms:
+        latency.observe(max(now_ms - at_ms, 0) / 1000)
+        count += 1
+    DELIVERED_OPS.labels(workspace).inc(count)
+
+
+def retry_scheduled(workspace: str, status_class: str) -> None:
+    RETRIES_SCHEDULED.labels(workspace, status_class).inc()
+
+
+def bisect_request(workspace: str) -> None:
+    BISECT_REQUESTS.labels(workspace).inc()
+
+
+def ops_coalesced(workspace: str, saved: int) -> None:
+    OPS_COALESCED.labels(workspace).inc(saved)
+
+
+def dead_lettered(workspace: str, reasons: Iterable[str]) -> None:
+    for reason in reasons:
+        DEAD_LETTERS.labels(workspace, _reason_label(reason)).inc()
+
+
+def paused(workspace: str, cause: str) -> None:
+    """A worker paused `workspace`; `cause` is ``throttle`` or ``setup[:status]``."""
+    PAUSES.labels(workspace, cause.partition(":")[0]).inc()
+
+
+def ops_coalesced(workspace: str, count: int) -> None:
+    if count > 0:
+        OPS_COALESCED.labels(workspace).inc(count)
+
+
+def drain_finished(workspace: str, stopped: str) -> None:
+    DRAINS.labels(workspace, stopped or "none").inc()
+    _process_drains().inc()

@@ -1,0 +1,216 @@
+"""Queue-state gauges read from Redis at scrape time, and the drain-rate record behind them.
+
+The api's ``/metrics`` runs `QueueStateCollector` on each scrape: per workspace it reads
+every shard's length and head entry, the pause key, the dead-letter stream's length and
+the recent drain rate, in one pipelined round trip. A Redis that is slow or gone costs
+one short timeout and shows as ``cioq_queue_state_up 0``; the rest of the scrape is
+unaffected.
+
+``cioq_backlog_seconds`` is the autoscaling signal: backlog ÷ the workspace's recent
+drain rate, i.e. how long the current workers would take to empty the queue. When
+nothing was drained in the window it falls back to the oldest entry's age, so a stuck
+queue still reads as a growing number instead of a division by zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import redis
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from service import keys
+from service.config import Settings
+
+log = logging.getLogger("cioq.metrics")
+
+PAUSE_CAUSES = ("throttle", "setup")
+#: Drain-rate buckets are epoch seconds, zero-padded so lexical order is numeric order.
+_SECOND_WIDTH = 12
+
+
+def _bucket(second: int) -> str:
+    return str(second).zfill(_SECOND_WIDTH)
+
+
+def record_drained(
+    client: redis.Redis,
+    workspace: str,
+    count: int,
+    *,
+    window_s: int,
+    now_s: float | None = None,
+) -> None:
+    """Add `count` resolved jobs to the workspace's per-second drain counts."""
+    second = int(time.time() if now_s is None else now_s)
+    key = keys.drain_rate(workspace)
+    pipe = client.pipeline(transaction=True)
+    pipe.zincrby(key, count, _bucket(second))
+    pipe.zremrangebylex(key, "-", "(" + _bucket(second - window_s))
+    pipe.expire(key, 2 * window_s)
+    pipe.execute()
+
+
+def drain_rate_per_s(
+    buckets: list[tuple[bytes, float]], *, now_s: float, window_s: int
+) -> float:
+    """Mean jobs drained per second over the `window_s` seconds before `now_s`."""
+    first = int(now_s) - window_s
+    total = sum(count for second, count in buckets if int(second) >= first)
+    return total / window_s
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceState:
+    workspace: str
+    shard_backlog: tuple[int, ...]
+    oldest_age_s: float
+    dead_letters: int
+    pause_cause: str
+    pause_remaining_s: float
+    drain_rate_per_s: float
+
+    @property
+    def backlog(self) -> int:
+        return sum(self.shard_backlog)
+
+    @property
+    def backlog_seconds(self) -> float:
+        if not self.backlog:
+            return 0.0
+        if self.drain_rate_per_s > 0:
+            return self.backlog / self.drain_rate_per_s
+        return self.oldest_age_s
+
+
+def metrics_redis(settings: Settings) -> redis.Redis:
+    """A client for scrapes: one short timeout, no retries, so /metrics answers quickly."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.metrics_redis_timeout_s,
+        socket_connect_timeout=settings.metrics_redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class QueueStateCollector(Collector):
+    """Backlog, oldest age, backlog_seconds, DLQ size and pauses, read when scraped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.redis = client
+        self.clock = clock
+
+    def describe(self) -> list[Metric]:
+        # Nothing up front: registering must not read Redis.
+        return []
+
+    def read(self, workspace: str) -> WorkspaceState:
+        shards = range(self.settings.shards)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in shards:
+            stream = keys.shard_keys(workspace, shard).stream
+            pipe.xlen(stream)
+            pipe.xrange(stream, count=1)
+        pipe.get(keys.pause(workspace))
+        pipe.pttl(keys.pause(workspace))
+        pipe.xlen(keys.dead_letters(workspace))
+        pipe.zrange(keys.drain_rate(workspace), 0, -1, withscores=True)
+        results = pipe.execute()
+        now_s = self.clock()
+        lengths = tuple(int(n) for n in results[0 : 2 * len(shards) : 2])
+        heads = [rows[0][0] for rows in results[1 : 2 * len(shards) : 2] if rows]
+        oldest_ms = min((int(h.split(b"-", 1)[0]) for h in heads), default=None)
+        cause_raw, pttl_ms, dead, rate = results[2 * len(shards) :]
+        cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
+        return WorkspaceState(
+            workspace=workspace,
+            shard_backlog=lengths,
+            oldest_age_s=0.0 if oldest_ms is None else max(now_s - oldest_ms / 1000, 0.0),
+            dead_letters=int(dead),
+            pause_cause=cause,
+            pause_remaining_s=max(int(pttl_ms), 0) / 1000 if cause else 0.0,
+            drain_rate_per_s=drain_rate_per_s(
+                rate, now_s=now_s, window_s=self.settings.drain_rate_window_s
+            ),
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        up = GaugeMetricFamily(
+            "cioq_queue_state_up", "1 if the last scrape could read queue state from Redis."
+        )
+        try:
+            states = [self.read(ws.name) for ws in self.settings.workspaces]
+        except redis.RedisError as exc:
+            log.warning("queue state unavailable for /metrics: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from _families(states)
+        duration = GaugeMetricFamily(
+            "cioq_queue_state_read_seconds", "Time the last scrape spent reading queue state."
+        )
+        duration.add_metric([], time.perf_counter() - started)
+        yield duration
+
+
+def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
+    ws = ["workspace"]
+    backlog = GaugeMetricFamily("cioq_backlog_entries", "Jobs waiting in the queue.", labels=ws)
+    shard_backlog = GaugeMetricFamily(
+        "cioq_shard_backlog_entries", "Jobs waiting in each shard.", labels=["workspace", "shard"]
+    )
+    oldest = GaugeMetricFamily(
+        "cioq_backlog_oldest_age_seconds",
+        "Age of the oldest waiting job (0 when the queue is empty).",
+        labels=ws,
+    )
+    seconds = GaugeMetricFamily(
+        "cioq_backlog_seconds",
+        "Backlog divided by the recent drain rate: time to empty the queue (autoscaling signal).",
+        labels=ws,
+    )
+    rate = GaugeMetricFamily(
+        "cioq_drain_rate_ops_per_second",
+        "Jobs resolved (delivered or dead-lettered) per second over the recent window.",
+        labels=ws,
+    )
+    dlq = GaugeMetricFamily(
+        "cioq_dead_letter_entries", "Jobs in the dead-letter stream.", labels=ws
+    )
+    paused = GaugeMetricFamily(
+        "cioq_workspace_paused",
+        "1 while delivery to the workspace is paused, by cause (throttle: 429, setup: 401/403).",
+        labels=["workspace", "cause"],
+    )
+    remaining = GaugeMetricFamily(
+        "cioq_workspace_pause_remaining_seconds", "Time left on the current pause.", labels=ws
+    )
+    for state in states:
+        name = [state.workspace]
+        backlog.add_metric(name, state.backlog)
+        for shard, length in enumerate(state.shard_backlog):
+            shard_backlog.add_metric([state.workspace, str(shard)], length)
+        oldest.add_metric(name, state.oldest_age_s)
+        seconds.add_metric(name, state.backlog_seconds)
+        rate.add_metric(name, state.drain_rate_per_s)
+        dlq.add_metric(name, state.dead_letters)
+        for cause in PAUSE_CAUSES:
+            paused.add_metric([state.workspace, cause], 1 if state.pause_cause == cause else 0)
+        remaining.add_metric(name, state.pause_remaining_s)
+    yield from (backlog, shard_backlog, oldest, seconds, rate, dlq, paused, remaining)

@@ -1,0 +1,307 @@
+"""Dead-letter operations against real Redis: filters, replay, purge, admin API and CLI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from service import keys
+from service.api.app import create_app
+from service.config import Settings
+from service.dead_letters import DeadLetter, DeadLetterStore
+from service.dlq import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
+from service.errors import InvalidJob
+from service.jobs import FIELD_OP, FIELD_V1, v1_job, v2_job
+from service.queue import Queue, connect_async
+from tests.support.http_server import serve_in_thread
+from tests.support.triggers import RecordingTriggers
+
+ADMIN = {"Authorization": "Bearer dev-admin-key"}
+NOW_MS = 1_800_000_000_000
+
+
+def _identify(person: str) -> DeadLetter:
+    job = v2_job(
+        {"type": "person", "action": "identify", "identifiers": {"id": person}, "attributes": {}}
+    )
+    return DeadLetter("v2", job.payload, "default:0:1-0", "invalid", "invalid", 400)
+
+
+def _event(
+    person: str, event_id: str, reason: str = "crash_loop", cls: str = "crash"
+) -> DeadLetter:
+    op = {
+        "type": "person",
+        "action": "event",
+        "identifiers": {"email": person},
+        "name": "bought",
+        "id": event_id,
+    }
+    return DeadLetter("v2", v2_job(op).payload, "default:1:2-0", reason, cls, dead_ms=NOW_MS)
+
+
+def _segment() -> DeadLetter:
+    job = v1_job(
+        "POST",
+        "/api/v1/segments/7/add_customers",
+        {"ids": ["a"]},
+        route="segment:7",
+        op_type="add_customers",
+    )
+    return DeadLetter("v1", job.payload, "default:2:3-0", "max_attempts", "transient", 503)
+
+
+@pytest.fixture
+def letters(redis_client: redis.Redis) -> list[DeadLetter]:
+    batch = [
+        _identify("p1"),
+        _identify("p2"),
+        _event("a@example.com", "01JABCDEFGHJKMNPQRSTVWXYZ0"),
+        _event(
+            "b@example.com", "01JABCDEFGHJKMNPQRSTVWXYZ1", reason="invalid_field", cls="partial"
+        ),
+        _segment(),
+    ]
+    DeadLetterStore(redis_client).add("default", batch)
+    return batch
+
+
+def _run(settings: Settings, work: Callable[[DeadLetterAdmin], Any]) -> Any:
+    async def main() -> Any:
+        client = connect_async(settings)
+        try:
+            return await work(DeadLetterAdmin(client, Queue(client, settings, None)))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        (DeadLetterFilter(), 5),
+        (DeadLetterFilter(reason="invalid"), 2),
+        (DeadLetterFilter(cls="partial"), 1),
+        (DeadLetterFilter(op_type="event"), 2),
+        (DeadLetterFilter(op_type="add_customers"), 1),
+        (DeadLetterFilter(person="p2"), 1),
+        (DeadLetterFilter(person="a@example.com"), 1),
+        (DeadLetterFilter(person="7"), 1),
+        (DeadLetterFilter(op_type="event", cls="crash"), 1),
+        (DeadLetterFilter(person="nobody"), 0),
+        (DeadLetterFilter(until_ms=1), 0),
+    ],
+)
+def test_filters_select_by_reason_class_op_person_and_time(
+    make_settings: Callable[..., Settings],
+    letters: list[DeadLetter],
+    flt: DeadLetterFilter,
+    expected: int,
+) -> None:
+    page = _run(make_settings(), lambda dlq: dlq.page("default", flt, limit=100))
+    assert len(page.letters) == expected
+
+
+def test_paging_walks_every_letter_once(
+    make_settings: Callable[..., Settings], letters: list[DeadLetter]
+) -> None:
+    settings = make_settings()
+    seen: list[str] = []
+    after = None
+    while True:
+        page = _run(
+            settings,
+            lambda dlq, after=after: dlq.page("default", DeadLetterFilter(), limit=2, after=after),
+        )
+        seen += [s.id for s in page.letters]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert len(seen) == len(set(seen)) == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1800000000000", 1_800_000_000_000),
+        ("2027-01-15T08:00:00Z", 1_800_000_000_000),
+        ("2027-01-15T09:00:00+01:00", 1_800_000_000_000),
+        ("2h", NOW_MS - 7_200_000),
+        ("30m", NOW_MS - 1_800_000),
+        ("7d", NOW_MS - 7 * 86_400_000),
+    ],
+)
+def test_time_forms(text: str, expected: int) -> None:
+    assert parse_time_ms(text, field_name="since", now_ms=NOW_MS) == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2027-01-15T08:00:00", "5w", ""])
+def test_bad_times_name_the_field(text: str) -> None:
+    with pytest.raises(InvalidJob) as info:
+        parse_time_ms(text, field_name="since", now_ms=NOW_MS)
+    assert info.value.errors[0].field == "since"
+
+
+def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, letters: list[DeadLetter]
+) -> None:
+    """Replay keeps payload bytes (event ids) and removes the letters in the same MULTI."""
+    settings = make_settings()
+    outcome = _run(settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=False))
+    assert (outcome.matched, outcome.done) == (5, 5)
+    assert redis_client.xlen(keys.dead_letters("default")) == 0
+    queued: list[bytes] = []
+    for shard in range(settings.shards):
+        for _, fields in redis_client.xrange(keys.shard_keys("default", shard).stream):
+            queued.append(fields.get(FIELD_OP) or fields[FIELD_V1])
+    assert sorted(queued) == sorted(letter.payload for letter in letters)
+
+
+def test_dry_runs_change_nothing(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, letters: list[DeadLetter]
+) -> None:
+    settings = make_settings()
+    replay = _run(settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=True))
+    purge = _run(settings, lambda dlq: dlq.purge("default", DeadLetterFilter(), dry_run=True))
+    assert (replay.matched, replay.done, purge.matched, purge.done) == (5, 0, 5, 0)
+    assert redis_client.xlen(keys.dead_letters("default")) == 5
+    assert not any(
+        redis_client.exists(keys.shard_keys("default", s).stream) for s in range(settings.shards)
+    )
+
+
+def test_purge_with_filter_removes_only_matches(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, letters: list[DeadLetter]
+) -> None:
+    settings = make_settings()
+    outcome = _run(
+        settings,
+        lambda dlq: dlq.purge("default", DeadLetterFilter(reason="invalid"), dry_run=False),
+    )
+    assert (outcome.matched, outcome.done) == (2, 2)
+    left = _run(settings, lambda dlq: dlq.page("default", DeadLetterFilter(), limit=10))
+    assert sorted(s.letter.reason for s in left.letters) == [
+        "crash_loop",
+        "invalid_field",
+        "max_attempts",
+    ]
+
+
+@pytest.fixture
+def admin(make_settings: Callable[..., Settings]) -> Iterator[httpx.Client]:
+    app = create_app(make_settings(), triggers=RecordingTriggers())
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        yield client
+
+
+BASE = "/admin/v1/workspaces/default/dead-letters"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/admin/v1/workspaces"),
+        ("GET", BASE),
+        ("GET", f"{BASE}/summary"),
+        ("GET", f"{BASE}/1-0"),
+        ("POST", f"{BASE}/replay"),
+        ("POST", f"{BASE}/purge"),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer dev-ingest-key"}, {"Authorization": "Bearer nope"}],
+    ids=["none", "ingest-key", "wrong-key"],
+)
+def test_admin_routes_need_an_admin_key(
+    admin: httpx.Client, method: str, path: str, headers: dict[str, str]
+) -> None:
+    r = admin.request(method, path, headers=headers, json={"all": True})
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["field"] == "authorization"
+
+
+def test_admin_list_show_summary_and_purge(
+    admin: httpx.Client, redis_client: redis.Redis, letters: list[DeadLetter]
+) -> None:
+    listed = admin.get(BASE, params={"op_type": "event"}, headers=ADMIN).json()
+    assert [d["op_type"] for d in listed["dead_letters"]] == ["event", "event"]
+    first = listed["dead_letters"][0]
+    assert first["payload"]["id"] == "01JABCDEFGHJKMNPQRSTVWXYZ0"
+    shown = admin.get(f"{BASE}/{first['id']}", headers=ADMIN).json()
+    assert shown == first
+    summary = admin.get(f"{BASE}/summary", headers=ADMIN).json()
+    assert summary == {
+        "size": 5,
+        "by_reason": {"invalid": 2, "crash_loop": 1, "invalid_field": 1, "max_attempts": 1},
+    }
+    r = admin.post(f"{BASE}/purge", headers=ADMIN, json={"class": "partial"})
+    assert r.json() == {"matched": 1, "purged": 1, "dry_run": False}
+    assert redis_client.xlen(keys.dead_letters("default")) == 4
+    workspaces = admin.get("/admin/v1/workspaces", headers=ADMIN).json()
+    assert workspaces == {
+        "workspaces": [{"name": "default", "site_id": "dev-site", "dead_letters": 4}]
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field", "status"),
+    [
+        ("POST", f"{BASE}/replay", {}, "filter", 400),
+        ("POST", f"{BASE}/purge", {"dry_run": "yes"}, "dry_run", 400),
+        ("POST", f"{BASE}/purge", {"colour": "red"}, "colour", 400),
+        ("POST", f"{BASE}/purge", {"ids": ["abc"]}, "ids", 400),
+        ("POST", f"{BASE}/purge", {"since": "last week"}, "since", 400),
+        ("GET", f"{BASE}?limit=0", None, "limit", 400),
+        ("GET", f"{BASE}/1-0", None, "id", 404),
+        ("GET", "/admin/v1/workspaces/nope/dead-letters", None, "workspace", 404),
+    ],
+)
+def test_admin_bad_requests_name_the_field(
+    admin: httpx.Client, method: str, path: str, body: Any, field: str, status: int
+) -> None:
+    r = admin.request(method, path, headers=ADMIN, json=body)
+    assert r.status_code == status
+    assert r.json()["errors"][0]["field"] == field
+
+
+def test_cli_list_show_replay_purge(
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    redis_client: redis.Redis,
+    letters: list[DeadLetter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cioq.cli import app
+
+    monkeypatch.setenv("CIOQ_REDIS_URL", redis_url)
+    monkeypatch.setenv("CIOQ_SHARDS", "4")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["dlq", "list", "--json", "--reason", "invalid"])
+    assert listed.exit_code == 0, listed.output
+    rows = [orjson.loads(line) for line in listed.output.splitlines()]
+    assert [r["payload"]["identifiers"]["id"] for r in rows] == ["p1", "p2"]
+    table = runner.invoke(app, ["dlq", "list"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "crash_loop" in table.output and "add_customers" in table.output
+    shown = runner.invoke(app, ["dlq", "show", rows[0]["id"]])
+    assert shown.exit_code == 0 and '"p1"' in shown.output
+    refused = runner.invoke(app, ["dlq", "purge"])
+    assert refused.exit_code == 2 and "--all" in refused.output
+    dry = runner.invoke(app, ["dlq", "purge", "--class", "crash", "--dry-run"])
+    assert dry.exit_code == 0 and "1 matched; dry run" in dry.output
+    assert redis_client.xlen(keys.dead_letters("default")) == 5
+    purged = runner.invoke(app, ["dlq", "purge", "--op", "add_customers"])
+    assert purged.exit_code == 0 and "1 matched, 1 purged" in purged.output
+    replayed = runner.invoke(app, ["dlq", "replay", rows[0]["id"], rows[1]["id"]])
+    assert replayed.exit_code == 0 and "2 matched, 2 replayed" in replayed.output
+    assert redis_client.xlen(keys.dead_letters("default")) == 2
+    unknown = runner.invoke(app, ["dlq", "list", "-w", "nope"])
+    assert unknown.exit_code == 2 and "nope" in unknown.output
