@@ -114,12 +114,6 @@ BISECT_REQUESTS = Counter(
     ["workspace"],
     namespace=NAMESPACE,
 )
-OPS_COALESCED = Counter(
-    "ops_coalesced",
-    "Identify ops merged into an earlier identify of the same person and batch (ops saved).",
-    ["workspace"],
-    namespace=NAMESPACE,
-)
 DEAD_LETTERS = Counter(
     "dead_letters",
     "Jobs moved to the dead-letter stream, by reason.",
@@ -218,10 +212,6 @@ def retry_scheduled(workspace: str, status_class: str) -> None:
 
 def bisect_request(workspace: str) -> None:
     BISECT_REQUESTS.labels(workspace).inc()
-
-
-def ops_coalesced(workspace: str, saved: int) -> None:
-    OPS_COALESCED.labels(workspace).inc(saved)
 
 
 def dead_lettered(workspace: str, reasons: Iterable[str]) -> None:

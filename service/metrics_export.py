@@ -26,6 +26,9 @@ from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from service.config import Settings
+from service.metrics_queue import QueueStateCollector, metrics_redis
+
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -39,7 +42,7 @@ def use_multiprocess(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)  # values of a previous run would be added up
     path.mkdir(parents=True, exist_ok=True)
     os.environ[ENV_DIR] = str(path)
-    values.ValueClass = values.get_value_class()
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
 def mark_process_dead(pid: int) -> None:
@@ -48,7 +51,7 @@ def mark_process_dead(pid: int) -> None:
     if path:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, path)
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 class _Delegate(Collector):
@@ -69,7 +72,7 @@ def process_registry(*extra: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     path = os.environ.get(ENV_DIR)
     if path:
-        MultiProcessCollector(registry, path)
+        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     else:
         registry.register(_Delegate(REGISTRY))
     for collector in extra:
@@ -90,3 +93,17 @@ async def metrics_asgi(registry: CollectorRegistry, send: Any) -> None:
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class ApiMetrics:
+    """The api's ``/metrics``: its own counters plus the queue state read from Redis."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.redis = metrics_redis(settings)
+        self.registry = process_registry(QueueStateCollector(settings, self.redis))
+
+    async def serve(self, send: Any) -> None:
+        await metrics_asgi(self.registry, send)
+
+    def close(self) -> None:
+        self.redis.close()

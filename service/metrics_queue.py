@@ -43,23 +43,29 @@ def record_drained(
     client: redis.Redis,
     workspace: str,
     count: int,
+    settings: Settings,
     *,
-    window_s: int,
     now_s: float | None = None,
 ) -> None:
-    """Add `count` resolved jobs to the workspace's per-second drain counts."""
+    """Add `count` resolved jobs to the workspace's per-second drain counts.
+
+    The jobs are already resolved when this runs, so a failure here only costs
+    accuracy of the rate: it is logged, never raised into the drain.
+    """
+    window_s = settings.drain_rate_window_s
     second = int(time.time() if now_s is None else now_s)
     key = keys.drain_rate(workspace)
     pipe = client.pipeline(transaction=True)
     pipe.zincrby(key, count, _bucket(second))
     pipe.zremrangebylex(key, "-", "(" + _bucket(second - window_s))
     pipe.expire(key, 2 * window_s)
-    pipe.execute()
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not record the drain rate of %s: %s", workspace, exc)
 
 
-def drain_rate_per_s(
-    buckets: list[tuple[bytes, float]], *, now_s: float, window_s: int
-) -> float:
+def drain_rate_per_s(buckets: list[tuple[bytes, float]], *, now_s: float, window_s: int) -> float:
     """Mean jobs drained per second over the `window_s` seconds before `now_s`."""
     first = int(now_s) - window_s
     total = sum(count for second, count in buckets if int(second) >= first)

@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from service import keys
+from service import keys, metrics
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.jobs import Job, shard_for
@@ -73,6 +73,7 @@ class Queue:
         if dead_letter_ids:
             pipe.xdel(keys.dead_letters(workspace), *dead_letter_ids)
         results = await self._execute(pipe)
+        metrics.jobs_accepted(workspace, jobs)
         await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
         return list(results[: len(jobs)])
 
@@ -102,6 +103,7 @@ class Queue:
                         continue
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
+        metrics.jobs_accepted(workspace, jobs)
         await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
         return None
 

@@ -240,3 +240,20 @@ def test_batch_over_the_request_cap_is_413(
         "limit": 5_000_000,
     }
     assert queued(redis_client) == []
+
+
+def test_key_reused_for_another_request_is_422(
+    api: httpx.Client, redis_client: redis.Redis
+) -> None:
+    """A key names one request: another body or path under it is refused, not replayed."""
+    headers = {"Idempotency-Key": "once"}
+    assert api.put("/api/v1/customers/1", json={"a": 1}, headers=headers).status_code == 200
+    for method, path, body in [
+        ("PUT", "/api/v1/customers/1", {"a": 2}),
+        ("PUT", "/api/v1/customers/2", {"a": 1}),
+        ("POST", "/api/v1/customers/1/events", {"name": "a"}),
+    ]:
+        r = api.request(method, path, json=body, headers=headers)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["errors"][0]["rule"] == "reused"
+    assert len(queued(redis_client)) == 1

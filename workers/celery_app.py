@@ -16,6 +16,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
+from service import metrics
 from service.cio_client import TrackClient
 from service.config import Settings
 from service.dead_letters import DeadLetterStore
@@ -76,6 +77,7 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=DRAIN_TASK, ignore_result=True)
     def drain(workspace: str, shard: int) -> dict[str, Any]:
         report = runtime.drainer().drain(workspace, int(shard))
+        metrics.drain_finished(workspace, report.stopped)
         if report.requests or report.dead_lettered:
             log.info(
                 "drained %s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from service import keys
+from service import keys, metrics
 from service.backoff import backoff_ms
 from service.cio_client import TrackClient
 from service.coalesce import coalesce_batch
@@ -197,6 +197,7 @@ class Drainer:
                 or s.throttle_pause_ms
             )
             self.store.pause(shard.workspace, cause="throttle", duration_ms=wait_ms)
+            metrics.paused(shard.workspace, "throttle")
             self.store.clear_inflight(shard)
             report.stopped, report.retrigger_s = "throttled", wait_ms / 1000
             return
@@ -212,6 +213,7 @@ class Drainer:
             self.store.pause(
                 shard.workspace, cause=f"setup:{outcome.status}", duration_ms=s.setup_pause_ms
             )
+            metrics.paused(shard.workspace, "setup")
             self.store.clear_inflight(shard)
             report.stopped, report.retrigger_s = "setup", s.setup_pause_ms / 1000
             return
@@ -240,6 +242,7 @@ class Drainer:
             delivery.exhausted(send, reason="max_age" if too_old else "max_attempts")
             report.stopped, report.retrigger_s = "exhausted", 0.0
             return
+        metrics.retry_scheduled(shard.workspace, outcome.status_class)
         report.stopped, report.retrigger_s = "backoff", wait_ms / 1000
 
     def _retrigger(self, report: DrainReport) -> None:

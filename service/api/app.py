@@ -10,10 +10,13 @@ Start-up refuses a Redis that cannot keep the durability promise (`service.redis
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from service import metrics
+from service.api import openapi
 from service.api.admin import Admin
 from service.api.auth import Authenticator
 from service.api.http import (
@@ -36,11 +39,15 @@ from service.backpressure import Backpressure
 from service.config import Settings
 from service.dlq import DeadLetterAdmin
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
+from service.metrics_export import ApiMetrics
 from service.queue import Queue, connect_async
 from service.redis_checks import check_async
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.api")
+
+#: Where `_dispatch` leaves the matched route's name, for the request metrics.
+ROUTE_SCOPE_KEY = "cioq.route"
 
 UNAUTHORIZED = error_response(
     401,
@@ -79,14 +86,17 @@ class IngestApp:
         self.ingest = Ingest(self.queue, settings)
         self.backpressure = Backpressure(self.redis, settings)
         self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
+        self.metrics = ApiMetrics(settings)
         self.router = Router(
             [
                 Route("GET", ("healthz",), "healthz", self.healthz, auth="public"),
                 Route("GET", ("readyz",), "readyz", self.readyz, auth="public"),
+                Route("GET", ("openapi.json",), "openapi", self.openapi_json, auth="public"),
                 *self.ingest.routes(),
                 *self.admin.routes(),
             ]
         )
+        self._openapi = json_response(200, openapi.document(self.router.routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -94,13 +104,20 @@ class IngestApp:
             return
         if scope["type"] != "http":
             return
+        if scope["path"] == "/metrics" and scope["method"] == "GET":
+            await self.metrics.serve(send)
+            return
+        started_s = time.perf_counter()
         response = await self._dispatch(scope, receive)
+        route = scope.get(ROUTE_SCOPE_KEY, "unmatched")
+        metrics.observe_ingest(route, response.status, time.perf_counter() - started_s)
         await send_response(send, response)
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         method: str = scope["method"]
         segments = split_path(scope.get("raw_path") or scope["path"].encode())
         route, params, path_found = self.router.match(method, segments)
+        scope[ROUTE_SCOPE_KEY] = route.name if route else "unmatched"
         if route is None:
             status = 405 if path_found else 404
             rule = "method" if path_found else "path"
@@ -152,6 +169,9 @@ class IngestApp:
     async def healthz(self, request: Request, workspace: Any) -> Response:
         return json_response(200, {"status": "ok"})
 
+    async def openapi_json(self, request: Request, workspace: Any) -> Response:
+        return self._openapi
+
     async def readyz(self, request: Request, workspace: Any) -> Response:
         if await self.queue.ping():
             return json_response(200, {"status": "ready"})
@@ -175,6 +195,7 @@ class IngestApp:
                 return
 
     async def aclose(self) -> None:
+        self.metrics.close()
         if self._own_redis:
             await self.redis.aclose()
         if self._own_triggers:

@@ -4,17 +4,20 @@ The first answer is written in the same Redis transaction as the request's jobs 
 `Queue.enqueue_once`), so "stored" and "remembered" cannot disagree: a repeat either
 finds the answer, or the first request stored nothing and the repeat is a first try.
 Only accepted requests are remembered; a refused or unstored one may be sent again.
+A key is one request: reused for a different method, path or body it is refused with 422,
+as the IETF Idempotency-Key draft says, instead of answering for a request never stored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 
 import orjson
 
 from service import keys
-from service.api.http import Response
+from service.api.http import Request, Response
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job
@@ -57,12 +60,32 @@ def key_of(header: str | None) -> str | None:
     return header
 
 
-def _encode(answer: Response) -> bytes:
-    return orjson.dumps({"status": answer.status, "body": answer.body.decode()})
+def fingerprint(req: Request) -> str:
+    """What makes two requests the same request: method, path, query and body bytes."""
+    digest = hashlib.sha256()
+    for part in (req.method, req.raw_path, req.query):
+        digest.update(part.encode("latin-1") + b"\0")
+    digest.update(req.body)
+    return digest.hexdigest()
 
 
-def _decode(stored: bytes) -> Response:
+def _encode(answer: Response, request: str) -> bytes:
+    return orjson.dumps({"status": answer.status, "body": answer.body.decode(), "request": request})
+
+
+def _replay(stored: bytes, request: str) -> Response:
     data = orjson.loads(stored)
+    if data.get("request") != request:
+        raise InvalidJob(
+            [
+                FieldError(
+                    "Idempotency-Key",
+                    "reused",
+                    "this Idempotency-Key was already used for a different request",
+                )
+            ],
+            status=422,
+        )
     return Response(int(data["status"]), str(data["body"]).encode(), (REPLAYED,))
 
 
@@ -74,14 +97,15 @@ class Idempotency:
         self.window_ms = int(settings.idempotency_window_s * 1000)
 
     async def store(
-        self, ws: Workspace, key: str, jobs: Sequence[Job], answer: Response
+        self, req: Request, ws: Workspace, key: str, jobs: Sequence[Job], answer: Response
     ) -> Response:
         """`answer` once the jobs are stored; the first request's answer on a repeat."""
+        request = fingerprint(req)
         first = await self.queue.enqueue_once(
             ws.name,
             jobs,
             key=keys.idempotency(ws.name, key),
-            answer=_encode(answer),
+            answer=_encode(answer, request),
             window_ms=self.window_ms,
         )
-        return answer if first is None else _decode(first)
+        return answer if first is None else _replay(first, request)

@@ -233,6 +233,6 @@ class Ingest:
     ) -> Response:
         key = idempotency.key_of(req.header(idempotency.HEADER))
         if key is not None:
-            return await self.idempotency.store(ws, key, jobs, answer)
+            return await self.idempotency.store(req, ws, key, jobs, answer)
         await self.queue.enqueue(ws.name, jobs)
         return answer

@@ -1,0 +1,38 @@
+"""One benchmark figure: a measured value, its baseline from the same run, and the goal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline_name: str
+    baseline: float
+    goal: str
+    met: bool
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else float("inf")
+
+    def row(self) -> str:
+        status = "met" if self.met else "NOT met"
+        return (
+            f"| {self.name} | {_fmt(self.value)} {self.unit} | {self.baseline_name}: "
+            f"{_fmt(self.baseline)} {self.unit} | {self.ratio:.2f}x | {self.goal} | {status} |"
+            + (f" {self.note}" if self.note else "")
+        )
+
+
+HEADER = (
+    "| figure | cioq | baseline (same run) | ratio | goal | result |\n|---|---|---|---|---|---|"
+)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"

@@ -1,0 +1,108 @@
+"""Ingest figures: single-op requests and 1,000-op v2 batches, cioq's api vs the bare app."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.figures import Figure
+from bench.loadgen import LoadResult, build_request, run_load
+from bench.stack import AUTH_HEADER, BenchStack
+
+PAD = "p" * 330  # ops of ~500 bytes once stored
+
+
+def bulk_op(i: int) -> dict[str, Any]:
+    return {
+        "type": "person",
+        "action": "event",
+        "identifiers": {"id": f"person-{i % 5000}"},
+        "name": "bulk",
+        "attributes": {"n": i, "pad": PAD},
+    }
+
+
+def _single(port: int) -> Any:
+    headers = {"authorization": AUTH_HEADER, "content-type": "application/json"}
+
+    def make(n: int) -> bytes:
+        body = orjson.dumps({"name": "signed_up", "data": {"plan": "pro", "n": n}})
+        path = f"/api/v1/customers/person-{n % 10000}/events"
+        return build_request("POST", path, body, port=port, headers=headers)
+
+    return make
+
+
+def _bulk(port: int, ops_per_body: int) -> Any:
+    headers = {"authorization": AUTH_HEADER, "content-type": "application/json"}
+    bodies = [
+        build_request(
+            "POST",
+            "/api/v2/batch",
+            orjson.dumps({"batch": [bulk_op(k * ops_per_body + i) for i in range(ops_per_body)]}),
+            port=port,
+            headers=headers,
+        )
+        for k in range(8)
+    ]
+    return lambda n: bodies[n % len(bodies)]
+
+
+def _best(port: int, make: Any, *, connections: int, duration_s: float, rounds: int) -> LoadResult:
+    asyncio.run(run_load(port, make, connections=connections, duration_s=1.0))  # warm-up
+    results = [
+        asyncio.run(run_load(port, make, connections=connections, duration_s=duration_s))
+        for _ in range(rounds)
+    ]
+    for r in results:
+        if r.errors:
+            raise RuntimeError(f"load got errors: {r.statuses}")
+    return max(results, key=lambda r: r.rate_per_s)
+
+
+def run(tmp: Path, *, quick: bool) -> list[Figure]:
+    duration_s = 4.0 if quick else 12.0
+    rounds = 1 if quick else 2
+    stack = BenchStack(tmp / "ingest")
+    try:
+        stack.start_sandbox()
+        api_port = stack.start_api()
+        bare_port = stack.start_bare_app()
+        single = {
+            name: _best(port, _single(port), connections=16, duration_s=duration_s, rounds=rounds)
+            for name, port in (("bare", bare_port), ("cioq", api_port))
+        }
+        ops = 1000
+        bulk = {
+            name: _best(port, _bulk(port, ops), connections=2, duration_s=duration_s, rounds=rounds)
+            for name, port in (("bare", bare_port), ("cioq", api_port))
+        }
+    finally:
+        stack.close()
+    single_ratio = single["cioq"].rate_per_s / single["bare"].rate_per_s
+    cioq_bulk = bulk["cioq"].rate_per_s * ops
+    return [
+        Figure(
+            "ingest single-op",
+            single["cioq"].rate_per_s,
+            "req/s",
+            "bare ASGI+XADD",
+            single["bare"].rate_per_s,
+            "ratio >= 0.8x",
+            single_ratio >= 0.8,
+            f"p99 {single['cioq'].percentile_s(0.99) * 1000:.1f} ms vs "
+            f"{single['bare'].percentile_s(0.99) * 1000:.1f} ms",
+        ),
+        Figure(
+            "ingest bulk (1,000-op v2 batches)",
+            cioq_bulk,
+            "ops/s",
+            "bare ASGI+XADD",
+            bulk["bare"].rate_per_s * ops,
+            ">= 50,000 ops/s",
+            cioq_bulk >= 50_000,
+        ),
+    ]

@@ -1,0 +1,367 @@
+"""The OpenAPI 3.1 document of the API, built from the Router's route table.
+
+Paths, methods, path parameters and security come from the `Route` objects themselves,
+so a route cannot exist without appearing here. What a table cannot know (summaries,
+body schemas, the success answer) is looked up by route name in `OPERATIONS`; a route
+missing from it is still documented, with a generic body and answer, rather than left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from service.api.http import Route
+from service.api.idempotency import MAX_KEY_CHARS
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(required: tuple[str, ...] = (), /, **properties: Schema) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+_STR: Schema = {"type": "string"}
+_INT: Schema = {"type": "integer"}
+_OBJECT: Schema = {"type": "object"}
+_SECONDS: Schema = {"type": "integer", "description": "Unix time in seconds"}
+_ANY_ID: Schema = {"type": ["string", "integer"]}
+_ONE_IDENTIFIER: Schema = {
+    "type": "object",
+    "properties": {"id": _ANY_ID, "email": _STR, "cio_id": _STR},
+    "minProperties": 1,
+    "maxProperties": 1,
+}
+_V1_EVENT = _obj(
+    ("name",),
+    name=_STR,
+    id={"type": "string", "description": "a ULID; Customer.io drops repeats"},
+    type={"enum": ["event", "page", "screen"]},
+    timestamp=_SECONDS,
+    data=_OBJECT,
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "FieldError": _obj(
+        ("field", "rule", "message"),
+        field=_STR,
+        rule=_STR,
+        message=_STR,
+        limit={"type": ["integer", "string"]},
+        actual={"type": ["integer", "string"]},
+    ),
+    "Error": {
+        **_obj(
+            ("errors",),
+            errors={"type": "array", "items": _ref("FieldError")},
+            meta=_obj(error=_STR),
+        ),
+        "description": "Every 4xx/5xx body; each error names a field and the rule it broke",
+    },
+    "Accepted": {
+        "type": "object",
+        "maxProperties": 0,
+        "description": "{} once every job of the request is stored",
+    },
+    "V1Event": _V1_EVENT,
+    "V1AnonymousEvent": {
+        **_V1_EVENT,
+        "properties": {**_V1_EVENT["properties"], "anonymous_id": _STR},
+    },
+    "V2Operation": {
+        **_obj(
+            ("type", "action"),
+            type={"enum": ["person", "object", "delivery"]},
+            action=_STR,
+            identifiers=_OBJECT,
+            attributes=_OBJECT,
+            timestamp=_SECONDS,
+        ),
+        "description": "One v2 operation, as Customer.io's /api/v2/entity takes it",
+    },
+}
+
+_ERRORS: dict[int, str] = {
+    400: "the request breaks a documented rule; nothing was queued",
+    401: "no valid key for this route",
+    404: "no such resource",
+    413: "the body is over CIOQ_MAX_REQUEST_BYTES",
+    422: "the Idempotency-Key was already used for a different request",
+    503: "the queue is unavailable or full; nothing was queued, retry after Retry-After",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What the route table cannot say about one route."""
+
+    summary: str
+    body: Schema | None = None
+    body_required: bool = False
+    status: int = 200
+    answer: Schema | None = None
+    query: tuple[tuple[str, Schema], ...] = ()
+    errors: tuple[int, ...] = (400, 401, 413, 503)
+    #: Other answers with a body of their own shape, e.g. readyz's 503.
+    also: tuple[tuple[int, Schema], ...] = ()
+
+
+_DELIVERY_EVENT = _obj(
+    ("delivery_id", "event", "device_id"),
+    delivery_id=_STR,
+    event={"enum": ["opened", "converted", "delivered"]},
+    device_id=_STR,
+    timestamp=_SECONDS,
+)
+_METRIC = _obj(
+    ("delivery_id", "metric"),
+    delivery_id=_STR,
+    metric=_STR,
+    timestamp=_SECONDS,
+    recipient=_ANY_ID,
+    reason=_STR,
+    href=_STR,
+)
+_DLQ_SELECTION = _obj(
+    ids={"type": "array", "items": _STR},
+    all={"type": "boolean"},
+    dry_run={"type": "boolean"},
+    reason=_STR,
+    op_type=_STR,
+    person=_STR,
+    since=_STR,
+    until=_STR,
+    **{"class": _STR},
+)
+_DLQ_OUTCOME = _obj(("matched", "dry_run"), matched=_INT, dry_run={"type": "boolean"})
+_NO_BODY: Schema = {"type": "object", "description": "ignored; the official SDK sends {}"}
+
+OPERATIONS: dict[str, Operation] = {
+    "healthz": Operation("The process is up", answer=_obj(status=_STR), errors=(413,)),
+    "readyz": Operation(
+        "Redis answers",
+        answer=_obj(status=_STR),
+        errors=(413,),
+        also=((503, _obj(status=_STR)),),
+    ),
+    "openapi": Operation("This document", answer=_OBJECT, errors=(413,)),
+    "v1.identify": Operation(
+        "Add or update a person (v2 person identify)",
+        {"type": "object", "description": "attributes at the top level"},
+    ),
+    "v1.delete": Operation("Delete a person", _NO_BODY),
+    "v1.track": Operation("Track a person's event, page or screen", _ref("V1Event"), True),
+    "v1.add_device": Operation(
+        "Add or update a person's device",
+        _obj(
+            ("device",),
+            device=_obj(
+                ("id",),
+                id=_STR,
+                platform={"enum": ["ios", "android"]},
+                last_used=_SECONDS,
+                attributes=_OBJECT,
+            ),
+        ),
+        True,
+    ),
+    "v1.delete_device": Operation("Delete a person's device", _NO_BODY),
+    "v1.suppress": Operation("Suppress a person", _NO_BODY),
+    "v1.unsuppress": Operation("Unsuppress a person", _NO_BODY),
+    "v1.track_anonymous": Operation(
+        "Track an anonymous or invite event", _ref("V1AnonymousEvent"), True
+    ),
+    "v1.merge": Operation(
+        "Merge two people",
+        _obj(("primary", "secondary"), primary=_ONE_IDENTIFIER, secondary=_ONE_IDENTIFIER),
+        True,
+    ),
+    "v1.segment_add": Operation(
+        "Add people to a manual segment (forwarded to v1)",
+        _obj(("ids",), ids={"type": "array", "items": _ANY_ID, "minItems": 1, "maxItems": 1000}),
+        True,
+        query=(("id_type", {"enum": ["id", "email", "cio_id"]}),),
+    ),
+    "v1.segment_remove": Operation(
+        "Remove people from a manual segment (forwarded to v1)",
+        _obj(("ids",), ids={"type": "array", "items": _ANY_ID, "minItems": 1, "maxItems": 1000}),
+        True,
+        query=(("id_type", {"enum": ["id", "email", "cio_id"]}),),
+    ),
+    "v1.form": Operation(
+        "Submit a form (forwarded to v1)", _obj(("data",), data=_OBJECT), True, status=204
+    ),
+    "v1.unsubscribe": Operation(
+        "Unsubscribe from a delivery (forwarded to v1)",
+        _obj(("unsubscribe",), unsubscribe={"type": "boolean"}),
+        True,
+    ),
+    "v1.push_event": Operation("Report a push event (v2 delivery event)", _DELIVERY_EVENT, True),
+    "v1.metric": Operation("Report a delivery metric", _METRIC, True),
+    "v1.region": Operation(
+        "The caller's region: url is this cioq, not Customer.io",
+        answer=_obj(
+            ("url", "region", "environment_id"),
+            url=_STR,
+            region={"enum": ["us", "eu"]},
+            environment_id={"type": ["integer", "null"]},
+        ),
+        errors=(401, 413),
+    ),
+    "v2.entity": Operation("One v2 operation", _ref("V2Operation"), True),
+    "v2.batch": Operation(
+        "v2 operations; bodies past 500 kB are accepted and re-packed",
+        _obj(("batch",), batch={"type": "array", "items": _ref("V2Operation"), "minItems": 1}),
+        True,
+    ),
+    "admin.workspaces": Operation("Workspaces and their dead-letter counts", answer=_OBJECT),
+    "admin.dlq_list": Operation(
+        "A page of dead letters",
+        answer=_obj(("dead_letters",), dead_letters={"type": "array", "items": _OBJECT}),
+        query=(("limit", _STR), ("after", _STR)),
+        errors=(400, 401, 404, 413, 503),
+    ),
+    "admin.dlq_summary": Operation(
+        "Dead letters by reason", answer=_OBJECT, errors=(400, 401, 404, 413, 503)
+    ),
+    "admin.dlq_show": Operation(
+        "One dead letter", answer=_OBJECT, errors=(400, 401, 404, 413, 503)
+    ),
+    "admin.dlq_replay": Operation(
+        "Queue dead letters again",
+        _DLQ_SELECTION,
+        True,
+        answer=_DLQ_OUTCOME,
+        errors=(400, 401, 404, 413, 503),
+    ),
+    "admin.dlq_purge": Operation(
+        "Delete dead letters",
+        _DLQ_SELECTION,
+        True,
+        answer=_DLQ_OUTCOME,
+        errors=(400, 401, 404, 413, 503),
+    ),
+}
+
+_SECURITY_SCHEMES: dict[str, Schema] = {
+    "ingestBasic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "user: any (the SDKs send the site id); password: an ingest key",
+    },
+    "ingestBearer": {"type": "http", "scheme": "bearer", "description": "an ingest key"},
+    "adminBasic": {"type": "http", "scheme": "basic", "description": "password: an admin key"},
+    "adminBearer": {"type": "http", "scheme": "bearer", "description": "an admin key"},
+}
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "ingest": [{"ingestBasic": []}, {"ingestBearer": []}],
+    "admin": [{"adminBasic": []}, {"adminBearer": []}],
+    "public": [],
+}
+_IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "a repeat within the window gets the first answer; nothing is queued",
+    "schema": {"type": "string", "pattern": "^[!-~]+$", "maxLength": MAX_KEY_CHARS},
+}
+
+
+def path_of(route: Route) -> str:
+    return "/" + "/".join(route.pattern)
+
+
+def _generic(route: Route) -> Operation:
+    body = None if route.method in ("GET", "DELETE") else _OBJECT
+    return Operation(route.name, body, answer=_OBJECT, errors=(400, 401, 404, 413, 503))
+
+
+def _responses(op: Operation, writes: bool) -> dict[str, Any]:
+    success: dict[str, Any] = {"description": op.summary}
+    if op.status != 204:
+        success["content"] = {JSON: {"schema": op.answer or _ref("Accepted")}}
+    if writes:
+        success["headers"] = {
+            "Idempotent-Replayed": {
+                "description": "true when this is the stored answer to an earlier request",
+                "schema": {"enum": ["true"]},
+            }
+        }
+    out: dict[str, Any] = {str(op.status): success}
+    for status in (*op.errors, *((422,) if writes else ())):
+        error: dict[str, Any] = {
+            "description": _ERRORS[status],
+            "content": {JSON: {"schema": _ref("Error")}},
+        }
+        out[str(status)] = error
+    for status, schema in op.also:
+        out[str(status)] = {"description": _ERRORS[status], "content": {JSON: {"schema": schema}}}
+    if "503" in out:
+        out["503"]["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    return out
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op = OPERATIONS.get(route.name) or _generic(route)
+    writes = route.auth == "ingest" and op.body is not None
+    parameters: list[Schema] = [
+        {
+            "name": p[1:-1],
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1},
+        }
+        for p in route.pattern
+        if p.startswith("{")
+    ]
+    parameters.extend(
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in op.query
+    )
+    if writes:
+        parameters.append(_IDEMPOTENCY_KEY)
+    out: dict[str, Any] = {
+        "operationId": route.name,
+        "summary": op.summary,
+        "security": _SECURITY.get(route.auth, _SECURITY["ingest"]),
+        "responses": _responses(op, writes),
+    }
+    if parameters:
+        out["parameters"] = parameters
+    if op.body is not None:
+        out["requestBody"] = {"required": op.body_required, "content": {JSON: {"schema": op.body}}}
+    return out
+
+
+def _version() -> str:
+    try:
+        return version("cioq")
+    except PackageNotFoundError:
+        return "0"
+
+
+def document(routes: list[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document describing exactly `routes`."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(path_of(route), {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cioq",
+            "version": _version(),
+            "description": "A durable queue in front of Customer.io's Track API: same paths, "
+            "bodies and auth; 2xx means stored, delivery follows.",
+        },
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": _SECURITY_SCHEMES},
+    }

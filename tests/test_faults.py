@@ -1,0 +1,315 @@
+"""Delivery semantics with real processes: sandbox faults, kills, SIGTERM, DLQ round trip.
+
+Each test runs its own redis-server, sandbox, api, sweeper and Celery workers, injects a
+fault at the sandbox, and checks at the sandbox and in Redis what cioq made of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service import keys
+from tests.support.load import produce, seq_of
+from tests.support.processes import wait_until
+from tests.support.stack import API_KEY, INGEST_KEY, SITE_ID, Stack
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "faults-admin-key"
+DLQ = keys.dead_letters("default")
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Any]:
+    stacks: list[Stack] = []
+
+    def build(**settings: Any) -> Stack:
+        stack = Stack(tmp_path / f"s{len(stacks)}", admin_keys=ADMIN_KEY, **settings)
+        stacks.append(stack)
+        stack.start_api()
+        stack.start_sweeper()
+        return stack
+
+    try:
+        yield build
+    except BaseException:
+        for stack in stacks:
+            print(stack.logs())
+        raise
+    finally:
+        for stack in stacks:
+            stack.close()
+
+
+def _faults(stack: Stack, **config: Any) -> None:
+    with stack.sandbox_client() as sandbox:
+        sandbox.post("/_sandbox/faults", json=config).raise_for_status()
+
+
+def _ops(person: str, count: int, poison: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    ops = []
+    for seq in range(count):
+        attributes: dict[str, Any] = {"seq": seq}
+        if poison and seq in poison:
+            attributes["sandbox_poison"] = poison[seq]
+        ops.append(
+            {
+                "type": "person",
+                "action": "identify",
+                "identifiers": {"id": person},
+                "attributes": attributes,
+            }
+        )
+    return ops
+
+
+def _post_batch(stack: Stack, ops: list[dict[str, Any]]) -> None:
+    r = httpx.post(
+        f"{stack.api_url}/api/v2/batch",
+        json={"batch": ops},
+        auth=(SITE_ID, INGEST_KEY),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
+def _seqs(stack: Stack, person: str) -> list[int]:
+    return [
+        seq
+        for p, seq in (seq_of(r["op"]) for r in stack.received() if r["kind"] == "v2")
+        if p == person
+    ]
+
+
+def _admin(stack: Stack) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{stack.api_url}/admin/v1/workspaces/default/dead-letters",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        timeout=30,
+    )
+
+
+def test_207_and_400_dead_letter_only_the_named_ops_then_replay_round_trip(make_stack: Any) -> None:
+    """207 naming 3 of 1,000 → those 3 dead; 400 from 2 poison of 1,000 → bisected to 2.
+
+    Then the DLQ round trip: ops dead-lettered by a fault → listed → fault fixed → replayed
+    → delivered with their event ids, DLQ emptied of them; purge by filter removes only
+    what matches.
+    """
+    stack = make_stack(shards=1)
+    stack.start_worker(concurrency=1)
+    redis = stack.redis.client()
+
+    # 207: one request of 1,000 ops, three of them refused by Customer.io
+    _post_batch(stack, _ops("p207", 1000, {10: "207", 500: "207", 999: "207"}))
+    wait_until(lambda: redis.xlen(DLQ) == 3, timeout_s=60, what="3 dead letters")
+    wait_until(lambda: len(_seqs(stack, "p207")) >= 997, timeout_s=60, what="997 delivered")
+    assert _seqs(stack, "p207") == [s for s in range(1000) if s not in (10, 500, 999)]
+    with _admin(stack) as admin:
+        partial = admin.get("", params={"class": "partial"}).json()["dead_letters"]
+    assert sorted(d["payload"]["attributes"]["seq"] for d in partial) == [10, 500, 999]
+    assert {(d["reason"], d["field"], d["status"]) for d in partial} == {
+        ("invalid", "attributes.sandbox_poison", 207)
+    }
+    batch_requests_before = len([r for r in stack.requests() if r["path"] == "/api/v2/batch"])
+
+    # 400: two poison ops make the whole batch invalid; bisection isolates exactly them
+    _post_batch(stack, _ops("p400", 1000, {123: "400", 877: "400"}))
+    wait_until(lambda: redis.xlen(DLQ) == 5, timeout_s=60, what="2 more dead letters")
+    wait_until(lambda: len(_seqs(stack, "p400")) >= 998, timeout_s=60, what="998 delivered")
+    assert _seqs(stack, "p400") == [s for s in range(1000) if s not in (123, 877)]
+    requests = [r for r in stack.requests() if r["path"] == "/api/v2/batch"]
+    extra = len(requests) - batch_requests_before - 1
+    assert 0 < extra <= 2 * 10 * 2, extra  # 2 · log2(1000) · poison ops
+
+    # Round trip: a fault dead-letters five events; the operator fixes it and replays them
+    _faults(stack, error_rate=1.0, error_status=400)
+    events = [
+        {"type": "person", "action": "event", "identifiers": {"id": "rt"}, "name": f"e{i}"}
+        for i in range(5)
+    ]
+    _post_batch(stack, events)
+    wait_until(lambda: redis.xlen(DLQ) == 10, timeout_s=60, what="5 events dead-lettered")
+    with _admin(stack) as admin:
+        dead = admin.get("", params={"person": "rt"}).json()["dead_letters"]
+        assert [d["payload"]["name"] for d in dead] == [f"e{i}" for i in range(5)]
+        ids = [d["payload"]["id"] for d in dead]
+        _faults(stack)  # the cause is fixed
+        dry = admin.post("/replay", json={"person": "rt", "dry_run": True}).json()
+        assert dry == {"matched": 5, "replayed": 0, "dry_run": True}
+        assert admin.post("/replay", json={"person": "rt"}).json()["replayed"] == 5
+
+        def replayed() -> list[dict[str, Any]]:
+            return [r["op"] for r in stack.received() if r["op"]["identifiers"] == {"id": "rt"}]
+
+        wait_until(lambda: len(replayed()) == 5, timeout_s=60, what="replayed events")
+        assert [op["id"] for op in replayed()] == ids
+        assert admin.get("", params={"person": "rt"}).json()["dead_letters"] == []
+        # Purge by filter: only the 207 letters go, the 400 ones stay
+        purged = admin.post("/purge", json={"class": "partial"}).json()
+        assert purged == {"matched": 3, "purged": 3, "dry_run": False}
+        left = admin.get("").json()["dead_letters"]
+    assert sorted(d["payload"]["attributes"]["seq"] for d in left) == [123, 877]
+
+
+def test_429_retry_after_pauses_every_worker(make_stack: Any) -> None:
+    """A 429 with Retry-After: 2 seen by one worker stops all workers' requests for 2 s."""
+    stack = make_stack()
+    _faults(stack, latency_ms=30, status_sequence=[200, 200, 200, 429], retry_after_s=2)
+    people = [f"t-{i}" for i in range(200)]
+    produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
+    stack.start_worker(concurrency=2)
+    stack.start_worker(concurrency=2)
+    wait_until(
+        lambda: len(stack.received()) >= produced.total,
+        timeout_s=120,
+        interval_s=0.5,
+        what="every job after the pause",
+    )
+    log = sorted(stack.requests(), key=lambda r: r["received_at"])
+    [throttled] = [r for r in log if r["status"] == 429]
+    t429 = throttled["received_at"]
+    # Requests already on the wire when the 429 came back may still land just after it.
+    during = [r for r in log if t429 + 0.25 < r["received_at"] < t429 + 2.0]
+    assert during == []
+    assert any(r["received_at"] >= t429 + 2.0 for r in log)
+    assert stack.redis.client().xlen(DLQ) == 0
+
+
+def test_401_pauses_without_dead_letters_and_resumes_once_fixed(make_stack: Any) -> None:
+    """Bad credentials: jobs are kept (nothing dead-lettered) and flow once fixed."""
+    stack = make_stack(setup_pause_ms=500)
+    with stack.sandbox_client() as sandbox:
+        sandbox.post(
+            "/_sandbox/credentials", json={"site_id": SITE_ID, "api_key": "rotated"}
+        ).raise_for_status()
+    people = [f"c-{i}" for i in range(50)]
+    produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=4))
+    stack.start_worker(concurrency=2)
+
+    def refusals() -> int:
+        return sum(1 for r in stack.requests() if r["status"] == 401)
+
+    wait_until(lambda: refusals() >= 3, timeout_s=60, what="repeated 401s")
+    assert stack.received() == []
+    assert stack.redis.client().xlen(DLQ) == 0
+    with stack.sandbox_client() as sandbox:
+        sandbox.post(
+            "/_sandbox/credentials", json={"site_id": SITE_ID, "api_key": API_KEY}
+        ).raise_for_status()
+    wait_until(
+        lambda: len(stack.received()) >= produced.total,
+        timeout_s=60,
+        what="delivery after the fix",
+    )
+    assert stack.redis.client().xlen(DLQ) == 0
+
+
+def test_30_percent_5xx_loses_nothing_and_keeps_order(make_stack: Any) -> None:
+    """20,000 ops through a sandbox failing 30% of requests: all delivered, in order."""
+    stack = make_stack(retry_base_ms=20, retry_cap_ms=500)
+    _faults(stack, error_rate=0.3, error_status=503, seed=11)
+    people = [f"f-{i}" for i in range(400)]
+    produced = asyncio.run(
+        produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=50, v2_share=1.0)
+    )
+    assert produced.total == 20_000
+    stack.start_worker(concurrency=2)
+    wait_until(
+        lambda: len(stack.received()) >= produced.total,
+        timeout_s=240,
+        interval_s=1,
+        what="all 20,000 ops",
+    )
+    got: dict[str, list[int]] = {}
+    for record in stack.received():
+        person, seq = seq_of(record["op"])
+        got.setdefault(person, []).append(seq)
+    assert got == dict(produced.accepted)  # each once, in per-person order
+    statuses = Counter(r["status"] for r in stack.requests())
+    assert statuses[503] > 0.2 * sum(statuses.values())
+    assert stack.redis.client().xlen(DLQ) == 0
+
+
+def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(make_stack: Any) -> None:
+    """SIGTERM while busy: the worker exits within its grace period, shards released."""
+    grace_s = 10
+    stack = make_stack(shutdown_grace_s=grace_s, shards=8)
+    _faults(stack, latency_ms=300)
+    people = [f"g-{i}" for i in range(200)]
+    produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
+    worker = stack.start_worker(concurrency=2)
+    redis = stack.redis.client()
+
+    def leased() -> list[int]:
+        return [s for s in range(8) if redis.exists(keys.shard_keys("default", s).lease)]
+
+    wait_until(lambda: len(leased()) == 2, timeout_s=60, what="two shards being drained")
+    started = time.monotonic()
+    worker.popen.send_signal(signal.SIGTERM)
+    worker.popen.wait(grace_s + 5)
+    assert time.monotonic() - started <= grace_s
+    assert leased() == []
+    assert len(stack.received()) < produced.total
+    stack.start_worker(concurrency=2)
+    wait_until(
+        lambda: len(stack.received()) >= produced.total,
+        timeout_s=120,
+        what="the rest after restart",
+    )
+    got: dict[str, list[int]] = {}
+    for record in stack.received():
+        person, seq = seq_of(record["op"])
+        got.setdefault(person, []).append(seq)
+    # A graceful stop finishes or releases its batch: nothing lost and nothing repeated.
+    assert got == dict(produced.accepted)
+
+
+def test_job_that_kills_its_worker_is_quarantined_as_crash_loop(make_stack: Any) -> None:
+    """SIGKILL the worker whenever the bomb is in flight: after crash_limit tries it is
+    dead-lettered as crash_loop, and every other job is delivered."""
+    stack = make_stack(shards=4, upstream_timeout_s=120, crash_limit=3)
+    _faults(stack, hang_s=120)
+    bomb = _ops("bomb", 1, {0: "hang"})
+    _post_batch(stack, bomb)
+    people = [f"h-{i}" for i in range(40)]
+    produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=5))
+    redis = stack.redis.client()
+    kills = 0
+
+    def bomb_sends() -> int:
+        return sum(1 for r in stack.received() if r["op"]["identifiers"] == {"id": "bomb"})
+
+    worker = stack.start_worker(concurrency=2)
+    while redis.xlen(DLQ) == 0:
+        assert kills <= 3, "the bomb was never quarantined"
+        wait_until(
+            lambda k=kills: bomb_sends() > k or redis.xlen(DLQ) > 0,
+            timeout_s=90,
+            what=f"bomb send #{kills + 1}",
+        )
+        if redis.xlen(DLQ):
+            break
+        worker.kill()
+        kills += 1
+        worker = stack.start_worker(concurrency=2)
+    assert kills == 3
+    [(_, fields)] = redis.xrange(DLQ)
+    assert fields[b"reason"] == b"crash_loop"
+    wait_until(
+        lambda: (
+            {(p, s) for p, s in (seq_of(r["op"]) for r in stack.received()) if p != "bomb"}
+            >= {(p, s) for p, seqs in produced.accepted.items() for s in seqs}
+        ),
+        timeout_s=120,
+        what="every other job",
+    )
