@@ -36,6 +36,9 @@ class BareApp:
             message = await receive()
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
+        if scope["method"] == "GET":  # health check while starting
+            await self._ok(send)
+            return
         doc = orjson.loads(b"".join(chunks))
         batch = doc.get("batch") if isinstance(doc, dict) else None
         ops = batch if isinstance(batch, list) else [doc]
@@ -43,6 +46,10 @@ class BareApp:
         for op in ops:
             pipe.xadd("bare:q", {b"o": orjson.dumps(op)})
         await pipe.execute()
+        await self._ok(send)
+
+    @staticmethod
+    async def _ok(send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": OK_HEADERS})
         await send({"type": "http.response.body", "body": b"{}"})
 

@@ -115,9 +115,10 @@ class BenchStack:
         wait_http(f"http://127.0.0.1:{port}/")
         return port
 
-    def start_worker(self, *, concurrency: int = 1, pool: str = "solo") -> Proc:
+    def start_worker(self, *, concurrency: int = 1, pool: str = "solo", **settings: Any) -> Proc:
         args = ["worker", f"--concurrency={concurrency}", f"--pool={pool}", "--log-level=warning"]
-        proc = cioq_proc(f"worker{len(self.procs)}", args, self.env, self.tmp)
+        env = {**self.env, **{f"CIOQ_{k.upper()}": str(v) for k, v in settings.items()}}
+        proc = cioq_proc(f"worker{len(self.procs)}", args, env, self.tmp)
         self.procs.append(proc)
         return proc
 

@@ -16,6 +16,7 @@ import redis
 from redis.commands.core import Script
 
 from service import keys
+from service.crash_search import InflightNote
 from service.errors import StoreUnavailable
 from service.jobs import FIELD_OP, FIELD_V1
 
@@ -99,7 +100,7 @@ class ShardStore:
     def resolve(self, shard: keys.ShardKeys, token: int, last_id: bytes) -> int:
         """Delete the head up to and including `last_id`; -1 if the lease was lost."""
         args = [token, next_id(last_id)]
-        lua_keys = [shard.stream, shard.lease, shard.retry, shard.inflight]
+        lua_keys = [shard.stream, shard.lease, shard.retry]
         return int(self._call(self._resolve, lua_keys, args))
 
     def record_attempt(
@@ -116,9 +117,21 @@ class ShardStore:
         args = [token, head, now_ms, not_before_ms, label]
         return int(self._call(self._attempt, [shard.retry, shard.lease, shard.inflight], args))
 
-    def mark_inflight(self, shard: keys.ShardKeys, token: int, *, head: bytes, count: int) -> int:
-        """Note a send; returns how many earlier sends of `head` died without an outcome."""
-        return int(self._call(self._inflight, [shard.inflight, shard.lease], [token, head, count]))
+    def inflight_note(self, shard: keys.ShardKeys) -> InflightNote:
+        raw: dict[bytes, bytes] = self._run(lambda: self.redis.hgetall(shard.inflight))
+        if not raw:
+            return InflightNote()
+        return InflightNote(
+            head=raw.get(b"head"),
+            count=int(raw.get(b"count", b"0")),
+            lone_crashes=int(raw.get(b"lone", b"0")),
+            suspect_last=raw.get(b"suspect") or None,
+        )
+
+    def mark_inflight(self, shard: keys.ShardKeys, token: int, note: InflightNote) -> bool:
+        """Note the send about to go out; False if the lease was lost."""
+        args = [token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
+        return int(self._call(self._inflight, [shard.inflight, shard.lease], args)) == 1
 
     def clear_inflight(self, shard: keys.ShardKeys) -> None:
         self._run(lambda: self.redis.delete(shard.inflight))

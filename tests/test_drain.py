@@ -14,6 +14,7 @@ import redis
 from service import keys
 from service.cio_client import TrackClient
 from service.config import Settings
+from service.crash_search import InflightNote
 from service.dead_letters import DeadLetterStore
 from service.jobs import shard_for, v2_job
 from service.sandbox import SandboxConfig, create_sandbox_app
@@ -287,23 +288,42 @@ def test_401_pauses_keeps_jobs_and_resumes_when_fixed(
     assert received_ns(sandbox) == [0, 1, 2]
 
 
-def test_crash_loop_isolates_then_quarantines(
+def test_crash_loop_quarantines_a_head_that_died_alone(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client, settings: Settings
 ) -> None:
-    """A head whose sends keep dying is sent alone, then quarantined as crash_loop."""
+    """A head whose lone sends keep dying is quarantined as crash_loop; the rest flow."""
     enqueue(redis_client, [person_op(i) for i in range(4)])
     store = ShardStore(redis_client)
     shard = keys.shard_keys("default", 0)
     head = store.read(shard, after=None, count=1)[0]
-    for _ in range(settings.crash_limit):  # earlier holders died after marking the send
-        token = store.acquire(shard, lease_ms=1000)
-        assert token
-        store.mark_inflight(shard, token, head=head.id, count=4)
-        redis_client.delete(shard.lease)
+    token = store.acquire(shard, lease_ms=1000)
+    assert token
+    # The last holder died sending the head alone, for the limit's last time but one.
+    note = InflightNote(head.id, 1, settings.crash_limit - 1, head.id)
+    assert store.mark_inflight(shard, token, note)
+    redis_client.delete(shard.lease)
+    assert store.inflight_note(shard) == note
     assert drainer.drain("default", 0).stopped == "empty"
     letters = dlq(redis_client)
     assert [f[b"reason"] for f in letters] == [b"crash_loop"]
     assert received_ns(sandbox) == [1, 2, 3]
+
+
+def test_send_after_a_death_is_halved(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """The next holder sends half of what died, then goes on to the rest."""
+    enqueue(redis_client, [person_op(i) for i in range(8)])
+    store = ShardStore(redis_client)
+    shard = keys.shard_keys("default", 0)
+    head = store.read(shard, after=None, count=1)[0]
+    token = store.acquire(shard, lease_ms=1000)
+    assert token and store.mark_inflight(shard, token, InflightNote(head.id, 8))
+    redis_client.delete(shard.lease)
+    assert drainer.drain("default", 0).stopped == "empty"
+    sizes = [r["op_count"] for r in sandbox.get("/_sandbox/requests").json()["records"]]
+    assert sizes[0] == 4 and sum(sizes) == 8
+    assert received_ns(sandbox) == list(range(8))
 
 
 def test_oversize_op_is_dead_lettered_never_sent(

@@ -12,13 +12,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service import keys, metrics
 from service.backoff import backoff_ms
 from service.cio_client import TrackClient
 from service.coalesce import coalesce_batch
 from service.config import Settings
+from service.crash_search import next_send
 from service.dead_letters import DeadLetterStore
 from service.outcomes import OutcomeClass
 from service.packing import Oversize, batch_body, first_unit
@@ -133,17 +134,27 @@ class Drainer:
                 return
             if not self.store.renew(shard, token, lease_ms=s.lease_ms):
                 raise LeaseLost(shard.tag)
-            crashes = self.store.mark_inflight(shard, token, head=buffer[0].id, count=send.count)
-            if crashes < 0:
-                raise LeaseLost(shard.tag)
-            if crashes >= s.crash_limit:
-                resolved = delivery.quarantine(buffer[0], crashes)
+            note = next_send(
+                self.store.inflight_note(shard),
+                [e.id for e in buffer],
+                send.count,
+                crash_limit=s.crash_limit,
+            )
+            if note is None:
+                resolved = delivery.quarantine(buffer[0], s.crash_limit)
             else:
-                if crashes and send.count > 1:
+                if note.count < send.count:
                     log.warning(
-                        "isolating %s head %r after %d crash(es)", shard.tag, buffer[0].id, crashes
+                        "%s: a send from %r died without an outcome; sending %d of %d ops",
+                        shard.tag,
+                        buffer[0].id,
+                        note.count,
+                        send.count,
                     )
-                    send = self._plan(buffer[:1])
+                    send = self._plan(buffer[: note.count])
+                    note = replace(note, count=send.count)
+                if not self.store.mark_inflight(shard, token, note):
+                    raise LeaseLost(shard.tag)
                 resolved, blocked = delivery.deliver(send)
                 if blocked is not None:
                     self._block(shard, token, buffer, send, blocked, report, delivery)

@@ -1,0 +1,224 @@
+"""Drain figures: one worker process against a zero-latency sandbox, from a pre-filled backlog.
+
+The baseline is the least a drain can do in Python on the same backlog: read the head of
+each stream, join ~500,000-byte bodies, POST them over a kept-alive connection, trim. No
+lease, fencing, retry state, crash guard or metrics. The same run measures the worker's
+memory while it drains, and the ops coalescing saves on a workload of repeated identifies.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench.figures import Figure
+from bench.stack import API_KEY, SITE_ID, BenchStack, rss_bytes, sandbox_requests, sandbox_stats
+from service import keys
+from service.packing import Batch, first_unit
+from service.shards import next_id
+
+PAD = "p" * 360  # v2 ops of ~500 bytes
+#: Fewer shards than the default 32: one worker drains them, and each ends in a part-full
+#: batch, which would otherwise weigh on the mean fill of a short (--quick) run.
+SHARDS = 8
+MAX_BATCH_BYTES = 500_000
+
+
+def event_op(i: int) -> dict[str, Any]:
+    return {
+        "type": "person",
+        "action": "event",
+        "identifiers": {"id": f"person-{i % 20_000}"},
+        "name": "drain",
+        "id": f"01J{i:023d}",
+        "attributes": {"n": i, "pad": PAD},
+    }
+
+
+def identify_op(i: int, people: int) -> dict[str, Any]:
+    """Each person is identified four times in a row (with other people in between)."""
+    person, step = i % people, i // people
+    return {
+        "type": "person",
+        "action": "identify",
+        "identifiers": {"id": f"person-{person}"},
+        "attributes": {f"a{step % 4}": step, "pad": PAD[:300]},
+    }
+
+
+def fill(stack: BenchStack, ops: list[dict[str, Any]], total: int) -> None:
+    copies, rest = divmod(total, len(ops))
+    stack.fill(ops, copies=copies, shards=SHARDS)
+    if rest:
+        stack.fill(ops[:rest], shards=SHARDS)
+
+
+def bare_drain(client: redis.Redis, url: str) -> None:
+    """The baseline drain loop: read, pack, POST, trim; shard after shard until empty."""
+    auth = (SITE_ID, API_KEY)
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=url, auth=auth, headers=headers, timeout=30) as http:
+        for shard in range(SHARDS):
+            stream = keys.shard_keys("default", shard).stream
+            while rows := client.xrange(stream, count=4000):
+                ops = [fields[b"o"] for _, fields in rows]
+                unit = first_unit(ops, max_batch_bytes=MAX_BATCH_BYTES, max_op_bytes=32_768)
+                assert isinstance(unit, Batch)
+                http.post("/api/v2/batch", content=unit.body).raise_for_status()
+                client.xtrim(stream, minid=next_id(rows[unit.stop - 1][0]), approximate=False)
+
+
+class RssSampler:
+    """Samples a process tree's resident memory every `interval_s` in a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        self.pid = pid
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _run(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            self.samples.append(rss_bytes(self.pid))
+
+    def stop(self) -> list[int]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+def _settled_rss(pid: int, timeout_s: float = 60) -> int:
+    """The worker's memory once start-up is over: two readings 1 s apart within 1%."""
+    deadline = time.monotonic() + timeout_s
+    last = rss_bytes(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = rss_bytes(pid)
+        if last and abs(now - last) <= 0.01 * last:
+            return now
+        last = now
+    return last
+
+
+def drain_with_worker(
+    stack: BenchStack, url: str, total: int, *, timeout_s: float, **settings: Any
+) -> dict[str, Any]:
+    """Start one solo worker and the sweeper; time the drain from the first op delivered."""
+    base = sandbox_stats(url)["ops_accepted"]
+    worker = stack.start_worker(concurrency=1, pool="solo", **settings)
+    idle_rss = _settled_rss(worker.pid)
+    sampler = RssSampler(worker.pid)
+    sweeper = stack.start_sweeper()
+    start = time.monotonic()
+    first: tuple[float, int] | None = None
+    deadline = start + timeout_s
+    while True:
+        done = sandbox_stats(url)["ops_accepted"] - base
+        now = time.monotonic()
+        if first is None and done:
+            first = (now, done)
+        if stack.backlog(SHARDS) == 0:
+            break
+        if now > deadline:
+            raise TimeoutError(f"drain not finished after {timeout_s}s: {done} of {total}")
+        time.sleep(0.2)
+    end = time.monotonic()
+    samples = sampler.stop()
+    worker.stop()
+    sweeper.stop()
+    done = sandbox_stats(url)["ops_accepted"] - base
+    t0, d0 = first or (start, 0)
+    return {
+        "delivered": done,
+        "rate": (total - d0) / max(end - t0, 1e-9),
+        "idle_rss": idle_rss,
+        "max_rss": max(samples, default=idle_rss),
+        "rss_samples": samples,
+    }
+
+
+def _flatness(samples: list[int]) -> str:
+    """Peak memory in the first and second half of the drain: equal when flat."""
+    if len(samples) < 2:
+        return "too short to sample"
+    half = len(samples) // 2
+    mb = 1024 * 1024
+    first, second = max(samples[:half]) / mb, max(samples[half:]) / mb
+    return f"peak {first:.0f} MB in the first half, {second:.0f} MB in the second"
+
+
+def run(tmp: Path, *, quick: bool) -> list[Figure]:
+    total = 200_000 if quick else 1_000_000
+    coalesce_total = 40_000 if quick else 200_000
+    stack = BenchStack(tmp / "drain", shards=SHARDS)
+    try:
+        url = stack.start_sandbox(record="count")
+        ops = [event_op(i) for i in range(20_000)]
+        fill(stack, ops, total)
+        client = stack.client()
+        start = time.monotonic()
+        bare_drain(client, url)
+        bare_rate = total / (time.monotonic() - start)
+        httpx.post(f"{url}/_sandbox/reset")
+        fill(stack, ops, total)
+        cioq = drain_with_worker(stack, url, total, timeout_s=600 if quick else 1800)
+        bodies = [r["body_bytes"] for r in sandbox_requests(url) if r["path"] == "/api/v2/batch"]
+        mean_bytes = sum(bodies) / len(bodies)
+        assert cioq["delivered"] == total, cioq
+        httpx.post(f"{url}/_sandbox/reset")
+        people = coalesce_total // 4
+        fill(stack, [identify_op(i, people) for i in range(coalesce_total)], coalesce_total)
+        merged = drain_with_worker(stack, url, coalesce_total, timeout_s=600, coalesce="true")
+        client.close()
+    finally:
+        stack.close()
+    saved = coalesce_total - merged["delivered"]
+    mb = 1024 * 1024
+    return [
+        Figure(
+            "drain, 1 worker process, 0 ms upstream",
+            cioq["rate"],
+            "ops/s",
+            "bare read/pack/POST/trim loop",
+            bare_rate,
+            ">= 50,000 ops/s",
+            cioq["rate"] >= 50_000,
+            f"backlog {total:,} ops of ~500 B",
+        ),
+        Figure(
+            "drain batch fill (mean body)",
+            mean_bytes,
+            "B",
+            "limit",
+            MAX_BATCH_BYTES,
+            ">= 95% of 500,000 B",
+            mean_bytes >= 0.95 * MAX_BATCH_BYTES,
+            f"{len(bodies)} requests",
+        ),
+        Figure(
+            "coalescing (4 identifies per person)",
+            saved,
+            "ops saved",
+            "ops queued",
+            coalesce_total,
+            "reported",
+            True,
+            f"{merged['delivered']:,} ops sent upstream; drain {merged['rate']:,.0f} ops/s",
+        ),
+        Figure(
+            f"worker RSS while draining {total:,} ops",
+            cioq["max_rss"] / mb,
+            "MB",
+            "idle worker",
+            cioq["idle_rss"] / mb,
+            "< 200 MB, flat",
+            cioq["max_rss"] < 200 * mb,
+            _flatness(cioq["rss_samples"]),
+        ),
+    ]

@@ -1,0 +1,151 @@
+"""The seed Postman collection's Track API requests, run by newman against cioq.
+
+The collection (tests/data/, Customer.io's own, unchanged) is pointed at cioq only
+through its variables: trackUrl, siteId and apiKey. Every request must get a 2xx, and
+every operation must then arrive at the sandbox Customer.io.
+
+newman comes from the npm registry into .data/node on first use. Without npm the test is
+skipped on a developer's machine, and fails in CI (CI set).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.support.processes import wait_until
+from tests.support.stack import INGEST_KEY, SITE_ID, Stack
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTION = ROOT / "tests" / "data" / "customerio.postman_collection.json"
+NODE_DIR = ROOT / ".data" / "node"
+NEWMAN_VERSION = "6.2.2"
+TRACK_FOLDERS = (
+    "Track API - People",
+    "Track API - Events",
+    "Track API - Devices",
+    "Track API - Segments",
+    "Track API v2",
+)
+
+
+@pytest.fixture(scope="module")
+def newman() -> Path:
+    """The newman executable, installed into .data/node by npm when missing."""
+    exe = NODE_DIR / "node_modules" / ".bin" / "newman"
+    if exe.exists():
+        return exe
+    npm = shutil.which("npm")
+    if npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("npm is required in CI to run the Postman collection with newman")
+        pytest.skip("npm is not installed; it is needed to install newman")
+    NODE_DIR.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(NODE_DIR),
+            "--no-audit",
+            "--no-fund",
+            f"newman@{NEWMAN_VERSION}",
+        ],
+        check=True,
+        timeout=600,
+    )
+    return exe
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path)
+    try:
+        stack.start_api()
+        stack.start_worker(concurrency=1, pool="solo")
+        yield stack
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.close()
+
+
+def _track_requests() -> int:
+    collection = orjson.loads(COLLECTION.read_bytes())
+    folders = [f for f in collection["item"] if f["name"] in TRACK_FOLDERS]
+    assert [f["name"] for f in folders] == list(TRACK_FOLDERS)
+    return sum(len(f["item"]) for f in folders)
+
+
+def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
+    """All Track API requests of the collection: 2xx from cioq, then delivered upstream."""
+    report = tmp_path / "newman.json"
+    folders = [arg for name in TRACK_FOLDERS for arg in ("--folder", name)]
+    run = subprocess.run(
+        [
+            str(newman),
+            "run",
+            str(COLLECTION),
+            *folders,
+            "--env-var",
+            f"trackUrl={stack.api_url}",
+            "--env-var",
+            f"siteId={SITE_ID}",
+            "--env-var",
+            f"apiKey={INGEST_KEY}",
+            "--reporters",
+            "cli,json",
+            "--reporter-json-export",
+            str(report),
+            "--timeout-request",
+            "30000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    executions = orjson.loads(report.read_bytes())["run"]["executions"]
+    answered = [(e["item"]["name"], e["response"]["code"]) for e in executions]
+    assert len(answered) == _track_requests() == 10
+    assert all(200 <= code < 300 for _, code in answered), answered
+
+    records = wait_until(
+        lambda: len(stack.received()) >= len(answered) and stack.received(),
+        timeout_s=90,
+        what="the collection's operations at the sandbox",
+    )
+    v2 = sorted((r["op"]["action"], _ids(r["op"])) for r in records if r["kind"] == "v2")
+    email = (("email", "user@example.com"),)
+    assert v2 == sorted(
+        [
+            ("identify", email),  # PUT /customers/:identifier
+            ("delete", email),
+            ("event", email),
+            ("add_device", email),
+            ("delete_device", email),
+            ("identify", email),  # /api/v2/entity
+            ("identify", email),  # /api/v2/batch
+        ]
+    )
+    v1 = sorted((r["op"]["method"], r["op"]["path"]) for r in records if r["kind"] == "v1")
+    assert v1 == [
+        ("POST", "/api/v1/events"),  # no anonymous_id: no v2 equivalent
+        ("POST", "/api/v1/segments/1/add_customers"),
+        ("POST", "/api/v1/segments/1/remove_customers"),
+    ]
+    assert {r["site_id"] for r in records} == {SITE_ID}
+
+
+def _ids(op: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(op["identifiers"].items()))
