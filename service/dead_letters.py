@@ -117,6 +117,8 @@ class StoredDeadLetter:
             "accepted_ms": letter.accepted_ms,
             "dead_ms": letter.dead_ms,
             "attempts": [{"at_ms": at, "status": s} for at, s in letter.attempts],
+            "first_attempt_ms": letter.attempts[0][0] if letter.attempts else None,
+            "last_attempt_ms": letter.attempts[-1][0] if letter.attempts else None,
         }
         if payload:
             try:
