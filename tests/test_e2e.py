@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.load import Produced, produce, seq_of
+from tests.support.load import Produced, produce, received_by_person
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 
@@ -26,14 +26,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         raise
     finally:
         s.close()
-
-
-def _received_by_person(stack: Stack) -> dict[str, list[int]]:
-    got: dict[str, list[int]] = defaultdict(list)
-    for record in stack.received():
-        person, seq = seq_of(record["op"])
-        got[person].append(seq)
-    return got
 
 
 def test_ten_thousand_jobs_arrive_once_in_order_in_full_batches(stack: Stack) -> None:
@@ -55,7 +47,7 @@ def test_ten_thousand_jobs_arrive_once_in_order_in_full_batches(stack: Stack) ->
         what="all jobs at the sandbox",
     )
     # Then every job arrived exactly once, in per-person order
-    got = _received_by_person(stack)
+    got = received_by_person(stack.received())
     dupes = Counter((p, s) for p, seqs in got.items() for s in seqs)
     assert [k for k, n in dupes.items() if n > 1] == []
     assert {p: sorted(s) for p, s in got.items()} == dict(produced.accepted)
@@ -83,14 +75,14 @@ def test_sigkill_mid_drain_loses_nothing(stack: Stack) -> None:
     stack.start_worker(concurrency=2)
     wait_until(
         lambda: (
-            {(p, s) for p, seqs in _received_by_person(stack).items() for s in seqs}
+            {(p, s) for p, seqs in received_by_person(stack.received()).items() for s in seqs}
             >= {(p, s) for p, seqs in produced.accepted.items() for s in seqs}
         ),
         timeout_s=120,
         interval_s=0.5,
         what="every accepted job after the kill",
     )
-    got = _received_by_person(stack)
+    got = received_by_person(stack.received())
     for person in people:
         # Redelivery after a crash may repeat a batch, never skip or reorder a job.
         assert sorted(set(got[person])) == produced.accepted[person]

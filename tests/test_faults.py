@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from service import keys
-from tests.support.load import produce, seq_of
+from tests.support.load import produce, received_by_person, seq_of
 from tests.support.processes import wait_until
 from tests.support.stack import API_KEY, INGEST_KEY, SITE_ID, Stack
 
@@ -230,10 +230,7 @@ def test_30_percent_5xx_loses_nothing_and_keeps_order(make_stack: Any) -> None:
         interval_s=1,
         what="all 20,000 ops",
     )
-    got: dict[str, list[int]] = {}
-    for record in stack.received():
-        person, seq = seq_of(record["op"])
-        got.setdefault(person, []).append(seq)
+    got = received_by_person(stack.received())
     assert got == dict(produced.accepted)  # each once, in per-person order
     statuses = Counter(r["status"] for r in stack.requests())
     assert statuses[503] > 0.2 * sum(statuses.values())
@@ -266,10 +263,7 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(make_stack: 
         timeout_s=120,
         what="the rest after restart",
     )
-    got: dict[str, list[int]] = {}
-    for record in stack.received():
-        person, seq = seq_of(record["op"])
-        got.setdefault(person, []).append(seq)
+    got = received_by_person(stack.received())
     # A graceful stop finishes or releases its batch: nothing lost and nothing repeated.
     assert got == dict(produced.accepted)
 

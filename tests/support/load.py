@@ -137,3 +137,12 @@ def seq_of(op: dict[str, Any]) -> tuple[str, int]:
         return person, int(attrs["seq"])
     token = op["device"]["token"]
     return person, int(token.rsplit("-", 1)[1])
+
+
+def received_by_person(records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Per person, the seqs the sandbox received, in arrival order."""
+    got: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        person, seq = seq_of(record["op"])
+        got[person].append(seq)
+    return dict(got)
