@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     max_ops_per_read: int = Field(default=4000, ge=1)
     # Merge back-to-back identifies of one person inside a batch (service/coalesce.py).
     coalesce: bool = False
-    upstream_timeout_s: float = Field(default=30.0, gt=0)
+    upstream_timeout_s: float = Field(default=20.0, gt=0)
     lease_ms: int = Field(default=60_000, ge=1000)
     drain_budget_s: float = Field(default=15.0, gt=0)
     sweep_interval_ms: int = Field(default=1000, ge=10)
@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     def _check_shard_and_size(self) -> Settings:
         if self.max_op_bytes + 12 > self.max_batch_bytes:
             raise ValueError("max_batch_bytes must hold at least one op of max_op_bytes")
+        if self.upstream_timeout_s >= self.shutdown_grace_s:
+            # A stopping worker finishes the request in flight; it must fit the grace period.
+            raise ValueError(
+                "CIOQ_UPSTREAM_TIMEOUT_S must be below CIOQ_SHUTDOWN_GRACE_S, so a stopping "
+                "worker can finish its request in flight"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
         return self

@@ -259,6 +259,30 @@ def test_whole_batch_400_is_bisected_to_the_poison_ops(
     assert report.bisect_requests <= 2 * 10 * 2  # 2 · log2(1000) · poison count
 
 
+def test_stop_during_bisection_hands_the_rest_back(
+    make_settings: Callable[..., Settings],
+    sandbox_url: str,
+    redis_client: redis.Redis,
+    sandbox: httpx.Client,
+) -> None:
+    """A worker told to stop mid-bisection releases the shard; the next one finishes."""
+    s = make_settings(shards=1, track_url=sandbox_url, max_ops_per_read=1000)
+    ops = [person_op(i) for i in range(64)]
+    ops[40]["attributes"]["sandbox_poison"] = "400"
+    enqueue(redis_client, ops)
+    requests = lambda: len(sandbox.get("/_sandbox/requests").json()["records"])  # noqa: E731
+    stopping = build_drainer(s, redis_client)
+    stopping.should_stop = lambda: requests() >= 3
+    report = stopping.drain("default", 0)
+    assert report.stopped == "shutdown"
+    shard = keys.shard_keys("default", 0)
+    assert not redis_client.exists(shard.lease) and not redis_client.exists(shard.inflight)
+    assert redis_client.xlen(shard.stream) == 64 - len(received_ns(sandbox)) > 0
+    assert build_drainer(s, redis_client).drain("default", 0).stopped == "empty"
+    assert received_ns(sandbox) == [i for i in range(64) if i != 40]
+    assert [orjson.loads(f[b"payload"])["attributes"]["n"] for f in dlq(redis_client)] == [40]
+
+
 def test_429_pauses_the_workspace_for_retry_after(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:

@@ -272,7 +272,7 @@ def test_job_that_kills_its_worker_is_quarantined_as_crash_loop(make_stack: Any)
     """SIGKILL the worker whenever the bomb is in flight: sends are halved until the bomb
     goes alone; after crash_limit lone tries it is dead-lettered as crash_loop, and every
     other job is delivered."""
-    stack = make_stack(shards=4, upstream_timeout_s=120, crash_limit=3)
+    stack = make_stack(shards=4, upstream_timeout_s=120, shutdown_grace_s=150, crash_limit=3)
     _faults(stack, hang_s=120)
     people = [f"h-{i}" for i in range(40)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=5))

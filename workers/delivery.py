@@ -66,7 +66,9 @@ class Delivery:
         settings: Settings,
         now_ms: Callable[[], int],
         report: DrainReport,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
+        self.should_stop = should_stop
         self.store = store
         self.dead = dead
         self.shard = shard
@@ -154,6 +156,13 @@ class Delivery:
         pending: deque[tuple[int, int]] = deque([(0, n // 2), (n // 2, n)])
         done = 0
         while pending:
+            # Bisection may take many requests: a stopping worker hands back what is left
+            # (the next holder starts over on it), and a long one keeps its lease.
+            if self.should_stop():
+                self.store.clear_inflight(self.shard)  # a handover, not a crash
+                return done, None
+            if not self.store.renew(self.shard, self.token, lease_ms=self.settings.lease_ms):
+                raise LeaseLost(self.shard.tag)
             start, stop = pending.popleft()
             part = entries[start:stop]
             outcome = self._send(part, batch_body([e.payload for e in part]), "v2")

@@ -98,7 +98,15 @@ class Drainer:
         s = self.settings
         client = self.clients[shard.workspace]
         delivery = Delivery(
-            self.store, self.dead, shard, token, client, self.settings, self.now_ms, report
+            self.store,
+            self.dead,
+            shard,
+            token,
+            client,
+            self.settings,
+            self.now_ms,
+            report,
+            should_stop=self.should_stop,
         )
         deadline = self.clock() + s.drain_budget_s
         buffer: list[Entry] = []

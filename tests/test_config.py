@@ -1,0 +1,50 @@
+"""Settings: bad combinations stop the process at start-up with a message naming them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings, load_settings
+from service.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_batch_bytes": 20_000, "max_op_bytes": 19_999}, "max_batch_bytes"),
+        ({"tls_cert": "/tmp/cert.pem"}, "CIOQ_TLS_CERT and CIOQ_TLS_KEY"),
+        ({"upstream_timeout_s": 25, "shutdown_grace_s": 25}, "CIOQ_SHUTDOWN_GRACE_S"),
+        ({"shards": 0}, "shards"),
+    ],
+)
+def test_bad_combinations_are_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(**overrides)
+    assert message in str(info.value)
+
+
+def test_defaults_are_consistent() -> None:
+    settings = Settings()
+    assert settings.upstream_timeout_s < settings.shutdown_grace_s
+    assert settings.max_op_bytes + 12 <= settings.max_batch_bytes
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CIOQ_TRACK_URL": "ftp://example.com"}, "track_url"),
+        ({"CIOQ_WORKSPACES": '[{"name": "Bad Name", "site_id": "s", "api_key": "k"}]'}, "name"),
+        ({"CIOQ_UPSTREAM_TIMEOUT_S": "30"}, "CIOQ_SHUTDOWN_GRACE_S"),
+    ],
+)
+def test_load_settings_names_the_problem(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
