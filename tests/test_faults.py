@@ -240,7 +240,7 @@ def test_30_percent_5xx_loses_nothing_and_keeps_order(make_stack: Any) -> None:
 def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(make_stack: Any) -> None:
     """SIGTERM while busy: the worker exits within its grace period, shards released."""
     grace_s = 10
-    stack = make_stack(shutdown_grace_s=grace_s, shards=8)
+    stack = make_stack(shutdown_grace_s=grace_s, upstream_timeout_s=5, shards=8)
     _faults(stack, latency_ms=300)
     people = [f"g-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
