@@ -28,7 +28,7 @@ class FaultEvent:
 
 @dataclass
 class Arrival:
-    """An op as the sandbox recorded it: when, and in which sandbox request."""
+    """An op as the sandbox recorded it, and when (the sandbox's wall clock)."""
 
     op_id: OpId
     at_s: float

@@ -15,17 +15,20 @@ class Figure:
     goal: str
     met: bool
     note: str = ""
+    #: Lower is better (requests, latency): the ratio is baseline / value.
+    invert: bool = False
 
     @property
     def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline else float("inf")
+        num, den = (self.baseline, self.value) if self.invert else (self.value, self.baseline)
+        return num / den if den else float("inf")
 
     def row(self) -> str:
         status = "met" if self.met else "NOT met"
         return (
             f"| {self.name} | {_fmt(self.value)} {self.unit} | {self.baseline_name}: "
-            f"{_fmt(self.baseline)} {self.unit} | {self.ratio:.2f}x | {self.goal} | {status} |"
-            + (f" {self.note}" if self.note else "")
+            f"{_fmt(self.baseline)} {self.unit} | {self.ratio:,.2f}x{' less' if self.invert else ''} "
+            f"| {self.goal} | {status} |" + (f" {self.note}" if self.note else "")
         )
 
 

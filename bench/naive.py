@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import trustme
 
 from bench.drain import SHARDS, event_op, fill
@@ -102,7 +101,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
     ops = 100_000 if quick else 500_000
     stack = BenchStack(tmp / "naive", shards=SHARDS)
     try:
-        naive_rate, naive_requests, naive_done = _naive(stack, events, timeout_s=120 + events)
+        naive_rate, naive_requests, naive_done = _naive(stack, events, timeout_s=60 + events / 5)
         cioq_rate, cioq_requests, cioq_done = _cioq(stack, ops, timeout_s=600)
     finally:
         stack.close()
@@ -129,6 +128,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             1000 * naive_per_op,
             ">= 100x fewer",
             fewer >= 100,
-            f"{fewer:,.0f}x fewer ({cioq_requests} vs {naive_requests} requests)",
+            f"{cioq_requests} vs {naive_requests} requests",
+            invert=True,
         ),
     ]

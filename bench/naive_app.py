@@ -35,4 +35,4 @@ def _cio() -> CustomerIO:
 
 @app.task(name="naive.track")
 def track(person: str, name: str, data: dict[str, Any]) -> None:
-    _cio().track(customer_id=person, name=name, **data)
+    _cio().track(customer_id=person, name=name, data=data)

@@ -30,13 +30,8 @@ from service.config import Settings
 
 log = logging.getLogger("cioq.metrics")
 
-PAUSE_CAUSES = ("throttle", "setup")
-#: Drain-rate buckets are epoch seconds, zero-padded so lexical order is numeric order.
-_SECOND_WIDTH = 12
-
-
-def _bucket(second: int) -> str:
-    return str(second).zfill(_SECOND_WIDTH)
+#: Pause causes as labels; a pause set by anything else (an operator) shows as "other".
+PAUSE_CAUSES = ("throttle", "setup", "other")
 
 
 def record_drained(
@@ -49,15 +44,17 @@ def record_drained(
 ) -> None:
     """Add `count` resolved jobs to the workspace's per-second drain counts.
 
-    The jobs are already resolved when this runs, so a failure here only costs
-    accuracy of the rate: it is logged, never raised into the drain.
+    The hash holds one field per epoch second. Each write deletes the fields of the two
+    windows before the current one, and the key expires two windows after the last
+    write, so no field outlives its use. The jobs are already resolved when this runs:
+    a failure here only costs accuracy of the rate, so it is logged, never raised.
     """
     window_s = settings.drain_rate_window_s
     second = int(time.time() if now_s is None else now_s)
     key = keys.drain_rate(workspace)
     pipe = client.pipeline(transaction=True)
-    pipe.zincrby(key, count, _bucket(second))
-    pipe.zremrangebylex(key, "-", "(" + _bucket(second - window_s))
+    pipe.hincrby(key, str(second), count)
+    pipe.hdel(key, *(str(s) for s in range(second - 3 * window_s, second - window_s)))
     pipe.expire(key, 2 * window_s)
     try:
         pipe.execute()
@@ -65,10 +62,10 @@ def record_drained(
         log.warning("could not record the drain rate of %s: %s", workspace, exc)
 
 
-def drain_rate_per_s(buckets: list[tuple[bytes, float]], *, now_s: float, window_s: int) -> float:
+def drain_rate_per_s(counts: dict[bytes, bytes], *, now_s: float, window_s: int) -> float:
     """Mean jobs drained per second over the `window_s` seconds before `now_s`."""
     first = int(now_s) - window_s
-    total = sum(count for second, count in buckets if int(second) >= first)
+    total = sum(int(count) for second, count in counts.items() if int(second) >= first)
     return total / window_s
 
 
@@ -133,7 +130,7 @@ class QueueStateCollector(Collector):
         pipe.get(keys.pause(workspace))
         pipe.pttl(keys.pause(workspace))
         pipe.xlen(keys.dead_letters(workspace))
-        pipe.zrange(keys.drain_rate(workspace), 0, -1, withscores=True)
+        pipe.hgetall(keys.drain_rate(workspace))
         results = pipe.execute()
         now_s = self.clock()
         lengths = tuple(int(n) for n in results[0 : 2 * len(shards) : 2])
@@ -141,6 +138,8 @@ class QueueStateCollector(Collector):
         oldest_ms = min((int(h.split(b"-", 1)[0]) for h in heads), default=None)
         cause_raw, pttl_ms, dead, rate = results[2 * len(shards) :]
         cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
+        if cause and cause not in PAUSE_CAUSES:
+            cause = "other"
         return WorkspaceState(
             workspace=workspace,
             shard_backlog=lengths,

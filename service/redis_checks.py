@@ -8,7 +8,10 @@
   to make room, silently. Production refuses to start; development warns, because a
   developer's Redis is often left at a distribution's default.
 
-The api runs these checks in its ASGI lifespan, the worker before it takes tasks.
+The worker runs the checks before it takes tasks, waiting up to
+``CIOQ_STARTUP_REDIS_WAIT_S`` for Redis. The api does not wait: `StartupGate` checks at
+start-up if Redis answers, else on the first write once it does; until then ingest
+answers 503, as it would for any Redis outage.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import redis.asyncio as aioredis
 
 from service.config import Settings
 from service.errors import ConfigError, StoreUnavailable
+from service.queue import Queue
 
 log = logging.getLogger("cioq.redis_checks")
 
@@ -121,9 +125,11 @@ def check_sync(client: redis.Redis, settings: Settings) -> Verdict:
     return _report(evaluate(facts_from(info, _decoded(config)), settings))
 
 
-async def check_async(client: aioredis.Redis, settings: Settings) -> Verdict:
-    """`check_sync` for the api's event loop."""
-    deadline = time.monotonic() + settings.startup_redis_wait_s
+async def check_async(
+    client: aioredis.Redis, settings: Settings, *, wait_s: float | None = None
+) -> Verdict:
+    """`check_sync` for an event loop; waits `wait_s` (default: the setting) for Redis."""
+    deadline = time.monotonic() + (settings.startup_redis_wait_s if wait_s is None else wait_s)
     while True:
         try:
             info: dict[str, Any] = await client.info()
@@ -148,3 +154,40 @@ def _decoded(config: dict[Any, Any] | None) -> dict[str, Any] | None:
         )
         for k, v in config.items()
     }
+
+
+class StartupGate:
+    """Holds the api's writes until its Redis passed the checks, then sets up the queue.
+
+    A Redis found unfit at start-up stops the api (`startup` raises ConfigError). Found
+    unfit later (it was unreachable at start-up), every write is refused with 503 and the
+    reason is logged, because a running server cannot refuse to start any more.
+    """
+
+    def __init__(self, client: aioredis.Redis, settings: Settings, queue: Queue) -> None:
+        self.client = client
+        self.settings = settings
+        self.queue = queue
+        self.verdict: Verdict | None = None
+
+    async def startup(self) -> None:
+        """Check now if Redis answers; ConfigError when it cannot keep the promise."""
+        try:
+            await self._check()
+        except StoreUnavailable as exc:
+            log.warning("Redis unreachable at start-up; writes wait for its checks: %s", exc)
+
+    async def ensure(self) -> None:
+        """Return once the checks passed; StoreUnavailable (→ 503) until then."""
+        if self.verdict is not None:
+            return
+        try:
+            await self._check()
+        except ConfigError as exc:
+            log.error("refusing writes: %s", exc)
+            raise StoreUnavailable(f"Redis cannot keep the durability promise: {exc}") from exc
+
+    async def _check(self) -> None:
+        verdict = await check_async(self.client, self.settings, wait_s=0)
+        self.queue.use_waitaof = verdict.use_waitaof
+        self.verdict = verdict

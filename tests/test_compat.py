@@ -22,6 +22,7 @@ from service.config import Settings
 from service.jobs import v2_job
 from service.queue import Queue
 from tests.support.http_server import serve_in_thread
+from tests.support.processes import wait_until
 from tests.test_api import AUTH, RecordingTriggers, queued
 from tests.test_drain import build_drainer
 
@@ -257,3 +258,23 @@ def test_key_reused_for_another_request_is_422(
         assert r.status_code == 422, (path, r.text)
         assert r.json()["errors"][0]["rule"] == "reused"
     assert len(queued(redis_client)) == 1
+
+
+def test_key_is_forgotten_after_the_window(
+    make_settings: Callable[..., Settings], triggers: RecordingTriggers, redis_client: redis.Redis
+) -> None:
+    """CIOQ_IDEMPOTENCY_WINDOW_S bounds the memory: past it, the same key queues again."""
+    app = create_app(make_settings(idempotency_window_s=0.3), triggers=triggers)
+    headers = {"Idempotency-Key": "short"}
+    with serve_in_thread(app) as url:
+        first = httpx.put(f"{url}/api/v1/customers/1", json={}, headers=headers, auth=AUTH)
+        assert 0 < redis_client.pttl(keys.idempotency("default", "short")) <= 300
+        wait_until(
+            lambda: not redis_client.exists(keys.idempotency("default", "short")),
+            timeout_s=10,
+            what="the idempotency key to expire",
+        )
+        again = httpx.put(f"{url}/api/v1/customers/1", json={}, headers=headers, auth=AUTH)
+    assert first.status_code == again.status_code == 200
+    assert "idempotent-replayed" not in again.headers
+    assert len(queued(redis_client)) == 2

@@ -6,12 +6,15 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from service.api.app import create_app
 from service.config import Settings
 from service.errors import ConfigError
 from service.queue import connect_sync
 from service.redis_checks import RedisFacts, check_sync, evaluate
+from tests.support.http_server import serve_in_thread
 from tests.support.load import produce, seq_of
 from tests.support.processes import RedisServer, wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
@@ -82,6 +85,43 @@ def test_check_reads_a_real_redis(own_redis: RedisServer) -> None:
     with pytest.raises(ConfigError, match="noeviction"):
         check_sync(client, settings.model_copy(update={"env": "production"}))
     client.close()
+
+
+class NoTriggers:
+    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_api_started_without_redis_checks_it_before_the_first_write(tmp_path: Path) -> None:
+    """Redis down at start-up: the api starts, refuses writes until Redis is up *and* fit."""
+    server = RedisServer(tmp_path / "redis", appendonly=True, fsync="everysec")
+    server.stop()
+    settings = Settings(
+        redis_url=server.url, durability="fsync", redis_timeout_s=0.5, backlog_refresh_ms=0
+    )
+    app = create_app(settings, triggers=NoTriggers())
+    auth = ("site", "dev-ingest-key")
+    try:
+        with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=auth) as api:
+
+            def post() -> httpx.Response:
+                return api.post("/api/v1/customers/1/events", json={"name": "x"})
+
+            assert post().status_code == 503
+            server.start()
+            refused = post()
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert refused.json()["errors"][0]["field"] == "store"
+            client = server.client()
+            client.config_set("appendfsync", "always")
+            client.close()
+            assert post().status_code == 200
+            assert app.gate.verdict is not None and not app.gate.verdict.use_waitaof
+    finally:
+        server.stop()
 
 
 @pytest.mark.e2e

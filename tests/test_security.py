@@ -17,7 +17,7 @@ from service.api.http import Route
 from service.config import Settings, check_keys, load_settings
 from service.errors import ConfigError
 from tests.support.http_server import serve_in_thread
-from tests.support.processes import wait_http
+from tests.support.processes import free_port, wait_http
 from tests.support.stack import Stack
 
 API_KEY = "sec-api-key-7Qx2vN"
@@ -212,6 +212,7 @@ def debug_stack(tmp_path: Path) -> Iterator[Stack]:
         setup_pause_ms=1000,
         throttle_pause_ms=300,
         retry_base_ms=100,
+        worker_metrics_port=free_port(),
     )
     try:
         yield s
@@ -256,15 +257,20 @@ def test_full_run_at_debug_logs_no_secret(debug_stack: Stack) -> None:
         )
         assert admin.status_code == 200
         metrics = api.get("/metrics")
-        metrics_text = metrics.text if metrics.status_code == 200 else ""
+        assert metrics.status_code == 200
 
     def delivered() -> bool:
         return len(stack.received()) >= 20
 
     wait_until(delivered, timeout_s=120, interval_s=0.5, what="the 20 events at the sandbox")
+    worker_metrics_url = f"http://127.0.0.1:{stack.env['CIOQ_WORKER_METRICS_PORT']}/metrics"
+    wait_http(worker_metrics_url)
+    worker_metrics = httpx.get(worker_metrics_url)
+    assert worker_metrics.status_code == 200 and "cioq_" in worker_metrics.text
     logs = {p.name: p.log() for p in stack.procs}
     logs["redis"] = stack.redis.proc.log() if stack.redis.proc else ""
-    logs["/metrics"] = metrics_text
+    logs["api /metrics"] = metrics.text
+    logs["worker /metrics"] = worker_metrics.text
     assert "DEBUG" in logs["api"] and "DEBUG" in logs["worker0"]
     secrets = [STACK_API_KEY, STACK_INGEST_KEY, ADMIN_KEY]
     encoded = [

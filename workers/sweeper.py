@@ -19,6 +19,7 @@ import redis
 from service import keys
 from service.config import Settings
 from service.triggers import Triggers
+from workers import liveness
 
 log = logging.getLogger("cioq.sweeper")
 
@@ -89,4 +90,5 @@ class Sweeper:
                     log.info("re-triggered %d shard(s)", len(sent))
             except Exception:  # keep sweeping through outages; each pass is independent
                 log.warning("sweep failed; retrying", exc_info=True)
+            liveness.beat()
             stop.wait(interval_s)

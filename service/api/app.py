@@ -41,7 +41,7 @@ from service.dlq import DeadLetterAdmin
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
 from service.metrics_export import ApiMetrics
 from service.queue import Queue, connect_async
-from service.redis_checks import check_async
+from service.redis_checks import StartupGate
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.api")
@@ -85,6 +85,7 @@ class IngestApp:
         self.queue = Queue(self.redis, settings, self.triggers)
         self.ingest = Ingest(self.queue, settings)
         self.backpressure = Backpressure(self.redis, settings)
+        self.gate = StartupGate(self.redis, settings, self.queue)
         self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
         self.metrics = ApiMetrics(settings)
         self.router = Router(
@@ -146,6 +147,7 @@ class IngestApp:
             if workspace is None:
                 return UNAUTHORIZED
             try:
+                await self.gate.ensure()
                 await self.backpressure.check(workspace.name)
             except Overloaded as exc:
                 retry_after = str(exc.retry_after_s).encode()
@@ -182,12 +184,11 @@ class IngestApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    verdict = await check_async(self.redis, self.settings)
-                except (ConfigError, StoreUnavailable) as exc:
+                    await self.gate.startup()
+                except ConfigError as exc:
                     log.error("refusing to start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                self.queue.use_waitaof = verdict.use_waitaof
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()

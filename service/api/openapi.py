@@ -215,7 +215,7 @@ OPERATIONS: dict[str, Operation] = {
             region={"enum": ["us", "eu"]},
             environment_id={"type": ["integer", "null"]},
         ),
-        errors=(401, 413),
+        errors=(401, 413, 503),
     ),
     "v2.entity": Operation("One v2 operation", _ref("V2Operation"), True),
     "v2.batch": Operation(
@@ -332,7 +332,7 @@ def _operation(route: Route) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": route.name,
         "summary": op.summary,
-        "security": _SECURITY.get(route.auth, _SECURITY["ingest"]),
+        "security": _SECURITY[route.auth],
         "responses": _responses(op, writes),
     }
     if parameters:

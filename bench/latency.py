@@ -1,0 +1,93 @@
+"""End-to-end latency: accept (the api's 2xx) to Customer.io's 200, at half of capacity.
+
+A paced producer sends single-op requests at half the rate the api sustained in the
+ingest benchmark; every event carries its sequence number, and the sandbox (recording in
+full) says when each op reached it. The budget is linger + 250 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.figures import Figure
+from bench.loadgen import build_request, run_load
+from bench.stack import AUTH_HEADER, BenchStack, sandbox_stats
+
+LINGER_MS = 1000
+
+
+def _received(url: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = 0
+    with httpx.Client(base_url=url, timeout=60) as client:
+        while True:
+            page = client.get("/_sandbox/received", params={"after": after, "limit": 10_000})
+            records = page.json()["records"]
+            if not records:
+                return out
+            out.extend(records)
+            after = page.json()["next"]
+
+
+def run(tmp: Path, *, quick: bool, capacity_per_s: float) -> list[Figure]:
+    duration_s = 8.0 if quick else 30.0
+    rate = capacity_per_s / 2
+    stack = BenchStack(tmp / "latency", linger_ms=LINGER_MS)
+    acked: dict[int, float] = {}
+    try:
+        url = stack.start_sandbox(record="full")
+        port = stack.start_api()
+        stack.start_worker(concurrency=2, pool="prefork")
+        stack.start_sweeper()
+        headers = {"authorization": AUTH_HEADER, "content-type": "application/json"}
+
+        def make(n: int) -> bytes:
+            body = orjson.dumps({"name": "latency", "data": {"seq": n}})
+            path = f"/api/v1/customers/person-{n % 2000}/events"
+            return build_request("POST", path, body, port=port, headers=headers)
+
+        def on_ok(n: int, at_s: float) -> None:
+            acked[n] = at_s
+
+        load = asyncio.run(
+            run_load(
+                port, make, connections=64, duration_s=duration_s, rate_per_s=rate, on_ok=on_ok
+            )
+        )
+        deadline = time.monotonic() + 120
+        while sandbox_stats(url)["ops_accepted"] < len(acked) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        records = _received(url)
+    finally:
+        stack.close()
+    latencies_ms = sorted(
+        (r["received_at"] - acked[r["op"]["attributes"]["seq"]]) * 1000
+        for r in records
+        if r["op"]["attributes"]["seq"] in acked
+    )
+    if len(latencies_ms) < len(acked):
+        raise RuntimeError(f"only {len(latencies_ms)} of {len(acked)} events arrived")
+    p50 = latencies_ms[len(latencies_ms) // 2]
+    p99 = latencies_ms[min(len(latencies_ms) - 1, int(0.99 * len(latencies_ms)))]
+    budget_ms = LINGER_MS + 250
+    achieved = load.rate_per_s
+    return [
+        Figure(
+            "end-to-end latency p99 (accept -> upstream 200)",
+            p99,
+            "ms",
+            "budget linger+250",
+            budget_ms,
+            f"<= {budget_ms} ms",
+            p99 <= budget_ms,
+            f"p50 {p50:.0f} ms; {achieved:,.0f} req/s offered (half of {capacity_per_s:,.0f}), "
+            f"{len(latencies_ms):,} events, CIOQ_LINGER_MS={LINGER_MS}",
+            invert=True,
+        )
+    ]

@@ -1,0 +1,164 @@
+"""Metrics: queue-state gauges from real Redis, the api's /metrics, bounded labels."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import keys, metrics
+from service.api.app import create_app
+from service.config import Settings
+from service.metrics_export import process_registry
+from service.metrics_queue import (
+    QueueStateCollector,
+    WorkspaceState,
+    drain_rate_per_s,
+    metrics_redis,
+    record_drained,
+)
+from tests.support.http_server import serve_in_thread
+from tests.support.triggers import RecordingTriggers
+
+AUTH = ("any-site", "dev-ingest-key")
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_queue_state_is_read_from_redis_at_scrape_time(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    settings = make_settings(drain_rate_window_s=10)
+    now_s = time.time()
+    first = keys.shard_keys("default", 1).stream
+    redis_client.xadd(first, {"o": b"{}"}, id=f"{int((now_s - 40) * 1000)}-0")
+    redis_client.xadd(first, {"o": b"{}"}, id="*")
+    redis_client.xadd(keys.shard_keys("default", 3).stream, {"o": b"{}"})
+    redis_client.xadd(keys.dead_letters("default"), {"reason": "invalid"})
+    redis_client.set(keys.pause("default"), "setup:401", px=60_000)
+    client = metrics_redis(settings)
+    collector = QueueStateCollector(settings, client, clock=lambda: now_s)
+
+    got = samples(generate_latest(process_registry(collector)).decode())
+    ws = (("workspace", "default"),)
+    assert got[("cioq_queue_state_up", ())] == 1
+    assert got[("cioq_backlog_entries", ws)] == 3
+    assert got[("cioq_shard_backlog_entries", (("shard", "1"), ("workspace", "default")))] == 2
+    assert got[("cioq_shard_backlog_entries", (("shard", "0"), ("workspace", "default")))] == 0
+    assert 39 <= got[("cioq_backlog_oldest_age_seconds", ws)] <= 41
+    # Nothing drained yet: backlog_seconds falls back to the oldest entry's age.
+    assert got[("cioq_backlog_seconds", ws)] == got[("cioq_backlog_oldest_age_seconds", ws)]
+    assert got[("cioq_dead_letter_entries", ws)] == 1
+    assert got[("cioq_workspace_paused", (("cause", "setup"), *ws))] == 1
+    assert got[("cioq_workspace_paused", (("cause", "throttle"), *ws))] == 0
+    assert got[("cioq_workspace_paused", (("cause", "other"), *ws))] == 0
+    assert 59 <= got[("cioq_workspace_pause_remaining_seconds", ws)] <= 60
+
+    record_drained(redis_client, "default", 15, settings, now_s=now_s - 1)
+    record_drained(redis_client, "default", 5, settings, now_s=now_s - 2)
+    got = samples(generate_latest(process_registry(collector)).decode())
+    assert got[("cioq_drain_rate_ops_per_second", ws)] == 2.0
+    assert got[("cioq_backlog_seconds", ws)] == 1.5
+    client.close()
+
+
+def test_old_drain_counts_leave_the_window_and_the_key(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    settings = make_settings(drain_rate_window_s=10)
+    key = keys.drain_rate("default")
+    record_drained(redis_client, "default", 7, settings, now_s=1_000)
+    record_drained(redis_client, "default", 3, settings, now_s=1_011)
+    assert redis_client.hgetall(key) == {b"1011": b"3"}
+    assert 0 < redis_client.ttl(key) <= 20
+
+
+@pytest.mark.parametrize(
+    ("counts", "now_s", "rate"),
+    [
+        ({}, 100.0, 0.0),
+        ({b"95": b"10"}, 100.0, 1.0),
+        ({b"89": b"50", b"99": b"20"}, 100.0, 2.0),
+        ({b"90": b"10"}, 100.9, 1.0),
+    ],
+)
+def test_drain_rate_counts_only_the_window(
+    counts: dict[bytes, bytes], now_s: float, rate: float
+) -> None:
+    assert drain_rate_per_s(counts, now_s=now_s, window_s=10) == rate
+
+
+@pytest.mark.parametrize(
+    ("backlog", "rate", "oldest_s", "expected"),
+    [
+        ((0, 0), 0.0, 0.0, 0.0),
+        ((0, 0), 5.0, 0.0, 0.0),
+        ((30, 10), 4.0, 2.0, 10.0),
+        ((30, 10), 0.0, 75.0, 75.0),
+    ],
+)
+def test_backlog_seconds(
+    backlog: tuple[int, ...], rate: float, oldest_s: float, expected: float
+) -> None:
+    state = WorkspaceState("w", backlog, oldest_s, 0, "", 0.0, rate)
+    assert state.backlog_seconds == expected
+
+
+def test_unreachable_redis_leaves_metrics_working(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0", metrics_redis_timeout_s=0.2)
+    client = metrics_redis(settings)
+    registry = process_registry(QueueStateCollector(settings, client))
+    metrics.observe_ingest("v1.track", 200, 0.01)
+    started = time.monotonic()
+    text = generate_latest(registry).decode()
+    assert time.monotonic() - started < 2
+    got = samples(text)
+    assert got[("cioq_queue_state_up", ())] == 0
+    assert not any(name == "cioq_backlog_entries" for name, _ in got)
+    assert got[("cioq_ingest_requests_total", (("route", "v1.track"), ("status", "200")))] >= 1
+
+
+def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(), triggers=RecordingTriggers())
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=AUTH, timeout=10) as api:
+        before = samples(api.get("/metrics").text)
+        key = ("cioq_jobs_accepted_total", (("op_type", "event"), ("workspace", "default")))
+        assert api.post("/api/v1/customers/7/events", json={"name": "x"}).status_code == 200
+        assert api.get("/nope").status_code == 404
+        response = httpx.get(f"{url}/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        after = samples(response.text)
+    assert after[key] == before.get(key, 0) + 1
+    track = ("cioq_ingest_requests_total", (("route", "v1.track"), ("status", "200")))
+    assert after[track] == before.get(track, 0) + 1
+    assert after[("cioq_ingest_requests_total", (("route", "unmatched"), ("status", "404")))] >= 1
+    assert after[("cioq_backlog_entries", (("workspace", "default"),))] == 1
+    assert after[("cioq_queue_state_up", ())] == 1
+
+
+@given(st.lists(st.text(max_size=40), max_size=200))
+def test_dead_letter_reason_labels_stay_bounded(reasons: list[str]) -> None:
+    for reason in reasons:
+        metrics.dead_lettered("default", [reason])
+    labels = {
+        s.labels["reason"]
+        for family in metrics.DEAD_LETTERS.collect()
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert len(labels) <= 6 + metrics.MAX_UPSTREAM_REASONS + 1
+    assert all(label == "other" or label.isidentifier() for label in labels)

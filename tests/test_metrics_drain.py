@@ -1,0 +1,136 @@
+"""What a drain records: deliveries, batches, upstream classes, retries, bisection, DLQ."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from service import keys
+from service.cio_client import TrackClient
+from service.config import Settings
+from service.dead_letters import DeadLetterStore
+from service.jobs import v2_job
+from service.sandbox import SandboxConfig, create_sandbox_app
+from service.shards import ShardStore
+from tests.support.http_server import serve_in_thread
+from workers.drain import Drainer
+
+SITE, KEY = "dev-site", "dev-api-key"
+WS = {"workspace": "default"}
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    with serve_in_thread(create_sandbox_app(SandboxConfig(credentials={SITE: KEY}))) as url:
+        yield url
+
+
+@pytest.fixture
+def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+        client.post("/_sandbox/reset").raise_for_status()
+        yield client
+
+
+@pytest.fixture
+def drainer(
+    make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis
+) -> Drainer:
+    settings = make_settings(shards=1, track_url=sandbox_url, retry_base_ms=1000)
+    clients = {ws.name: TrackClient(ws, timeout_s=5) for ws in settings.workspaces}
+    return Drainer(
+        settings,
+        ShardStore(redis_client),
+        DeadLetterStore(redis_client),
+        clients,
+        None,
+        rng=random.Random(7).random,
+    )
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def enqueue(client: redis.Redis, ops: list[dict[str, Any]]) -> None:
+    for op in ops:
+        job = v2_job(op)
+        client.xadd(keys.shard_keys("default", 0).stream, {job.field: job.payload})
+
+
+def event(n: int, **attrs: Any) -> dict[str, Any]:
+    return {
+        "type": "person",
+        "action": "event",
+        "identifiers": {"id": "one-person"},
+        "name": f"e{n}",
+        "attributes": {"n": n, **attrs},
+    }
+
+
+def test_a_delivered_batch_is_counted_once_with_its_size_and_latency(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    before = {
+        "ops": value("cioq_delivered_ops_total", **WS),
+        "ok": value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WS),
+        "batches": value("cioq_batch_ops_count", **WS),
+        "batch_ops": value("cioq_batch_ops_sum", **WS),
+        "bytes": value("cioq_batch_bytes_sum", **WS),
+        "latency": value("cioq_delivery_latency_seconds_count", **WS),
+    }
+    enqueue(redis_client, [event(n) for n in range(5)])
+    assert drainer.drain("default", 0).stopped == "empty"
+    body_bytes = sandbox.get("/_sandbox/requests").json()["records"][0]["body_bytes"]
+    assert value("cioq_delivered_ops_total", **WS) - before["ops"] == 5
+    ok = value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WS)
+    assert ok - before["ok"] == 1
+    assert value("cioq_batch_ops_count", **WS) - before["batches"] == 1
+    assert value("cioq_batch_ops_sum", **WS) - before["batch_ops"] == 5
+    assert value("cioq_batch_bytes_sum", **WS) - before["bytes"] == body_bytes
+    assert value("cioq_delivery_latency_seconds_count", **WS) - before["latency"] == 5
+    counts = redis_client.hgetall(keys.drain_rate("default"))
+    assert sum(int(c) for c in counts.values()) == 5
+
+
+def test_a_transient_failure_schedules_a_counted_retry(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    retries = value("cioq_retries_scheduled_total", status_class="5xx", **WS)
+    failed = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WS)
+    sandbox.post("/_sandbox/faults", json={"status_sequence": [503]}).raise_for_status()
+    enqueue(redis_client, [event(1)])
+    assert drainer.drain("default", 0).stopped == "backoff"
+    assert value("cioq_retries_scheduled_total", status_class="5xx", **WS) - retries == 1
+    after = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WS)
+    assert after - failed == 1
+
+
+def test_a_rejected_batch_counts_bisection_and_its_dead_letter(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    bisect = value("cioq_bisect_requests_total", **WS)
+    dead = value("cioq_dead_letters_total", reason="invalid", **WS)
+    delivered = value("cioq_delivered_ops_total", **WS)
+    enqueue(redis_client, [event(n, sandbox_poison="400" if n == 2 else "no") for n in range(4)])
+    report = drainer.drain("default", 0)
+    assert report.stopped == "empty"
+    assert value("cioq_bisect_requests_total", **WS) - bisect == report.bisect_requests >= 2
+    assert value("cioq_dead_letters_total", reason="invalid", **WS) - dead == 1
+    assert value("cioq_delivered_ops_total", **WS) - delivered == 3
+
+
+def test_refused_credentials_count_a_setup_pause(
+    drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    pauses = value("cioq_pauses_total", cause="setup", **WS)
+    sandbox.post("/_sandbox/faults", json={"status_sequence": [401]}).raise_for_status()
+    enqueue(redis_client, [event(1)])
+    assert drainer.drain("default", 0).stopped == "setup"
+    assert value("cioq_pauses_total", cause="setup", **WS) - pauses == 1
