@@ -25,15 +25,17 @@ class Figure:
 
     def row(self) -> str:
         status = "met" if self.met else "NOT met"
+        less = " less" if self.invert else ""
         return (
             f"| {self.name} | {_fmt(self.value)} {self.unit} | {self.baseline_name}: "
-            f"{_fmt(self.baseline)} {self.unit} | {self.ratio:,.2f}x{' less' if self.invert else ''} "
-            f"| {self.goal} | {status} |" + (f" {self.note}" if self.note else "")
+            f"{_fmt(self.baseline)} {self.unit} | {self.ratio:,.2f}x{less} | {self.goal} "
+            f"| {status} | {self.note} |"
         )
 
 
 HEADER = (
-    "| figure | cioq | baseline (same run) | ratio | goal | result |\n|---|---|---|---|---|---|"
+    "| figure | cioq | baseline (same run) | ratio | goal | result | notes |\n"
+    "|---|---|---|---|---|---|---|"
 )
 
 

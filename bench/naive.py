@@ -37,7 +37,7 @@ def _naive(stack: BenchStack, events: int, timeout_s: float) -> tuple[float, int
     port = url.rsplit(":", 1)[1]
     from bench.naive_app import app
 
-    app.conf.broker_url = stack.redis.url
+    app.conf.update(broker_url=stack.redis.url)
     with app.connection_for_write() as conn:
         for i in range(events):
             op = event_op(i)

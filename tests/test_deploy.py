@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import Settings
+from service.config import Settings, load_settings
 from tests.support.processes import cioq_proc, wait_until
 from workers import liveness
 
@@ -210,3 +210,13 @@ def test_a_running_sweeper_keeps_its_heartbeat_fresh(tmp_path: Path) -> None:
         sweeper.stop()
     stale = [sys.executable, "-m", "workers.liveness", "--max-age-s", "0"]
     wait_until(lambda: subprocess.run(stale, env=env, check=False).returncode == 1, timeout_s=10)
+
+
+def test_the_configmap_and_secret_make_valid_production_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {**_config(), **find("Secret", "cioq-secrets")["stringData"]}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.env == "production"
+    assert settings.worker_metrics_port == 9100

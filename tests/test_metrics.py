@@ -162,3 +162,15 @@ def test_dead_letter_reason_labels_stay_bounded(reasons: list[str]) -> None:
     }
     assert len(labels) <= 6 + metrics.MAX_UPSTREAM_REASONS + 1
     assert all(label == "other" or label.isidentifier() for label in labels)
+
+
+def test_api_metrics_answer_while_redis_is_down(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0", metrics_redis_timeout_s=0.2)
+    app = create_app(settings, triggers=RecordingTriggers())
+    with serve_in_thread(app) as url:
+        started = time.monotonic()
+        response = httpx.get(f"{url}/metrics", timeout=10)
+        assert time.monotonic() - started < 3
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    assert response.status_code == 200
+    assert samples(response.text)[("cioq_queue_state_up", ())] == 0
