@@ -40,14 +40,16 @@ def event_op(i: int) -> dict[str, Any]:
     }
 
 
-def identify_op(i: int, people: int) -> dict[str, Any]:
-    """Each person is identified four times in a row (with other people in between)."""
-    person, step = i % people, i // people
+def identify_op(i: int, block: int = 200) -> dict[str, Any]:
+    """People come in blocks of `block`: each is identified four times, the block's other
+    people in between, so a person's identifies land ~block/shards apart in one stream."""
+    base, within = divmod(i, 4 * block)
+    step, person = divmod(within, block)
     return {
         "type": "person",
         "action": "identify",
-        "identifiers": {"id": f"person-{person}"},
-        "attributes": {f"a{step % 4}": step, "pad": PAD[:300]},
+        "identifiers": {"id": f"person-{base * block + person}"},
+        "attributes": {f"a{step}": step, "pad": PAD[:300]},
     }
 
 
@@ -177,8 +179,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
         mean_bytes = sum(bodies) / len(bodies)
         assert cioq["delivered"] == total, cioq
         httpx.post(f"{url}/_sandbox/reset")
-        people = coalesce_total // 4
-        fill(stack, [identify_op(i, people) for i in range(coalesce_total)], coalesce_total)
+        fill(stack, [identify_op(i) for i in range(coalesce_total)], coalesce_total)
         merged = drain_with_worker(stack, url, coalesce_total, timeout_s=600, coalesce="true")
         memory, memory_total = cioq, total
         if not quick:

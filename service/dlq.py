@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from service import keys
+from service import keys, metrics
 from service.dead_letters import DeadLetter, StoredDeadLetter
 from service.errors import FieldError, InvalidJob, StoreUnavailable
 from service.jobs import restore_job
@@ -171,6 +171,7 @@ class DeadLetterAdmin:
                 outcome.done += await self._requeue(workspace, chunk, dry_run)
                 chunk = []
         outcome.done += await self._requeue(workspace, chunk, dry_run)
+        metrics.dead_letters_handled(workspace, "replayed", outcome.done)
         return outcome
 
     async def purge(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
@@ -187,6 +188,7 @@ class DeadLetterAdmin:
                 chunk = []
         if chunk and not dry_run:
             outcome.done += int(await self._call(self.redis.xdel(stream, *chunk)))
+        metrics.dead_letters_handled(workspace, "purged", outcome.done)
         return outcome
 
     async def _requeue(self, workspace: str, chunk: list[StoredDeadLetter], dry_run: bool) -> int:

@@ -120,6 +120,12 @@ DEAD_LETTERS = Counter(
     ["workspace", "reason"],
     namespace=NAMESPACE,
 )
+DEAD_LETTERS_HANDLED = Counter(
+    "dead_letters_handled",
+    "Dead letters an operator replayed into the queue or purged (cioq dlq, admin API).",
+    ["workspace", "action"],
+    namespace=NAMESPACE,
+)
 PAUSES = Counter(
     "pauses",
     "Workspace pauses started by a worker, by cause (throttle, setup).",
@@ -217,6 +223,11 @@ def bisect_request(workspace: str) -> None:
 def dead_lettered(workspace: str, reasons: Iterable[str]) -> None:
     for reason in reasons:
         DEAD_LETTERS.labels(workspace, _reason_label(reason)).inc()
+
+
+def dead_letters_handled(workspace: str, action: str, count: int) -> None:
+    if count:
+        DEAD_LETTERS_HANDLED.labels(workspace, action).inc(count)
 
 
 def paused(workspace: str, cause: str) -> None:

@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from service import keys
@@ -84,6 +85,13 @@ def _run(settings: Settings, work: Callable[[DeadLetterAdmin], Any]) -> Any:
     return asyncio.run(main())
 
 
+def _handled(action: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "cioq_dead_letters_handled_total", {"workspace": "default", "action": action}
+    )
+    return value or 0.0
+
+
 @pytest.mark.parametrize(
     ("flt", "expected"),
     [
@@ -155,8 +163,10 @@ def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
 ) -> None:
     """Replay keeps payload bytes (event ids) and removes the letters in the same MULTI."""
     settings = make_settings()
+    before = _handled("replayed")
     outcome = _run(settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=False))
     assert (outcome.matched, outcome.done) == (5, 5)
+    assert _handled("replayed") - before == 5
     assert redis_client.xlen(keys.dead_letters("default")) == 0
     queued: list[bytes] = []
     for shard in range(settings.shards):
