@@ -16,11 +16,7 @@ Choices where Customer.io's documentation is silent:
 * Device attributes, in ``device.attributes`` or (as the SDKs send them) at the
   device's top level, become strings: ``"true"``/``"false"``, decimal numbers.
   ``device.attributes`` wins a clash.
-* A metric becomes a delivery event only if ``recipient`` is shaped like a push token:
-  the body does not name its channel, and an email open must not count as a push
-  open. Metrics with ``reason``, ``href`` or other keys stay on v1, which keeps them.
-* Push events and metrics put ``timestamp`` at the op's top level, as person events
-  do, and get an ``id`` like every event.
+* Push events and metrics: see `service.translate_delivery`.
 """
 
 from __future__ import annotations
@@ -33,13 +29,10 @@ from service.jobs import new_event_id
 from service.limits import DEFAULT_LIMITS, Limits
 from service.validation import validate_op
 from service.validation_rules import (
-    DELIVERY_METRICS,
     EVENT_TYPES,
     check_event_fields,
-    check_seconds,
     check_string,
     invalid,
-    is_push_token,
     key_path,
     not_one_of,
     required,
@@ -47,15 +40,10 @@ from service.validation_rules import (
     wrong_type,
 )
 
-#: Every metric the v1 metrics endpoint documents for any channel.
-V1_METRICS = (*DELIVERY_METRICS, "bounced", "clicked", "deferred", "dropped", "spammed")
 RELATIONSHIP_ACTIONS = ("add_relationships", "delete_relationships")
 
 _TRACK_FIELDS = frozenset({"name", "id", "type", "timestamp", "data"})
 _ANONYMOUS_FIELDS = _TRACK_FIELDS | {"anonymous_id"}
-_PUSH_FIELDS = frozenset({"delivery_id", "event", "device_id", "timestamp"})
-_METRIC_V2_FIELDS = frozenset({"delivery_id", "metric", "recipient", "timestamp"})
-_METRIC_TEXT_FIELDS = ("reason", "href", "action_name", "action_value")
 _DEVICE_FIELDS = ("id", "platform", "last_used", "attributes")
 
 _V1_HINTS = {
@@ -68,7 +56,6 @@ _V1_HINTS = {
 Renames = tuple[tuple[str, str], ...]
 
 _EVENT_RENAMES: Renames = (("attributes", "data"),)
-_DELIVERY_ID = ("identifiers.id", "delivery_id")
 _ANONYMOUS_RENAMES: Renames = (("identifiers.anonymous_id", "anonymous_id"), *_EVENT_RENAMES)
 _IDENTIFY_RENAMES: Renames = (
     ("timestamp", "_timestamp"),
@@ -94,7 +81,7 @@ def _renamed(error: FieldError, renames: Renames) -> FieldError:
     return error
 
 
-def _finish(
+def finish_op(
     op: dict[str, Any], errors: list[FieldError], renames: Renames, limits: Limits
 ) -> dict[str, Any]:
     """`op` once it validates; else InvalidJob with v1 names for every error."""
@@ -106,7 +93,7 @@ def _finish(
     return op
 
 
-def _body(body: object) -> dict[str, Any]:
+def body_object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidJob([wrong_type("body", "a JSON object", body)])
     return body
@@ -138,7 +125,7 @@ def _person_op(action: str, identifier: str, limits: Limits) -> dict[str, Any]:
 def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``PUT /customers/{identifier}`` → person identify (or delete_relationships)."""
     op = _person_op("identify", identifier, limits)
-    data = _body(body)
+    data = body_object(body)
     errors: list[FieldError] = []
     rel_action, relationships = (
         _v1_relationships(data["cio_relationships"], errors)
@@ -156,7 +143,7 @@ def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) 
             errors.append(FieldError("cio_relationships.action", "enum", message))
         op["action"] = "delete_relationships"
         op["cio_relationships"] = relationships
-        return _finish(op, errors, _IDENTIFY_RENAMES, limits)
+        return finish_op(op, errors, _IDENTIFY_RENAMES, limits)
     attributes = {k: v for k, v in data.items() if k not in ("_timestamp", "cio_relationships")}
     if type(attributes.get("id")) is int:
         attributes["id"] = str(attributes["id"])
@@ -166,7 +153,7 @@ def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) 
         op["timestamp"] = data["_timestamp"]
     if relationships is not None:
         op["cio_relationships"] = relationships
-    return _finish(op, errors, _IDENTIFY_RENAMES, limits)
+    return finish_op(op, errors, _IDENTIFY_RENAMES, limits)
 
 
 def _v1_relationships(value: object, errors: list[FieldError]) -> tuple[str | None, object]:
@@ -190,17 +177,17 @@ def _v1_relationships(value: object, errors: list[FieldError]) -> tuple[str | No
 
 def delete(identifier: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``DELETE /customers/{identifier}`` → person delete."""
-    return _finish(_person_op("delete", identifier, limits), [], (), limits)
+    return finish_op(_person_op("delete", identifier, limits), [], (), limits)
 
 
 def suppress(identifier: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``POST /customers/{identifier}/suppress`` → person suppress."""
-    return _finish(_person_op("suppress", identifier, limits), [], (), limits)
+    return finish_op(_person_op("suppress", identifier, limits), [], (), limits)
 
 
 def unsuppress(identifier: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``POST /customers/{identifier}/unsuppress`` → person unsuppress."""
-    return _finish(_person_op("unsuppress", identifier, limits), [], (), limits)
+    return finish_op(_person_op("unsuppress", identifier, limits), [], (), limits)
 
 
 def _event(identifiers: dict[str, Any], data: dict[str, Any], limits: Limits) -> dict[str, Any]:
@@ -222,7 +209,7 @@ def _event(identifiers: dict[str, Any], data: dict[str, Any], limits: Limits) ->
         op["timestamp"] = data["timestamp"]
     if "data" in data:
         op["attributes"] = data["data"]
-    return _finish(op, errors, renames, limits)
+    return finish_op(op, errors, renames, limits)
 
 
 def _event_type(data: dict[str, Any], errors: list[FieldError]) -> str:
@@ -240,7 +227,7 @@ def _event_type(data: dict[str, Any], errors: list[FieldError]) -> str:
 def track(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``POST /customers/{identifier}/events`` → person event, page or screen (by ``type``)."""
     identifiers = identifiers_from_path(identifier, limits=limits)
-    return _event(identifiers, _body(body), limits)
+    return _event(identifiers, body_object(body), limits)
 
 
 def track_anonymous(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
@@ -249,7 +236,7 @@ def track_anonymous(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[st
     An invite (no ``anonymous_id``) has no v2 equivalent: the caller checks it with
     `check_anonymous_v1` and forwards it to v1 unchanged.
     """
-    data = _body(body)
+    data = body_object(body)
     if "anonymous_id" not in data:
         return None
     identifiers = {"anonymous_id": data["anonymous_id"]}
@@ -258,7 +245,7 @@ def track_anonymous(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[st
 
 def check_anonymous_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise InvalidJob if an anonymous event forwarded to v1 breaks a documented limit."""
-    data = _body(body)
+    data = body_object(body)
     errors: list[FieldError] = []
     _event_type(data, errors)
     check_event_fields(data, "", limits, errors, data_key="data")
@@ -269,7 +256,7 @@ def check_anonymous_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None
 def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``PUT /customers/{identifier}/devices`` → person add_device (``device.id`` → ``token``)."""
     op = _person_op("add_device", identifier, limits)
-    data = _body(body)
+    data = body_object(body)
     errors = unknown_fields(data, ("device",), "", "a v1 add_device body", hints=_V1_HINTS)
     device = data.get("device")
     if not isinstance(device, dict):
@@ -297,7 +284,7 @@ def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
     if attributes:
         v2_device["attributes"] = attributes
     op["device"] = v2_device
-    return _finish(op, errors, tuple(renames), limits)
+    return finish_op(op, errors, tuple(renames), limits)
 
 
 def _device_string(value: object) -> object:
@@ -315,74 +302,15 @@ def delete_device(
     """``DELETE /customers/{identifier}/devices/{device_id}`` → person delete_device."""
     op = _person_op("delete_device", identifier, limits)
     op["device"] = {"token": device_id}
-    return _finish(op, [], (("device.token", "device_id"),), limits)
+    return finish_op(op, [], (("device.token", "device_id"),), limits)
 
 
 def merge(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``POST /merge_customers`` → person merge (same ``primary``/``secondary``)."""
-    data = _body(body)
+    data = body_object(body)
     errors = unknown_fields(data, ("primary", "secondary"), "", "a v1 merge body")
     op = {"type": "person", "action": "merge"} | {k: data.get(k) for k in ("primary", "secondary")}
-    return _finish(op, errors, (), limits)
-
-
-def _delivery(
-    data: dict[str, Any], name: str, token: str, errors: list[FieldError], limits: Limits
-) -> dict[str, Any]:
-    """The delivery event whose metric is ``data[name]`` and device token ``data[token]``."""
-    op: dict[str, Any] = {
-        "type": "delivery",
-        "action": "event",
-        "identifiers": {"id": data.get("delivery_id")},
-        "name": data.get(name),
-        "id": new_event_id(),
-    }
-    if "timestamp" in data:
-        op["timestamp"] = data["timestamp"]
-    op["attributes"] = {"device_token": data.get(token)}
-    renames = (_DELIVERY_ID, ("name", name), ("attributes.device_token", token))
-    return _finish(op, errors, renames, limits)
-
-
-def push_event(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """``POST /push/events`` → delivery event (``device_id`` → ``attributes.device_token``)."""
-    data = _body(body)
-    errors = unknown_fields(data, _PUSH_FIELDS, "", "a v1 push event")
-    return _delivery(data, "event", "device_id", errors, limits)
-
-
-def metric(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
-    """``POST /metrics`` → delivery event for a push metric; None when v1 must carry it.
-
-    The caller checks a None case with `check_metric_v1` and forwards it unchanged.
-    """
-    data = _body(body)
-    if (
-        data.get("metric") not in DELIVERY_METRICS
-        or not is_push_token(data.get("recipient"))
-        or not _METRIC_V2_FIELDS.issuperset(data)
-    ):
-        return None
-    return _delivery(data, "metric", "recipient", [], limits)
-
-
-def check_metric_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Raise InvalidJob if a metric forwarded to v1 breaks the documented schema."""
-    data = _body(body)
-    errors: list[FieldError] = []
-    check_string(data.get("delivery_id"), "delivery_id", errors, max_bytes=limits.max_id_bytes)
-    name = data.get("metric")
-    if name not in V1_METRICS:
-        errors.append(invalid("metric", name, "a string", V1_METRICS))
-    if "timestamp" in data:
-        check_seconds(data["timestamp"], "timestamp", errors)
-    if "recipient" in data and type(data["recipient"]) not in (str, int):
-        errors.append(wrong_type("recipient", "a string (a number for SMS)", data["recipient"]))
-    for key in _METRIC_TEXT_FIELDS:
-        if key in data and not isinstance(data[key], str):
-            errors.append(wrong_type(key, "a string", data[key]))
-    if errors:
-        raise InvalidJob(errors)
+    return finish_op(op, errors, (), limits)
 
 
 def ensure_event_id(op: dict[str, Any]) -> dict[str, Any]:
@@ -402,7 +330,7 @@ def ensure_event_id(op: dict[str, Any]) -> dict[str, Any]:
 
 def segment_ids(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise InvalidJob unless ``ids`` holds 1 to max_segment_ids non-empty strings."""
-    data = _body(body)
+    data = body_object(body)
     ids = data.get("ids")
     errors: list[FieldError] = []
     if not isinstance(ids, list):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service import translate
+from service import translate_delivery as delivery
 from service.errors import InvalidJob
 from service.validation import validate_op
 from service.validation_rules import is_ulid
@@ -26,6 +27,7 @@ E2, E3, E4 = "é", "€", "😀"
 def fixed_event_id(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Generated event ids are FIXED_ID, so expected ops can be written out exactly."""
     monkeypatch.setattr(translate, "new_event_id", lambda: FIXED_ID)
+    monkeypatch.setattr(delivery, "new_event_id", lambda: FIXED_ID)
     yield
 
 
@@ -182,36 +184,36 @@ MAPPING: list[tuple[str, Call, object]] = [
     ),
     (
         "push-event",
-        lambda: translate.push_event(
+        lambda: delivery.push_event(
             {"delivery_id": "d1", "event": "opened", "device_id": "tok", "timestamp": 1_700_000_000}
         ),
         push_op("opened", "tok", timestamp=1_700_000_000),
     ),
     (
         "metric-push-apns",
-        lambda: translate.metric({"delivery_id": "d1", "metric": "delivered", "recipient": APNS}),
+        lambda: delivery.metric({"delivery_id": "d1", "metric": "delivered", "recipient": APNS}),
         push_op("delivered", APNS),
     ),
     (
         "metric-push-fcm",
-        lambda: translate.metric(
+        lambda: delivery.metric(
             {"delivery_id": "d1", "metric": "converted", "recipient": FCM, "timestamp": 5}
         ),
         push_op("converted", FCM, timestamp=5),
     ),
     (
         "metric-email-stays-v1",
-        lambda: translate.metric({"delivery_id": "d1", "metric": "opened", "recipient": "a@b.co"}),
+        lambda: delivery.metric({"delivery_id": "d1", "metric": "opened", "recipient": "a@b.co"}),
         None,
     ),
     (
         "metric-clicked-stays-v1",
-        lambda: translate.metric({"delivery_id": "d1", "metric": "clicked", "recipient": APNS}),
+        lambda: delivery.metric({"delivery_id": "d1", "metric": "clicked", "recipient": APNS}),
         None,
     ),
     (
         "metric-href-stays-v1",
-        lambda: translate.metric(
+        lambda: delivery.metric(
             {"delivery_id": "d1", "metric": "opened", "recipient": APNS, "href": "https://x"}
         ),
         None,
@@ -426,46 +428,44 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
     ),
     (
         "push-missing-everything",
-        lambda: translate.push_event({}),
+        lambda: delivery.push_event({}),
         [("delivery_id", "required"), ("device_id", "required"), ("event", "required")],
     ),
     (
         "push-event-clicked",
-        lambda: translate.push_event({"delivery_id": "d", "event": "clicked", "device_id": "t"}),
+        lambda: delivery.push_event({"delivery_id": "d", "event": "clicked", "device_id": "t"}),
         [("event", "enum")],
     ),
     (
         "push-timestamp-string",
-        lambda: translate.push_event(
+        lambda: delivery.push_event(
             {"delivery_id": "d", "event": "opened", "device_id": "t", "timestamp": "1"}
         ),
         [("timestamp", "seconds")],
     ),
     (
         "metric-push-without-delivery-id",
-        lambda: translate.metric({"metric": "opened", "recipient": APNS}),
+        lambda: delivery.metric({"metric": "opened", "recipient": APNS}),
         [("delivery_id", "required")],
     ),
     (
         "metric-v1-unknown",
-        lambda: translate.check_metric_v1({"delivery_id": "d", "metric": "bounce"}),
+        lambda: delivery.check_metric_v1({"delivery_id": "d", "metric": "bounce"}),
         [("metric", "enum")],
     ),
     (
         "metric-v1-delivery-id-number",
-        lambda: translate.check_metric_v1({"delivery_id": 5, "metric": "clicked"}),
+        lambda: delivery.check_metric_v1({"delivery_id": 5, "metric": "clicked"}),
         [("delivery_id", "type")],
     ),
     (
         "metric-v1-href-number",
-        lambda: translate.check_metric_v1({"delivery_id": "d", "metric": "clicked", "href": 1}),
+        lambda: delivery.check_metric_v1({"delivery_id": "d", "metric": "clicked", "href": 1}),
         [("href", "type")],
     ),
     (
         "metric-v1-recipient-list",
-        lambda: translate.check_metric_v1(
-            {"delivery_id": "d", "metric": "opened", "recipient": []}
-        ),
+        lambda: delivery.check_metric_v1({"delivery_id": "d", "metric": "opened", "recipient": []}),
         [("recipient", "type")],
     ),
     ("segment-ids-missing", lambda: translate.segment_ids({}), [("ids", "required")]),
@@ -485,8 +485,8 @@ def test_errors_name_the_v1_field(call: Call, expected: list[tuple[str, str]]) -
 
 def test_metric_and_invite_forwarded_to_v1_pass_their_checks() -> None:
     """Well-formed v1-only metrics and invite events raise nothing."""
-    translate.check_metric_v1({"delivery_id": "d", "metric": "bounced", "reason": "full"})
-    translate.check_metric_v1({"delivery_id": "d", "metric": "delivered", "recipient": 15551234})
+    delivery.check_metric_v1({"delivery_id": "d", "metric": "bounced", "reason": "full"})
+    delivery.check_metric_v1({"delivery_id": "d", "metric": "delivered", "recipient": 15551234})
     translate.check_anonymous_v1({"name": "invite", "data": {"recipient": "a@b.co"}})
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import translate
+from service import translate, translate_delivery
 from service.api import idempotency
 from service.api.http import OK, Request, Response, Route, json_response
 from service.config import Settings, Workspace
@@ -159,15 +159,15 @@ class Ingest:
         return await self._store_jobs(req, ws, [job])
 
     async def push_event(self, req: Request, ws: Workspace) -> Response:
-        op = translate.push_event(_object(req.json()), limits=self.limits)
+        op = translate_delivery.push_event(_object(req.json()), limits=self.limits)
         return await self._store_ops(req, ws, [op])
 
     async def metric(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
-        op = translate.metric(body, limits=self.limits)
+        op = translate_delivery.metric(body, limits=self.limits)
         if op is not None:
             return await self._store_ops(req, ws, [op])
-        translate.check_metric_v1(body, limits=self.limits)
+        translate_delivery.check_metric_v1(body, limits=self.limits)
         job = v1_job(
             "POST",
             "/api/v1/metrics",

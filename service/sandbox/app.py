@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.sandbox.controls import Controls, Endpoint, control, json_response
 from service.sandbox.rules import (
     OpError,
     check_form,
@@ -30,11 +31,9 @@ from service.sandbox.rules import (
     check_segment_ids,
     check_v1_event,
 )
-from service.sandbox.state import FaultConfig, SandboxConfig, SandboxState
+from service.sandbox.state import SandboxConfig, SandboxState
 
 __all__ = ["create_sandbox_app"]
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(slots=True)
@@ -54,7 +53,7 @@ BodyCheck = Callable[[Any], str | None]
 
 
 def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status, headers, media_type="application/json")
+    return json_response(status, doc, headers)
 
 
 def _v1_error(status: int, message: str) -> Response:
@@ -253,92 +252,6 @@ class _Sandbox:
         return _json(200, {"url": url, "region": "us", "environment_id": 1})
 
 
-def _query_int(request: Request, name: str, default: int, minimum: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be ≥ {minimum}")
-    return value
-
-
-async def _json_body(request: Request) -> Any:
-    try:
-        return orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise ValueError("request body is not valid JSON") from None
-
-
-def _control(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
-    """A `/_sandbox/` endpoint: returns JSON, and a ValueError becomes 400 {"error"}."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            return _json(200, await handler(request))
-        except ValueError as exc:
-            return _json(400, {"error": str(exc)})
-
-    return endpoint
-
-
-class _Controls:
-    """The `/_sandbox/` endpoints tests use to inspect and steer the sandbox."""
-
-    def __init__(self, state: SandboxState) -> None:
-        self.state = state
-
-    async def received(self, request: Request) -> Any:
-        """Accepted ops from cursor `after`, optionally only one site's."""
-        return self.state.recorder.page_records(
-            request.query_params.get("site_id") or None,
-            _query_int(request, "after", 0, 0),
-            _query_int(request, "limit", 10_000, 1),
-        )
-
-    async def requests(self, request: Request) -> Any:
-        """The request log from cursor `after`."""
-        return self.state.recorder.page_requests(
-            _query_int(request, "after", 0, 0), _query_int(request, "limit", 10_000, 1)
-        )
-
-    async def stats(self, request: Request) -> Any:
-        """Counters since start-up or the last reset."""
-        return self.state.recorder.stats()
-
-    async def reset(self, request: Request) -> Any:
-        """Forget records, counters and faults; restore the configured credentials."""
-        self.state.reset()
-        return {}
-
-    async def credentials(self, request: Request) -> Any:
-        """Set a site's API key, or remove the site when `api_key` is null."""
-        doc = await _json_body(request)
-        site_id = doc.get("site_id") if type(doc) is dict else None
-        if type(site_id) is not str or not site_id or "api_key" not in doc:
-            raise ValueError('expected {"site_id": "...", "api_key": "..." | null}')
-        api_key = doc["api_key"]
-        if api_key is None:
-            self.state.credentials.pop(site_id, None)
-        elif type(api_key) is str:
-            self.state.credentials[site_id] = api_key
-        else:
-            raise ValueError("api_key must be a string or null")
-        return {"site_ids": sorted(self.state.credentials)}
-
-    async def set_faults(self, request: Request) -> Any:
-        """Replace the fault settings; `{}` clears them."""
-        self.state.faults.set(FaultConfig.from_json(await _json_body(request)))
-        return self.state.faults.to_json()
-
-    async def get_faults(self, request: Request) -> Any:
-        """The fault settings, with the part of `status_sequence` not yet used."""
-        return self.state.faults.to_json()
-
-
 async def _healthz(request: Request) -> Response:
     return _json(200, {})
 
@@ -364,7 +277,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
     """Build a sandbox Customer.io; its `SandboxState` is at `app.state.sandbox`."""
     state = SandboxState(config or SandboxConfig())
     sandbox = _Sandbox(state)
-    controls = _Controls(state)
+    controls = Controls(state)
     person = "/api/v1/customers/{identifier}"
     # (method, path, handler, Basic auth required) for every Track API endpoint served.
     track_api: list[tuple[str, str, Handler, bool]] = [
@@ -400,7 +313,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
         Route(path, sandbox.customerio(handler, auth=auth), methods=[method])
         for method, path, handler, auth in track_api
     ]
-    routes += [Route(path, _control(handler), methods=[m]) for m, path, handler in controls_api]
+    routes += [Route(path, control(handler), methods=[m]) for m, path, handler in controls_api]
     routes.append(Route("/healthz", _healthz, methods=["GET"]))
     app = Starlette(routes=routes, middleware=[Middleware(_RawPathRouting)])
     app.state.sandbox = state
