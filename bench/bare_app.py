@@ -1,8 +1,9 @@
 """The ingest baseline: a bare ASGI app that only parses the JSON body and XADDs it.
 
 No routing, auth, validation, translation or triggers: the least any ingest API must do
-to store an event durably, served by the same uvicorn settings as ``cioq api``. A v2
-batch body is split into one entry per op, in one pipeline, as cioq stores them.
+to store an event durably, served by the same uvicorn settings as ``cioq api``. A single
+event is one plain XADD; a v2 batch body is split into one entry per op, stored in one
+MULTI (all or nothing), as cioq stores them.
 
 ``python -m bench.bare_app --port P --redis-url URL``
 """
@@ -42,10 +43,13 @@ class BareApp:
         doc = orjson.loads(b"".join(chunks))
         batch = doc.get("batch") if isinstance(doc, dict) else None
         ops = batch if isinstance(batch, list) else [doc]
-        pipe = self.redis.pipeline(transaction=True)
-        for op in ops:
-            pipe.xadd("bare:q", {b"o": orjson.dumps(op)})
-        await pipe.execute()
+        if len(ops) == 1:
+            await self.redis.xadd("bare:q", {b"o": orjson.dumps(ops[0])})
+        else:  # a batch is stored whole or not at all
+            pipe = self.redis.pipeline(transaction=True)
+            for op in ops:
+                pipe.xadd("bare:q", {b"o": orjson.dumps(op)})
+            await pipe.execute()
         await self._ok(send)
 
     @staticmethod

@@ -69,7 +69,6 @@ class BenchStack:
             "CIOQ_SHARDS": "32",
             "CIOQ_BACKLOG_MAX_ENTRIES": "100000000",
             "CIOQ_BACKLOG_MAX_AGE_S": "86400",
-            "CIOQ_SWEEP_INTERVAL_MS": "250",
         }
         self.env.update({f"CIOQ_{k.upper()}": str(v) for k, v in settings.items()})
         self.sandbox_port = 0

@@ -1,9 +1,11 @@
 """The ingest side of the queue: store accepted jobs durably, then wake a drain.
 
-`Queue.enqueue` writes every job of one request in one ``MULTI``: all of them are
-stored or none is. Only after Redis confirms (and, at the ``fsync`` durability level,
-after ``WAITAOF`` confirms the AOF is on disk) does ingest answer 2xx. Triggers are sent
-afterwards and are debounced per shard; a lost trigger is recovered by the sweeper.
+`Queue.enqueue` writes every job of one request in one Lua call (shared with requests
+that arrive together, `service.group_commit`) or, with dead letters to delete, one
+``MULTI``: all of them are stored or none is. Only after Redis confirms (and, at the
+``fsync`` durability level, after ``WAITAOF`` confirms the AOF is on disk) does ingest
+answer 2xx. Triggers are sent afterwards and are debounced per shard; a lost trigger is
+recovered by the sweeper.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from redis.asyncio.client import Pipeline
 from service import keys, metrics
 from service.config import Settings
 from service.errors import StoreUnavailable
+from service.group_commit import GroupCommit
 from service.jobs import Job, shard_for
 from service.triggers import Triggers
 
@@ -59,6 +62,7 @@ class Queue:
         self.settings = settings
         self.triggers = triggers
         self.use_waitaof = use_waitaof
+        self._group_commit = GroupCommit(client, settings)
 
     async def enqueue(
         self, workspace: str, jobs: Sequence[Job], *, dead_letter_ids: Sequence[str] = ()
@@ -68,6 +72,8 @@ class Queue:
         `dead_letter_ids` are deleted from the workspace's dead-letter stream in the same
         transaction: a replayed letter is queued again and gone from the DLQ, or neither.
         """
+        if not dead_letter_ids:
+            return await self._enqueue_scripted(workspace, jobs)
         pipe = self.redis.pipeline(transaction=True)
         touched = self._stage(pipe, workspace, jobs)
         if dead_letter_ids:
@@ -76,6 +82,20 @@ class Queue:
         metrics.jobs_accepted(workspace, jobs)
         await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
         return list(results[: len(jobs)])
+
+    async def _enqueue_scripted(self, workspace: str, jobs: Sequence[Job]) -> list[bytes]:
+        """The same writes as `_stage`, in one ``lua/enqueue.lua`` call shared with the
+        requests that arrive together (`service.group_commit`), all or nothing."""
+        try:
+            ids, fresh = await self._group_commit.store(workspace, jobs)
+            if self.use_waitaof:
+                await self._wait_fsync()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        metrics.jobs_accepted(workspace, jobs)
+        if fresh:
+            await self._trigger(workspace, fresh)
+        return ids
 
     async def enqueue_once(
         self, workspace: str, jobs: Sequence[Job], *, key: str, answer: bytes, window_ms: int

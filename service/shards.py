@@ -82,9 +82,13 @@ class ShardStore:
     def renew(self, shard: keys.ShardKeys, token: int, *, lease_ms: int) -> bool:
         return bool(self._call(self._renew, [shard.lease], [token, lease_ms]))
 
-    def release(self, shard: keys.ShardKeys, token: int) -> int:
-        """Give the lease back; returns how many entries are still queued."""
-        return int(self._call(self._release, [shard.lease, shard.trigger, shard.stream], [token]))
+    def release(self, shard: keys.ShardKeys, token: int, *, marker_ms: int = 0) -> int:
+        """Give the lease back; returns how many entries are still queued.
+
+        `marker_ms` > 0 keeps the trigger marker that long (a re-trigger is scheduled).
+        """
+        lua_keys = [shard.lease, shard.trigger, shard.stream]
+        return int(self._call(self._release, lua_keys, [token, marker_ms]))
 
     def read(self, shard: keys.ShardKeys, *, after: bytes | None, count: int) -> list[Entry]:
         """Up to `count` entries from the head, or after the entry id `after`."""

@@ -88,7 +88,8 @@ class Drainer:
             report.stopped = "lease_lost"
             log.warning("lease lost on %s; another drain owns the shard", shard_keys.tag)
         finally:
-            remaining = self.store.release(shard_keys, token)
+            marker_ms = self._marker_ms(report)
+            remaining = self.store.release(shard_keys, token, marker_ms=marker_ms)
             if report.stopped in ("empty", "shutdown") and remaining:
                 report.retrigger_s = 0.0
             self._retrigger(report)
@@ -263,6 +264,18 @@ class Drainer:
             return
         metrics.retry_scheduled(shard.workspace, outcome.status_class)
         report.stopped, report.retrigger_s = "backoff", wait_ms / 1000
+
+    def _marker_ms(self, report: DrainReport) -> int:
+        """How long the trigger marker outlives a drain that re-triggers itself, else 0.
+
+        Cleared, every write after the release and every sweep would send a trigger of its
+        own; under steady load each drain that stopped to linger then begot two more, and
+        the drain queue grew faster than the workers emptied it.
+        """
+        if report.retrigger_s is None or self.triggers is None:
+            return 0
+        countdown_s = min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)
+        return int(countdown_s * 1000) + self.settings.trigger_ttl_ms
 
     def _retrigger(self, report: DrainReport) -> None:
         if report.retrigger_s is None or self.triggers is None:
