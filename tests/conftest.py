@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from service.config import Settings
 from service.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
+from tests.support.stack import Stack
 
 REDIS_HOST = os.environ.get("CIOQ_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CIOQ_TEST_REDIS_PORT", "6379"))
@@ -25,6 +27,35 @@ REDIS_DB_BASE = int(os.environ.get("CIOQ_TEST_REDIS_DB_BASE", "2"))
 def _db_for_worker() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return REDIS_DB_BASE + int(worker.removeprefix("gw") or 0)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
+    """Build real-process stacks (tests/support/stack.py); printed logs if the test failed."""
+    stacks: list[Stack] = []
+
+    def build(**settings: Any) -> Stack:
+        stack = Stack(tmp_path / f"stack{len(stacks)}", **settings)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    failed = any(
+        getattr(getattr(request.node, f"report_{when}", None), "failed", False)
+        for when in ("setup", "call")
+    )
+    for stack in stacks:
+        if failed:
+            print(stack.logs())
+        stack.close()
 
 
 @pytest.fixture(autouse=True)

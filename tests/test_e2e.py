@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -17,15 +16,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path)
-    try:
-        yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack()
 
 
 def test_ten_thousand_jobs_arrive_once_in_order_in_full_batches(stack: Stack) -> None:

@@ -10,8 +10,7 @@ import asyncio
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,25 +28,16 @@ DLQ = keys.dead_letters("default")
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[Any]:
-    stacks: list[Stack] = []
+def stack_with(make_stack: Callable[..., Stack]) -> Callable[..., Stack]:
+    """A stack with the api and sweeper running; tests start workers themselves."""
 
     def build(**settings: Any) -> Stack:
-        stack = Stack(tmp_path / f"s{len(stacks)}", admin_keys=ADMIN_KEY, **settings)
-        stacks.append(stack)
+        stack = make_stack(admin_keys=ADMIN_KEY, **settings)
         stack.start_api()
         stack.start_sweeper()
         return stack
 
-    try:
-        yield build
-    except BaseException:
-        for stack in stacks:
-            print(stack.logs())
-        raise
-    finally:
-        for stack in stacks:
-            stack.close()
+    return build
 
 
 def _faults(stack: Stack, **config: Any) -> None:
@@ -98,14 +88,16 @@ def _admin(stack: Stack) -> httpx.Client:
     )
 
 
-def test_207_and_400_dead_letter_only_the_named_ops_then_replay_round_trip(make_stack: Any) -> None:
+def test_207_and_400_dead_letter_only_the_named_ops_then_replay_round_trip(
+    stack_with: Callable[..., Stack],
+) -> None:
     """207 naming 3 of 1,000 → those 3 dead; 400 from 2 poison of 1,000 → bisected to 2.
 
     Then the DLQ round trip: ops dead-lettered by a fault → listed → fault fixed → replayed
     → delivered with their event ids, DLQ emptied of them; purge by filter removes only
     what matches.
     """
-    stack = make_stack(shards=1)
+    stack = stack_with(shards=1)
     stack.start_worker(concurrency=1)
     redis = stack.redis.client()
 
@@ -161,9 +153,9 @@ def test_207_and_400_dead_letter_only_the_named_ops_then_replay_round_trip(make_
     assert sorted(d["payload"]["attributes"]["seq"] for d in left) == [123, 877]
 
 
-def test_429_retry_after_pauses_every_worker(make_stack: Any) -> None:
+def test_429_retry_after_pauses_every_worker(stack_with: Callable[..., Stack]) -> None:
     """A 429 with Retry-After: 2 seen by one worker stops all workers' requests for 2 s."""
-    stack = make_stack()
+    stack = stack_with()
     _faults(stack, latency_ms=30, status_sequence=[200, 200, 200, 429], retry_after_s=2)
     people = [f"t-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
@@ -185,9 +177,11 @@ def test_429_retry_after_pauses_every_worker(make_stack: Any) -> None:
     assert stack.redis.client().xlen(DLQ) == 0
 
 
-def test_401_pauses_without_dead_letters_and_resumes_once_fixed(make_stack: Any) -> None:
+def test_401_pauses_without_dead_letters_and_resumes_once_fixed(
+    stack_with: Callable[..., Stack],
+) -> None:
     """Bad credentials: jobs are kept (nothing dead-lettered) and flow once fixed."""
-    stack = make_stack(setup_pause_ms=500)
+    stack = stack_with(setup_pause_ms=500)
     with stack.sandbox_client() as sandbox:
         sandbox.post(
             "/_sandbox/credentials", json={"site_id": SITE_ID, "api_key": "rotated"}
@@ -214,9 +208,9 @@ def test_401_pauses_without_dead_letters_and_resumes_once_fixed(make_stack: Any)
     assert stack.redis.client().xlen(DLQ) == 0
 
 
-def test_30_percent_5xx_loses_nothing_and_keeps_order(make_stack: Any) -> None:
+def test_30_percent_5xx_loses_nothing_and_keeps_order(stack_with: Callable[..., Stack]) -> None:
     """20,000 ops through a sandbox failing 30% of requests: all delivered, in order."""
-    stack = make_stack(retry_base_ms=20, retry_cap_ms=500)
+    stack = stack_with(retry_base_ms=20, retry_cap_ms=500)
     _faults(stack, error_rate=0.3, error_status=503, seed=11)
     people = [f"f-{i}" for i in range(400)]
     produced = asyncio.run(
@@ -237,10 +231,12 @@ def test_30_percent_5xx_loses_nothing_and_keeps_order(make_stack: Any) -> None:
     assert stack.redis.client().xlen(DLQ) == 0
 
 
-def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(make_stack: Any) -> None:
+def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
+    stack_with: Callable[..., Stack],
+) -> None:
     """SIGTERM while busy: the worker exits within its grace period, shards released."""
     grace_s = 10
-    stack = make_stack(shutdown_grace_s=grace_s, upstream_timeout_s=5, shards=8)
+    stack = stack_with(shutdown_grace_s=grace_s, upstream_timeout_s=5, shards=8)
     _faults(stack, latency_ms=300)
     people = [f"g-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
@@ -268,11 +264,13 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(make_stack: 
     assert got == dict(produced.accepted)
 
 
-def test_job_that_kills_its_worker_is_quarantined_as_crash_loop(make_stack: Any) -> None:
+def test_job_that_kills_its_worker_is_quarantined_as_crash_loop(
+    stack_with: Callable[..., Stack],
+) -> None:
     """SIGKILL the worker whenever the bomb is in flight: sends are halved until the bomb
     goes alone; after crash_limit lone tries it is dead-lettered as crash_loop, and every
     other job is delivered."""
-    stack = make_stack(shards=4, upstream_timeout_s=120, shutdown_grace_s=150, crash_limit=3)
+    stack = stack_with(shards=4, upstream_timeout_s=120, shutdown_grace_s=150, crash_limit=3)
     _faults(stack, hang_s=120)
     people = [f"h-{i}" for i in range(40)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=5))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,17 +16,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path, worker_metrics_port=free_port(), linger_ms=0)
-    try:
-        s.start_api()
-        s.start_worker(concurrency=2, pool="prefork")
-        yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    s = make_stack(worker_metrics_port=free_port(), linger_ms=0)
+    s.start_api()
+    s.start_worker(concurrency=2, pool="prefork")
+    return s
 
 
 def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:

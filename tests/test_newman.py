@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +67,11 @@ def newman() -> Path:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(tmp_path)
-    try:
-        stack.start_api()
-        stack.start_worker(concurrency=1, pool="solo")
-        yield stack
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        stack.close()
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    stack = make_stack()
+    stack.start_api()
+    stack.start_worker(concurrency=1, pool="solo")
+    return stack
 
 
 def _track_requests() -> int:

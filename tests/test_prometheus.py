@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +125,8 @@ class Prometheus:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path,
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    s = make_stack(
         worker_metrics_port=free_port(),
         retry_base_ms=50,
         retry_cap_ms=200,
@@ -136,16 +135,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         linger_ms=100,
         coalesce=True,
     )
-    try:
-        s.start_api()
-        s.start_sweeper()
-        s.start_worker(concurrency=2)
-        yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()
+    s.start_api()
+    s.start_sweeper()
+    s.start_worker(concurrency=2)
+    return s
 
 
 def push_traffic(stack: Stack) -> None:

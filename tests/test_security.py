@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -205,22 +204,14 @@ def test_every_non_public_route_is_guarded(fuzz_target: tuple[str, list[Route]])
 
 
 @pytest.fixture
-def debug_stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(
-        tmp_path,
+def debug_stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(
         admin_keys=ADMIN_KEY,
         setup_pause_ms=1000,
         throttle_pause_ms=300,
         retry_base_ms=100,
         worker_metrics_port=free_port(),
     )
-    try:
-        yield s
-    except BaseException:
-        print(s.logs())
-        raise
-    finally:
-        s.close()
 
 
 @pytest.mark.e2e
