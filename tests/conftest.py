@@ -119,6 +119,12 @@ def client(sandbox_url: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
+def sandbox(client: httpx.Client) -> httpx.Client:
+    """The freshly reset sandbox, for tests that read what a drain delivered."""
+    return client
+
+
+@pytest.fixture
 def other(sandbox_url: str) -> Iterator[httpx.Client]:
     """A client authenticated as OTHER_SITE."""
     with httpx.Client(base_url=sandbox_url, auth=(OTHER_SITE, OTHER_KEY), timeout=10) as c:

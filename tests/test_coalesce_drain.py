@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 import redis
 from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
-from service.sandbox import SandboxConfig, create_sandbox_app
-from tests.support.http_server import serve_in_thread
 from tests.test_coalesce import replay
-from tests.test_drain import KEY, SITE, build_drainer, dlq, enqueue
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox_app(SandboxConfig(credentials={SITE: KEY}))) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        yield client
+from tests.test_drain import build_drainer, dlq, enqueue
 
 
 def settings_for(make_settings: Callable[..., Settings], url: str, coalesce: bool) -> Settings:

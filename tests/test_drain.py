@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,24 +17,9 @@ from service.config import Settings
 from service.crash_search import InflightNote
 from service.dead_letters import DeadLetterStore
 from service.jobs import shard_for, v2_job
-from service.sandbox import SandboxConfig, create_sandbox_app
 from service.shards import ShardStore
-from tests.support.http_server import serve_in_thread
+from tests.support.sandbox import KEY, SITE
 from workers.drain import Drainer
-
-SITE, KEY = "dev-site", "dev-api-key"
-
-
-@pytest.fixture
-def sandbox_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox_app(SandboxConfig(credentials={SITE: KEY}))) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        yield client
 
 
 class Clock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,26 +16,10 @@ from service.cio_client import TrackClient
 from service.config import Settings
 from service.dead_letters import DeadLetterStore
 from service.jobs import v2_job
-from service.sandbox import SandboxConfig, create_sandbox_app
 from service.shards import ShardStore
-from tests.support.http_server import serve_in_thread
 from workers.drain import Drainer
 
-SITE, KEY = "dev-site", "dev-api-key"
 WS = {"workspace": "default"}
-
-
-@pytest.fixture(scope="module")
-def sandbox_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox_app(SandboxConfig(credentials={SITE: KEY}))) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/_sandbox/reset").raise_for_status()
-        yield client
 
 
 @pytest.fixture
