@@ -153,76 +153,55 @@ def show(letter_id: str, workspace: Workspace = "default") -> None:
     Console().print_json(orjson.dumps(stored.as_dict()).decode())
 
 
-def _act(
-    workspace: str,
-    verb: tuple[str, str],
-    action: Callable[[DeadLetterAdmin, DeadLetterFilter, bool], Awaitable[Outcome]],
-    flt: DeadLetterFilter,
-    every: bool,
-    dry_run: bool,
-) -> None:
-    if flt.is_empty and not every:
-        raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb[0]} every letter")
-    outcome = _run(workspace, lambda dlq: action(dlq, flt, dry_run))
-    if dry_run:
-        typer.echo(f"{outcome.matched} matched; dry run, would {verb[0]} them:")
-        for letter_id in outcome.ids[:50]:
-            typer.echo(f"  {letter_id}")
-    else:
-        typer.echo(f"{outcome.matched} matched, {outcome.done} {verb[1]}")
+Action = Callable[[DeadLetterAdmin, str, DeadLetterFilter, bool], Awaitable[Outcome]]
 
 
-@app.command()
-def replay(
-    ids: Ids = None,
-    workspace: Workspace = "default",
-    reason: Reason = None,
-    cls: Class = None,
-    op: OpType = None,
-    person: Person = None,
-    since: Since = None,
-    until: Until = None,
-    every: All = False,
-    dry_run: DryRun = False,
-) -> None:
-    """Queue matching letters again, unchanged (same event ids), and remove them."""
+def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callable[..., None]:
+    """A command acting on the letters its ids or filters select (replay, purge)."""
 
-    async def act(dlq: DeadLetterAdmin, flt: DeadLetterFilter, dry: bool) -> Outcome:
-        return await dlq.replay(workspace, flt, dry_run=dry)
+    def command(
+        ids: Ids = None,
+        workspace: Workspace = "default",
+        reason: Reason = None,
+        cls: Class = None,
+        op: OpType = None,
+        person: Person = None,
+        since: Since = None,
+        until: Until = None,
+        every: All = False,
+        dry_run: DryRun = False,
+    ) -> None:
+        flt = _filter(ids, reason, cls, op, person, since, until)
+        if flt.is_empty and not every:
+            raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb} every letter")
+        outcome = _run(workspace, lambda dlq: action(dlq, workspace, flt, dry_run))
+        if dry_run:
+            typer.echo(f"{outcome.matched} matched; dry run, would {verb} them:")
+            for letter_id in outcome.ids[:50]:
+                typer.echo(f"  {letter_id}")
+        else:
+            typer.echo(f"{outcome.matched} matched, {outcome.done} {past}")
 
-    _act(
-        workspace,
-        ("replay", "replayed"),
-        act,
-        _filter(ids, reason, cls, op, person, since, until),
-        every,
-        dry_run,
+    command.__doc__ = doc
+    return command
+
+
+async def _replay(dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool) -> Outcome:
+    return await dlq.replay(ws, flt, dry_run=dry)
+
+
+async def _purge(dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool) -> Outcome:
+    return await dlq.purge(ws, flt, dry_run=dry)
+
+
+app.command("replay")(
+    _selection_command(
+        "replay",
+        "replayed",
+        _replay,
+        "Queue matching letters again, unchanged (same event ids), and remove them.",
     )
-
-
-@app.command()
-def purge(
-    ids: Ids = None,
-    workspace: Workspace = "default",
-    reason: Reason = None,
-    cls: Class = None,
-    op: OpType = None,
-    person: Person = None,
-    since: Since = None,
-    until: Until = None,
-    every: All = False,
-    dry_run: DryRun = False,
-) -> None:
-    """Delete matching letters for good."""
-
-    async def act(dlq: DeadLetterAdmin, flt: DeadLetterFilter, dry: bool) -> Outcome:
-        return await dlq.purge(workspace, flt, dry_run=dry)
-
-    _act(
-        workspace,
-        ("purge", "purged"),
-        act,
-        _filter(ids, reason, cls, op, person, since, until),
-        every,
-        dry_run,
-    )
+)
+app.command("purge")(
+    _selection_command("purge", "purged", _purge, "Delete matching letters for good.")
+)
