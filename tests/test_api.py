@@ -167,11 +167,13 @@ def test_unknown_route_and_method(api: httpx.Client) -> None:
 def test_oversized_body_is_413(
     make_settings: Callable[..., Settings], triggers: RecordingTriggers
 ) -> None:
-    """Bodies over CIOQ_MAX_REQUEST_BYTES are refused before parsing."""
+    """Bodies over CIOQ_MAX_REQUEST_BYTES are refused before parsing; keys come first."""
     app = create_app(make_settings(max_request_bytes=1000), triggers=triggers)
     with serve_in_thread(app) as url:
         r = httpx.post(f"{url}/api/v2/batch", content=b"x" * 1001, auth=AUTH)
+        stranger = httpx.post(f"{url}/api/v2/batch", content=b"x" * 1001)
     assert r.status_code == 413 and r.json()["errors"][0]["limit"] == 1000
+    assert stranger.status_code == 401
 
 
 def test_health_and_readiness(

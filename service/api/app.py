@@ -124,26 +124,13 @@ class IngestApp:
             rule = "method" if path_found else "path"
             text = f"{method} is not allowed here" if path_found else "no such route"
             return error_response(status, [FieldError("path", rule, text)])
-        body = await read_body(receive, max_bytes=self.settings.max_request_bytes)
-        if body is None:
-            limit = self.settings.max_request_bytes
-            return error_response(
-                413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
-            )
         headers = dict(scope["headers"])
-        request = Request(
-            method,
-            segments,
-            scope.get("query_string", b"").decode("latin-1"),
-            headers,
-            body,
-            params,
-            route.name,
-            base_url_of(scope),
-        )
+        raw_auth = headers.get(b"authorization")
+        authorization = raw_auth.decode("latin-1") if raw_auth is not None else None
+        # Keys are checked before the body is read: no stranger makes us read 5 MB.
         workspace = None
         if route.auth == "ingest":
-            workspace = self.auth.workspace(request.header(b"authorization"))
+            workspace = self.auth.workspace(authorization)
             if workspace is None:
                 return UNAUTHORIZED
             try:
@@ -155,8 +142,24 @@ class IngestApp:
             except StoreUnavailable as exc:
                 log.warning("store unavailable: %s", exc)
                 return STORE_UNAVAILABLE
-        elif route.auth == "admin" and not self.auth.is_admin(request.header(b"authorization")):
+        elif route.auth == "admin" and not self.auth.is_admin(authorization):
             return ADMIN_UNAUTHORIZED
+        body = await read_body(receive, max_bytes=self.settings.max_request_bytes)
+        if body is None:
+            limit = self.settings.max_request_bytes
+            return error_response(
+                413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
+            )
+        request = Request(
+            method,
+            segments,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            body,
+            params,
+            route.name,
+            base_url_of(scope),
+        )
         try:
             return await route.handler(request, workspace)
         except InvalidJob as exc:
