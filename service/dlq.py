@@ -1,10 +1,10 @@
 """Operating the dead-letter queue: list, show, replay and purge, with filters.
 
 Shared by ``cioq dlq`` and the admin HTTP API, so both select exactly the same letters.
-Replay puts a letter's payload back through `Queue.enqueue` unchanged (event ids kept,
-so Customer.io deduplicates a replayed event it somehow already has) and deletes the
-letter in the same ``MULTI``: a letter is either still dead or queued again, never both
-and never neither.
+Replay puts a letter's payload back on its shard unchanged (event ids kept, so
+Customer.io drops a replayed event it somehow already has) and deletes the letter in
+the same script step (`Queue.replay`): a letter is either queued again or still dead,
+and two replays of it that race queue it once.
 """
 
 from __future__ import annotations
@@ -194,9 +194,8 @@ class DeadLetterAdmin:
     async def _requeue(self, workspace: str, chunk: list[StoredDeadLetter], dry_run: bool) -> int:
         if not chunk or dry_run:
             return 0
-        jobs = [restore_job(s.letter.kind, s.letter.payload) for s in chunk]
-        await self.queue.enqueue(workspace, jobs, dead_letter_ids=[s.id for s in chunk])
-        return len(chunk)
+        letters = [(s.id, restore_job(s.letter.kind, s.letter.payload)) for s in chunk]
+        return len(await self.queue.replay(workspace, letters))
 
     async def _scan(
         self, workspace: str, flt: DeadLetterFilter, *, after: str | None = None

@@ -24,6 +24,7 @@ from service.config import Settings
 from service.errors import StoreUnavailable
 from service.group_commit import GroupCommit
 from service.jobs import Job, shard_for
+from service.shards import load_script
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.queue")
@@ -63,29 +64,14 @@ class Queue:
         self.triggers = triggers
         self.use_waitaof = use_waitaof
         self._group_commit = GroupCommit(client, settings)
+        self._replay = load_script(client, "replay")
 
-    async def enqueue(
-        self, workspace: str, jobs: Sequence[Job], *, dead_letter_ids: Sequence[str] = ()
-    ) -> list[bytes]:
+    async def enqueue(self, workspace: str, jobs: Sequence[Job]) -> list[bytes]:
         """Store `jobs` atomically; returns their stream ids. Raises StoreUnavailable.
 
-        `dead_letter_ids` are deleted from the workspace's dead-letter stream in the same
-        transaction: a replayed letter is queued again and gone from the DLQ, or neither.
+        One ``lua/enqueue.lua`` call, shared with the requests that arrive together
+        (`service.group_commit`), stores all of them or none.
         """
-        if not dead_letter_ids:
-            return await self._enqueue_scripted(workspace, jobs)
-        pipe = self.redis.pipeline(transaction=True)
-        touched = self._stage(pipe, workspace, jobs)
-        if dead_letter_ids:
-            pipe.xdel(keys.dead_letters(workspace), *dead_letter_ids)
-        results = await self._execute(pipe)
-        metrics.jobs_accepted(workspace, jobs)
-        await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
-        return list(results[: len(jobs)])
-
-    async def _enqueue_scripted(self, workspace: str, jobs: Sequence[Job]) -> list[bytes]:
-        """The same writes as `_stage`, in one ``lua/enqueue.lua`` call shared with the
-        requests that arrive together (`service.group_commit`), all or nothing."""
         try:
             ids, fresh = await self._group_commit.store(workspace, jobs)
             if self.use_waitaof:
@@ -96,6 +82,35 @@ class Queue:
         if fresh:
             await self._trigger(workspace, fresh)
         return ids
+
+    async def replay(self, workspace: str, letters: Sequence[tuple[str, Job]]) -> list[str]:
+        """Queue dead letters' jobs again, deleting each letter; returns the ids replayed.
+
+        A letter already gone (replayed or purged meanwhile) is skipped, so concurrent
+        replays of the same letters queue each job once (``lua/replay.lua``).
+        """
+        shards = self.settings.shards
+        position: dict[int, int] = {}
+        args: list[Any] = [self.settings.trigger_ttl_ms]
+        for letter_id, job in letters:
+            shard = shard_for(workspace, job.route, shards)
+            spot = position.setdefault(shard, len(position) + 1)
+            args += (letter_id, spot, job.field, job.payload)
+        lua_keys = [keys.dead_letters(workspace)]
+        lua_keys += [keys.shard_keys(workspace, shard).stream for shard in position]
+        lua_keys += [keys.shard_keys(workspace, shard).trigger for shard in position]
+        try:
+            result: list[Any] = await self._replay(keys=lua_keys, args=args)
+            if self.use_waitaof:
+                await self._wait_fsync()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        count = int(result[0])
+        replayed = [i.decode() if isinstance(i, bytes) else str(i) for i in result[1 : count + 1]]
+        done = set(replayed)
+        metrics.jobs_accepted(workspace, [job for letter_id, job in letters if letter_id in done])
+        await self._trigger_fresh(workspace, list(position), result[count + 1 :])
+        return replayed
 
     async def enqueue_once(
         self, workspace: str, jobs: Sequence[Job], *, key: str, answer: bytes, window_ms: int

@@ -175,6 +175,36 @@ def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
     assert sorted(queued) == sorted(letter.payload for letter in letters)
 
 
+def test_racing_replays_queue_each_letter_once(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """Two replays of the same 600 letters at once: every job is queued exactly once."""
+    settings = make_settings()
+    DeadLetterStore(redis_client).add("default", [_identify(f"r{i}") for i in range(600)])
+
+    async def race() -> list[int]:
+        clients = [connect_async(settings) for _ in range(2)]
+        try:
+            admins = [DeadLetterAdmin(c, Queue(c, settings, None)) for c in clients]
+            outcomes = await asyncio.gather(
+                *(a.replay("default", DeadLetterFilter(), dry_run=False) for a in admins)
+            )
+            return [o.done for o in outcomes]
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    done = asyncio.run(race())
+    assert sum(done) == 600
+    queued = [
+        fields[FIELD_OP]
+        for shard in range(settings.shards)
+        for _, fields in redis_client.xrange(keys.shard_keys("default", shard).stream)
+    ]
+    assert len(queued) == len(set(queued)) == 600
+    assert redis_client.xlen(keys.dead_letters("default")) == 0
+
+
 def test_dry_runs_change_nothing(
     make_settings: Callable[..., Settings], redis_client: redis.Redis, letters: list[DeadLetter]
 ) -> None:
