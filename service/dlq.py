@@ -25,7 +25,7 @@ from service.errors import FieldError, InvalidJob, StoreUnavailable
 from service.jobs import restore_job
 from service.queue import Queue
 
-#: Letters read from the stream per round trip, and replayed or purged per MULTI.
+#: Letters read from the stream per round trip, and replayed or purged per Redis call.
 PAGE_SIZE = 500
 
 _RELATIVE = re.compile(r"^(\d+)\s*(s|m|h|d)$")

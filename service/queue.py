@@ -1,11 +1,11 @@
 """The ingest side of the queue: store accepted jobs durably, then wake a drain.
 
 `Queue.enqueue` writes every job of one request in one Lua call (shared with requests
-that arrive together, `service.group_commit`) or, with dead letters to delete, one
-``MULTI``: all of them are stored or none is. Only after Redis confirms (and, at the
-``fsync`` durability level, after ``WAITAOF`` confirms the AOF is on disk) does ingest
-answer 2xx. Triggers are sent afterwards and are debounced per shard; a lost trigger is
-recovered by the sweeper.
+that arrive together, `service.group_commit`): all of them are stored or none is;
+`Queue.replay` does the same for dead letters, each at most once. Only after Redis
+confirms (and, at the ``fsync`` durability level, after ``WAITAOF`` confirms the AOF is
+on disk) does ingest answer 2xx. Triggers are sent afterwards and are debounced per
+shard; a lost trigger is recovered by the sweeper.
 """
 
 from __future__ import annotations
