@@ -349,9 +349,26 @@ def _version() -> str:
         return "0"
 
 
+#: `GET /metrics` is answered ahead of the router (`IngestApp.__call__`), so it is
+#: described here rather than derived from a route.
+METRICS_PATH: dict[str, Any] = {
+    "get": {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics in the text exposition format (no key needed)",
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "counts and gauges; labels never carry a person",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    }
+}
+
+
 def document(routes: list[Route]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document describing exactly `routes`."""
-    paths: dict[str, dict[str, Any]] = {}
+    """The OpenAPI 3.1 document describing exactly `routes`, and `/metrics`."""
+    paths: dict[str, dict[str, Any]] = {"/metrics": METRICS_PATH}
     for route in routes:
         paths.setdefault(path_of(route), {})[route.method.lower()] = _operation(route)
     return {
