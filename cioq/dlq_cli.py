@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.config import Settings
-from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids, parse_time_ms
+from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome
 from service.errors import CioqError, InvalidJob
 from service.queue import Queue, connect_async
 from service.triggers import Triggers
@@ -87,14 +87,15 @@ def _filter(
     until: str | None,
 ) -> DeadLetterFilter:
     try:
-        return DeadLetterFilter(
-            ids=check_ids(tuple(ids or ())),
+        return DeadLetterFilter.parse(
+            ids=tuple(ids or ()),
             reason=reason,
-            cls=cls,
+            klass=cls,
             op_type=op,
             person=person,
-            since_ms=None if since is None else parse_time_ms(since, field_name="--since"),
-            until_ms=None if until is None else parse_time_ms(until, field_name="--until"),
+            since=since,
+            until=until,
+            time_fields=("--since", "--until"),
         )
     except InvalidJob as exc:
         raise typer.BadParameter(exc.errors[0].message) from exc

@@ -102,7 +102,7 @@ class StoredDeadLetter:
                 found.update(str(v) for v in ident.values())
         return found
 
-    def as_dict(self, *, payload: bool = True) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         letter = self.letter
         out: dict[str, Any] = {
             "id": self.id,
@@ -120,11 +120,10 @@ class StoredDeadLetter:
             "first_attempt_ms": letter.attempts[0][0] if letter.attempts else None,
             "last_attempt_ms": letter.attempts[-1][0] if letter.attempts else None,
         }
-        if payload:
-            try:
-                out["payload"] = orjson.loads(letter.payload)
-            except orjson.JSONDecodeError:
-                out["payload"] = letter.payload.decode("utf-8", "replace")
+        try:
+            out["payload"] = orjson.loads(letter.payload)
+        except orjson.JSONDecodeError:
+            out["payload"] = letter.payload.decode("utf-8", "replace")
         return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -79,6 +79,34 @@ class DeadLetterFilter:
     person: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        ids: tuple[str, ...] = (),
+        reason: str | None = None,
+        klass: str | None = None,
+        op_type: str | None = None,
+        person: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        time_fields: tuple[str, str] = ("since", "until"),
+    ) -> DeadLetterFilter:
+        """A filter from an operator's text; InvalidJob naming `time_fields` or ``ids``."""
+
+        def when(value: str | None, field_name: str) -> int | None:
+            return None if value is None else parse_time_ms(value, field_name=field_name)
+
+        return cls(
+            ids=check_ids(ids),
+            reason=reason,
+            cls=klass,
+            op_type=op_type,
+            person=person,
+            since_ms=when(since, time_fields[0]),
+            until_ms=when(until, time_fields[1]),
+        )
 
     @property
     def is_empty(self) -> bool:
@@ -161,41 +189,47 @@ class DeadLetterAdmin:
 
     async def replay(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
         """Queue matching letters again through the normal path, in their original order."""
+
+        async def requeue(chunk: list[StoredDeadLetter]) -> int:
+            letters = [(s.id, restore_job(s.letter.kind, s.letter.payload)) for s in chunk]
+            return len(await self.queue.replay(workspace, letters))
+
+        return await self._in_chunks(workspace, flt, requeue, "replayed", dry_run=dry_run)
+
+    async def purge(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
+        """Delete matching letters for good."""
+        stream = keys.dead_letters(workspace)
+
+        async def delete(chunk: list[StoredDeadLetter]) -> int:
+            return int(await self._call(self.redis.xdel(stream, *(s.id for s in chunk))))
+
+        return await self._in_chunks(workspace, flt, delete, "purged", dry_run=dry_run)
+
+    async def _in_chunks(
+        self,
+        workspace: str,
+        flt: DeadLetterFilter,
+        act: Callable[[list[StoredDeadLetter]], Awaitable[int]],
+        action: str,
+        *,
+        dry_run: bool,
+    ) -> Outcome:
+        """Apply `act` to the matching letters, PAGE_SIZE at a time (not on a dry run)."""
         outcome = Outcome(dry_run=dry_run)
         chunk: list[StoredDeadLetter] = []
         async for stored in self._scan(workspace, flt):
             outcome.matched += 1
             outcome.ids.append(stored.id)
+            if dry_run:
+                continue
             chunk.append(stored)
             if len(chunk) == PAGE_SIZE:
-                outcome.done += await self._requeue(workspace, chunk, dry_run)
+                outcome.done += await act(chunk)
                 chunk = []
-        outcome.done += await self._requeue(workspace, chunk, dry_run)
-        metrics.dead_letters_handled(workspace, "replayed", outcome.done)
+        if chunk:
+            outcome.done += await act(chunk)
+        metrics.dead_letters_handled(workspace, action, outcome.done)
         return outcome
-
-    async def purge(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
-        """Delete matching letters for good."""
-        outcome = Outcome(dry_run=dry_run)
-        chunk: list[str] = []
-        stream = keys.dead_letters(workspace)
-        async for stored in self._scan(workspace, flt):
-            outcome.matched += 1
-            outcome.ids.append(stored.id)
-            chunk.append(stored.id)
-            if len(chunk) == PAGE_SIZE and not dry_run:
-                outcome.done += int(await self._call(self.redis.xdel(stream, *chunk)))
-                chunk = []
-        if chunk and not dry_run:
-            outcome.done += int(await self._call(self.redis.xdel(stream, *chunk)))
-        metrics.dead_letters_handled(workspace, "purged", outcome.done)
-        return outcome
-
-    async def _requeue(self, workspace: str, chunk: list[StoredDeadLetter], dry_run: bool) -> int:
-        if not chunk or dry_run:
-            return 0
-        letters = [(s.id, restore_job(s.letter.kind, s.letter.payload)) for s in chunk]
-        return len(await self.queue.replay(workspace, letters))
 
     async def _scan(
         self, workspace: str, flt: DeadLetterFilter, *, after: str | None = None

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from service.shards import load_script
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.queue")
+T = TypeVar("T")
 
 
 def connect_async(settings: Settings) -> aioredis.Redis:
@@ -72,12 +73,7 @@ class Queue:
         One ``lua/enqueue.lua`` call, shared with the requests that arrive together
         (`service.group_commit`), stores all of them or none.
         """
-        try:
-            ids, fresh = await self._group_commit.store(workspace, jobs)
-            if self.use_waitaof:
-                await self._wait_fsync()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        ids, fresh = await self._durably(self._group_commit.store(workspace, jobs))
         metrics.jobs_accepted(workspace, jobs)
         if fresh:
             await self._trigger(workspace, fresh)
@@ -99,12 +95,7 @@ class Queue:
         lua_keys = [keys.dead_letters(workspace)]
         lua_keys += [keys.shard_keys(workspace, shard).stream for shard in position]
         lua_keys += [keys.shard_keys(workspace, shard).trigger for shard in position]
-        try:
-            result: list[Any] = await self._replay(keys=lua_keys, args=args)
-            if self.use_waitaof:
-                await self._wait_fsync()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        result: list[Any] = await self._durably(self._replay(keys=lua_keys, args=args))
         count = int(result[0])
         replayed = [i.decode() if isinstance(i, bytes) else str(i) for i in result[1 : count + 1]]
         done = set(replayed)
@@ -159,15 +150,23 @@ class Queue:
         return touched
 
     async def _execute(self, pipe: Pipeline) -> list[Any]:
+        results: list[Any] = await self._durably(pipe.execute())
+        return results
+
+    async def _durably(self, write: Awaitable[T]) -> T:
+        """`write`'s result once Redis applied it (and, at the fsync level, on disk).
+
+        Store trouble becomes StoreUnavailable; a WATCH conflict is the caller's to retry.
+        """
         try:
-            results: list[Any] = await pipe.execute()
+            result = await write
             if self.use_waitaof:
                 await self._wait_fsync()
         except redis.WatchError:
             raise
         except redis.RedisError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return results
+        return result
 
     async def _trigger_fresh(self, workspace: str, touched: list[int], flags: list[Any]) -> None:
         """Trigger the shards whose debounce marker this write set (`flags` follow `touched`)."""

@@ -16,6 +16,7 @@ from service.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 from tests.support.stack import Stack
+from tests.support.triggers import RecordingTriggers
 
 REDIS_HOST = os.environ.get("CIOQ_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CIOQ_TEST_REDIS_PORT", "6379"))
@@ -81,6 +82,12 @@ def redis_url() -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def triggers() -> RecordingTriggers:
+    """Stands in for Celery's broker: the API's trigger calls are recorded, not sent."""
+    return RecordingTriggers()
 
 
 @pytest.fixture

@@ -20,11 +20,6 @@ AUTH = ("any-site", "dev-ingest-key")
 
 
 @pytest.fixture
-def triggers() -> RecordingTriggers:
-    return RecordingTriggers()
-
-
-@pytest.fixture
 def api(
     make_settings: Callable[..., Settings], triggers: RecordingTriggers
 ) -> Iterator[httpx.Client]:

@@ -23,13 +23,9 @@ from service.jobs import v2_job
 from service.queue import Queue
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import wait_until
-from tests.test_api import AUTH, RecordingTriggers, queued
+from tests.support.triggers import RecordingTriggers
+from tests.test_api import AUTH, queued
 from tests.test_drain import build_drainer
-
-
-@pytest.fixture
-def triggers() -> RecordingTriggers:
-    return RecordingTriggers()
 
 
 @pytest.fixture

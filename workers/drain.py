@@ -272,19 +272,26 @@ class Drainer:
         own; under steady load each drain that stopped to linger then begot two more, and
         the drain queue grew faster than the workers emptied it.
         """
-        if report.retrigger_s is None or self.triggers is None:
+        countdown_s = _countdown_s(report)
+        if countdown_s is None or self.triggers is None:
             return 0
-        countdown_s = min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)
         return int(countdown_s * 1000) + self.settings.trigger_ttl_ms
 
     def _retrigger(self, report: DrainReport) -> None:
-        if report.retrigger_s is None or self.triggers is None:
+        countdown_s = _countdown_s(report)
+        if countdown_s is None or self.triggers is None:
             return
-        countdown_s = min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)
         try:
             self.triggers.send(report.workspace, report.shard, countdown_s=countdown_s)
         except Exception:  # the sweeper re-sends triggers for any shard with backlog
             log.warning("could not re-trigger %s/%s", report.workspace, report.shard, exc_info=True)
+
+
+def _countdown_s(report: DrainReport) -> float | None:
+    """When the drain's own re-trigger is due, or None when it asked for none."""
+    if report.retrigger_s is None:
+        return None
+    return min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)
 
 
 _NO_RETRY = RetryState(head=None, attempts=0, first_ms=0, not_before_ms=0, history=())

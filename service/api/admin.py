@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 from service.api.http import Request, Response, Route, error_response, json_response
 from service.config import Settings
-from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids, parse_time_ms
+from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids
 from service.errors import ConfigError, FieldError, InvalidJob
 
 MAX_PAGE = 1000
@@ -28,18 +28,14 @@ def filter_from(values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetter
         if value is not None and (not isinstance(value, str) or not value):
             raise InvalidJob([FieldError(name, "type", f"{name} must be a non-empty string")])
 
-    def time(name: str) -> int | None:
-        value = values.get(name)
-        return None if value is None else parse_time_ms(value, field_name=name)
-
-    return DeadLetterFilter(
-        ids=check_ids(ids),
+    return DeadLetterFilter.parse(
+        ids=ids,
         reason=values.get("reason"),
-        cls=values.get("class"),
+        klass=values.get("class"),
         op_type=values.get("op_type"),
         person=values.get("person"),
-        since_ms=time("since"),
-        until_ms=time("until"),
+        since=values.get("since"),
+        until=values.get("until"),
     )
 
 
