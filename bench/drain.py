@@ -19,8 +19,8 @@ import redis
 from bench.figures import Figure
 from bench.stack import API_KEY, SITE_ID, BenchStack, rss_bytes, sandbox_requests, sandbox_stats
 from service import keys
-from service.packing import Batch, first_unit
-from service.shards import next_id
+from service.delivery.packing import Batch, first_unit
+from service.store.shards import next_id
 
 PAD = "p" * 360  # v2 ops of ~500 bytes
 #: Fewer shards than the default 32: one worker drains them, and each ends in a part-full

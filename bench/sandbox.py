@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from service.sandbox import SandboxConfig, serve
+from sandbox import SandboxConfig, serve
 
 
 def main() -> None:

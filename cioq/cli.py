@@ -35,8 +35,8 @@ def _settings() -> Settings:
 def _check_redis(settings: Settings) -> None:
     """Refuse to run against a Redis that cannot keep the configured durability."""
     from service.errors import StoreUnavailable
-    from service.queue import connect_sync
-    from service.redis_checks import check_sync
+    from service.store.queue import connect_sync
+    from service.store.startup_checks import check_sync
 
     client = connect_sync(settings)
     try:
@@ -84,7 +84,7 @@ def worker(
     log_level: str = "info",
 ) -> None:
     """Run a Celery worker that drains shards when triggered."""
-    from service.metrics_export import use_multiprocess
+    from service.metrics.export import use_multiprocess
     from workers.metrics_server import multiprocess_dir, serve_metrics
 
     # Before any metric is used: prefork children then write values the main process sums.
@@ -106,7 +106,7 @@ def worker(
 @app.command()
 def sweeper(log_level: str = "info") -> None:
     """Re-send drain triggers for shards with backlog and no drain."""
-    from service.queue import connect_sync
+    from service.store.queue import connect_sync
     from service.triggers import Triggers
     from workers.sweeper import Sweeper
 
@@ -140,7 +140,7 @@ def sandbox(
 
     Without --site-id/--api-key it accepts the credentials of every configured workspace.
     """
-    from service.sandbox import SandboxConfig, serve
+    from sandbox import SandboxConfig, serve
 
     if site_id or api_key:
         if len(site_id or []) != len(api_key or []):

@@ -1,7 +1,7 @@
 """``cioq dlq list|show|replay|purge``: the operator's dead-letter tools.
 
-They talk to Redis directly with the same code as the admin HTTP API (`service.dlq`),
-so a filter selects the same letters from either side.
+They talk to Redis directly with the same code as the admin HTTP API
+(`service.store.dead_letter_admin`), so a filter selects the same letters from either side.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from service.config import Settings
-from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome
 from service.errors import CioqError, InvalidJob
-from service.queue import Queue, connect_async
+from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, Outcome
+from service.store.queue import Queue, connect_async
 from service.triggers import Triggers
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)

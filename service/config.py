@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     max_op_bytes: int = Field(default=32_768, ge=256)
     linger_ms: int = Field(default=1000, ge=0)
     max_ops_per_read: int = Field(default=4000, ge=1)
-    # Merge back-to-back identifies of one person inside a batch (service/coalesce.py).
+    # Merge back-to-back identifies of one person inside a batch (service/lanes/track/coalesce.py).
     coalesce: bool = False
     upstream_timeout_s: float = Field(default=20.0, gt=0)
     lease_ms: int = Field(default=60_000, ge=1000)

@@ -10,7 +10,7 @@
     └── PermanentError         trying again cannot help; the job goes to the dead-letter queue
 
 Third-party exceptions are translated in one place each: Redis errors in
-`service.queue`/`service.shards`, httpx errors in `service.cio_client`.
+`service.store.queue`/`service.store.shards`, httpx errors in `service.delivery.client`.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import httpx
 import pytest
 import redis
 
+from sandbox import SandboxConfig, create_sandbox_app
 from service.config import Settings
-from service.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 from tests.support.stack import Stack

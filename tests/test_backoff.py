@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.backoff import backoff_ms
+from service.delivery.backoff import backoff_ms
 
 
 @pytest.mark.parametrize(

@@ -14,12 +14,12 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.api.app import create_app
-from service.backpressure import Backpressure, Reading
-from service.cio_client import TrackClient
 from service.config import Settings
-from service.dead_letters import DeadLetterStore
+from service.delivery.client import TrackClient
 from service.errors import Overloaded
-from service.shards import ShardStore
+from service.store.backpressure import Backpressure, Reading
+from service.store.dead_letters import DeadLetterStore
+from service.store.shards import ShardStore
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import RedisServer, wait_until
 from tests.support.sandbox import KEY, SITE

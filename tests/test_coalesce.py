@@ -10,8 +10,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from service.coalesce import coalesce_batch, coalesce_ops, expand_item_errors, merge_pair
-from service.outcomes import ItemError, Outcome, OutcomeClass
+from service.delivery.outcomes import ItemError, Outcome, OutcomeClass
+from service.lanes.track.coalesce import (
+    coalesce_batch,
+    coalesce_ops,
+    expand_item_errors,
+    merge_pair,
+)
 
 
 def ident(person: str, attrs: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.jobs import v2_job
-from service.queue import Queue
+from service.store.queue import Queue
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import wait_until
 from tests.support.triggers import RecordingTriggers

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.dead_letters import DeadLetter, DeadLetterStore
-from service.dlq import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
 from service.errors import InvalidJob
 from service.jobs import FIELD_OP, FIELD_V1, v1_job, v2_job
-from service.queue import Queue, connect_async
+from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
+from service.store.dead_letters import DeadLetter, DeadLetterStore
+from service.store.queue import Queue, connect_async
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 

@@ -12,12 +12,12 @@ import pytest
 import redis
 
 from service import keys
-from service.cio_client import TrackClient
 from service.config import Settings
-from service.crash_search import InflightNote
-from service.dead_letters import DeadLetterStore
+from service.delivery.client import TrackClient
+from service.delivery.crash_search import InflightNote
 from service.jobs import shard_for, v2_job
-from service.shards import ShardStore
+from service.store.dead_letters import DeadLetterStore
+from service.store.shards import ShardStore
 from tests.support.sandbox import KEY, SITE
 from workers.drain import Drainer
 

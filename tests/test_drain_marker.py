@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
-from service.cio_client import TrackClient
 from service.config import Settings
-from service.dead_letters import DeadLetterStore
-from service.sandbox import SandboxConfig, create_sandbox_app
-from service.shards import ShardStore
+from service.delivery.client import TrackClient
+from service.store.dead_letters import DeadLetterStore
+from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE, Triggers
 from tests.support.http_server import serve_in_thread
 from tests.test_drain import KEY, SITE, enqueue, person_op

@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.group_commit import GroupCommit, Stored
 from service.jobs import Job, shard_for, v2_job
-from service.queue import Queue
+from service.store.group_commit import GroupCommit, Stored
+from service.store.queue import Queue
 from tests.support.processes import RedisServer, free_port
 
 SHARDS = 4

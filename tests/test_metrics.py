@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import keys, metrics
+from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.metrics_export import process_registry
-from service.metrics_queue import (
+from service.metrics import definitions as metrics
+from service.metrics.export import process_registry
+from service.metrics.queue_state import (
     QueueStateCollector,
     WorkspaceState,
     drain_rate_per_s,

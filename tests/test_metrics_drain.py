@@ -12,11 +12,11 @@ import redis
 from prometheus_client import REGISTRY
 
 from service import keys
-from service.cio_client import TrackClient
 from service.config import Settings
-from service.dead_letters import DeadLetterStore
+from service.delivery.client import TrackClient
 from service.jobs import v2_job
-from service.shards import ShardStore
+from service.store.dead_letters import DeadLetterStore
+from service.store.shards import ShardStore
 from workers.drain import Drainer
 
 WS = {"workspace": "default"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.outcomes import ItemError, OutcomeClass, classify, parse_retry_after
+from service.delivery.outcomes import ItemError, OutcomeClass, classify, parse_retry_after
 
 C = OutcomeClass
 BODY_207 = (

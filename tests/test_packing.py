@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.packing import (
+from service.delivery.packing import (
     ENVELOPE_BYTES,
     Batch,
     Oversize,

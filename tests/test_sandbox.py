@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from service.sandbox import SandboxConfig, create_sandbox_app
+from sandbox import SandboxConfig, create_sandbox_app
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE, event
 

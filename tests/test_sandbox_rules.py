@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.sandbox.rules import (
+from sandbox.rules import (
     ACTIONS_BY_TYPE,
     check_form,
     check_op,

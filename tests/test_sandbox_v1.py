@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.sandbox import create_sandbox_app
+from sandbox import create_sandbox_app
 from tests.support.http_server import serve_in_thread
 
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import translate
-from service import translate_delivery as delivery
 from service.errors import InvalidJob
-from service.validation import validate_op
-from service.validation_rules import is_ulid
+from service.lanes.track import delivery_events as delivery
+from service.lanes.track import translate
+from service.lanes.track.validation import validate_op
+from service.lanes.track.validation_rules import is_ulid
 
 ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 FIXED_ID = "01HZZZZZZZZZZZZZZZZZZZZZZZ"

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import FieldError
-from service.limits import DEFAULT_LIMITS, Limits
-from service.validation import ACTIONS_BY_TYPE, op_size_error, validate_op
-from service.validation_rules import is_ulid
+from service.lanes.track.limits import DEFAULT_LIMITS, Limits
+from service.lanes.track.validation import ACTIONS_BY_TYPE, op_size_error, validate_op
+from service.lanes.track.validation_rules import is_ulid
 
 ULID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 OBJ = {"object_type_id": "1", "object_id": "acme"}

@@ -17,9 +17,9 @@ import orjson
 import pytest
 import redis
 
+from sandbox import SandboxConfig, create_sandbox_app
 from service.api.app import create_app
 from service.config import load_settings
-from service.sandbox import SandboxConfig, create_sandbox_app
 from tests.support.http_server import serve_in_thread
 from tests.test_api import RecordingTriggers
 from tests.test_drain import build_drainer

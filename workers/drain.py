@@ -14,18 +14,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from service import keys, metrics
-from service.backoff import backoff_ms
-from service.cio_client import TrackClient
-from service.coalesce import coalesce_batch
+from service import keys
 from service.config import Settings
-from service.crash_search import next_send
-from service.dead_letters import DeadLetterStore
-from service.outcomes import OutcomeClass
-from service.packing import Oversize, batch_body, first_unit
-from service.shards import Entry, RetryState, ShardStore
+from service.delivery.backoff import backoff_ms
+from service.delivery.client import TrackClient
+from service.delivery.crash_search import next_send
+from service.delivery.outcomes import OutcomeClass
+from service.delivery.packing import Oversize, batch_body, first_unit
+from service.lanes.track.coalesce import coalesce_batch
+from service.metrics import definitions as metrics
+from service.store.dead_letters import DeadLetterStore
+from service.store.shards import Entry, RetryState, ShardStore
 from service.triggers import Triggers
-from workers.delivery import Delivery, LeaseLost, Send
+from workers.send import Delivery, LeaseLost, Send
 
 log = logging.getLogger("cioq.drain")
 

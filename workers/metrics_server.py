@@ -18,7 +18,7 @@ from celery.signals import worker_process_shutdown
 from prometheus_client import start_http_server
 
 from service.config import Settings
-from service.metrics_export import mark_process_dead, process_registry
+from service.metrics.export import mark_process_dead, process_registry
 
 log = logging.getLogger("cioq.worker")
 

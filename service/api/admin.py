@@ -11,8 +11,8 @@ from urllib.parse import parse_qs
 
 from service.api.http import Request, Response, Route, error_response, json_response
 from service.config import Settings
-from service.dlq import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids
 from service.errors import ConfigError, FieldError, InvalidJob
+from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids
 
 MAX_PAGE = 1000
 _FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")

@@ -3,8 +3,8 @@
 Every error leaves through `_dispatch`, which maps cioq's exceptions to HTTP once:
 InvalidJob → its 4xx with field errors; StoreUnavailable → 503 with Retry-After (the
 job was not stored, so the producer must retry); Overloaded (a backlog over its
-high-water mark, `service.backpressure`) → 503 naming the mark; anything else → 500, logged.
-Start-up refuses a Redis that cannot keep the durability promise (`service.redis_checks`).
+high-water mark, `service.store.backpressure`) → 503 naming the mark; anything else → 500, logged.
+Start-up refuses a Redis that cannot keep the durability promise (`service.store.startup_checks`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from service import metrics
 from service.api import openapi
 from service.api.admin import Admin
 from service.api.auth import Authenticator
@@ -34,14 +33,15 @@ from service.api.http import (
     send_response,
     split_path,
 )
-from service.api.ingest import Ingest
-from service.backpressure import Backpressure
 from service.config import Settings
-from service.dlq import DeadLetterAdmin
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
-from service.metrics_export import ApiMetrics
-from service.queue import Queue, connect_async
-from service.redis_checks import StartupGate
+from service.lanes.track.routes import Ingest
+from service.metrics import definitions as metrics
+from service.metrics.export import ApiMetrics
+from service.store.backpressure import Backpressure
+from service.store.dead_letter_admin import DeadLetterAdmin
+from service.store.queue import Queue, connect_async
+from service.store.startup_checks import StartupGate
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.api")

@@ -21,7 +21,7 @@ from service.api.http import Request, Response
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job
-from service.queue import Queue
+from service.store.queue import Queue
 
 HEADER = b"idempotency-key"
 MAX_KEY_CHARS = 255

@@ -1,4 +1,4 @@
--- Note what is about to be sent (see service/crash_search.py), fenced by the lease.
+-- Note what is about to be sent (see service/delivery/crash_search.py), fenced by the lease.
 -- KEYS: inflight, lease   ARGV: token, head_id, count, lone_crashes, suspect_last ('' = none)
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return -1

@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from service import keys, metrics
-from service.cio_client import TrackClient
-from service.coalesce import expand_item_errors
+from service import keys
 from service.config import Settings
-from service.dead_letters import DeadLetter, DeadLetterStore
-from service.metrics_queue import record_drained
-from service.outcomes import RESOLVED, Outcome, OutcomeClass
-from service.packing import batch_body
-from service.shards import Entry, ShardStore
+from service.delivery.client import TrackClient
+from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
+from service.delivery.packing import batch_body
+from service.lanes.track.coalesce import expand_item_errors
+from service.metrics import definitions as metrics
+from service.metrics.queue_state import record_drained
+from service.store.dead_letters import DeadLetter, DeadLetterStore
+from service.store.shards import Entry, ShardStore
 
 if TYPE_CHECKING:
     from workers.drain import DrainReport

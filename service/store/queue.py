@@ -1,7 +1,7 @@
 """The ingest side of the queue: store accepted jobs durably, then wake a drain.
 
 `Queue.enqueue` writes every job of one request in one Lua call (shared with requests
-that arrive together, `service.group_commit`): all of them are stored or none is;
+that arrive together, `service.store.group_commit`): all of them are stored or none is;
 `Queue.replay` does the same for dead letters, each at most once. Only after Redis
 confirms (and, at the ``fsync`` durability level, after ``WAITAOF`` confirms the AOF is
 on disk) does ingest answer 2xx. Triggers are sent afterwards and are debounced per
@@ -19,12 +19,13 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from service import keys, metrics
+from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.group_commit import GroupCommit
 from service.jobs import Job, shard_for
-from service.shards import load_script
+from service.metrics import definitions as metrics
+from service.store.group_commit import GroupCommit
+from service.store.shards import load_script
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.queue")
@@ -71,7 +72,7 @@ class Queue:
         """Store `jobs` atomically; returns their stream ids. Raises StoreUnavailable.
 
         One ``lua/enqueue.lua`` call, shared with the requests that arrive together
-        (`service.group_commit`), stores all of them or none.
+        (`service.store.group_commit`), stores all of them or none.
         """
         ids, fresh = await self._durably(self._group_commit.store(workspace, jobs))
         metrics.jobs_accepted(workspace, jobs)

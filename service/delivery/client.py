@@ -14,7 +14,7 @@ import httpx
 import orjson
 
 from service.config import Workspace
-from service.outcomes import Outcome, classify
+from service.delivery.outcomes import Outcome, classify
 
 USER_AGENT = "cioq/0.1 (+https://github.com/cioq)"
 _JSON = "application/json"

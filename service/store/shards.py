@@ -16,14 +16,14 @@ import redis
 from redis.commands.core import Script
 
 from service import keys
-from service.crash_search import InflightNote
+from service.delivery.crash_search import InflightNote
 from service.errors import StoreUnavailable
 from service.jobs import FIELD_OP, FIELD_V1
 
 
 def load_script(client: Any, name: str) -> Any:
-    """Register a Lua script from ``service/lua`` on a sync or asyncio client."""
-    source = resources.files("service").joinpath("lua", f"{name}.lua").read_text()
+    """Register a Lua script from ``service/store/lua`` on a sync or asyncio client."""
+    source = resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
     return client.register_script(source)
 
 

@@ -1,8 +1,8 @@
-"""The checks `service.validation` composes: one per kind of value in a v2 operation.
+"""The checks `service.lanes.track.validation` composes: one per kind of value in a v2 operation.
 
 Each check appends `FieldError`s to the list it is given and returns nothing of
 interest, so one pass over an operation collects every broken rule. Every message
-starts with the field path; `service.translate` relies on that to rename v2 paths to
+starts with the field path; `service.lanes.track.translate` relies on that to rename v2 paths to
 the v1 names a producer sent.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from service.errors import FieldError
-from service.limits import Limits
+from service.lanes.track.limits import Limits
 
 PERSON_KEYS = ("id", "email", "phone", "cio_id")
 #: Merge and object relationships name people by these; phone is not allowed there.

@@ -14,9 +14,10 @@ from typing import Any
 import orjson
 import redis
 
-from service import keys, metrics
+from service import keys
 from service.errors import StoreUnavailable
 from service.jobs import op_type_of
+from service.metrics import definitions as metrics
 
 
 @dataclass(frozen=True, slots=True)

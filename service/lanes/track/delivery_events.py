@@ -13,9 +13,9 @@ from typing import Any
 
 from service.errors import FieldError, InvalidJob
 from service.jobs import new_event_id
-from service.limits import DEFAULT_LIMITS, Limits
-from service.translate import body_object, finish_op
-from service.validation_rules import (
+from service.lanes.track.limits import DEFAULT_LIMITS, Limits
+from service.lanes.track.translate import body_object, finish_op
+from service.lanes.track.validation_rules import (
     DELIVERY_METRICS,
     check_seconds,
     check_string,

@@ -7,8 +7,8 @@ folded into a short list (see `_reason_label`). No person id ever becomes a labe
 Processes that fork (the Celery prefork pool) switch to multiprocess mode before any
 metric is used (``cioq worker`` does it), so each child writes its values to files
 that the main process's metrics endpoint adds up. The gauges that
-need Redis reads are not here: `service.metrics_queue` computes them at scrape time,
-and `service.metrics_export` serves both.
+need Redis reads are not here: `service.metrics.queue_state` computes them at scrape time,
+and `service.metrics.export` serves both.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from functools import cache
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from service.delivery.outcomes import Outcome
 from service.jobs import Job
-from service.outcomes import Outcome
 
 NAMESPACE = "cioq"
 

@@ -27,7 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.config import Settings
-from service.metrics_queue import QueueStateCollector, metrics_redis
+from service.metrics.queue_state import QueueStateCollector, metrics_redis
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from service.outcomes import Outcome, OutcomeClass
+from service.delivery.outcomes import Outcome, OutcomeClass
 
 _MERGEABLE_FIELDS = frozenset({"type", "action", "identifiers", "attributes", "timestamp"})
 _PERSON_REFS = ("identifiers", "primary", "secondary")

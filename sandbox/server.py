@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from service.sandbox.app import create_sandbox_app
-from service.sandbox.state import SandboxConfig
+from sandbox.app import create_sandbox_app
+from sandbox.state import SandboxConfig
 
 __all__ = ["serve"]
 

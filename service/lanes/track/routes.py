@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from service import translate, translate_delivery
 from service.api import idempotency
 from service.api.http import OK, Request, Response, Route, json_response
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job, v1_job, v2_job
-from service.limits import Limits
-from service.queue import Queue
-from service.validation import op_size_error, validate_op
+from service.lanes.track import delivery_events, translate
+from service.lanes.track.limits import Limits
+from service.lanes.track.validation import op_size_error, validate_op
+from service.store.queue import Queue
 
 #: The most field errors one 400 lists; a bad batch of 10,000 ops stays readable.
 MAX_REPORTED_ERRORS = 100
@@ -159,15 +159,15 @@ class Ingest:
         return await self._store_jobs(req, ws, [job])
 
     async def push_event(self, req: Request, ws: Workspace) -> Response:
-        op = translate_delivery.push_event(_object(req.json()), limits=self.limits)
+        op = delivery_events.push_event(_object(req.json()), limits=self.limits)
         return await self._store_ops(req, ws, [op])
 
     async def metric(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
-        op = translate_delivery.metric(body, limits=self.limits)
+        op = delivery_events.metric(body, limits=self.limits)
         if op is not None:
             return await self._store_ops(req, ws, [op])
-        translate_delivery.check_metric_v1(body, limits=self.limits)
+        delivery_events.check_metric_v1(body, limits=self.limits)
         job = v1_job(
             "POST",
             "/api/v1/metrics",

@@ -19,11 +19,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from service import keys, metrics
-from service.dead_letters import DeadLetter, StoredDeadLetter
+from service import keys
 from service.errors import FieldError, InvalidJob, StoreUnavailable
 from service.jobs import restore_job
-from service.queue import Queue
+from service.metrics import definitions as metrics
+from service.store.dead_letters import DeadLetter, StoredDeadLetter
+from service.store.queue import Queue
 
 #: Letters read from the stream per round trip, and replayed or purged per Redis call.
 PAGE_SIZE = 500

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.errors import FieldError
-from service.limits import DEFAULT_LIMITS, Limits
-from service.validation_rules import (
+from service.lanes.track.limits import DEFAULT_LIMITS, Limits
+from service.lanes.track.validation_rules import (
     ANONYMOUS_KEYS,
     DELIVERY_METRICS,
     PERSON_EVENT_KEYS,

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from service.config import Settings
 from service.errors import ConfigError, StoreUnavailable
-from service.queue import Queue
+from service.store.queue import Queue
 
 log = logging.getLogger("cioq.redis_checks")
 

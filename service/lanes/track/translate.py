@@ -16,7 +16,7 @@ Choices where Customer.io's documentation is silent:
 * Device attributes, in ``device.attributes`` or (as the SDKs send them) at the
   device's top level, become strings: ``"true"``/``"false"``, decimal numbers.
   ``device.attributes`` wins a clash.
-* Push events and metrics: see `service.translate_delivery`.
+* Push events and metrics: see `service.lanes.track.delivery_events`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 
 from service.errors import FieldError, InvalidJob
 from service.jobs import new_event_id
-from service.limits import DEFAULT_LIMITS, Limits
-from service.validation import validate_op
-from service.validation_rules import (
+from service.lanes.track.limits import DEFAULT_LIMITS, Limits
+from service.lanes.track.validation import validate_op
+from service.lanes.track.validation_rules import (
     EVENT_TYPES,
     check_event_fields,
     check_string,

@@ -9,7 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.sandbox.state import FaultConfig, SandboxState
+from sandbox.state import FaultConfig, SandboxState
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

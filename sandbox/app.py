@@ -23,15 +23,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.sandbox.controls import Controls, Endpoint, control, json_response
-from service.sandbox.rules import (
+from sandbox.controls import Controls, Endpoint, control, json_response
+from sandbox.rules import (
     OpError,
     check_form,
     check_op,
     check_segment_ids,
     check_v1_event,
 )
-from service.sandbox.state import SandboxConfig, SandboxState
+from sandbox.state import SandboxConfig, SandboxState
 
 __all__ = ["create_sandbox_app"]
 
