@@ -35,7 +35,7 @@ def _settings() -> Settings:
 def _check_redis(settings: Settings) -> None:
     """Refuse to run against a Redis that cannot keep the configured durability."""
     from service.errors import StoreUnavailable
-    from service.store.queue import connect_sync
+    from service.store.connections import connect_sync
     from service.store.startup_checks import check_sync
 
     client = connect_sync(settings)
@@ -106,7 +106,7 @@ def worker(
 @app.command()
 def sweeper(log_level: str = "info") -> None:
     """Re-send drain triggers for shards with backlog and no drain."""
-    from service.store.queue import connect_sync
+    from service.store.connections import connect_sync
     from service.triggers import Triggers
     from workers.sweeper import Sweeper
 

@@ -18,8 +18,9 @@ from rich.table import Table
 
 from service.config import Settings
 from service.errors import CioqError, InvalidJob
-from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, Outcome
-from service.store.queue import Queue, connect_async
+from service.store.connections import connect_async
+from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
+from service.store.queue import Queue
 from service.triggers import Triggers
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
@@ -80,7 +81,7 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
 def _filter(
     ids: list[str] | None,
     reason: str | None,
-    cls: str | None,
+    outcome_class: str | None,
     op: str | None,
     person: str | None,
     since: str | None,
@@ -90,7 +91,7 @@ def _filter(
         return DeadLetterFilter.parse(
             ids=tuple(ids or ()),
             reason=reason,
-            klass=cls,
+            outcome_class=outcome_class,
             op_type=op,
             person=person,
             since=since,
@@ -109,7 +110,7 @@ def _when(ms: int) -> str:
 def list_(
     workspace: Workspace = "default",
     reason: Reason = None,
-    cls: Class = None,
+    outcome_class: Class = None,
     op: OpType = None,
     person: Person = None,
     since: Since = None,
@@ -118,7 +119,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """List dead letters, oldest first."""
-    flt = _filter(None, reason, cls, op, person, since, until)
+    flt = _filter(None, reason, outcome_class, op, person, since, until)
     page = _run(workspace, lambda dlq: dlq.page(workspace, flt, limit=limit))
     if as_json:
         for stored in page.letters:
@@ -134,7 +135,7 @@ def list_(
             _when(letter.dead_ms),
             stored.op_type,
             letter.reason,
-            letter.cls,
+            letter.outcome_class,
             "" if letter.status is None else str(letter.status),
             letter.message[:120],
         )
@@ -154,7 +155,7 @@ def show(letter_id: str, workspace: Workspace = "default") -> None:
     Console().print_json(orjson.dumps(stored.as_dict()).decode())
 
 
-Action = Callable[[DeadLetterAdmin, str, DeadLetterFilter, bool], Awaitable[Outcome]]
+Action = Callable[[DeadLetterAdmin, str, DeadLetterFilter, bool], Awaitable[SelectionResult]]
 
 
 def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callable[..., None]:
@@ -164,7 +165,7 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
         ids: Ids = None,
         workspace: Workspace = "default",
         reason: Reason = None,
-        cls: Class = None,
+        outcome_class: Class = None,
         op: OpType = None,
         person: Person = None,
         since: Since = None,
@@ -172,7 +173,7 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
         every: All = False,
         dry_run: DryRun = False,
     ) -> None:
-        flt = _filter(ids, reason, cls, op, person, since, until)
+        flt = _filter(ids, reason, outcome_class, op, person, since, until)
         if flt.is_empty and not every:
             raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb} every letter")
         outcome = _run(workspace, lambda dlq: action(dlq, workspace, flt, dry_run))
@@ -187,11 +188,15 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
     return command
 
 
-async def _replay(dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool) -> Outcome:
+async def _replay(
+    dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool
+) -> SelectionResult:
     return await dlq.replay(ws, flt, dry_run=dry)
 
 
-async def _purge(dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool) -> Outcome:
+async def _purge(
+    dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool
+) -> SelectionResult:
     return await dlq.purge(ws, flt, dry_run=dry)
 
 

@@ -2,15 +2,17 @@
 
     CioqError
     ├── ConfigError            settings are wrong: refuse to start
-    ├── InvalidJob             a producer's request breaks a rule: 4xx, never queued
+    ├── PermanentError         trying again as it is cannot help
+    │   └── InvalidJob         a request breaks a rule: 4xx, nothing of it is queued
     ├── RetryableError         try again later; nothing is lost
     │   ├── StoreUnavailable   Redis is unreachable, read-only or out of memory
-    │   ├── Overloaded         a workspace's backlog is over a high-water mark
-    │   └── UpstreamError      Customer.io could not be reached or answered 5xx/429
-    └── PermanentError         trying again cannot help; the job goes to the dead-letter queue
+    │   └── Overloaded         a workspace's backlog is over a high-water mark
+    └── LeaseLost              another drain holds the shard now: stop touching it
 
-Third-party exceptions are translated in one place each: Redis errors in
-`service.store.queue`/`service.store.shards`, httpx errors in `service.delivery.client`.
+Customer.io's answers are values, not exceptions (`service.delivery.outcomes.Outcome`):
+a failed request is an outcome the drain's policies act on. Third-party exceptions are
+translated in one place each: redis-py's by `service.store.connections.store_errors`,
+httpx's in `service.delivery.client`.
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ class FieldError:
         return out
 
 
+class PermanentError(CioqError):
+    """Raised when an operation can never succeed as it is."""
+
+
 @dataclass
-class InvalidJob(CioqError):
+class InvalidJob(PermanentError):
     """Raised when a producer's request breaks one or more rules; nothing of it is queued."""
 
     errors: list[FieldError] = field(default_factory=list)
@@ -76,9 +82,5 @@ class Overloaded(RetryableError):
         return self.mark.message
 
 
-class UpstreamError(RetryableError):
-    """Raised when Customer.io could not be reached or did not answer usably."""
-
-
-class PermanentError(CioqError):
-    """Raised when an operation can never succeed as it is."""
+class LeaseLost(CioqError):
+    """Raised when a shard's lease expired or was taken over: the drain must stop."""

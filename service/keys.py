@@ -1,8 +1,11 @@
 """Every Redis key cioq uses is built here, and nowhere else.
 
-Per-shard keys share one hash tag, ``{<workspace>:<shard>}``, so the Lua scripts that
-touch a shard's stream and its lease stay within one Redis Cluster slot, while the
-shards themselves spread over the cluster.
+Per-shard keys share one hash tag, ``{<workspace>:<shard>}``: the drain's scripts
+(acquire, renew, release, resolve, attempt, inflight) each touch one shard's keys, so
+they stay within one Redis Cluster slot. The ingest and replay scripts
+(``lua/enqueue.lua``, ``lua/replay.lua``) and the idempotent transaction still write
+several shards (and the dead-letter stream) in one call, so today cioq runs on a single
+Redis, not a cluster.
 """
 
 from __future__ import annotations

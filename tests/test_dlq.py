@@ -18,9 +18,10 @@ from service.api.app import create_app
 from service.config import Settings
 from service.errors import InvalidJob
 from service.jobs import FIELD_OP, FIELD_V1, v1_job, v2_job
+from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
 from service.store.dead_letters import DeadLetter, DeadLetterStore
-from service.store.queue import Queue, connect_async
+from service.store.queue import Queue
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 
@@ -36,7 +37,7 @@ def _identify(person: str) -> DeadLetter:
 
 
 def _event(
-    person: str, event_id: str, reason: str = "crash_loop", cls: str = "crash"
+    person: str, event_id: str, reason: str = "crash_loop", outcome_class: str = "crash"
 ) -> DeadLetter:
     op = {
         "type": "person",
@@ -45,7 +46,9 @@ def _event(
         "name": "bought",
         "id": event_id,
     }
-    return DeadLetter("v2", v2_job(op).payload, "default:1:2-0", reason, cls, dead_ms=NOW_MS)
+    return DeadLetter(
+        "v2", v2_job(op).payload, "default:1:2-0", reason, outcome_class, dead_ms=NOW_MS
+    )
 
 
 def _segment() -> DeadLetter:
@@ -66,7 +69,10 @@ def letters(redis_client: redis.Redis) -> list[DeadLetter]:
         _identify("p2"),
         _event("a@example.com", "01JABCDEFGHJKMNPQRSTVWXYZ0"),
         _event(
-            "b@example.com", "01JABCDEFGHJKMNPQRSTVWXYZ1", reason="invalid_field", cls="partial"
+            "b@example.com",
+            "01JABCDEFGHJKMNPQRSTVWXYZ1",
+            reason="invalid_field",
+            outcome_class="partial",
         ),
         _segment(),
     ]
@@ -97,13 +103,13 @@ def _handled(action: str) -> float:
     [
         (DeadLetterFilter(), 5),
         (DeadLetterFilter(reason="invalid"), 2),
-        (DeadLetterFilter(cls="partial"), 1),
+        (DeadLetterFilter(outcome_class="partial"), 1),
         (DeadLetterFilter(op_type="event"), 2),
         (DeadLetterFilter(op_type="add_customers"), 1),
         (DeadLetterFilter(person="p2"), 1),
         (DeadLetterFilter(person="a@example.com"), 1),
         (DeadLetterFilter(person="7"), 1),
-        (DeadLetterFilter(op_type="event", cls="crash"), 1),
+        (DeadLetterFilter(op_type="event", outcome_class="crash"), 1),
         (DeadLetterFilter(person="nobody"), 0),
         (DeadLetterFilter(until_ms=1), 0),
     ],

@@ -15,6 +15,7 @@ from service import keys
 from service.config import Settings
 from service.delivery.client import TrackClient
 from service.delivery.crash_search import InflightNote
+from service.errors import LeaseLost
 from service.jobs import shard_for, v2_job
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
@@ -135,8 +136,7 @@ def test_busy_shard_is_left_to_its_lease_holder(
     """A second drain of a leased shard returns at once and touches nothing."""
     enqueue(redis_client, [person_op(1)])
     store = ShardStore(redis_client)
-    token = store.acquire(keys.shard_keys("default", 0), lease_ms=10_000)
-    assert token
+    assert store.acquire(keys.shard_keys("default", 0), lease_ms=10_000)
     assert drainer.drain("default", 0).stopped == "busy"
     assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 1
 
@@ -150,11 +150,17 @@ def test_stale_lease_holder_is_fenced_out(redis_client: redis.Redis) -> None:
     assert old
     redis_client.delete(shard.lease)  # the lease ran out
     new = store.acquire(shard, lease_ms=1000)
-    assert new and new > old
+    assert new and new.token > old.token
     head = store.read(shard, after=None, count=1)[0]
-    assert store.resolve(shard, old, head.id) == -1
-    assert not store.renew(shard, old, lease_ms=1000)
-    assert store.resolve(shard, new, head.id) == 1
+    with pytest.raises(LeaseLost):
+        old.resolve(head.id)
+    with pytest.raises(LeaseLost):
+        old.renew()
+    with pytest.raises(LeaseLost):
+        old.mark_inflight(InflightNote(head.id, 1))
+    with pytest.raises(LeaseLost):
+        old.record_attempt(head=head.id, now_ms=1, not_before_ms=2, label="503")
+    assert new.resolve(head.id) == 1
 
 
 def test_transient_error_backs_off_then_delivers(
@@ -305,11 +311,11 @@ def test_crash_loop_quarantines_a_head_that_died_alone(
     store = ShardStore(redis_client)
     shard = keys.shard_keys("default", 0)
     head = store.read(shard, after=None, count=1)[0]
-    token = store.acquire(shard, lease_ms=1000)
-    assert token
+    lease = store.acquire(shard, lease_ms=1000)
+    assert lease
     # The last holder died sending the head alone, for the limit's last time but one.
     note = InflightNote(head.id, 1, settings.crash_limit - 1, head.id)
-    assert store.mark_inflight(shard, token, note)
+    lease.mark_inflight(note)
     redis_client.delete(shard.lease)
     assert store.inflight_note(shard) == note
     assert drainer.drain("default", 0).stopped == "empty"
@@ -326,8 +332,9 @@ def test_send_after_a_death_is_halved(
     store = ShardStore(redis_client)
     shard = keys.shard_keys("default", 0)
     head = store.read(shard, after=None, count=1)[0]
-    token = store.acquire(shard, lease_ms=1000)
-    assert token and store.mark_inflight(shard, token, InflightNote(head.id, 8))
+    lease = store.acquire(shard, lease_ms=1000)
+    assert lease
+    lease.mark_inflight(InflightNote(head.id, 8))
     redis_client.delete(shard.lease)
     assert drainer.drain("default", 0).stopped == "empty"
     sizes = [r["op_count"] for r in sandbox.get("/_sandbox/requests").json()["records"]]

@@ -12,7 +12,7 @@ import pytest
 from service.api.app import create_app
 from service.config import Settings
 from service.errors import ConfigError
-from service.store.queue import connect_sync
+from service.store.connections import connect_sync
 from service.store.startup_checks import RedisFacts, check_sync, evaluate
 from tests.support.http_server import serve_in_thread
 from tests.support.load import produce, seq_of

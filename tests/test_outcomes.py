@@ -51,7 +51,7 @@ def test_classify_table(
     status: int | None, body: bytes, transport: str | None, expected: OutcomeClass
 ) -> None:
     """Each status and body lands in the class DESIGN §5 gives it."""
-    assert classify(status, body, op_count=3, transport_error=transport).cls is expected
+    assert classify(status, body, op_count=3, transport_error=transport).outcome_class is expected
 
 
 def test_partial_maps_items_by_index_in_order() -> None:

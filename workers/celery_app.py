@@ -19,8 +19,8 @@ from celery.signals import worker_ready, worker_shutting_down
 from service.config import Settings
 from service.delivery.client import TrackClient
 from service.metrics import definitions as metrics
+from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
-from service.store.queue import connect_sync
 from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
 from workers.drain import Drainer

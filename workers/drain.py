@@ -13,25 +13,43 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from service import keys
 from service.config import Settings
 from service.delivery.backoff import backoff_ms
 from service.delivery.client import TrackClient
 from service.delivery.crash_search import next_send
-from service.delivery.outcomes import OutcomeClass
+from service.delivery.outcomes import Outcome, OutcomeClass
 from service.delivery.packing import Oversize, batch_body, first_unit
+from service.errors import LeaseLost
 from service.lanes.track.coalesce import coalesce_batch
 from service.metrics import definitions as metrics
 from service.store.dead_letters import DeadLetterStore
-from service.store.shards import Entry, RetryState, ShardStore
+from service.store.shards import Entry, Lease, RetryState, ShardStore
 from service.triggers import Triggers
-from workers.send import Delivery, LeaseLost, Send
+from workers.send import Delivery, DeliveryCounts, OutgoingUnit
 
 log = logging.getLogger("cioq.drain")
 
 #: Celery holds ETA triggers in memory; far-future ones are left to the sweeper.
 MAX_COUNTDOWN_S = 60.0
+
+
+class StopReason(StrEnum):
+    """Why a drain handed its shard back; also the bounded ``stopped`` metrics label."""
+
+    BUSY = "busy"  # another drain holds the lease
+    EMPTY = "empty"
+    LINGER = "linger"  # the head may wait for more ops
+    BUDGET = "budget"  # drain_budget_s spent; handed back for fairness
+    PAUSED = "paused"  # the workspace is paused (by another drain or an operator)
+    BACKOFF = "backoff"
+    THROTTLED = "throttled"
+    SETUP = "setup"
+    EXHAUSTED = "exhausted"
+    SHUTDOWN = "shutdown"
+    LEASE_LOST = "lease_lost"
 
 
 @dataclass
@@ -40,12 +58,21 @@ class DrainReport:
 
     workspace: str
     shard: int
-    stopped: str = ""
+    stopped: StopReason | None = None
     requests: int = 0
     delivered: int = 0
     dead_lettered: int = 0
     bisect_requests: int = 0
     retrigger_s: float | None = None
+
+    def stop(self, reason: StopReason, retrigger_s: float | None = None) -> None:
+        self.stopped, self.retrigger_s = reason, retrigger_s
+
+    def add(self, counts: DeliveryCounts) -> None:
+        self.requests += counts.requests
+        self.delivered += counts.delivered
+        self.dead_lettered += counts.dead_lettered
+        self.bisect_requests += counts.bisect_requests
 
 
 class Drainer:
@@ -79,106 +106,109 @@ class Drainer:
         """Deliver the shard's backlog until it is empty, blocked, or the budget is spent."""
         report = DrainReport(workspace, shard)
         shard_keys = keys.shard_keys(workspace, shard)
-        token = self.store.acquire(shard_keys, lease_ms=self.settings.lease_ms)
-        if token is None:
-            report.stopped = "busy"
+        lease = self.store.acquire(shard_keys, lease_ms=self.settings.lease_ms)
+        if lease is None:
+            report.stop(StopReason.BUSY)
             return report
+        delivery = Delivery(
+            lease,
+            self.dead,
+            self.clients[workspace],
+            self.settings,
+            self.now_ms,
+            should_stop=self.should_stop,
+        )
         try:
-            self._loop(shard_keys, token, report)
+            self._loop(delivery, report)
         except LeaseLost:
-            report.stopped = "lease_lost"
+            report.stop(StopReason.LEASE_LOST)
             log.warning("lease lost on %s; another drain owns the shard", shard_keys.tag)
         finally:
-            marker_ms = self._marker_ms(report)
-            remaining = self.store.release(shard_keys, token, marker_ms=marker_ms)
-            if report.stopped in ("empty", "shutdown") and remaining:
+            report.add(delivery.counts)
+            remaining = lease.release(marker_ms=self._marker_ms(report))
+            if report.stopped in (StopReason.EMPTY, StopReason.SHUTDOWN) and remaining:
                 report.retrigger_s = 0.0
             self._retrigger(report)
         return report
 
-    def _loop(self, shard: keys.ShardKeys, token: int, report: DrainReport) -> None:
+    def _loop(self, delivery: Delivery, report: DrainReport) -> None:
         s = self.settings
-        client = self.clients[shard.workspace]
-        delivery = Delivery(
-            self.store,
-            self.dead,
-            shard,
-            token,
-            client,
-            self.settings,
-            self.now_ms,
-            report,
-            should_stop=self.should_stop,
-        )
+        lease = delivery.lease
+        shard = lease.shard
         deadline = self.clock() + s.drain_budget_s
         buffer: list[Entry] = []
         retry = self.store.retry_state(shard)
         while True:
             if self.should_stop():
-                report.stopped = "shutdown"
-                return
+                return report.stop(StopReason.SHUTDOWN)
             paused_ms = self.store.pause_remaining_ms(shard.workspace)
             if paused_ms:
-                report.stopped, report.retrigger_s = "paused", paused_ms / 1000
-                return
+                return report.stop(StopReason.PAUSED, paused_ms / 1000)
             now_ms = self.now_ms()
             if retry.not_before_ms > now_ms:
-                report.stopped = "backoff"
-                report.retrigger_s = (retry.not_before_ms - now_ms) / 1000
-                return
+                return report.stop(StopReason.BACKOFF, (retry.not_before_ms - now_ms) / 1000)
             if len(buffer) < s.max_ops_per_read:
                 after = buffer[-1].id if buffer else None
                 buffer += self.store.read(
                     shard, after=after, count=s.max_ops_per_read - len(buffer)
                 )
             if not buffer:
-                report.stopped = "empty"
-                return
-            send = self._plan(buffer)
+                return report.stop(StopReason.EMPTY)
+            unit = self._plan(buffer)
             age_ms = now_ms - buffer[0].accepted_ms
-            if not send.full and age_ms < s.linger_ms:
-                report.stopped, report.retrigger_s = "linger", (s.linger_ms - age_ms) / 1000
-                return
+            if not unit.full and age_ms < s.linger_ms:
+                return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
             if self.clock() >= deadline:
-                report.stopped, report.retrigger_s = "budget", 0.0
-                return
-            if not self.store.renew(shard, token, lease_ms=s.lease_ms):
-                raise LeaseLost(shard.tag)
-            note = next_send(
-                self.store.inflight_note(shard),
-                [e.id for e in buffer],
-                send.count,
-                crash_limit=s.crash_limit,
-            )
-            if note is None:
+                return report.stop(StopReason.BUDGET, 0.0)
+            lease.renew()
+            unit_or_none = self._crash_checked(lease, buffer, unit)
+            if unit_or_none is None:
                 resolved = delivery.quarantine(buffer[0], s.crash_limit)
             else:
-                if note.count < send.count:
-                    log.warning(
-                        "%s: a send from %r died without an outcome; sending %d of %d ops",
-                        shard.tag,
-                        buffer[0].id,
-                        note.count,
-                        send.count,
-                    )
-                    send = self._plan(buffer[: note.count])
-                    note = replace(note, count=send.count)
-                if not self.store.mark_inflight(shard, token, note):
-                    raise LeaseLost(shard.tag)
-                resolved, blocked = delivery.deliver(send)
-                if blocked is not None:
-                    self._block(shard, token, buffer, send, blocked, report, delivery)
-                    return
+                result = delivery.deliver(unit_or_none)
+                if result.blocked is not None:
+                    return self._block(delivery, buffer[0], unit_or_none, result.blocked, report)
+                resolved = result.resolved
             buffer = buffer[resolved:]
             # Every resolve moved the head on and cleared the shard's retry state.
             retry = _NO_RETRY
 
-    def _plan(self, buffer: list[Entry]) -> Send:
+    def _crash_checked(
+        self, lease: Lease, buffer: list[Entry], unit: OutgoingUnit
+    ) -> OutgoingUnit | None:
+        """`unit`, cut down if an earlier send from this head died; None: quarantine the head.
+
+        The note of what goes out is stored before the send, so the next holder can tell
+        a send that died without an outcome (`service.delivery.crash_search`).
+        """
+        shard = lease.shard
+        note = next_send(
+            self.store.inflight_note(shard),
+            [e.id for e in buffer],
+            unit.count,
+            crash_limit=self.settings.crash_limit,
+        )
+        if note is None:
+            return None
+        if note.count < unit.count:
+            log.warning(
+                "%s: a send from %r died without an outcome; sending %d of %d ops",
+                shard.tag,
+                buffer[0].id,
+                note.count,
+                unit.count,
+            )
+            unit = self._plan(buffer[: note.count])
+            note = replace(note, count=unit.count)
+        lease.mark_inflight(note)
+        return unit
+
+    def _plan(self, buffer: list[Entry]) -> OutgoingUnit:
         """What goes out next: a lone v1 job, an oversize op, or the longest v2 batch."""
         s = self.settings
         head = buffer[0]
         if head.kind == "v1":
-            return Send(entries=[head], body=head.payload, kind="v1", full=True)
+            return OutgoingUnit(entries=[head], body=head.payload, kind="v1", full=True)
         run: list[bytes] = []
         for entry in buffer:
             if entry.kind != "v2":
@@ -187,60 +217,85 @@ class Drainer:
         unit = first_unit(run, max_batch_bytes=s.max_batch_bytes, max_op_bytes=s.max_op_bytes)
         assert unit is not None
         if isinstance(unit, Oversize):
-            return Send(entries=[head], body=head.payload, kind="oversize", full=True)
+            return OutgoingUnit(entries=[head], body=head.payload, kind="oversize", full=True)
         full = unit.stop < len(run) or len(buffer) >= s.max_ops_per_read or len(run) < len(buffer)
         if s.coalesce:
             merged = coalesce_batch(run[: unit.stop], max_op_bytes=s.max_op_bytes)
             if merged.saved:
                 body = batch_body(merged.ops)
-                return Send(buffer[: unit.stop], body, "v2", full, origin=merged.origin)
-        return Send(entries=buffer[: unit.stop], body=unit.body, kind="v2", full=full)
+                return OutgoingUnit(buffer[: unit.stop], body, "v2", full, origin=merged.origin)
+        return OutgoingUnit(entries=buffer[: unit.stop], body=unit.body, kind="v2", full=full)
 
     def _block(
         self,
-        shard: keys.ShardKeys,
-        token: int,
-        buffer: list[Entry],
-        send: Send,
-        blocked: OutcomeClass,
-        report: DrainReport,
         delivery: Delivery,
+        head: Entry,
+        unit: OutgoingUnit,
+        outcome: Outcome,
+        report: DrainReport,
     ) -> None:
-        """The head could not be resolved: back the shard off or pause the workspace."""
+        """The head could not be resolved; the policy for what happens next.
+
+        A 429 (throttle) pauses the whole workspace on every worker, for Customer.io's
+        ``Retry-After`` or, without one, a jittered `throttle_pause_ms`: the limit is the
+        workspace's, so no shard of it may go on. A 401/403 (setup) pauses the workspace
+        for `setup_pause_ms` and logs loudly: nothing can succeed until an operator fixes
+        the credentials or URL, and the jobs are kept; the next drain after the pause is
+        the probe. Anything else (408, 5xx, timeouts, connection errors) is transient:
+        only this shard backs off, for ``Retry-After`` or full-jitter exponential backoff,
+        and the attempt is recorded against the head; once the head has used
+        `retry_max_attempts` attempts or is older than `retry_max_age_s`, the unit is
+        dead-lettered with every attempt's record and the shard moves on.
+        """
+        if outcome.outcome_class is OutcomeClass.THROTTLE:
+            self._throttle(delivery, outcome, report)
+        elif outcome.outcome_class is OutcomeClass.SETUP:
+            self._pause_setup(delivery, outcome, report)
+        else:
+            self._back_off_or_exhaust(delivery, head, unit, outcome, report)
+
+    def _throttle(self, delivery: Delivery, outcome: Outcome, report: DrainReport) -> None:
         s = self.settings
-        outcome = delivery.last_outcome
-        assert outcome is not None
-        if blocked is OutcomeClass.THROTTLE:
-            wait_ms = (
-                int(outcome.retry_after_s * 1000)
-                if outcome.retry_after_s is not None
-                else backoff_ms(2, base_ms=s.throttle_pause_ms, cap_ms=s.retry_cap_ms, rng=self.rng)
-                or s.throttle_pause_ms
+        if outcome.retry_after_s is not None:
+            wait_ms = int(outcome.retry_after_s * 1000)
+        else:
+            jittered = backoff_ms(
+                2, base_ms=s.throttle_pause_ms, cap_ms=s.retry_cap_ms, rng=self.rng
             )
-            self.store.pause(shard.workspace, cause="throttle", duration_ms=wait_ms)
-            metrics.paused(shard.workspace, "throttle")
-            self.store.clear_inflight(shard)
-            report.stopped, report.retrigger_s = "throttled", wait_ms / 1000
-            return
-        if blocked is OutcomeClass.SETUP:
-            log.error(
-                "Customer.io refused workspace %r credentials or URL (status %s: %s); "
-                "delivery paused for %d ms, jobs kept",
-                shard.workspace,
-                outcome.status,
-                outcome.detail,
-                s.setup_pause_ms,
-            )
-            self.store.pause(
-                shard.workspace, cause=f"setup:{outcome.status}", duration_ms=s.setup_pause_ms
-            )
-            metrics.paused(shard.workspace, "setup")
-            self.store.clear_inflight(shard)
-            report.stopped, report.retrigger_s = "setup", s.setup_pause_ms / 1000
-            return
+            wait_ms = jittered or s.throttle_pause_ms
+        workspace = delivery.shard.workspace
+        self.store.pause(workspace, cause="throttle", duration_ms=wait_ms)
+        metrics.paused(workspace, "throttle")
+        self.store.clear_inflight(delivery.shard)
+        report.stop(StopReason.THROTTLED, wait_ms / 1000)
+
+    def _pause_setup(self, delivery: Delivery, outcome: Outcome, report: DrainReport) -> None:
+        s = self.settings
+        workspace = delivery.shard.workspace
+        log.error(
+            "Customer.io refused workspace %r credentials or URL (status %s: %s); "
+            "delivery paused for %d ms, jobs kept",
+            workspace,
+            outcome.status,
+            outcome.detail,
+            s.setup_pause_ms,
+        )
+        self.store.pause(workspace, cause=f"setup:{outcome.status}", duration_ms=s.setup_pause_ms)
+        metrics.paused(workspace, "setup")
+        self.store.clear_inflight(delivery.shard)
+        report.stop(StopReason.SETUP, s.setup_pause_ms / 1000)
+
+    def _back_off_or_exhaust(
+        self,
+        delivery: Delivery,
+        head: Entry,
+        unit: OutgoingUnit,
+        outcome: Outcome,
+        report: DrainReport,
+    ) -> None:
+        s = self.settings
         now_ms = self.now_ms()
-        head = buffer[0]
-        retry = self.store.retry_state(shard)
+        retry = self.store.retry_state(delivery.shard)
         attempt = (retry.attempts if retry.head == head.id else 0) + 1
         if outcome.retry_after_s is not None:
             wait_ms = int(outcome.retry_after_s * 1000)
@@ -248,23 +303,18 @@ class Drainer:
             wait_ms = backoff_ms(
                 attempt, base_ms=s.retry_base_ms, cap_ms=s.retry_cap_ms, rng=self.rng
             )
-        attempts = self.store.record_attempt(
-            shard,
-            token,
+        attempts = delivery.lease.record_attempt(
             head=head.id,
             now_ms=now_ms,
             not_before_ms=now_ms + wait_ms,
             label=outcome.status_class if outcome.status is None else str(outcome.status),
         )
-        if attempts < 0:
-            raise LeaseLost(shard.tag)
         too_old = now_ms - head.accepted_ms >= s.retry_max_age_s * 1000
         if attempts >= s.retry_max_attempts or too_old:
-            delivery.exhausted(send, reason="max_age" if too_old else "max_attempts")
-            report.stopped, report.retrigger_s = "exhausted", 0.0
-            return
-        metrics.retry_scheduled(shard.workspace, outcome.status_class)
-        report.stopped, report.retrigger_s = "backoff", wait_ms / 1000
+            delivery.exhausted(unit, outcome, reason="max_age" if too_old else "max_attempts")
+            return report.stop(StopReason.EXHAUSTED, 0.0)
+        metrics.retry_scheduled(delivery.shard.workspace, outcome.status_class)
+        report.stop(StopReason.BACKOFF, wait_ms / 1000)
 
     def _marker_ms(self, report: DrainReport) -> int:
         """How long the trigger marker outlives a drain that re-triggers itself, else 0.

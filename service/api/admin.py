@@ -12,7 +12,12 @@ from urllib.parse import parse_qs
 from service.api.http import Request, Response, Route, error_response, json_response
 from service.config import Settings
 from service.errors import ConfigError, FieldError, InvalidJob
-from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, Outcome, check_ids
+from service.store.dead_letter_admin import (
+    DeadLetterAdmin,
+    DeadLetterFilter,
+    SelectionResult,
+    check_ids,
+)
 
 MAX_PAGE = 1000
 _FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")
@@ -31,7 +36,7 @@ def filter_from(values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetter
     return DeadLetterFilter.parse(
         ids=ids,
         reason=values.get("reason"),
-        klass=values.get("class"),
+        outcome_class=values.get("class"),
         op_type=values.get("op_type"),
         person=values.get("person"),
         since=values.get("since"),
@@ -39,7 +44,7 @@ def filter_from(values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetter
     )
 
 
-def _outcome(outcome: Outcome, verb: str) -> Response:
+def _outcome(outcome: SelectionResult, verb: str) -> Response:
     return json_response(
         200,
         {"matched": outcome.matched, verb: outcome.done, "dry_run": outcome.dry_run},

@@ -39,8 +39,9 @@ from service.lanes.track.routes import Ingest
 from service.metrics import definitions as metrics
 from service.metrics.export import ApiMetrics
 from service.store.backpressure import Backpressure
+from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
-from service.store.queue import Queue, connect_async
+from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
 from service.triggers import Triggers
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import orjson
@@ -92,6 +92,9 @@ def error_response(
     return json_response(status, payload, headers)
 
 
+#: Who may call a route: anyone, a producer's ingest key, or an operator's admin key.
+RouteAuth = Literal["public", "ingest", "admin"]
+
 #: ``handler(request, workspace)``; workspace is None on routes that need no ingest key.
 Handler = Callable[..., Awaitable[Response]]
 
@@ -104,7 +107,7 @@ class Route:
     pattern: tuple[str, ...]
     name: str
     handler: Handler
-    auth: str = "ingest"
+    auth: RouteAuth = "ingest"
 
 
 class Router:

@@ -34,7 +34,6 @@ class OutcomeClass(StrEnum):
 #: Classes after which the ops of the request are resolved (sent or dead-lettered).
 RESOLVED = frozenset({OutcomeClass.SUCCESS, OutcomeClass.PARTIAL})
 #: Classes that stop delivery to the whole workspace for a while.
-PAUSING = frozenset({OutcomeClass.SETUP, OutcomeClass.THROTTLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ class ItemError:
 class Outcome:
     """What one upstream request came to."""
 
-    cls: OutcomeClass
+    outcome_class: OutcomeClass
     status: int | None
     detail: str = ""
     item_errors: tuple[ItemError, ...] = ()

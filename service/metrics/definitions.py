@@ -240,6 +240,6 @@ def ops_coalesced(workspace: str, count: int) -> None:
         OPS_COALESCED.labels(workspace).inc(count)
 
 
-def drain_finished(workspace: str, stopped: str) -> None:
+def drain_finished(workspace: str, stopped: str | None) -> None:
     DRAINS.labels(workspace, stopped or "none").inc()
     _process_drains().inc()

@@ -10,6 +10,10 @@ unaffected.
 drain rate, i.e. how long the current workers would take to empty the queue. When
 nothing was drained in the window it falls back to the oldest entry's age, so a stuck
 queue still reads as a growing number instead of a division by zero.
+
+Unlike the store, this module catches redis-py errors itself: a failed reading is
+tolerated (logged, ``up`` 0), never raised, and the store already imports the metrics
+definitions, so importing the store's error boundary here would make a package cycle.
 """
 
 from __future__ import annotations

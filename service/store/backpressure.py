@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
+from service.store.connections import store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +125,9 @@ class Backpressure:
             pipe.xrange(stream, count=1)
         taken_s = self.clock()
         try:
-            results = await pipe.execute()
-        except redis.RedisError as exc:
+            with store_errors():
+                results = await pipe.execute()
+        except StoreUnavailable as exc:
             failure = _Failure(f"backlog reading failed: {exc}", taken_s)
             self._last[workspace] = failure
             return failure

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
-from service.errors import FieldError, InvalidJob, StoreUnavailable
+from service.errors import FieldError, InvalidJob
 from service.jobs import restore_job
 from service.metrics import definitions as metrics
+from service.store.connections import store_errors
 from service.store.dead_letters import DeadLetter, StoredDeadLetter
 from service.store.queue import Queue
 
@@ -75,7 +75,7 @@ class DeadLetterFilter:
 
     ids: tuple[str, ...] = ()
     reason: str | None = None
-    cls: str | None = None
+    outcome_class: str | None = None
     op_type: str | None = None
     person: str | None = None
     since_ms: int | None = None
@@ -87,7 +87,7 @@ class DeadLetterFilter:
         *,
         ids: tuple[str, ...] = (),
         reason: str | None = None,
-        klass: str | None = None,
+        outcome_class: str | None = None,
         op_type: str | None = None,
         person: str | None = None,
         since: str | None = None,
@@ -102,7 +102,7 @@ class DeadLetterFilter:
         return cls(
             ids=check_ids(ids),
             reason=reason,
-            cls=klass,
+            outcome_class=outcome_class,
             op_type=op_type,
             person=person,
             since_ms=when(since, time_fields[0]),
@@ -115,7 +115,7 @@ class DeadLetterFilter:
             v is None
             for v in (
                 self.reason,
-                self.cls,
+                self.outcome_class,
                 self.op_type,
                 self.person,
                 self.since_ms,
@@ -128,7 +128,7 @@ class DeadLetterFilter:
         return (
             (not self.ids or stored.id in self.ids)
             and (self.reason is None or letter.reason == self.reason)
-            and (self.cls is None or letter.cls == self.cls)
+            and (self.outcome_class is None or letter.outcome_class == self.outcome_class)
             and (self.op_type is None or stored.op_type == self.op_type)
             and (self.person is None or self.person in stored.subjects())
         )
@@ -141,7 +141,7 @@ class Page:
 
 
 @dataclass(slots=True)
-class Outcome:
+class SelectionResult:
     """What a replay or purge matched and, unless it was a dry run, acted on."""
 
     matched: int = 0
@@ -188,7 +188,9 @@ class DeadLetterAdmin:
             letters.append(stored)
         return Page(letters, None)
 
-    async def replay(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
+    async def replay(
+        self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool
+    ) -> SelectionResult:
         """Queue matching letters again through the normal path, in their original order."""
 
         async def requeue(chunk: list[StoredDeadLetter]) -> int:
@@ -197,7 +199,9 @@ class DeadLetterAdmin:
 
         return await self._in_chunks(workspace, flt, requeue, "replayed", dry_run=dry_run)
 
-    async def purge(self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Outcome:
+    async def purge(
+        self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool
+    ) -> SelectionResult:
         """Delete matching letters for good."""
         stream = keys.dead_letters(workspace)
 
@@ -214,9 +218,9 @@ class DeadLetterAdmin:
         action: str,
         *,
         dry_run: bool,
-    ) -> Outcome:
+    ) -> SelectionResult:
         """Apply `act` to the matching letters, PAGE_SIZE at a time (not on a dry run)."""
-        outcome = Outcome(dry_run=dry_run)
+        outcome = SelectionResult(dry_run=dry_run)
         chunk: list[StoredDeadLetter] = []
         async for stored in self._scan(workspace, flt):
             outcome.matched += 1
@@ -251,7 +255,5 @@ class DeadLetterAdmin:
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:
-        try:
+        with store_errors("dead-letter queue"):
             return await awaitable
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"dead-letter queue: {exc}") from exc

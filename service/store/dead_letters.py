@@ -1,8 +1,9 @@
 """Dead letters: jobs that can never succeed as they are, kept for an operator.
 
 One stream per workspace (`keys.dead_letters`), never trimmed automatically. Each entry
-carries the job's payload and kind, why it died (`reason`, `cls`, upstream `status`),
-every attempt's time and status, and where it came from (`source` = shard entry id).
+carries the job's payload and kind, why it died (`reason`, `outcome_class` stored as
+``cls``, upstream `status`), every attempt's time and status, and where it came from
+(`source` = shard entry id).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import orjson
 import redis
 
 from service import keys
-from service.errors import StoreUnavailable
 from service.jobs import op_type_of
 from service.metrics import definitions as metrics
+from service.store.connections import store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class DeadLetter:
     payload: bytes
     source: str
     reason: str
-    cls: str
+    outcome_class: str
     status: int | None = None
     message: str = ""
     field: str = ""
@@ -42,7 +43,7 @@ class DeadLetter:
             "payload": self.payload,
             "source": self.source,
             "reason": self.reason,
-            "cls": self.cls,
+            "cls": self.outcome_class,
             "status": "" if self.status is None else self.status,
             "message": self.message,
             "field": self.field,
@@ -63,7 +64,7 @@ class DeadLetter:
             payload=fields.get(b"payload", b""),
             source=text("source"),
             reason=text("reason"),
-            cls=text("cls"),
+            outcome_class=text("cls"),
             status=int(status) if status else None,
             message=text("message"),
             field=text("field"),
@@ -110,7 +111,7 @@ class StoredDeadLetter:
             "kind": letter.kind,
             "op_type": self.op_type,
             "reason": letter.reason,
-            "class": letter.cls,
+            "class": letter.outcome_class,
             "status": letter.status,
             "message": letter.message,
             "field": letter.field,
@@ -144,9 +145,7 @@ class DeadLetterStore:
             count += 1
             reasons.append(letter.reason)
         if count:
-            try:
+            with store_errors("dead-lettering"):
                 pipe.execute()
-            except redis.RedisError as exc:
-                raise StoreUnavailable(f"dead-lettering: {exc}") from exc
             metrics.dead_lettered(workspace, reasons)
         return count

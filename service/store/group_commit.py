@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from service import keys
 from service.config import Settings
 from service.jobs import Job, shard_for
-from service.store.shards import load_script
+from service.store.connections import load_script
 
 #: Jobs one call carries at most (a bigger request goes alone): bounds how long one
 #: script holds Redis.

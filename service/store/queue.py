@@ -24,30 +24,12 @@ from service.config import Settings
 from service.errors import StoreUnavailable
 from service.jobs import Job, shard_for
 from service.metrics import definitions as metrics
+from service.store.connections import load_script, store_errors
 from service.store.group_commit import GroupCommit
-from service.store.shards import load_script
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.queue")
 T = TypeVar("T")
-
-
-def connect_async(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-    )
-
-
-def connect_sync(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-    )
 
 
 class Queue:
@@ -113,7 +95,7 @@ class Queue:
         key is WATCHed from the check to EXEC, so of two concurrent repeats the second's
         EXEC aborts and it returns the first's answer instead of queuing the jobs again.
         """
-        try:
+        with store_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 while True:
                     try:
@@ -128,8 +110,6 @@ class Queue:
                         break
                     except redis.WatchError:
                         continue
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         metrics.jobs_accepted(workspace, jobs)
         await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
         return None
@@ -159,14 +139,10 @@ class Queue:
 
         Store trouble becomes StoreUnavailable; a WATCH conflict is the caller's to retry.
         """
-        try:
+        with store_errors():
             result = await write
             if self.use_waitaof:
                 await self._wait_fsync()
-        except redis.WatchError:
-            raise
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         return result
 
     async def _trigger_fresh(self, workspace: str, touched: list[int], flags: list[Any]) -> None:
@@ -196,6 +172,7 @@ class Queue:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
-        except redis.RedisError:
+            with store_errors():
+                return bool(await self.redis.ping())
+        except StoreUnavailable:
             return False

@@ -9,7 +9,6 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
@@ -17,14 +16,9 @@ from redis.commands.core import Script
 
 from service import keys
 from service.delivery.crash_search import InflightNote
-from service.errors import StoreUnavailable
-from service.jobs import FIELD_OP, FIELD_V1
-
-
-def load_script(client: Any, name: str) -> Any:
-    """Register a Lua script from ``service/store/lua`` on a sync or asyncio client."""
-    source = resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
-    return client.register_script(source)
+from service.errors import LeaseLost
+from service.jobs import FIELD_OP, FIELD_V1, JobKind
+from service.store.connections import load_script, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +26,7 @@ class Entry:
     """One stream entry: its id (``<ms>-<seq>``), kind and payload bytes."""
 
     id: bytes
-    kind: str
+    kind: JobKind
     payload: bytes
 
     @property
@@ -74,52 +68,19 @@ class ShardStore:
         self._attempt: Script = load_script(client, "attempt")
         self._inflight: Script = load_script(client, "inflight")
 
-    def acquire(self, shard: keys.ShardKeys, *, lease_ms: int) -> int | None:
-        """A fencing token if the shard's lease was free, else None."""
+    def acquire(self, shard: keys.ShardKeys, *, lease_ms: int) -> Lease | None:
+        """The shard's lease if it was free, else None."""
         token = int(self._call(self._acquire, [shard.lease, shard.fence], [lease_ms]))
-        return token or None
-
-    def renew(self, shard: keys.ShardKeys, token: int, *, lease_ms: int) -> bool:
-        return bool(self._call(self._renew, [shard.lease], [token, lease_ms]))
-
-    def release(self, shard: keys.ShardKeys, token: int, *, marker_ms: int = 0) -> int:
-        """Give the lease back; returns how many entries are still queued.
-
-        `marker_ms` > 0 keeps the trigger marker that long (a re-trigger is scheduled).
-        """
-        lua_keys = [shard.lease, shard.trigger, shard.stream]
-        return int(self._call(self._release, lua_keys, [token, marker_ms]))
+        return Lease(self, shard, token, lease_ms) if token else None
 
     def read(self, shard: keys.ShardKeys, *, after: bytes | None, count: int) -> list[Entry]:
         """Up to `count` entries from the head, or after the entry id `after`."""
         start = b"(" + after if after else b"-"
-        try:
+        with store_errors(f"reading {shard.stream}"):
             rows: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(  # type: ignore[assignment]
                 shard.stream, min=start, max="+", count=count
             )
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"reading {shard.stream}: {exc}") from exc
         return [_entry(raw_id, fields) for raw_id, fields in rows]
-
-    def resolve(self, shard: keys.ShardKeys, token: int, last_id: bytes) -> int:
-        """Delete the head up to and including `last_id`; -1 if the lease was lost."""
-        args = [token, next_id(last_id)]
-        lua_keys = [shard.stream, shard.lease, shard.retry]
-        return int(self._call(self._resolve, lua_keys, args))
-
-    def record_attempt(
-        self,
-        shard: keys.ShardKeys,
-        token: int,
-        *,
-        head: bytes,
-        now_ms: int,
-        not_before_ms: int,
-        label: str,
-    ) -> int:
-        """Count a failed attempt at `head`; returns the attempt count, -1 if lease lost."""
-        args = [token, head, now_ms, not_before_ms, label]
-        return int(self._call(self._attempt, [shard.retry, shard.lease, shard.inflight], args))
 
     def inflight_note(self, shard: keys.ShardKeys) -> InflightNote:
         raw: dict[bytes, bytes] = self._run(lambda: self.redis.hgetall(shard.inflight))
@@ -131,11 +92,6 @@ class ShardStore:
             lone_crashes=int(raw.get(b"lone", b"0")),
             suspect_last=raw.get(b"suspect") or None,
         )
-
-    def mark_inflight(self, shard: keys.ShardKeys, token: int, note: InflightNote) -> bool:
-        """Note the send about to go out; False if the lease was lost."""
-        args = [token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
-        return int(self._call(self._inflight, [shard.inflight, shard.lease], args)) == 1
 
     def clear_inflight(self, shard: keys.ShardKeys) -> None:
         self._run(lambda: self.redis.delete(shard.inflight))
@@ -168,7 +124,57 @@ class ShardStore:
 
     @staticmethod
     def _run(fn: Any) -> Any:
-        try:
+        with store_errors():
             return fn()
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One drain's hold on a shard: the shard's keys and the lease's fencing token.
+
+    Every write through a lease is fenced by its token in Lua, and each method raises
+    `LeaseLost` when the script finds another holder, so the drain cannot act on a shard
+    it no longer owns.
+    """
+
+    store: ShardStore
+    shard: keys.ShardKeys
+    token: int
+    lease_ms: int
+
+    def renew(self) -> None:
+        """Extend the lease by `lease_ms` from now."""
+        if not self.store._call(self.store._renew, [self.shard.lease], [self.token, self.lease_ms]):
+            raise LeaseLost(self.shard.tag)
+
+    def release(self, *, marker_ms: int = 0) -> int:
+        """Give the lease back; returns how many entries are still queued.
+
+        `marker_ms` > 0 keeps the trigger marker that long (a re-trigger is scheduled).
+        A lease already lost releases nothing and raises nothing: it is not ours to free.
+        """
+        lua_keys = [self.shard.lease, self.shard.trigger, self.shard.stream]
+        return int(self.store._call(self.store._release, lua_keys, [self.token, marker_ms]))
+
+    def resolve(self, last_id: bytes) -> int:
+        """Delete the head up to and including `last_id`; returns how many were deleted."""
+        lua_keys = [self.shard.stream, self.shard.lease, self.shard.retry]
+        return self._fenced(self.store._resolve, lua_keys, [self.token, next_id(last_id)])
+
+    def record_attempt(self, *, head: bytes, now_ms: int, not_before_ms: int, label: str) -> int:
+        """Count a failed attempt at `head`; returns the attempt count."""
+        lua_keys = [self.shard.retry, self.shard.lease, self.shard.inflight]
+        args = [self.token, head, now_ms, not_before_ms, label]
+        return self._fenced(self.store._attempt, lua_keys, args)
+
+    def mark_inflight(self, note: InflightNote) -> None:
+        """Note the send about to go out (crash search reads it after a death)."""
+        args = [self.token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
+        self._fenced(self.store._inflight, [self.shard.inflight, self.shard.lease], args)
+
+    def _fenced(self, script: Script, lua_keys: list[str], args: list[Any]) -> int:
+        """Run a fenced script; its -1 means another holder took the shard."""
+        result = int(self.store._call(script, lua_keys, args))
+        if result < 0:
+            raise LeaseLost(self.shard.tag)
+        return result

@@ -155,7 +155,7 @@ def coalesce_batch(ops: Sequence[bytes], *, max_op_bytes: int) -> Coalesced:
 
 def expand_item_errors(outcome: Outcome, origin: Sequence[int]) -> Outcome:
     """Per-item errors on sent ops, re-indexed to the input ops each sent op carried."""
-    if outcome.cls is not OutcomeClass.PARTIAL:
+    if outcome.outcome_class is not OutcomeClass.PARTIAL:
         return outcome
     by_sent = {e.batch_index: e for e in outcome.item_errors}
     errors = tuple(

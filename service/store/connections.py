@@ -1,0 +1,59 @@
+"""Connections to the queue's Redis, its Lua scripts, and the one place Redis errors
+become cioq errors.
+
+Every store module wraps its Redis calls in `store_errors()` (the shape of httpx's
+``map_httpcore_exceptions``): callers above the store see `StoreUnavailable`, never a
+redis-py exception, and a change of client library touches this module only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from service.config import Settings
+from service.errors import StoreUnavailable
+
+
+@contextmanager
+def store_errors(context: str = "") -> Iterator[None]:
+    """Translate redis-py errors raised inside the block into `StoreUnavailable`.
+
+    ``WatchError`` passes through: it is an optimistic transaction's signal to retry,
+    which the caller handles, not store trouble.
+    """
+    try:
+        yield
+    except redis.WatchError:
+        raise
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
+
+
+def connect_async(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )
+
+
+def connect_sync(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )
+
+
+def load_script(client: Any, name: str) -> Any:
+    """Register a Lua script from ``service/store/lua`` on a sync or asyncio client."""
+    source = resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
+    return client.register_script(source)
