@@ -35,22 +35,21 @@ def store_errors(context: str = "") -> Iterator[None]:
         raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
 
 
+def _options(settings: Settings) -> dict[str, Any]:
+    timeout_s = settings.redis_timeout_s
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "health_check_interval": 30,
+    }
+
+
 def connect_async(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-    )
+    return aioredis.Redis.from_url(settings.redis_url, **_options(settings))
 
 
 def connect_sync(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
-        health_check_interval=30,
-    )
+    return redis.Redis.from_url(settings.redis_url, **_options(settings))
 
 
 def load_script(client: Any, name: str) -> Any:
