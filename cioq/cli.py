@@ -74,6 +74,10 @@ def api(
         log_level=log_level,
         access_log=False,
         lifespan="on",
+        # X-Forwarded-Proto/For only from CIOQ_TRUSTED_PROXIES (uvicorn would otherwise
+        # trust 127.0.0.1 by default, or FORWARDED_ALLOW_IPS).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
     )
 
 

@@ -13,6 +13,7 @@ decides its workspace, so no producer can make cioq send with another's credenti
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +35,9 @@ DEV_SITE_ID = "dev-site"
 DEV_API_KEY = "dev-api-key"
 DEV_INGEST_KEY = "dev-ingest-key"
 DEV_ADMIN_KEY = "dev-admin-key"
+#: Marks a value in the shipped example Secrets (deploy/k8s/overlays/*/secrets.env.example)
+#: that must be replaced; production refuses any secret that still contains it.
+PLACEHOLDER = "CHANGE_ME"
 
 _WORKSPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -125,6 +129,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Addresses or networks (comma-separated, e.g. 10.0.0.0/8) whose X-Forwarded-Proto/For
+    # are believed: the ingress that terminates TLS. Empty: the headers are ignored.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     max_request_bytes: int = Field(default=5_000_000, gt=0)
     idempotency_window_s: float = Field(default=86_400.0, gt=0)
 
@@ -160,6 +167,24 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_keys(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # uvicorn would take a typo for a literal host name and silently trust nobody.
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"CIOQ_TRUSTED_PROXIES: {entry!r} is no address or network"
+                ) from exc
+        return value
 
     @model_validator(mode="after")
     def _check_shard_and_size(self) -> Settings:
@@ -237,7 +262,8 @@ def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
 
 
 def check_keys(settings: Settings) -> None:
-    """Refuse admin keys that are also ingest keys, and dev or empty secrets in production."""
+    """Refuse admin keys that are also ingest keys, and dev, empty or placeholder secrets in
+    production."""
     ingest = {k.get_secret_value() for ws in settings.workspaces for k in ws.ingest_keys}
     admin = {k.get_secret_value() for k in settings.admin_keys}
     if ingest & admin:
@@ -255,8 +281,26 @@ def check_keys(settings: Settings) -> None:
             problems.append(f"workspace {ws.name!r}: API key is empty or the development key")
         if ws.site_id in ("", DEV_SITE_ID):
             problems.append(f"workspace {ws.name!r}: site id is empty or the development one")
+    problems.extend(
+        f"{name} still holds the {PLACEHOLDER} placeholder" for name in _placeholders(settings)
+    )
     if problems:
         raise ConfigError("CIOQ_ENV=production refuses: " + "; ".join(problems))
+
+
+def _placeholders(settings: Settings) -> list[str]:
+    """The settings whose value still holds the example Secrets' placeholder."""
+    values: dict[str, str] = {
+        "CIOQ_REDIS_URL": settings.redis_url,
+        "CIOQ_BROKER_URL": settings.broker_url or "",
+        "CIOQ_ADMIN_KEYS": ",".join(k.get_secret_value() for k in settings.admin_keys),
+    }
+    for ws in settings.workspaces:
+        where = "" if ws.name == "default" else f" (workspace {ws.name})"
+        values[f"CIOQ_SITE_ID{where}"] = ws.site_id
+        values[f"CIOQ_API_KEY{where}"] = ws.api_key.get_secret_value()
+        values[f"CIOQ_INGEST_KEYS{where}"] = ",".join(k.get_secret_value() for k in ws.ingest_keys)
+    return [name for name, value in values.items() if PLACEHOLDER in value]
 
 
 def load_settings() -> Settings:

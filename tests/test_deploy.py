@@ -1,4 +1,4 @@
-"""The deployment files: Kubernetes manifests, KEDA, compose, Procfile, Prometheus config."""
+"""Deployment files: Kubernetes (the rendered staging overlay), KEDA, compose, Procfile."""
 
 from __future__ import annotations
 
@@ -14,62 +14,27 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
-from service.config import Settings, load_settings
+from service.config import Settings
+from tests.support.k8s import find, named, render
 from tests.support.processes import cioq_proc, wait_until
 from workers import liveness
 
 ROOT = Path(__file__).resolve().parent.parent
-K8S = ROOT / "deploy" / "k8s"
-KEDA_SCHEMA = K8S / "schemas" / "scaledobject-keda-v1alpha1.json"
-KUBERNETES_VERSION = "1.30"
+KEDA_SCHEMA = ROOT / "deploy" / "k8s" / "schemas" / "scaledobject-keda-v1alpha1.json"
 
 
-def manifests() -> list[tuple[str, dict[str, Any]]]:
-    found: list[tuple[str, dict[str, Any]]] = []
-    for path in sorted(K8S.glob("*.yaml")):
-        found.extend((path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc)
-    return found
-
-
-def find(kind: str, name: str) -> dict[str, Any]:
-    for _, doc in manifests():
-        if doc["kind"] == kind and doc["metadata"]["name"] == name:
-            return doc
-    raise AssertionError(f"no {kind} {name} in deploy/k8s")
+@pytest.fixture(scope="module")
+def staging(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The staging overlay as kubectl renders it (tests/test_k8s_render.py checks it all)."""
+    return render("staging", tmp_path_factory.mktemp("staging"))
 
 
 def validate_keda(doc: dict[str, Any]) -> None:
     schema = json.loads(KEDA_SCHEMA.read_text())
     jsonschema.Draft202012Validator(schema).validate(doc)
-
-
-def test_every_manifest_validates() -> None:
-    kinds: list[str] = []
-    for filename, doc in manifests():
-        if doc["apiVersion"].startswith("keda.sh/"):
-            validate_keda(doc)
-        else:
-            try:
-                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"{filename}: {doc['kind']} {exc.path}: {exc.message}")
-        kinds.append(doc["kind"])
-    for kind in (
-        "Deployment",
-        "Service",
-        "PodDisruptionBudget",
-        "ScaledObject",
-        "ConfigMap",
-        "Secret",
-        "StatefulSet",
-    ):
-        assert kind in kinds, kind
-    names = {d["metadata"]["name"] for _, d in manifests() if d["kind"] == "Deployment"}
-    assert names == {"cioq-api", "cioq-worker", "cioq-sweeper"}
 
 
 @pytest.mark.parametrize(
@@ -81,16 +46,18 @@ def test_every_manifest_validates() -> None:
         (lambda d: d["spec"]["triggers"][0].update(metricType="Average"), "unknown type"),
     ],
 )
-def test_keda_schema_refuses_broken_scaled_objects(mutate: Any, why: str) -> None:
-    doc = copy.deepcopy(find("ScaledObject", "cioq-worker"))
+def test_keda_schema_refuses_broken_scaled_objects(
+    staging: list[dict[str, Any]], mutate: Any, why: str
+) -> None:
+    doc = copy.deepcopy(find(staging, "ScaledObject", "cioq-worker"))
     validate_keda(doc)
     mutate(doc)
     with pytest.raises(jsonschema.ValidationError):
         validate_keda(doc)
 
 
-def _config() -> dict[str, str]:
-    data: dict[str, str] = find("ConfigMap", "cioq-config")["data"]
+def _config(docs: list[dict[str, Any]]) -> dict[str, str]:
+    data: dict[str, str] = named(docs, "ConfigMap", "cioq-config-")["data"]
     return data
 
 
@@ -99,37 +66,42 @@ def _args(deployment: dict[str, Any]) -> list[str]:
     return args
 
 
-def test_worker_grace_period_covers_the_warm_shutdown() -> None:
-    spec = find("Deployment", "cioq-worker")["spec"]["template"]["spec"]
-    grace_s = float(_config()["CIOQ_SHUTDOWN_GRACE_S"])
+def test_worker_grace_period_covers_the_warm_shutdown(staging: list[dict[str, Any]]) -> None:
+    spec = find(staging, "Deployment", "cioq-worker")["spec"]["template"]["spec"]
+    config = _config(staging)
+    grace_s = float(config["CIOQ_SHUTDOWN_GRACE_S"])
     assert grace_s + 5 <= spec["terminationGracePeriodSeconds"] <= grace_s + 30
     container = spec["containers"][0]
-    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
-    port = int(_config()["CIOQ_WORKER_METRICS_PORT"])
+    port = int(config["CIOQ_WORKER_METRICS_PORT"])
     assert container["ports"][0]["containerPort"] == port
-    assert _config()["CIOQ_WORKER_METRICS_HOST"] == "0.0.0.0"
+    assert config["CIOQ_WORKER_METRICS_HOST"] == "0.0.0.0"
 
 
-def test_keda_scales_the_worker_on_backlog_seconds_within_the_shards() -> None:
-    scaled = find("ScaledObject", "cioq-worker")["spec"]
+def test_keda_scales_the_worker_on_backlog_seconds_within_the_shards(
+    staging: list[dict[str, Any]],
+) -> None:
+    scaled = find(staging, "ScaledObject", "cioq-worker")["spec"]
     assert scaled["scaleTargetRef"]["name"] == "cioq-worker"
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "prometheus"
     assert "cioq_backlog_seconds" in trigger["metadata"]["query"]
-    args = _args(find("Deployment", "cioq-worker"))
+    args = _args(find(staging, "Deployment", "cioq-worker"))
     concurrency = int(args[args.index("--concurrency") + 1])
     # One process drains a shard at a time: more processes than shards would idle.
-    assert scaled["maxReplicaCount"] * concurrency <= int(_config()["CIOQ_SHARDS"])
+    assert scaled["maxReplicaCount"] * concurrency <= int(_config(staging)["CIOQ_SHARDS"])
 
 
-def test_every_setting_in_the_configmap_is_a_real_setting() -> None:
+def test_every_setting_in_the_configmap_is_a_real_setting(staging: list[dict[str, Any]]) -> None:
     fields = {f"CIOQ_{name.upper()}" for name in Settings.model_fields}
-    secrets = find("Secret", "cioq-secrets")["stringData"]
-    assert set(_config()) | set(secrets) <= fields | {"CIOQ_WORKSPACES"}
+    secrets = named(staging, "Secret", "cioq-secrets-")["data"]
+    cioq_secrets = {name for name in secrets if name.startswith("CIOQ_")}
+    # REDIS_PASSWORD is the bundled Redis's own; everything else is a cioq setting.
+    assert set(secrets) - cioq_secrets == {"REDIS_PASSWORD"}
+    assert set(_config(staging)) | cioq_secrets <= fields | {"CIOQ_WORKSPACES"}
 
 
-def test_redis_keeps_an_aof_and_never_evicts() -> None:
-    conf = find("ConfigMap", "cioq-redis-config")["data"]["redis.conf"].split("\n")
+def test_redis_keeps_an_aof_and_never_evicts(staging: list[dict[str, Any]]) -> None:
+    conf = named(staging, "ConfigMap", "cioq-redis-config-")["data"]["redis.conf"].split("\n")
     assert "appendonly yes" in conf
     assert "maxmemory-policy noeviction" in conf
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -187,13 +159,16 @@ def test_docker_compose_config_accepts_the_file() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_sweeper_liveness_follows_its_heartbeat(tmp_path: Path) -> None:
+def test_sweeper_liveness_follows_its_heartbeat(
+    tmp_path: Path, staging: list[dict[str, Any]]
+) -> None:
     heartbeat = tmp_path / "beat"
     assert not liveness.is_alive(30, heartbeat)
     liveness.beat(heartbeat)
     assert liveness.is_alive(30, heartbeat)
     assert not liveness.is_alive(30, heartbeat, now_s=time.time() + 31)
-    probe = find("Deployment", "cioq-sweeper")["spec"]["template"]["spec"]["containers"][0]
+    spec = find(staging, "Deployment", "cioq-sweeper")["spec"]["template"]["spec"]
+    probe = spec["containers"][0]
     assert probe["livenessProbe"]["exec"]["command"][:3] == ["python", "-m", "workers.liveness"]
 
 
@@ -210,13 +185,3 @@ def test_a_running_sweeper_keeps_its_heartbeat_fresh(tmp_path: Path) -> None:
         sweeper.stop()
     stale = [sys.executable, "-m", "workers.liveness", "--max-age-s", "0"]
     wait_until(lambda: subprocess.run(stale, env=env, check=False).returncode == 1, timeout_s=10)
-
-
-def test_the_configmap_and_secret_make_valid_production_settings(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    for name, value in {**_config(), **find("Secret", "cioq-secrets")["stringData"]}.items():
-        monkeypatch.setenv(name, value)
-    settings = load_settings()
-    assert settings.env == "production"
-    assert settings.worker_metrics_port == 9100

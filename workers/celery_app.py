@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_ready, worker_shutting_down
 
 from service.config import Settings
@@ -23,6 +23,7 @@ from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
+from workers import liveness
 from workers.drain import Drainer
 
 log = logging.getLogger("cioq.worker")
@@ -67,11 +68,40 @@ class WorkerRuntime:
         return self._drainer
 
 
+class ConsumerHeartbeat(bootsteps.StartStopStep):
+    """Touches the worker's liveness file from the consumer's event-loop timer.
+
+    The timer only fires while the loop that fetches triggers and hands them to the pool
+    turns, so a wedged consumer stops the beats (the metrics thread would keep answering).
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.path = liveness.heartbeat_path("worker")
+        self.timer_ref: Any = None
+
+    def start(self, parent: Any) -> None:
+        liveness.beat(self.path)
+        self.timer_ref = parent.timer.call_repeatedly(
+            liveness.WORKER_BEAT_INTERVAL_S, liveness.beat, (self.path,)
+        )
+
+    def stop(self, parent: Any) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    shutdown = stop
+
+
 def create_celery(settings: Settings) -> Celery:
     """The worker's Celery app for `settings`, with the drain task registered."""
     app = Celery("cioq")
     app.conf.update(celery_config(settings.celery_broker_url))
     app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_s
+    app.steps["consumer"].add(ConsumerHeartbeat)
     runtime = WorkerRuntime(settings, app)
 
     @app.task(name=DRAIN_TASK, ignore_result=True)

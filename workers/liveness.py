@@ -1,9 +1,12 @@
-"""Liveness of the sweeper, which has no port: a file it touches after every pass.
+"""Liveness of the processes whose health a port cannot show: a file touched by their loop.
 
-Kubernetes runs ``python -m workers.liveness --max-age-s 30`` as the exec probe; it
-exits 1 when the file is missing or older than that, so a sweeper whose loop stopped
-turning is restarted. A pass that failed (Redis down) still counts as a turn: a restart
-would not bring Redis back.
+The sweeper touches its file after every pass; a worker's Celery consumer touches its
+file from the consumer's own event-loop timer (`workers.celery_app.ConsumerHeartbeat`), so
+the file goes stale when that loop stops turning, even while the metrics thread still
+answers. Kubernetes runs ``python -m workers.liveness --role worker --max-age-s 60`` (or
+``--role sweeper``, the default) as the exec probe; it exits 1 when the file is missing or
+older than that, so a process whose loop stopped is restarted. A sweeper pass that failed
+(Redis down) still counts as a turn: a restart would not bring Redis back.
 """
 
 from __future__ import annotations
@@ -13,10 +16,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
+
+Role = Literal["sweeper", "worker"]
+
+#: How often a worker's consumer loop touches its file; probes allow several misses.
+WORKER_BEAT_INTERVAL_S = 5.0
 
 
-def heartbeat_path() -> Path:
-    return Path(tempfile.gettempdir()) / "cioq-sweeper-heartbeat"
+def heartbeat_path(role: Role = "sweeper") -> Path:
+    return Path(tempfile.gettempdir()) / f"cioq-{role}-heartbeat"
 
 
 def beat(path: Path | None = None) -> None:
@@ -34,8 +43,9 @@ def is_alive(max_age_s: float, path: Path | None = None, *, now_s: float | None 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-age-s", type=float, required=True)
+    parser.add_argument("--role", choices=["sweeper", "worker"], default="sweeper")
     args = parser.parse_args(argv)
-    return 0 if is_alive(args.max_age_s) else 1
+    return 0 if is_alive(args.max_age_s, heartbeat_path(args.role)) else 1
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ STORE_UNAVAILABLE = error_response(
     headers=((b"retry-after", b"1"),),
 )
 
+READY = json_response(200, {"status": "ready"})
+
 ADMIN_UNAUTHORIZED = error_response(
     401,
     [FieldError("authorization", "required", "an admin key is required (CIOQ_ADMIN_KEYS)")],
@@ -179,9 +181,10 @@ class IngestApp:
         return self._openapi
 
     async def readyz(self, request: Request, workspace: Any) -> Response:
-        if await self.queue.ping():
-            return json_response(200, {"status": "ready"})
-        return json_response(503, {"status": "redis unreachable"}, ((b"retry-after", b"1"),))
+        # Process-local on purpose: Redis is shared by every api pod, so a readiness that
+        # followed it would empty the Service on a Redis blip, and producers would get
+        # connection errors instead of ingest's own 503 + Retry-After.
+        return READY
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -148,10 +148,9 @@ _NO_BODY: Schema = {"type": "object", "description": "ignored; the official SDK 
 OPERATIONS: dict[str, Operation] = {
     "healthz": Operation("The process is up", answer=_obj(status=_STR), errors=(413,)),
     "readyz": Operation(
-        "Redis answers",
+        "The process serves requests (Redis is not consulted: ingest answers 503 itself)",
         answer=_obj(status=_STR),
         errors=(413,),
-        also=((503, _obj(status=_STR)),),
     ),
     "openapi": Operation("This document", answer=_OBJECT, errors=(413,)),
     "v1.identify": Operation(
