@@ -168,7 +168,9 @@ async def read_body(receive: Receive, *, max_bytes: int) -> bytes | None:
 
 
 async def send_response(send: Send, response: Response) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(response.body)).encode())]
+    own_type = any(name == b"content-type" for name, _ in response.headers)
+    headers = [] if own_type else [*JSON_HEADERS]
+    headers.append((b"content-length", str(len(response.body)).encode()))
     headers.extend(response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
