@@ -62,6 +62,14 @@ def parse_duration_ms(text: str, *, field_name: str = "for") -> int:
     return duration_ms
 
 
+def duration_text(duration_ms: int) -> str:
+    """The largest unit that states `duration_ms` exactly: ``4h``, ``90m``, ``45s``."""
+    for unit in ("d", "h", "m"):
+        if duration_ms % _UNIT_MS[unit] == 0:
+            return f"{duration_ms // _UNIT_MS[unit]}{unit}"
+    return f"{duration_ms / 1000:g}s"
+
+
 def check_reason(reason: str) -> str:
     reason = reason.strip()
     if not reason or len(reason) > 200:
@@ -125,7 +133,7 @@ class WorkspaceControl:
         pipe.delete(note)
         pipe.hset(note, mapping={"reason": reason, "who": who, "at_ms": _now_ms()})
         pipe.pexpire(note, duration_ms)
-        detail = f"for {duration_ms // 1000}s: {reason}"
+        detail = f"for {duration_text(duration_ms)}: {reason}"
         pipe.xadd(
             keys.audit(),
             _audit_fields(who, "pause", workspace, lane, detail),
