@@ -212,7 +212,9 @@ def test_pause_and_resume_are_audited_with_the_key_name(
         audit = client.get("/console/audit").text
         assert audit.count("<td><strong>alice</strong></td>") == 2
         assert "for 4h: incident 42" in audit and "lifted manual: over" in audit
-        bad = client.post("/console/lanes", data={**form, "action": "pause", "lane": "nope"})
+        bad = client.post(
+            "/console/lanes", data={**form, "action": "pause", "lane": "nope", "reason": "r"}
+        )
         assert bad.status_code == 400 and "lanes are track" in bad.text
 
 
