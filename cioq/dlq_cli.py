@@ -22,7 +22,12 @@ from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, O
 from service.store.queue import Queue, connect_async
 from service.triggers import Triggers
 
-app = typer.Typer(no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="List, show, replay or purge dead letters (the same filters as the console and the "
+    "admin API).",
+)
 T = TypeVar("T")
 
 Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace name")]
@@ -125,13 +130,14 @@ def list_(
             typer.echo(orjson.dumps(stored.as_dict()).decode())
         return
     table = Table(title=f"dead letters of {workspace!r}")
-    for column in ("id", "dead at (UTC)", "op", "reason", "class", "status", "message"):
+    for column in ("id", "dead at (UTC)", "person", "op", "reason", "class", "status", "message"):
         table.add_column(column, overflow="fold")
     for stored in page.letters:
         letter = stored.letter
         table.add_row(
             stored.id,
             _when(letter.dead_ms),
+            stored.person,
             stored.op_type,
             letter.reason,
             letter.cls,
