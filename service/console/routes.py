@@ -359,7 +359,8 @@ class Console:
                 matched=outcome.matched,
             )
         selection = f"ids {', '.join(ids)}" if ids else _describe(filters)
-        detail = f"{outcome.done} of {outcome.matched} letters ({selection})"
+        past = "replayed" if verb == "replay" else "purged"
+        detail = f"{past} {outcome.done} of {outcome.matched} matched letters ({selection})"
         await self.control.record(session.name, verb, workspace, "", detail)
         return self._page(
             200, "result.html", session, workspace=workspace, verb=verb, outcome=outcome

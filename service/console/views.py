@@ -33,7 +33,8 @@ def rate(per_min: float) -> str:
 
 
 def counts(by: dict[str, int]) -> str:
-    return " · ".join(f"{name or '—'} {n:,}" for name, n in by.items()) or "—"
+    # A no-break space keeps each name with its count when the cell wraps.
+    return " · ".join(f"{name or '—'}\u00a0{n:,}" for name, n in by.items()) or "—"
 
 
 def state(row: LaneOverview) -> str:

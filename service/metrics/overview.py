@@ -139,7 +139,7 @@ class Overview:
         async for stored in self.dlq.scan(workspace, DeadLetterFilter()):
             by_class[stored.letter.cls] += 1
             status = stored.letter.status
-            by_status["none" if status is None else str(status)] += 1
+            by_status["no status" if status is None else str(status)] += 1
         counts = (dict(sorted(by_class.items())), dict(sorted(by_status.items())))
         self._dead_cache[workspace] = (stamp, counts)
         return counts
