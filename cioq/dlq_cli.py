@@ -7,9 +7,9 @@ They talk to Redis directly with the same code as the admin HTTP API
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -71,14 +71,19 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
             triggers.close()
             await client.aclose()
 
+    return run_reporting(main, "cioq dlq")
+
+
+def run_reporting(main: Callable[[], Coroutine[Any, Any, T]], prefix: str) -> T:
+    """Run `main`; bad input exits 2 naming the field, store trouble exits 1."""
     try:
         return asyncio.run(main())
     except InvalidJob as exc:
         for error in exc.errors:
-            typer.echo(f"cioq dlq: {error.field}: {error.message}", err=True)
+            typer.echo(f"{prefix}: {error.field}: {error.message}", err=True)
         raise typer.Exit(2) from exc
     except CioqError as exc:
-        typer.echo(f"cioq dlq: {exc}", err=True)
+        typer.echo(f"{prefix}: {exc}", err=True)
         raise typer.Exit(1) from exc
 
 

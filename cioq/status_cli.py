@@ -7,7 +7,6 @@ the CLI audits as ``cli:<login name>``.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -17,9 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cioq.dlq_cli import run_reporting
 from service.config import Settings
 from service.console import views
-from service.errors import CioqError, InvalidJob
+from service.errors import CioqError
 from service.metrics.overview import LaneOverview, Overview
 from service.metrics.queue_state import QueueStateCollector
 from service.store.dead_letter_admin import DeadLetterAdmin
@@ -66,15 +66,7 @@ def _run(work: Callable[[Settings, WorkspaceControl, Overview], Awaitable[T]]) -
             sync_client.close()
             await client.aclose()
 
-    try:
-        return asyncio.run(main())
-    except InvalidJob as exc:
-        for error in exc.errors:
-            typer.echo(f"cioq: {error.field}: {error.message}", err=True)
-        raise typer.Exit(2) from exc
-    except CioqError as exc:
-        typer.echo(f"cioq: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    return run_reporting(main, "cioq")
 
 
 def _workspace_of(settings: Settings, name: str) -> str:
