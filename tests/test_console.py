@@ -86,6 +86,9 @@ def test_sign_in_sets_a_signed_httponly_strict_cookie_with_an_expiry(
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert "<script>" not in page.text  # the only script is the external file
+        signed_out = client.post("/console/sign-out", data={"csrf": _csrf(client)})
+        assert signed_out.status_code == 303 and "Max-Age=0" in signed_out.headers["set-cookie"]
+        assert client.get("/console/overview").status_code == 303
 
 
 @pytest.mark.parametrize(
