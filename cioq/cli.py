@@ -70,9 +70,11 @@ def api(
     import uvicorn
 
     from service.api.app import create_app
+    from service.metrics.activity import TALLY
 
     settings = _settings()
     _logging(log_level)
+    TALLY.configure(settings)
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -98,11 +100,13 @@ def worker(
     # Before any metric is used: prefork children then write values the main process sums.
     metrics_dir = multiprocess_dir(os.getpid())
     use_multiprocess(metrics_dir)
+    from service.metrics.activity import TALLY
     from workers.celery_app import create_celery, worker_argv
 
     settings = _settings()
     _logging(log_level)
     _check_redis(settings)
+    TALLY.configure(settings)  # prefork children inherit it and flush on their own
     celery = create_celery(settings)
     serve_metrics(settings)
     try:

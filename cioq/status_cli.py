@@ -91,22 +91,27 @@ def status(
             typer.echo(orjson.dumps(row.as_dict()).decode())
         return
     table = Table(title="cioq status")
-    headings = ("workspace", "lane", "waiting", "oldest", "delivered/min", "dead/min")
-    for heading in (*headings, "state", "dead letters", "by class"):
-        justify = "right" if heading in headings[2:] or heading == "dead letters" else "left"
+    columns = (
+        ("waiting", "waiting", "right"),
+        ("oldest", "oldest", "right"),
+        ("accepted", "accepted/min", "right"),
+        ("delivered", "delivered/min", "right"),
+        ("dead_rate", "dead/min", "right"),
+        ("upstream", "upstream/min", "left"),
+        ("state", "state", "left"),
+        ("dead", "dead letters", "right"),
+        ("by_class", "by class", "left"),
+    )
+    table.add_column("workspace")
+    table.add_column("lane")
+    for _, heading, justify in columns:
         table.add_column(heading, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in rows:
         cells = views.cells(row)
         table.add_row(
             row.workspace,
             row.lane,
-            cells["waiting"],
-            cells["oldest"],
-            cells["delivered"],
-            cells["dead_rate"],
-            cells["state"],
-            cells["dead"],
-            cells["by_class"],
+            *(cells[name] for name, _, _ in columns),
             style="yellow" if row.paused else None,
         )
     Console().print(table)

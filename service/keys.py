@@ -86,3 +86,8 @@ def pause_note(workspace: str, lane: str) -> str:
 def audit() -> str:
     """Stream of operator actions (pause, resume, replay, purge): who, what, when."""
     return f"{PREFIX}:audit"
+
+
+def activity(workspace: str, minute: int) -> str:
+    """Counts of one minute (epoch minutes): jobs accepted, delivered, upstream statuses."""
+    return f"{PREFIX}:act:{{{workspace}}}:{minute}"

@@ -29,12 +29,12 @@ def when(ms: int | None) -> str:
 
 
 def rate(per_min: float) -> str:
-    return f"{per_min:,.0f}" if per_min >= 10 or per_min == 0 else f"{per_min:.1f}"
+    return f"{per_min:,.0f}"
 
 
-def counts(by: dict[str, int]) -> str:
-    # A no-break space keeps each name with its count when the cell wraps.
-    return " · ".join(f"{name or '—'}\u00a0{n:,}" for name, n in by.items()) or "—"
+def counts(by: dict[str, int] | dict[str, float]) -> str:
+    """One ``name count`` per line (cells show line breaks), ``—`` for none."""
+    return "\n".join(f"{name or '—'} {n:,.0f}" for name, n in by.items() if n >= 0.5) or "—"
 
 
 def state(row: LaneOverview) -> str:
@@ -52,12 +52,13 @@ def cells(row: LaneOverview) -> dict[str, str]:
     return {
         "waiting": f"{row.waiting:,}",
         "oldest": age(row.oldest_age_s),
+        "accepted": rate(row.accepted_per_min),
         "delivered": rate(row.delivered_per_min),
         "dead_rate": rate(row.dead_lettered_per_min),
+        "upstream": counts(row.upstream_per_min),
         "state": state(row),
         "dead": f"{row.dead_letters:,}",
         "by_class": counts(row.dead_by_class),
-        "by_status": counts(row.dead_by_status),
     }
 
 

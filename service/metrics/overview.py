@@ -1,10 +1,9 @@
 """The operator's overview of each workspace lane, shared by the console and ``cioq status``.
 
 Queue numbers come from `QueueStateCollector.read` (what ``/metrics`` exports), the
-manual-pause note and dead letters from their own stores; nothing here reads Redis in a
-new way. Rates are over the drain-rate window (`CIOQ_DRAIN_RATE_WINDOW_S`): *resolved*
-is every job that left the queue, *dead-lettered* those that left for the dead-letter
-stream (whose ids are dead times), and *delivered* the difference.
+per-minute counts of accepted and delivered jobs and of upstream answers from
+`service.metrics.activity`, jobs dead-lettered in the last minute from the dead-letter
+stream (whose ids are dead times), and the manual-pause note from `WorkspaceControl`.
 
 Counting dead letters by class reads the whole stream, so the count is kept and reused
 while the stream's length and newest id are unchanged (any XADD or XDEL changes one).
@@ -18,10 +17,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from service.config import Settings
 from service.errors import StoreUnavailable
+from service.metrics.activity import per_minute
 from service.metrics.queue_state import QueueStateCollector
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
 from service.store.workspace_control import LANES, MANUAL_CAUSE, WorkspaceControl
@@ -41,7 +42,8 @@ class LaneOverview:
     lane: str
     waiting: int
     oldest_age_s: float
-    resolved_per_min: float
+    accepted_per_min: float
+    delivered_per_min: float
     dead_lettered_per_min: float
     paused: str
     pause_reason: str
@@ -50,10 +52,7 @@ class LaneOverview:
     dead_letters: int
     dead_by_class: dict[str, int] = field(default_factory=dict)
     dead_by_status: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def delivered_per_min(self) -> float:
-        return max(self.resolved_per_min - self.dead_lettered_per_min, 0.0)
+    upstream_per_min: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,7 +60,7 @@ class LaneOverview:
             "lane": self.lane,
             "waiting": self.waiting,
             "oldest_age_s": round(self.oldest_age_s, 1),
-            "resolved_per_min": round(self.resolved_per_min, 1),
+            "accepted_per_min": round(self.accepted_per_min, 1),
             "delivered_per_min": round(self.delivered_per_min, 1),
             "dead_lettered_per_min": round(self.dead_lettered_per_min, 1),
             "paused": self.paused,
@@ -72,6 +71,7 @@ class LaneOverview:
             "dead_letters": self.dead_letters,
             "dead_by_class": self.dead_by_class,
             "dead_by_status": self.dead_by_status,
+            "upstream_per_min": {k: round(v, 1) for k, v in self.upstream_per_min.items()},
         }
 
 
@@ -106,19 +106,26 @@ class Overview:
         except Exception as exc:  # redis-py raises RedisError subclasses and OSError here
             raise StoreUnavailable(f"queue state: {exc}") from exc
         note = await self.control.note(workspace, lane)
-        window_s = self.settings.drain_rate_window_s
         by_class, by_status = await self._dead_counts(workspace)
-        since_ms = int((time.time() - window_s) * 1000)
-        recent_dead = await self.dlq.count_since(workspace, since_ms)
-        per_min = 60 / window_s
+        recent_dead = await self.dlq.count_since(workspace, int((time.time() - 60) * 1000))
+        try:
+            activity = await per_minute(self.redis, workspace)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"activity: {exc}") from exc
+        upstream = {
+            name.removeprefix("status:"): count
+            for name, count in sorted(activity.items())
+            if name.startswith("status:")
+        }
         cause = MANUAL_CAUSE if note else state.pause_cause
         return LaneOverview(
             workspace=workspace,
             lane=lane,
             waiting=state.backlog,
             oldest_age_s=state.oldest_age_s,
-            resolved_per_min=state.drain_rate_per_s * 60,
-            dead_lettered_per_min=recent_dead * per_min,
+            accepted_per_min=activity.get("accepted", 0.0),
+            delivered_per_min=activity.get("delivered", 0.0),
+            dead_lettered_per_min=float(recent_dead),
             paused=cause if state.pause_remaining_s > 0 else "",
             pause_reason=note.reason if note else "",
             pause_by=note.who if note else "",
@@ -126,6 +133,7 @@ class Overview:
             dead_letters=state.dead_letters,
             dead_by_class=by_class,
             dead_by_status=by_status,
+            upstream_per_min=upstream,
         )
 
     async def _dead_counts(self, workspace: str) -> tuple[dict[str, int], dict[str, int]]:
