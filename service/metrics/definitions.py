@@ -8,8 +8,9 @@ Processes that fork (the Celery prefork pool) switch to multiprocess mode before
 metric is used (``cioq worker`` does it), so each child writes its values to files
 that the main process's metrics endpoint adds up. The gauges that
 need Redis reads are not here: `service.metrics.queue_state` computes them at scrape time,
-and `service.metrics.export` serves both. Accepted and delivered jobs and upstream answers
-also go to `service.metrics.activity`, the per-minute numbers of the operator's overview.
+and `service.metrics.export` serves both. Accepted, delivered and dead-lettered jobs and
+upstream answers also go to `service.metrics.activity`: the per-minute numbers of the
+operator's overview.
 """
 
 from __future__ import annotations
@@ -227,8 +228,11 @@ def bisect_request(workspace: str) -> None:
 
 
 def dead_lettered(workspace: str, reasons: Iterable[str]) -> None:
+    count = 0
     for reason in reasons:
         DEAD_LETTERS.labels(workspace, _reason_label(reason)).inc()
+        count += 1
+    TALLY.add(workspace, "dead_lettered", count)
 
 
 def dead_letters_handled(workspace: str, action: str, count: int) -> None:

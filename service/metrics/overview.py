@@ -1,9 +1,8 @@
 """The operator's overview of each workspace lane, shared by the console and ``cioq status``.
 
 Queue numbers come from `QueueStateCollector.read` (what ``/metrics`` exports), the
-per-minute counts of accepted and delivered jobs and of upstream answers from
-`service.metrics.activity`, jobs dead-lettered in the last minute from the dead-letter
-stream (whose ids are dead times), and the manual-pause note from `WorkspaceControl`.
+per-minute counts of accepted, delivered and dead-lettered jobs and of upstream answers
+from `service.metrics.activity`, and the manual-pause note from `WorkspaceControl`.
 
 Counting dead letters by class reads the whole stream, so the count is kept and reused
 while the stream's length and newest id are unchanged (any XADD or XDEL changes one).
@@ -12,7 +11,6 @@ while the stream's length and newest id are unchanged (any XADD or XDEL changes 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +105,6 @@ class Overview:
             raise StoreUnavailable(f"queue state: {exc}") from exc
         note = await self.control.note(workspace, lane)
         by_class, by_status = await self._dead_counts(workspace)
-        recent_dead = await self.dlq.count_since(workspace, int((time.time() - 60) * 1000))
         try:
             activity = await per_minute(self.redis, workspace)
         except redis.RedisError as exc:
@@ -125,7 +122,7 @@ class Overview:
             oldest_age_s=state.oldest_age_s,
             accepted_per_min=activity.get("accepted", 0.0),
             delivered_per_min=activity.get("delivered", 0.0),
-            dead_lettered_per_min=float(recent_dead),
+            dead_lettered_per_min=activity.get("dead_lettered", 0.0),
             paused=cause if state.pause_remaining_s > 0 else "",
             pause_reason=note.reason if note else "",
             pause_by=note.who if note else "",

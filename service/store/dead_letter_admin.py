@@ -169,12 +169,6 @@ class DeadLetterAdmin:
         length, newest = await self._call(pipe.execute())
         return int(length), newest[0][0] if newest else None
 
-    async def count_since(self, workspace: str, since_ms: int, *, cap: int = 10_000) -> int:
-        """Letters that died at or after `since_ms` (stream ids are dead times), up to `cap`."""
-        stream = keys.dead_letters(workspace)
-        rows = await self._call(self.redis.xrange(stream, str(since_ms), "+", count=cap))
-        return len(rows)
-
     async def summary(self, workspace: str) -> dict[str, int]:
         """Letter counts by reason."""
         counts: dict[str, int] = {}
