@@ -41,7 +41,7 @@ from service.console import views
 from service.console.session import Session, Sessions, cookie_from
 from service.errors import ConfigError, FieldError, InvalidJob, StoreUnavailable
 from service.metrics.overview import Overview
-from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
+from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, Outcome
 from service.store.workspace_control import LANES, WorkspaceControl, parse_duration_ms
 
 log = logging.getLogger("cioq.console")
@@ -366,7 +366,9 @@ class Console:
             200, "result.html", session, workspace=workspace, verb=verb, outcome=outcome
         )
 
-    async def _act(self, verb: str, workspace: str, flt: DeadLetterFilter, *, dry_run: bool) -> Any:
+    async def _act(
+        self, verb: str, workspace: str, flt: DeadLetterFilter, *, dry_run: bool
+    ) -> Outcome:
         if verb == "replay":
             return await self.dlq.replay(workspace, flt, dry_run=dry_run)
         return await self.dlq.purge(workspace, flt, dry_run=dry_run)
