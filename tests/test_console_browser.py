@@ -148,6 +148,12 @@ def test_operator_flows_in_a_real_browser(
     ingest.post("/api/v2/batch", json={"batch": ops}).raise_for_status()
     wait_for(browser, lambda d: _cell(d, "waiting") == "25")
     assert _cell(browser, "dead") == "6"
+    # While paused, the running worker sends nothing: two refreshes later all 25 still wait.
+    for _ in range(2):
+        stamp = browser.find_element(By.ID, "updated").text
+        wait_for(browser, lambda d, stamp=stamp: d.find_element(By.ID, "updated").text != stamp)
+    assert _cell(browser, "waiting") == "25"
+    assert stack.received() == []
     # Per-minute counts come from every process through Redis (service/metrics/activity.py);
     # a minute boundary may weigh part of them out, so only "some" is certain.
     wait_for(browser, lambda d: float(_cell(d, "accepted")) > 0)
