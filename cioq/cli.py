@@ -19,7 +19,15 @@ import typer
 from service.config import Settings, load_settings
 from service.errors import ConfigError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Help is plain text: module docstrings use reStructuredText markup that a terminal shows raw.
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    help="Every process of the cioq stack (api, worker, sweeper, sandbox) and the operator's "
+    "tools (status, pause, resume, dlq). Settings come from CIOQ_* variables, read once at "
+    "start; a bad setting stops the command with a clear message.",
+)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -62,9 +70,11 @@ def api(
     import uvicorn
 
     from service.api.app import create_app
+    from service.metrics.activity import TALLY
 
     settings = _settings()
     _logging(log_level)
+    TALLY.configure(settings)
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
@@ -94,11 +104,13 @@ def worker(
     # Before any metric is used: prefork children then write values the main process sums.
     metrics_dir = multiprocess_dir(os.getpid())
     use_multiprocess(metrics_dir)
+    from service.metrics.activity import TALLY
     from workers.celery_app import create_celery, worker_argv
 
     settings = _settings()
     _logging(log_level)
     _check_redis(settings)
+    TALLY.configure(settings)  # prefork children inherit it and flush on their own
     celery = create_celery(settings)
     serve_metrics(settings)
     try:
@@ -157,9 +169,10 @@ def sandbox(
     serve(SandboxConfig(credentials=credentials, record=record), host=host, port=port)  # type: ignore[arg-type]
 
 
-from cioq import dlq_cli  # noqa: E402  (needs _settings, defined above)
+from cioq import dlq_cli, status_cli  # noqa: E402  (need _settings, defined above)
 
 app.add_typer(dlq_cli.bind(_settings), name="dlq", help="List, show, replay or purge dead letters.")
+status_cli.register(app, _settings)
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ They talk to Redis directly with the same code as the admin HTTP API
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -23,7 +23,12 @@ from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, S
 from service.store.queue import Queue
 from service.triggers import Triggers
 
-app = typer.Typer(no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="List, show, replay or purge dead letters (the same filters as the console and the "
+    "admin API).",
+)
 T = TypeVar("T")
 
 Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace name")]
@@ -67,14 +72,19 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
             triggers.close()
             await client.aclose()
 
+    return run_reporting(main, "cioq dlq")
+
+
+def run_reporting(main: Callable[[], Coroutine[Any, Any, T]], prefix: str) -> T:
+    """Run `main`; bad input exits 2 naming the field, store trouble exits 1."""
     try:
         return asyncio.run(main())
     except InvalidJob as exc:
         for error in exc.errors:
-            typer.echo(f"cioq dlq: {error.field}: {error.message}", err=True)
+            typer.echo(f"{prefix}: {error.field}: {error.message}", err=True)
         raise typer.Exit(2) from exc
     except CioqError as exc:
-        typer.echo(f"cioq dlq: {exc}", err=True)
+        typer.echo(f"{prefix}: {exc}", err=True)
         raise typer.Exit(1) from exc
 
 
@@ -126,13 +136,14 @@ def list_(
             typer.echo(orjson.dumps(stored.as_dict()).decode())
         return
     table = Table(title=f"dead letters of {workspace!r}")
-    for column in ("id", "dead at (UTC)", "op", "reason", "class", "status", "message"):
+    for column in ("id", "dead at (UTC)", "person", "op", "reason", "class", "status", "message"):
         table.add_column(column, overflow="fold")
     for stored in page.letters:
         letter = stored.letter
         table.add_row(
             stored.id,
             _when(letter.dead_ms),
+            stored.person,
             stored.op_type,
             letter.reason,
             letter.outcome_class,

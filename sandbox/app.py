@@ -168,7 +168,7 @@ class _Sandbox:
         for index, op in enumerate(batch):
             error: OpError | None = check_op(op, max_op_bytes)
             if error is None:
-                poison = _poison(op)
+                poison = _poison(op) if self.state.faults.config.poison else None
                 if poison == "400":
                     self.recorder.ops_rejected += len(batch)
                     return _v2_error(400, _POISON_FIELD, f"sandbox_poison at batch index {index}")
@@ -197,7 +197,7 @@ class _Sandbox:
             return _v2_error(400, "op", "request body is not valid JSON")
         call.op_count = 1
         error = check_op(op, self.config.max_op_bytes)
-        poison = _poison(op) if error is None else None
+        poison = _poison(op) if error is None and self.state.faults.config.poison else None
         if error is None and (poison == "400" or poison == "207"):
             error = {"reason": "invalid", "field": _POISON_FIELD, "message": "poisoned"}
         if error is not None:

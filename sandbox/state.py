@@ -59,6 +59,8 @@ class FaultConfig:
     site_ids: frozenset[str] | None = None
     seed: int | None = None
     hang_s: float = 60.0
+    #: False: ``sandbox_poison`` attributes are ignored, as if upstream had fixed the cause.
+    poison: bool = True
 
     @classmethod
     def from_json(cls, doc: object) -> FaultConfig:
@@ -94,6 +96,7 @@ class FaultConfig:
             site_ids=None if site_ids is None else frozenset(site_ids),
             seed=seed,
             hang_s=_float_setting(doc, "hang_s", 60.0),
+            poison=_bool_setting(doc, "poison", True),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +110,7 @@ class FaultConfig:
             "site_ids": None if self.site_ids is None else sorted(self.site_ids),
             "seed": self.seed,
             "hang_s": self.hang_s,
+            "poison": self.poison,
         }
 
 
@@ -125,6 +129,13 @@ def _float_setting(doc: dict[str, Any], key: str, default: float, upper: float =
     if not 0 <= value <= upper:
         raise ValueError(f"{key} must be between 0 and {upper}")
     return float(value)
+
+
+def _bool_setting(doc: dict[str, Any], key: str, default: bool) -> bool:
+    value = doc.get(key, default)
+    if type(value) is not bool:
+        raise ValueError(f"{key} must be true or false")
+    return value
 
 
 def _status(value: object, key: str) -> int:

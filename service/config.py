@@ -13,6 +13,7 @@ decides its workspace, so no producer can make cioq send with another's credenti
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from functools import cached_property
@@ -122,7 +123,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json"),
         repr=False,  # holds API and ingest keys in clear
     )
+    # Entries are ``name:key`` or a bare key (named by its fingerprint): the audit says who.
     admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_ADMIN_KEY),)
+    # Operator console (service/console): signs session cookies; unset, a digest of the admin keys.
+    console_secret: SecretStr | None = None
+    console_session_s: int = Field(default=28_800, ge=60)
 
     # Ingest API
     port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CIOQ_PORT", "port"))
@@ -261,11 +266,26 @@ def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
     return tuple(Workspace.model_validate(item) for item in data)
 
 
+_ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
+
+
+def admin_key_entries(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Each admin key as ``(name, key)``: ``name:key`` entries, else a fingerprint name."""
+    out: list[tuple[str, str]] = []
+    for entry in settings.admin_keys:
+        name, sep, key = entry.get_secret_value().partition(":")
+        if not (sep and key and _ADMIN_NAME.match(name)):
+            key = entry.get_secret_value()
+            name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+        out.append((name, key))
+    return tuple(out)
+
+
 def check_keys(settings: Settings) -> None:
     """Refuse admin keys that are also ingest keys, and dev, empty or placeholder secrets in
     production."""
     ingest = {k.get_secret_value() for ws in settings.workspaces for k in ws.ingest_keys}
-    admin = {k.get_secret_value() for k in settings.admin_keys}
+    admin = {key for _, key in admin_key_entries(settings)}
     if ingest & admin:
         raise ConfigError("CIOQ_ADMIN_KEYS must not share a key with any workspace's ingest keys")
     if settings.env != "production":

@@ -79,3 +79,18 @@ def idempotency(workspace: str, key: str) -> str:
 def drain_rate(workspace: str) -> str:
     """Recent drained-op counts per second, for the backlog_seconds signal."""
     return f"{PREFIX}:rate:{{{workspace}}}"
+
+
+def pause_note(workspace: str, lane: str) -> str:
+    """Hash describing an operator's pause of a lane: reason, who, when; expires with it."""
+    return f"{PREFIX}:pausenote:{{{workspace}}}:{lane}"
+
+
+def audit() -> str:
+    """Stream of operator actions (pause, resume, replay, purge): who, what, when."""
+    return f"{PREFIX}:audit"
+
+
+def activity(workspace: str, minute: int) -> str:
+    """Counts of one minute (epoch minutes): jobs accepted, delivered, upstream statuses."""
+    return f"{PREFIX}:act:{{{workspace}}}:{minute}"

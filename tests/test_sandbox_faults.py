@@ -53,6 +53,7 @@ def test_get_faults_shows_the_unused_part_of_the_sequence(client: httpx.Client) 
         "site_ids": None,
         "seed": None,
         "hang_s": 60.0,
+        "poison": True,
     }
     send(client)
     current = client.get("/_sandbox/faults").json()
@@ -154,6 +155,15 @@ def test_poison_207_fails_only_that_item(client: httpx.Client) -> None:
     (error,) = response.json()["errors"]
     assert (error["batch_index"], error["field"]) == (1, "attributes.sandbox_poison")
     assert [r["index"] for r in records(client)] == [0, 2]
+
+
+def test_poison_off_accepts_poisoned_items(client: httpx.Client) -> None:
+    """With "poison": false a poisoned item is accepted, as if upstream had fixed the cause."""
+    set_faults(client, poison=False)
+    response = send(client, event(0, sandbox_poison="207"), event(1, sandbox_poison="400"))
+    assert response.status_code == 200
+    assert [r["index"] for r in records(client)] == [0, 1]
+    assert client.post("/_sandbox/faults", json={"poison": "no"}).status_code == 400
 
 
 def test_poison_400_fails_the_whole_request(client: httpx.Client) -> None:

@@ -34,15 +34,19 @@ from service.api.http import (
     split_path,
 )
 from service.config import Settings
+from service.console.routes import Console
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
 from service.lanes.track.routes import Ingest
 from service.metrics import definitions as metrics
 from service.metrics.export import ApiMetrics
+from service.metrics.overview import Overview
+from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
 from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
+from service.store.workspace_control import WorkspaceControl
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.api")
@@ -91,6 +95,7 @@ class IngestApp:
         self.gate = StartupGate(self.redis, settings, self.queue)
         self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
         self.metrics = ApiMetrics(settings)
+        self.console = console_for(self, settings)
         self.router = Router(
             [
                 Route("GET", ("healthz",), "healthz", self.healthz, auth="public"),
@@ -110,6 +115,9 @@ class IngestApp:
             return
         if scope["path"] == "/metrics" and scope["method"] == "GET":
             await self.metrics.serve(send)
+            return
+        if scope["path"] == "/console" or scope["path"].startswith("/console/"):
+            await self.console(scope, receive, send)  # HTML pages, outside the JSON API
             return
         started_s = time.perf_counter()
         response = await self._dispatch(scope, receive)
@@ -208,6 +216,14 @@ class IngestApp:
             await self.redis.aclose()
         if self._own_triggers:
             self.triggers.close()
+
+
+def console_for(app: IngestApp, settings: Settings) -> Console:
+    """The operator console over the app's Redis, dead-letter admin and scrape client."""
+    control = WorkspaceControl(app.redis, settings, app.triggers)
+    state = QueueStateCollector(settings, app.metrics.redis)
+    overview = Overview(settings, state, app.redis, app.admin.dlq, control)
+    return Console(settings, app.auth, app.admin.dlq, control, overview)
 
 
 def create_app(settings: Settings, **kwargs: Any) -> IngestApp:

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import hmac
 
-from service.config import Settings, Workspace
+from service.config import Settings, Workspace, admin_key_entries
 
 
 def _digest(key: str) -> bytes:
@@ -46,7 +46,7 @@ class Authenticator:
         for ws in settings.workspaces:
             for key in ws.ingest_keys:
                 self._ingest[_digest(key.get_secret_value())] = ws
-        self._admin = [_digest(k.get_secret_value()) for k in settings.admin_keys]
+        self._admin = [(name, _digest(key)) for name, key in admin_key_entries(settings)]
 
     def workspace(self, authorization: str | None) -> Workspace | None:
         key = key_from_header(authorization)
@@ -56,10 +56,17 @@ class Authenticator:
 
     def is_admin(self, authorization: str | None) -> bool:
         key = key_from_header(authorization)
-        if key is None:
-            return False
+        return key is not None and self.admin_name(key) is not None
+
+    def admin_name(self, key: str) -> str | None:
+        """The name of the admin key `key`, or None; every configured key is compared."""
         digest = _digest(key)
-        found = False
-        for admin in self._admin:
-            found |= hmac.compare_digest(admin, digest)
+        found = None
+        for name, admin in self._admin:
+            if hmac.compare_digest(admin, digest):
+                found = name
         return found
+
+    @property
+    def admin_names(self) -> frozenset[str]:
+        return frozenset(name for name, _ in self._admin)

@@ -92,8 +92,9 @@ def error_response(
     return json_response(status, payload, headers)
 
 
-#: Who may call a route: anyone, a producer's ingest key, or an operator's admin key.
-RouteAuth = Literal["public", "ingest", "admin"]
+#: Who may call a route: anyone, a producer's ingest key, an operator's admin key, or an
+#: operator's signed console session (checked by `service.console`).
+RouteAuth = Literal["public", "ingest", "admin", "session"]
 
 #: ``handler(request, workspace)``; workspace is None on routes that need no ingest key.
 Handler = Callable[..., Awaitable[Response]]
@@ -171,7 +172,9 @@ async def read_body(receive: Receive, *, max_bytes: int) -> bytes | None:
 
 
 async def send_response(send: Send, response: Response) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(response.body)).encode())]
+    own_type = any(name == b"content-type" for name, _ in response.headers)
+    headers = [] if own_type else [*JSON_HEADERS]
+    headers.append((b"content-length", str(len(response.body)).encode()))
     headers.extend(response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

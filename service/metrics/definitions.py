@@ -8,7 +8,9 @@ Processes that fork (the Celery prefork pool) switch to multiprocess mode before
 metric is used (``cioq worker`` does it), so each child writes its values to files
 that the main process's metrics endpoint adds up. The gauges that
 need Redis reads are not here: `service.metrics.queue_state` computes them at scrape time,
-and `service.metrics.export` serves both.
+and `service.metrics.export` serves both. Accepted, delivered and dead-lettered jobs and
+upstream answers also go to `service.metrics.activity`: the per-minute numbers of the
+operator's overview.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from service.delivery.outcomes import Outcome
 from service.jobs import Job
+from service.metrics.activity import TALLY
 
 NAMESPACE = "cioq"
 
@@ -189,6 +192,7 @@ def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
         counts[job.op_type] = counts.get(job.op_type, 0) + 1
     for op_type, count in counts.items():
         JOBS_ACCEPTED.labels(workspace, op_type).inc(count)
+    TALLY.add(workspace, "accepted", len(jobs))
 
 
 def upstream_request(
@@ -196,6 +200,8 @@ def upstream_request(
 ) -> None:
     """One request to Customer.io; v2 batches also feed the size histograms."""
     UPSTREAM_REQUESTS.labels(workspace, kind, outcome.status_class).inc()
+    status = str(outcome.status) if outcome.status is not None else outcome.status_class
+    TALLY.add(workspace, f"status:{status}")
     UPSTREAM_DURATION.labels(workspace, kind).observe(duration_s)
     if kind == "v2":
         BATCH_BYTES.labels(workspace).observe(body_bytes)
@@ -210,6 +216,7 @@ def delivered(workspace: str, accepted_ms: Iterable[int], now_ms: int) -> None:
         latency.observe(max(now_ms - at_ms, 0) / 1000)
         count += 1
     DELIVERED_OPS.labels(workspace).inc(count)
+    TALLY.add(workspace, "delivered", count)
 
 
 def retry_scheduled(workspace: str, status_class: str) -> None:
@@ -221,8 +228,11 @@ def bisect_request(workspace: str) -> None:
 
 
 def dead_lettered(workspace: str, reasons: Iterable[str]) -> None:
+    count = 0
     for reason in reasons:
         DEAD_LETTERS.labels(workspace, _reason_label(reason)).inc()
+        count += 1
+    TALLY.add(workspace, "dead_lettered", count)
 
 
 def dead_letters_handled(workspace: str, action: str, count: int) -> None:

@@ -160,10 +160,19 @@ class DeadLetterAdmin:
     async def size(self, workspace: str) -> int:
         return int(await self._call(self.redis.xlen(keys.dead_letters(workspace))))
 
+    async def stamp(self, workspace: str) -> tuple[int, bytes | None]:
+        """Length and newest id of the stream: equal stamps mean the same letters."""
+        stream = keys.dead_letters(workspace)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xlen(stream)
+        pipe.xrevrange(stream, count=1)
+        length, newest = await self._call(pipe.execute())
+        return int(length), newest[0][0] if newest else None
+
     async def summary(self, workspace: str) -> dict[str, int]:
         """Letter counts by reason."""
         counts: dict[str, int] = {}
-        async for stored in self._scan(workspace, DeadLetterFilter()):
+        async for stored in self.scan(workspace, DeadLetterFilter()):
             counts[stored.letter.reason] = counts.get(stored.letter.reason, 0) + 1
         return counts
 
@@ -182,7 +191,7 @@ class DeadLetterAdmin:
     ) -> Page:
         """Up to `limit` matching letters, oldest first, and where the next page starts."""
         letters: list[StoredDeadLetter] = []
-        async for stored in self._scan(workspace, flt, after=after):
+        async for stored in self.scan(workspace, flt, after=after):
             if len(letters) == limit:
                 return Page(letters, letters[-1].id)
             letters.append(stored)
@@ -222,7 +231,7 @@ class DeadLetterAdmin:
         """Apply `act` to the matching letters, PAGE_SIZE at a time (not on a dry run)."""
         outcome = SelectionResult(dry_run=dry_run)
         chunk: list[StoredDeadLetter] = []
-        async for stored in self._scan(workspace, flt):
+        async for stored in self.scan(workspace, flt):
             outcome.matched += 1
             outcome.ids.append(stored.id)
             if dry_run:
@@ -236,7 +245,7 @@ class DeadLetterAdmin:
         metrics.dead_letters_handled(workspace, action, outcome.done)
         return outcome
 
-    async def _scan(
+    async def scan(
         self, workspace: str, flt: DeadLetterFilter, *, after: str | None = None
     ) -> AsyncIterator[StoredDeadLetter]:
         """Matching letters, oldest first; the time range is the XRANGE's (ids are dead times)."""

@@ -104,10 +104,27 @@ class StoredDeadLetter:
                 found.update(str(v) for v in ident.values())
         return found
 
+    @property
+    def person(self) -> str:
+        """Who the job concerns, as an operator reads it: ``id=42``, ``email=a@b``, a v1 route."""
+        try:
+            data = orjson.loads(self.letter.payload)
+        except orjson.JSONDecodeError:
+            return ""
+        if not isinstance(data, dict):
+            return ""
+        if self.letter.kind == "v1":
+            return str(data.get("route", ""))
+        ident = data.get("identifiers") or data.get("primary")
+        if isinstance(ident, dict):
+            return ", ".join(f"{k}={v}" for k, v in ident.items())
+        return ""
+
     def as_dict(self) -> dict[str, Any]:
         letter = self.letter
         out: dict[str, Any] = {
             "id": self.id,
+            "person": self.person,
             "kind": letter.kind,
             "op_type": self.op_type,
             "reason": letter.reason,

@@ -1,0 +1,155 @@
+"""``cioq status``, ``cioq pause`` and ``cioq resume``: the console's overview and lane actions.
+
+They read and write Redis with the same code as the console (`service.metrics.overview`,
+`service.store.workspace_control`), so both show the same numbers and audit the same way;
+the CLI audits as ``cli:<login name>``.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cioq.dlq_cli import run_reporting
+from service.config import Settings
+from service.console import views
+from service.errors import CioqError
+from service.metrics.overview import LaneOverview, Overview
+from service.metrics.queue_state import QueueStateCollector
+from service.store.connections import connect_async, connect_sync
+from service.store.dead_letter_admin import DeadLetterAdmin
+from service.store.queue import Queue
+from service.store.workspace_control import WorkspaceControl, parse_duration_ms
+from service.triggers import Triggers
+
+T = TypeVar("T")
+Lane = Annotated[str, typer.Option(help="Lane of the workspace (today: track)")]
+Reason = Annotated[str, typer.Option(help="Why; shown on the overview and kept in the audit")]
+
+
+def _who() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+_loader: Callable[[], Settings] | None = None
+
+
+def register(app: typer.Typer, load_settings: Callable[[], Settings]) -> None:
+    """Add the commands to the main CLI; settings are read when a command runs."""
+    global _loader
+    _loader = load_settings
+    for command in (status, pause, resume):
+        app.command()(command)
+
+
+def _run(work: Callable[[Settings, WorkspaceControl, Overview], Awaitable[T]]) -> T:
+    assert _loader is not None
+    settings = _loader()
+
+    async def main() -> T:
+        client = connect_async(settings)
+        sync_client = connect_sync(settings)
+        triggers = Triggers(settings.celery_broker_url)
+        try:
+            control = WorkspaceControl(client, settings, triggers)
+            dlq = DeadLetterAdmin(client, Queue(client, settings, None))
+            state = QueueStateCollector(settings, sync_client)
+            overview = Overview(settings, state, client, dlq, control)
+            return await work(settings, control, overview)
+        finally:
+            triggers.close()
+            sync_client.close()
+            await client.aclose()
+
+    return run_reporting(main, "cioq")
+
+
+def _workspace_of(settings: Settings, name: str) -> str:
+    try:
+        return settings.workspace(name).name
+    except CioqError as exc:
+        typer.echo(f"cioq: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per lane")] = False,
+) -> None:
+    """Show each workspace lane: backlog, oldest job, rates, pause, dead letters."""
+
+    async def work(_: Settings, __: WorkspaceControl, overview: Overview) -> list[LaneOverview]:
+        return await overview.read()
+
+    rows = _run(work)
+    if as_json:
+        for row in rows:
+            typer.echo(orjson.dumps(row.as_dict()).decode())
+        return
+    table = Table(title="cioq status")
+    columns = (
+        ("waiting", "waiting", "right"),
+        ("oldest", "oldest", "right"),
+        ("accepted", "accepted/min", "right"),
+        ("delivered", "delivered/min", "right"),
+        ("dead_rate", "dead/min", "right"),
+        ("upstream", "upstream/min", "left"),
+        ("state", "state", "left"),
+        ("dead", "dead letters", "right"),
+        ("by_class", "by class", "left"),
+    )
+    table.add_column("workspace")
+    table.add_column("lane")
+    for _, heading, justify in columns:
+        table.add_column(heading, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for row in rows:
+        cells = views.cells(row)
+        table.add_row(
+            row.workspace,
+            row.lane,
+            *(cells[name] for name, _, _ in columns),
+            style="yellow" if row.paused else None,
+        )
+    Console().print(table)
+
+
+def pause(
+    workspace: Annotated[str, typer.Argument(help="Workspace name")],
+    reason: Reason,
+    lane: Lane = "track",
+    for_: Annotated[str, typer.Option("--for", help="How long: 30m, 4h, 2d (at most 7d)")] = "1h",
+) -> None:
+    """Stop delivery of a workspace's lane by hand; jobs keep queueing."""
+
+    async def work(settings: Settings, control: WorkspaceControl, _: Overview) -> None:
+        await control.pause(
+            _workspace_of(settings, workspace),
+            lane,
+            reason=reason,
+            who=_who(),
+            duration_ms=parse_duration_ms(for_, field_name="--for"),
+        )
+
+    _run(work)
+    typer.echo(f"paused {workspace}/{lane} for {for_}")
+
+
+def resume(
+    workspace: Annotated[str, typer.Argument(help="Workspace name")],
+    reason: Reason,
+    lane: Lane = "track",
+) -> None:
+    """Lift a lane's pause (manual, 429 or credentials) and wake its drains."""
+
+    async def work(settings: Settings, control: WorkspaceControl, _: Overview) -> str:
+        return await control.resume(
+            _workspace_of(settings, workspace), lane, reason=reason, who=_who()
+        )
+
+    lifted = _run(work)
+    typer.echo(f"resumed {workspace}/{lane} (lifted: {lifted})")

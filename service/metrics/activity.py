@@ -1,0 +1,118 @@
+"""Per-minute activity shared by every process: jobs accepted, jobs delivered, upstream answers.
+
+Prometheus counters live in each process and are summed by Prometheus; the operator's
+overview (console, ``cioq status``) needs the same numbers from Redis alone. So the metric
+functions that count them (`service.metrics.definitions`) also add to this process's
+`TALLY`, and a daemon thread adds the tally to Redis once a second: one hash per
+workspace and minute (`keys.activity`), one field per name, expiring after `KEEP_S`.
+Nothing on the ingest or delivery path waits for Redis here. A process that dies loses
+at most its last second of counts: this is an overview, not a ledger.
+
+Only processes started by ``cioq api`` and ``cioq worker`` call `Tally.configure`; until
+then `add` does nothing (in-process tests, the CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.config import Settings
+
+log = logging.getLogger("cioq.metrics")
+
+FLUSH_INTERVAL_S = 1.0
+#: A minute's hash is read during that minute and the next; then it only costs memory.
+KEEP_S = 3 * 60
+
+
+def minute_of(now_s: float) -> int:
+    return int(now_s // 60)
+
+
+class Tally:
+    """Counts waiting to be added to Redis; safe across threads and forked children."""
+
+    def __init__(self, *, background: bool = True) -> None:
+        """`background`: a daemon thread flushes every second; else the caller flushes."""
+        self._background = background
+        self._settings: Settings | None = None
+        self._lock = threading.Lock()
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._pid = 0
+        self._client: redis.Redis | None = None
+
+    def configure(self, settings: Settings) -> None:
+        """Start recording for this process (and children it forks) to `settings`' Redis."""
+        self._settings = settings
+
+    def add(self, workspace: str, name: str, count: int = 1) -> None:
+        if self._settings is None or count <= 0:
+            return
+        if self._pid != os.getpid():
+            self._start()
+        with self._lock:
+            self._counts[(workspace, name)] += count
+
+    def _start(self) -> None:
+        """A flusher for this process; after a fork the parent's thread and lock are gone."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._counts = Counter()
+        self._client = None
+        if self._background:
+            threading.Thread(target=self._run, name="cioq-activity", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+    def flush(self, *, now_s: float | None = None) -> None:
+        """Add the counts so far to Redis; on a Redis error they are dropped, and logged."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        if not counts or self._settings is None:
+            return
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self._settings.redis_url, socket_timeout=self._settings.metrics_redis_timeout_s
+            )
+        minute = minute_of(time.time() if now_s is None else now_s)
+        pipe = self._client.pipeline(transaction=False)
+        for (workspace, name), count in counts.items():
+            pipe.hincrby(keys.activity(workspace, minute), name, count)
+        for workspace in {workspace for workspace, _ in counts}:
+            pipe.expire(keys.activity(workspace, minute), KEEP_S)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("activity counts for the overview were lost: %s", exc)
+
+
+TALLY = Tally()
+
+
+async def per_minute(
+    client: aioredis.Redis, workspace: str, *, now_s: float | None = None
+) -> dict[str, float]:
+    """Each name's count over the last 60 s: this minute plus the part of the last still in it."""
+    now = time.time() if now_s is None else now_s
+    minute = minute_of(now)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.activity(workspace, minute))
+    pipe.hgetall(keys.activity(workspace, minute - 1))
+    current, previous = await pipe.execute()
+    weight = 1 - (now % 60) / 60
+    out: dict[str, float] = {}
+    for counts, factor in ((current, 1.0), (previous, weight)):
+        for name, value in counts.items():
+            out[name.decode()] = out.get(name.decode(), 0.0) + int(value) * factor
+    return out

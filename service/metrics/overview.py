@@ -1,0 +1,150 @@
+"""The operator's overview of each workspace lane, shared by the console and ``cioq status``.
+
+Queue numbers come from `QueueStateCollector.read` (what ``/metrics`` exports), the
+per-minute counts of accepted, delivered and dead-lettered jobs and of upstream answers
+from `service.metrics.activity`, and the manual-pause note from `WorkspaceControl`.
+
+Counting dead letters by class reads the whole stream, so the count is kept and reused
+while the stream's length and newest id are unchanged (any XADD or XDEL changes one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from service.config import Settings
+from service.errors import StoreUnavailable
+from service.metrics.activity import per_minute
+from service.metrics.queue_state import QueueStateCollector
+from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
+from service.store.workspace_control import LANES, MANUAL_CAUSE, WorkspaceControl
+
+#: How the drain's pause causes read to an operator.
+PAUSE_LABELS = {
+    "throttle": "429 from Customer.io",
+    "setup": "credentials refused (401/403)",
+    MANUAL_CAUSE: "paused by hand",
+    "other": "paused",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LaneOverview:
+    workspace: str
+    lane: str
+    waiting: int
+    oldest_age_s: float
+    accepted_per_min: float
+    delivered_per_min: float
+    dead_lettered_per_min: float
+    paused: str
+    pause_reason: str
+    pause_by: str
+    pause_remaining_s: float
+    dead_letters: int
+    dead_by_class: dict[str, int] = field(default_factory=dict)
+    dead_by_status: dict[str, int] = field(default_factory=dict)
+    upstream_per_min: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workspace": self.workspace,
+            "lane": self.lane,
+            "waiting": self.waiting,
+            "oldest_age_s": round(self.oldest_age_s, 1),
+            "accepted_per_min": round(self.accepted_per_min, 1),
+            "delivered_per_min": round(self.delivered_per_min, 1),
+            "dead_lettered_per_min": round(self.dead_lettered_per_min, 1),
+            "paused": self.paused,
+            "pause_label": PAUSE_LABELS.get(self.paused, "") if self.paused else "",
+            "pause_reason": self.pause_reason,
+            "pause_by": self.pause_by,
+            "pause_remaining_s": round(self.pause_remaining_s, 1),
+            "dead_letters": self.dead_letters,
+            "dead_by_class": self.dead_by_class,
+            "dead_by_status": self.dead_by_status,
+            "upstream_per_min": {k: round(v, 1) for k, v in self.upstream_per_min.items()},
+        }
+
+
+class Overview:
+    """Reads every workspace lane's overview; one instance per process keeps the DLQ cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: QueueStateCollector,
+        client: aioredis.Redis,
+        dlq: DeadLetterAdmin,
+        control: WorkspaceControl,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.redis = client
+        self.dlq = dlq
+        self.control = control
+        self._dead_cache: dict[str, tuple[Any, tuple[dict[str, int], dict[str, int]]]] = {}
+
+    async def read(self) -> list[LaneOverview]:
+        rows: list[LaneOverview] = []
+        for ws in self.settings.workspaces:
+            for lane in LANES:
+                rows.append(await self.lane(ws.name, lane))
+        return rows
+
+    async def lane(self, workspace: str, lane: str) -> LaneOverview:
+        try:
+            state = await asyncio.to_thread(self.state.read, workspace)
+        except Exception as exc:  # redis-py raises RedisError subclasses and OSError here
+            raise StoreUnavailable(f"queue state: {exc}") from exc
+        note = await self.control.note(workspace, lane)
+        by_class, by_status = await self._dead_counts(workspace)
+        try:
+            activity = await per_minute(self.redis, workspace)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"activity: {exc}") from exc
+        upstream = {
+            name.removeprefix("status:"): count
+            for name, count in sorted(activity.items())
+            if name.startswith("status:")
+        }
+        cause = MANUAL_CAUSE if note else state.pause_cause
+        return LaneOverview(
+            workspace=workspace,
+            lane=lane,
+            waiting=state.backlog,
+            oldest_age_s=state.oldest_age_s,
+            accepted_per_min=activity.get("accepted", 0.0),
+            delivered_per_min=activity.get("delivered", 0.0),
+            dead_lettered_per_min=activity.get("dead_lettered", 0.0),
+            paused=cause if state.pause_remaining_s > 0 else "",
+            pause_reason=note.reason if note else "",
+            pause_by=note.who if note else "",
+            pause_remaining_s=state.pause_remaining_s,
+            dead_letters=state.dead_letters,
+            dead_by_class=by_class,
+            dead_by_status=by_status,
+            upstream_per_min=upstream,
+        )
+
+    async def _dead_counts(self, workspace: str) -> tuple[dict[str, int], dict[str, int]]:
+        """Dead letters by class and by upstream status, reused while the stream is unchanged."""
+        stamp = await self.dlq.stamp(workspace)
+        cached = self._dead_cache.get(workspace)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        by_class: Counter[str] = Counter()
+        by_status: Counter[str] = Counter()
+        async for stored in self.dlq.scan(workspace, DeadLetterFilter()):
+            by_class[stored.letter.outcome_class] += 1
+            status = stored.letter.status
+            by_status["no status" if status is None else str(status)] += 1
+        counts = (dict(sorted(by_class.items())), dict(sorted(by_status.items())))
+        self._dead_cache[workspace] = (stamp, counts)
+        return counts

@@ -1,0 +1,74 @@
+"""A real headless Chromium (Debian's chromium + chromium-driver) driven by Selenium.
+
+`scripts/test` installs both packages when missing; without them the browser tests skip
+locally and fail in CI. Pages are rendered at 1280x800, the size of the screenshots the
+README shows (`docs/screenshots/`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+WIDTH, HEIGHT = 1280, 800
+T = TypeVar("T")
+
+
+@contextmanager
+def chromium() -> Iterator[WebDriver]:
+    browser = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("chromium and chromium-driver are required (scripts/test installs)")
+        pytest.skip("chromium/chromedriver not installed (scripts/test installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # tests run as root in containers
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--window-size={WIDTH},{HEIGHT}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: WebDriver, check: Callable[[WebDriver], T], timeout_s: float = 30) -> T:
+    """Poll `check` in the browser until it returns something truthy."""
+    result: T = WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(check)
+    return result
+
+
+def screenshot(driver: WebDriver, name: str) -> Path:
+    """Save the viewport as ``docs/screenshots/<name>.png`` (1280x800)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    png = driver.get_screenshot_as_png()
+    width = int.from_bytes(png[16:20], "big")
+    height = int.from_bytes(png[20:24], "big")
+    assert (width, height) == (WIDTH, HEIGHT), (name, width, height)
+    path.write_bytes(png)
+    return path
