@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis
 import redis.asyncio as aioredis
 
 from service import keys
 from service.config import Settings
-from service.errors import FieldError, InvalidJob, StoreUnavailable
+from service.errors import FieldError, InvalidJob
+from service.store.connections import store_errors
 
 #: The lanes a workspace has; each can be paused on its own. Adding a lane adds its name.
 LANES = ("track",)
@@ -224,10 +224,8 @@ class WorkspaceControl:
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:
-        try:
+        with store_errors("workspace control"):
             return await awaitable
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"workspace control: {exc}") from exc
 
 
 def _now_ms() -> int:
