@@ -136,7 +136,10 @@ def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings])
     app = create_app(make_settings(), triggers=RecordingTriggers())
     with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=AUTH, timeout=10) as api:
         before = samples(api.get("/metrics").text)
-        key = ("cioq_jobs_accepted_total", (("op_type", "event"), ("workspace", "default")))
+        key = (
+            "cioq_jobs_accepted_total",
+            (("lane", "track"), ("op_type", "event"), ("workspace", "default")),
+        )
         assert api.post("/api/v1/customers/7/events", json={"name": "x"}).status_code == 200
         assert api.get("/nope").status_code == 404
         response = httpx.get(f"{url}/metrics")
