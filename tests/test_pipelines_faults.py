@@ -79,12 +79,27 @@ def test_strict_400_naming_nothing_dead_letters_exactly_the_two_bad_calls(
         base_url=f"{stack.api_url}/admin/v1/workspaces/default/dead-letters",
         headers={"Authorization": f"Bearer {ADMIN_KEY}"},
     ) as admin:
-        dead = admin.get("").json()["dead_letters"]
-    assert sorted(d["payload"]["properties"]["seq"] for d in dead) == sorted(poison)
-    assert {(d["lane"], d["kind"], d["reason"], d["status"]) for d in dead} == {
-        ("pipelines", "cdp", "invalid", 400)
-    }
-    assert all("refused" in d["message"] for d in dead)  # Customer.io's message, kept
+        dead = admin.get("", params={"person": "p"}).json()["dead_letters"]
+        assert sorted(d["payload"]["properties"]["seq"] for d in dead) == sorted(poison)
+        assert {(d["lane"], d["kind"], d["reason"], d["status"]) for d in dead} == {
+            ("pipelines", "cdp", "invalid", 400)
+        }
+        assert all("refused" in d["message"] for d in dead)  # Customer.io's message, kept
+        # Replay puts them back on the Pipelines lane, unchanged; refused again, they return
+        assert admin.post("/replay", json={"all": True}).json()["replayed"] == 2
+        again = wait_until(
+            lambda: (
+                len(admin.get("").json()["dead_letters"]) == 2
+                and admin.get("").json()["dead_letters"]
+            ),
+            timeout_s=60,
+            what="the replayed calls back in the DLQ",
+        )
+        assert {d["id"] for d in again}.isdisjoint({d["id"] for d in dead})
+        payloads = sorted(d["payload"]["messageId"] for d in again)
+        assert payloads == sorted(d["payload"]["messageId"] for d in dead)
+        assert admin.post("/purge", json={"all": True}).json()["purged"] == 2
+        assert admin.get("").json()["dead_letters"] == []
 
 
 def test_401_pauses_only_the_pipelines_lane(stack_with: Callable[..., Stack]) -> None:
