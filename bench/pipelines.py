@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import orjson
 
 from bench.drain import SHARDS, drain_with_worker, event_op, fill
 from bench.figures import Figure
-from bench.ingest import bulk_op
-from bench.loadgen import LoadResult, build_request, run_load
+from bench.ingest import best_rounds, bulk_op
+from bench.loadgen import LoadResult, build_request
 from bench.stack import AUTH_HEADER, BenchStack, sandbox_requests
 from service.jobs import Job, cdp_job, cdp_route
 from service.lanes import Lane
@@ -73,21 +72,12 @@ def _bodies(port: int, path: str, make_item: Any) -> Any:
 
 
 def _ingest(port: int, *, duration_s: float, rounds: int) -> dict[str, LoadResult]:
-    """Each lane's best round of bulk ingest; rounds alternate so noise hits both."""
-    makers = {
-        "track": _bodies(port, "/api/v2/batch", bulk_op),
-        "pipelines": _bodies(port, "/v1/batch", cdp_bulk_call),
+    """Each lane's best round of bulk ingest, against the same api."""
+    loads = {
+        "track": (port, _bodies(port, "/api/v2/batch", bulk_op)),
+        "pipelines": (port, _bodies(port, "/v1/batch", cdp_bulk_call)),
     }
-    found: dict[str, list[LoadResult]] = {name: [] for name in makers}
-    for make in makers.values():  # warm-up
-        asyncio.run(run_load(port, make, connections=2, duration_s=1.0))
-    for _ in range(rounds):
-        for name, make in makers.items():
-            result = asyncio.run(run_load(port, make, connections=2, duration_s=duration_s))
-            if result.errors:
-                raise RuntimeError(f"{name} answered errors: {result.statuses}")
-            found[name].append(result)
-    return {name: max(results, key=lambda r: r.rate_per_s) for name, results in found.items()}
+    return best_rounds(loads, connections=2, duration_s=duration_s, rounds=rounds)
 
 
 def run(tmp: Path, *, quick: bool) -> list[Figure]:

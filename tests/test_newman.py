@@ -82,22 +82,18 @@ def _track_requests() -> int:
     return sum(len(f["item"]) for f in folders)
 
 
-def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
-    """All Track API requests of the collection: 2xx from cioq, then delivered upstream."""
+def run_folders(
+    newman: Path, folders: tuple[str, ...], variables: dict[str, str], tmp_path: Path
+) -> list[tuple[str, int]]:
+    """Run the collection's `folders` with `variables`; (request name, status) of each."""
     report = tmp_path / "newman.json"
-    folders = [arg for name in TRACK_FOLDERS for arg in ("--folder", name)]
     run = subprocess.run(
         [
             str(newman),
             "run",
             str(COLLECTION),
-            *folders,
-            "--env-var",
-            f"trackUrl={stack.api_url}",
-            "--env-var",
-            f"siteId={SITE_ID}",
-            "--env-var",
-            f"apiKey={INGEST_KEY}",
+            *(arg for name in folders for arg in ("--folder", name)),
+            *(arg for name, value in variables.items() for arg in ("--env-var", f"{name}={value}")),
             "--reporters",
             "cli,json",
             "--reporter-json-export",
@@ -111,7 +107,13 @@ def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     executions = orjson.loads(report.read_bytes())["run"]["executions"]
-    answered = [(e["item"]["name"], e["response"]["code"]) for e in executions]
+    return [(e["item"]["name"], e["response"]["code"]) for e in executions]
+
+
+def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
+    """All Track API requests of the collection: 2xx from cioq, then delivered upstream."""
+    variables = {"trackUrl": stack.api_url, "siteId": SITE_ID, "apiKey": INGEST_KEY}
+    answered = run_folders(newman, TRACK_FOLDERS, variables, tmp_path)
     assert len(answered) == _track_requests() == 10
     assert all(200 <= code < 300 for _, code in answered), answered
 
@@ -151,32 +153,8 @@ PIPELINES_FOLDER = "Pipelines / CDP API"
 
 def test_postman_collection_pipelines_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
     """The collection's Pipelines requests: 2xx from cioq, every call delivered upstream."""
-    report = tmp_path / "newman.json"
-    run = subprocess.run(
-        [
-            str(newman),
-            "run",
-            str(COLLECTION),
-            "--folder",
-            PIPELINES_FOLDER,
-            "--env-var",
-            f"cdpUrl={stack.api_url}",
-            "--env-var",
-            f"writeKey={INGEST_KEY}",
-            "--reporters",
-            "cli,json",
-            "--reporter-json-export",
-            str(report),
-            "--timeout-request",
-            "30000",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-    executions = orjson.loads(report.read_bytes())["run"]["executions"]
-    answered = [(e["item"]["name"], e["response"]["code"]) for e in executions]
+    variables = {"cdpUrl": stack.api_url, "writeKey": INGEST_KEY}
+    answered = run_folders(newman, (PIPELINES_FOLDER,), variables, tmp_path)
     assert len(answered) == 3
     assert all(200 <= code < 300 for _, code in answered), answered
     records = wait_until(

@@ -16,23 +16,11 @@ from service.lanes import Lane
 from tests.support.load import produce
 from tests.support.pipelines_load import produce_pipelines, seq_of_call
 from tests.support.processes import wait_until
-from tests.support.stack import CDP_KEY, INGEST_KEY, SITE_ID, Stack
+from tests.support.stack import ADMIN_KEY, CDP_KEY, INGEST_KEY, SITE_ID, Stack
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_KEY = "faults-admin-key"
 DLQ = keys.dead_letters("default")
-
-
-@pytest.fixture
-def stack_with(make_stack: Callable[..., Stack]) -> Callable[..., Stack]:
-    def build(**settings: Any) -> Stack:
-        stack = make_stack(admin_keys=ADMIN_KEY, **settings)
-        stack.start_api()
-        stack.start_sweeper()
-        return stack
-
-    return build
 
 
 def _post(stack: Stack, calls: list[dict[str, Any]]) -> None:

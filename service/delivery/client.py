@@ -11,6 +11,7 @@ connection handling identical.
 from __future__ import annotations
 
 import base64
+from abc import ABC, abstractmethod
 from typing import Any
 
 import httpx
@@ -28,7 +29,7 @@ def basic_auth_header(site_id: str, api_key: str) -> str:
     return f"Basic {token}"
 
 
-class _Upstream:
+class _Upstream(ABC):
     """One workspace's kept-alive connection to one Customer.io API; never raises."""
 
     #: Whether a 200/207 body may name refused items by ``batch_index`` (Track v2 only).
@@ -37,13 +38,12 @@ class _Upstream:
     def __init__(
         self,
         workspace: Workspace,
-        base_url: str,
-        headers: dict[str, str],
         *,
         timeout_s: float,
-        transport: httpx.BaseTransport | None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.workspace = workspace
+        base_url, headers = self._endpoint(workspace)
         self.base_url = base_url
         self._http = httpx.Client(
             base_url=base_url,
@@ -52,6 +52,11 @@ class _Upstream:
             headers={**headers, "Content-Type": _JSON, "User-Agent": USER_AGENT},
             follow_redirects=False,
         )
+
+    @staticmethod
+    @abstractmethod
+    def _endpoint(workspace: Workspace) -> tuple[str, dict[str, str]]:
+        """The lane's base URL and auth headers for `workspace`."""
 
     def __repr__(self) -> str:
         return (
@@ -81,21 +86,10 @@ class _Upstream:
 class TrackClient(_Upstream):
     """Sends Track API requests for one workspace; never raises for upstream trouble."""
 
-    def __init__(
-        self,
-        workspace: Workspace,
-        *,
-        timeout_s: float,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    @staticmethod
+    def _endpoint(workspace: Workspace) -> tuple[str, dict[str, str]]:
         auth = basic_auth_header(workspace.site_id, workspace.api_key.get_secret_value())
-        super().__init__(
-            workspace,
-            workspace.base_url,
-            {"Authorization": auth},
-            timeout_s=timeout_s,
-            transport=transport,
-        )
+        return workspace.base_url, {"Authorization": auth}
 
     def send_batch(self, body: bytes, *, op_count: int) -> Outcome:
         """POST a prepared ``{"batch":[...]}`` body to ``/api/v2/batch``."""
@@ -118,23 +112,13 @@ class PipelinesClient(_Upstream):
 
     item_errors = False
 
-    def __init__(
-        self,
-        workspace: Workspace,
-        *,
-        timeout_s: float,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
+    @staticmethod
+    def _endpoint(workspace: Workspace) -> tuple[str, dict[str, str]]:
         if workspace.cdp_api_key is None:
             raise ValueError(f"workspace {workspace.name!r} has no Pipelines write key")
+        # The write key is the username and the password is blank (Pipelines OpenAPI).
         auth = basic_auth_header(workspace.cdp_api_key.get_secret_value(), "")
-        super().__init__(
-            workspace,
-            workspace.cdp_base_url,
-            {"Authorization": auth, "X-Strict-Mode": "1"},
-            timeout_s=timeout_s,
-            transport=transport,
-        )
+        return workspace.cdp_base_url, {"Authorization": auth, "X-Strict-Mode": "1"}
 
     def send_batch(self, body: bytes, *, op_count: int) -> Outcome:
         """POST a prepared ``{"batch":[...]}`` body of calls to ``/v1/batch``."""

@@ -14,6 +14,7 @@ SITE_ID = "e2e-site"
 API_KEY = "e2e-api-key"
 INGEST_KEY = "e2e-ingest-key"
 CDP_KEY = "e2e-cdp-key"
+ADMIN_KEY = "e2e-admin-key"
 
 
 class Stack:
