@@ -5,7 +5,7 @@ reads what the sandbox Customer.io received and checks every call, field by fiel
 the messageId the test gave it: all arrive, exactly once, in the order sent per person.
 
 * ``customerio-cdp-analytics`` (Python; its own background batching to ``/v1/batch``),
-  without and with gzip bodies;
+  without and with gzip bodies, pip-installed pinned into .data/py by the test;
 * ``@customerio/cdp-analytics-node`` (batching) and ``customerio-node``'s
   ``PipelinesClient`` (one request per call, strict mode), run by node; the npm packages
   are installed pinned into .data/node by the test.
@@ -14,22 +14,24 @@ the messageId the test gave it: all arrive, exactly once, in the order sent per 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from customerio.analytics.client import Client
 
-from tests.support.node import npm_install
+from tests.support.installs import npm_install, pip_target
 from tests.support.processes import wait_until
 from tests.support.stack import CDP_KEY, INGEST_KEY, Stack
 
 pytestmark = pytest.mark.e2e
 
+PY_CLIENT_VERSION = "1.1.0"
 NODE_PACKAGES = ("@customerio/cdp-analytics-node@0.5.9", "customerio-node@5.2.0")
 #: Fields each call carries, as sent on the wire; compared exactly on arrival.
 COMPARED = ("type", "userId", "anonymousId", "event", "name", "properties", "traits", "groupId")
@@ -113,48 +115,50 @@ def check_exact(sent: list[dict[str, Any]], got: list[dict[str, Any]]) -> None:
         assert seen == order
 
 
-PY_METHODS: dict[str, Callable[[Client, dict[str, Any]], Any]] = {
-    "identify": lambda c, x: c.identify(x["userId"], x["traits"], message_id=x["messageId"]),
-    "track": lambda c, x: c.track(
-        x["userId"],
-        x["event"],
-        x.get("properties"),
-        context=x.get("context"),
-        message_id=x["messageId"],
-    ),
-    "page": lambda c, x: c.page(
-        x["userId"], name=x["name"], properties=x["properties"], message_id=x["messageId"]
-    ),
-    "screen": lambda c, x: c.screen(
-        name=x["name"],
-        properties=x["properties"],
-        anonymous_id=x["anonymousId"],
-        message_id=x["messageId"],
-    ),
-    "group": lambda c, x: c.group(
-        x["userId"], x["groupId"], x["traits"], message_id=x["messageId"]
-    ),
-    "alias": lambda c, x: c.alias(x["previousId"], x["userId"], message_id=x["messageId"]),
+#: Runs customerio-cdp-analytics in its own process: its ``customerio`` package would
+#: replace the Track SDK's in this one (tests/support/installs.py).
+PY_SCRIPT = """
+import json, sys
+from customerio.analytics.client import Client
+api_url, write_key, gzip, calls_json = sys.argv[1:]
+errors = []
+client = Client(write_key=write_key, host=api_url, gzip=gzip == "gzip", upload_interval=0.05,
+                on_error=lambda exc, batch: errors.append(repr(exc)))
+send = {
+    "identify": lambda x: client.identify(x["userId"], x["traits"], message_id=x["messageId"]),
+    "track": lambda x: client.track(x["userId"], x["event"], x.get("properties"),
+                                    context=x.get("context"), message_id=x["messageId"]),
+    "page": lambda x: client.page(x["userId"], name=x["name"], properties=x["properties"],
+                                  message_id=x["messageId"]),
+    "screen": lambda x: client.screen(name=x["name"], properties=x["properties"],
+                                      anonymous_id=x["anonymousId"], message_id=x["messageId"]),
+    "group": lambda x: client.group(x["userId"], x["groupId"], x["traits"],
+                                    message_id=x["messageId"]),
+    "alias": lambda x: client.alias(x["previousId"], x["userId"], message_id=x["messageId"]),
 }
+for call in json.loads(calls_json):
+    send[call["type"]](call)
+client.flush()
+client.shutdown()
+sys.exit("errors: " + "; ".join(errors) if errors else 0)
+"""
 
 
-@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
-def test_python_cdp_analytics(stack: Stack, gzip: bool) -> None:
+@pytest.mark.parametrize("gzip", ["plain", "gzip"])
+def test_python_cdp_analytics(stack: Stack, gzip: str, tmp_path: Path) -> None:
     """customerio-cdp-analytics batches in its own thread; cioq re-packs and forwards."""
-    errors: list[Any] = []
-    client = Client(
-        write_key=INGEST_KEY,
-        host=stack.api_url,
-        gzip=gzip,
-        upload_interval=0.05,
-        on_error=lambda exc, batch: errors.append(exc),
-    )
+    folder = pip_target("customerio-cdp-analytics", PY_CLIENT_VERSION)
+    script = tmp_path / "send.py"
+    script.write_text(PY_SCRIPT)
     sent = calls(f"py-{gzip}")
-    for call in sent:
-        PY_METHODS[call["type"]](client, call)
-    client.flush()
-    client.shutdown()
-    assert errors == []
+    result = subprocess.run(
+        [sys.executable, str(script), stack.api_url, INGEST_KEY, gzip, json.dumps(sent)],
+        env={**os.environ, "PYTHONPATH": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
     got = arrived(stack, sent)
     check_exact(sent, got)
     assert all(c["context"]["library"]["name"] == "analytics-python" for c in got)

@@ -1,6 +1,10 @@
-"""npm packages the tests need, installed pinned into .data/node on first use.
+"""Client packages the tests need, installed pinned under .data/ on first use.
 
-Without npm the calling test is skipped on a developer's machine, and fails in CI (CI set).
+npm packages go to .data/node. Python packages that must not share the project's
+environment go to their own folder under .data/py (``customerio-cdp-analytics`` ships a
+``customerio/__init__.py`` that replaces the Track SDK's, so the two cannot be installed
+side by side). Without npm the calling test is skipped on a developer's machine, and
+fails in CI (CI set).
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +45,27 @@ def _installed(modules: Path, spec: str) -> bool:
     name, _, version = spec.rpartition("@")
     manifest = modules / name / "package.json"
     return manifest.exists() and f'"version": "{version}"' in manifest.read_text()
+
+
+def pip_target(name: str, version: str) -> Path:
+    """``name==version`` installed into its own folder under .data/py; that folder."""
+    target = ROOT / ".data" / "py" / f"{name}-{version}"
+    marker = target / ".installed"
+    if not marker.exists():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--target",
+                str(target),
+                f"{name}=={version}",
+            ],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
+        marker.touch()
+    return target
