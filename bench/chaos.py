@@ -9,9 +9,11 @@ api, the sweeper and two prefork workers. While the producer runs, a fault drive
 SIGKILLs random workers mid-batch (and starts replacements, as a supervisor would),
 SIGKILLs Redis and restarts it from its AOF, and makes the sandbox answer 503s, 429s,
 5xx sequences and too slowly (upstream timeouts); about 0.5 % of the ops are poison the
-sandbox refuses (207 or whole-batch 400). Then faults stop, the stack drains, and
-`bench.chaos_report` reconciles the producer's acknowledged ops with the sandbox and the
-dead-letter stream. The exit status is 1 when anything was lost or reordered.
+sandbox refuses (207 or whole-batch 400). Both lanes are mixed: half the people send
+Track v2 ops, half Pipelines calls (`/v1/batch`, strict mode upstream). Then faults
+stop, the stack drains, and `bench.chaos_report` reconciles the producer's acknowledged
+ops with the sandbox and the dead-letter stream. The exit status is 1 when anything was
+lost or reordered.
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ class Outcome:
             while True:
                 page = client.get("/_sandbox/received", params={"after": self.cursor}).json()
                 for record in page["records"]:
-                    op_id = op_id_of(record["op"]) if record["kind"] == "v2" else None
+                    chaos_kind = record["kind"] in ("v2", "cdp")
+                    op_id = op_id_of(record["op"]) if chaos_kind else None
                     if op_id is not None:
                         self.arrivals.append(Arrival(op_id, float(record["received_at"])))
                 if not page["records"]:

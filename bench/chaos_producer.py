@@ -1,7 +1,9 @@
-"""The chaos run's producer: paced v2 ops per person, in order, retried until acknowledged.
+"""The chaos run's producer: paced jobs per person, in order, retried until acknowledged.
 
-Each person's ops carry a per-person sequence number (`attributes.seq`) and go out one
-request at a time, so the order cioq acknowledged them in is the sequence order. Only a
+Both lanes are mixed: half the people are Track people (v2 ops in ``/api/v2/batch``),
+half Pipelines people (calls in ``/v1/batch``). Each person's jobs carry a per-person
+sequence number (``attributes.seq`` / ``properties.seq``) and go out one request at a
+time, so the order cioq acknowledged them in is the sequence order. Only a
 2xx counts as accepted. A 503 or a transport error is retried with the same ops; such
 ops are remembered as *retried*, because a write that reached Redis just before the
 error may be stored twice (the one way a producer retry can duplicate).
@@ -78,6 +80,20 @@ def make_op(person: str, seq: int, rng: random.Random, poison: str | None) -> di
     }
 
 
+def make_call(person: str, seq: int, rng: random.Random, poison: str | None) -> dict[str, Any]:
+    """A Pipelines call; poison is always a whole-batch 400 (Pipelines names no item)."""
+    properties: dict[str, Any] = {"seq": seq, "pad": "c" * rng.randrange(20, 400)}
+    if poison is not None:
+        properties["sandbox_poison"] = "400"
+    elif rng.random() < 0.3:
+        return {"type": "identify", "userId": person, "traits": properties}
+    return {"type": "track", "userId": person, "event": "chaos", "properties": properties}
+
+
+def is_pipelines_person(person: str) -> bool:
+    return int(person[1:]) % 2 == 1
+
+
 def plan(ops: int, people: int, seed: int) -> dict[str, list[int]]:
     """Request sizes (1..10 ops) per person, `ops` in all."""
     rng = random.Random(seed)
@@ -113,12 +129,12 @@ async def produce(
         base_url=api_url, auth=auth, timeout=timeout, limits=limits
     ) as client:
 
-        async def send(batch: list[dict[str, Any]], ids: list[OpId]) -> None:
+        async def send(batch: list[dict[str, Any]], ids: list[OpId], path: str) -> None:
             while True:
                 async with gate:
                     sent_s = time.time()
                     try:
-                        r = await client.post("/api/v2/batch", json={"batch": batch})
+                        r = await client.post(path, json={"batch": batch})
                     except httpx.TransportError:
                         ledger.transport_errors += 1
                         ledger.retried.update(ids)
@@ -140,19 +156,21 @@ async def produce(
 
         async def one_person(person: str, sizes: list[int], rng: random.Random) -> None:
             seq = 0
+            cdp = is_pipelines_person(person)
+            make = make_call if cdp else make_op
             for size in sizes:
                 batch: list[dict[str, Any]] = []
                 ids: list[OpId] = []
                 for _ in range(size):
                     poison = None
                     if rng.random() < poison_share:
-                        poison = "207" if rng.random() < 0.7 else "400"
+                        poison = "207" if rng.random() < 0.7 and not cdp else "400"
                         ledger.poison[(person, seq)] = poison
-                    batch.append(make_op(person, seq, rng, poison))
+                    batch.append(make(person, seq, rng, poison))
                     ids.append((person, seq))
                     seq += 1
                 await pacer.take(size)
-                await send(batch, ids)
+                await send(batch, ids, "/v1/batch" if cdp else "/api/v2/batch")
 
         sizes = plan(ops, people, seed)
         await asyncio.gather(

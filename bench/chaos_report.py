@@ -94,18 +94,21 @@ class ChaosReport:
 
 
 def op_id_of(op: dict[str, Any]) -> OpId | None:
-    """(person, seq) of a chaos op; None for anything else."""
+    """(person, seq) of a chaos op or Pipelines call; None for anything else."""
     try:
+        if "userId" in op:
+            bag = op["traits"] if op.get("type") == "identify" else op["properties"]
+            return str(op["userId"]), int(bag["seq"])
         return str(op["identifiers"]["id"]), int(op["attributes"]["seq"])
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def dead_letter_ids(entries: Any) -> dict[OpId, str]:
-    """(person, seq) → reason of every v2 chaos op in a dead-letter stream."""
+    """(person, seq) → reason of every chaos op or call in a dead-letter stream."""
     found: dict[OpId, str] = {}
     for _, fields in entries:
-        if fields.get(b"kind") != b"v2":
+        if fields.get(b"kind") not in (b"v2", b"cdp"):
             continue
         op_id = op_id_of(orjson.loads(fields[b"payload"]))
         if op_id is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from bench.figures import Figure
 from bench.stack import API_KEY, SITE_ID, BenchStack, rss_bytes, sandbox_requests, sandbox_stats
 from service import keys
 from service.delivery.packing import Batch, first_unit
+from service.jobs import Job, v2_job
+from service.lanes import Lane
 from service.store.shards import next_id
 
 PAD = "p" * 360  # v2 ops of ~500 bytes
@@ -53,11 +56,16 @@ def identify_op(i: int, block: int = 200) -> dict[str, Any]:
     }
 
 
-def fill(stack: BenchStack, ops: list[dict[str, Any]], total: int) -> None:
+def fill(
+    stack: BenchStack,
+    ops: list[dict[str, Any]],
+    total: int,
+    make_job: Callable[[dict[str, Any]], Job] = v2_job,
+) -> None:
     copies, rest = divmod(total, len(ops))
-    stack.fill(ops, copies=copies, shards=SHARDS)
+    stack.fill(ops, copies=copies, shards=SHARDS, make_job=make_job)
     if rest:
-        stack.fill(ops[:rest], shards=SHARDS)
+        stack.fill(ops[:rest], shards=SHARDS, make_job=make_job)
 
 
 def _head(
@@ -125,10 +133,17 @@ def _settled_rss(pid: int, timeout_s: float = 60) -> int:
 
 
 def drain_with_worker(
-    stack: BenchStack, url: str, total: int, *, timeout_s: float, **settings: Any
+    stack: BenchStack,
+    url: str,
+    total: int,
+    *,
+    timeout_s: float,
+    lane: Lane = Lane.TRACK,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Start one solo worker and the sweeper; time the drain from the first op delivered."""
-    base = sandbox_stats(url)["ops_accepted"]
+    counter = "cdp_accepted" if lane is Lane.PIPELINES else "ops_accepted"
+    base = sandbox_stats(url)[counter]
     worker = stack.start_worker(concurrency=1, pool="solo", **settings)
     idle_rss = _settled_rss(worker.pid)
     sampler = RssSampler(worker.pid)
@@ -137,11 +152,11 @@ def drain_with_worker(
     first: tuple[float, int] | None = None
     deadline = start + timeout_s
     while True:
-        done = sandbox_stats(url)["ops_accepted"] - base
+        done = sandbox_stats(url)[counter] - base
         now = time.monotonic()
         if first is None and done:
             first = (now, done)
-        if stack.backlog(SHARDS) == 0:
+        if stack.backlog(SHARDS, lane) == 0:
             break
         if now > deadline:
             raise TimeoutError(f"drain not finished after {timeout_s}s: {done} of {total}")
@@ -150,7 +165,7 @@ def drain_with_worker(
     samples = sampler.stop()
     worker.stop()
     sweeper.stop()
-    done = sandbox_stats(url)["ops_accepted"] - base
+    done = sandbox_stats(url)[counter] - base
     t0, d0 = first or (start, 0)
     return {
         "delivered": done,

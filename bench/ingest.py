@@ -55,14 +55,22 @@ def _best_of(
     ports: dict[str, int], make: Any, *, connections: int, duration_s: float, rounds: int
 ) -> dict[str, LoadResult]:
     """Each server's best round; rounds alternate between servers so noise hits both."""
-    makers = {name: make(port) for name, port in ports.items()}
-    for name, port in ports.items():  # warm-up
-        asyncio.run(run_load(port, makers[name], connections=connections, duration_s=1.0))
-    found: dict[str, list[LoadResult]] = {name: [] for name in ports}
+    loads = {name: (port, make(port)) for name, port in ports.items()}
+    return best_rounds(loads, connections=connections, duration_s=duration_s, rounds=rounds)
+
+
+def best_rounds(
+    loads: dict[str, tuple[int, Any]], *, connections: int, duration_s: float, rounds: int
+) -> dict[str, LoadResult]:
+    """Each load's best round (a load: a port and its request maker); rounds alternate
+    between the loads so noise hits all of them."""
+    for port, maker in loads.values():  # warm-up
+        asyncio.run(run_load(port, maker, connections=connections, duration_s=1.0))
+    found: dict[str, list[LoadResult]] = {name: [] for name in loads}
     for _ in range(rounds):
-        for name, port in ports.items():
+        for name, (port, maker) in loads.items():
             result = asyncio.run(
-                run_load(port, makers[name], connections=connections, duration_s=duration_s)
+                run_load(port, maker, connections=connections, duration_s=duration_s)
             )
             if result.errors:
                 raise RuntimeError(f"{name} answered errors: {result.statuses}")

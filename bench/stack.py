@@ -10,6 +10,7 @@ import base64
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,14 @@ import httpx
 import redis
 
 from service import keys
-from service.jobs import shard_for, v2_job
+from service.jobs import Job, shard_for, v2_job
+from service.lanes import Lane
 from tests.support.processes import Proc, RedisServer, cioq_proc, free_port, wait_http
 
 SITE_ID = "bench-site"
 API_KEY = "bench-api-key"
 INGEST_KEY = "bench-ingest-key"
+CDP_KEY = "bench-cdp-key"
 AUTH_HEADER = "Basic " + base64.b64encode(f"{SITE_ID}:{INGEST_KEY}".encode()).decode()
 
 
@@ -66,6 +69,7 @@ class BenchStack:
             "CIOQ_SITE_ID": SITE_ID,
             "CIOQ_API_KEY": API_KEY,
             "CIOQ_INGEST_KEYS": INGEST_KEY,
+            "CIOQ_CDP_API_KEY": CDP_KEY,
             "CIOQ_SHARDS": "32",
             "CIOQ_BACKLOG_MAX_ENTRIES": "100000000",
             "CIOQ_BACKLOG_MAX_AGE_S": "86400",
@@ -86,7 +90,8 @@ class BenchStack:
     ) -> str:
         port = free_port()
         argv = [sys.executable, "-m", "bench.sandbox", "--port", str(port)]
-        argv += ["--site-id", SITE_ID, "--api-key", API_KEY, "--record", record]
+        argv += ["--site-id", SITE_ID, "--api-key", API_KEY, "--write-key", CDP_KEY]
+        argv += ["--record", record]
         if tls:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.start(f"sandbox-{port}", argv)
@@ -97,6 +102,7 @@ class BenchStack:
             httpx.post(f"{url}/_sandbox/faults", json={"latency_ms": latency_ms}, verify=False)
         if not tls:
             self.env["CIOQ_TRACK_URL"] = url
+            self.env["CIOQ_CDP_URL"] = url
             self.sandbox_port = port
         return url
 
@@ -126,12 +132,24 @@ class BenchStack:
         self.procs.append(proc)
         return proc
 
-    def fill(self, ops: list[dict[str, Any]], *, copies: int = 1, shards: int = 32) -> int:
-        """Put `ops` (repeated `copies` times) straight into the shards' streams."""
+    def fill(
+        self,
+        ops: list[dict[str, Any]],
+        *,
+        copies: int = 1,
+        shards: int = 32,
+        make_job: Callable[[dict[str, Any]], Job] = v2_job,
+    ) -> int:
+        """Put `ops` (repeated `copies` times) straight into their lane's shard streams."""
         client = self.client()
-        jobs = [v2_job(op) for op in ops]
+        jobs = [make_job(op) for op in ops]
         placed = [
-            (keys.shard_keys("default", shard_for("default", job.route, shards)).stream, job)
+            (
+                keys.shard_keys(
+                    "default", shard_for("default", job.route, shards), job.lane
+                ).stream,
+                job,
+            )
             for job in jobs
         ]
         total = 0
@@ -146,11 +164,11 @@ class BenchStack:
         client.close()
         return total
 
-    def backlog(self, shards: int = 32) -> int:
+    def backlog(self, shards: int = 32, lane: Lane = Lane.TRACK) -> int:
         client = self.client()
         pipe = client.pipeline(transaction=False)
         for shard in range(shards):
-            pipe.xlen(keys.shard_keys("default", shard).stream)
+            pipe.xlen(keys.shard_keys("default", shard, lane).stream)
         total = sum(pipe.execute())
         client.close()
         return int(total)

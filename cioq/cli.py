@@ -150,23 +150,36 @@ def sandbox(
     port: Annotated[int, typer.Option(envvar="CIOQ_SANDBOX_PORT")] = 8001,
     site_id: Annotated[list[str] | None, typer.Option(help="Accepted site id (repeatable)")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Its API key (repeatable)")] = None,
+    write_key: Annotated[
+        list[str] | None, typer.Option(help="Accepted Pipelines write key (repeatable)")
+    ] = None,
     record: str = "full",
 ) -> None:
     """Serve a sandbox Customer.io that validates and records what it receives.
 
-    Without --site-id/--api-key it accepts the credentials of every configured workspace.
+    Without --site-id/--api-key (--write-key) it accepts the Track credentials (Pipelines
+    write keys) of every configured workspace.
     """
     from sandbox import SandboxConfig, serve
 
+    settings = None if (site_id or api_key) and write_key else _settings()
     if site_id or api_key:
         if len(site_id or []) != len(api_key or []):
             raise typer.BadParameter("give one --api-key per --site-id")
         credentials = dict(zip(site_id or [], api_key or [], strict=True))
     else:
-        settings = _settings()
+        assert settings is not None
         credentials = {ws.site_id: ws.api_key.get_secret_value() for ws in settings.workspaces}
+    if write_key:
+        write_keys = frozenset(write_key)
+    else:
+        assert settings is not None
+        write_keys = frozenset(
+            ws.cdp_api_key.get_secret_value() for ws in settings.workspaces if ws.cdp_api_key
+        )
     _logging("info")
-    serve(SandboxConfig(credentials=credentials, record=record), host=host, port=port)  # type: ignore[arg-type]
+    config = SandboxConfig(credentials=credentials, cdp_write_keys=write_keys, record=record)  # type: ignore[arg-type]
+    serve(config, host=host, port=port)
 
 
 from cioq import dlq_cli, status_cli  # noqa: E402  (need _settings, defined above)

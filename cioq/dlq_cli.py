@@ -18,6 +18,7 @@ from rich.table import Table
 
 from service.config import Settings
 from service.errors import CioqError, InvalidJob
+from service.jobs import lane_of
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
 from service.store.queue import Queue
@@ -136,13 +137,15 @@ def list_(
             typer.echo(orjson.dumps(stored.as_dict()).decode())
         return
     table = Table(title=f"dead letters of {workspace!r}")
-    for column in ("id", "dead at (UTC)", "person", "op", "reason", "class", "status", "message"):
+    columns = ("id", "dead at (UTC)", "lane", "person", "op", "reason", "class", "status")
+    for column in (*columns, "message"):
         table.add_column(column, overflow="fold")
     for stored in page.letters:
         letter = stored.letter
         table.add_row(
             stored.id,
             _when(letter.dead_ms),
+            str(lane_of(letter.kind)),
             stored.person,
             stored.op_type,
             letter.reason,

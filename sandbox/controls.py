@@ -82,6 +82,8 @@ class Controls:
     async def credentials(self, request: Request) -> Any:
         """Set a site's API key, or remove the site when `api_key` is null."""
         doc = await _json_body(request)
+        if type(doc) is dict and "write_key" in doc:
+            return self._write_key(doc)
         site_id = doc.get("site_id") if type(doc) is dict else None
         if type(site_id) is not str or not site_id or "api_key" not in doc:
             raise ValueError('expected {"site_id": "...", "api_key": "..." | null}')
@@ -93,6 +95,17 @@ class Controls:
         else:
             raise ValueError("api_key must be a string or null")
         return {"site_ids": sorted(self.state.credentials)}
+
+    def _write_key(self, doc: dict[str, Any]) -> Any:
+        """``{"write_key": K, "active": bool}``: accept or refuse a Pipelines write key."""
+        key, active = doc.get("write_key"), doc.get("active", True)
+        if type(key) is not str or not key or type(active) is not bool:
+            raise ValueError('expected {"write_key": "...", "active": true | false}')
+        if active:
+            self.state.write_keys.add(key)
+        else:
+            self.state.write_keys.discard(key)
+        return {"write_keys": len(self.state.write_keys)}
 
     async def set_faults(self, request: Request) -> Any:
         """Replace the fault settings; `{}` clears them."""

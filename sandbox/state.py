@@ -34,6 +34,10 @@ class SandboxConfig:
     credentials: dict[str, str] = field(default_factory=lambda: {"dev-site": "dev-api-key"})
     max_body_bytes: int = 500_000
     max_op_bytes: int = 32_768
+    #: Pipelines write keys (Basic ``KEY:``); limits read "KB" as 1000 bytes, the strictest.
+    cdp_write_keys: frozenset[str] = frozenset({"dev-cdp-key"})
+    cdp_max_body_bytes: int = 500_000
+    cdp_max_call_bytes: int = 32_000
     #: "count" keeps counters and the request log but not the ops, for benchmarks.
     record: Literal["full", "count"] = "full"
     #: Ops (and request-log entries) beyond this are counted as dropped, not kept.
@@ -234,6 +238,7 @@ class Recorder:
         self.ops_accepted = 0
         self.ops_rejected = 0
         self.v1_accepted = 0
+        self.cdp_accepted = 0
         self.max_body_bytes = 0
         self.records_dropped = 0
         self.requests_dropped = 0
@@ -255,7 +260,7 @@ class Recorder:
 
     def record_ops(
         self,
-        kind: Literal["v2", "v1"],
+        kind: Literal["v2", "v1", "cdp"],
         seq: int,
         site_id: str | None,
         ops: list[tuple[int, Any]],
@@ -264,6 +269,8 @@ class Recorder:
         """Keep accepted (index, op) pairs of request `seq` in arrival order."""
         if kind == "v2":
             self.ops_accepted += len(ops)
+        elif kind == "cdp":
+            self.cdp_accepted += len(ops)
         else:
             self.v1_accepted += len(ops)
         if not self.keep_ops:
@@ -305,6 +312,7 @@ class Recorder:
             "ops_rejected": self.ops_rejected,
             "max_body_bytes": self.max_body_bytes,
             "v1_accepted": self.v1_accepted,
+            "cdp_accepted": self.cdp_accepted,
             "records_dropped": self.records_dropped,
             "requests_dropped": self.requests_dropped,
         }
@@ -318,6 +326,13 @@ class SandboxState:
         self.faults = Faults()
         self.recorder = Recorder(config.record, config.max_recorded_ops)
         self.credentials = dict(config.credentials)
+        self.write_keys = set(config.cdp_write_keys)
+
+    def authenticate_write_key(self, key: str | None) -> bool:
+        """Whether `key` is a configured Pipelines write key."""
+        return key is not None and any(
+            secrets.compare_digest(known.encode(), key.encode()) for known in self.write_keys
+        )
 
     def authenticate(self, site_id: str | None, api_key: str | None) -> bool:
         """Whether (site_id, api_key) is a configured pair."""
@@ -331,3 +346,4 @@ class SandboxState:
         self.recorder.clear()
         self.faults.set(FaultConfig())
         self.credentials = dict(self.config.credentials)
+        self.write_keys = set(self.config.cdp_write_keys)

@@ -25,15 +25,21 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
+from service.lanes import Lane
 
 REGION_TRACK_URLS: dict[str, str] = {
     "us": "https://track.customer.io",
     "eu": "https://track-eu.customer.io",
 }
+REGION_CDP_URLS: dict[str, str] = {
+    "us": "https://cdp.customer.io",
+    "eu": "https://cdp-eu.customer.io",
+}
 
 #: Values that only make sense on a developer's machine; production refuses them.
 DEV_SITE_ID = "dev-site"
 DEV_API_KEY = "dev-api-key"
+DEV_CDP_API_KEY = "dev-cdp-key"
 DEV_INGEST_KEY = "dev-ingest-key"
 DEV_ADMIN_KEY = "dev-admin-key"
 #: Marks a value in the shipped example Secrets (deploy/k8s/overlays/*/secrets.env.example)
@@ -56,6 +62,9 @@ class Workspace(BaseModel):
     ingest_keys: tuple[SecretStr, ...] = ()
     #: Customer.io's id of the workspace, echoed by ``GET /api/v1/accounts/region``.
     environment_id: int | None = None
+    #: Pipelines (CDP) write key; without one the workspace refuses Pipelines calls.
+    cdp_api_key: SecretStr | None = None
+    cdp_url: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -64,19 +73,34 @@ class Workspace(BaseModel):
             raise ValueError("workspace name must match [a-z0-9][a-z0-9_-]{0,39}")
         return value
 
-    @field_validator("track_url")
+    @field_validator("track_url", "cdp_url")
     @classmethod
-    def _check_track_url(cls, value: str | None) -> str | None:
+    def _check_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
         if not value.startswith(("http://", "https://")):
-            raise ValueError("track_url must start with http:// or https://")
+            raise ValueError("track_url and cdp_url must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("cdp_api_key")
+    @classmethod
+    def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
 
     @property
     def base_url(self) -> str:
         """Where this workspace's Track API calls go: the override, else the region's host."""
         return self.track_url or REGION_TRACK_URLS[self.region]
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        """The lanes this workspace delivers: Track always, Pipelines with a write key."""
+        return (Lane.TRACK, Lane.PIPELINES) if self.cdp_api_key is not None else (Lane.TRACK,)
+
+    @property
+    def cdp_base_url(self) -> str:
+        """Where this workspace's Pipelines calls go: the override, else the region's host."""
+        return self.cdp_url or REGION_CDP_URLS[self.region]
 
 
 def _split_csv(value: object) -> object:
@@ -117,6 +141,8 @@ class Settings(BaseSettings):
     region: Literal["us", "eu"] = "us"
     track_url: str | None = None
     environment_id: int | None = None
+    cdp_api_key: SecretStr | None = None
+    cdp_url: str | None = None
     ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
     workspaces_json: str | None = Field(
         default=None,
@@ -147,6 +173,11 @@ class Settings(BaseSettings):
     max_ops_per_read: int = Field(default=4000, ge=1)
     # Merge back-to-back identifies of one person inside a batch (service/lanes/track/coalesce.py).
     coalesce: bool = False
+    # Pipelines limits: "500 KB" per batch and "32 KB" per call, read as 1000-byte KB (README).
+    cdp_max_batch_bytes: int = Field(default=500_000, ge=1024)
+    cdp_max_call_bytes: int = Field(default=32_000, ge=256)
+    # Stamp a call's accept time where the producer sent none (README "Time of a call").
+    stamp_timestamps: bool = True
     upstream_timeout_s: float = Field(default=20.0, gt=0)
     lease_ms: int = Field(default=60_000, ge=1000)
     drain_budget_s: float = Field(default=15.0, gt=0)
@@ -195,6 +226,8 @@ class Settings(BaseSettings):
     def _check_shard_and_size(self) -> Settings:
         if self.max_op_bytes + 12 > self.max_batch_bytes:
             raise ValueError("max_batch_bytes must hold at least one op of max_op_bytes")
+        if self.cdp_max_call_bytes + 12 > self.cdp_max_batch_bytes:
+            raise ValueError("cdp_max_batch_bytes must hold one call of cdp_max_call_bytes")
         if self.upstream_timeout_s >= self.shutdown_grace_s:
             # A stopping worker finishes the request in flight; it must fit the grace period.
             raise ValueError(
@@ -229,6 +262,8 @@ class Settings(BaseSettings):
             track_url=self.track_url,
             ingest_keys=self.ingest_keys,
             environment_id=self.environment_id,
+            cdp_api_key=self.cdp_api_key,
+            cdp_url=self.cdp_url,
         )
         extra = _load_workspaces(self.workspaces_json)
         found = (default, *extra) if not any(w.name == "default" for w in extra) else extra
@@ -299,6 +334,8 @@ def check_keys(settings: Settings) -> None:
             problems.append(f"workspace {ws.name!r}: ingest keys are empty or the development key")
         if ws.api_key.get_secret_value() in ("", DEV_API_KEY):
             problems.append(f"workspace {ws.name!r}: API key is empty or the development key")
+        if ws.cdp_api_key is not None and ws.cdp_api_key.get_secret_value() == DEV_CDP_API_KEY:
+            problems.append(f"workspace {ws.name!r}: Pipelines key is the development key")
         if ws.site_id in ("", DEV_SITE_ID):
             problems.append(f"workspace {ws.name!r}: site id is empty or the development one")
     problems.extend(

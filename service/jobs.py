@@ -15,12 +15,17 @@ from typing import Any, Literal
 import orjson
 from ulid import ULID
 
+from service.lanes import Lane
+
 #: Stream entry field holding a v2 operation's JSON bytes.
 FIELD_OP = b"o"
 #: Stream entry field holding a v1 request envelope ``{"method","path","query","body"}``.
 FIELD_V1 = b"v1"
+#: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
+FIELD_CDP = b"c"
 
-JobKind = Literal["v2", "v1"]
+JobKind = Literal["v2", "v1", "cdp"]
+_FIELDS: dict[str, bytes] = {"v2": FIELD_OP, "v1": FIELD_V1, "cdp": FIELD_CDP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +39,16 @@ class Job:
 
     @property
     def field(self) -> bytes:
-        return FIELD_OP if self.kind == "v2" else FIELD_V1
+        return _FIELDS[self.kind]
+
+    @property
+    def lane(self) -> Lane:
+        return lane_of(self.kind)
+
+
+def lane_of(kind: str) -> Lane:
+    """The lane whose streams hold jobs of `kind`."""
+    return Lane.PIPELINES if kind == "cdp" else Lane.TRACK
 
 
 def new_event_id() -> str:
@@ -96,9 +110,36 @@ def v1_job(method: str, path: str, body: Any, *, route: str, op_type: str, query
     return Job(kind="v1", route=route, payload=dumps(envelope), op_type=op_type)
 
 
+def cdp_job(call: dict[str, Any], *, route: str) -> Job:
+    """Wrap a validated, stamped Pipelines call as a job."""
+    return Job(kind="cdp", route=route, payload=dumps(call), op_type=str(call.get("type")))
+
+
+def cdp_route(call: dict[str, Any]) -> str:
+    """The routing key of a Pipelines call: its person (userId, else anonymousId, else an
+    identify's email), else the delivery a delivery event reports on.
+
+    The names match Track's (``person:id:<id>``), so one person maps to the same shard
+    number in both lanes.
+    """
+    for name, label in (("userId", "id"), ("anonymousId", "anonymous_id")):
+        value = call.get(name)
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+            return f"person:{label}:{value}"
+    traits = call.get("traits")
+    if call.get("type") == "identify" and isinstance(traits, dict) and traits.get("email"):
+        return f"person:email:{traits['email']}"
+    props = call.get("properties")
+    if isinstance(props, dict) and props.get("deliveryId"):
+        return f"delivery:{props['deliveryId']}"
+    return "unrouted"
+
+
 def restore_job(kind: str, payload: bytes) -> Job:
     """The job a stored payload came from, e.g. to replay a dead letter unchanged."""
     data = orjson.loads(payload)
+    if kind == "cdp":
+        return cdp_job(data, route=cdp_route(data))
     if kind == "v1":
         return Job("v1", str(data.get("route", "unrouted")), payload, str(data.get("op_type", "")))
     return Job("v2", route_of(data), payload, str(data.get("action")))

@@ -1,16 +1,22 @@
 """Every Redis key cioq uses is built here, and nowhere else.
 
-Per-shard keys share one hash tag, ``{<workspace>:<shard>}``: the drain's scripts
-(acquire, renew, release, resolve, attempt, inflight) each touch one shard's keys, so
-they stay within one Redis Cluster slot. The ingest and replay scripts
-(``lua/enqueue.lua``, ``lua/replay.lua``) and the idempotent transaction still write
-several shards (and the dead-letter stream) in one call, so today cioq runs on a single
-Redis, not a cluster.
+Per-shard keys share one hash tag, ``{<workspace>:<shard>}`` for the Track lane and
+``{<workspace>:<lane>:<shard>}`` for every other lane: the drain's scripts (acquire,
+renew, release, resolve, attempt, inflight) each touch one shard's keys, so they stay
+within one Redis Cluster slot. The ingest and replay scripts (``lua/enqueue.lua``,
+``lua/replay.lua``) and the idempotent transaction still write several shards (and the
+dead-letter stream) in one call, so today cioq runs on a single Redis, not a cluster.
+
+Each lane has its own streams (its own shard key space): a lane paused by Customer.io
+(a Pipelines 401) must not hold back the jobs of another lane that share a shard number.
+Track keeps its original keys, so a queue written before lanes existed drains unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from service.lanes import Lane
 
 PREFIX = "cioq"
 
@@ -21,10 +27,13 @@ class ShardKeys:
 
     workspace: str
     shard: int
+    lane: Lane = Lane.TRACK
 
     @property
     def tag(self) -> str:
-        return f"{{{self.workspace}:{self.shard}}}"
+        if self.lane is Lane.TRACK:
+            return f"{{{self.workspace}:{self.shard}}}"
+        return f"{{{self.workspace}:{self.lane}:{self.shard}}}"
 
     @property
     def stream(self) -> str:
@@ -57,13 +66,15 @@ class ShardKeys:
         return f"{PREFIX}:inflight:{self.tag}"
 
 
-def shard_keys(workspace: str, shard: int) -> ShardKeys:
-    return ShardKeys(workspace, shard)
+def shard_keys(workspace: str, shard: int, lane: Lane = Lane.TRACK) -> ShardKeys:
+    return ShardKeys(workspace, shard, lane)
 
 
-def pause(workspace: str) -> str:
-    """Set while a workspace must not be sent to (429 or bad credentials), with a TTL."""
-    return f"{PREFIX}:pause:{{{workspace}}}"
+def pause(workspace: str, lane: Lane = Lane.TRACK) -> str:
+    """Set while a workspace's lane must not be sent to (429 or bad credentials), with a TTL."""
+    if lane is Lane.TRACK:
+        return f"{PREFIX}:pause:{{{workspace}}}"
+    return f"{PREFIX}:pause:{{{workspace}}}:{lane}"
 
 
 def dead_letters(workspace: str) -> str:

@@ -1,6 +1,6 @@
 """Drain triggers: the Celery messages that wake a worker for one shard.
 
-A trigger carries no job, only ``(workspace, shard)``; losing or duplicating one can
+A trigger carries no job, only ``(workspace, shard, lane)``; losing or duplicating one can
 cost latency but never a job, because jobs live in the shard's stream until resolved.
 The producer side is here (ingest and the sweeper send triggers); `workers` registers
 the task under `DRAIN_TASK`.
@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+
+from service.lanes import Lane
 
 DRAIN_TASK = "cioq.drain"
 DRAIN_QUEUE = "cioq.drain"
@@ -52,11 +54,13 @@ class Triggers:
             app.conf.update(celery_config(broker_url))
         self.app = app
 
-    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
-        """Ask a worker to drain `shard` of `workspace`, now or after `countdown_s`."""
+    def send(
+        self, workspace: str, shard: int, *, lane: Lane = Lane.TRACK, countdown_s: float = 0.0
+    ) -> None:
+        """Ask a worker to drain `shard` of `workspace`'s `lane`, now or after `countdown_s`."""
         self.app.send_task(
             DRAIN_TASK,
-            args=(workspace, shard),
+            args=(workspace, shard, str(lane)),
             countdown=countdown_s if countdown_s > 0 else None,
             queue=DRAIN_QUEUE,
             ignore_result=True,

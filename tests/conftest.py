@@ -15,7 +15,7 @@ from sandbox import SandboxConfig, create_sandbox_app
 from service.config import Settings
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
-from tests.support.stack import Stack
+from tests.support.stack import ADMIN_KEY, Stack
 from tests.support.triggers import RecordingTriggers
 
 REDIS_HOST = os.environ.get("CIOQ_TEST_REDIS_HOST", "127.0.0.1")
@@ -57,6 +57,19 @@ def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Calla
         if failed:
             print(stack.logs())
         stack.close()
+
+
+@pytest.fixture
+def stack_with(make_stack: Callable[..., Stack]) -> Callable[..., Stack]:
+    """A stack with the api and sweeper running; tests start workers themselves."""
+
+    def build(**settings: Any) -> Stack:
+        stack = make_stack(admin_keys=ADMIN_KEY, **settings)
+        stack.start_api()
+        stack.start_sweeper()
+        return stack
+
+    return build
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.delivery.client import TrackClient
 from service.errors import Overloaded
+from service.lanes.registry import clients as lane_clients
 from service.store.backpressure import Backpressure, Reading
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
@@ -126,7 +126,7 @@ def api_and_drain(
         backlog_max_entries=30,
         backlog_refresh_ms=0,
     )
-    clients = {ws.name: TrackClient(ws, timeout_s=10) for ws in settings.workspaces}
+    clients = lane_clients(settings)
     drainer = Drainer(
         settings, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None
     )

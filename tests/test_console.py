@@ -218,7 +218,7 @@ def test_pause_and_resume_are_audited_with_the_key_name(
         bad = client.post(
             "/console/lanes", data={**form, "action": "pause", "lane": "nope", "reason": "r"}
         )
-        assert bad.status_code == 400 and "lanes are track" in bad.text
+        assert bad.status_code == 400 and "lanes are track, pipelines" in bad.text
 
 
 def test_bare_admin_keys_are_named_by_fingerprint(make_settings: Callable[..., Settings]) -> None:

@@ -13,10 +13,10 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.delivery.client import TrackClient
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
 from service.jobs import shard_for, v2_job
+from service.lanes.registry import clients as lane_clients
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.sandbox import KEY, SITE
@@ -54,10 +54,7 @@ def build_drainer(
     settings: Settings, client: redis.Redis, clock: Callable[[], float] = time.time
 ) -> Drainer:
     """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
-    clients = {
-        ws.name: TrackClient(ws, timeout_s=settings.upstream_timeout_s)
-        for ws in settings.workspaces
-    }
+    clients = lane_clients(settings)
     return Drainer(
         settings,
         ShardStore(client),

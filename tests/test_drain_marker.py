@@ -10,7 +10,7 @@ import redis
 from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
 from service.config import Settings
-from service.delivery.client import TrackClient
+from service.lanes.registry import clients as lane_clients
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE, Triggers
@@ -26,7 +26,7 @@ def sandbox_url() -> Iterator[str]:
 
 
 def drainer(settings: Settings, client: redis.Redis, triggers: Triggers | None) -> Drainer:
-    clients = {ws.name: TrackClient(ws, timeout_s=5) for ws in settings.workspaces}
+    clients = lane_clients(settings)
     return Drainer(settings, ShardStore(client), DeadLetterStore(client), clients, triggers)
 
 

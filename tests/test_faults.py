@@ -19,25 +19,11 @@ import pytest
 from service import keys
 from tests.support.load import produce, received_by_person, seq_of
 from tests.support.processes import wait_until
-from tests.support.stack import API_KEY, INGEST_KEY, SITE_ID, Stack
+from tests.support.stack import ADMIN_KEY, API_KEY, INGEST_KEY, SITE_ID, Stack
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_KEY = "faults-admin-key"
 DLQ = keys.dead_letters("default")
-
-
-@pytest.fixture
-def stack_with(make_stack: Callable[..., Stack]) -> Callable[..., Stack]:
-    """A stack with the api and sweeper running; tests start workers themselves."""
-
-    def build(**settings: Any) -> Stack:
-        stack = make_stack(admin_keys=ADMIN_KEY, **settings)
-        stack.start_api()
-        stack.start_sweeper()
-        return stack
-
-    return build
 
 
 def _faults(stack: Stack, **config: Any) -> None:

@@ -14,6 +14,7 @@ from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.jobs import Job, shard_for, v2_job
+from service.lanes import Lane
 from service.store.group_commit import GroupCommit, Stored
 from service.store.queue import Queue
 from tests.support.processes import RedisServer, free_port
@@ -100,7 +101,7 @@ def test_a_shard_touched_by_several_requests_is_triggered_once(url: str) -> None
     requests = [[job(1, seq)] for seq in range(10)]
     results = asyncio.run(_run_concurrently(url, requests))
     fresh = [shard for _, shards in results for shard in shards]
-    assert fresh == [shard_for("default", requests[0][0].route, SHARDS)]
+    assert fresh == [(Lane.TRACK, shard_for("default", requests[0][0].route, SHARDS))]
 
 
 def test_groups_stay_within_the_job_cap(url: str) -> None:

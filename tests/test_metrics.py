@@ -16,9 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
+from service.lanes import Lane
 from service.metrics import definitions as metrics
 from service.metrics.export import process_registry
 from service.metrics.queue_state import (
+    LaneState,
     QueueStateCollector,
     WorkspaceState,
     drain_rate_per_s,
@@ -57,16 +59,19 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
     ws = (("workspace", "default"),)
     assert got[("cioq_queue_state_up", ())] == 1
     assert got[("cioq_backlog_entries", ws)] == 3
-    assert got[("cioq_shard_backlog_entries", (("shard", "1"), ("workspace", "default")))] == 2
-    assert got[("cioq_shard_backlog_entries", (("shard", "0"), ("workspace", "default")))] == 0
+    track = (("lane", "track"),)
+    shard_1 = (*track, ("shard", "1"), *ws)
+    assert got[("cioq_shard_backlog_entries", shard_1)] == 2
+    assert got[("cioq_shard_backlog_entries", (*track, ("shard", "0"), *ws))] == 0
+    assert got[("cioq_lane_backlog_entries", (*track, *ws))] == 3
     assert 39 <= got[("cioq_backlog_oldest_age_seconds", ws)] <= 41
     # Nothing drained yet: backlog_seconds falls back to the oldest entry's age.
     assert got[("cioq_backlog_seconds", ws)] == got[("cioq_backlog_oldest_age_seconds", ws)]
     assert got[("cioq_dead_letter_entries", ws)] == 1
-    assert got[("cioq_workspace_paused", (("cause", "setup"), *ws))] == 1
-    assert got[("cioq_workspace_paused", (("cause", "throttle"), *ws))] == 0
-    assert got[("cioq_workspace_paused", (("cause", "other"), *ws))] == 0
-    assert 59 <= got[("cioq_workspace_pause_remaining_seconds", ws)] <= 60
+    assert got[("cioq_workspace_paused", (("cause", "setup"), *track, *ws))] == 1
+    assert got[("cioq_workspace_paused", (("cause", "throttle"), *track, *ws))] == 0
+    assert got[("cioq_workspace_paused", (("cause", "other"), *track, *ws))] == 0
+    assert 59 <= got[("cioq_workspace_pause_remaining_seconds", (*track, *ws))] <= 60
 
     record_drained(redis_client, "default", 15, settings, now_s=now_s - 1)
     record_drained(redis_client, "default", 5, settings, now_s=now_s - 2)
@@ -114,7 +119,8 @@ def test_drain_rate_counts_only_the_window(
 def test_backlog_seconds(
     backlog: tuple[int, ...], rate: float, oldest_s: float, expected: float
 ) -> None:
-    state = WorkspaceState("w", backlog, oldest_s, 0, "", 0.0, rate)
+    lanes = (LaneState(Lane.TRACK, backlog, "", 0.0),)
+    state = WorkspaceState("w", lanes, oldest_s, 0, rate)
     assert state.backlog_seconds == expected
 
 
@@ -136,7 +142,10 @@ def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings])
     app = create_app(make_settings(), triggers=RecordingTriggers())
     with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=AUTH, timeout=10) as api:
         before = samples(api.get("/metrics").text)
-        key = ("cioq_jobs_accepted_total", (("op_type", "event"), ("workspace", "default")))
+        key = (
+            "cioq_jobs_accepted_total",
+            (("lane", "track"), ("op_type", "event"), ("workspace", "default")),
+        )
         assert api.post("/api/v1/customers/7/events", json={"name": "x"}).status_code == 200
         assert api.get("/nope").status_code == 404
         response = httpx.get(f"{url}/metrics")
@@ -175,3 +184,20 @@ def test_api_metrics_answer_while_redis_is_down(make_settings: Callable[..., Set
         assert httpx.get(f"{url}/healthz").status_code == 200
     assert response.status_code == 200
     assert samples(response.text)[("cioq_queue_state_up", ())] == 0
+
+
+def test_queue_state_has_a_series_per_lane(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """Pipelines streams count in the workspace's backlog; pauses show their lane."""
+    settings = make_settings(cdp_api_key="k")
+    redis_client.xadd(keys.shard_keys("default", 2, Lane.PIPELINES).stream, {"c": b"{}"})
+    redis_client.xadd(keys.shard_keys("default", 1).stream, {"o": b"{}"})
+    redis_client.set(keys.pause("default", Lane.PIPELINES), "setup:401", px=60_000)
+    collector = QueueStateCollector(settings, metrics_redis(settings))
+    got = samples(generate_latest(process_registry(collector)).decode())
+    ws = (("workspace", "default"),)
+    assert got[("cioq_backlog_entries", ws)] == 2
+    for lane, paused in (("track", 0), ("pipelines", 1)):
+        assert got[("cioq_lane_backlog_entries", (("lane", lane), *ws))] == 1
+        assert got[("cioq_workspace_paused", (("cause", "setup"), ("lane", lane), *ws))] == paused

@@ -13,13 +13,14 @@ from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
-from service.delivery.client import TrackClient
 from service.jobs import v2_job
+from service.lanes.registry import clients as lane_clients
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from workers.drain import Drainer
 
 WS = {"workspace": "default"}
+WSL = {**WS, "lane": "track"}  # metrics that carry a lane
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def drainer(
     make_settings: Callable[..., Settings], sandbox_url: str, redis_client: redis.Redis
 ) -> Drainer:
     settings = make_settings(shards=1, track_url=sandbox_url, retry_base_ms=1000)
-    clients = {ws.name: TrackClient(ws, timeout_s=5) for ws in settings.workspaces}
+    clients = lane_clients(settings)
     return Drainer(
         settings,
         ShardStore(redis_client),
@@ -62,22 +63,22 @@ def test_a_delivered_batch_is_counted_once_with_its_size_and_latency(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:
     before = {
-        "ops": value("cioq_delivered_ops_total", **WS),
-        "ok": value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WS),
-        "batches": value("cioq_batch_ops_count", **WS),
-        "batch_ops": value("cioq_batch_ops_sum", **WS),
-        "bytes": value("cioq_batch_bytes_sum", **WS),
+        "ops": value("cioq_delivered_ops_total", **WSL),
+        "ok": value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WSL),
+        "batches": value("cioq_batch_ops_count", **WSL),
+        "batch_ops": value("cioq_batch_ops_sum", **WSL),
+        "bytes": value("cioq_batch_bytes_sum", **WSL),
         "latency": value("cioq_delivery_latency_seconds_count", **WS),
     }
     enqueue(redis_client, [event(n) for n in range(5)])
     assert drainer.drain("default", 0).stopped == "empty"
     body_bytes = sandbox.get("/_sandbox/requests").json()["records"][0]["body_bytes"]
-    assert value("cioq_delivered_ops_total", **WS) - before["ops"] == 5
-    ok = value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WS)
+    assert value("cioq_delivered_ops_total", **WSL) - before["ops"] == 5
+    ok = value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WSL)
     assert ok - before["ok"] == 1
-    assert value("cioq_batch_ops_count", **WS) - before["batches"] == 1
-    assert value("cioq_batch_ops_sum", **WS) - before["batch_ops"] == 5
-    assert value("cioq_batch_bytes_sum", **WS) - before["bytes"] == body_bytes
+    assert value("cioq_batch_ops_count", **WSL) - before["batches"] == 1
+    assert value("cioq_batch_ops_sum", **WSL) - before["batch_ops"] == 5
+    assert value("cioq_batch_bytes_sum", **WSL) - before["bytes"] == body_bytes
     assert value("cioq_delivery_latency_seconds_count", **WS) - before["latency"] == 5
     counts = redis_client.hgetall(keys.drain_rate("default"))
     assert sum(int(c) for c in counts.values()) == 5
@@ -87,12 +88,12 @@ def test_a_transient_failure_schedules_a_counted_retry(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:
     retries = value("cioq_retries_scheduled_total", status_class="5xx", **WS)
-    failed = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WS)
+    failed = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WSL)
     sandbox.post("/_sandbox/faults", json={"status_sequence": [503]}).raise_for_status()
     enqueue(redis_client, [event(1)])
     assert drainer.drain("default", 0).stopped == "backoff"
     assert value("cioq_retries_scheduled_total", status_class="5xx", **WS) - retries == 1
-    after = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WS)
+    after = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WSL)
     assert after - failed == 1
 
 
@@ -101,20 +102,20 @@ def test_a_rejected_batch_counts_bisection_and_its_dead_letter(
 ) -> None:
     bisect = value("cioq_bisect_requests_total", **WS)
     dead = value("cioq_dead_letters_total", reason="invalid", **WS)
-    delivered = value("cioq_delivered_ops_total", **WS)
+    delivered = value("cioq_delivered_ops_total", **WSL)
     enqueue(redis_client, [event(n, sandbox_poison="400" if n == 2 else "no") for n in range(4)])
     report = drainer.drain("default", 0)
     assert report.stopped == "empty"
     assert value("cioq_bisect_requests_total", **WS) - bisect == report.bisect_requests >= 2
     assert value("cioq_dead_letters_total", reason="invalid", **WS) - dead == 1
-    assert value("cioq_delivered_ops_total", **WS) - delivered == 3
+    assert value("cioq_delivered_ops_total", **WSL) - delivered == 3
 
 
 def test_refused_credentials_count_a_setup_pause(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:
-    pauses = value("cioq_pauses_total", cause="setup", **WS)
+    pauses = value("cioq_pauses_total", cause="setup", **WSL)
     sandbox.post("/_sandbox/faults", json={"status_sequence": [401]}).raise_for_status()
     enqueue(redis_client, [event(1)])
     assert drainer.drain("default", 0).stopped == "setup"
-    assert value("cioq_pauses_total", cause="setup", **WS) - pauses == 1
+    assert value("cioq_pauses_total", cause="setup", **WSL) - pauses == 1

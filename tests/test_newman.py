@@ -1,8 +1,9 @@
-"""The seed Postman collection's Track API requests, run by newman against cioq.
+"""The seed Postman collection's Track and Pipelines requests, run by newman against cioq.
 
 The collection (tests/data/, Customer.io's own, unchanged) is pointed at cioq only
-through its variables: trackUrl, siteId and apiKey. Every request must get a 2xx, and
-every operation must then arrive at the sandbox Customer.io.
+through its variables: trackUrl, siteId and apiKey (Track); cdpUrl and writeKey
+(Pipelines, which the seed sends as Bearer; cioq takes Bearer and Basic ``key:``).
+Every request must get a 2xx, and every operation must then arrive at the sandbox.
 
 newman comes from the npm registry into .data/node on first use. Without npm the test is
 skipped on a developer's machine, and fails in CI (CI set).
@@ -21,7 +22,7 @@ import orjson
 import pytest
 
 from tests.support.processes import wait_until
-from tests.support.stack import INGEST_KEY, SITE_ID, Stack
+from tests.support.stack import CDP_KEY, INGEST_KEY, SITE_ID, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -81,22 +82,18 @@ def _track_requests() -> int:
     return sum(len(f["item"]) for f in folders)
 
 
-def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
-    """All Track API requests of the collection: 2xx from cioq, then delivered upstream."""
+def run_folders(
+    newman: Path, folders: tuple[str, ...], variables: dict[str, str], tmp_path: Path
+) -> list[tuple[str, int]]:
+    """Run the collection's `folders` with `variables`; (request name, status) of each."""
     report = tmp_path / "newman.json"
-    folders = [arg for name in TRACK_FOLDERS for arg in ("--folder", name)]
     run = subprocess.run(
         [
             str(newman),
             "run",
             str(COLLECTION),
-            *folders,
-            "--env-var",
-            f"trackUrl={stack.api_url}",
-            "--env-var",
-            f"siteId={SITE_ID}",
-            "--env-var",
-            f"apiKey={INGEST_KEY}",
+            *(arg for name in folders for arg in ("--folder", name)),
+            *(arg for name, value in variables.items() for arg in ("--env-var", f"{name}={value}")),
             "--reporters",
             "cli,json",
             "--reporter-json-export",
@@ -110,7 +107,13 @@ def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     executions = orjson.loads(report.read_bytes())["run"]["executions"]
-    answered = [(e["item"]["name"], e["response"]["code"]) for e in executions]
+    return [(e["item"]["name"], e["response"]["code"]) for e in executions]
+
+
+def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
+    """All Track API requests of the collection: 2xx from cioq, then delivered upstream."""
+    variables = {"trackUrl": stack.api_url, "siteId": SITE_ID, "apiKey": INGEST_KEY}
+    answered = run_folders(newman, TRACK_FOLDERS, variables, tmp_path)
     assert len(answered) == _track_requests() == 10
     assert all(200 <= code < 300 for _, code in answered), answered
 
@@ -143,3 +146,27 @@ def test_postman_collection_track_requests(newman: Path, stack: Stack, tmp_path:
 
 def _ids(op: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(op["identifiers"].items()))
+
+
+PIPELINES_FOLDER = "Pipelines / CDP API"
+
+
+def test_postman_collection_pipelines_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
+    """The collection's Pipelines requests: 2xx from cioq, every call delivered upstream."""
+    variables = {"cdpUrl": stack.api_url, "writeKey": INGEST_KEY}
+    answered = run_folders(newman, (PIPELINES_FOLDER,), variables, tmp_path)
+    assert len(answered) == 3
+    assert all(200 <= code < 300 for _, code in answered), answered
+    records = wait_until(
+        lambda: len(stack.received()) >= 3 and stack.received(),
+        timeout_s=90,
+        what="the collection's Pipelines calls at the sandbox",
+    )
+    calls = sorted((r["op"]["type"], r["op"]["userId"], r["op"].get("event")) for r in records)
+    assert calls == [
+        ("identify", "user-123", None),
+        ("track", "user-123", "Order Completed"),
+        ("track", "user-123", "Page Viewed"),
+    ]
+    assert {(r["kind"], r["site_id"]) for r in records} == {("cdp", CDP_KEY)}
+    assert all(r["op"]["messageId"] and r["op"]["timestamp"] for r in records)

@@ -1,4 +1,4 @@
-"""The Celery app of the worker pods: one task, ``cioq.drain(workspace, shard)``.
+"""The Celery app of the worker pods: one task, ``cioq.drain(workspace, shard, lane)``.
 
 Celery only carries triggers here (see `service.triggers`); the jobs stay in Redis
 streams. Per-process resources (Redis pool, HTTP clients) are built lazily in each
@@ -17,7 +17,8 @@ from celery import Celery, bootsteps
 from celery.signals import worker_ready, worker_shutting_down
 
 from service.config import Settings
-from service.delivery.client import TrackClient
+from service.lanes import Lane
+from service.lanes.registry import clients
 from service.metrics import definitions as metrics
 from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
@@ -53,14 +54,11 @@ class WorkerRuntime:
         if self._drainer is None or self._pid != os.getpid():
             s = self.settings
             client = connect_sync(s)
-            clients = {
-                ws.name: TrackClient(ws, timeout_s=s.upstream_timeout_s) for ws in s.workspaces
-            }
             self._drainer = Drainer(
                 s,
                 ShardStore(client),
                 DeadLetterStore(client),
-                clients,
+                clients(s),
                 Triggers(s.celery_broker_url, app=self.app),
                 should_stop=_stopping,
             )
@@ -105,13 +103,15 @@ def create_celery(settings: Settings) -> Celery:
     runtime = WorkerRuntime(settings, app)
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
-    def drain(workspace: str, shard: int) -> dict[str, Any]:
-        report = runtime.drainer().drain(workspace, int(shard))
-        metrics.drain_finished(workspace, report.stopped)
+    def drain(workspace: str, shard: int, lane: str = Lane.TRACK) -> dict[str, Any]:
+        # Triggers sent before lanes existed carry no lane: they are Track's.
+        report = runtime.drainer().drain(workspace, int(shard), Lane(lane))
+        metrics.drain_finished(workspace, report.stopped, report.lane)
         if report.requests or report.dead_lettered:
             log.info(
-                "drained %s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",
+                "drained %s/%s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",
                 workspace,
+                lane,
                 shard,
                 report.requests,
                 report.delivered,

@@ -18,11 +18,12 @@ from enum import StrEnum
 from service import keys
 from service.config import Settings
 from service.delivery.backoff import backoff_ms
-from service.delivery.client import TrackClient
 from service.delivery.crash_search import next_send
 from service.delivery.outcomes import Outcome, OutcomeClass
 from service.delivery.packing import Oversize, batch_body, first_unit
 from service.errors import LeaseLost
+from service.lanes import Lane
+from service.lanes.registry import LANES, BatchClient
 from service.lanes.track.coalesce import coalesce_batch
 from service.metrics import definitions as metrics
 from service.store.dead_letters import DeadLetterStore
@@ -58,6 +59,7 @@ class DrainReport:
 
     workspace: str
     shard: int
+    lane: Lane = Lane.TRACK
     stopped: StopReason | None = None
     requests: int = 0
     delivered: int = 0
@@ -83,7 +85,7 @@ class Drainer:
         settings: Settings,
         store: ShardStore,
         dead: DeadLetterStore,
-        clients: Mapping[str, TrackClient],
+        clients: Mapping[tuple[str, Lane], BatchClient],
         triggers: Triggers | None,
         *,
         clock: Callable[[], float] = time.time,
@@ -102,10 +104,10 @@ class Drainer:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def drain(self, workspace: str, shard: int) -> DrainReport:
+    def drain(self, workspace: str, shard: int, lane: Lane = Lane.TRACK) -> DrainReport:
         """Deliver the shard's backlog until it is empty, blocked, or the budget is spent."""
-        report = DrainReport(workspace, shard)
-        shard_keys = keys.shard_keys(workspace, shard)
+        report = DrainReport(workspace, shard, lane)
+        shard_keys = keys.shard_keys(workspace, shard, lane)
         lease = self.store.acquire(shard_keys, lease_ms=self.settings.lease_ms)
         if lease is None:
             report.stop(StopReason.BUSY)
@@ -113,7 +115,7 @@ class Drainer:
         delivery = Delivery(
             lease,
             self.dead,
-            self.clients[workspace],
+            self.clients[(workspace, lane)],
             self.settings,
             self.now_ms,
             should_stop=self.should_stop,
@@ -141,7 +143,7 @@ class Drainer:
         while True:
             if self.should_stop():
                 return report.stop(StopReason.SHUTDOWN)
-            paused_ms = self.store.pause_remaining_ms(shard.workspace)
+            paused_ms = self.store.pause_remaining_ms(shard.workspace, shard.lane)
             if paused_ms:
                 return report.stop(StopReason.PAUSED, paused_ms / 1000)
             now_ms = self.now_ms()
@@ -154,7 +156,7 @@ class Drainer:
                 )
             if not buffer:
                 return report.stop(StopReason.EMPTY)
-            unit = self._plan(buffer)
+            unit = self._plan(buffer, shard.lane)
             age_ms = now_ms - buffer[0].accepted_ms
             if not unit.full and age_ms < s.linger_ms:
                 return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
@@ -198,27 +200,36 @@ class Drainer:
                 note.count,
                 unit.count,
             )
-            unit = self._plan(buffer[: note.count])
+            unit = self._plan(buffer[: note.count], shard.lane)
             note = replace(note, count=unit.count)
         lease.mark_inflight(note)
         return unit
 
-    def _plan(self, buffer: list[Entry]) -> OutgoingUnit:
-        """What goes out next: a lone v1 job, an oversize op, or the longest v2 batch."""
+    def _plan(self, buffer: list[Entry], lane: Lane) -> OutgoingUnit:
+        """What goes out next: a lone v1 job, an oversize op, or the longest batch.
+
+        A batch is the run of head entries of the head's kind (Track v2 ops, or Pipelines
+        calls), packed under the lane's byte limits (`service.lanes.registry`).
+        """
         s = self.settings
+        spec = LANES[lane]
         head = buffer[0]
         if head.kind == "v1":
             return OutgoingUnit(entries=[head], body=head.payload, kind="v1", full=True)
         run: list[bytes] = []
         for entry in buffer:
-            if entry.kind != "v2":
+            if entry.kind != head.kind:
                 break
             run.append(entry.payload)
-        unit = first_unit(run, max_batch_bytes=s.max_batch_bytes, max_op_bytes=s.max_op_bytes)
+        unit = first_unit(
+            run, max_batch_bytes=spec.max_batch_bytes(s), max_op_bytes=spec.max_item_bytes(s)
+        )
         assert unit is not None
         if isinstance(unit, Oversize):
             return OutgoingUnit(entries=[head], body=head.payload, kind="oversize", full=True)
         full = unit.stop < len(run) or len(buffer) >= s.max_ops_per_read or len(run) < len(buffer)
+        if head.kind == "cdp":
+            return OutgoingUnit(buffer[: unit.stop], unit.body, "cdp", full)
         if s.coalesce:
             merged = coalesce_batch(run[: unit.stop], max_op_bytes=s.max_op_bytes)
             if merged.saved:
@@ -236,6 +247,8 @@ class Drainer:
     ) -> None:
         """The head could not be resolved; the policy for what happens next.
 
+        Pauses are per workspace *and lane*: each lane has its own credentials and limits
+        upstream, so a Pipelines 401 leaves the workspace's Track jobs flowing.
         A 429 (throttle) pauses the whole workspace on every worker, for Customer.io's
         ``Retry-After`` or, without one, a jittered `throttle_pause_ms`: the limit is the
         workspace's, so no shard of it may go on. A 401/403 (setup) pauses the workspace
@@ -263,25 +276,27 @@ class Drainer:
                 2, base_ms=s.throttle_pause_ms, cap_ms=s.retry_cap_ms, rng=self.rng
             )
             wait_ms = jittered or s.throttle_pause_ms
-        workspace = delivery.shard.workspace
-        self.store.pause(workspace, cause="throttle", duration_ms=wait_ms)
-        metrics.paused(workspace, "throttle")
+        workspace, lane = delivery.shard.workspace, delivery.shard.lane
+        self.store.pause(workspace, cause="throttle", duration_ms=wait_ms, lane=lane)
+        metrics.paused(workspace, "throttle", lane)
         self.store.clear_inflight(delivery.shard)
         report.stop(StopReason.THROTTLED, wait_ms / 1000)
 
     def _pause_setup(self, delivery: Delivery, outcome: Outcome, report: DrainReport) -> None:
         s = self.settings
-        workspace = delivery.shard.workspace
+        workspace, lane = delivery.shard.workspace, delivery.shard.lane
         log.error(
-            "Customer.io refused workspace %r credentials or URL (status %s: %s); "
+            "Customer.io refused workspace %r %s credentials or URL (status %s: %s); "
             "delivery paused for %d ms, jobs kept",
             workspace,
+            lane,
             outcome.status,
             outcome.detail,
             s.setup_pause_ms,
         )
-        self.store.pause(workspace, cause=f"setup:{outcome.status}", duration_ms=s.setup_pause_ms)
-        metrics.paused(workspace, "setup")
+        cause = f"setup:{outcome.status}"
+        self.store.pause(workspace, cause=cause, duration_ms=s.setup_pause_ms, lane=lane)
+        metrics.paused(workspace, "setup", lane)
         self.store.clear_inflight(delivery.shard)
         report.stop(StopReason.SETUP, s.setup_pause_ms / 1000)
 
@@ -333,7 +348,9 @@ class Drainer:
         if countdown_s is None or self.triggers is None:
             return
         try:
-            self.triggers.send(report.workspace, report.shard, countdown_s=countdown_s)
+            self.triggers.send(
+                report.workspace, report.shard, lane=report.lane, countdown_s=countdown_s
+            )
         except Exception:  # the sweeper re-sends triggers for any shard with backlog
             log.warning("could not re-trigger %s/%s", report.workspace, report.shard, exc_info=True)
 

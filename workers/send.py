@@ -22,6 +22,7 @@ from service.config import Settings
 from service.delivery.client import TrackClient
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
+from service.lanes.registry import LANES, BatchClient
 from service.lanes.track.coalesce import expand_item_errors
 from service.metrics import definitions as metrics
 from service.metrics.queue_state import record_drained
@@ -30,8 +31,9 @@ from service.store.shards import Entry, Lease, ShardStore
 
 log = logging.getLogger("cioq.delivery")
 
-#: A v2 batch, a lone v1 request, or an op over the size limit (never sent).
-UnitKind = Literal["v2", "v1", "oversize"]
+#: A Track v2 batch, a Pipelines ``/v1/batch``, a lone v1 request, or a job over its
+#: lane's size limit (never sent).
+UnitKind = Literal["v2", "cdp", "v1", "oversize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +79,7 @@ class Delivery:
         self,
         lease: Lease,
         dead: DeadLetterStore,
-        client: TrackClient,
+        client: BatchClient,
         settings: Settings,
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
@@ -96,11 +98,12 @@ class Delivery:
         """Send `unit` and resolve what the answer allows."""
         if unit.kind == "oversize":
             size = len(unit.entries[0].payload)
+            limit = LANES[self.shard.lane].max_item_bytes(self.settings)
             self._dead_letter(
                 unit.entries[:1],
                 reason="op_too_large",
                 outcome_class="invalid",
-                message=f"op is {size} bytes, over max_op_bytes={self.settings.max_op_bytes}",
+                message=f"job is {size} bytes, over the {self.shard.lane} lane's {limit}",
             )
             return Delivered(self._resolve(unit.entries, 1))
         outcome = self._send(unit.entries, unit.body, unit.kind)
@@ -110,13 +113,15 @@ class Delivery:
                 saved = unit.count - len(set(unit.origin))
                 metrics.ops_coalesced(self.shard.workspace, saved)
         if outcome.outcome_class is OutcomeClass.INVALID and unit.count > 1:
-            return self._isolate(unit.entries)
+            return self._isolate(unit.entries, unit.kind)
         return self._settle(unit.entries, outcome, 0)
 
     def _send(self, entries: list[Entry], body: bytes, kind: UnitKind) -> Outcome:
         self.counts.requests += 1
         started_s = time.perf_counter()
         if kind == "v1":
+            # v1 jobs live in the Track lane only, whose client is a TrackClient.
+            assert isinstance(self.client, TrackClient)
             envelope: dict[str, Any] = orjson.loads(entries[0].payload)
             outcome = self.client.send_v1(
                 envelope["method"], envelope["path"], envelope.get("query", ""), envelope["body"]
@@ -134,7 +139,8 @@ class Delivery:
         workspace = self.shard.workspace
         if outcome.outcome_class is OutcomeClass.SUCCESS:
             self.counts.delivered += len(entries)
-            metrics.delivered(workspace, (e.accepted_ms for e in entries), self.now_ms())
+            accepted = (e.accepted_ms for e in entries)
+            metrics.delivered(workspace, accepted, self.now_ms(), self.shard.lane)
             return Delivered(self._resolve(entries, len(entries)) + done)
         if outcome.outcome_class is OutcomeClass.PARTIAL:
             failed = {e.batch_index: e for e in outcome.item_errors}
@@ -149,7 +155,7 @@ class Delivery:
                 )
             self.counts.delivered += len(entries) - len(failed)
             ok = (e.accepted_ms for i, e in enumerate(entries) if i not in failed)
-            metrics.delivered(workspace, ok, self.now_ms())
+            metrics.delivered(workspace, ok, self.now_ms(), self.shard.lane)
             return Delivered(self._resolve(entries, len(entries)) + done)
         if outcome.outcome_class is OutcomeClass.INVALID:
             self._dead_letter(
@@ -162,7 +168,7 @@ class Delivery:
             return Delivered(self._resolve(entries, len(entries)) + done)
         return Delivered(done, blocked=outcome)
 
-    def _isolate(self, entries: list[Entry]) -> Delivered:
+    def _isolate(self, entries: list[Entry], kind: UnitKind) -> Delivered:
         """Bisect a rejected batch until each rejected op stands alone."""
         n = len(entries)
         pending: deque[tuple[int, int]] = deque([(0, n // 2), (n // 2, n)])
@@ -176,7 +182,7 @@ class Delivery:
             self.lease.renew()
             start, stop = pending.popleft()
             part = entries[start:stop]
-            outcome = self._send(part, batch_body([e.payload for e in part]), "v2")
+            outcome = self._send(part, batch_body([e.payload for e in part]), kind)
             self.counts.bisect_requests += 1
             metrics.bisect_request(self.shard.workspace)
             if outcome.outcome_class is OutcomeClass.INVALID and len(part) > 1:

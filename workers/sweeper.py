@@ -18,6 +18,7 @@ import redis
 
 from service import keys
 from service.config import Settings
+from service.lanes import Lane
 from service.triggers import Triggers
 from workers import liveness
 
@@ -42,15 +43,16 @@ class Sweeper:
         """Trigger every shard that needs a drain; returns those triggered."""
         triggered: list[tuple[str, int]] = []
         for ws in self.settings.workspaces:
-            triggered.extend(self._sweep_workspace(ws.name))
+            for lane in ws.lanes:
+                triggered.extend(self._sweep_lane(ws.name, lane))
         return triggered
 
-    def _sweep_workspace(self, workspace: str) -> list[tuple[str, int]]:
+    def _sweep_lane(self, workspace: str, lane: Lane) -> list[tuple[str, int]]:
         shards = range(self.settings.shards)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.pttl(keys.pause(workspace))
+        pipe.pttl(keys.pause(workspace, lane))
         for shard in shards:
-            k = keys.shard_keys(workspace, shard)
+            k = keys.shard_keys(workspace, shard, lane)
             pipe.xlen(k.stream)
             pipe.exists(k.lease, k.trigger)
             pipe.hget(k.retry, "not_before_ms")
@@ -68,7 +70,7 @@ class Sweeper:
         pipe = self.redis.pipeline(transaction=False)
         for shard in due:
             pipe.set(
-                keys.shard_keys(workspace, shard).trigger,
+                keys.shard_keys(workspace, shard, lane).trigger,
                 1,
                 nx=True,
                 px=self.settings.trigger_ttl_ms,
@@ -76,7 +78,7 @@ class Sweeper:
         sent: list[tuple[str, int]] = []
         for shard, was_set in zip(due, pipe.execute(), strict=True):
             if was_set:
-                self.triggers.send(workspace, shard)
+                self.triggers.send(workspace, shard, lane=lane)
                 sent.append((workspace, shard))
         return sent
 

@@ -27,6 +27,7 @@ from service.api.http import (
     Scope,
     Send,
     base_url_of,
+    decode_body,
     error_response,
     json_response,
     read_body,
@@ -36,7 +37,7 @@ from service.api.http import (
 from service.config import Settings
 from service.console.routes import Console
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
-from service.lanes.track.routes import Ingest
+from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
 from service.metrics.export import ApiMetrics
 from service.metrics.overview import Overview
@@ -90,7 +91,6 @@ class IngestApp:
         self._own_triggers = triggers is None
         self.triggers = triggers or Triggers(settings.celery_broker_url)
         self.queue = Queue(self.redis, settings, self.triggers)
-        self.ingest = Ingest(self.queue, settings)
         self.backpressure = Backpressure(self.redis, settings)
         self.gate = StartupGate(self.redis, settings, self.queue)
         self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
@@ -101,7 +101,7 @@ class IngestApp:
                 Route("GET", ("healthz",), "healthz", self.healthz, auth="public"),
                 Route("GET", ("readyz",), "readyz", self.readyz, auth="public"),
                 Route("GET", ("openapi.json",), "openapi", self.openapi_json, auth="public"),
-                *self.ingest.routes(),
+                *ingest_routes(self.queue, settings),
                 *self.admin.routes(),
             ]
         )
@@ -155,9 +155,17 @@ class IngestApp:
                 return STORE_UNAVAILABLE
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             return ADMIN_UNAUTHORIZED
-        body = await read_body(receive, max_bytes=self.settings.max_request_bytes)
+        limit = self.settings.max_request_bytes
+        body = await read_body(receive, max_bytes=limit)
+        if body is not None:
+            encoding = headers.get(b"content-encoding")
+            try:
+                body = decode_body(
+                    body, encoding.decode("latin-1") if encoding else None, max_bytes=limit
+                )
+            except InvalidJob as exc:
+                return error_response(exc.status, exc.errors)
         if body is None:
-            limit = self.settings.max_request_bytes
             return error_response(
                 413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
             )

@@ -1,8 +1,10 @@
 """Who is calling: a producer's ingest key picks its workspace; admin keys are separate.
 
-Accepted: HTTP Basic ``site_id:key`` (what Customer.io's SDKs send; the user part is
-not trusted, only the key is) or ``Authorization: Bearer key``. Keys are looked up by
-their SHA-256 digest, so the lookup time does not depend on how much of a guess matched.
+Accepted: HTTP Basic ``site_id:key`` (what Customer.io's Track SDKs send; the user part
+is not trusted, only the key is), Basic ``key:`` with a blank password (what the
+Pipelines SDKs send: the write key is the username), or ``Authorization: Bearer key``.
+Keys are looked up by their SHA-256 digest, so the lookup time does not depend on how
+much of a guess matched.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def key_from_header(value: str | None) -> str | None:
             decoded = base64.b64decode(credentials, validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
-        _, sep, key = decoded.partition(":")
-        return key if sep and key else None
+        user, sep, key = decoded.partition(":")
+        if sep and not key:
+            return user or None
+        return key if sep else None
     return None
 
 

@@ -109,3 +109,13 @@ class Idempotency:
             window_ms=self.window_ms,
         )
         return answer if first is None else _replay(first, request)
+
+    async def enqueue(
+        self, req: Request, ws: Workspace, jobs: Sequence[Job], answer: Response
+    ) -> Response:
+        """Store a request's jobs, once per ``Idempotency-Key`` when it carries one."""
+        key = key_of(req.header(HEADER))
+        if key is not None:
+            return await self.store(req, ws, key, jobs, answer)
+        await self.queue.enqueue(ws.name, jobs)
+        return answer

@@ -14,6 +14,7 @@ from typing import Any
 
 from service.api.http import Route
 from service.api.idempotency import MAX_KEY_CHARS
+from service.lanes.pipelines import schema as pipelines_schema
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -93,8 +94,10 @@ SCHEMAS: dict[str, Schema] = {
 _ERRORS: dict[int, str] = {
     400: "the request breaks a documented rule; nothing was queued",
     401: "no valid key for this route",
+    403: "the workspace has no credentials for this lane (Pipelines: CIOQ_CDP_API_KEY)",
     404: "no such resource",
     413: "the body is over CIOQ_MAX_REQUEST_BYTES",
+    415: "Content-Encoding other than gzip",
     422: "the Idempotency-Key was already used for a different request",
     503: "the queue is unavailable or full; nothing was queued, retry after Retry-After",
 }
@@ -250,12 +253,17 @@ OPERATIONS: dict[str, Operation] = {
         errors=(400, 401, 404, 413, 503),
     ),
 }
+OPERATIONS.update(
+    (name, Operation(summary, body, True, errors=(400, 401, 403, 413, 415, 503)))
+    for name, summary, body in pipelines_schema.OPERATIONS
+)
 
 _SECURITY_SCHEMES: dict[str, Schema] = {
     "ingestBasic": {
         "type": "http",
         "scheme": "basic",
-        "description": "user: any (the SDKs send the site id); password: an ingest key",
+        "description": "user: any (the Track SDKs send the site id), password: an ingest "
+        "key; or user: an ingest key with a blank password (the Pipelines SDKs)",
     },
     "ingestBearer": {"type": "http", "scheme": "bearer", "description": "an ingest key"},
     "adminBasic": {"type": "http", "scheme": "basic", "description": "password: an admin key"},
@@ -375,8 +383,8 @@ def document(routes: list[Route]) -> dict[str, Any]:
         "info": {
             "title": "cioq",
             "version": _version(),
-            "description": "A durable queue in front of Customer.io's Track API: same paths, "
-            "bodies and auth; 2xx means stored, delivery follows.",
+            "description": "A durable queue in front of Customer.io's Track and Pipelines "
+            "APIs: same paths, bodies and auth; 2xx means stored, delivery follows.",
         },
         "paths": paths,
         "components": {"schemas": SCHEMAS, "securitySchemes": _SECURITY_SCHEMES},

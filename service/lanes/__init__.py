@@ -1,0 +1,13 @@
+"""Lanes: one upstream API family each (Track, Pipelines), sharing store and drain engine.
+
+`Lane` names them; `service.lanes.registry` says what differs per lane.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Lane(StrEnum):
+    TRACK = "track"
+    PIPELINES = "pipelines"

@@ -22,7 +22,8 @@ from functools import cache
 from prometheus_client import Counter, Gauge, Histogram
 
 from service.delivery.outcomes import Outcome
-from service.jobs import Job
+from service.jobs import Job, lane_of
+from service.lanes import Lane
 from service.metrics.activity import TALLY
 
 NAMESPACE = "cioq"
@@ -61,41 +62,42 @@ INGEST_DURATION = Histogram(
 )
 JOBS_ACCEPTED = Counter(
     "jobs_accepted",
-    "Jobs stored durably by ingest, by workspace and operation type.",
-    ["workspace", "op_type"],
+    "Jobs stored durably by ingest, by workspace, lane and operation type.",
+    ["workspace", "lane", "op_type"],
     namespace=NAMESPACE,
 )
 UPSTREAM_REQUESTS = Counter(
     "upstream_requests",
     "Requests sent to Customer.io by request kind and answer class (2xx..5xx, timeout, ...).",
-    ["workspace", "kind", "status_class"],
+    ["workspace", "lane", "kind", "status_class"],
     namespace=NAMESPACE,
 )
 UPSTREAM_DURATION = Histogram(
     "upstream_request_duration_seconds",
     "Customer.io request latency, transport failures included.",
-    ["workspace", "kind"],
+    ["workspace", "lane", "kind"],
     namespace=NAMESPACE,
     buckets=UPSTREAM_SECONDS_BUCKETS,
 )
 BATCH_BYTES = Histogram(
     "batch_bytes",
-    "Body size of each v2 batch sent, envelope included (limit 500,000); _count = batches.",
-    ["workspace"],
+    "Body size of each batch sent (Track v2, Pipelines /v1/batch), envelope included; "
+    "_count = batches.",
+    ["workspace", "lane"],
     namespace=NAMESPACE,
     buckets=BATCH_BYTES_BUCKETS,
 )
 BATCH_OPS = Histogram(
     "batch_ops",
-    "Operations in each v2 batch sent.",
-    ["workspace"],
+    "Operations (Track) or calls (Pipelines) in each batch sent.",
+    ["workspace", "lane"],
     namespace=NAMESPACE,
     buckets=BATCH_OPS_BUCKETS,
 )
 DELIVERED_OPS = Counter(
     "delivered_ops",
-    "Jobs Customer.io accepted (2xx), by workspace.",
-    ["workspace"],
+    "Jobs Customer.io accepted (2xx), by workspace and lane.",
+    ["workspace", "lane"],
     namespace=NAMESPACE,
 )
 DELIVERY_LATENCY = Histogram(
@@ -131,8 +133,8 @@ DEAD_LETTERS_HANDLED = Counter(
 )
 PAUSES = Counter(
     "pauses",
-    "Workspace pauses started by a worker, by cause (throttle, setup).",
-    ["workspace", "cause"],
+    "Pauses of a workspace's lane started by a worker, by cause (throttle, setup).",
+    ["workspace", "lane", "cause"],
     namespace=NAMESPACE,
 )
 OPS_COALESCED = Counter(
@@ -143,8 +145,8 @@ OPS_COALESCED = Counter(
 )
 DRAINS = Counter(
     "drains",
-    "Drain tasks run, by why each one stopped (empty, linger, backoff, busy, ...).",
-    ["workspace", "stopped"],
+    "Drain tasks run, by lane and why each one stopped (empty, linger, backoff, busy, ...).",
+    ["workspace", "lane", "stopped"],
     namespace=NAMESPACE,
 )
 
@@ -187,35 +189,39 @@ def observe_ingest(route: str, status: int, duration_s: float) -> None:
 
 
 def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
-    counts: dict[str, int] = {}
+    counts: dict[tuple[Lane, str], int] = {}
     for job in jobs:
-        counts[job.op_type] = counts.get(job.op_type, 0) + 1
-    for op_type, count in counts.items():
-        JOBS_ACCEPTED.labels(workspace, op_type).inc(count)
+        key = (job.lane, job.op_type)
+        counts[key] = counts.get(key, 0) + 1
+    for (lane, op_type), count in counts.items():
+        JOBS_ACCEPTED.labels(workspace, lane, op_type).inc(count)
     TALLY.add(workspace, "accepted", len(jobs))
 
 
 def upstream_request(
     workspace: str, kind: str, outcome: Outcome, duration_s: float, *, body_bytes: int, ops: int
 ) -> None:
-    """One request to Customer.io; v2 batches also feed the size histograms."""
-    UPSTREAM_REQUESTS.labels(workspace, kind, outcome.status_class).inc()
+    """One request to Customer.io; batches (v2, cdp) also feed the size histograms."""
+    lane = lane_of(kind)
+    UPSTREAM_REQUESTS.labels(workspace, lane, kind, outcome.status_class).inc()
     status = str(outcome.status) if outcome.status is not None else outcome.status_class
     TALLY.add(workspace, f"status:{status}")
-    UPSTREAM_DURATION.labels(workspace, kind).observe(duration_s)
-    if kind == "v2":
-        BATCH_BYTES.labels(workspace).observe(body_bytes)
-        BATCH_OPS.labels(workspace).observe(ops)
+    UPSTREAM_DURATION.labels(workspace, lane, kind).observe(duration_s)
+    if kind != "v1":
+        BATCH_BYTES.labels(workspace, lane).observe(body_bytes)
+        BATCH_OPS.labels(workspace, lane).observe(ops)
 
 
-def delivered(workspace: str, accepted_ms: Iterable[int], now_ms: int) -> None:
+def delivered(
+    workspace: str, accepted_ms: Iterable[int], now_ms: int, lane: Lane = Lane.TRACK
+) -> None:
     """Jobs Customer.io accepted; `accepted_ms` holds each one's ingest time."""
     latency = DELIVERY_LATENCY.labels(workspace)
     count = 0
     for at_ms in accepted_ms:
         latency.observe(max(now_ms - at_ms, 0) / 1000)
         count += 1
-    DELIVERED_OPS.labels(workspace).inc(count)
+    DELIVERED_OPS.labels(workspace, lane).inc(count)
     TALLY.add(workspace, "delivered", count)
 
 
@@ -240,9 +246,9 @@ def dead_letters_handled(workspace: str, action: str, count: int) -> None:
         DEAD_LETTERS_HANDLED.labels(workspace, action).inc(count)
 
 
-def paused(workspace: str, cause: str) -> None:
-    """A worker paused `workspace`; `cause` is ``throttle`` or ``setup[:status]``."""
-    PAUSES.labels(workspace, cause.partition(":")[0]).inc()
+def paused(workspace: str, cause: str, lane: Lane = Lane.TRACK) -> None:
+    """A worker paused `workspace`'s `lane`; `cause` is ``throttle`` or ``setup[:status]``."""
+    PAUSES.labels(workspace, lane, cause.partition(":")[0]).inc()
 
 
 def ops_coalesced(workspace: str, count: int) -> None:
@@ -250,6 +256,6 @@ def ops_coalesced(workspace: str, count: int) -> None:
         OPS_COALESCED.labels(workspace).inc(count)
 
 
-def drain_finished(workspace: str, stopped: str | None) -> None:
-    DRAINS.labels(workspace, stopped or "none").inc()
+def drain_finished(workspace: str, stopped: str | None, lane: Lane = Lane.TRACK) -> None:
+    DRAINS.labels(workspace, lane, stopped or "none").inc()
     _process_drains().inc()

@@ -23,7 +23,7 @@ from service.errors import StoreUnavailable
 from service.metrics.activity import per_minute
 from service.metrics.queue_state import QueueStateCollector
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
-from service.store.workspace_control import LANES, MANUAL_CAUSE, WorkspaceControl
+from service.store.workspace_control import MANUAL_CAUSE, WorkspaceControl
 
 #: How the drain's pause causes read to an operator.
 PAUSE_LABELS = {
@@ -94,8 +94,8 @@ class Overview:
     async def read(self) -> list[LaneOverview]:
         rows: list[LaneOverview] = []
         for ws in self.settings.workspaces:
-            for lane in LANES:
-                rows.append(await self.lane(ws.name, lane))
+            for lane in ws.lanes:  # Pipelines only where the workspace has a write key
+                rows.append(await self.lane(ws.name, lane.value))
         return rows
 
     async def lane(self, workspace: str, lane: str) -> LaneOverview:
@@ -114,19 +114,23 @@ class Overview:
             for name, count in sorted(activity.items())
             if name.startswith("status:")
         }
-        cause = MANUAL_CAUSE if note else state.pause_cause
+        # A workspace without the lane's credentials has no streams for it: all zero.
+        mine = next((s for s in state.lanes if s.lane == lane), None)
+        lane_cause = mine.pause_cause if mine else ""
+        lane_remaining_s = mine.pause_remaining_s if mine else 0.0
+        cause = MANUAL_CAUSE if note else lane_cause
         return LaneOverview(
             workspace=workspace,
             lane=lane,
-            waiting=state.backlog,
+            waiting=sum(mine.shard_backlog) if mine else 0,
             oldest_age_s=state.oldest_age_s,
             accepted_per_min=activity.get("accepted", 0.0),
             delivered_per_min=activity.get("delivered", 0.0),
             dead_lettered_per_min=activity.get("dead_lettered", 0.0),
-            paused=cause if state.pause_remaining_s > 0 else "",
+            paused=cause if lane_remaining_s > 0 else "",
             pause_reason=note.reason if note else "",
             pause_by=note.who if note else "",
-            pause_remaining_s=state.pause_remaining_s,
+            pause_remaining_s=lane_remaining_s,
             dead_letters=state.dead_letters,
             dead_by_class=by_class,
             dead_by_status=by_status,

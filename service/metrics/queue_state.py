@@ -31,6 +31,7 @@ from redis.retry import Retry
 
 from service import keys
 from service.config import Settings
+from service.lanes import Lane
 
 log = logging.getLogger("cioq.metrics")
 
@@ -74,18 +75,24 @@ def drain_rate_per_s(counts: dict[bytes, bytes], *, now_s: float, window_s: int)
 
 
 @dataclass(frozen=True, slots=True)
-class WorkspaceState:
-    workspace: str
+class LaneState:
+    lane: Lane
     shard_backlog: tuple[int, ...]
-    oldest_age_s: float
-    dead_letters: int
     pause_cause: str
     pause_remaining_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceState:
+    workspace: str
+    lanes: tuple[LaneState, ...]
+    oldest_age_s: float
+    dead_letters: int
     drain_rate_per_s: float
 
     @property
     def backlog(self) -> int:
-        return sum(self.shard_backlog)
+        return sum(sum(lane.shard_backlog) for lane in self.lanes)
 
     @property
     def backlog_seconds(self) -> float:
@@ -126,31 +133,44 @@ class QueueStateCollector(Collector):
 
     def read(self, workspace: str) -> WorkspaceState:
         shards = range(self.settings.shards)
+        lanes = self.settings.workspace(workspace).lanes
         pipe = self.redis.pipeline(transaction=False)
-        for shard in shards:
-            stream = keys.shard_keys(workspace, shard).stream
-            pipe.xlen(stream)
-            pipe.xrange(stream, count=1)
-        pipe.get(keys.pause(workspace))
-        pipe.pttl(keys.pause(workspace))
+        for lane in lanes:
+            for shard in shards:
+                stream = keys.shard_keys(workspace, shard, lane).stream
+                pipe.xlen(stream)
+                pipe.xrange(stream, count=1)
+            pipe.get(keys.pause(workspace, lane))
+            pipe.pttl(keys.pause(workspace, lane))
         pipe.xlen(keys.dead_letters(workspace))
         pipe.hgetall(keys.drain_rate(workspace))
         results = pipe.execute()
         now_s = self.clock()
-        lengths = tuple(int(n) for n in results[0 : 2 * len(shards) : 2])
-        heads = [rows[0][0] for rows in results[1 : 2 * len(shards) : 2] if rows]
+        per_lane = 2 * len(shards) + 2
+        states: list[LaneState] = []
+        heads: list[bytes] = []
+        for i, lane in enumerate(lanes):
+            part = results[i * per_lane : (i + 1) * per_lane]
+            heads += [rows[0][0] for rows in part[1 : 2 * len(shards) : 2] if rows]
+            cause_raw, pttl_ms = part[-2:]
+            cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
+            if cause and cause not in PAUSE_CAUSES:
+                cause = "other"
+            states.append(
+                LaneState(
+                    lane=lane,
+                    shard_backlog=tuple(int(n) for n in part[0 : 2 * len(shards) : 2]),
+                    pause_cause=cause,
+                    pause_remaining_s=max(int(pttl_ms), 0) / 1000 if cause else 0.0,
+                )
+            )
         oldest_ms = min((int(h.split(b"-", 1)[0]) for h in heads), default=None)
-        cause_raw, pttl_ms, dead, rate = results[2 * len(shards) :]
-        cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
-        if cause and cause not in PAUSE_CAUSES:
-            cause = "other"
+        dead, rate = results[len(lanes) * per_lane :]
         return WorkspaceState(
             workspace=workspace,
-            shard_backlog=lengths,
+            lanes=tuple(states),
             oldest_age_s=0.0 if oldest_ms is None else max(now_s - oldest_ms / 1000, 0.0),
             dead_letters=int(dead),
-            pause_cause=cause,
-            pause_remaining_s=max(int(pttl_ms), 0) / 1000 if cause else 0.0,
             drain_rate_per_s=drain_rate_per_s(
                 rate, now_s=now_s, window_s=self.settings.drain_rate_window_s
             ),
@@ -180,9 +200,17 @@ class QueueStateCollector(Collector):
 
 def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
     ws = ["workspace"]
-    backlog = GaugeMetricFamily("cioq_backlog_entries", "Jobs waiting in the queue.", labels=ws)
+    wl = ["workspace", "lane"]
+    backlog = GaugeMetricFamily(
+        "cioq_backlog_entries", "Jobs waiting in the queue, every lane.", labels=ws
+    )
+    lane_backlog = GaugeMetricFamily(
+        "cioq_lane_backlog_entries", "Jobs waiting in each lane's streams.", labels=wl
+    )
     shard_backlog = GaugeMetricFamily(
-        "cioq_shard_backlog_entries", "Jobs waiting in each shard.", labels=["workspace", "shard"]
+        "cioq_shard_backlog_entries",
+        "Jobs waiting in each shard of each lane.",
+        labels=["workspace", "lane", "shard"],
     )
     oldest = GaugeMetricFamily(
         "cioq_backlog_oldest_age_seconds",
@@ -204,22 +232,26 @@ def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
     )
     paused = GaugeMetricFamily(
         "cioq_workspace_paused",
-        "1 while delivery to the workspace is paused, by cause (throttle: 429, setup: 401/403).",
-        labels=["workspace", "cause"],
+        "1 while delivery to a workspace's lane is paused, by cause (throttle: 429, "
+        "setup: 401/403).",
+        labels=["workspace", "lane", "cause"],
     )
     remaining = GaugeMetricFamily(
-        "cioq_workspace_pause_remaining_seconds", "Time left on the current pause.", labels=ws
+        "cioq_workspace_pause_remaining_seconds", "Time left on the current pause.", labels=wl
     )
     for state in states:
         name = [state.workspace]
         backlog.add_metric(name, state.backlog)
-        for shard, length in enumerate(state.shard_backlog):
-            shard_backlog.add_metric([state.workspace, str(shard)], length)
+        for lane in state.lanes:
+            labels = [state.workspace, str(lane.lane)]
+            lane_backlog.add_metric(labels, sum(lane.shard_backlog))
+            for shard, length in enumerate(lane.shard_backlog):
+                shard_backlog.add_metric([*labels, str(shard)], length)
+            for cause in PAUSE_CAUSES:
+                paused.add_metric([*labels, cause], 1 if lane.pause_cause == cause else 0)
+            remaining.add_metric(labels, lane.pause_remaining_s)
         oldest.add_metric(name, state.oldest_age_s)
         seconds.add_metric(name, state.backlog_seconds)
         rate.add_metric(name, state.drain_rate_per_s)
         dlq.add_metric(name, state.dead_letters)
-        for cause in PAUSE_CAUSES:
-            paused.add_metric([state.workspace, cause], 1 if state.pause_cause == cause else 0)
-        remaining.add_metric(name, state.pause_remaining_s)
-    yield from (backlog, shard_backlog, oldest, seconds, rate, dlq, paused, remaining)
+    yield from (backlog, lane_backlog, shard_backlog, oldest, seconds, rate, dlq, paused, remaining)

@@ -119,10 +119,12 @@ class Backpressure:
     async def _refresh(self, workspace: str) -> Reading | _Failure:
         pipe = self.redis.pipeline(transaction=False)
         pipe.time()
-        for shard in range(self.settings.shards):
-            stream = keys.shard_keys(workspace, shard).stream
-            pipe.xlen(stream)
-            pipe.xrange(stream, count=1)
+        # Every lane's streams count: the marks bound the workspace's whole backlog.
+        for lane in self.settings.workspace(workspace).lanes:
+            for shard in range(self.settings.shards):
+                stream = keys.shard_keys(workspace, shard, lane).stream
+                pipe.xlen(stream)
+                pipe.xrange(stream, count=1)
         taken_s = self.clock()
         try:
             with store_errors():

@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from service import keys
-from service.jobs import op_type_of
+from service.jobs import lane_of, op_type_of
 from service.metrics import definitions as metrics
 from service.store.connections import store_errors
 
@@ -97,6 +97,9 @@ class StoredDeadLetter:
         if self.letter.kind == "v1":
             route = str(data.get("route", ""))
             return {route, route.partition(":")[2]}
+        if self.letter.kind == "cdp":
+            names = ("userId", "anonymousId", "previousId", "groupId")
+            return {str(data[n]) for n in names if data.get(n) not in (None, "")}
         found: set[str] = set()
         for name in ("identifiers", "primary", "secondary"):
             ident = data.get(name)
@@ -126,6 +129,7 @@ class StoredDeadLetter:
             "id": self.id,
             "person": self.person,
             "kind": letter.kind,
+            "lane": str(lane_of(letter.kind)),
             "op_type": self.op_type,
             "reason": letter.reason,
             "class": letter.outcome_class,

@@ -25,20 +25,23 @@ import redis.asyncio as aioredis
 from service import keys
 from service.config import Settings
 from service.jobs import Job, shard_for
+from service.lanes import Lane
 from service.store.connections import load_script
 
 #: Jobs one call carries at most (a bigger request goes alone): bounds how long one
 #: script holds Redis.
 MAX_GROUP_JOBS = 1000
 
-Stored = tuple[list[bytes], list[int]]  # stream ids of the jobs, shards to trigger
+#: A shard of one lane: each lane has its own streams (`service.keys`).
+LaneShard = tuple[Lane, int]
+Stored = tuple[list[bytes], list[LaneShard]]  # stream ids of the jobs, shards to trigger
 
 
 @dataclass(slots=True)
 class _Waiter:
     workspace: str
     jobs: Sequence[Job]
-    shards: list[int]
+    shards: list[LaneShard]
     done: asyncio.Future[Stored]
 
 
@@ -62,7 +65,7 @@ class GroupCommit:
         Raises what the Redis call raised (redis.RedisError for store trouble).
         """
         loop = asyncio.get_running_loop()
-        shards = [shard_for(workspace, job.route, self._shards) for job in jobs]
+        shards = [(job.lane, shard_for(workspace, job.route, self._shards)) for job in jobs]
         waiter = _Waiter(workspace, jobs, shards, loop.create_future())
         self._waiting.append(waiter)
         if not self._busy:
@@ -101,12 +104,12 @@ class GroupCommit:
         return group
 
     async def _commit(self, group: list[_Waiter]) -> None:
-        position: dict[tuple[str, int], int] = {}
+        position: dict[tuple[str, LaneShard], int] = {}
         for waiter in group:
             for shard in waiter.shards:
                 position.setdefault((waiter.workspace, shard), len(position) + 1)
-        lua_keys = [keys.shard_keys(ws, shard).stream for ws, shard in position]
-        lua_keys += [keys.shard_keys(ws, shard).trigger for ws, shard in position]
+        lua_keys = [keys.shard_keys(ws, shard, lane).stream for ws, (lane, shard) in position]
+        lua_keys += [keys.shard_keys(ws, shard, lane).trigger for ws, (lane, shard) in position]
         args: list[Any] = [self._trigger_ttl_ms]
         for waiter in group:
             for job, shard in zip(waiter.jobs, waiter.shards, strict=True):

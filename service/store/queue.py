@@ -25,7 +25,7 @@ from service.errors import StoreUnavailable
 from service.jobs import Job, shard_for
 from service.metrics import definitions as metrics
 from service.store.connections import load_script, store_errors
-from service.store.group_commit import GroupCommit
+from service.store.group_commit import GroupCommit, LaneShard
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.queue")
@@ -69,15 +69,15 @@ class Queue:
         replays of the same letters queue each job once (``lua/replay.lua``).
         """
         shards = self.settings.shards
-        position: dict[int, int] = {}
+        position: dict[LaneShard, int] = {}
         args: list[Any] = [self.settings.trigger_ttl_ms]
         for letter_id, job in letters:
-            shard = shard_for(workspace, job.route, shards)
+            shard = (job.lane, shard_for(workspace, job.route, shards))
             spot = position.setdefault(shard, len(position) + 1)
             args += (letter_id, spot, job.field, job.payload)
         lua_keys = [keys.dead_letters(workspace)]
-        lua_keys += [keys.shard_keys(workspace, shard).stream for shard in position]
-        lua_keys += [keys.shard_keys(workspace, shard).trigger for shard in position]
+        lua_keys += [keys.shard_keys(workspace, shard, lane).stream for lane, shard in position]
+        lua_keys += [keys.shard_keys(workspace, shard, lane).trigger for lane, shard in position]
         result: list[Any] = await self._durably(self._replay(keys=lua_keys, args=args))
         count = int(result[0])
         replayed = [i.decode() if isinstance(i, bytes) else str(i) for i in result[1 : count + 1]]
@@ -114,16 +114,16 @@ class Queue:
         await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
         return None
 
-    def _stage(self, pipe: Pipeline, workspace: str, jobs: Sequence[Job]) -> list[int]:
+    def _stage(self, pipe: Pipeline, workspace: str, jobs: Sequence[Job]) -> list[LaneShard]:
         """Queue the XADDs, then the shards' trigger markers; returns the shards touched."""
         shards = self.settings.shards
-        order = [shard_for(workspace, job.route, shards) for job in jobs]
-        for job, shard in zip(jobs, order, strict=True):
-            pipe.xadd(keys.shard_keys(workspace, shard).stream, {job.field: job.payload})
+        order = [(job.lane, shard_for(workspace, job.route, shards)) for job in jobs]
+        for job, (lane, shard) in zip(jobs, order, strict=True):
+            pipe.xadd(keys.shard_keys(workspace, shard, lane).stream, {job.field: job.payload})
         touched = list(dict.fromkeys(order))
-        for shard in touched:
+        for lane, shard in touched:
             pipe.set(
-                keys.shard_keys(workspace, shard).trigger,
+                keys.shard_keys(workspace, shard, lane).trigger,
                 1,
                 nx=True,
                 px=self.settings.trigger_ttl_ms,
@@ -145,7 +145,9 @@ class Queue:
                 await self._wait_fsync()
         return result
 
-    async def _trigger_fresh(self, workspace: str, touched: list[int], flags: list[Any]) -> None:
+    async def _trigger_fresh(
+        self, workspace: str, touched: list[LaneShard], flags: list[Any]
+    ) -> None:
         """Trigger the shards whose debounce marker this write set (`flags` follow `touched`)."""
         fresh = [s for s, was_set in zip(touched, flags, strict=True) if was_set]
         if fresh:
@@ -156,7 +158,7 @@ class Queue:
         if int(local) < 1:
             raise StoreUnavailable("WAITAOF: the write was not fsynced to the AOF in time")
 
-    async def _trigger(self, workspace: str, shards: list[int]) -> None:
+    async def _trigger(self, workspace: str, shards: list[LaneShard]) -> None:
         if self.triggers is None:
             return
         countdown_s = self.settings.linger_ms / 1000
@@ -165,10 +167,10 @@ class Queue:
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
 
-    def _send_all(self, workspace: str, shards: list[int], countdown_s: float) -> None:
+    def _send_all(self, workspace: str, shards: list[LaneShard], countdown_s: float) -> None:
         assert self.triggers is not None
-        for shard in shards:
-            self.triggers.send(workspace, shard, countdown_s=countdown_s)
+        for lane, shard in shards:
+            self.triggers.send(workspace, shard, lane=lane, countdown_s=countdown_s)
 
     async def ping(self) -> bool:
         try:

@@ -17,7 +17,8 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
-from service.jobs import FIELD_OP, FIELD_V1, JobKind
+from service.jobs import FIELD_CDP, FIELD_OP, FIELD_V1, JobKind
+from service.lanes import Lane
 from service.store.connections import load_script, store_errors
 
 
@@ -53,6 +54,9 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     op = fields.get(FIELD_OP)
     if op is not None:
         return Entry(raw_id, "v2", op)
+    call = fields.get(FIELD_CDP)
+    if call is not None:
+        return Entry(raw_id, "cdp", call)
     return Entry(raw_id, "v1", fields.get(FIELD_V1, b"null"))
 
 
@@ -110,14 +114,17 @@ class ShardStore:
             history=tuple(history),
         )
 
-    def pause_remaining_ms(self, workspace: str) -> int:
-        """How long the workspace stays paused, 0 if it is not."""
-        ttl = int(self._run(lambda: self.redis.pttl(keys.pause(workspace))))
+    def pause_remaining_ms(self, workspace: str, lane: Lane = Lane.TRACK) -> int:
+        """How long the workspace's lane stays paused, 0 if it is not."""
+        ttl = int(self._run(lambda: self.redis.pttl(keys.pause(workspace, lane))))
         return max(ttl, 0)
 
-    def pause(self, workspace: str, *, cause: str, duration_ms: int) -> None:
-        """Stop every worker from sending to `workspace` for `duration_ms`."""
-        self._run(lambda: self.redis.set(keys.pause(workspace), cause, px=max(duration_ms, 1)))
+    def pause(
+        self, workspace: str, *, cause: str, duration_ms: int, lane: Lane = Lane.TRACK
+    ) -> None:
+        """Stop every worker from sending to `workspace`'s `lane` for `duration_ms`."""
+        key = keys.pause(workspace, lane)
+        self._run(lambda: self.redis.set(key, cause, px=max(duration_ms, 1)))
 
     def _call(self, script: Script, lua_keys: list[str], args: list[Any]) -> Any:
         return self._run(lambda: script(keys=lua_keys, args=args))

@@ -24,10 +24,11 @@ import redis.asyncio as aioredis
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, InvalidJob
+from service.lanes import Lane
 from service.store.connections import store_errors
 
 #: The lanes a workspace has; each can be paused on its own. Adding a lane adds its name.
-LANES = ("track",)
+LANES = tuple(lane.value for lane in Lane)
 MANUAL_CAUSE = "manual"
 AUDIT_MAX_ENTRIES = 10_000
 MAX_PAUSE_MS = 7 * 86_400_000
@@ -36,7 +37,9 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 class TriggerSender(Protocol):
-    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None: ...
+    def send(
+        self, workspace: str, shard: int, *, lane: Lane = Lane.TRACK, countdown_s: float = 0.0
+    ) -> None: ...
 
 
 def check_lane(lane: str) -> str:
@@ -46,9 +49,8 @@ def check_lane(lane: str) -> str:
 
 
 def pause_key(workspace: str, lane: str) -> str:
-    """The pause the drain of `lane` honours (today the track lane's is the workspace's)."""
-    check_lane(lane)
-    return keys.pause(workspace)
+    """The pause the drain of `lane` honours."""
+    return keys.pause(workspace, Lane(check_lane(lane)))
 
 
 def parse_duration_ms(text: str, *, field_name: str = "for") -> int:
@@ -157,7 +159,7 @@ class WorkspaceControl:
             approximate=True,
         )
         await self._call(pipe.execute())
-        await self._trigger_backlog(workspace)
+        await self._trigger_backlog(workspace, Lane(lane))
         return cause
 
     async def note(self, workspace: str, lane: str) -> PauseNote | None:
@@ -204,20 +206,20 @@ class WorkspaceControl:
             )
         return out
 
-    async def _trigger_backlog(self, workspace: str) -> None:
+    async def _trigger_backlog(self, workspace: str, lane: Lane) -> None:
         """Wake a drain for every shard with work; a lost trigger is the sweeper's to resend."""
         if self.triggers is None:
             return
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.settings.shards):
-            pipe.xlen(keys.shard_keys(workspace, shard).stream)
+            pipe.xlen(keys.shard_keys(workspace, shard, lane).stream)
         lengths = await self._call(pipe.execute())
         due = [shard for shard, length in enumerate(lengths) if length]
         triggers = self.triggers
 
         def send_all() -> None:
             for shard in due:
-                triggers.send(workspace, shard)
+                triggers.send(workspace, shard, lane=lane)
 
         if due:
             await asyncio.to_thread(send_all)

@@ -13,6 +13,8 @@ from tests.support.processes import Proc, RedisServer, cioq_proc, free_port, wai
 SITE_ID = "e2e-site"
 API_KEY = "e2e-api-key"
 INGEST_KEY = "e2e-ingest-key"
+CDP_KEY = "e2e-cdp-key"
+ADMIN_KEY = "e2e-admin-key"
 
 
 class Stack:
@@ -30,6 +32,8 @@ class Stack:
             "CIOQ_API_KEY": API_KEY,
             "CIOQ_INGEST_KEYS": INGEST_KEY,
             "CIOQ_TRACK_URL": f"http://127.0.0.1:{self.sandbox_port}",
+            "CIOQ_CDP_API_KEY": CDP_KEY,
+            "CIOQ_CDP_URL": f"http://127.0.0.1:{self.sandbox_port}",
             "CIOQ_SHARDS": "8",
             "CIOQ_LINGER_MS": "200",
             "CIOQ_LEASE_MS": "3000",
@@ -48,6 +52,8 @@ class Stack:
                 SITE_ID,
                 "--api-key",
                 API_KEY,
+                "--write-key",
+                CDP_KEY,
             ],
         )
         wait_http(f"{self.sandbox_url}/healthz")

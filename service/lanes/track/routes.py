@@ -7,6 +7,7 @@ validated first, and nothing of a refused request is queued.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from service.api import idempotency
@@ -21,6 +22,16 @@ from service.store.queue import Queue
 
 #: The most field errors one 400 lists; a bad batch of 10,000 ops stays readable.
 MAX_REPORTED_ERRORS = 100
+#: Person actions that carry a ``timestamp`` (Unix seconds); identify's also orders
+#: attribute updates. Stamped with the accept time where the producer sent none.
+TIMED_ACTIONS = frozenset({"identify", "event", "page", "screen"})
+
+
+def stamp_timestamp(op: dict[str, Any], now_s: int) -> dict[str, Any]:
+    """`op` with the accept time as its ``timestamp`` if it is a timed op without one."""
+    if op.get("type") != "person" or op.get("action") not in TIMED_ACTIONS or "timestamp" in op:
+        return op
+    return {**op, "timestamp": now_s}
 
 
 def _object(body: Any, field: str = "body") -> dict[str, Any]:
@@ -38,6 +49,7 @@ class Ingest:
         self.queue = queue
         self.idempotency = idempotency.Idempotency(queue, settings)
         self.limits = Limits(max_op_bytes=settings.max_op_bytes)
+        self.stamp_timestamps = settings.stamp_timestamps
 
     def routes(self) -> list[Route]:
         c = ("api", "v1", "customers", "{id}")
@@ -217,8 +229,9 @@ class Ingest:
     ) -> Response:
         jobs: list[Job] = []
         errors: list[FieldError] = []
+        now_s = int(time.time())
         for i, op in enumerate(ops):
-            job = v2_job(op)
+            job = v2_job(stamp_timestamp(op, now_s) if self.stamp_timestamps else op)
             label = f"batch[{i}]" if batch else ""
             error = op_size_error(job.payload, where=label, limits=self.limits)
             if error is not None:
@@ -231,8 +244,4 @@ class Ingest:
     async def _store_jobs(
         self, req: Request, ws: Workspace, jobs: list[Job], answer: Response = OK
     ) -> Response:
-        key = idempotency.key_of(req.header(idempotency.HEADER))
-        if key is not None:
-            return await self.idempotency.store(req, ws, key, jobs, answer)
-        await self.queue.enqueue(ws.name, jobs)
-        return answer
+        return await self.idempotency.enqueue(req, ws, jobs, answer)
