@@ -6,7 +6,7 @@ such as ``a%2Fb`` (the official SDK quotes ``/`` this way) stays one path segmen
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -15,9 +15,12 @@ import orjson
 
 from service.errors import FieldError, InvalidJob
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI spec's shapes (as starlette.types spells them), so IngestApp is an ASGI app to
+# any server or test helper typed against the spec.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
