@@ -13,28 +13,35 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import drain, ingest, latency, naive
+from bench import drain, framework, ingest, latency, naive
 from bench.figures import HEADER, Figure
+
+GROUPS = ("ingest", "framework", "drain", "naive", "latency")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     parser.add_argument(
-        "--only", choices=("ingest", "drain", "naive", "latency"), action="append", default=None
+        "--only",
+        choices=GROUPS,
+        action="append",
+        default=None,
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs' temporary folder")
     parser.add_argument(
         "--capacity", type=float, help="latency at half this req/s (default: measure the stack)"
     )
     args = parser.parse_args()
-    wanted = set(args.only or ("ingest", "drain", "naive", "latency"))
+    wanted = set(args.only or GROUPS)
     tmp = Path(tempfile.mkdtemp(prefix="cioq-bench-"))
     figures: list[Figure] = []
     started = time.monotonic()
     try:
         if "ingest" in wanted:
             figures += _report(ingest.run(tmp, quick=args.quick))
+        if "framework" in wanted:
+            figures += _report(framework.run(tmp, quick=args.quick))
         if "drain" in wanted:
             figures += _report(drain.run(tmp, quick=args.quick))
         if "naive" in wanted:
