@@ -12,27 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.figures import Figure
-from bench.ingest import _best_of, _bulk, _single
+from bench.ingest import OPS_PER_BATCH, measure
 from bench.stack import BenchStack
-
-OPS_PER_BATCH = 1000
 
 
 def run(tmp: Path, *, quick: bool) -> list[Figure]:
-    duration_s = 3.0 if quick else 10.0
-    rounds = 2 if quick else 3
     stack = BenchStack(tmp / "framework")
     try:
         stack.start_sandbox()
         ports = {"starlette": stack.start_starlette_app(), "cioq": stack.start_api()}
-        single = _best_of(ports, _single, connections=16, duration_s=duration_s, rounds=rounds)
-        bulk = _best_of(
-            ports,
-            lambda port: _bulk(port, OPS_PER_BATCH),
-            connections=2,
-            duration_s=duration_s,
-            rounds=rounds,
-        )
+        single, bulk = measure(ports, quick=quick)
     finally:
         stack.close()
     return [

@@ -3,8 +3,9 @@
 The same Track lane handlers, key check, start-up gate, backpressure, body cap, metrics and
 Redis writes as ``cioq api`` (the collaborators are taken from a real `IngestApp`); only the
 HTTP layer differs: Starlette's router, `Request` and `Response`, with the raw-path routing
-middleware the sandbox uses so ``a%2Fb`` stays one path segment. Served by the same uvicorn
-settings as ``cioq api``, so `bench/framework.py` measures what Starlette would cost.
+middleware the sandbox uses (`sandbox.app.RawPathRouting`), so ``a%2Fb`` stays one
+segment. Served by the same uvicorn settings as ``cioq api``, so `bench/framework.py`
+measures what Starlette would cost. The checks mirror `IngestApp._dispatch` on purpose.
 
 ``python -m bench.starlette_app --port P`` (settings from the ``CIOQ_*`` environment)
 """
@@ -23,27 +24,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route as StarletteRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sandbox.app import RawPathRouting
 from service.api.app import STORE_UNAVAILABLE, UNAUTHORIZED, IngestApp, create_app
 from service.api.http import Request, Response, Route, base_url_of, error_response, split_path
 from service.config import load_settings
 from service.errors import FieldError, InvalidJob, Overloaded, StoreUnavailable
 from service.metrics import definitions as metrics
-
-
-class RawPathRouting:
-    """Route on the path as sent (sandbox/app.py's `_RawPathRouting`, which stays private
-    there because the sandbox imports nothing of cioq's and is imported by nothing)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw_path = scope.get("raw_path") if scope["type"] == "http" else None
-        if raw_path:
-            scope = {**scope, "path": raw_path.decode("latin-1")}
-        await self.app(scope, receive, send)
 
 
 def _to_starlette(response: Response) -> StarletteResponse:
