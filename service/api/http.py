@@ -2,6 +2,9 @@
 
 Routing uses the *raw* path, split on ``/`` before percent-decoding, so an identifier
 such as ``a%2Fb`` (the official SDK quotes ``/`` this way) stays one path segment.
+
+Not Starlette, for speed: this layer served 1.3-1.7x the single-op req/s of the same ingest
+on Starlette with raw-path routing (1.05x on 1,000-op batches; `bench/run --only framework`).
 """
 
 from __future__ import annotations
