@@ -78,24 +78,36 @@ def best_rounds(
     return {name: max(results, key=lambda r: r.rate_per_s) for name, results in found.items()}
 
 
-def run(tmp: Path, *, quick: bool) -> list[Figure]:
+#: Ops in each body of the bulk figure.
+OPS_PER_BATCH = 1000
+
+
+def measure(
+    ports: dict[str, int], *, quick: bool
+) -> tuple[dict[str, LoadResult], dict[str, LoadResult]]:
+    """Each server's best single-op (16 connections) and bulk (2 connections) result."""
     duration_s = 3.0 if quick else 10.0
     rounds = 2 if quick else 3
+    single = _best_of(ports, _single, connections=16, duration_s=duration_s, rounds=rounds)
+    bulk = _best_of(
+        ports,
+        lambda port: _bulk(port, OPS_PER_BATCH),
+        connections=2,
+        duration_s=duration_s,
+        rounds=rounds,
+    )
+    return single, bulk
+
+
+def run(tmp: Path, *, quick: bool) -> list[Figure]:
     stack = BenchStack(tmp / "ingest")
     try:
         stack.start_sandbox()
         ports = {"bare": stack.start_bare_app(), "cioq": stack.start_api()}
-        single = _best_of(ports, _single, connections=16, duration_s=duration_s, rounds=rounds)
-        ops = 1000
-        bulk = _best_of(
-            ports,
-            lambda port: _bulk(port, ops),
-            connections=2,
-            duration_s=duration_s,
-            rounds=rounds,
-        )
+        single, bulk = measure(ports, quick=quick)
     finally:
         stack.close()
+    ops = OPS_PER_BATCH
     single_ratio = single["cioq"].rate_per_s / single["bare"].rate_per_s
     cioq_bulk = bulk["cioq"].rate_per_s * ops
     return [

@@ -13,8 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import drain, ingest, latency, naive, pipelines
+from bench import drain, framework, ingest, latency, naive, pipelines
 from bench.figures import HEADER, Figure
+
+GROUPS = ("ingest", "framework", "drain", "naive", "latency", "pipelines")
 
 
 def main() -> None:
@@ -22,7 +24,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     parser.add_argument(
         "--only",
-        choices=("ingest", "drain", "naive", "latency", "pipelines"),
+        choices=GROUPS,
         action="append",
         default=None,
     )
@@ -31,13 +33,15 @@ def main() -> None:
         "--capacity", type=float, help="latency at half this req/s (default: measure the stack)"
     )
     args = parser.parse_args()
-    wanted = set(args.only or ("ingest", "drain", "naive", "latency", "pipelines"))
+    wanted = set(args.only or GROUPS)
     tmp = Path(tempfile.mkdtemp(prefix="cioq-bench-"))
     figures: list[Figure] = []
     started = time.monotonic()
     try:
         if "ingest" in wanted:
             figures += _report(ingest.run(tmp, quick=args.quick))
+        if "framework" in wanted:
+            figures += _report(framework.run(tmp, quick=args.quick))
         if "drain" in wanted:
             figures += _report(drain.run(tmp, quick=args.quick))
         if "naive" in wanted:

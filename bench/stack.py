@@ -113,6 +113,13 @@ class BenchStack:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         return port
 
+    def start_starlette_app(self) -> int:
+        """cioq's ingest through Starlette (bench/starlette_app.py), on this stack's settings."""
+        port = free_port()
+        self.start("starlette", [sys.executable, "-m", "bench.starlette_app", "--port", str(port)])
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        return port
+
     def start_bare_app(self) -> int:
         port = free_port()
         argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]

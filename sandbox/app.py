@@ -257,7 +257,7 @@ async def _healthz(request: Request) -> Response:
     return _json(200, {})
 
 
-class _RawPathRouting:
+class RawPathRouting:
     """Route on the path as sent, so that `a%2Fb` stays one path segment.
 
     The official SDKs percent-encode `/` inside identifiers; decoding before routing would
@@ -317,6 +317,6 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
     routes += pipelines_routes(state)
     routes += [Route(path, control(handler), methods=[m]) for m, path, handler in controls_api]
     routes.append(Route("/healthz", _healthz, methods=["GET"]))
-    app = Starlette(routes=routes, middleware=[Middleware(_RawPathRouting)])
+    app = Starlette(routes=routes, middleware=[Middleware(RawPathRouting)])
     app.state.sandbox = state
     return app

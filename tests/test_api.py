@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import cast
 
 import httpx
-import orjson
 import pytest
 import redis
 
-from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from tests.support.http_server import serve_in_thread
+from tests.support.ingest import AUTH, queued
 from tests.support.triggers import RecordingTriggers
-
-AUTH = ("any-site", "dev-ingest-key")
 
 
 @pytest.fixture
@@ -26,14 +23,6 @@ def api(
     app = create_app(make_settings(linger_ms=250), triggers=triggers)
     with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=AUTH, timeout=10) as c:
         yield c
-
-
-def queued(client: redis.Redis, shards: int = 4) -> list[dict[str, Any]]:
-    out = []
-    for shard in range(shards):
-        for _, fields in client.xrange(keys.shard_keys("default", shard).stream):
-            out.append(orjson.loads(fields[b"o"]))
-    return out
 
 
 def test_identify_is_stored_as_one_v2_op(api: httpx.Client, redis_client: redis.Redis) -> None:
@@ -136,7 +125,9 @@ def test_missing_or_wrong_key_is_401(
             "/api/v1/customers/1",
             json={},
             headers=headers,
-            auth=auth if isinstance(auth, tuple) else None,
+            auth=cast(tuple[str, str], auth)
+            if isinstance(auth, tuple)
+            else httpx.USE_CLIENT_DEFAULT,
         )
     assert r.status_code == 401
     assert r.json()["errors"][0]["field"] == "authorization"

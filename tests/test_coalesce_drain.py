@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
-from tests.test_coalesce import replay
-from tests.test_drain import build_drainer, dlq, enqueue
+from tests.support.customerio_model import replay
+from tests.support.drain import build_drainer, dlq, enqueue
 
 
 def settings_for(make_settings: Callable[..., Settings], url: str, coalesce: bool) -> Settings:

@@ -21,11 +21,11 @@ from service.api.app import create_app
 from service.config import Settings
 from service.jobs import v2_job
 from service.store.queue import Queue
+from tests.support.drain import build_drainer
 from tests.support.http_server import serve_in_thread
+from tests.support.ingest import AUTH, queued
 from tests.support.processes import wait_until
 from tests.support.triggers import RecordingTriggers
-from tests.test_api import AUTH, queued
-from tests.test_drain import build_drainer
 
 
 @pytest.fixture

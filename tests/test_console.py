@@ -22,6 +22,7 @@ from service.console.session import COOKIE, Sessions
 from service.jobs import v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from tests.support.http_server import serve_in_thread
+from tests.support.streams import stream_entries
 from tests.support.triggers import RecordingTriggers
 
 ADMIN_KEY = "ops-secret-key"
@@ -177,7 +178,9 @@ def test_producer_values_are_escaped_in_every_page(
 ) -> None:
     url, _ = console
     DeadLetterStore(redis_client).add("default", [_hostile_letter()])
-    (letter_id,) = [i.decode() for i, _ in redis_client.xrange(keys.dead_letters("default"))]
+    (letter_id,) = [
+        i.decode() for i, _ in stream_entries(redis_client, keys.dead_letters("default"))
+    ]
     with _client(url) as client:
         _sign_in(client)
         pages = [

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -31,6 +32,7 @@ from tests.support.browser import chromium, screenshot, wait_for
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
+from tests.support.streams import stream_entries, stream_fields
 from tests.support.triggers import RecordingTriggers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("browser")]
@@ -97,7 +99,7 @@ def _seed(client: redis.Redis) -> None:
 
 
 def _classes(client: redis.Redis) -> list[str]:
-    return sorted(f[b"cls"].decode() for _, f in client.xrange(keys.dead_letters("default")))
+    return sorted(f[b"cls"].decode() for f in stream_fields(client, keys.dead_letters("default")))
 
 
 def test_operator_flows_in_a_real_browser(
@@ -150,8 +152,12 @@ def test_operator_flows_in_a_real_browser(
     assert _cell(browser, "dead") == "6"
     # While paused, the running worker sends nothing: two refreshes later all 25 still wait.
     for _ in range(2):
-        stamp = browser.find_element(By.ID, "updated").text
-        wait_for(browser, lambda d, stamp=stamp: d.find_element(By.ID, "updated").text != stamp)
+        stamp: str = browser.find_element(By.ID, "updated").text
+
+        def refreshed(d: Any, before: str = stamp) -> bool:
+            return bool(d.find_element(By.ID, "updated").text != before)
+
+        wait_for(browser, refreshed)
     assert _cell(browser, "waiting") == "25"
     assert stack.received() == []
     # Per-minute counts come from every process through Redis (service/metrics/activity.py);
@@ -242,7 +248,9 @@ def hostile_console(
         "v2", v2_job(op).payload, "default:0:1-0", "invalid_field", "partial", 207, message=XSS
     )
     DeadLetterStore(redis_client).add("default", [letter])
-    (letter_id,) = [i.decode() for i, _ in redis_client.xrange(keys.dead_letters("default"))]
+    (letter_id,) = [
+        i.decode() for i, _ in stream_entries(redis_client, keys.dead_letters("default"))
+    ]
     settings = make_settings(admin_keys=f"alice:{ADMIN_KEY}")
     with serve_in_thread(create_app(settings, triggers=RecordingTriggers())) as url:
         yield url, letter_id

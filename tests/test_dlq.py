@@ -23,6 +23,7 @@ from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, p
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from service.store.queue import Queue
 from tests.support.http_server import serve_in_thread
+from tests.support.streams import stream_fields
 from tests.support.triggers import RecordingTriggers
 
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -131,10 +132,11 @@ def test_paging_walks_every_letter_once(
     seen: list[str] = []
     after = None
     while True:
-        page = _run(
-            settings,
-            lambda dlq, after=after: dlq.page("default", DeadLetterFilter(), limit=2, after=after),
-        )
+
+        def next_page(dlq: DeadLetterAdmin, after: str | None = after) -> Any:
+            return dlq.page("default", DeadLetterFilter(), limit=2, after=after)
+
+        page = _run(settings, next_page)
         seen += [s.id for s in page.letters]
         if page.next_after is None:
             break
@@ -176,7 +178,7 @@ def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
     assert redis_client.xlen(keys.dead_letters("default")) == 0
     queued: list[bytes] = []
     for shard in range(settings.shards):
-        for _, fields in redis_client.xrange(keys.shard_keys("default", shard).stream):
+        for fields in stream_fields(redis_client, keys.shard_keys("default", shard).stream):
             queued.append(fields.get(FIELD_OP) or fields[FIELD_V1])
     assert sorted(queued) == sorted(letter.payload for letter in letters)
 
@@ -205,7 +207,7 @@ def test_racing_replays_queue_each_letter_once(
     queued = [
         fields[FIELD_OP]
         for shard in range(settings.shards)
-        for _, fields in redis_client.xrange(keys.shard_keys("default", shard).stream)
+        for fields in stream_fields(redis_client, keys.shard_keys("default", shard).stream)
     ]
     assert len(queued) == len(set(queued)) == 600
     assert redis_client.xlen(keys.dead_letters("default")) == 0

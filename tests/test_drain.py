@@ -15,10 +15,8 @@ from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
-from service.jobs import shard_for, v2_job
-from service.lanes.registry import clients as lane_clients
-from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
+from tests.support.drain import build_drainer, dlq, enqueue, person_op
 from tests.support.sandbox import KEY, SITE
 from workers.drain import Drainer
 
@@ -50,50 +48,14 @@ def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settin
     )
 
 
-def build_drainer(
-    settings: Settings, client: redis.Redis, clock: Callable[[], float] = time.time
-) -> Drainer:
-    """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
-    clients = lane_clients(settings)
-    return Drainer(
-        settings,
-        ShardStore(client),
-        DeadLetterStore(client),
-        clients,
-        None,
-        clock=clock,
-        rng=lambda: 1.0,
-    )
-
-
 @pytest.fixture
 def drainer(settings: Settings, redis_client: redis.Redis, clock: Clock) -> Drainer:
     return build_drainer(settings, redis_client, clock)
 
 
-def person_op(i: int, **attrs: Any) -> dict[str, Any]:
-    return {
-        "type": "person",
-        "action": "identify",
-        "identifiers": {"id": f"p{i}"},
-        "attributes": {"n": i, "pad": "x" * 150, **attrs},
-    }
-
-
-def enqueue(client: redis.Redis, ops: list[dict[str, Any]], shards: int = 1) -> None:
-    for op in ops:
-        job = v2_job(op)
-        shard = shard_for("default", job.route, shards)
-        client.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
-
-
 def received_ns(sandbox: httpx.Client) -> list[int]:
     records = sandbox.get("/_sandbox/received").json()["records"]
     return [r["op"]["attributes"]["n"] for r in records]
-
-
-def dlq(client: redis.Redis) -> list[dict[bytes, bytes]]:
-    return [fields for _, fields in client.xrange(keys.dead_letters("default"))]
 
 
 def test_drains_everything_in_order_in_full_batches(
@@ -225,7 +187,7 @@ def test_whole_batch_400_is_bisected_to_the_poison_ops(
     """2 poison ops among 1,000 make the batch 400: only they are dead-lettered."""
     s = make_settings(shards=1, track_url=sandbox_url, max_ops_per_read=1000)
     d = build_drainer(s, redis_client)
-    ops = [
+    ops: list[dict[str, Any]] = [
         {
             "type": "person",
             "action": "identify",
@@ -258,9 +220,8 @@ def test_stop_during_bisection_hands_the_rest_back(
     ops = [person_op(i) for i in range(64)]
     ops[40]["attributes"]["sandbox_poison"] = "400"
     enqueue(redis_client, ops)
-    requests = lambda: len(sandbox.get("/_sandbox/requests").json()["records"])  # noqa: E731
     stopping = build_drainer(s, redis_client)
-    stopping.should_stop = lambda: requests() >= 3
+    stopping.should_stop = lambda: len(sandbox.get("/_sandbox/requests").json()["records"]) >= 3
     report = stopping.drain("default", 0)
     assert report.stopped == "shutdown"
     shard = keys.shard_keys("default", 0)

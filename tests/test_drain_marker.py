@@ -14,8 +14,9 @@ from service.lanes.registry import clients as lane_clients
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE, Triggers
+from tests.support.drain import enqueue, person_op
 from tests.support.http_server import serve_in_thread
-from tests.test_drain import KEY, SITE, enqueue, person_op
+from tests.support.sandbox import KEY, SITE
 from workers.drain import Drainer
 
 

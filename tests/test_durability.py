@@ -132,7 +132,7 @@ def test_api_and_worker_refuse_a_redis_without_fsync(tmp_path: Path) -> None:
         api = stack.start("api", ["api"])
         worker = stack.start("worker", ["worker", "--concurrency=1"])
         for proc in (api, worker):
-            wait_until(lambda p=proc: not p.alive(), timeout_s=60, what=f"{proc.name} to exit")
+            wait_until(proc.exited, timeout_s=60, what=f"{proc.name} to exit")
             assert proc.popen.returncode != 0
             assert "appendfsync always" in proc.log()
     finally:

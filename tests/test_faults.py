@@ -20,6 +20,7 @@ from service import keys
 from tests.support.load import produce, received_by_person, seq_of
 from tests.support.processes import wait_until
 from tests.support.stack import ADMIN_KEY, API_KEY, INGEST_KEY, SITE_ID, Stack
+from tests.support.streams import stream_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -270,8 +271,12 @@ def test_job_that_kills_its_worker_is_quarantined_as_crash_loop(
 
     worker = stack.start_worker(concurrency=2)
     while True:
+
+        def bomb_sent_again_or_quarantined(k: int = kills) -> bool:
+            return len(bomb_sends()) > k or redis.xlen(DLQ) > 0
+
         wait_until(
-            lambda k=kills: len(bomb_sends()) > k or redis.xlen(DLQ) > 0,
+            bomb_sent_again_or_quarantined,
             timeout_s=90,
             what=f"bomb send #{kills + 1}",
         )
@@ -281,7 +286,7 @@ def test_job_that_kills_its_worker_is_quarantined_as_crash_loop(
         kills += 1
         assert kills <= 12, "the bomb was never quarantined"
         worker = stack.start_worker(concurrency=2)
-    [(_, fields)] = redis.xrange(DLQ)
+    [fields] = stream_fields(redis, DLQ)
     assert fields[b"reason"] == b"crash_loop"
     ops_per_send = Counter(r["seq"] for r in stack.received())
     assert [ops_per_send[seq] for seq in bomb_sends()][-3:] == [1, 1, 1]  # alone, 3 times

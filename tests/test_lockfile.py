@@ -38,7 +38,7 @@ def locked() -> dict[str, Version]:
 
 
 def image_environment(extra: str = "") -> dict[str, str]:
-    env = default_environment()
+    env = {key: str(value) for key, value in default_environment().items()}
     env.update(python_version=IMAGE_PYTHON, python_full_version=f"{IMAGE_PYTHON}.0")
     env.update(sys_platform="linux", platform_system="Linux", os_name="posix", extra=extra)
     return env

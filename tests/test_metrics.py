@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 import redis
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -161,6 +161,7 @@ def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings])
 
 
 @given(st.lists(st.text(max_size=40), max_size=200))
+@example(["invalid_field\n"])  # `$` in a regex also matches before a final newline
 def test_dead_letter_reason_labels_stay_bounded(reasons: list[str]) -> None:
     for reason in reasons:
         metrics.dead_lettered("default", [reason])

@@ -28,7 +28,7 @@ from service.api.app import create_app
 from service.api.openapi import OPERATIONS, path_of
 from service.config import Settings
 from tests.support.http_server import serve_in_thread
-from tests.test_api import RecordingTriggers
+from tests.support.triggers import RecordingTriggers
 
 INGEST_KEY, ADMIN_KEY = "openapi-ingest-key", "openapi-admin-key"
 

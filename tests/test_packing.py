@@ -13,11 +13,27 @@ from service.delivery.packing import (
     ENVELOPE_BYTES,
     Batch,
     Oversize,
+    Unit,
     batch_body,
-    batch_size_bytes,
     first_unit,
-    pack,
 )
+
+
+def pack(ops: list[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> list[Unit]:
+    """Every unit a drain sends for `ops`, in order: `first_unit` again after each one,
+    with indices into `ops` (what the drain does as it resolves its stream's head)."""
+    units: list[Unit] = []
+    start = 0
+    while unit := first_unit(
+        ops[start:], max_batch_bytes=max_batch_bytes, max_op_bytes=max_op_bytes
+    ):
+        if isinstance(unit, Oversize):
+            units.append(Oversize(start + unit.index, unit.size_bytes))
+            start += 1
+        else:
+            units.append(Batch(start + unit.start, start + unit.stop, unit.body))
+            start += unit.stop
+    return units
 
 
 def op(size: int) -> bytes:
@@ -61,11 +77,11 @@ def test_pack_table(sizes: list[int], max_batch: int, max_op: int, expected: lis
 
 
 def test_body_is_valid_json_and_size_matches() -> None:
-    """The body is the exact JSON sent, and its size is computed without building it."""
+    """The body is the exact JSON sent: the envelope, the ops and a comma between each two."""
     ops = [orjson.dumps({"type": "person", "n": i}) for i in range(5)]
     body = batch_body(ops)
     assert orjson.loads(body) == {"batch": [orjson.loads(o) for o in ops]}
-    assert len(body) == batch_size_bytes([len(o) for o in ops])
+    assert len(body) == ENVELOPE_BYTES + sum(len(o) for o in ops) + len(ops) - 1
     assert len(batch_body([])) == ENVELOPE_BYTES
 
 

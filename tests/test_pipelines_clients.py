@@ -44,25 +44,23 @@ def calls(tag: str) -> list[dict[str, Any]]:
     def mid() -> str:
         return f"{tag}-{uuid.uuid4()}"
 
-    return [
-        {**call, "messageId": mid()}
-        for call in [
-            {"type": "identify", "userId": a, "traits": {"email": "a@x.io", "plan": "pro"}},
-            {"type": "track", "userId": a, "event": "Signed Up", "properties": {"n": 1}},
-            {"type": "page", "userId": a, "name": "Home", "properties": {"url": "https://x/"}},
-            {"type": "screen", "anonymousId": anon, "name": "Settings", "properties": {"k": "v"}},
-            {"type": "group", "userId": a, "groupId": "acme", "traits": {"object_type_id": "1"}},
-            {
-                "type": "track",
-                "userId": b,
-                "event": "Device Created or Updated",
-                "properties": {},
-                "context": {"device": {"token": "tok-1", "type": "ios"}},
-            },
-            {"type": "track", "userId": a, "event": "Upgraded", "properties": {"to": "max"}},
-            {"type": "alias", "userId": b, "previousId": f"{tag}-old"},
-        ]
+    plain: list[dict[str, Any]] = [
+        {"type": "identify", "userId": a, "traits": {"email": "a@x.io", "plan": "pro"}},
+        {"type": "track", "userId": a, "event": "Signed Up", "properties": {"n": 1}},
+        {"type": "page", "userId": a, "name": "Home", "properties": {"url": "https://x/"}},
+        {"type": "screen", "anonymousId": anon, "name": "Settings", "properties": {"k": "v"}},
+        {"type": "group", "userId": a, "groupId": "acme", "traits": {"object_type_id": "1"}},
+        {
+            "type": "track",
+            "userId": b,
+            "event": "Device Created or Updated",
+            "properties": {},
+            "context": {"device": {"token": "tok-1", "type": "ios"}},
+        },
+        {"type": "track", "userId": a, "event": "Upgraded", "properties": {"to": "max"}},
+        {"type": "alias", "userId": b, "previousId": f"{tag}-old"},
     ]
+    return [{**call, "messageId": mid()} for call in plain]
 
 
 @pytest.fixture(scope="module")

@@ -75,14 +75,12 @@ def test_strict_400_naming_nothing_dead_letters_exactly_the_two_bad_calls(
         assert all("refused" in d["message"] for d in dead)  # Customer.io's message, kept
         # Replay puts them back on the Pipelines lane, unchanged; refused again, they return
         assert admin.post("/replay", json={"all": True}).json()["replayed"] == 2
-        again = wait_until(
-            lambda: (
-                len(admin.get("").json()["dead_letters"]) == 2
-                and admin.get("").json()["dead_letters"]
-            ),
+        wait_until(
+            lambda: len(admin.get("").json()["dead_letters"]) == 2,
             timeout_s=60,
             what="the replayed calls back in the DLQ",
         )
+        again = admin.get("").json()["dead_letters"]
         assert {d["id"] for d in again}.isdisjoint({d["id"] for d in dead})
         payloads = sorted(d["payload"]["messageId"] for d in again)
         assert payloads == sorted(d["payload"]["messageId"] for d in dead)

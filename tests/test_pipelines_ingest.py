@@ -18,6 +18,7 @@ from service.api.app import create_app
 from service.config import Settings
 from service.lanes import Lane
 from tests.support.http_server import serve_in_thread
+from tests.support.streams import stream_fields
 from tests.support.triggers import RecordingTriggers
 
 INGEST_KEY = "dev-ingest-key"
@@ -37,7 +38,7 @@ def api(
 def queued(client: redis.Redis, lane: Lane = Lane.PIPELINES, shards: int = 4) -> list[Any]:
     out = []
     for shard in range(shards):
-        for _, fields in client.xrange(keys.shard_keys("default", shard, lane).stream):
+        for fields in stream_fields(client, keys.shard_keys("default", shard, lane).stream):
             out.append(orjson.loads(next(iter(fields.values()))))
     return out
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from service.api.app import create_app
 from service.api.http import Route
@@ -80,7 +81,7 @@ def test_repr_and_errors_hide_secrets() -> None:
         f'[{{"name": "w2", "site_id": "s2", "api_key": "{API_KEY}x", "ingest_keys": "i2"}}]'
     )
     s = Settings(
-        api_key=API_KEY,
+        api_key=SecretStr(API_KEY),
         ingest_keys=INGEST_KEY,  # type: ignore[arg-type]
         admin_keys=ADMIN_KEY,  # type: ignore[arg-type]
         workspaces_json=workspaces,
@@ -144,8 +145,8 @@ def fuzz_target(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, l
     app = create_app(
         make_settings(
             api_key=API_KEY,
-            ingest_keys=(INGEST_KEY,),  # type: ignore[arg-type]
-            admin_keys=(ADMIN_KEY,),  # type: ignore[arg-type]
+            ingest_keys=(INGEST_KEY,),
+            admin_keys=(ADMIN_KEY,),
             track_url="http://127.0.0.1:9",
         ),
         triggers=_NoTriggers(),

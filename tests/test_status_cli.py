@@ -15,6 +15,7 @@ from service.jobs import v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE
+from tests.support.streams import stream_entries
 
 SHARDS = 4
 
@@ -94,7 +95,7 @@ def test_pause_and_resume_use_the_drains_pause_and_are_audited(
     # One drain trigger per shard with backlog went to the broker (the same Redis here).
     assert redis_client.llen(DRAIN_QUEUE) == 2
 
-    audit = redis_client.xrevrange(keys.audit())
+    audit = stream_entries(redis_client, keys.audit(), newest_first=True)
     actions = [(f[b"action"], f[b"who"], f[b"lane"]) for _, f in audit]
     who = f"cli:{getpass.getuser()}".encode()
     assert actions == [(b"resume", who, b"track"), (b"pause", who, b"track")]

@@ -20,9 +20,9 @@ import redis
 from sandbox import SandboxConfig, create_sandbox_app
 from service.api.app import create_app
 from service.config import load_settings
+from tests.support.drain import build_drainer
 from tests.support.http_server import serve_in_thread
-from tests.test_api import RecordingTriggers
-from tests.test_drain import build_drainer
+from tests.support.triggers import RecordingTriggers
 
 SITES = {"a": ("site-a", "api-key-a", "ingest-a"), "b": ("site-b", "api-key-b", "ingest-b")}
 

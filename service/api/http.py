@@ -2,12 +2,15 @@
 
 Routing uses the *raw* path, split on ``/`` before percent-decoding, so an identifier
 such as ``a%2Fb`` (the official SDK quotes ``/`` this way) stays one path segment.
+
+Not Starlette, for speed: this layer served 1.3-1.7x the single-op req/s of the same ingest
+on Starlette with raw-path routing (1.05x on 1,000-op batches; `bench/run --only framework`).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
@@ -16,9 +19,12 @@ import orjson
 
 from service.errors import FieldError, InvalidJob
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI spec's shapes (as starlette.types spells them), so IngestApp is an ASGI app to
+# any server or test helper typed against the spec.
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 

@@ -45,11 +45,6 @@ def batch_body(ops: Sequence[bytes]) -> bytes:
     return BATCH_HEAD + b",".join(ops) + BATCH_TAIL
 
 
-def batch_size_bytes(op_sizes: Sequence[int]) -> int:
-    """The size of the body that would carry ops of these sizes."""
-    return ENVELOPE_BYTES + sum(op_sizes) + max(len(op_sizes) - 1, 0)
-
-
 def _batch_stop(ops: Sequence[bytes], start: int, max_batch_bytes: int, max_op_bytes: int) -> int:
     """End of the longest batch from `start`: it stops before an overflow or an oversize op."""
     stop = start
@@ -63,25 +58,6 @@ def _batch_stop(ops: Sequence[bytes], start: int, max_batch_bytes: int, max_op_b
         size += added
         stop += 1
     return stop
-
-
-def pack(ops: Sequence[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> list[Unit]:
-    """Split `ops` into consecutive batches, in order, none over `max_batch_bytes`.
-
-    An op over `max_op_bytes` becomes an `Oversize` unit where it stands, so that
-    every input index appears in exactly one unit and the order of the rest is kept.
-    """
-    units: list[Unit] = []
-    i = 0
-    while i < len(ops):
-        if len(ops[i]) > max_op_bytes:
-            units.append(Oversize(i, len(ops[i])))
-            i += 1
-            continue
-        stop = _batch_stop(ops, i, max_batch_bytes, max_op_bytes)
-        units.append(Batch(i, stop, batch_body(ops[i:stop])))
-        i = stop
-    return units
 
 
 def first_unit(ops: Sequence[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> Unit | None:

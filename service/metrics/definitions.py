@@ -168,7 +168,8 @@ def _process_drains() -> Gauge:
 _OWN_REASONS = frozenset(
     {"invalid", "op_too_large", "max_attempts", "max_age", "crash_loop", "replay_failed"}
 )
-_REASON_SHAPE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# fullmatch, not match with `$`: `$` also matches before a final newline ("x\n").
+_REASON_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 #: Upstream reason labels one process admits before folding the rest into "other".
 MAX_UPSTREAM_REASONS = 20
 _seen_reasons: set[str] = set()
@@ -177,7 +178,7 @@ _seen_reasons: set[str] = set()
 def _reason_label(reason: str) -> str:
     if reason in _OWN_REASONS or reason in _seen_reasons:
         return reason
-    if _REASON_SHAPE.match(reason) and len(_seen_reasons) < MAX_UPSTREAM_REASONS:
+    if _REASON_SHAPE.fullmatch(reason) and len(_seen_reasons) < MAX_UPSTREAM_REASONS:
         _seen_reasons.add(reason)
         return reason
     return "other"

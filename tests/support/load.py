@@ -93,7 +93,9 @@ async def produce(
         for p in people
     }
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: else,
+    # on a starved machine, a connection reused as the server closes it fails with ReadError.
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
 
         async def one_person(person: str) -> None:

@@ -62,6 +62,9 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def exited(self) -> bool:
+        return not self.alive()
+
     def kill(self) -> None:
         """SIGKILL the whole process group: the worker and its prefork children."""
         if self.alive():

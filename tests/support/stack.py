@@ -107,6 +107,11 @@ class Stack:
                     return records
                 after = page["next"]
 
+    def received_at_least(self, count: int) -> list[dict[str, Any]]:
+        """Everything received once there are `count` records or more, else [] (for polling)."""
+        records = self.received()
+        return records if len(records) >= count else []
+
     def requests(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         with self.sandbox_client() as client:

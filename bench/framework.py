@@ -1,0 +1,48 @@
+"""Why the ingest API is not a Starlette app: the same ingest through both, same load.
+
+cioq's api (its own ~170-line router, `Request` and `Response` in service/api/http.py) against
+bench/starlette_app.py, which serves the same handlers, checks and Redis writes through
+Starlette with raw-path routing. Same uvicorn settings, same load generator, same requests
+(single-op v1 events over 16 connections, 1,000-op v2 batches over 2), best of alternating
+rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.figures import Figure
+from bench.ingest import OPS_PER_BATCH, measure
+from bench.stack import BenchStack
+
+
+def run(tmp: Path, *, quick: bool) -> list[Figure]:
+    stack = BenchStack(tmp / "framework")
+    try:
+        stack.start_sandbox()
+        ports = {"starlette": stack.start_starlette_app(), "cioq": stack.start_api()}
+        single, bulk = measure(ports, quick=quick)
+    finally:
+        stack.close()
+    return [
+        Figure(
+            "ingest single-op, own HTTP layer vs Starlette",
+            single["cioq"].rate_per_s,
+            "req/s",
+            "same ingest on Starlette",
+            single["starlette"].rate_per_s,
+            "reported",
+            True,
+            f"p99 {single['cioq'].percentile_s(0.99) * 1000:.1f} ms vs "
+            f"{single['starlette'].percentile_s(0.99) * 1000:.1f} ms",
+        ),
+        Figure(
+            "ingest bulk (1,000-op v2 batches), own HTTP layer vs Starlette",
+            bulk["cioq"].rate_per_s * OPS_PER_BATCH,
+            "ops/s",
+            "same ingest on Starlette",
+            bulk["starlette"].rate_per_s * OPS_PER_BATCH,
+            "reported",
+            True,
+        ),
+    ]
