@@ -19,6 +19,7 @@ from service.api import openapi
 from service.api.admin import Admin
 from service.api.auth import Authenticator
 from service.api.http import (
+    BodyRefused,
     Receive,
     Request,
     Response,
@@ -155,12 +156,15 @@ class IngestApp:
                 return STORE_UNAVAILABLE
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             return ADMIN_UNAUTHORIZED
-        body = await read_body(receive, max_bytes=self.settings.max_request_bytes)
-        if body is None:
-            limit = self.settings.max_request_bytes
-            return error_response(
-                413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
+        try:
+            body = await read_body(
+                receive,
+                headers,
+                max_bytes=self.settings.max_request_bytes,
+                timeout_s=self.settings.body_timeout_s,
             )
+        except BodyRefused as exc:
+            return self._body_refused(exc.status)
         request = Request(
             method,
             segments,
@@ -181,6 +185,16 @@ class IngestApp:
         except Exception:
             log.exception("unexpected error on %s %s", method, route.name)
             return error_response(500, [FieldError("server", "internal", "internal error")])
+
+    def _body_refused(self, status: int) -> Response:
+        """413 or 408, closing the connection: the rest of the body is not worth reading."""
+        if status == 413:
+            limit = self.settings.max_request_bytes
+            error = FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)
+        else:
+            deadline = self.settings.body_timeout_s
+            error = FieldError("body", "timeout", f"request body not received in {deadline} s")
+        return error_response(status, [error], headers=((b"connection", b"close"),))
 
     async def healthz(self, request: Request, workspace: Any) -> Response:
         return json_response(200, {"status": "ok"})
