@@ -6,11 +6,12 @@
 - ``replicated``: as ``fsync``, and at least one replica received it: then ``WAIT 1``.
 
 ``WAIT`` and ``WAITAOF`` only cover writes made *on their own connection*: on a connection
-that wrote nothing they return at once and report success. So the confirmation is sent on
-the connection that wrote, held from the write to the confirmation. It is a second round
-trip, not pipelined behind the write: a replica reports its offsets only when asked or
-once a second, and ``WAITAOF`` pipelined right behind a write waited about a second for
-that (measured on Valkey 9.1, ``../shared/reference/scale-out.md`` §2.3).
+that wrote nothing they return at once and report success. So the confirmation is
+pipelined behind the writes on one connection (`service.store.slots`). ``replicated``
+asks ``WAIT`` (the replica received it), not ``WAITAOF 0 1`` (the replica fsynced it):
+a replica reports its fsynced offset only once a second unless asked, and ``WAITAOF``
+with replicas pipelined behind a write waited about a second for it (measured on Valkey
+9.1, ``../shared/reference/scale-out.md`` §2.3), where ``WAIT`` asks at once.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from service.errors import StoreUnavailable
 
@@ -40,35 +38,30 @@ class Confirmation:
         return self.waitaof or self.replicas > 0
 
 
-async def confirm(conn: aioredis.Redis, confirmation: Confirmation) -> None:
-    """Wait, on `conn`, until its writes are as durable as asked; else StoreUnavailable."""
+def commands(confirmation: Confirmation | None) -> list[tuple[Any, ...]]:
+    """The commands that confirm a connection's writes, to send on that connection after them."""
+    if confirmation is None:
+        return []
     timeout_ms = confirmation.timeout_ms
+    found: list[tuple[Any, ...]] = []
     if confirmation.waitaof:
-        local, _ = await conn.execute_command("WAITAOF", 1, 0, timeout_ms)  # type: ignore[no-untyped-call]
-        if int(local) < 1:
-            raise StoreUnavailable("WAITAOF: the write was not fsynced to the AOF in time")
+        found.append(("WAITAOF", 1, 0, timeout_ms))
     if confirmation.replicas:
-        reached = await conn.execute_command("WAIT", confirmation.replicas, timeout_ms)  # type: ignore[no-untyped-call]
-        if int(reached) < confirmation.replicas:
-            raise StoreUnavailable(
-                f"WAIT: the write reached {reached} of {confirmation.replicas} replica(s) in time"
-            )
+        found.append(("WAIT", confirmation.replicas, timeout_ms))
+    return found
 
 
-async def run_confirmed(
-    client: aioredis.Redis,
-    script: AsyncScript,
-    keys: Sequence[str],
-    args: Sequence[Any],
-    confirmation: Confirmation | None,
-) -> Any:
-    """Run `script`, then confirm its writes on the same connection (if a level asks).
-
-    Redis errors propagate as redis.RedisError; a failed confirmation is StoreUnavailable.
-    """
-    if confirmation is None or not confirmation.needed:
-        return await script(keys=list(keys), args=list(args))
-    async with client.client() as conn:
-        result = await script(keys=list(keys), args=list(args), client=conn)
-        await confirm(conn, confirmation)
-    return result
+def verify(confirmation: Confirmation | None, replies: Sequence[Any]) -> None:
+    """StoreUnavailable unless the replies to `commands` confirm the level."""
+    if confirmation is None:
+        return
+    replies = list(replies)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise StoreUnavailable(f"the write could not be confirmed: {reply}")
+    if confirmation.waitaof and int(replies.pop(0)[0]) < 1:
+        raise StoreUnavailable("WAITAOF: the write was not fsynced to the AOF in time")
+    if confirmation.replicas and int(replies.pop(0)) < confirmation.replicas:
+        raise StoreUnavailable(
+            f"WAIT: the write did not reach {confirmation.replicas} replica(s) in time"
+        )
