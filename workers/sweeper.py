@@ -14,10 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from service import keys
 from service.config import Settings
+from service.store.connections import SyncStore
 from service.triggers import Triggers
 from workers import liveness
 
@@ -28,7 +27,7 @@ class Sweeper:
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: SyncStore,
         triggers: Triggers,
         *,
         clock: Callable[[], float] = time.time,

@@ -13,8 +13,6 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from service.api import openapi
 from service.api.admin import Admin
 from service.api.auth import Authenticator
@@ -43,7 +41,7 @@ from service.metrics.export import ApiMetrics
 from service.metrics.overview import Overview
 from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
-from service.store.connections import connect_async
+from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
 from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
@@ -81,7 +79,7 @@ class IngestApp:
         self,
         settings: Settings,
         *,
-        redis_client: aioredis.Redis | None = None,
+        redis_client: AsyncStore | None = None,
         triggers: Triggers | None = None,
     ) -> None:
         self.settings = settings

@@ -31,6 +31,7 @@ from redis.retry import Retry
 
 from service import keys
 from service.config import Settings
+from service.store.connections import SyncStore
 
 log = logging.getLogger("cioq.metrics")
 
@@ -39,7 +40,7 @@ PAUSE_CAUSES = ("throttle", "setup", "other")
 
 
 def record_drained(
-    client: redis.Redis,
+    client: SyncStore,
     workspace: str,
     count: int,
     settings: Settings,
@@ -112,7 +113,7 @@ class QueueStateCollector(Collector):
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: SyncStore,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

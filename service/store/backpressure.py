@@ -18,12 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
-from service.store.connections import store_errors
+from service.store.connections import AsyncStore, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,7 @@ class Backpressure:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncStore,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,

@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from redis.commands.core import Script
 
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
 from service.jobs import FIELD_OP, FIELD_V1, JobKind
-from service.store.connections import load_script, store_errors
+from service.store.connections import SyncStore, load_script, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +58,7 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
 class ShardStore:
     """Fenced operations on one Redis for the shards a drain works on."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncStore) -> None:
         self.redis = client
         self._acquire: Script = load_script(client, "acquire")
         self._renew: Script = load_script(client, "renew")

@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import sha1
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +34,7 @@ from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgain
 
 from service.errors import StoreUnavailable
 from service.store import durability
+from service.store.connections import AsyncStore, lua_source
 from service.store.durability import Confirmation
 
 log = logging.getLogger("cioq.slots")
@@ -53,16 +53,10 @@ class Part:
     args: list[Any]
 
 
-def lua_source(name: str) -> str:
-    return resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
-
-
 class SlotWriter:
     """Sends parts to their nodes, one pipeline per node, and confirms them there."""
 
-    def __init__(
-        self, client: aioredis.Redis | AsyncRedisCluster, script: str, *, seed_url: str
-    ) -> None:
+    def __init__(self, client: AsyncStore, script: str, *, seed_url: str) -> None:
         self.client = client
         self.confirmation: Confirmation | None = None
         self._source = lua_source(script)

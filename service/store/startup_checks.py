@@ -34,6 +34,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from service.config import Settings
 from service.errors import ConfigError, StoreUnavailable
+from service.store.connections import AsyncStore, SyncStore
 from service.store.durability import Confirmation
 from service.store.queue import Queue
 
@@ -149,7 +150,7 @@ def _facts_sync(client: redis.Redis, name: str) -> RedisFacts:
     return facts_from(info, _decoded(config), name)
 
 
-def _gather_sync(client: redis.Redis | redis.RedisCluster) -> list[RedisFacts]:
+def _gather_sync(client: SyncStore) -> list[RedisFacts]:
     if isinstance(client, redis.RedisCluster):
         return [
             _facts_sync(client.get_redis_connection(node), f"primary {node.name}")
@@ -158,7 +159,7 @@ def _gather_sync(client: redis.Redis | redis.RedisCluster) -> list[RedisFacts]:
     return [_facts_sync(client, "Redis")]
 
 
-def check_sync(client: redis.Redis | redis.RedisCluster, settings: Settings) -> Verdict:
+def check_sync(client: SyncStore, settings: Settings) -> Verdict:
     """Read the facts (waiting up to `startup_redis_wait_s` for Redis) and judge them."""
     deadline = time.monotonic() + settings.startup_redis_wait_s
     while True:
@@ -202,7 +203,7 @@ async def _facts_async(client: aioredis.Redis, name: str) -> RedisFacts:
     return facts_from(info, _decoded(config), name)
 
 
-async def _gather_async(client: aioredis.Redis | AsyncRedisCluster) -> list[RedisFacts]:
+async def _gather_async(client: AsyncStore) -> list[RedisFacts]:
     if not isinstance(client, AsyncRedisCluster):
         return [await _facts_async(client, "Redis")]
     await client.initialize()
@@ -222,7 +223,7 @@ def _auth_of(client: AsyncRedisCluster) -> dict[str, Any]:
 
 
 async def check_async(
-    client: aioredis.Redis | AsyncRedisCluster, settings: Settings, *, wait_s: float | None = None
+    client: AsyncStore, settings: Settings, *, wait_s: float | None = None
 ) -> Verdict:
     """`check_sync` for an event loop; waits `wait_s` (default: the setting) for Redis."""
     deadline = time.monotonic() + (settings.startup_redis_wait_s if wait_s is None else wait_s)
@@ -257,7 +258,7 @@ class StartupGate:
     reason is logged, because a running server cannot refuse to start any more.
     """
 
-    def __init__(self, client: aioredis.Redis, settings: Settings, queue: Queue) -> None:
+    def __init__(self, client: AsyncStore, settings: Settings, queue: Queue) -> None:
         self.client = client
         self.settings = settings
         self.queue = queue
