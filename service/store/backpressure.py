@@ -116,7 +116,6 @@ class Backpressure:
 
     async def _refresh(self, workspace: str) -> Reading | _Failure:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
         for shard in range(self.settings.shards):
             stream = keys.shard_keys(workspace, shard).stream
             pipe.xlen(stream)
@@ -124,16 +123,17 @@ class Backpressure:
         taken_s = self.clock()
         try:
             with store_errors():
+                # TIME apart: a cluster pipeline refuses keyless commands.
+                seconds, micros = await self.redis.time()
                 results = await pipe.execute()
         except StoreUnavailable as exc:
             failure = _Failure(f"backlog reading failed: {exc}", taken_s)
             self._last[workspace] = failure
             return failure
-        seconds, micros = results[0]
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         entries = 0
         oldest_ms = now_ms
-        for length, head in zip(results[1::2], results[2::2], strict=True):
+        for length, head in zip(results[0::2], results[1::2], strict=True):
             entries += int(length)
             if head:
                 oldest_ms = min(oldest_ms, _entry_ms(head[0][0]))
