@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
 from tests.support.cluster import Cluster
@@ -58,3 +60,91 @@ def test_ten_thousand_jobs_on_a_cluster(make_stack: Callable[..., Stack], cluste
     requests = [r for r in stack.requests() if r["path"] == "/api/v2/batch"]
     assert max(r["body_bytes"] for r in requests) <= 500_000
     assert sum(r["op_count"] for r in requests) / len(requests) > 50
+
+
+PEOPLE = 60
+
+
+def _batch(first: int) -> list[dict[str, object]]:
+    return [
+        {
+            "type": "person",
+            "action": "identify",
+            "identifiers": {"id": f"pw-{first + i}"},
+            "attributes": {"seq": 0},
+        }
+        for i in range(PEOPLE)
+    ]
+
+
+def _stored_people(cluster: Cluster, first: int) -> Counter[str]:
+    """How many stored jobs each of the batch's people has, over every primary."""
+    found: Counter[str] = Counter()
+    wanted = {f"pw-{first + i}" for i in range(PEOPLE)}
+    for node in cluster.primaries():
+        client = node.client()
+        for key in client.scan_iter("cioq:q:*"):
+            for _, fields in client.xrange(key):
+                person = orjson.loads(fields[b"o"])["identifiers"]["id"]
+                if person in wanted:
+                    found[person] += 1
+    return found
+
+
+@pytest.fixture
+def slow_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster that takes 20 s to fail a node over, so a stopped node stays a primary."""
+    nodes = Cluster(tmp_path / "cluster", node_timeout_ms=20_000)
+    yield nodes
+    nodes.stop()
+
+
+def test_partial_write_is_completed_by_its_retry(
+    make_stack: Callable[..., Stack], slow_cluster: Cluster
+) -> None:
+    """A request spanning all primaries, one unreachable for writes: 503; its retry completes it.
+
+    The node is made unreachable with ``CLIENT PAUSE WRITE`` for longer than the api's
+    Redis timeout: its part times out and is dropped with the connection, while a
+    stopped process (SIGSTOP) would apply the stuck write once resumed, a write the
+    client cannot know about either way, and which the request markers cover too.
+
+    With an Idempotency-Key the retry stores exactly the missing parts. Without one it
+    stores the whole request again: the parts on the reachable nodes are duplicated
+    (the README quotes the figure printed here).
+    """
+    stack = make_stack(
+        cluster=slow_cluster, shards=16, redis_timeout_s=0.5, backlog_refresh_ms=600_000
+    )
+    stack.start_api()
+    auth = (SITE_ID, INGEST_KEY)
+    with httpx.Client(base_url=stack.api_url, auth=auth, timeout=30) as api:
+        api.post("/api/v2/batch", json={"batch": _batch(1000)}).raise_for_status()  # warm-up
+        answer_slot = "cioq:idem:{default}:k"
+        victim = next(n for n in slow_cluster.primaries() if n != slow_cluster.node_of(answer_slot))
+        outcomes: dict[str, tuple[int, int, int]] = {}
+        for name, first, headers in (
+            ("keyed", 0, {"Idempotency-Key": "k-1"}),
+            ("unkeyed", 100, {}),
+        ):
+            paused = victim.client()
+            paused.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")
+            try:
+                failed = api.post("/api/v2/batch", json={"batch": _batch(first)}, headers=headers)
+            finally:
+                paused.execute_command("CLIENT", "UNPAUSE")
+                paused.close()
+            assert failed.status_code == 503, failed.text
+            assert failed.headers["retry-after"]
+            partial = sum(_stored_people(slow_cluster, first).values())
+            retried = api.post("/api/v2/batch", json={"batch": _batch(first)}, headers=headers)
+            assert retried.status_code == 200, retried.text
+            stored = _stored_people(slow_cluster, first)
+            outcomes[name] = (partial, sum(stored.values()), len(stored))
+    print(f"partial write on a cluster (stored after 503, stored after retry, people): {outcomes}")
+    partial, total, people = outcomes["keyed"]
+    assert 0 < partial < PEOPLE, "the 503 left a partial request"
+    assert (total, people) == (PEOPLE, PEOPLE), "the keyed retry completed it, nothing twice"
+    partial, total, people = outcomes["unkeyed"]
+    assert people == PEOPLE
+    assert total - PEOPLE >= partial - PEOPLE // 2, "without a key the stored parts repeat"

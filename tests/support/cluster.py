@@ -24,7 +24,13 @@ class Cluster:
     """Six cluster nodes; `url` is a seed for ``CIOQ_REDIS_URL``."""
 
     def __init__(
-        self, data_dir: Path, *, exe: str | None = None, fsync: str = "everysec", size: int = 6
+        self,
+        data_dir: Path,
+        *,
+        exe: str | None = None,
+        fsync: str = "everysec",
+        size: int = 6,
+        node_timeout_ms: int = NODE_TIMEOUT_MS,
     ) -> None:
         self.nodes: list[RedisServer] = []
         ports = [_cluster_port() for _ in range(size)]
@@ -43,7 +49,7 @@ class Cluster:
                             "--cluster-config-file",
                             str(data_dir / str(port) / "nodes.conf"),
                             "--cluster-node-timeout",
-                            str(NODE_TIMEOUT_MS),
+                            str(node_timeout_ms),
                         ],
                     )
                 )
