@@ -89,6 +89,16 @@ class Cluster:
 
         wait_until(ok, timeout_s=timeout_s, interval_s=0.1, what="cluster_state:ok")
 
+    def wait_failover(self, dead: RedisServer, timeout_s: float = 60) -> None:
+        """Until a replica of the `dead` primary was promoted and the cluster is ok."""
+        wait_until(
+            lambda: len([n for n in self.primaries() if n is not dead]) == 3,
+            timeout_s=timeout_s,
+            interval_s=0.1,
+            what="a replica promoted",
+        )
+        self.wait_ok(timeout_s)
+
     def live(self) -> list[RedisServer]:
         return [n for n in self.nodes if n.proc is not None and n.proc.alive()]
 
