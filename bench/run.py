@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import drain, ingest, latency, naive
+from bench import cluster, drain, ingest, latency, naive
 from bench.figures import HEADER, Figure
 
 
@@ -21,14 +21,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     parser.add_argument(
-        "--only", choices=("ingest", "drain", "naive", "latency"), action="append", default=None
+        "--only",
+        choices=("ingest", "drain", "naive", "latency", "cluster"),
+        action="append",
+        default=None,
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs' temporary folder")
     parser.add_argument(
         "--capacity", type=float, help="latency at half this req/s (default: measure the stack)"
     )
     args = parser.parse_args()
-    wanted = set(args.only or ("ingest", "drain", "naive", "latency"))
+    wanted = set(args.only or ("ingest", "drain", "naive", "latency", "cluster"))
     tmp = Path(tempfile.mkdtemp(prefix="cioq-bench-"))
     figures: list[Figure] = []
     started = time.monotonic()
@@ -41,6 +44,8 @@ def main() -> None:
             figures += _report(naive.run(tmp, quick=args.quick))
         if "latency" in wanted:
             figures += _report(latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity))
+        if "cluster" in wanted:
+            figures += _report(cluster.run(tmp, quick=args.quick))
     finally:
         if args.keep:
             print(f"logs kept in {tmp}")
