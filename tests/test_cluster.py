@@ -16,9 +16,13 @@ import httpx
 import orjson
 import pytest
 
+from service.config import Settings
+from service.errors import ConfigError
+from service.store.connections import connect_sync
+from service.store.startup_checks import check_sync
 from tests.support.cluster import Cluster, reshard
 from tests.support.load import Produced, Retried, produce, produce_retrying, received_by_person
-from tests.support.processes import wait_until
+from tests.support.processes import RedisServer, wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("cluster")]
@@ -274,3 +278,28 @@ def test_resharding_during_traffic(make_stack: Callable[..., Stack], cluster: Cl
     for person, seqs in produced.accepted.items():
         assert list(dict.fromkeys(got[person])) == seqs, person
     print(f"resharding: moved shards {moved}, statuses {dict(produced.statuses)}")
+
+
+def test_start_up_checks_every_primary_and_the_broker(cluster: Cluster, tmp_path: Path) -> None:
+    """Cluster mode: each primary is checked; a cluster node as broker is refused."""
+    broker = RedisServer(tmp_path / "broker")
+    try:
+        settings = Settings(
+            redis_url=cluster.url, redis_cluster=True, broker_url=broker.url, durability="fsync"
+        )
+        client = connect_sync(settings)
+        with pytest.raises(ConfigError, match=r"primary 127\.0\.0\.1:\d+ has appendfsync everysec"):
+            check_sync(client, settings)
+        for node in cluster.primaries():
+            node.client().config_set("appendfsync", "always")
+        verdict = check_sync(client, settings.model_copy(update={"durability": "replicated"}))
+        assert verdict.confirmation is not None and verdict.confirmation.replicas == 1
+        other_node = f"redis://127.0.0.1:{cluster.nodes[1].port}/0"
+        as_broker = settings.model_copy(update={"broker_url": other_node})
+        with pytest.raises(ConfigError, match="does not support Redis Cluster"):
+            check_sync(client, as_broker)
+        client.close()
+    finally:
+        broker.stop()
+    with pytest.raises(ValueError, match="CIOQ_BROKER_URL naming a separate standalone"):
+        Settings(redis_url=cluster.url, redis_cluster=True)
