@@ -26,8 +26,8 @@ from bench.stack import BenchStack
 from service import keys
 from service.jobs import shard_for, v2_job
 from tests.support.cluster import Cluster
-from tests.support.processes import RedisServer, wait_until
-from tests.support.valkey import valkey_server
+from tests.support.processes import RedisServer
+from tests.support.valkey import primary_with_replica
 
 SHARDS = drain.SHARDS  # drain_with_worker watches these shards' backlog
 
@@ -111,23 +111,10 @@ def _empty(stack: BenchStack) -> None:
 def _levels(tmp: Path, *, quick: bool) -> list[Figure]:
     """p50/p99 of one-at-a-time single-op requests at each durability level."""
     duration_s = 3.0 if quick else 10.0
-    exe = valkey_server()
-    primary = RedisServer(tmp / "vk-primary", appendonly=True, fsync="everysec", exe=exe)
-    replica = RedisServer(
-        tmp / "vk-replica",
-        appendonly=True,
-        exe=exe,
-        extra=["--replicaof", "127.0.0.1", str(primary.port)],
-    )
+    primary, replica = primary_with_replica(tmp / "levels")
     stacks: list[BenchStack] = []
     found: dict[str, LoadResult] = {}
     try:
-        client = primary.client()
-        wait_until(
-            lambda: client.info("replication").get("slave0", {}).get("state") == "online",
-            timeout_s=30,
-        )
-        client.close()
         for level in ("write", "fsync", "replicated"):
             stack = BenchStack(tmp / f"level-{level}", durability=level, redis_url=primary.url)
             stacks.append(stack)

