@@ -224,6 +224,7 @@ class IngestApp:
 
     async def aclose(self) -> None:
         self.metrics.close()
+        await self.queue.aclose()
         if self._own_redis:
             await self.redis.aclose()
         if self._own_triggers:

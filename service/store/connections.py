@@ -16,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import RedisClusterException
 
 from service.config import Settings
 from service.errors import StoreUnavailable
@@ -32,7 +33,9 @@ def store_errors(context: str = "") -> Iterator[None]:
         yield
     except redis.WatchError:
         raise
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
+        # RedisClusterException (no node for a slot, topology unreadable) is not a
+        # RedisError, but it is store trouble all the same.
         raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
 
 

@@ -132,6 +132,10 @@ class Queue:
         for shard in shards:
             self.triggers.send(workspace, shard, countdown_s=countdown_s)
 
+    async def aclose(self) -> None:
+        """Close the per-node connections of cluster mode (the client is the caller's)."""
+        await self._writer.aclose()
+
     async def ping(self) -> bool:
         try:
             with store_errors():

@@ -30,11 +30,17 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import AskError, ClusterDownError, NoScriptError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from service.errors import StoreUnavailable
 from service.store import durability
-from service.store.connections import AsyncStore, lua_source
+from service.store.connections import AsyncStore, lua_source, store_errors
 from service.store.durability import Confirmation
 
 log = logging.getLogger("cioq.slots")
@@ -71,6 +77,9 @@ class SlotWriter:
 
         Never raises for one part's trouble: the caller decides per request.
         """
+        if isinstance(self.client, AsyncRedisCluster):
+            with store_errors("cluster topology"):
+                await self.client.initialize()  # once; at once after the first time
         results: list[Any] = [None] * len(parts)
         pending = list(range(len(parts)))
         pause_s = REDIRECT_PAUSE_S
@@ -122,7 +131,8 @@ class SlotWriter:
     def _node_of(self, part: Part) -> tuple[str, int] | None:
         if not isinstance(self.client, AsyncRedisCluster):
             return None
-        node = self.client.get_node_from_key(part.keys[0])
+        with store_errors("cluster topology"):
+            node = self.client.get_node_from_key(part.keys[0])
         if node is None:
             raise StoreUnavailable(f"no node serves the slot of {part.keys[0]}")
         return node.host, int(node.port)
@@ -183,7 +193,7 @@ class SlotWriter:
         async with self._refresh:
             try:
                 await self.client.nodes_manager.initialize()
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:
                 log.warning("cluster topology could not be re-read: %s", exc)
 
     async def aclose(self) -> None:
