@@ -166,7 +166,8 @@ class SlotWriter:
             mine = [replies[p] for p in positions]
             if not any(isinstance(r, NoScriptError) for r in mine):
                 break
-            await client.script_load(self._source)  # a restarted or promoted node
+            with store_errors(f"{node or 'redis'}: SCRIPT LOAD"):
+                await client.script_load(self._source)  # a new, restarted or promoted node
         try:
             durability.verify(self.confirmation, replies[len(replies) - len(confirm) :])
         except StoreUnavailable as exc:
