@@ -19,12 +19,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, InvalidJob
-from service.store.connections import store_errors
+from service.store.connections import AsyncStore, store_errors
 
 #: The lanes a workspace has; each can be paused on its own. Adding a lane adds its name.
 LANES = ("track",)
@@ -116,7 +114,7 @@ class WorkspaceControl:
     """Pause, resume and the audit list, over the queue's Redis (asyncio client)."""
 
     def __init__(
-        self, client: aioredis.Redis, settings: Settings, triggers: TriggerSender | None
+        self, client: AsyncStore, settings: Settings, triggers: TriggerSender | None
     ) -> None:
         self.redis = client
         self.settings = settings
