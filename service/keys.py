@@ -3,9 +3,11 @@
 Two hash tags, so that every Lua script and every transaction touches one Redis Cluster
 slot: a shard's keys share ``{<workspace>:<shard>}`` (its stream, lease, fence, trigger,
 retry and in-flight state, and the markers of requests written into it), and a
-workspace's own keys share ``{<workspace>}`` (pause, dead letters, idempotency answers,
-drain rate). Shards spread over the cluster; a request that spans shards is written one
-slot at a time (`service.store.slots`), never by one script over several tags.
+workspace's own keys share ``{<workspace>}`` (pause and its note, dead letters,
+idempotency answers, drain rate, activity counts). The operators' audit stream is one
+key of its own, written apart from the changes it records. Shards spread over the
+cluster; a request that spans shards is written one slot at a time
+(`service.store.slots`), never by one script over several tags.
 """
 
 from __future__ import annotations
