@@ -11,7 +11,7 @@ import redis
 from service import keys
 from service.config import Settings
 from service.metrics.activity import KEEP_S, Tally, per_minute
-from service.store.queue import connect_async
+from service.store.connections import connect_async
 
 MINUTE_S = 29_000_000 * 60.0  # the start of an epoch minute
 
