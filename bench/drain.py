@@ -194,7 +194,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
         url = stack.start_sandbox(record="count")
         ops = [event_op(i) for i in range(20_000)]
         fill(stack, ops, total)
-        client = stack.client()
+        client = stack.redis.client()
         start = time.monotonic()
         bare_drain(client, url)
         bare_rate = total / (time.monotonic() - start)

@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import drain, framework, ingest, latency, naive, pipelines
+from bench import cluster, drain, framework, ingest, latency, naive, pipelines
 from bench.figures import HEADER, Figure
 
-GROUPS = ("ingest", "framework", "drain", "naive", "latency", "pipelines")
+GROUPS = ("ingest", "framework", "drain", "naive", "latency", "pipelines", "cluster")
 
 
 def main() -> None:
@@ -50,6 +50,8 @@ def main() -> None:
             figures += _report(pipelines.run(tmp, quick=args.quick))
         if "latency" in wanted:
             figures += _report(latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity))
+        if "cluster" in wanted:
+            figures += _report(cluster.run(tmp, quick=args.quick))
     finally:
         if args.keep:
             print(f"logs kept in {tmp}")

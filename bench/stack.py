@@ -20,6 +20,7 @@ import redis
 from service import keys
 from service.jobs import Job, shard_for, v2_job
 from service.lanes import Lane
+from tests.support.cluster import Cluster
 from tests.support.processes import Proc, RedisServer, cioq_proc, free_port, wait_http
 
 SITE_ID = "bench-site"
@@ -58,10 +59,12 @@ def rss_bytes(pid: int) -> int:
 class BenchStack:
     """A redis-server plus whatever processes a figure starts, torn down together."""
 
-    def __init__(self, tmp: Path, **settings: Any) -> None:
+    def __init__(self, tmp: Path, *, cluster: Cluster | None = None, **settings: Any) -> None:
+        """With a `cluster`, it is the store and the stack's own Redis is the broker."""
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(tmp / "redis")
+        self.cluster = cluster
         self.procs: list[Proc] = []
         self.env = {
             **os.environ,
@@ -74,11 +77,16 @@ class BenchStack:
             "CIOQ_BACKLOG_MAX_ENTRIES": "100000000",
             "CIOQ_BACKLOG_MAX_AGE_S": "86400",
         }
+        if cluster is not None:
+            self.env["CIOQ_REDIS_URL"] = cluster.url
+            self.env["CIOQ_REDIS_CLUSTER"] = "true"
+            self.env["CIOQ_BROKER_URL"] = self.redis.url
         self.env.update({f"CIOQ_{k.upper()}": str(v) for k, v in settings.items()})
         self.sandbox_port = 0
 
-    def client(self) -> redis.Redis:
-        return self.redis.client()
+    def client(self) -> redis.Redis | redis.RedisCluster:
+        """A client of the store: the stack's Redis, or the cluster."""
+        return self.cluster.client() if self.cluster else self.redis.client()
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         proc = Proc(name, argv, env or self.env, self.tmp)

@@ -70,25 +70,26 @@ def api(
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.listener import uvicorn_config
     from service.metrics.activity import TALLY
 
     settings = _settings()
     _logging(log_level)
     TALLY.configure(settings)
-    uvicorn.run(
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         host=host or settings.host,
         port=port or settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         log_level=log_level,
-        access_log=False,
-        lifespan="on",
         # X-Forwarded-Proto/For only from CIOQ_TRUSTED_PROXIES (uvicorn would otherwise
         # trust 127.0.0.1 by default, or FORWARDED_ALLOW_IPS).
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies),
     )
+    uvicorn.Server(config).run()
 
 
 @app.command()

@@ -22,6 +22,7 @@ from service.jobs import lane_of
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
 from service.store.queue import Queue
+from service.store.startup_checks import check_async
 from service.triggers import Triggers
 
 app = typer.Typer(
@@ -67,10 +68,14 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
     async def main() -> T:
         client = connect_async(settings)
         triggers = Triggers(settings.celery_broker_url)
+        queue = Queue(client, settings, triggers)
         try:
-            return await work(DeadLetterAdmin(client, Queue(client, settings, triggers)))
+            # Replayed jobs are confirmed at the durability level, as ingest's are.
+            queue.confirmation = (await check_async(client, settings, wait_s=0)).confirmation
+            return await work(DeadLetterAdmin(client, queue))
         finally:
             triggers.close()
+            await queue.aclose()
             await client.aclose()
 
     return run_reporting(main, "cioq dlq")

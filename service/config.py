@@ -125,8 +125,12 @@ class Settings(BaseSettings):
     # URLs may carry a Redis password; keep them out of repr.
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
     broker_url: str | None = Field(default=None, repr=False)
+    # Redis Cluster: redis_url names any seed node; the broker must be a standalone Redis.
+    redis_cluster: bool = False
     shards: int = Field(default=32, ge=1, le=4096)
-    durability: Literal["write", "fsync"] = "write"
+    # write: Redis applied it; fsync: on the primary's disk; replicated: also on a replica.
+    durability: Literal["write", "fsync", "replicated"] = "write"
+    durability_timeout_ms: int = Field(default=5000, ge=1)
     redis_timeout_s: float = Field(default=5.0, gt=0)
     startup_redis_wait_s: float = Field(default=30.0, ge=0)
     # Backpressure: ingest answers 503 while a workspace's backlog is over either mark.
@@ -164,6 +168,11 @@ class Settings(BaseSettings):
     # are believed: the ingress that terminates TLS. Empty: the headers are ignored.
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     max_request_bytes: int = Field(default=5_000_000, gt=0)
+    # Listener limits (service/api/listener.py): slow or bloated requests cannot hold it.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    max_header_count: int = Field(default=100, ge=8)
+    max_header_bytes: int = Field(default=16_384, ge=1024)
     idempotency_window_s: float = Field(default=86_400.0, gt=0)
 
     # Packing and delivery
@@ -236,6 +245,12 @@ class Settings(BaseSettings):
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
+        if self.redis_cluster and self.broker_url in (None, self.redis_url):
+            # Celery's Redis transport speaks to one node; on a cluster it would get MOVED.
+            raise ValueError(
+                "CIOQ_REDIS_CLUSTER=true needs CIOQ_BROKER_URL naming a separate standalone "
+                "Redis: Celery's Redis broker does not support Redis Cluster"
+            )
         return self
 
     @property

@@ -1,11 +1,14 @@
 """Every Redis key cioq uses is built here, and nowhere else.
 
-Per-shard keys share one hash tag, ``{<workspace>:<shard>}`` for the Track lane and
-``{<workspace>:<lane>:<shard>}`` for every other lane: the drain's scripts (acquire,
-renew, release, resolve, attempt, inflight) each touch one shard's keys, so they stay
-within one Redis Cluster slot. The ingest and replay scripts (``lua/enqueue.lua``,
-``lua/replay.lua``) and the idempotent transaction still write several shards (and the
-dead-letter stream) in one call, so today cioq runs on a single Redis, not a cluster.
+Two kinds of hash tag, so that every Lua script and every transaction touches one Redis
+Cluster slot: a shard's keys share its tag, ``{<workspace>:<shard>}`` for the Track lane and
+``{<workspace>:<lane>:<shard>}`` for every other lane (its stream, lease, fence, trigger,
+retry and in-flight state, and the markers of requests written into it), and a
+workspace's own keys share ``{<workspace>}`` (pauses and their notes, dead letters,
+idempotency answers, drain rate, activity counts). The operators' audit stream is one
+key of its own, written apart from the changes it records. Shards spread over the
+cluster; a request that spans shards is written one slot at a time
+(`service.store.slots`), never by one script over several tags.
 
 Each lane has its own streams (its own shard key space): a lane paused by Customer.io
 (a Pipelines 401) must not hold back the jobs of another lane that share a shard number.
@@ -59,6 +62,10 @@ class ShardKeys:
     def retry(self) -> str:
         """Hash of the shard's retry state: attempts, history, not-before time."""
         return f"{PREFIX}:retry:{self.tag}"
+
+    def request(self, request_id: str) -> str:
+        """Marker: this request's jobs for this shard are stored (so a retry skips them)."""
+        return f"{PREFIX}:req:{self.tag}:{request_id}"
 
     @property
     def inflight(self) -> str:

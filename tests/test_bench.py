@@ -27,7 +27,7 @@ def test_harness_measures_real_work(tmp_path: Path) -> None:
         port = stack.start_bare_app()
         result = asyncio.run(run_load(port, _single(port), connections=2, duration_s=0.5))
         assert result.requests > 0 and result.errors == 0
-        client = stack.client()
+        client = stack.redis.client()
         assert client.xlen("bare:q") == result.requests  # every 2xx is a stored entry
         url = stack.start_sandbox(record="count")
         fill(stack, [event_op(i) for i in range(500)], 2_000)
@@ -54,7 +54,7 @@ def test_starlette_variant_serves_the_same_ingest(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}/api/v1/customers/a%2Fb"
         assert httpx.put(url, json={}).status_code == 401
         assert httpx.put(url, json={"x": 1}, headers={"authorization": AUTH_HEADER}).is_success
-        client = stack.client()
+        client = stack.redis.client()
         identifiers = [
             orjson.loads(fields[b"o"])["identifiers"]
             for shard in range(32)

@@ -13,7 +13,7 @@ from service.api.app import create_app
 from service.config import Settings
 from service.errors import ConfigError
 from service.store.connections import connect_sync
-from service.store.startup_checks import RedisFacts, check_sync, evaluate
+from service.store.startup_checks import RedisFacts, Verdict, check_sync, evaluate
 from tests.support.http_server import serve_in_thread
 from tests.support.load import produce, seq_of
 from tests.support.processes import RedisServer, wait_until
@@ -62,8 +62,12 @@ def test_start_up_verdicts(
             evaluate(found, settings)
         return
     verdict = evaluate(found, settings)
-    assert verdict.use_waitaof is waitaof
+    assert _waitaof(verdict) is waitaof
     assert bool(verdict.warnings) is warned
+
+
+def _waitaof(verdict: Verdict) -> bool:
+    return verdict.confirmation is not None and verdict.confirmation.waitaof
 
 
 @pytest.fixture
@@ -77,10 +81,10 @@ def test_check_reads_a_real_redis(own_redis: RedisServer) -> None:
     """Against a live Redis 7.0: everysec is refused for fsync, always is accepted."""
     settings = Settings(redis_url=own_redis.url, durability="fsync")
     client = connect_sync(settings)
-    with pytest.raises(ConfigError, match="appendfsync is everysec"):
+    with pytest.raises(ConfigError, match="appendfsync everysec"):
         check_sync(client, settings)
     client.config_set("appendfsync", "always")
-    assert check_sync(client, settings).use_waitaof is False
+    assert _waitaof(check_sync(client, settings)) is False
     client.config_set("maxmemory-policy", "allkeys-lru")
     with pytest.raises(ConfigError, match="noeviction"):
         check_sync(client, settings.model_copy(update={"env": "production"}))
@@ -119,7 +123,7 @@ def test_api_started_without_redis_checks_it_before_the_first_write(tmp_path: Pa
             client.config_set("appendfsync", "always")
             client.close()
             assert post().status_code == 200
-            assert app.gate.verdict is not None and not app.gate.verdict.use_waitaof
+            assert app.gate.verdict is not None and not _waitaof(app.gate.verdict)
     finally:
         server.stop()
 

@@ -294,10 +294,10 @@ def test_the_redis_url_and_its_password_live_in_the_secret(
     assert "CIOQ_REDIS_URL" in secret and "CIOQ_REDIS_URL" not in config
     assert urlsplit(secret["CIOQ_REDIS_URL"]).password
     if any(d["kind"] == "StatefulSet" for d in rendered[overlay]):
-        # The bundled Redis's password and the URL's must be the same value.
-        assert (
-            unquote(urlsplit(secret["CIOQ_REDIS_URL"]).password or "") == secret["REDIS_PASSWORD"]
-        )
+        # The bundled Redis's password and its URL's must be the same value. On a cluster
+        # overlay the bundled Redis is the broker, not the store.
+        url = "CIOQ_BROKER_URL" if config.get("CIOQ_REDIS_CLUSTER") == "true" else "CIOQ_REDIS_URL"
+        assert unquote(urlsplit(secret[url]).password or "") == secret["REDIS_PASSWORD"]
 
 
 def test_the_bundled_redis_is_locked_down(rendered: dict[str, list[dict[str, Any]]]) -> None:

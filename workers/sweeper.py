@@ -14,11 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from service import keys
 from service.config import Settings
 from service.lanes import Lane
+from service.store.connections import SyncStore
 from service.triggers import Triggers
 from workers import liveness
 
@@ -29,7 +28,7 @@ class Sweeper:
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: SyncStore,
         triggers: Triggers,
         *,
         clock: Callable[[], float] = time.time,

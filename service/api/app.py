@@ -13,12 +13,11 @@ import logging
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from service.api import openapi
 from service.api.admin import Admin
 from service.api.auth import Authenticator
 from service.api.http import (
+    BodyRefused,
     Receive,
     Request,
     Response,
@@ -43,7 +42,7 @@ from service.metrics.export import ApiMetrics
 from service.metrics.overview import Overview
 from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
-from service.store.connections import connect_async
+from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
 from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
@@ -81,7 +80,7 @@ class IngestApp:
         self,
         settings: Settings,
         *,
-        redis_client: aioredis.Redis | None = None,
+        redis_client: AsyncStore | None = None,
         triggers: Triggers | None = None,
     ) -> None:
         self.settings = settings
@@ -156,25 +155,27 @@ class IngestApp:
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             return ADMIN_UNAUTHORIZED
         limit = self.settings.max_request_bytes
-        body = await read_body(receive, max_bytes=limit)
-        if body is not None:
-            encoding = headers.get(b"content-encoding")
-            try:
-                body = decode_body(
-                    body, encoding.decode("latin-1") if encoding else None, max_bytes=limit
-                )
-            except InvalidJob as exc:
-                return error_response(exc.status, exc.errors)
-        if body is None:
-            return error_response(
-                413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
+        try:
+            body = await read_body(
+                receive, headers, max_bytes=limit, timeout_s=self.settings.body_timeout_s
             )
+        except BodyRefused as exc:
+            return self._body_refused(exc.status)
+        encoding = headers.get(b"content-encoding")
+        try:
+            decoded = decode_body(
+                body, encoding.decode("latin-1") if encoding else None, max_bytes=limit
+            )
+        except InvalidJob as exc:
+            return error_response(exc.status, exc.errors)
+        if decoded is None:
+            return self._body_refused(413)
         request = Request(
             method,
             segments,
             scope.get("query_string", b"").decode("latin-1"),
             headers,
-            body,
+            decoded,
             params,
             route.name,
             base_url_of(scope),
@@ -189,6 +190,16 @@ class IngestApp:
         except Exception:
             log.exception("unexpected error on %s %s", method, route.name)
             return error_response(500, [FieldError("server", "internal", "internal error")])
+
+    def _body_refused(self, status: int) -> Response:
+        """413 or 408, closing the connection: the rest of the body is not worth reading."""
+        if status == 413:
+            limit = self.settings.max_request_bytes
+            error = FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)
+        else:
+            deadline = self.settings.body_timeout_s
+            error = FieldError("body", "timeout", f"request body not received in {deadline} s")
+        return error_response(status, [error], headers=((b"connection", b"close"),))
 
     async def healthz(self, request: Request, workspace: Any) -> Response:
         return json_response(200, {"status": "ok"})
@@ -220,6 +231,7 @@ class IngestApp:
 
     async def aclose(self) -> None:
         self.metrics.close()
+        await self.queue.aclose()
         if self._own_redis:
             await self.redis.aclose()
         if self._own_triggers:

@@ -24,6 +24,7 @@ import orjson
 from service.api.admin import filter_from
 from service.api.auth import Authenticator
 from service.api.http import (
+    BodyRefused,
     Receive,
     Request,
     Response,
@@ -151,9 +152,13 @@ class Console:
             if method == "GET":
                 return _redirect("/console/sign-in")
             return self._page(403, "error.html", None, title="Signed out", errors=[])
-        body = await read_body(receive, max_bytes=MAX_FORM_BYTES)
-        if body is None:
-            return self._page(413, "error.html", session, title="Form too large", errors=[])
+        try:
+            body = await read_body(
+                receive, headers, max_bytes=MAX_FORM_BYTES, timeout_s=self.settings.body_timeout_s
+            )
+        except BodyRefused as exc:
+            title = "Form too large" if exc.status == 413 else "Form too slow"
+            return self._page(exc.status, "error.html", session, title=title, errors=[])
         request = Request(
             method,
             segments,

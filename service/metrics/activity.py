@@ -21,10 +21,10 @@ import time
 from collections import Counter
 
 import redis
-import redis.asyncio as aioredis
 
 from service import keys
 from service.config import Settings
+from service.store.connections import AsyncStore
 
 log = logging.getLogger("cioq.metrics")
 
@@ -101,7 +101,7 @@ TALLY = Tally()
 
 
 async def per_minute(
-    client: aioredis.Redis, workspace: str, *, now_s: float | None = None
+    client: AsyncStore, workspace: str, *, now_s: float | None = None
 ) -> dict[str, float]:
     """Each name's count over the last 60 s: this minute plus the part of the last still in it."""
     now = time.time() if now_s is None else now_s

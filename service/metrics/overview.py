@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.metrics.activity import per_minute
 from service.metrics.queue_state import QueueStateCollector
+from service.store.connections import AsyncStore
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
 from service.store.workspace_control import MANUAL_CAUSE, WorkspaceControl
 
@@ -80,7 +80,7 @@ class Overview:
         self,
         settings: Settings,
         state: QueueStateCollector,
-        client: aioredis.Redis,
+        client: AsyncStore,
         dlq: DeadLetterAdmin,
         control: WorkspaceControl,
     ) -> None:

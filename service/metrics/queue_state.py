@@ -32,6 +32,7 @@ from redis.retry import Retry
 from service import keys
 from service.config import Settings
 from service.lanes import Lane
+from service.store.connections import SyncStore
 
 log = logging.getLogger("cioq.metrics")
 
@@ -40,7 +41,7 @@ PAUSE_CAUSES = ("throttle", "setup", "other")
 
 
 def record_drained(
-    client: redis.Redis,
+    client: SyncStore,
     workspace: str,
     count: int,
     settings: Settings,
@@ -119,7 +120,7 @@ class QueueStateCollector(Collector):
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: SyncStore,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -18,12 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
-from service.store.connections import store_errors
+from service.store.connections import AsyncStore, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,7 @@ class Backpressure:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncStore,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -118,7 +116,6 @@ class Backpressure:
 
     async def _refresh(self, workspace: str) -> Reading | _Failure:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.time()
         # Every lane's streams count: the marks bound the workspace's whole backlog.
         for lane in self.settings.workspace(workspace).lanes:
             for shard in range(self.settings.shards):
@@ -128,16 +125,17 @@ class Backpressure:
         taken_s = self.clock()
         try:
             with store_errors():
+                # TIME apart: a cluster pipeline refuses keyless commands.
+                seconds, micros = await self.redis.time()
                 results = await pipe.execute()
         except StoreUnavailable as exc:
             failure = _Failure(f"backlog reading failed: {exc}", taken_s)
             self._last[workspace] = failure
             return failure
-        seconds, micros = results[0]
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         entries = 0
         oldest_ms = now_ms
-        for length, head in zip(results[1::2], results[2::2], strict=True):
+        for length, head in zip(results[0::2], results[1::2], strict=True):
             entries += int(length)
             if head:
                 oldest_ms = min(oldest_ms, _entry_ms(head[0][0]))

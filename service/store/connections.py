@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import RedisClusterException
 
 from service.config import Settings
 from service.errors import StoreUnavailable
@@ -31,28 +33,43 @@ def store_errors(context: str = "") -> Iterator[None]:
         yield
     except redis.WatchError:
         raise
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:
+        # RedisClusterException (no node for a slot, topology unreadable) is not a
+        # RedisError, but it is store trouble all the same.
         raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
 
 
 def _options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.redis_timeout_s
-    return {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "health_check_interval": 30,
-    }
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
 
 
-def connect_async(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, **_options(settings))
+#: The asyncio client of the store: one Redis, or a Redis Cluster (``CIOQ_REDIS_CLUSTER``).
+AsyncStore = aioredis.Redis | AsyncRedisCluster
+SyncStore = redis.Redis | redis.RedisCluster
 
 
-def connect_sync(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, **_options(settings))
+def connect_async(settings: Settings) -> AsyncStore:
+    """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node."""
+    if settings.redis_cluster:
+        return AsyncRedisCluster.from_url(settings.redis_url, **_options(settings))
+    return aioredis.Redis.from_url(
+        settings.redis_url, health_check_interval=30, **_options(settings)
+    )
+
+
+def connect_sync(settings: Settings) -> SyncStore:
+    """The store's blocking client (workers, sweeper, CLI); a cluster client in cluster mode."""
+    if settings.redis_cluster:
+        return redis.RedisCluster.from_url(settings.redis_url, **_options(settings))
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **_options(settings))
+
+
+def lua_source(name: str) -> str:
+    """The text of ``service/store/lua/<name>.lua``."""
+    return resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
 
 
 def load_script(client: Any, name: str) -> Any:
     """Register a Lua script from ``service/store/lua`` on a sync or asyncio client."""
-    source = resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
-    return client.register_script(source)
+    return client.register_script(lua_source(name))

@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from service import keys
 from service.errors import FieldError, InvalidJob
 from service.jobs import restore_job
 from service.metrics import definitions as metrics
-from service.store.connections import store_errors
+from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letters import DeadLetter, StoredDeadLetter
 from service.store.queue import Queue
 
@@ -153,7 +151,7 @@ class SelectionResult:
 class DeadLetterAdmin:
     """The operator's view of a workspace's dead letters."""
 
-    def __init__(self, client: aioredis.Redis, queue: Queue) -> None:
+    def __init__(self, client: AsyncStore, queue: Queue) -> None:
         self.redis = client
         self.queue = queue
 

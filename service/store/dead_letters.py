@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis
 
 from service import keys
 from service.jobs import lane_of, op_type_of
 from service.metrics import definitions as metrics
-from service.store.connections import store_errors
+from service.store.connections import SyncStore, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +152,7 @@ class StoredDeadLetter:
 class DeadLetterStore:
     """Writes dead letters; listing, replay and purge build on the same stream."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncStore) -> None:
         self.redis = client
 
     def add(self, workspace: str, letters: Iterable[DeadLetter]) -> int:

@@ -1,40 +1,48 @@
-"""Group commit: the jobs of ingest requests that arrive together share one Redis call.
+"""Group commit: the jobs of ingest requests that arrive together share one round trip.
 
 Under concurrent load most of a single-op request's cost in the api is the Redis round
 trip itself: redis-py spends ~60 µs of CPU on any command, more than cioq's own routing,
 validation and translation together. Requests that reach `GroupCommit.store` while a
-call is in flight wait for the next one, which stores all of them with one
-``lua/enqueue.lua`` call; an idle api still sends each request's call at once.
+call is in flight wait for the next one, which stores all of them; an idle api still
+sends each request's jobs at once.
 
-Guarantees are those of one request's call: a request is answered only after Redis
-confirmed its jobs; a failed call fails every request in it and none is half stored (a
-script is refused at its first write or runs to the end); each request's jobs keep their
-order. A shard whose trigger marker the call took is reported fresh to one request only,
-so it gets one drain trigger.
+A call is one ``lua/enqueue.lua`` part per shard touched (one slot each, see
+`service.keys`), sent per node as one pipeline and confirmed there (`service.store.slots`).
+A request is answered only after every one of its parts is stored and confirmed; if any
+part fails the request fails (503), and its parts that were stored stay stored: a request
+with an id (its Idempotency-Key) left a marker per part, so its retry stores only the
+missing parts. Each request's jobs keep their order. A shard whose trigger marker the
+call took is reported fresh to one request only, so it gets one drain trigger.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import redis.asyncio as aioredis
 
 from service import keys
 from service.config import Settings
 from service.jobs import Job, shard_for
 from service.lanes import Lane
-from service.store.connections import load_script
+from service.store.slots import Part, SlotWriter
 
-#: Jobs one call carries at most (a bigger request goes alone): bounds how long one
-#: script holds Redis.
+#: Jobs one call carries at most (a bigger request goes alone): bounds how long the
+#: scripts of one call hold Redis.
 MAX_GROUP_JOBS = 1000
 
 #: A shard of one lane: each lane has its own streams (`service.keys`).
 LaneShard = tuple[Lane, int]
-Stored = tuple[list[bytes], list[LaneShard]]  # stream ids of the jobs, shards to trigger
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One request's outcome: the jobs stored now (not by an earlier try), shards to trigger."""
+
+    jobs: list[Job]
+    fresh: list[LaneShard]
 
 
 @dataclass(slots=True)
@@ -42,31 +50,35 @@ class _Waiter:
     workspace: str
     jobs: Sequence[Job]
     shards: list[LaneShard]
+    request_id: str | None
     done: asyncio.Future[Stored]
 
 
 class GroupCommit:
-    """Stores requests' jobs in their shards' streams, several requests per script call."""
+    """Stores requests' jobs in their shards' streams, several requests per round trip."""
 
     def __init__(
-        self, client: aioredis.Redis, settings: Settings, *, max_jobs: int = MAX_GROUP_JOBS
+        self, writer: SlotWriter, settings: Settings, *, max_jobs: int = MAX_GROUP_JOBS
     ) -> None:
-        self._script = load_script(client, "enqueue")
+        self._writer = writer
         self._shards = settings.shards
         self._trigger_ttl_ms = settings.trigger_ttl_ms
+        self._marker_ttl_ms = int(settings.idempotency_window_s * 1000)
         self._max_jobs = max_jobs
         self._waiting: list[_Waiter] = []
         self._busy = False  # a call is in flight; new requests wait for the next one
         self._flusher: asyncio.Task[None] | None = None  # kept so the task is not collected
 
-    async def store(self, workspace: str, jobs: Sequence[Job]) -> Stored:
-        """Store `jobs` of one request; returns their ids and the shards to trigger.
+    async def store(
+        self, workspace: str, jobs: Sequence[Job], request_id: str | None = None
+    ) -> Stored:
+        """Store `jobs` of one request (at most once per `request_id`, when given).
 
-        Raises what the Redis call raised (redis.RedisError for store trouble).
+        Raises StoreUnavailable when any part of the request was not stored and confirmed.
         """
         loop = asyncio.get_running_loop()
         shards = [(job.lane, shard_for(workspace, job.route, self._shards)) for job in jobs]
-        waiter = _Waiter(workspace, jobs, shards, loop.create_future())
+        waiter = _Waiter(workspace, jobs, shards, request_id, loop.create_future())
         self._waiting.append(waiter)
         if not self._busy:
             # Nothing in flight: commit in this request's own task, with no hand-off.
@@ -104,18 +116,10 @@ class GroupCommit:
         return group
 
     async def _commit(self, group: list[_Waiter]) -> None:
-        position: dict[tuple[str, LaneShard], int] = {}
-        for waiter in group:
-            for shard in waiter.shards:
-                position.setdefault((waiter.workspace, shard), len(position) + 1)
-        lua_keys = [keys.shard_keys(ws, shard, lane).stream for ws, (lane, shard) in position]
-        lua_keys += [keys.shard_keys(ws, shard, lane).trigger for ws, (lane, shard) in position]
-        args: list[Any] = [self._trigger_ttl_ms]
-        for waiter in group:
-            for job, shard in zip(waiter.jobs, waiter.shards, strict=True):
-                args += (position[(waiter.workspace, shard)], job.field, job.payload)
+        units = _units(group)
+        parts = [self._part(group, ws, shard, found) for (ws, shard), found in units.items()]
         try:
-            results: list[Any] = await self._script(keys=lua_keys, args=args)
+            results = await self._writer.run(parts)
         except asyncio.CancelledError:
             for waiter in group:
                 waiter.done.cancel()
@@ -125,16 +129,66 @@ class GroupCommit:
                 if not waiter.done.done():
                     waiter.done.set_exception(exc)
             return
-        job_count = len(args) // 3
-        fresh = {key for key, flag in zip(position, results[job_count:], strict=True) if flag}
-        offset = 0
-        for waiter in group:
-            ids = results[offset : offset + len(waiter.jobs)]
-            offset += len(waiter.jobs)
-            mine = []
-            for shard in dict.fromkeys(waiter.shards):
-                if (waiter.workspace, shard) in fresh:
-                    fresh.discard((waiter.workspace, shard))
-                    mine.append(shard)
-            if not waiter.done.done():
-                waiter.done.set_result((list(ids), mine))
+        _settle(group, units, results)
+
+    def _part(
+        self,
+        group: list[_Waiter],
+        workspace: str,
+        shard: LaneShard,
+        found: list[tuple[int, list[Job]]],
+    ) -> Part:
+        lane, number = shard
+        shard_keys = keys.shard_keys(workspace, number, lane)
+        lua_keys = [shard_keys.stream, shard_keys.trigger]
+        args: list[Any] = [self._trigger_ttl_ms, self._marker_ttl_ms]
+        for index, jobs in found:
+            request_id = group[index].request_id
+            if request_id is not None:
+                lua_keys.append(shard_keys.request(request_id))
+            args += (0 if request_id is None else 1, len(jobs))
+            for job in jobs:
+                args += (job.field, job.payload)
+        return Part(lua_keys, args)
+
+
+Units = dict[tuple[str, LaneShard], list[tuple[int, list[Job]]]]
+
+
+def _units(group: list[_Waiter]) -> Units:
+    """Per (workspace, lane shard): each waiter's jobs for it, as (waiter index, jobs), in order."""
+    units: Units = defaultdict(list)
+    for index, waiter in enumerate(group):
+        mine: dict[LaneShard, list[Job]] = defaultdict(list)
+        for job, shard in zip(waiter.jobs, waiter.shards, strict=True):
+            mine[shard].append(job)
+        for shard, jobs in mine.items():
+            units[(waiter.workspace, shard)].append((index, jobs))
+    return units
+
+
+def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
+    """Answer each waiter: failed if any of its parts failed, else what it stored."""
+    failed: dict[int, BaseException] = {}
+    for found, result in zip(units.values(), results, strict=True):
+        if isinstance(result, BaseException):
+            for index, _ in found:
+                failed.setdefault(index, result)
+    stored: dict[int, list[Job]] = defaultdict(list)
+    fresh: dict[int, list[LaneShard]] = defaultdict(list)
+    for ((_, shard), found), result in zip(units.items(), results, strict=True):
+        if isinstance(result, BaseException):
+            continue
+        for (index, jobs), now in zip(found, result, strict=False):
+            if int(now):
+                stored[index].extend(jobs)
+        ok = [index for index, _ in found if index not in failed]
+        if int(result[-1]) and ok:  # else the sweeper triggers it
+            fresh[ok[0]].append(shard)
+    for index, waiter in enumerate(group):
+        if waiter.done.done():
+            continue
+        if index in failed:
+            waiter.done.set_exception(failed[index])
+        else:
+            waiter.done.set_result(Stored(stored[index], fresh[index]))

@@ -1,162 +1,122 @@
 """The ingest side of the queue: store accepted jobs durably, then wake a drain.
 
-`Queue.enqueue` writes every job of one request in one Lua call (shared with requests
-that arrive together, `service.store.group_commit`): all of them are stored or none is;
-`Queue.replay` does the same for dead letters, each at most once. Only after Redis
-confirms (and, at the ``fsync`` durability level, after ``WAITAOF`` confirms the AOF is
-on disk) does ingest answer 2xx. Triggers are sent afterwards and are debounced per
-shard; a lost trigger is recovered by the sweeper.
+Every write is cut per shard into one-slot ``lua/enqueue.lua`` parts, sent per node and
+confirmed on the connection that wrote them at the durability level
+(`service.store.slots`, `service.store.durability`); requests that arrive together share
+the round trip (`service.store.group_commit`). Only when every part of a request is
+stored and confirmed does ingest answer 2xx. A part that failed leaves the others
+stored: a request with an id (its Idempotency-Key, or a dead letter's id on replay)
+left a marker in each stored part's slot, so its retry stores only the missing parts.
+Triggers are sent afterwards and are debounced per shard; the sweeper recovers lost ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
-
-import redis
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from collections.abc import Sequence
 
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.jobs import Job, shard_for
+from service.jobs import Job
 from service.metrics import definitions as metrics
-from service.store.connections import load_script, store_errors
+from service.store.connections import AsyncStore, store_errors
+from service.store.durability import Confirmation
 from service.store.group_commit import GroupCommit, LaneShard
+from service.store.slots import SlotWriter
 from service.triggers import Triggers
 
 log = logging.getLogger("cioq.queue")
-T = TypeVar("T")
+
+#: Marker ids of dead-letter replays start with this, so they never meet a request's.
+REPLAY_PREFIX = "dlq:"
 
 
 class Queue:
     """Durable writes of accepted jobs into their shards' streams."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        settings: Settings,
-        triggers: Triggers | None,
-        *,
-        use_waitaof: bool = False,
-    ) -> None:
+    def __init__(self, client: AsyncStore, settings: Settings, triggers: Triggers | None) -> None:
         self.redis = client
         self.settings = settings
         self.triggers = triggers
-        self.use_waitaof = use_waitaof
-        self._group_commit = GroupCommit(client, settings)
-        self._replay = load_script(client, "replay")
+        self._writer = SlotWriter(client, "enqueue", seed_url=settings.redis_url)
+        self._group_commit = GroupCommit(self._writer, settings)
 
-    async def enqueue(self, workspace: str, jobs: Sequence[Job]) -> list[bytes]:
-        """Store `jobs` atomically; returns their stream ids. Raises StoreUnavailable.
+    @property
+    def confirmation(self) -> Confirmation | None:
+        """What each write waits for (set by the start-up checks from the durability level)."""
+        return self._writer.confirmation
 
-        One ``lua/enqueue.lua`` call, shared with the requests that arrive together
-        (`service.store.group_commit`), stores all of them or none.
+    @confirmation.setter
+    def confirmation(self, value: Confirmation | None) -> None:
+        self._writer.confirmation = value
+
+    async def enqueue(
+        self, workspace: str, jobs: Sequence[Job], *, request_id: str | None = None
+    ) -> int:
+        """Store `jobs`; returns how many were stored now. Raises StoreUnavailable.
+
+        With a `request_id`, jobs an earlier try of the same request stored are skipped.
         """
-        ids, fresh = await self._durably(self._group_commit.store(workspace, jobs))
-        metrics.jobs_accepted(workspace, jobs)
-        if fresh:
-            await self._trigger(workspace, fresh)
-        return ids
+        stored = await self._group_commit.store(workspace, jobs, request_id)
+        metrics.jobs_accepted(workspace, stored.jobs)
+        if stored.fresh:
+            await self._trigger(workspace, stored.fresh)
+        return len(stored.jobs)
 
     async def replay(self, workspace: str, letters: Sequence[tuple[str, Job]]) -> list[str]:
-        """Queue dead letters' jobs again, deleting each letter; returns the ids replayed.
+        """Queue dead letters' jobs again, deleting each letter; returns the ids it replayed.
 
-        A letter already gone (replayed or purged meanwhile) is skipped, so concurrent
-        replays of the same letters queue each job once (``lua/replay.lua``).
+        A letter already gone (replayed or purged) is skipped. Each letter's job is stored
+        under a marker named after the letter, so concurrent or retried replays of one
+        letter queue its job once; the letter is deleted only once its job is confirmed.
         """
-        shards = self.settings.shards
-        position: dict[LaneShard, int] = {}
-        args: list[Any] = [self.settings.trigger_ttl_ms]
-        for letter_id, job in letters:
-            shard = (job.lane, shard_for(workspace, job.route, shards))
-            spot = position.setdefault(shard, len(position) + 1)
-            args += (letter_id, spot, job.field, job.payload)
-        lua_keys = [keys.dead_letters(workspace)]
-        lua_keys += [keys.shard_keys(workspace, shard, lane).stream for lane, shard in position]
-        lua_keys += [keys.shard_keys(workspace, shard, lane).trigger for lane, shard in position]
-        result: list[Any] = await self._durably(self._replay(keys=lua_keys, args=args))
-        count = int(result[0])
-        replayed = [i.decode() if isinstance(i, bytes) else str(i) for i in result[1 : count + 1]]
-        done = set(replayed)
-        metrics.jobs_accepted(workspace, [job for letter_id, job in letters if letter_id in done])
-        await self._trigger_fresh(workspace, list(position), result[count + 1 :])
-        return replayed
+        stream = keys.dead_letters(workspace)
+        with store_errors("dead-letter replay"):
+            pipe = self.redis.pipeline(transaction=False)
+            for letter_id, _ in letters:
+                pipe.xrange(stream, letter_id, letter_id)
+            found = await pipe.execute()
+        present = [(i, job) for (i, job), rows in zip(letters, found, strict=True) if rows]
+        outcomes = await asyncio.gather(
+            *(self.enqueue(workspace, [job], request_id=REPLAY_PREFIX + i) for i, job in present),
+            return_exceptions=True,
+        )
+        queued = [i for (i, _), o in zip(present, outcomes, strict=True) if isinstance(o, int)]
+        if queued:
+            with store_errors("dead-letter replay"):
+                await self.redis.xdel(stream, *queued)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        # A letter whose job a racing (or earlier) replay stored counts as that one's.
+        return [i for (i, _), stored in zip(present, outcomes, strict=True) if stored]
 
     async def enqueue_once(
         self, workspace: str, jobs: Sequence[Job], *, key: str, answer: bytes, window_ms: int
     ) -> bytes | None:
-        """Store `jobs` and `answer` (under `key`, for `window_ms`) in one transaction.
+        """Store `jobs` once per `key` and remember `answer` under it for `window_ms`.
 
-        Returns None when stored, or the answer already under `key`, storing nothing. The
-        key is WATCHed from the check to EXEC, so of two concurrent repeats the second's
-        EXEC aborts and it returns the first's answer instead of queuing the jobs again.
+        Returns None when stored (now, or by an earlier try whose answer was lost), or the
+        answer already under `key`, storing nothing. The key is the request id of the
+        parts, so concurrent or retried repeats store each job once. The answer is
+        written last, as a fast path only: its absence does not prove nothing was stored.
         """
-        with store_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(key)
-                        first = await pipe.get(key)
-                        if first is not None:
-                            return first.encode() if isinstance(first, str) else first
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        touched = self._stage(pipe, workspace, jobs)
-                        pipe.set(key, answer, px=window_ms)
-                        results = await self._execute(pipe)
-                        break
-                    except redis.WatchError:
-                        continue
-        metrics.jobs_accepted(workspace, jobs)
-        await self._trigger_fresh(workspace, touched, results[len(jobs) : len(jobs) + len(touched)])
-        return None
-
-    def _stage(self, pipe: Pipeline, workspace: str, jobs: Sequence[Job]) -> list[LaneShard]:
-        """Queue the XADDs, then the shards' trigger markers; returns the shards touched."""
-        shards = self.settings.shards
-        order = [(job.lane, shard_for(workspace, job.route, shards)) for job in jobs]
-        for job, (lane, shard) in zip(jobs, order, strict=True):
-            pipe.xadd(keys.shard_keys(workspace, shard, lane).stream, {job.field: job.payload})
-        touched = list(dict.fromkeys(order))
-        for lane, shard in touched:
-            pipe.set(
-                keys.shard_keys(workspace, shard, lane).trigger,
-                1,
-                nx=True,
-                px=self.settings.trigger_ttl_ms,
-            )
-        return touched
-
-    async def _execute(self, pipe: Pipeline) -> list[Any]:
-        results: list[Any] = await self._durably(pipe.execute())
-        return results
-
-    async def _durably(self, write: Awaitable[T]) -> T:
-        """`write`'s result once Redis applied it (and, at the fsync level, on disk).
-
-        Store trouble becomes StoreUnavailable; a WATCH conflict is the caller's to retry.
-        """
-        with store_errors():
-            result = await write
-            if self.use_waitaof:
-                await self._wait_fsync()
-        return result
-
-    async def _trigger_fresh(
-        self, workspace: str, touched: list[LaneShard], flags: list[Any]
-    ) -> None:
-        """Trigger the shards whose debounce marker this write set (`flags` follow `touched`)."""
-        fresh = [s for s, was_set in zip(touched, flags, strict=True) if was_set]
-        if fresh:
-            await self._trigger(workspace, fresh)
-
-    async def _wait_fsync(self) -> None:
-        local, _ = await self.redis.execute_command("WAITAOF", 1, 0, 5000)  # type: ignore[no-untyped-call]
-        if int(local) < 1:
-            raise StoreUnavailable("WAITAOF: the write was not fsynced to the AOF in time")
+        with store_errors("idempotency"):
+            first = await self.redis.get(key)
+        if first is not None:
+            return _as_bytes(first)
+        request_id = hashlib.sha256(key.encode()).hexdigest()[:32]
+        await self.enqueue(workspace, jobs, request_id=request_id)
+        with store_errors("idempotency"):
+            if await self.redis.set(key, answer, px=window_ms, nx=True):
+                return None
+            first = await self.redis.get(key)
+        if first is None:
+            raise StoreUnavailable("the idempotency answer vanished while it was written")
+        return _as_bytes(first)
 
     async def _trigger(self, workspace: str, shards: list[LaneShard]) -> None:
         if self.triggers is None:
@@ -172,9 +132,17 @@ class Queue:
         for lane, shard in shards:
             self.triggers.send(workspace, shard, lane=lane, countdown_s=countdown_s)
 
+    async def aclose(self) -> None:
+        """Close the per-node connections of cluster mode (the client is the caller's)."""
+        await self._writer.aclose()
+
     async def ping(self) -> bool:
         try:
             with store_errors():
                 return bool(await self.redis.ping())
         except StoreUnavailable:
             return False
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from redis.commands.core import Script
 
 from service import keys
@@ -19,7 +18,7 @@ from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
 from service.jobs import FIELD_CDP, FIELD_OP, FIELD_V1, JobKind
 from service.lanes import Lane
-from service.store.connections import load_script, store_errors
+from service.store.connections import SyncStore, load_script, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +62,7 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
 class ShardStore:
     """Fenced operations on one Redis for the shards a drain works on."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncStore) -> None:
         self.redis = client
         self._acquire: Script = load_script(client, "acquire")
         self._renew: Script = load_script(client, "renew")

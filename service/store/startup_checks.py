@@ -1,12 +1,18 @@
 """Start-up checks of the queue's Redis: does it keep what ingest acknowledges?
 
-- ``durability=fsync`` promises a 2xx only once the job is on disk. Redis ≥ 7.2 proves it
-  per write with ``WAITAOF`` (which needs ``appendonly yes``); older Redis can only promise
-  it when every write is fsynced before the reply (``appendonly yes`` + ``appendfsync
-  always``). Anything else refuses to start: the setting would be a lie.
+Each durability level (`service.store.durability`) needs something of every primary:
+
+- ``fsync`` and ``replicated`` promise a 2xx only once the job is on disk. Redis ≥ 7.2 (and
+  Valkey) proves it per write with ``WAITAOF``, which needs ``appendonly yes``; older
+  Redis can only promise it when every write is fsynced before the reply (``appendonly
+  yes`` + ``appendfsync always``). Anything else refuses to start: the setting would lie.
+- ``replicated`` also needs at least one connected replica per primary.
 - ``maxmemory-policy`` must be ``noeviction``: an evicting Redis deletes accepted jobs
   to make room, silently. Production refuses to start; development warns, because a
   developer's Redis is often left at a distribution's default.
+
+In cluster mode (``CIOQ_REDIS_CLUSTER``) every primary is checked, and the drain-trigger
+broker must be a standalone Redis: Celery's Redis transport does not follow a cluster.
 
 The worker runs the checks before it takes tasks, waiting up to
 ``CIOQ_STARTUP_REDIS_WAIT_S`` for Redis. The api does not wait: `StartupGate` checks at
@@ -24,9 +30,12 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from service.config import Settings
 from service.errors import ConfigError, StoreUnavailable
+from service.store.connections import AsyncStore, SyncStore
+from service.store.durability import Confirmation
 from service.store.queue import Queue
 
 log = logging.getLogger("cioq.redis_checks")
@@ -38,19 +47,21 @@ _RETRY_INTERVAL_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class RedisFacts:
-    """What the checks need to know about a Redis server."""
+    """What the checks need to know about one Redis server (a primary, in a cluster)."""
 
     version: tuple[int, ...]
     appendonly: bool
     appendfsync: str | None  # None when CONFIG GET is not allowed (managed Redis)
     maxmemory_policy: str
+    replicas: int = 0
+    name: str = "Redis"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """How the queue must write (WAITAOF or not) and what is worth a warning."""
+    """How the queue must confirm writes (None: no confirmation) and what is worth a warning."""
 
-    use_waitaof: bool
+    confirmation: Confirmation | None
     warnings: tuple[str, ...] = ()
 
 
@@ -58,7 +69,9 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
-def facts_from(info: dict[str, Any], config: dict[str, Any] | None) -> RedisFacts:
+def facts_from(
+    info: dict[str, Any], config: dict[str, Any] | None, name: str = "Redis"
+) -> RedisFacts:
     """Facts from ``INFO`` and, when allowed, ``CONFIG GET appendfsync``."""
     appendfsync = None
     if config is not None:
@@ -69,6 +82,8 @@ def facts_from(info: dict[str, Any], config: dict[str, Any] | None) -> RedisFact
         appendonly=int(info.get("aof_enabled", 0)) == 1,
         appendfsync=appendfsync,
         maxmemory_policy=str(info.get("maxmemory_policy", "unknown")),
+        replicas=int(info.get("connected_slaves", 0)),
+        name=name,
     )
 
 
@@ -77,28 +92,47 @@ def evaluate(facts: RedisFacts, settings: Settings) -> Verdict:
     warnings: list[str] = []
     if facts.maxmemory_policy != "noeviction":
         message = (
-            f"Redis maxmemory-policy is {facts.maxmemory_policy!r}; it must be 'noeviction', "
-            "or Redis may evict accepted jobs when memory runs out"
+            f"{facts.name} maxmemory-policy is {facts.maxmemory_policy!r}; it must be "
+            "'noeviction', or Redis may evict accepted jobs when memory runs out"
         )
         if settings.env == "production":
             raise ConfigError(message)
         warnings.append(message)
-    if settings.durability != "fsync":
-        return Verdict(use_waitaof=False, warnings=tuple(warnings))
+    level = settings.durability
+    if level == "write":
+        return Verdict(None, tuple(warnings))
     if not facts.appendonly:
         raise ConfigError(
-            "CIOQ_DURABILITY=fsync needs Redis with 'appendonly yes'; this Redis has AOF off"
+            f"CIOQ_DURABILITY={level} needs Redis with 'appendonly yes'; {facts.name} has AOF off"
         )
-    if facts.version >= WAITAOF_VERSION:
-        return Verdict(use_waitaof=True, warnings=tuple(warnings))
-    if facts.appendfsync != "always":
+    waitaof = facts.version >= WAITAOF_VERSION
+    if not waitaof and facts.appendfsync != "always":
         shown = facts.appendfsync or "unreadable (CONFIG GET refused)"
         version = ".".join(map(str, facts.version))
         raise ConfigError(
-            f"CIOQ_DURABILITY=fsync on Redis {version} (no WAITAOF) needs 'appendfsync always'; "
-            f"appendfsync is {shown}"
+            f"CIOQ_DURABILITY={level} on Redis {version} (no WAITAOF) needs 'appendfsync "
+            f"always'; {facts.name} has appendfsync {shown}"
         )
-    return Verdict(use_waitaof=False, warnings=tuple(warnings))
+    replicas = 1 if level == "replicated" else 0
+    if facts.replicas < replicas:
+        raise ConfigError(
+            f"CIOQ_DURABILITY=replicated needs at least one replica per primary; "
+            f"{facts.name} has {facts.replicas}"
+        )
+    return Verdict(Confirmation(waitaof, replicas, settings.durability_timeout_ms), tuple(warnings))
+
+
+def evaluate_all(found: list[RedisFacts], settings: Settings) -> Verdict:
+    """One verdict for every primary of a cluster: each must pass, and all alike."""
+    verdicts = [evaluate(facts, settings) for facts in found]
+    confirmations = {v.confirmation for v in verdicts}
+    if len(confirmations) > 1:
+        raise ConfigError(
+            "cluster primaries differ in version or AOF settings, so writes cannot be "
+            "confirmed alike: " + ", ".join(f.name for f in found)
+        )
+    warnings = tuple(w for v in verdicts for w in v.warnings)
+    return Verdict(verdicts[0].confirmation if verdicts else None, warnings)
 
 
 def _report(verdict: Verdict) -> Verdict:
@@ -107,42 +141,102 @@ def _report(verdict: Verdict) -> Verdict:
     return verdict
 
 
-def check_sync(client: redis.Redis, settings: Settings) -> Verdict:
+def _facts_sync(client: redis.Redis, name: str) -> RedisFacts:
+    info: dict[str, Any] = client.info()
+    try:
+        config: dict[Any, Any] | None = client.config_get("appendfsync")
+    except redis.ResponseError:
+        config = None
+    return facts_from(info, _decoded(config), name)
+
+
+def _gather_sync(client: SyncStore) -> list[RedisFacts]:
+    if isinstance(client, redis.RedisCluster):
+        return [
+            _facts_sync(client.get_redis_connection(node), f"primary {node.name}")
+            for node in client.get_primaries()  # type: ignore[no-untyped-call]
+        ]
+    return [_facts_sync(client, "Redis")]
+
+
+def check_sync(client: SyncStore, settings: Settings) -> Verdict:
     """Read the facts (waiting up to `startup_redis_wait_s` for Redis) and judge them."""
     deadline = time.monotonic() + settings.startup_redis_wait_s
     while True:
         try:
-            info: dict[str, Any] = client.info()
-            try:
-                config: dict[Any, Any] | None = client.config_get("appendfsync")
-            except redis.ResponseError:
-                config = None
+            found = _gather_sync(client)
             break
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.exceptions.ClusterError) as exc:
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"Redis unreachable at start-up: {exc}") from exc
             time.sleep(_RETRY_INTERVAL_S)
-    return _report(evaluate(facts_from(info, _decoded(config)), settings))
+    check_broker(settings)
+    return _report(evaluate_all(found, settings))
+
+
+def check_broker(settings: Settings) -> None:
+    """In cluster mode, refuse a broker that is a cluster node (Celery cannot use one)."""
+    if not settings.redis_cluster:
+        return
+    broker = redis.Redis.from_url(
+        settings.celery_broker_url, socket_timeout=settings.redis_timeout_s
+    )
+    try:
+        enabled = int(broker.info("cluster").get("cluster_enabled", 0))
+    except redis.RedisError as exc:
+        raise StoreUnavailable(f"the drain-trigger broker is unreachable: {exc}") from exc
+    finally:
+        broker.close()
+    if enabled:
+        raise ConfigError(
+            "CIOQ_BROKER_URL names a Redis Cluster node; Celery's Redis broker does not "
+            "support Redis Cluster: point it at a small standalone Redis"
+        )
+
+
+async def _facts_async(client: aioredis.Redis, name: str) -> RedisFacts:
+    info: dict[str, Any] = await client.info()
+    try:
+        config: dict[Any, Any] | None = await client.config_get("appendfsync")
+    except redis.ResponseError:
+        config = None
+    return facts_from(info, _decoded(config), name)
+
+
+async def _gather_async(client: AsyncStore) -> list[RedisFacts]:
+    if not isinstance(client, AsyncRedisCluster):
+        return [await _facts_async(client, "Redis")]
+    await client.initialize()
+    found = []
+    for node in client.get_primaries():
+        plain = aioredis.Redis(host=node.host, port=int(node.port), **_auth_of(client))
+        try:
+            found.append(await _facts_async(plain, f"primary {node.name}"))
+        finally:
+            await plain.aclose()
+    return found
+
+
+def _auth_of(client: AsyncRedisCluster) -> dict[str, Any]:
+    kwargs = client.connection_kwargs
+    return {k: kwargs[k] for k in ("username", "password", "ssl") if k in kwargs}
 
 
 async def check_async(
-    client: aioredis.Redis, settings: Settings, *, wait_s: float | None = None
+    client: AsyncStore, settings: Settings, *, wait_s: float | None = None
 ) -> Verdict:
     """`check_sync` for an event loop; waits `wait_s` (default: the setting) for Redis."""
     deadline = time.monotonic() + (settings.startup_redis_wait_s if wait_s is None else wait_s)
     while True:
         try:
-            info: dict[str, Any] = await client.info()
-            try:
-                config: dict[Any, Any] | None = await client.config_get("appendfsync")
-            except redis.ResponseError:
-                config = None
+            found = await _gather_async(client)
             break
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.exceptions.ClusterError) as exc:
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"Redis unreachable at start-up: {exc}") from exc
             await asyncio.sleep(_RETRY_INTERVAL_S)
-    return _report(evaluate(facts_from(info, _decoded(config)), settings))
+    await asyncio.to_thread(check_broker, settings)
+    return _report(evaluate_all(found, settings))
 
 
 def _decoded(config: dict[Any, Any] | None) -> dict[str, Any] | None:
@@ -164,7 +258,7 @@ class StartupGate:
     reason is logged, because a running server cannot refuse to start any more.
     """
 
-    def __init__(self, client: aioredis.Redis, settings: Settings, queue: Queue) -> None:
+    def __init__(self, client: AsyncStore, settings: Settings, queue: Queue) -> None:
         self.client = client
         self.settings = settings
         self.queue = queue
@@ -189,5 +283,5 @@ class StartupGate:
 
     async def _check(self) -> None:
         verdict = await check_async(self.client, self.settings, wait_s=0)
-        self.queue.use_waitaof = verdict.use_waitaof
+        self.queue.confirmation = verdict.confirmation
         self.verdict = verdict

@@ -19,13 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, InvalidJob
 from service.lanes import Lane
-from service.store.connections import store_errors
+from service.store.connections import AsyncStore, store_errors
 
 #: The lanes a workspace has; each can be paused on its own. Adding a lane adds its name.
 LANES = tuple(lane.value for lane in Lane)
@@ -118,7 +116,7 @@ class WorkspaceControl:
     """Pause, resume and the audit list, over the queue's Redis (asyncio client)."""
 
     def __init__(
-        self, client: aioredis.Redis, settings: Settings, triggers: TriggerSender | None
+        self, client: AsyncStore, settings: Settings, triggers: TriggerSender | None
     ) -> None:
         self.redis = client
         self.settings = settings
@@ -135,14 +133,9 @@ class WorkspaceControl:
         pipe.delete(note)
         pipe.hset(note, mapping={"reason": reason, "who": who, "at_ms": _now_ms()})
         pipe.pexpire(note, duration_ms)
-        detail = f"for {duration_text(duration_ms)}: {reason}"
-        pipe.xadd(
-            keys.audit(),
-            _audit_fields(who, "pause", workspace, lane, detail),
-            maxlen=AUDIT_MAX_ENTRIES,
-            approximate=True,
-        )
         await self._call(pipe.execute())
+        detail = f"for {duration_text(duration_ms)}: {reason}"
+        await self.record(who, "pause", workspace, lane, detail)  # apart: another slot
 
     async def resume(self, workspace: str, lane: str, *, reason: str, who: str) -> str:
         """Lift any pause of `lane` (manual, 429 or credentials); returns the cause lifted."""
@@ -150,15 +143,8 @@ class WorkspaceControl:
         key = pause_key(workspace, lane)
         cause_raw = await self._call(self.redis.get(key))
         cause = cause_raw.decode() if cause_raw else "none"
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(key, keys.pause_note(workspace, lane))
-        pipe.xadd(
-            keys.audit(),
-            _audit_fields(who, "resume", workspace, lane, f"lifted {cause}: {reason}"),
-            maxlen=AUDIT_MAX_ENTRIES,
-            approximate=True,
-        )
-        await self._call(pipe.execute())
+        await self._call(self.redis.delete(key, keys.pause_note(workspace, lane)))
+        await self.record(who, "resume", workspace, lane, f"lifted {cause}: {reason}")
         await self._trigger_backlog(workspace, Lane(lane))
         return cause
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,3 +148,53 @@ def received_by_person(records: list[dict[str, Any]]) -> dict[str, list[int]]:
         person, seq = seq_of(record["op"])
         got[person].append(seq)
     return dict(got)
+
+
+@dataclass
+class Retried(Produced):
+    """What a retrying producer saw: every status, and the jobs acknowledged."""
+
+    statuses: Counter[int] = field(default_factory=Counter)
+
+
+async def produce_retrying(
+    api_url: str,
+    auth: tuple[str, str],
+    people: Iterable[str],
+    *,
+    per_person: int,
+    concurrency: int = 32,
+    give_up_s: float = 120.0,
+) -> Retried:
+    """One v2 op per request, in order per person, retried on 503 with its Idempotency-Key.
+
+    A job counts as acknowledged at its first 2xx; a request still refused after
+    `give_up_s` fails the producer, as does any status other than 2xx or 503.
+    """
+    result = Retried()
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=30, limits=limits) as client:
+
+        async def send(person: str, seq: int) -> None:
+            deadline = asyncio.get_running_loop().time() + give_up_s
+            body = {"batch": [_v2(person, seq, seq % 2)]}
+            headers = {"Idempotency-Key": f"{person}-{seq}"}
+            while True:
+                async with gate:
+                    r = await client.post("/api/v2/batch", json=body, headers=headers)
+                result.statuses[r.status_code] += 1
+                if r.is_success:
+                    result.requests += 1
+                    result.accepted[person].append(seq)
+                    return
+                if r.status_code != 503 or asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"{r.status_code} for {person}#{seq}: {r.text}")
+                await asyncio.sleep(0.2)
+
+        async def one_person(person: str) -> None:
+            for seq in range(per_person):
+                await send(person, seq)
+
+        await asyncio.gather(*(one_person(p) for p in people))
+    return result

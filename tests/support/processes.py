@@ -14,7 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,11 +88,22 @@ class Proc:
 class RedisServer:
     """A redis-server of the test's own, optionally with AOF, restartable from its data dir."""
 
-    def __init__(self, data_dir: Path, *, appendonly: bool = False, fsync: str = "everysec"):
-        self.port = free_port()
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        appendonly: bool = False,
+        fsync: str = "everysec",
+        exe: str | None = None,
+        extra: Sequence[str] = (),
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.data_dir = data_dir
         self.appendonly = appendonly
         self.fsync = fsync
+        self.exe = exe or shutil.which("redis-server")
+        self.extra = list(extra)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.proc: Proc | None = None
         self.start()
@@ -102,11 +113,10 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
+        if self.exe is None:
             raise RuntimeError("redis-server is not installed (scripts/test installs it)")
         argv = [
-            exe,
+            self.exe,
             "--port",
             str(self.port),
             "--bind",
@@ -121,6 +131,7 @@ class RedisServer:
             self.fsync,
             "--maxmemory-policy",
             "noeviction",
+            *self.extra,
         ]
         self.proc = Proc(f"redis-{self.port}", argv, dict(os.environ), self.data_dir)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)

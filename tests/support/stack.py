@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.cluster import Cluster
 from tests.support.processes import Proc, RedisServer, cioq_proc, free_port, wait_http
 
 SITE_ID = "e2e-site"
@@ -20,7 +21,15 @@ ADMIN_KEY = "e2e-admin-key"
 class Stack:
     """redis-server + sandbox + api + sweeper (+ workers on demand), torn down together."""
 
-    def __init__(self, tmp: Path, *, redis_fsync: str = "everysec", **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        redis_fsync: str = "everysec",
+        cluster: Cluster | None = None,
+        **settings: Any,
+    ) -> None:
+        """With a `cluster`, it is the store and the stack's own Redis is the broker."""
         self.tmp = tmp
         self.redis = RedisServer(tmp / "redis", appendonly=True, fsync=redis_fsync)
         self.sandbox_port = free_port()
@@ -40,6 +49,10 @@ class Stack:
             "CIOQ_SWEEP_INTERVAL_MS": "250",
             "PORT": str(self.api_port),
         }
+        if cluster is not None:
+            self.env["CIOQ_REDIS_URL"] = cluster.url
+            self.env["CIOQ_REDIS_CLUSTER"] = "true"
+            self.env["CIOQ_BROKER_URL"] = self.redis.url
         self.env.update({f"CIOQ_{k.upper()}": str(v) for k, v in settings.items()})
         self.procs: list[Proc] = []
         self.sandbox = self.start(

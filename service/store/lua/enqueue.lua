@@ -1,16 +1,39 @@
--- Store one request's jobs and take each touched shard's trigger marker, in one call.
--- A script runs atomically; under maxmemory it can only be refused at its first write,
--- so the request is stored whole or not at all, as with MULTI, for one round trip and
--- one reply instead of one per job.
--- KEYS: the touched shards' streams, then their trigger markers (same order)
--- ARGV: trigger_ttl_ms, then per job: its shard's position in KEYS (1-based), field, payload
--- Returns: the jobs' stream ids, then 1/0 per shard: whether its marker was set here.
-local shards = #KEYS / 2
+-- Store jobs in one shard's stream, request by request, and take the shard's trigger marker.
+-- Every key is in the shard's slot. A request with a marker key (its id) is stored once:
+-- if the marker is there an earlier try stored it, and only the marker's TTL is renewed,
+-- which is still a write, so the caller's WAIT/WAITAOF on this connection covers that
+-- earlier write too. A script runs atomically; under maxmemory it can only be refused at
+-- its first write, so a request's jobs for this shard are stored whole or not at all.
+-- KEYS: stream, trigger marker, then the request markers of the requests that have one
+-- ARGV: trigger_ttl_ms, request_marker_ttl_ms, then per request:
+--       has_marker (0/1), job count n, then n times: field, payload
+-- Returns: per request 1 (stored now) or 0 (stored by an earlier try), then 1/0: whether
+-- the trigger marker was set here.
 local out = {}
-for i = 2, #ARGV, 3 do
-  out[#out + 1] = redis.call('XADD', KEYS[tonumber(ARGV[i])], '*', ARGV[i + 1], ARGV[i + 2])
+local marker = 2
+local wrote = false
+local i = 3
+while i <= #ARGV do
+  local key = nil
+  if ARGV[i] == '1' then
+    marker = marker + 1
+    key = KEYS[marker]
+  end
+  local n = tonumber(ARGV[i + 1])
+  i = i + 2
+  if key and redis.call('PEXPIRE', key, ARGV[2]) == 1 then
+    out[#out + 1] = 0
+  else
+    for j = i, i + 2 * n - 1, 2 do
+      redis.call('XADD', KEYS[1], '*', ARGV[j], ARGV[j + 1])
+    end
+    if key then
+      redis.call('SET', key, 1, 'PX', ARGV[2])
+    end
+    out[#out + 1] = 1
+    wrote = true
+  end
+  i = i + 2 * n
 end
-for s = 1, shards do
-  out[#out + 1] = redis.call('SET', KEYS[shards + s], 1, 'NX', 'PX', ARGV[1]) and 1 or 0
-end
+out[#out + 1] = (wrote and redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1])) and 1 or 0
 return out

@@ -1,0 +1,179 @@
+"""Scale-out figures: cioq on a 6-node Redis Cluster vs cioq on one Redis, in the same run.
+
+All nodes share this machine's cores with the api and the load generator, so the ratios
+show the cost of cluster mode (per-node pipelines, the cluster client), not the capacity
+a cluster of real machines adds: that grows with the primaries (README "Redis Cluster").
+
+Also measured here: the latency cost of the durability levels. ``write``, ``fsync`` and
+``replicated`` apis, one request at a time, against one Valkey primary with a replica
+(``appendfsync everysec``; ``fsync`` waits for WAITAOF, ``replicated`` adds WAIT 1), and
+the memory one stored 500-byte job takes in Redis 7.0 (jemalloc), for the sizing table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from bench import drain, ingest
+from bench.figures import Figure
+from bench.loadgen import LoadResult, run_load
+from bench.stack import BenchStack
+from service import keys
+from service.jobs import shard_for, v2_job
+from tests.support.cluster import Cluster
+from tests.support.processes import RedisServer
+from tests.support.valkey import primary_with_replica
+
+SHARDS = drain.SHARDS  # drain_with_worker watches these shards' backlog
+
+
+def run(tmp: Path, *, quick: bool) -> list[Figure]:
+    return [*_cluster_vs_standalone(tmp, quick=quick), *_levels(tmp, quick=quick), _memory(tmp)]
+
+
+def _cluster_vs_standalone(tmp: Path, *, quick: bool) -> list[Figure]:
+    duration_s = 3.0 if quick else 10.0
+    rounds = 2 if quick else 3
+    total = 50_000 if quick else 300_000
+    cluster = Cluster(tmp / "cluster")
+    stacks = {
+        "standalone": BenchStack(tmp / "standalone", shards=SHARDS),
+        "cluster": BenchStack(tmp / "on-cluster", cluster=cluster, shards=SHARDS),
+    }
+    try:
+        urls = {name: stack.start_sandbox(record="count") for name, stack in stacks.items()}
+        ports = {name: stack.start_api() for name, stack in stacks.items()}
+        single = ingest._best_of(
+            ports, ingest._single, connections=16, duration_s=duration_s, rounds=rounds
+        )
+        bulk = ingest._best_of(
+            ports,
+            lambda port: ingest._bulk(port, 1000),
+            connections=2,
+            duration_s=duration_s,
+            rounds=rounds,
+        )
+        drained: dict[str, dict[str, Any]] = {}
+        for name, stack in stacks.items():
+            _empty(stack)
+            httpx.post(f"{urls[name]}/_sandbox/reset")
+            drain.fill(stack, [drain.event_op(i) for i in range(20_000)], total)
+            drained[name] = drain.drain_with_worker(stack, urls[name], total, timeout_s=900)
+    finally:
+        for stack in stacks.values():
+            stack.close()
+        cluster.stop()
+    return [
+        _ratio("cluster: ingest single-op", single, "req/s", 1),
+        _ratio("cluster: ingest bulk (1,000-op v2 batches)", bulk, "ops/s", 1000),
+        Figure(
+            "cluster: drain, 1 worker process, 0 ms upstream",
+            drained["cluster"]["rate"],
+            "ops/s",
+            "same on one Redis",
+            drained["standalone"]["rate"],
+            "reported",
+            True,
+            f"backlog {total:,} ops, {SHARDS} shards over 3 primaries",
+        ),
+    ]
+
+
+def _ratio(name: str, found: dict[str, LoadResult], unit: str, per: int) -> Figure:
+    on, off = found["cluster"], found["standalone"]
+    return Figure(
+        name,
+        on.rate_per_s * per,
+        unit,
+        "same on one Redis",
+        off.rate_per_s * per,
+        "reported",
+        True,
+        f"p99 {on.percentile_s(0.99) * 1000:.1f} ms vs {off.percentile_s(0.99) * 1000:.1f} ms",
+    )
+
+
+def _empty(stack: BenchStack) -> None:
+    """Drop what the ingest rounds stored, so the drain starts from its own backlog."""
+    client = stack.client()
+    if isinstance(client, redis.RedisCluster):
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        client.flushall()
+    client.close()
+
+
+def _levels(tmp: Path, *, quick: bool) -> list[Figure]:
+    """p50/p99 of one-at-a-time single-op requests at each durability level."""
+    duration_s = 3.0 if quick else 10.0
+    primary, replica = primary_with_replica(tmp / "levels")
+    stacks: list[BenchStack] = []
+    found: dict[str, LoadResult] = {}
+    try:
+        for level in ("write", "fsync", "replicated"):
+            stack = BenchStack(tmp / f"level-{level}", durability=level, redis_url=primary.url)
+            stacks.append(stack)
+            stack.start_sandbox(record="count")
+            port = stack.start_api()
+            make = ingest._single(port)
+            asyncio.run(run_load(port, make, connections=1, duration_s=1.0))
+            found[level] = asyncio.run(run_load(port, make, connections=1, duration_s=duration_s))
+    finally:
+        for stack in stacks:
+            stack.close()
+        replica.stop()
+        primary.stop()
+    base = found["write"]
+    return [
+        Figure(
+            f"latency p50 at {level} (1 connection)",
+            found[level].percentile_s(0.5) * 1000,
+            "ms",
+            "write",
+            base.percentile_s(0.5) * 1000,
+            "reported",
+            True,
+            f"p99 {found[level].percentile_s(0.99) * 1000:.2f} ms vs "
+            f"{base.percentile_s(0.99) * 1000:.2f} ms",
+            invert=True,
+        )
+        for level in ("fsync", "replicated")
+    ]
+
+
+def _memory(tmp: Path) -> Figure:
+    """used_memory per stored ~500-byte job, in Redis 7.0 with default stream settings."""
+    server = RedisServer(tmp / "memory")
+    copies = 10
+    try:
+        client = server.client()
+        before = int(client.info("memory")["used_memory"])
+        jobs = [v2_job(drain.event_op(i)) for i in range(20_000)]
+        for _ in range(copies):
+            pipe = client.pipeline(transaction=False)
+            for job in jobs:
+                shard = shard_for("default", job.route, SHARDS)
+                pipe.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
+            pipe.execute()
+        after = int(client.info("memory")["used_memory"])
+        client.close()
+    finally:
+        server.stop()
+    stored = copies * len(jobs)
+    per_job = (after - before) / stored
+    payload = sum(len(job.payload) for job in jobs) / len(jobs)
+    return Figure(
+        "memory per stored job (Redis 7.0)",
+        per_job,
+        "B",
+        "payload",
+        payload,
+        "reported",
+        True,
+        f"{stored:,} jobs over {SHARDS} shards; ~{1e9 / per_job / 1e6:.2f} M jobs per GB",
+    )

@@ -1,0 +1,219 @@
+"""Run one-slot script calls where their slot lives, confirmed on the connection that wrote.
+
+Every write path of ingest (enqueue, Idempotency-Key requests, dead-letter replay) is cut
+into *parts*: one ``lua/enqueue.lua`` call per shard, whose keys all carry the shard's
+hash tag. `SlotWriter.run` sends the parts of one node as one pipeline on one connection,
+followed by the durability level's ``WAITAOF``/``WAIT`` (`service.store.durability`), so
+the confirmation covers exactly the writes it vouches for.
+
+- Standalone Redis: one node, one pipeline, one round trip for the whole group.
+- Redis Cluster: one pipeline per primary, sent concurrently, over plain per-node clients
+  (redis-py's cluster client will neither pipeline scripts nor send WAIT to the node that
+  wrote). A part refused with MOVED, ASK, TRYAGAIN or CLUSTERDOWN wrote nothing: the
+  topology is re-read and the part is sent again, a few times, then reported failed.
+
+A part that fails leaves the others stored; the caller answers 503 and the producer's
+retry completes the request, its stored parts skipped by their request markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from hashlib import sha1
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
+
+from service.errors import StoreUnavailable
+from service.store import durability
+from service.store.connections import AsyncStore, lua_source, store_errors
+from service.store.durability import Confirmation
+
+log = logging.getLogger("cioq.slots")
+
+#: Rounds of sending refused parts again after a topology change, and the first pause.
+REDIRECT_ROUNDS = 6
+REDIRECT_PAUSE_S = 0.05
+_REFUSED = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One script call whose keys all share one slot; ``keys[0]`` locates it."""
+
+    keys: list[str]
+    args: list[Any]
+
+
+class SlotWriter:
+    """Sends parts to their nodes, one pipeline per node, and confirms them there."""
+
+    def __init__(self, client: AsyncStore, script: str, *, seed_url: str) -> None:
+        self.client = client
+        self.confirmation: Confirmation | None = None
+        self._source = lua_source(script)
+        self._sha = sha1(self._source.encode()).hexdigest()
+        self._seed_url = seed_url
+        self._nodes: dict[str, aioredis.Redis] = {}
+        self._refresh: asyncio.Lock = asyncio.Lock()
+        self._pending_refresh: asyncio.Task[None] | None = None  # kept from collection
+
+    async def run(self, parts: Sequence[Part]) -> list[Any]:
+        """Each part's reply, or the exception (StoreUnavailable) that kept it from being stored.
+
+        Never raises for one part's trouble: the caller decides per request.
+        """
+        if isinstance(self.client, AsyncRedisCluster):
+            with store_errors("cluster topology"):
+                await self.client.initialize()  # once; at once after the first time
+        results: list[Any] = [None] * len(parts)
+        pending = list(range(len(parts)))
+        pause_s = REDIRECT_PAUSE_S
+        asking: dict[int, tuple[str, int]] = {}
+        for round_no in range(REDIRECT_ROUNDS):
+            refused = await self._round(parts, pending, asking, results)
+            if not refused:
+                return results
+            pending = refused
+            if round_no < REDIRECT_ROUNDS - 1:
+                await asyncio.sleep(pause_s)
+                pause_s *= 2
+                await self._reread_topology()
+        for index in pending:
+            results[index] = StoreUnavailable(f"slot kept moving: {results[index]}")
+        return results
+
+    async def _round(
+        self,
+        parts: Sequence[Part],
+        pending: list[int],
+        asking: dict[int, tuple[str, int]],
+        results: list[Any],
+    ) -> list[int]:
+        """Send `pending` parts once; returns those refused by a redirect, to send again."""
+        by_node: dict[tuple[str, int] | None, list[int]] = defaultdict(list)
+        asked: set[int] = set()
+        for index in pending:
+            target = asking.pop(index, None)
+            if target is not None:
+                asked.add(index)
+            by_node[target or self._node_of(parts[index])].append(index)
+        outcomes = await asyncio.gather(
+            *(
+                self._send(node, [parts[i] for i in indexes], [i in asked for i in indexes])
+                for node, indexes in by_node.items()
+            )
+        )
+        refused: list[int] = []
+        for indexes, replies in zip(by_node.values(), outcomes, strict=True):
+            for index, reply in zip(indexes, replies, strict=True):
+                results[index] = reply
+                if isinstance(reply, _REFUSED):
+                    refused.append(index)
+                    if type(reply) is AskError:
+                        asking[index] = (reply.host, reply.port)
+        return refused
+
+    def _node_of(self, part: Part) -> tuple[str, int] | None:
+        if not isinstance(self.client, AsyncRedisCluster):
+            return None
+        with store_errors("cluster topology"):
+            node = self.client.get_node_from_key(part.keys[0])
+        if node is None:
+            raise StoreUnavailable(f"no node serves the slot of {part.keys[0]}")
+        return node.host, int(node.port)
+
+    async def _send(
+        self, node: tuple[str, int] | None, parts: list[Part], asked: list[bool]
+    ) -> list[Any]:
+        """One pipeline: the parts, then the confirmation; a reply or exception per part.
+
+        A part `asked` was redirected by ASK to this node, which serves it only after ASKING.
+        """
+        client = self._client_for(node)
+        confirm = durability.commands(self.confirmation)
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            positions = []
+            for part, ask in zip(parts, asked, strict=True):
+                if ask:
+                    pipe.execute_command("ASKING")
+                positions.append(len(pipe))
+                pipe.evalsha(self._sha, len(part.keys), *part.keys, *part.args)
+            for command in confirm:
+                pipe.execute_command(*command)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except redis.RedisError as exc:
+                # The connection broke: any part may or may not be stored. Re-read the
+                # topology, so the producer's retry finds a promoted replica.
+                self._pending_refresh = asyncio.create_task(self._reread_topology())
+                return [StoreUnavailable(f"{node or 'redis'}: {exc}")] * len(parts)
+            mine = [replies[p] for p in positions]
+            if not any(isinstance(r, NoScriptError) for r in mine):
+                break
+            with store_errors(f"{node or 'redis'}: SCRIPT LOAD"):
+                await client.script_load(self._source)  # a new, restarted or promoted node
+        try:
+            durability.verify(self.confirmation, replies[len(replies) - len(confirm) :])
+        except StoreUnavailable as exc:
+            return [r if isinstance(r, _REFUSED) else exc for r in mine]
+        return [_part_outcome(r) for r in mine]
+
+    def _client_for(self, node: tuple[str, int] | None) -> aioredis.Redis:
+        if node is None:
+            assert isinstance(self.client, aioredis.Redis)
+            return self.client
+        name = f"{node[0]}:{node[1]}"
+        client = self._nodes.get(name)
+        if client is None:
+            client = aioredis.Redis.from_url(_node_url(self._seed_url, *node))
+            self._nodes[name] = client
+        return client
+
+    async def _reread_topology(self) -> None:
+        if not isinstance(self.client, AsyncRedisCluster):
+            return
+        if self._refresh.locked():  # another part is already re-reading it
+            async with self._refresh:
+                return
+        async with self._refresh:
+            try:
+                await self.client.nodes_manager.initialize()
+            except (redis.RedisError, RedisClusterException) as exc:
+                log.warning("cluster topology could not be re-read: %s", exc)
+
+    async def aclose(self) -> None:
+        for client in self._nodes.values():
+            await client.aclose()
+        self._nodes.clear()
+
+
+def _part_outcome(reply: Any) -> Any:
+    if isinstance(reply, _REFUSED):
+        return reply
+    if isinstance(reply, Exception):
+        return StoreUnavailable(str(reply))
+    return reply
+
+
+def _node_url(seed_url: str, host: str, port: int) -> str:
+    """The seed URL (scheme, credentials, options) pointed at one node, database 0."""
+    parts = urlsplit(seed_url)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, "/0", parts.query, ""))
