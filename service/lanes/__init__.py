@@ -1,4 +1,4 @@
-"""Lanes: one upstream API family each (Track, Pipelines), sharing store and drain engine.
+"""Lanes: one upstream API family each (Track, Pipelines, App API), sharing store and drain engine.
 
 `Lane` names them; `service.lanes.registry` says what differs per lane.
 """
@@ -11,3 +11,4 @@ from enum import StrEnum
 class Lane(StrEnum):
     TRACK = "track"
     PIPELINES = "pipelines"
+    APP = "app"

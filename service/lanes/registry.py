@@ -25,6 +25,7 @@ from service.config import Settings, Workspace
 from service.delivery.client import PipelinesClient, TrackClient
 from service.delivery.outcomes import Outcome
 from service.lanes import Lane
+from service.lanes.app.routes import AppIngest
 from service.lanes.pipelines.routes import PipelinesIngest
 from service.lanes.track.routes import Ingest
 from service.store.queue import Queue
@@ -75,6 +76,15 @@ LANES: dict[Lane, LaneSpec] = {
         lambda s: s.cdp_max_batch_bytes,
         lambda s: s.cdp_max_call_bytes,
         _pipelines_client,
+    ),
+    # Sends and triggers go one request per job (`workers/app_send.py` integrates them).
+    Lane.APP: LaneSpec(
+        Lane.APP,
+        frozenset({"app"}),
+        lambda queue, s: AppIngest(queue, s).routes(),
+        lambda s: s.max_request_bytes,
+        lambda s: s.max_request_bytes,
+        lambda ws, s: None,
     ),
 }
 

@@ -1,0 +1,145 @@
+"""The outcome of an App API job: what Customer.io answered, or why there is no answer.
+
+Ingest writes a ``queued`` record right after the job is stored; the worker overwrites it
+as attempts happen and when the job is final, then pushes to a one-shot list that the
+ingest request waiting for it BLPOPs (so the wait is woken, never polled). Records are
+kept ``app_outcome_ttl_s`` and are what the status URL answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from service import keys
+from service.config import Settings
+from service.errors import StoreUnavailable
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RETRYING = "retrying"  # an attempt failed in a way that is safe to resend
+    DELIVERED = "delivered"  # 2xx: Customer.io's answer is in `status`/`body`
+    REFUSED = "refused"  # 4xx: dead-lettered with Customer.io's answer
+    AMBIGUOUS = "ambiguous"  # Customer.io may have acted: dead-lettered, never resent
+    DEAD = "dead"  # dead-lettered for another reason (retry budget spent, crash loop)
+
+
+FINAL = frozenset({State.DELIVERED, State.REFUSED, State.AMBIGUOUS, State.DEAD})
+#: How long a ready marker waits for its reader: longer than any ingest wait.
+_READY_TTL_MS = 60_000
+#: One BLPOP never blocks longer than this, so the socket timeout never cuts it short.
+_BLPOP_SLICE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job_id: str
+    state: State
+    kind: str = ""
+    status: int | None = None
+    #: Customer.io's body, decoded when it was JSON.
+    body: Any = None
+    detail: str = ""
+    attempts: int = 0
+    delivery_id: str | None = None
+    updated_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Outcome:
+        data = orjson.loads(raw)
+        data["state"] = State(data["state"])
+        return cls(**data)
+
+    def public(self, status_url: str) -> dict[str, Any]:
+        """The record as the status URL shows it."""
+        return {**asdict(self), "status_url": status_url}
+
+
+def decode_body(raw: bytes) -> Any:
+    """Customer.io's body as JSON when it is, else as text."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def delivered(job_id: str, kind: str, status: int, raw: bytes, attempts: int) -> Outcome:
+    body = decode_body(raw)
+    delivery_id = None
+    if isinstance(body, dict):
+        found = body.get("delivery_id", body.get("id"))
+        delivery_id = None if found is None else str(found)
+    return Outcome(job_id, State.DELIVERED, kind, status, body, "", attempts, delivery_id)
+
+
+class AsyncOutcomes:
+    """The ingest side: create the queued record, wait for the final one, read it."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
+
+    async def create(self, workspace: str, outcome: Outcome) -> None:
+        # NX: a fast worker may have written the final record already.
+        try:
+            key = keys.app_outcome(workspace, outcome.job_id)
+            await self.redis.set(key, outcome.encode(), px=self.ttl_ms, nx=True)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def get(self, workspace: str, job_id: str) -> Outcome | None:
+        try:
+            raw = await self.redis.get(keys.app_outcome(workspace, job_id))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return None if raw is None else Outcome.decode(raw)
+
+    async def wait(self, workspace: str, job_id: str, *, timeout_ms: int) -> Outcome | None:
+        """The final outcome once it is there, or None after `timeout_ms`."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        ready = keys.app_outcome_ready(workspace, job_id)
+        try:
+            while (left_s := deadline - time.monotonic()) > 0:
+                popped = await self.redis.blpop([ready], timeout=min(left_s, _BLPOP_SLICE_S))
+                if popped is not None:
+                    break
+            found = await self.get(workspace, job_id)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return found if found is not None and found.state in FINAL else None
+
+
+class Outcomes:
+    """The worker side: record attempts and the final outcome, waking the waiting request."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
+
+    def record(self, workspace: str, outcome: Outcome) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.app_outcome(workspace, outcome.job_id), outcome.encode(), px=self.ttl_ms)
+        if outcome.state in FINAL:
+            ready = keys.app_outcome_ready(workspace, outcome.job_id)
+            pipe.rpush(ready, 1)
+            pipe.pexpire(ready, _READY_TTL_MS)
+        pipe.execute()
+
+    def get(self, workspace: str, job_id: str) -> Outcome | None:
+        raw = self.redis.get(keys.app_outcome(workspace, job_id))
+        return None if raw is None else Outcome.decode(raw)
+
+    def attempted(self, workspace: str, job_id: str) -> int:
+        """Attempts recorded so far for the job (0 when it has no record)."""
+        found = self.get(workspace, job_id)
+        return found.attempts if found is not None else 0
