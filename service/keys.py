@@ -125,3 +125,9 @@ def app_outcome(workspace: str, job_id: str) -> str:
 def app_outcome_ready(workspace: str, job_id: str) -> str:
     """A list pushed once when the outcome is final; the waiting ingest request BLPOPs it."""
     return f"{PREFIX}:outcome-ready:{{{workspace}}}:{job_id}"
+
+
+def app_claimed(workspace: str, hour: int) -> str:
+    """Delivery ids of the sends cioq delivered in one hour, so an ambiguous send's
+    message lookup never takes another send's delivery for its own."""
+    return f"{PREFIX}:claimed:{{{workspace}}}:{hour}"
