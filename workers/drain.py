@@ -51,6 +51,7 @@ class StopReason(StrEnum):
     EXHAUSTED = "exhausted"
     SHUTDOWN = "shutdown"
     LEASE_LOST = "lease_lost"
+    RATE_LIMITED = "rate_limited"  # App lane: no rate-limit slot soon enough
 
 
 @dataclass
@@ -163,6 +164,10 @@ class Drainer:
             if self.clock() >= deadline:
                 return report.stop(StopReason.BUDGET, 0.0)
             lease.renew()
+            if unit.kind == "app" and self.store.inflight_note(shard).head == buffer[0].id:
+                # A send of this very job started and never came back: never resent.
+                buffer = buffer[delivery.interrupted(buffer[0]) :]
+                continue
             unit_or_none = self._crash_checked(lease, buffer, unit)
             if unit_or_none is None:
                 resolved = delivery.quarantine(buffer[0], s.crash_limit)
@@ -214,8 +219,10 @@ class Drainer:
         s = self.settings
         spec = LANES[lane]
         head = buffer[0]
-        if head.kind == "v1":
-            return OutgoingUnit(entries=[head], body=head.payload, kind="v1", full=True)
+        if head.kind == "v1" or head.kind == "app":
+            # Sent alone: a v1 request to its own path; an App API send or trigger (the
+            # App lane has no batch endpoint, and each request takes one rate slot).
+            return OutgoingUnit(entries=[head], body=head.payload, kind=head.kind, full=True)
         run: list[bytes] = []
         for entry in buffer:
             if entry.kind != head.kind:
@@ -260,7 +267,11 @@ class Drainer:
         `retry_max_attempts` attempts or is older than `retry_max_age_s`, the unit is
         dead-lettered with every attempt's record and the shard moves on.
         """
-        if outcome.outcome_class is OutcomeClass.THROTTLE:
+        if outcome.outcome_class is OutcomeClass.DEFERRED:
+            # Nothing was sent: no attempt is recorded; the shard waits for its slot.
+            self.store.clear_inflight(delivery.shard)
+            report.stop(StopReason.RATE_LIMITED, outcome.retry_after_s)
+        elif outcome.outcome_class is OutcomeClass.THROTTLE:
             self._throttle(delivery, outcome, report)
         elif outcome.outcome_class is OutcomeClass.SETUP:
             self._pause_setup(delivery, outcome, report)

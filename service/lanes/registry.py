@@ -26,6 +26,7 @@ from service.delivery.client import PipelinesClient, TrackClient
 from service.delivery.outcomes import Outcome
 from service.lanes import Lane
 from service.lanes.app.routes import AppIngest
+from service.lanes.app.sender import AppSender
 from service.lanes.pipelines.routes import PipelinesIngest
 from service.lanes.track.routes import Ingest
 from service.store.queue import Queue
@@ -60,6 +61,10 @@ def _pipelines_client(ws: Workspace, s: Settings) -> PipelinesClient | None:
     return PipelinesClient(ws, timeout_s=s.upstream_timeout_s)
 
 
+def _app_sender(ws: Workspace, s: Settings) -> AppSender | None:
+    return AppSender(ws, s) if ws.app_api_key is not None else None
+
+
 LANES: dict[Lane, LaneSpec] = {
     Lane.TRACK: LaneSpec(
         Lane.TRACK,
@@ -77,14 +82,14 @@ LANES: dict[Lane, LaneSpec] = {
         lambda s: s.cdp_max_call_bytes,
         _pipelines_client,
     ),
-    # Sends and triggers go one request per job (`workers/app_send.py` integrates them).
+    # One request per job, never batched (the drain sends an "app" head alone).
     Lane.APP: LaneSpec(
         Lane.APP,
         frozenset({"app"}),
         lambda queue, s: AppIngest(queue, s).routes(),
         lambda s: s.max_request_bytes,
         lambda s: s.max_request_bytes,
-        lambda ws, s: None,
+        _app_sender,
     ),
 }
 

@@ -15,12 +15,20 @@ API_KEY = "e2e-api-key"
 INGEST_KEY = "e2e-ingest-key"
 CDP_KEY = "e2e-cdp-key"
 ADMIN_KEY = "e2e-admin-key"
+APP_KEY = "e2e-app-key"
 
 
 class Stack:
     """redis-server + sandbox + api + sweeper (+ workers on demand), torn down together."""
 
-    def __init__(self, tmp: Path, *, redis_fsync: str = "everysec", **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        redis_fsync: str = "everysec",
+        sandbox_args: tuple[str, ...] = (),
+        **settings: Any,
+    ) -> None:
         self.tmp = tmp
         self.redis = RedisServer(tmp / "redis", appendonly=True, fsync=redis_fsync)
         self.sandbox_port = free_port()
@@ -34,6 +42,8 @@ class Stack:
             "CIOQ_TRACK_URL": f"http://127.0.0.1:{self.sandbox_port}",
             "CIOQ_CDP_API_KEY": CDP_KEY,
             "CIOQ_CDP_URL": f"http://127.0.0.1:{self.sandbox_port}",
+            "CIOQ_APP_API_KEY": APP_KEY,
+            "CIOQ_APP_URL": f"http://127.0.0.1:{self.sandbox_port}",
             "CIOQ_SHARDS": "8",
             "CIOQ_LINGER_MS": "200",
             "CIOQ_LEASE_MS": "3000",
@@ -54,6 +64,9 @@ class Stack:
                 API_KEY,
                 "--write-key",
                 CDP_KEY,
+                "--app-key",
+                APP_KEY,
+                *sandbox_args,
             ],
         )
         wait_http(f"{self.sandbox_url}/healthz")

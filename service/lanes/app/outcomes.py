@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.config import Settings
-from service.errors import StoreUnavailable
+from service.store.connections import store_errors
 
 
 class State(StrEnum):
@@ -91,31 +91,25 @@ class AsyncOutcomes:
 
     async def create(self, workspace: str, outcome: Outcome) -> None:
         # NX: a fast worker may have written the final record already.
-        try:
-            key = keys.app_outcome(workspace, outcome.job_id)
+        key = keys.app_outcome(workspace, outcome.job_id)
+        with store_errors("outcome"):
             await self.redis.set(key, outcome.encode(), px=self.ttl_ms, nx=True)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     async def get(self, workspace: str, job_id: str) -> Outcome | None:
-        try:
+        with store_errors("outcome"):
             raw = await self.redis.get(keys.app_outcome(workspace, job_id))
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
         return None if raw is None else Outcome.decode(raw)
 
     async def wait(self, workspace: str, job_id: str, *, timeout_ms: int) -> Outcome | None:
         """The final outcome once it is there, or None after `timeout_ms`."""
         deadline = time.monotonic() + timeout_ms / 1000
         ready = keys.app_outcome_ready(workspace, job_id)
-        try:
+        with store_errors("outcome"):
             while (left_s := deadline - time.monotonic()) > 0:
                 popped = await self.redis.blpop([ready], timeout=min(left_s, _BLPOP_SLICE_S))
                 if popped is not None:
                     break
-            found = await self.get(workspace, job_id)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        found = await self.get(workspace, job_id)
         return found if found is not None and found.state in FINAL else None
 
 
@@ -133,10 +127,12 @@ class Outcomes:
             ready = keys.app_outcome_ready(workspace, outcome.job_id)
             pipe.rpush(ready, 1)
             pipe.pexpire(ready, _READY_TTL_MS)
-        pipe.execute()
+        with store_errors("outcome"):
+            pipe.execute()
 
     def get(self, workspace: str, job_id: str) -> Outcome | None:
-        raw = self.redis.get(keys.app_outcome(workspace, job_id))
+        with store_errors("outcome"):
+            raw = self.redis.get(keys.app_outcome(workspace, job_id))
         return None if raw is None else Outcome.decode(raw)
 
     def attempted(self, workspace: str, job_id: str) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from service import keys
 from service.config import Settings
-from service.store.shards import load_script
+from service.store.connections import load_script, store_errors
 
 
 class LimitClass(StrEnum):
@@ -75,7 +75,8 @@ class _Buckets:
         args: list[int] = [limit.interval_us, limit.burst, max_wait_ms * 1000]
         if hold_ms:
             args.append(hold_ms * 1000)
-        return self._script(keys=[keys.rate_bucket(workspace, limit_class, name)], args=args)
+        with store_errors("rate bucket"):
+            return self._script(keys=[keys.rate_bucket(workspace, limit_class, name)], args=args)
 
 
 class RateLimiter(_Buckets):
@@ -100,9 +101,11 @@ class AsyncRateLimiter(_Buckets):
     async def reserve(
         self, workspace: str, limit_class: LimitClass, *, name: str = "", max_wait_ms: int
     ) -> Reservation:
-        return _reservation(await self._call(workspace, limit_class, name, max_wait_ms, 0))
+        with store_errors("rate bucket"):
+            return _reservation(await self._call(workspace, limit_class, name, max_wait_ms, 0))
 
     async def hold(
         self, workspace: str, limit_class: LimitClass, *, name: str = "", hold_ms: int
     ) -> None:
-        await self._call(workspace, limit_class, name, 0, max(hold_ms, 1))
+        with store_errors("rate bucket"):
+            await self._call(workspace, limit_class, name, 0, max(hold_ms, 1))

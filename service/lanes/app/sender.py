@@ -36,7 +36,7 @@ from service.lanes.app.outcomes import Outcome as Record
 from service.lanes.app.policy import Verdict, decide
 from service.lanes.app.rate_limit import LimitClass, RateLimiter
 from service.metrics import app_lane as metrics
-from service.store.queue import connect_sync
+from service.store.connections import connect_sync
 
 log = logging.getLogger("cioq.app")
 
