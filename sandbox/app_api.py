@@ -162,10 +162,7 @@ class AppApi:
             response = _error(429, "rate limit exceeded", {"Retry-After": "1"})
         else:
             response, recorded = self._accept(raw, key, kind, broadcast_id, seq, received_at)
-        if recorded and fault == "hang":
-            await asyncio.sleep(app.faults.hang_s)
-        elif recorded and fault == "reset":
-            _reset_connection(request)
+        # Logged before a hang or a reset, so the log is complete while the answer is pending.
         status = 0 if response is None or (recorded and fault == "reset") else response.status_code
         recorder.log_request(
             {
@@ -180,6 +177,10 @@ class AppApi:
                 "fault": fault,
             }
         )
+        if recorded and fault == "hang":
+            await asyncio.sleep(app.faults.hang_s)
+        elif recorded and fault == "reset":
+            _reset_connection(request)
         return response if response is not None else Response(status_code=204)
 
     def _admit(self, key: str, limit_class: str, broadcast_id: int | None, now: float) -> bool:
