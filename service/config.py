@@ -110,7 +110,7 @@ class Workspace(BaseModel):
         if self.cdp_api_key is not None:
             found.append(Lane.PIPELINES)
         if self.app_api_key is not None:
-            found.append(Lane.APP)
+            found += [Lane.APP, Lane.BROADCASTS]
         return tuple(found)
 
     @property

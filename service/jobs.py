@@ -28,6 +28,8 @@ FIELD_CDP = b"c"
 FIELD_APP = b"a"
 
 JobKind = Literal["v2", "v1", "cdp", "app"]
+#: The route prefix of a broadcast trigger: App jobs routed so live in `Lane.BROADCASTS`.
+BROADCAST_ROUTE = "broadcast:"
 _FIELDS: dict[str, bytes] = {"v2": FIELD_OP, "v1": FIELD_V1, "cdp": FIELD_CDP, "app": FIELD_APP}
 _LANES: dict[str, Lane] = {"cdp": Lane.PIPELINES, "app": Lane.APP}
 
@@ -47,6 +49,8 @@ class Job:
 
     @property
     def lane(self) -> Lane:
+        if self.kind == "app" and self.route.startswith(BROADCAST_ROUTE):
+            return Lane.BROADCASTS
         return lane_of(self.kind)
 
 

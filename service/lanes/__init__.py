@@ -12,3 +12,6 @@ class Lane(StrEnum):
     TRACK = "track"
     PIPELINES = "pipelines"
     APP = "app"
+    #: App API broadcast triggers: their own streams, because a broadcast's triggers leave
+    #: 10 s apart and must not hold back the sends queued behind them in a shared shard.
+    BROADCASTS = "broadcasts"

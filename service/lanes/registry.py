@@ -91,6 +91,16 @@ LANES: dict[Lane, LaneSpec] = {
         lambda s: s.max_request_bytes,
         _app_sender,
     ),
+    # Broadcast triggers: App jobs in streams of their own (`service.jobs.Job.lane`);
+    # their routes are the App lane's.
+    Lane.BROADCASTS: LaneSpec(
+        Lane.BROADCASTS,
+        frozenset({"app"}),
+        lambda queue, s: [],
+        lambda s: s.max_request_bytes,
+        lambda s: s.max_request_bytes,
+        _app_sender,
+    ),
 }
 
 

@@ -32,6 +32,7 @@ from service.config import Workspace
 from service.delivery.client import AppClient
 from service.lanes.app.outcomes import decode_body
 from service.lanes.app.rate_limit import LimitClass, RateLimiter
+from service.store.connections import store_errors
 
 #: Claimed delivery ids are kept in hourly sets, the current and the previous one read.
 _CLAIM_WINDOW_S = 3600
@@ -78,13 +79,10 @@ class Confirmer:
         hour = int(now_s // _CLAIM_WINDOW_S)
         return [keys.app_claimed(self.workspace.name, h) for h in (hour, hour - 1)]
 
-    def claim(self, delivery_id: str) -> None:
-        """Mark a delivery id as one cioq's own send received."""
-        key = self._claims(time.time())[0]
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sadd(key, delivery_id)
-        pipe.expire(key, 2 * _CLAIM_WINDOW_S)
-        pipe.execute()
+    def claim(self, delivery_id: str) -> tuple[str, str, int]:
+        """What marks a delivery id as one cioq's own send received, for
+        `Outcomes.record` to write with the send's outcome: (set key, id, TTL s)."""
+        return self._claims(time.time())[0], delivery_id, 2 * _CLAIM_WINDOW_S
 
     def find(self, envelope: dict[str, Any], *, since_s: float) -> Found | None:
         """The one delivery this ambiguous send created, or None when not certain."""
@@ -121,7 +119,6 @@ class Confirmer:
         if len(unclaimed) != 1:
             return None
         delivery_id = str(unclaimed[0]["id"])
-        self.claim(delivery_id)
         return Found(
             delivery_id, {"delivery_id": delivery_id, "queued_at": unclaimed[0]["created"]}
         )
@@ -134,6 +131,8 @@ class Confirmer:
         for key in self._claims(time.time()):
             pipe.smismember(key, ordered)
         found: set[str] = set()
-        for flags in pipe.execute():
+        with store_errors("claimed deliveries"):
+            results = pipe.execute()
+        for flags in results:
             found |= {i for i, flag in zip(ordered, flags, strict=True) if flag}
         return found

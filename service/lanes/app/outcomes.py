@@ -3,7 +3,9 @@
 Ingest writes a ``queued`` record right after the job is stored; the worker overwrites it
 as attempts happen and when the job is final, then pushes to a one-shot list that the
 ingest request waiting for it BLPOPs (so the wait is woken, never polled). Records are
-kept ``app_outcome_ttl_s`` and are what the status URL answers.
+kept ``app_outcome_ttl_s`` and are what the status URL answers. A record is a hash:
+``record`` (the JSON) and ``attempts`` (counted with HINCRBY in the same transaction as
+the write, so a send costs the worker one round trip for its outcome).
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ class Outcome:
         return orjson.dumps(asdict(self))
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> Outcome:
+    def decode(cls, raw: bytes | str, attempts: bytes | str | None = None) -> Outcome:
         data = orjson.loads(raw)
         data["state"] = State(data["state"])
+        if attempts is not None:
+            data["attempts"] = int(attempts)
         return cls(**data)
 
     def public(self, status_url: str) -> dict[str, Any]:
@@ -73,13 +77,18 @@ def decode_body(raw: bytes) -> Any:
         return raw.decode("utf-8", "replace")
 
 
-def delivered(job_id: str, kind: str, status: int, raw: bytes, attempts: int) -> Outcome:
+def delivered(job_id: str, kind: str, status: int, raw: bytes) -> Outcome:
     body = decode_body(raw)
     delivery_id = None
     if isinstance(body, dict):
         found = body.get("delivery_id", body.get("id"))
         delivery_id = None if found is None else str(found)
-    return Outcome(job_id, State.DELIVERED, kind, status, body, "", attempts, delivery_id)
+    return Outcome(job_id, State.DELIVERED, kind, status, body, "", 0, delivery_id)
+
+
+def _decode(found: list[Any]) -> Outcome | None:
+    raw, attempts = found
+    return None if raw is None else Outcome.decode(raw, attempts)
 
 
 class AsyncOutcomes:
@@ -92,13 +101,16 @@ class AsyncOutcomes:
     async def create(self, workspace: str, outcome: Outcome) -> None:
         # NX: a fast worker may have written the final record already.
         key = keys.app_outcome(workspace, outcome.job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "record", outcome.encode())
+        pipe.pexpire(key, self.ttl_ms)
         with store_errors("outcome"):
-            await self.redis.set(key, outcome.encode(), px=self.ttl_ms, nx=True)
+            await pipe.execute()
 
     async def get(self, workspace: str, job_id: str) -> Outcome | None:
+        key = keys.app_outcome(workspace, job_id)
         with store_errors("outcome"):
-            raw = await self.redis.get(keys.app_outcome(workspace, job_id))
-        return None if raw is None else Outcome.decode(raw)
+            return _decode(await self.redis.hmget(key, ["record", "attempts"]))
 
     async def wait(self, workspace: str, job_id: str, *, timeout_ms: int) -> Outcome | None:
         """The final outcome once it is there, or None after `timeout_ms`."""
@@ -120,9 +132,26 @@ class Outcomes:
         self.redis = client
         self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
 
-    def record(self, workspace: str, outcome: Outcome) -> None:
+    def record(
+        self,
+        workspace: str,
+        outcome: Outcome,
+        *,
+        attempt: bool = True,
+        claim: tuple[str, str, int] | None = None,
+    ) -> None:
+        """Write `outcome`, counting one more attempt unless `attempt` is False; `claim`
+        (set key, delivery id, TTL s) marks a delivery id as this send's in the same step."""
+        key = keys.app_outcome(workspace, outcome.job_id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.app_outcome(workspace, outcome.job_id), outcome.encode(), px=self.ttl_ms)
+        pipe.hset(key, "record", outcome.encode())
+        if attempt:
+            pipe.hincrby(key, "attempts", 1)
+        pipe.pexpire(key, self.ttl_ms)
+        if claim is not None:
+            claim_key, delivery_id, ttl_s = claim
+            pipe.sadd(claim_key, delivery_id)
+            pipe.expire(claim_key, ttl_s)
         if outcome.state in FINAL:
             ready = keys.app_outcome_ready(workspace, outcome.job_id)
             pipe.rpush(ready, 1)
@@ -131,11 +160,6 @@ class Outcomes:
             pipe.execute()
 
     def get(self, workspace: str, job_id: str) -> Outcome | None:
+        key = keys.app_outcome(workspace, job_id)
         with store_errors("outcome"):
-            raw = self.redis.get(keys.app_outcome(workspace, job_id))
-        return None if raw is None else Outcome.decode(raw)
-
-    def attempted(self, workspace: str, job_id: str) -> int:
-        """Attempts recorded so far for the job (0 when it has no record)."""
-        found = self.get(workspace, job_id)
-        return found.attempts if found is not None else 0
+            return _decode(self.redis.hmget(key, ["record", "attempts"]))

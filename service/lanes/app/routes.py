@@ -25,7 +25,7 @@ from service.api.http import Request, Response, Route, json_response
 from service.api.idempotency import Idempotency
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
-from service.jobs import app_job, new_event_id
+from service.jobs import BROADCAST_ROUTE, app_job, new_event_id
 from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass
 from service.lanes.app.reads import AppReads, require_app_key
@@ -119,8 +119,9 @@ class AppIngest:
             {} if body is None else body,
             limit=LimitClass.BROADCAST,
             bucket=str(broadcast_id),
-            # One broadcast's triggers share a shard, so they leave in order, one at a time.
-            route=f"broadcast:{broadcast_id}",
+            # One broadcast's triggers share a shard (of the broadcasts lane), so they leave
+            # in order, one at a time, without holding back any send.
+            route=f"{BROADCAST_ROUTE}{broadcast_id}",
             op_type="trigger_broadcast",
         )
         return await self._store_and_wait(req, ws, job_id, "trigger_broadcast", job)

@@ -102,7 +102,6 @@ class AppSender:
         )
         metrics.send(ws, limit_class, decision.verdict)
         job_id, kind = str(envelope["id"]), str(envelope.get("op_type", ""))
-        attempts = self.outcomes.attempted(ws, job_id) + 1
         verdict = decision.verdict
         if verdict is Verdict.AMBIGUOUS:
             found = self.confirmer.find(envelope, since_s=sent_at_s)
@@ -118,10 +117,9 @@ class AppSender:
                     200,
                     found.answer,
                     describe(answer),
-                    attempts,
-                    found.delivery_id,
+                    delivery_id=found.delivery_id,
                 )
-                self.outcomes.record(ws, record)
+                self.outcomes.record(ws, record, claim=self.confirmer.claim(found.delivery_id))
                 return Outcome(OutcomeClass.SUCCESS, 200, "confirmed by message lookup")
             metrics.ambiguous(ws, "dead_lettered")
             text = (
@@ -137,16 +135,14 @@ class AppSender:
                     answer.status,
                     decode_body(answer.body),
                     text,
-                    attempts,
                 ),
             )
             return Outcome(OutcomeClass.AMBIGUOUS, answer.status, text)
         if verdict is Verdict.DELIVERED:
             assert answer.status is not None
-            record = delivered(job_id, kind, answer.status, answer.body, attempts)
-            self.outcomes.record(ws, record)
-            if record.delivery_id is not None:
-                self.confirmer.claim(record.delivery_id)
+            record = delivered(job_id, kind, answer.status, answer.body)
+            claim = None if record.delivery_id is None else self.confirmer.claim(record.delivery_id)
+            self.outcomes.record(ws, record, claim=claim)
             return Outcome(OutcomeClass.SUCCESS, answer.status)
         if verdict is Verdict.REFUSED:
             self.outcomes.record(
@@ -158,7 +154,6 @@ class AppSender:
                     answer.status,
                     decode_body(answer.body),
                     _error_text(answer),
-                    attempts,
                 ),
             )
             return Outcome(OutcomeClass.INVALID, answer.status, _error_text(answer))
@@ -171,7 +166,6 @@ class AppSender:
                 answer.status,
                 decode_body(answer.body),
                 describe(answer),
-                attempts,
             ),
         )
         if verdict is Verdict.THROTTLED:
@@ -212,10 +206,9 @@ class AppSender:
         if found is not None and found.state in FINAL:
             return
         state = State.AMBIGUOUS if outcome_class == "ambiguous" else State.DEAD
-        attempts = found.attempts if found is not None else 0
         status = found.status if found is not None else None
         kind = str(envelope.get("op_type", ""))
-        self.outcomes.record(ws, Record(job_id, state, kind, status, None, message, attempts))
+        self.outcomes.record(ws, Record(job_id, state, kind, status, None, message), attempt=False)
 
     def close(self) -> None:
         self.client.close()
