@@ -193,3 +193,15 @@ def test_reads_over_budget_wait_then_429_with_retry_after(
     refused = next(a for a in statuses if a.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["errors"][0]["field"] == "rate_limit"
+
+
+def test_upstream_429_on_a_read_holds_the_budget_and_is_tried_again(
+    make_api: Callable[..., httpx.Client], app_sandbox: str
+) -> None:
+    """The sandbox allows 3 reads/s; cioq is told 100/s: the 4th read meets Customer.io's
+    429, which said nothing was done, so after its Retry-After it goes again, once."""
+    api = make_api(app_rps=100, app_read_wait_ms=3000)
+    answers = [api.get("/v1/campaigns") for _ in range(4)]
+    assert [a.status_code for a in answers] == [200] * 4
+    log = httpx.get(f"{app_sandbox}/_sandbox/requests").json()["records"]
+    assert [e["status"] for e in log] == [200, 200, 200, 429, 200]

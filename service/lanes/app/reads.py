@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -92,38 +93,46 @@ class AppReads:
         return proxy
 
     async def read(self, req: Request, ws: Workspace) -> Response:
+        """Forward once a slot is free; a 429 from Customer.io (it did nothing) holds the
+        workspace's budget and is tried once more if the wait still fits the read's."""
         require_app_key(ws)
-        slot = await self.limiter.reserve(
-            ws.name, LimitClass.APP, max_wait_ms=self.settings.app_read_wait_ms
-        )
-        if not slot.granted:
-            wait_s = max(1, math.ceil(slot.wait_s))
-            return error_response(
-                429,
-                [
-                    FieldError(
-                        "rate_limit",
-                        "app_rps",
-                        f"the workspace's App API budget ({self.settings.app_rps}/s) is spent",
-                    )
-                ],
-                headers=((b"retry-after", str(wait_s).encode()),),
-            )
-        if slot.wait_s:
-            await asyncio.sleep(slot.wait_s)
+        deadline_s = time.monotonic() + self.settings.app_read_wait_ms / 1000
         url = req.raw_path + (f"?{req.query}" if req.query else "")
-        answer = await self._proxy(ws).forward(
-            req.method, url, req.body, req.header(b"content-type")
-        )
+        for attempt in range(2):
+            left_ms = max(int((deadline_s - time.monotonic()) * 1000), 0)
+            slot = await self.limiter.reserve(ws.name, LimitClass.APP, max_wait_ms=left_ms)
+            if not slot.granted:
+                if attempt:  # the answer we have is Customer.io's own 429
+                    break
+                return self._over_budget(slot.wait_s)
+            if slot.wait_s:
+                await asyncio.sleep(slot.wait_s)
+            answer = await self._proxy(ws).forward(
+                req.method, url, req.body, req.header(b"content-type")
+            )
+            if answer.status != 429:
+                break
+            hold_s = answer.retry_after_s or _DEFAULT_HOLD_MS / 1000
+            await self.limiter.hold(ws.name, LimitClass.APP, hold_ms=int(hold_s * 1000))
         if answer.status is None:
             status = 504 if answer.transport is Transport.READ_TIMEOUT else 502
             return error_response(
                 status, [FieldError("upstream", str(answer.transport), answer.detail)]
             )
-        if answer.status == 429:
-            hold_s = answer.retry_after_s or _DEFAULT_HOLD_MS / 1000
-            await self.limiter.hold(ws.name, LimitClass.APP, hold_ms=int(hold_s * 1000))
         return Response(answer.status, answer.body, _passed_headers(answer))
+
+    def _over_budget(self, wait_s: float) -> Response:
+        return error_response(
+            429,
+            [
+                FieldError(
+                    "rate_limit",
+                    "app_rps",
+                    f"the workspace's App API budget ({self.settings.app_rps}/s) is spent",
+                )
+            ],
+            headers=((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),),
+        )
 
     async def aclose(self) -> None:
         for proxy in self._proxies.values():
