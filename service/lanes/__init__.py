@@ -15,3 +15,7 @@ class Lane(StrEnum):
     #: App API broadcast triggers: their own streams, because a broadcast's triggers leave
     #: 10 s apart and must not hold back the sends queued behind them in a shared shard.
     BROADCASTS = "broadcasts"
+
+
+#: Lanes whose jobs go out one request each: nothing to wait for before draining them.
+UNBATCHED = frozenset({Lane.APP, Lane.BROADCASTS})
