@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from tests.support.app_load import queue_sends, settle
+from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, Stack
 
 SENDS = 2000
@@ -71,11 +72,15 @@ def test_limits_hold_across_processes(make_stack: Callable[..., Stack]) -> None:
     # test holds a floor and prints the figure; bench/ measures it on a quiet machine.
     assert steady_rate >= 0.7 * LIMIT
 
-    triggers = sorted(
-        r["received_at"]
-        for r in stack.received()
-        if r["kind"] == "app" and r["op"].get("broadcast_id") == 77
-    )
+    def triggers_arrived() -> list[float]:
+        found = sorted(
+            r["received_at"]
+            for r in stack.received()
+            if r["kind"] == "app" and r["op"].get("broadcast_id") == 77
+        )
+        return found if len(found) >= TRIGGERS else []
+
+    triggers = wait_until(triggers_arrived, timeout_s=60, what="the broadcast's triggers")
     assert len(triggers) == TRIGGERS
     gaps = [b - a for a, b in itertools.pairwise(triggers)]
     print(f"broadcast trigger gaps: {[round(g, 2) for g in gaps]} s")
