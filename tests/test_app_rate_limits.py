@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import httpx
 
+from bench.app_api import busiest_second
 from tests.support.app_load import queue_sends, settle
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, Stack
@@ -17,17 +18,6 @@ from tests.support.stack import INGEST_KEY, Stack
 SENDS = 2000
 LIMIT = 100
 TRIGGERS = 3
-
-
-def busiest_second(times: list[float]) -> int:
-    """The most arrivals in any window [t, t + 1 s) starting at an arrival."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= 1.0:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_busiest_second() -> None:
