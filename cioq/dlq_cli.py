@@ -143,7 +143,6 @@ def list_(
     table = Table(title=f"dead letters of {workspace!r}")
     columns = ("id", "dead at (UTC)", "lane", "person", "op", "reason", "class", "status")
     for column in (*columns, "message"):
-    for column in ("id", "dead at (UTC)", "lane", "op", "reason", "class", "status", "message"):
         table.add_column(column, overflow="fold")
     for stored in page.letters:
         letter = stored.letter
