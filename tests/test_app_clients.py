@@ -26,7 +26,7 @@ from customerio import (
     SendWhatsAppRequest,
 )
 
-from tests.support.node import npm_install
+from tests.support.installs import npm_install
 from tests.support.processes import wait_until
 from tests.support.stack import APP_KEY, INGEST_KEY, Stack
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -63,6 +64,13 @@ def describe(answer: AppAnswer) -> str:
     return f"{what} after {answer.elapsed_s:.3f} s" + (f": {text}" if text else "")
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    workspace: str
+    id: str
+    kind: str
+
+
 class AppSender:
     """Sends one workspace's App lane jobs; the engine's `BatchClient` for the App lane."""
 
@@ -101,78 +109,24 @@ class AppSender:
             resend_ambiguous=self.workspace.app_resend_ambiguous,
         )
         metrics.send(ws, limit_class, decision.verdict)
-        job_id, kind = str(envelope["id"]), str(envelope.get("op_type", ""))
+        job = _Job(ws, str(envelope["id"]), str(envelope.get("op_type", "")))
         verdict = decision.verdict
         if verdict is Verdict.AMBIGUOUS:
-            found = self.confirmer.find(envelope, since_s=sent_at_s)
-            if found is not None:
-                metrics.ambiguous(ws, "confirmed")
-                log.warning(
-                    "ambiguous %s %s confirmed by the message lookup: %s", kind, job_id, found
-                )
-                record = Record(
-                    job_id,
-                    State.DELIVERED,
-                    kind,
-                    200,
-                    found.answer,
-                    describe(answer),
-                    delivery_id=found.delivery_id,
-                )
-                self.outcomes.record(ws, record, claim=self.confirmer.claim(found.delivery_id))
-                return Outcome(OutcomeClass.SUCCESS, 200, "confirmed by message lookup")
-            metrics.ambiguous(ws, "dead_lettered")
-            text = (
-                f"ambiguous: {describe(answer)}. Customer.io may have acted on it; check its "
-                "message log, then replay (may deliver twice) or purge"
-            )
-            self.outcomes.record(
-                ws,
-                Record(
-                    job_id,
-                    State.AMBIGUOUS,
-                    kind,
-                    answer.status,
-                    decode_body(answer.body),
-                    text,
-                ),
-            )
-            return Outcome(OutcomeClass.AMBIGUOUS, answer.status, text)
+            return self._ambiguous(job, envelope, answer, sent_at_s)
         if verdict is Verdict.DELIVERED:
             assert answer.status is not None
-            record = delivered(job_id, kind, answer.status, answer.body)
+            record = delivered(job.id, job.kind, answer.status, answer.body)
             claim = None if record.delivery_id is None else self.confirmer.claim(record.delivery_id)
             self.outcomes.record(ws, record, claim=claim)
             return Outcome(OutcomeClass.SUCCESS, answer.status)
         if verdict is Verdict.REFUSED:
-            self.outcomes.record(
-                ws,
-                Record(
-                    job_id,
-                    State.REFUSED,
-                    kind,
-                    answer.status,
-                    decode_body(answer.body),
-                    _error_text(answer),
-                ),
-            )
+            self._record(job, State.REFUSED, answer, _error_text(answer))
             return Outcome(OutcomeClass.INVALID, answer.status, _error_text(answer))
-        self.outcomes.record(
-            ws,
-            Record(
-                job_id,
-                State.RETRYING,
-                kind,
-                answer.status,
-                decode_body(answer.body),
-                describe(answer),
-            ),
-        )
+        self._record(job, State.RETRYING, answer, describe(answer))
         if verdict is Verdict.THROTTLED:
             hold_s = answer.retry_after_s or _DEFAULT_HOLD_S
-            self.limiter.hold(
-                ws, limit_class, name=str(envelope.get("bucket", "")), hold_ms=int(hold_s * 1000)
-            )
+            bucket = str(envelope.get("bucket", ""))
+            self.limiter.hold(ws, limit_class, name=bucket, hold_ms=int(hold_s * 1000))
             return Outcome(OutcomeClass.THROTTLE, 429, describe(answer), retry_after_s=hold_s)
         if verdict is Verdict.SETUP:
             return Outcome(OutcomeClass.SETUP, answer.status, _error_text(answer))
@@ -180,16 +134,50 @@ class AppSender:
             metrics.ambiguous(ws, "resent")
             log.warning(
                 "resending ambiguous %s %s (app_resend_ambiguous: may deliver twice): %s",
-                kind,
-                job_id,
+                job.kind,
+                job.id,
                 describe(answer),
             )
+        detail = str(answer.transport) if answer.status is None else describe(answer)
         return Outcome(
-            OutcomeClass.TRANSIENT,
-            answer.status,
-            str(answer.transport) if answer.status is None else describe(answer),
-            retry_after_s=decision.retry_after_s,
+            OutcomeClass.TRANSIENT, answer.status, detail, retry_after_s=decision.retry_after_s
         )
+
+    def _ambiguous(
+        self, job: _Job, envelope: dict[str, Any], answer: AppAnswer, sent_at_s: float
+    ) -> Outcome:
+        """Customer.io may have acted: delivered if the message lookup finds exactly this
+        send's message, else dead-lettered as ambiguous; never sent again."""
+        found = self.confirmer.find(envelope, since_s=sent_at_s)
+        if found is not None:
+            metrics.ambiguous(job.workspace, "confirmed")
+            log.warning(
+                "ambiguous %s %s confirmed by the message lookup: %s", job.kind, job.id, found
+            )
+            record = Record(
+                job.id,
+                State.DELIVERED,
+                job.kind,
+                200,
+                found.answer,
+                describe(answer),
+                delivery_id=found.delivery_id,
+            )
+            claim = self.confirmer.claim(found.delivery_id)
+            self.outcomes.record(job.workspace, record, claim=claim)
+            return Outcome(OutcomeClass.SUCCESS, 200, "confirmed by message lookup")
+        metrics.ambiguous(job.workspace, "dead_lettered")
+        text = (
+            f"ambiguous: {describe(answer)}. Customer.io may have acted on it; check its "
+            "message log, then replay (may deliver twice) or purge"
+        )
+        self._record(job, State.AMBIGUOUS, answer, text)
+        return Outcome(OutcomeClass.AMBIGUOUS, answer.status, text)
+
+    def _record(self, job: _Job, state: State, answer: AppAnswer, detail: str) -> None:
+        body = decode_body(answer.body)
+        record = Record(job.id, state, job.kind, answer.status, body, detail)
+        self.outcomes.record(job.workspace, record)
 
     def was_delivered(self, payload: bytes) -> bool:
         """Whether the job's outcome record says Customer.io answered 2xx (a worker that
