@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import cluster, drain, framework, ingest, latency, naive, pipelines
+from bench import app_api, cluster, drain, framework, ingest, latency, naive, pipelines
 from bench.figures import HEADER, Figure
 
-GROUPS = ("ingest", "framework", "drain", "naive", "latency", "pipelines", "cluster")
+GROUPS = ("ingest", "framework", "drain", "naive", "latency", "pipelines", "app", "cluster")
 
 
 def main() -> None:
@@ -48,6 +48,8 @@ def main() -> None:
             figures += _report(naive.run(tmp, quick=args.quick))
         if "pipelines" in wanted:
             figures += _report(pipelines.run(tmp, quick=args.quick))
+        if "app" in wanted:
+            figures += _report(app_api.run(tmp, quick=args.quick))
         if "latency" in wanted:
             figures += _report(latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity))
         if "cluster" in wanted:

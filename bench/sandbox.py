@@ -1,6 +1,7 @@
 """A sandbox Customer.io for benchmarks: counting mode, optional TLS (the SDK needs https).
 
-``python -m bench.sandbox --port P --site-id S --api-key K [--write-key W] [--record count]``
+``python -m bench.sandbox --port P --site-id S --api-key K [--write-key W] [--app-key A]
+[--record count]``
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ def main() -> None:
     parser.add_argument("--site-id", required=True)
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--write-key", action="append", default=[], help="Pipelines write key")
+    parser.add_argument("--app-key", action="append", default=[], help="App API key")
     parser.add_argument("--record", choices=("full", "count"), default="count")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
@@ -23,6 +25,7 @@ def main() -> None:
     config = SandboxConfig(
         credentials={args.site_id: args.api_key},
         cdp_write_keys=frozenset(args.write_key),
+        app_api_keys=frozenset(args.app_key),
         record=args.record,
         max_recorded_ops=10_000_000,
     )

@@ -27,6 +27,7 @@ SITE_ID = "bench-site"
 API_KEY = "bench-api-key"
 INGEST_KEY = "bench-ingest-key"
 CDP_KEY = "bench-cdp-key"
+APP_KEY = "bench-app-key"
 AUTH_HEADER = "Basic " + base64.b64encode(f"{SITE_ID}:{INGEST_KEY}".encode()).decode()
 
 
@@ -73,6 +74,7 @@ class BenchStack:
             "CIOQ_API_KEY": API_KEY,
             "CIOQ_INGEST_KEYS": INGEST_KEY,
             "CIOQ_CDP_API_KEY": CDP_KEY,
+            "CIOQ_APP_API_KEY": APP_KEY,
             "CIOQ_SHARDS": "32",
             "CIOQ_BACKLOG_MAX_ENTRIES": "100000000",
             "CIOQ_BACKLOG_MAX_AGE_S": "86400",
@@ -99,6 +101,7 @@ class BenchStack:
         port = free_port()
         argv = [sys.executable, "-m", "bench.sandbox", "--port", str(port)]
         argv += ["--site-id", SITE_ID, "--api-key", API_KEY, "--write-key", CDP_KEY]
+        argv += ["--app-key", APP_KEY]
         argv += ["--record", record]
         if tls:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
@@ -111,6 +114,7 @@ class BenchStack:
         if not tls:
             self.env["CIOQ_TRACK_URL"] = url
             self.env["CIOQ_CDP_URL"] = url
+            self.env["CIOQ_APP_URL"] = url
             self.sandbox_port = port
         return url
 

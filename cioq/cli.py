@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from service.config import Settings, load_settings
+from service.config import Settings, Workspace, load_settings
 from service.errors import ConfigError
 
 # Help is plain text: module docstrings use reStructuredText markup that a terminal shows raw.
@@ -154,32 +154,52 @@ def sandbox(
     write_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Pipelines write key (repeatable)")
     ] = None,
+    app_key: Annotated[
+        list[str] | None, typer.Option(help="Accepted App API key (repeatable)")
+    ] = None,
+    app_send_rps: Annotated[int, typer.Option(help="App API sends per second before 429")] = 100,
+    app_rps: Annotated[int, typer.Option(help="Other App API calls per second before 429")] = 10,
+    app_broadcast_interval_s: Annotated[
+        float, typer.Option(help="Seconds between two triggers of one broadcast before 429")
+    ] = 10.0,
     record: str = "full",
 ) -> None:
     """Serve a sandbox Customer.io that validates and records what it receives.
 
-    Without --site-id/--api-key (--write-key) it accepts the Track credentials (Pipelines
-    write keys) of every configured workspace.
+    Without --site-id/--api-key (--write-key, --app-key) it accepts the Track credentials
+    (Pipelines write keys, App API keys) of every configured workspace.
     """
     from sandbox import SandboxConfig, serve
 
-    settings = None if (site_id or api_key) and write_key else _settings()
+    loaded: list[Settings] = []
+
+    def workspaces() -> tuple[Workspace, ...]:
+        if not loaded:
+            loaded.append(_settings())
+        return loaded[0].workspaces
+
     if site_id or api_key:
         if len(site_id or []) != len(api_key or []):
             raise typer.BadParameter("give one --api-key per --site-id")
         credentials = dict(zip(site_id or [], api_key or [], strict=True))
     else:
-        assert settings is not None
-        credentials = {ws.site_id: ws.api_key.get_secret_value() for ws in settings.workspaces}
-    if write_key:
-        write_keys = frozenset(write_key)
-    else:
-        assert settings is not None
-        write_keys = frozenset(
-            ws.cdp_api_key.get_secret_value() for ws in settings.workspaces if ws.cdp_api_key
-        )
+        credentials = {ws.site_id: ws.api_key.get_secret_value() for ws in workspaces()}
+    write_keys = frozenset(write_key or ()) or frozenset(
+        ws.cdp_api_key.get_secret_value() for ws in workspaces() if ws.cdp_api_key
+    )
+    app_keys = frozenset(app_key or ()) or frozenset(
+        ws.app_api_key.get_secret_value() for ws in workspaces() if ws.app_api_key
+    )
     _logging("info")
-    config = SandboxConfig(credentials=credentials, cdp_write_keys=write_keys, record=record)  # type: ignore[arg-type]
+    config = SandboxConfig(
+        credentials=credentials,
+        cdp_write_keys=write_keys,
+        app_api_keys=app_keys,
+        app_send_rps=app_send_rps,
+        app_rps=app_rps,
+        app_broadcast_interval_s=app_broadcast_interval_s,
+        record=record,  # type: ignore[arg-type]
+    )
     serve(config, host=host, port=port)
 
 

@@ -36,7 +36,8 @@ T = TypeVar("T")
 Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace name")]
 Reason = Annotated[str | None, typer.Option(help="Only this reason, e.g. crash_loop")]
 Class = Annotated[
-    str | None, typer.Option("--class", help="Only this class: partial, invalid, transient, crash")
+    str | None,
+    typer.Option("--class", help="Only this class: partial, invalid, transient, crash, ambiguous"),
 ]
 OpType = Annotated[str | None, typer.Option("--op", help="Only this op type, e.g. identify")]
 Person = Annotated[str | None, typer.Option(help="Only jobs naming this identifier value")]
@@ -45,6 +46,9 @@ Until = Annotated[str | None, typer.Option(help="Dead until: epoch ms, ISO 8601,
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing")]
 All = Annotated[bool, typer.Option("--all", help="Act on every letter when no filter is given")]
 Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (<ms>-<seq>)")]
+Yes = Annotated[
+    bool, typer.Option("--yes", help="Replay App API sends without asking (may deliver twice)")
+]
 
 _settings: Callable[[], Settings] | None = None
 
@@ -177,6 +181,28 @@ def show(letter_id: str, workspace: Workspace = "default") -> None:
 Action = Callable[[DeadLetterAdmin, str, DeadLetterFilter, bool], Awaitable[SelectionResult]]
 
 
+async def _count_sends(dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter) -> int:
+    """How many selected letters are App API sends or triggers (kind ``app``)."""
+    count, after = 0, None
+    while True:
+        page = await dlq.page(ws, flt, limit=1000, after=after)
+        count += sum(1 for stored in page.letters if stored.letter.kind == "app")
+        if not page.next_after:
+            return count
+        after = page.next_after
+
+
+def _confirm_sends(workspace: str, flt: DeadLetterFilter) -> None:
+    """Replaying an App API send may deliver it twice: the operator says yes first."""
+    sends = _run(workspace, lambda dlq: _count_sends(dlq, workspace, flt))
+    if sends and not typer.confirm(
+        f"{sends} of the selected letters are App API sends or broadcast triggers. Customer.io "
+        "may already have sent them (check its message log): replaying may deliver them "
+        "twice. Replay?"
+    ):
+        raise typer.Exit(1)
+
+
 def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callable[..., None]:
     """A command acting on the letters its ids or filters select (replay, purge)."""
 
@@ -191,10 +217,13 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
         until: Until = None,
         every: All = False,
         dry_run: DryRun = False,
+        yes: Yes = False,
     ) -> None:
         flt = _filter(ids, reason, outcome_class, op, person, since, until)
         if flt.is_empty and not every:
             raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb} every letter")
+        if verb == "replay" and not dry_run and not yes:
+            _confirm_sends(workspace, flt)
         outcome = _run(workspace, lambda dlq: action(dlq, workspace, flt, dry_run))
         if dry_run:
             typer.echo(f"{outcome.matched} matched; dry run, would {verb} them:")

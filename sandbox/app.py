@@ -1,4 +1,5 @@
-"""The sandbox Customer.io as an ASGI app: Track API and Pipelines endpoints, `/_sandbox/` controls.
+"""The sandbox Customer.io as an ASGI app: Track, Pipelines and App API endpoints, `/_sandbox/`
+controls.
 
 Every Track API request goes through `_Sandbox.customerio`, which numbers it, applies the injected
 faults, checks Basic auth where Customer.io does, runs the endpoint and logs the answer. The
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sandbox.app_api import app_routes
 from sandbox.controls import Controls, Endpoint, control, json_response
 from sandbox.pipelines import pipelines_routes
 from sandbox.rules import (
@@ -315,6 +317,7 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> Starlette:
         for method, path, handler, auth in track_api
     ]
     routes += pipelines_routes(state)
+    routes += app_routes(state)
     routes += [Route(path, control(handler), methods=[m]) for m, path, handler in controls_api]
     routes.append(Route("/healthz", _healthz, methods=["GET"]))
     app = Starlette(routes=routes, middleware=[Middleware(RawPathRouting)])

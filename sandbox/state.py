@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from math import inf
 from typing import Any, Literal, NamedTuple
 
+from sandbox.app_state import AppState
+
 __all__ = [
     "FaultConfig",
     "Faults",
@@ -38,6 +40,13 @@ class SandboxConfig:
     cdp_write_keys: frozenset[str] = frozenset({"dev-cdp-key"})
     cdp_max_body_bytes: int = 500_000
     cdp_max_call_bytes: int = 32_000
+    #: App API keys (Bearer) and Customer.io's published App API limits.
+    app_api_keys: frozenset[str] = frozenset({"dev-app-key"})
+    app_send_rps: int = 100
+    app_rps: int = 10
+    app_broadcast_interval_s: float = 10.0
+    #: Broadcast ids that answer 404 (every other id exists).
+    app_unknown_broadcasts: frozenset[int] = frozenset()
     #: "count" keeps counters and the request log but not the ops, for benchmarks.
     record: Literal["full", "count"] = "full"
     #: Ops (and request-log entries) beyond this are counted as dropped, not kept.
@@ -239,6 +248,7 @@ class Recorder:
         self.ops_rejected = 0
         self.v1_accepted = 0
         self.cdp_accepted = 0
+        self.app_accepted = 0
         self.max_body_bytes = 0
         self.records_dropped = 0
         self.requests_dropped = 0
@@ -260,7 +270,7 @@ class Recorder:
 
     def record_ops(
         self,
-        kind: Literal["v2", "v1", "cdp"],
+        kind: Literal["v2", "v1", "cdp", "app"],
         seq: int,
         site_id: str | None,
         ops: list[tuple[int, Any]],
@@ -271,6 +281,8 @@ class Recorder:
             self.ops_accepted += len(ops)
         elif kind == "cdp":
             self.cdp_accepted += len(ops)
+        elif kind == "app":
+            self.app_accepted += len(ops)
         else:
             self.v1_accepted += len(ops)
         if not self.keep_ops:
@@ -313,6 +325,7 @@ class Recorder:
             "max_body_bytes": self.max_body_bytes,
             "v1_accepted": self.v1_accepted,
             "cdp_accepted": self.cdp_accepted,
+            "app_accepted": self.app_accepted,
             "records_dropped": self.records_dropped,
             "requests_dropped": self.requests_dropped,
         }
@@ -327,6 +340,7 @@ class SandboxState:
         self.recorder = Recorder(config.record, config.max_recorded_ops)
         self.credentials = dict(config.credentials)
         self.write_keys = set(config.cdp_write_keys)
+        self.app = AppState(config.app_api_keys)
 
     def authenticate_write_key(self, key: str | None) -> bool:
         """Whether `key` is a configured Pipelines write key."""
@@ -347,3 +361,4 @@ class SandboxState:
         self.faults.set(FaultConfig())
         self.credentials = dict(self.config.credentials)
         self.write_keys = set(self.config.cdp_write_keys)
+        self.app = AppState(self.config.app_api_keys)

@@ -35,11 +35,16 @@ REGION_CDP_URLS: dict[str, str] = {
     "us": "https://cdp.customer.io",
     "eu": "https://cdp-eu.customer.io",
 }
+REGION_APP_URLS: dict[str, str] = {
+    "us": "https://api.customer.io",
+    "eu": "https://api-eu.customer.io",
+}
 
 #: Values that only make sense on a developer's machine; production refuses them.
 DEV_SITE_ID = "dev-site"
 DEV_API_KEY = "dev-api-key"
 DEV_CDP_API_KEY = "dev-cdp-key"
+DEV_APP_API_KEY = "dev-app-key"
 DEV_INGEST_KEY = "dev-ingest-key"
 DEV_ADMIN_KEY = "dev-admin-key"
 #: Marks a value in the shipped example Secrets (deploy/k8s/overlays/*/secrets.env.example)
@@ -65,6 +70,12 @@ class Workspace(BaseModel):
     #: Pipelines (CDP) write key; without one the workspace refuses Pipelines calls.
     cdp_api_key: SecretStr | None = None
     cdp_url: str | None = None
+    #: App API key (Bearer); without one the workspace refuses App API sends and reads.
+    app_api_key: SecretStr | None = None
+    app_url: str | None = None
+    #: Resend a send whose outcome is unknown (read timeout, reset, 500/502/504): MAY
+    #: DELIVER TWICE. Off by default: such sends go to the dead letters as ``ambiguous``.
+    app_resend_ambiguous: bool = False
 
     @field_validator("name")
     @classmethod
@@ -73,16 +84,16 @@ class Workspace(BaseModel):
             raise ValueError("workspace name must match [a-z0-9][a-z0-9_-]{0,39}")
         return value
 
-    @field_validator("track_url", "cdp_url")
+    @field_validator("track_url", "cdp_url", "app_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
         if not value.startswith(("http://", "https://")):
-            raise ValueError("track_url and cdp_url must start with http:// or https://")
+            raise ValueError("track_url, cdp_url and app_url must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("cdp_api_key")
+    @field_validator("cdp_api_key", "app_api_key")
     @classmethod
     def _blank_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value is not None and value.get_secret_value() else None
@@ -94,13 +105,23 @@ class Workspace(BaseModel):
 
     @property
     def lanes(self) -> tuple[Lane, ...]:
-        """The lanes this workspace delivers: Track always, Pipelines with a write key."""
-        return (Lane.TRACK, Lane.PIPELINES) if self.cdp_api_key is not None else (Lane.TRACK,)
+        """The lanes this workspace delivers: Track always, the others with their keys."""
+        found = [Lane.TRACK]
+        if self.cdp_api_key is not None:
+            found.append(Lane.PIPELINES)
+        if self.app_api_key is not None:
+            found += [Lane.APP, Lane.BROADCASTS]
+        return tuple(found)
 
     @property
     def cdp_base_url(self) -> str:
         """Where this workspace's Pipelines calls go: the override, else the region's host."""
         return self.cdp_url or REGION_CDP_URLS[self.region]
+
+    @property
+    def app_base_url(self) -> str:
+        """Where this workspace's App API calls go: the override, else the region's host."""
+        return self.app_url or REGION_APP_URLS[self.region]
 
 
 def _split_csv(value: object) -> object:
@@ -147,6 +168,9 @@ class Settings(BaseSettings):
     environment_id: int | None = None
     cdp_api_key: SecretStr | None = None
     cdp_url: str | None = None
+    app_api_key: SecretStr | None = None
+    app_url: str | None = None
+    app_resend_ambiguous: bool = False
     ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
     workspaces_json: str | None = Field(
         default=None,
@@ -191,6 +215,20 @@ class Settings(BaseSettings):
     lease_ms: int = Field(default=60_000, ge=1000)
     drain_budget_s: float = Field(default=15.0, gt=0)
     sweep_interval_ms: int = Field(default=1000, ge=10)
+
+    # App API lane (README "App API"): Customer.io's published limits are the defaults.
+    app_send_rps: float = Field(default=100.0, gt=0)
+    app_rps: float = Field(default=10.0, gt=0)
+    app_broadcast_interval_s: float = Field(default=10.0, gt=0)
+    # Share of a limit cioq spends: grant-to-arrival jitter must not push a second over it.
+    app_rate_headroom: float = Field(default=0.95, gt=0, le=1)
+    # How long a send's ingest request waits for Customer.io's answer before answering 202.
+    app_send_wait_ms: int = Field(default=3000, ge=0)
+    # How long a read waits for a token of the 10/s budget before answering 429.
+    app_read_wait_ms: int = Field(default=2000, ge=0)
+    app_outcome_ttl_s: float = Field(default=86_400.0, gt=0)
+    # A drain sleeps for a send token up to this long; longer waits hand the shard back.
+    app_token_wait_max_ms: int = Field(default=1000, ge=0)
 
     # Retries, pauses, dead letters
     retry_base_ms: int = Field(default=1000, ge=0)
@@ -279,6 +317,9 @@ class Settings(BaseSettings):
             environment_id=self.environment_id,
             cdp_api_key=self.cdp_api_key,
             cdp_url=self.cdp_url,
+            app_api_key=self.app_api_key,
+            app_url=self.app_url,
+            app_resend_ambiguous=self.app_resend_ambiguous,
         )
         extra = _load_workspaces(self.workspaces_json)
         found = (default, *extra) if not any(w.name == "default" for w in extra) else extra
@@ -351,6 +392,8 @@ def check_keys(settings: Settings) -> None:
             problems.append(f"workspace {ws.name!r}: API key is empty or the development key")
         if ws.cdp_api_key is not None and ws.cdp_api_key.get_secret_value() == DEV_CDP_API_KEY:
             problems.append(f"workspace {ws.name!r}: Pipelines key is the development key")
+        if ws.app_api_key is not None and ws.app_api_key.get_secret_value() == DEV_APP_API_KEY:
+            problems.append(f"workspace {ws.name!r}: App API key is the development key")
         if ws.site_id in ("", DEV_SITE_ID):
             problems.append(f"workspace {ws.name!r}: site id is empty or the development one")
     problems.extend(

@@ -23,9 +23,15 @@ FIELD_OP = b"o"
 FIELD_V1 = b"v1"
 #: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
 FIELD_CDP = b"c"
+#: Stream entry field holding an App API request envelope (a send or a broadcast trigger),
+#: sent alone: ``{"id","method","path","body","limit","bucket","route","op_type"}``.
+FIELD_APP = b"a"
 
-JobKind = Literal["v2", "v1", "cdp"]
-_FIELDS: dict[str, bytes] = {"v2": FIELD_OP, "v1": FIELD_V1, "cdp": FIELD_CDP}
+JobKind = Literal["v2", "v1", "cdp", "app"]
+#: The route prefix of a broadcast trigger: App jobs routed so live in `Lane.BROADCASTS`.
+BROADCAST_ROUTE = "broadcast:"
+_FIELDS: dict[str, bytes] = {"v2": FIELD_OP, "v1": FIELD_V1, "cdp": FIELD_CDP, "app": FIELD_APP}
+_LANES: dict[str, Lane] = {"cdp": Lane.PIPELINES, "app": Lane.APP}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +49,14 @@ class Job:
 
     @property
     def lane(self) -> Lane:
+        if self.kind == "app" and self.route.startswith(BROADCAST_ROUTE):
+            return Lane.BROADCASTS
         return lane_of(self.kind)
 
 
 def lane_of(kind: str) -> Lane:
     """The lane whose streams hold jobs of `kind`."""
-    return Lane.PIPELINES if kind == "cdp" else Lane.TRACK
+    return _LANES.get(kind, Lane.TRACK)
 
 
 def new_event_id() -> str:
@@ -135,13 +143,41 @@ def cdp_route(call: dict[str, Any]) -> str:
     return "unrouted"
 
 
+def app_job(
+    job_id: str,
+    path: str,
+    body: Any,
+    *,
+    limit: str,
+    route: str,
+    op_type: str,
+    bucket: str = "",
+) -> Job:
+    """Wrap a validated App API send or trigger as a job: one request, sent alone.
+
+    `job_id` names the job's outcome record; `limit` and `bucket` name its rate budget.
+    """
+    envelope = {
+        "id": job_id,
+        "method": "POST",
+        "path": path,
+        "body": body,
+        "limit": limit,
+        "bucket": bucket,
+        "route": route,
+        "op_type": op_type,
+    }
+    return Job(kind="app", route=route, payload=dumps(envelope), op_type=op_type)
+
+
 def restore_job(kind: str, payload: bytes) -> Job:
     """The job a stored payload came from, e.g. to replay a dead letter unchanged."""
     data = orjson.loads(payload)
+    if kind == "v1" or kind == "app":
+        route, op_type = str(data.get("route", "unrouted")), str(data.get("op_type", ""))
+        return Job("app" if kind == "app" else "v1", route, payload, op_type)
     if kind == "cdp":
         return cdp_job(data, route=cdp_route(data))
-    if kind == "v1":
-        return Job("v1", str(data.get("route", "unrouted")), payload, str(data.get("op_type", "")))
     return Job("v2", route_of(data), payload, str(data.get("action")))
 
 

@@ -112,3 +112,29 @@ def audit() -> str:
 def activity(workspace: str, minute: int) -> str:
     """Counts of one minute (epoch minutes): jobs accepted, delivered, upstream statuses."""
     return f"{PREFIX}:act:{{{workspace}}}:{minute}"
+
+
+def rate_bucket(workspace: str, limit_class: str, name: str = "") -> str:
+    """A cluster-wide token bucket: the time its next token is free (``lua/token_bucket.lua``).
+
+    One per workspace and App API limit class (``send``, ``app``), and one per broadcast
+    for the ``broadcast`` class (Customer.io: one trigger per broadcast every 10 s).
+    """
+    suffix = f":{name}" if name else ""
+    return f"{PREFIX}:bucket:{{{workspace}}}:{limit_class}{suffix}"
+
+
+def app_outcome(workspace: str, job_id: str) -> str:
+    """An App API job's outcome (status, Customer.io's body, attempts), kept for a window."""
+    return f"{PREFIX}:outcome:{{{workspace}}}:{job_id}"
+
+
+def app_outcome_ready(workspace: str, job_id: str) -> str:
+    """A list pushed once when the outcome is final; the waiting ingest request BLPOPs it."""
+    return f"{PREFIX}:outcome-ready:{{{workspace}}}:{job_id}"
+
+
+def app_claimed(workspace: str, hour: int) -> str:
+    """Delivery ids of the sends cioq delivered in one hour, so an ambiguous send's
+    message lookup never takes another send's delivery for its own."""
+    return f"{PREFIX}:claimed:{{{workspace}}}:{hour}"

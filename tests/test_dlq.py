@@ -353,3 +353,65 @@ def test_cli_list_show_replay_purge(
     assert redis_client.xlen(keys.dead_letters("default")) == 2
     unknown = runner.invoke(app, ["dlq", "list", "-w", "nope"])
     assert unknown.exit_code == 2 and "nope" in unknown.output
+
+
+def test_cli_replay_of_app_sends_asks_first(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ambiguous send may have been delivered: replay asks, ``--yes`` skips the question,
+    and the job goes back to its own lane (a trigger to the broadcasts lane)."""
+    from cioq.cli import app
+    from service.jobs import app_job
+    from service.lanes import Lane
+
+    send = app_job(
+        "j-1",
+        "/v1/send/email",
+        {"identifiers": {"id": "p9"}},
+        limit="send",
+        route="send:j-1",
+        op_type="send_email",
+    )
+    trigger = app_job(
+        "t-1",
+        "/v1/campaigns/3/triggers",
+        {},
+        limit="broadcast",
+        bucket="3",
+        route="broadcast:3",
+        op_type="trigger_broadcast",
+    )
+    DeadLetterStore(redis_client).add(
+        "default",
+        [
+            DeadLetter(
+                kind="app",
+                payload=job.payload,
+                source="default:0:1-0",
+                reason="ambiguous",
+                outcome_class="ambiguous",
+                message="may have acted",
+                dead_ms=1,
+            )
+            for job in (send, trigger)
+        ],
+    )
+    monkeypatch.setenv("CIOQ_REDIS_URL", redis_url)
+    monkeypatch.setenv("CIOQ_SHARDS", "4")
+    runner = CliRunner()
+    table = runner.invoke(app, ["dlq", "list", "--class", "ambiguous"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "app" in table.output and "ambiguous" in table.output
+    person = runner.invoke(app, ["dlq", "list", "--json", "--person", "p9"])
+    assert [orjson.loads(line)["payload"]["id"] for line in person.output.splitlines()] == ["j-1"]
+    declined = runner.invoke(app, ["dlq", "replay", "--class", "ambiguous"], input="n\n")
+    assert declined.exit_code == 1 and "may deliver them twice" in declined.output, declined.output
+    assert redis_client.xlen(keys.dead_letters("default")) == 2
+    replayed = runner.invoke(app, ["dlq", "replay", "--class", "ambiguous", "--yes"])
+    assert replayed.exit_code == 0 and "2 matched, 2 replayed" in replayed.output
+    lanes = {
+        lane
+        for lane in (Lane.APP, Lane.BROADCASTS)
+        for shard in range(4)
+        if redis_client.xlen(keys.shard_keys("default", shard, lane).stream)
+    }
+    assert lanes == {Lane.APP, Lane.BROADCASTS}

@@ -1,4 +1,4 @@
-"""The seed Postman collection's Track and Pipelines requests, run by newman against cioq.
+"""The seed Postman collection's Track, Pipelines and App API requests, run by newman against cioq.
 
 The collection (tests/data/, Customer.io's own, unchanged) is pointed at cioq only
 through its variables: trackUrl, siteId and apiKey (Track); cdpUrl and writeKey
@@ -22,7 +22,7 @@ import orjson
 import pytest
 
 from tests.support.processes import wait_until
-from tests.support.stack import CDP_KEY, INGEST_KEY, SITE_ID, Stack
+from tests.support.stack import APP_KEY, CDP_KEY, INGEST_KEY, SITE_ID, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +171,61 @@ def test_postman_collection_pipelines_requests(newman: Path, stack: Stack, tmp_p
     ]
     assert {(r["kind"], r["site_id"]) for r in records} == {("cdp", CDP_KEY)}
     assert all(r["op"]["messageId"] and r["op"]["timestamp"] for r in records)
+
+
+APP_SEND_FOLDERS = ("App API - Transactional", "App API - Broadcasts")
+APP_READ_FOLDERS = (
+    "App API - Customers",
+    "App API - Segments",
+    "App API - Campaigns",
+    "App API - Messages",
+    "App API - Exports",
+    "App API - Collections",
+)
+
+
+def test_postman_collection_app_api_requests(newman: Path, stack: Stack, tmp_path: Path) -> None:
+    """The collection's App API folders (appUrl, appApiKey = an ingest key): every send and
+    the broadcast trigger 2xx and recorded once; every read answered by the sandbox."""
+    variables = {"appUrl": stack.api_url, "appApiKey": INGEST_KEY}
+    answered = run_folders(newman, APP_SEND_FOLDERS + APP_READ_FOLDERS, variables, tmp_path)
+    assert len(answered) == 4 + 14
+    assert [a for a in answered if not 200 <= a[1] < 300] == []
+
+    records = wait_until(
+        lambda: len(stack.received()) >= 4 and stack.received(),
+        timeout_s=90,
+        what="the collection's sends at the sandbox",
+    )
+    sent = sorted((r["op"]["kind"], r["site_id"]) for r in records)
+    assert sent == sorted(
+        [("email", APP_KEY), ("push", APP_KEY), ("sms", APP_KEY), ("trigger", APP_KEY)]
+    )
+    [trigger] = [r["op"] for r in records if r["op"]["kind"] == "trigger"]
+    assert trigger["broadcast_id"] == 1 and trigger["body"] == {"data": {"headline": "Big news"}}
+    with stack.sandbox_client() as sandbox:
+        log = sandbox.get("/_sandbox/requests").json()["records"]
+    reads = [
+        (e["method"], e["path"])
+        for e in log
+        if e["status"] == 200 and "/v1/send" not in e["path"] and "/triggers" not in e["path"]
+    ]
+    assert {e["site_id"] for e in log} == {APP_KEY}
+    assert sorted(reads) == sorted(
+        [
+            ("POST", "/v1/customers"),
+            ("GET", "/v1/customers/user@example.com/attributes"),
+            ("GET", "/v1/customers/user@example.com/segments"),
+            ("GET", "/v1/customers/user@example.com/messages"),
+            ("GET", "/v1/segments"),
+            ("POST", "/v1/segments"),
+            ("GET", "/v1/campaigns"),
+            ("GET", "/v1/campaigns/1"),
+            ("GET", "/v1/campaigns/1/metrics"),
+            ("GET", "/v1/messages"),
+            ("POST", "/v1/exports/customers"),
+            ("GET", "/v1/exports"),
+            ("GET", "/v1/collections"),
+            ("POST", "/v1/collections"),
+        ]
+    )

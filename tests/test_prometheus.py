@@ -180,6 +180,30 @@ def push_traffic(stack: Stack) -> None:
         assert api.post("/api/v2/batch", json={"batch": batch}).status_code == 200
         r = api.put("/api/v1/customers/partial", json={"sandbox_poison": "207"})
         assert r.status_code == 200, r.text
+    push_app_traffic(stack)
+
+
+def push_app_traffic(stack: Stack) -> None:
+    """App API sends: one ambiguous (reset before the sandbox records it, so the lookup
+    finds nothing), one clean, and two triggers of one broadcast (the second waits)."""
+    email = {"transactional_message_id": 1, "to": "a@example.com", "identifiers": {"id": "m"}}
+    headers = {"Authorization": f"Bearer {INGEST_KEY}"}
+    with (
+        stack.sandbox_client() as sandbox,
+        httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as api,
+    ):
+        sandbox.post("/_sandbox/app_faults", json={"reset_before_rate": 1.0}).raise_for_status()
+        lost = api.post("/v1/send/email", json=email).json()
+        wait_until(
+            lambda: api.get(lost["status_url"]).json()["state"] == "ambiguous",
+            timeout_s=60,
+            what="the ambiguous send settled",
+        )
+        sandbox.post("/_sandbox/app_faults", json={}).raise_for_status()
+        assert api.post("/v1/send/email", json=email).status_code in (200, 202)
+        for n in range(2):
+            r = api.post("/v1/campaigns/5/triggers", json={"data": {"n": n}})
+            assert r.status_code in (200, 202), r.text
 
 
 def test_every_dashboard_and_alert_query_runs_against_real_prometheus(
@@ -231,7 +255,7 @@ def test_every_dashboard_and_alert_query_runs_against_real_prometheus(
 
         dead = prom.query('sum by (reason) (cioq_dead_letters_total{workspace="default"})')
         reasons = {row["metric"]["reason"] for row in dead["data"]["result"]}
-        assert reasons == {"invalid"}
+        assert reasons == {"invalid", "ambiguous"}
         bisect = prom.query("sum(cioq_bisect_requests_total)")["data"]["result"]
         assert float(bisect[0]["value"][1]) >= 2
         retries = prom.query("sum(cioq_retries_scheduled_total)")["data"]["result"]

@@ -273,6 +273,7 @@ def test_stats_count_requests_ops_and_largest_body(client: httpx.Client) -> None
         "max_body_bytes": len(orjson.dumps(big)),
         "v1_accepted": 1,
         "cdp_accepted": 0,
+        "app_accepted": 0,
         "records_dropped": 0,
         "requests_dropped": 0,
     }

@@ -105,12 +105,18 @@ def test_pause_and_resume_use_the_drains_pause_and_are_audited(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["pause", "default", "--reason", "x", "--lane", "app"], "lanes are track, pipelines"),
+        (
+            ["pause", "default", "--reason", "x", "--lane", "chat"],
+            "lanes are track, pipelines, app",
+        ),
         (["pause", "default", "--reason", "x", "--for", "forever"], "duration like 30m"),
         (["pause", "default", "--reason", "x", "--for", "8d"], "at most 7d"),
         (["pause", "default", "--reason", "  "], "reason of 1 to 200"),
         (["pause", "nowhere", "--reason", "x"], "unknown workspace"),
-        (["resume", "default", "--reason", "x", "--lane", "nope"], "lanes are track, pipelines"),
+        (
+            ["resume", "default", "--reason", "x", "--lane", "nope"],
+            "lanes are track, pipelines, app",
+        ),
     ],
 )
 def test_bad_pause_and_resume_change_nothing(

@@ -18,7 +18,7 @@ from enum import StrEnum
 from service import keys
 from service.config import Settings
 from service.delivery.backoff import backoff_ms
-from service.delivery.crash_search import next_send
+from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.outcomes import Outcome, OutcomeClass
 from service.delivery.packing import Oversize, batch_body, first_unit
 from service.errors import LeaseLost
@@ -35,6 +35,8 @@ log = logging.getLogger("cioq.drain")
 
 #: Celery holds ETA triggers in memory; far-future ones are left to the sweeper.
 MAX_COUNTDOWN_S = 60.0
+#: How often a running drain looks for a pause set by another worker.
+PAUSE_CHECK_S = 0.1
 
 
 class StopReason(StrEnum):
@@ -51,6 +53,7 @@ class StopReason(StrEnum):
     EXHAUSTED = "exhausted"
     SHUTDOWN = "shutdown"
     LEASE_LOST = "lease_lost"
+    RATE_LIMITED = "rate_limited"  # App lane: no rate-limit slot soon enough
 
 
 @dataclass
@@ -140,12 +143,21 @@ class Drainer:
         deadline = self.clock() + s.drain_budget_s
         buffer: list[Entry] = []
         retry = self.store.retry_state(shard)
+        # Read once: afterwards the stored note is the one this drain last wrote.
+        note = self.store.inflight_note(shard)
+        # Lone App API sends make every round trip count: the lease is renewed once a
+        # third of it has passed (every write is fenced anyway), and another worker's
+        # pause is looked for at most every PAUSE_CHECK_S (a few sends more at worst,
+        # each answered 429 again and so resent).
+        renewed_s, paused_checked_s = self.clock(), float("-inf")
         while True:
             if self.should_stop():
                 return report.stop(StopReason.SHUTDOWN)
-            paused_ms = self.store.pause_remaining_ms(shard.workspace, shard.lane)
-            if paused_ms:
-                return report.stop(StopReason.PAUSED, paused_ms / 1000)
+            if self.clock() - paused_checked_s >= PAUSE_CHECK_S:
+                paused_checked_s = self.clock()
+                paused_ms = self.store.pause_remaining_ms(shard.workspace, shard.lane)
+                if paused_ms:
+                    return report.stop(StopReason.PAUSED, paused_ms / 1000)
             now_ms = self.now_ms()
             if retry.not_before_ms > now_ms:
                 return report.stop(StopReason.BACKOFF, (retry.not_before_ms - now_ms) / 1000)
@@ -162,8 +174,15 @@ class Drainer:
                 return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
             if self.clock() >= deadline:
                 return report.stop(StopReason.BUDGET, 0.0)
-            lease.renew()
-            unit_or_none = self._crash_checked(lease, buffer, unit)
+            if self.clock() - renewed_s >= s.lease_ms / 3000:
+                lease.renew()
+                renewed_s = self.clock()
+            if unit.kind == "app" and note.head == buffer[0].id:
+                # A send of this very job started and never came back: never resent.
+                buffer = buffer[delivery.interrupted(buffer[0]) :]
+                note = InflightNote()
+                continue
+            unit_or_none, note = self._crash_checked(lease, buffer, unit, note)
             if unit_or_none is None:
                 resolved = delivery.quarantine(buffer[0], s.crash_limit)
             else:
@@ -176,8 +195,8 @@ class Drainer:
             retry = _NO_RETRY
 
     def _crash_checked(
-        self, lease: Lease, buffer: list[Entry], unit: OutgoingUnit
-    ) -> OutgoingUnit | None:
+        self, lease: Lease, buffer: list[Entry], unit: OutgoingUnit, stored: InflightNote
+    ) -> tuple[OutgoingUnit | None, InflightNote]:
         """`unit`, cut down if an earlier send from this head died; None: quarantine the head.
 
         The note of what goes out is stored before the send, so the next holder can tell
@@ -185,13 +204,13 @@ class Drainer:
         """
         shard = lease.shard
         note = next_send(
-            self.store.inflight_note(shard),
+            stored,
             [e.id for e in buffer],
             unit.count,
             crash_limit=self.settings.crash_limit,
         )
         if note is None:
-            return None
+            return None, stored
         if note.count < unit.count:
             log.warning(
                 "%s: a send from %r died without an outcome; sending %d of %d ops",
@@ -203,7 +222,7 @@ class Drainer:
             unit = self._plan(buffer[: note.count], shard.lane)
             note = replace(note, count=unit.count)
         lease.mark_inflight(note)
-        return unit
+        return unit, note
 
     def _plan(self, buffer: list[Entry], lane: Lane) -> OutgoingUnit:
         """What goes out next: a lone v1 job, an oversize op, or the longest batch.
@@ -214,8 +233,10 @@ class Drainer:
         s = self.settings
         spec = LANES[lane]
         head = buffer[0]
-        if head.kind == "v1":
-            return OutgoingUnit(entries=[head], body=head.payload, kind="v1", full=True)
+        if head.kind == "v1" or head.kind == "app":
+            # Sent alone: a v1 request to its own path; an App API send or trigger (the
+            # App lane has no batch endpoint, and each request takes one rate slot).
+            return OutgoingUnit(entries=[head], body=head.payload, kind=head.kind, full=True)
         run: list[bytes] = []
         for entry in buffer:
             if entry.kind != head.kind:
@@ -260,7 +281,11 @@ class Drainer:
         `retry_max_attempts` attempts or is older than `retry_max_age_s`, the unit is
         dead-lettered with every attempt's record and the shard moves on.
         """
-        if outcome.outcome_class is OutcomeClass.THROTTLE:
+        if outcome.outcome_class is OutcomeClass.DEFERRED:
+            # Nothing was sent: no attempt is recorded; the shard waits for its slot.
+            self.store.clear_inflight(delivery.shard)
+            report.stop(StopReason.RATE_LIMITED, outcome.retry_after_s)
+        elif outcome.outcome_class is OutcomeClass.THROTTLE:
             self._throttle(delivery, outcome, report)
         elif outcome.outcome_class is OutcomeClass.SETUP:
             self._pause_setup(delivery, outcome, report)

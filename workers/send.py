@@ -22,6 +22,7 @@ from service.config import Settings
 from service.delivery.client import TrackClient
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
+from service.lanes.app.sender import AppSender
 from service.lanes.registry import LANES, BatchClient
 from service.lanes.track.coalesce import expand_item_errors
 from service.metrics import definitions as metrics
@@ -31,9 +32,9 @@ from service.store.shards import Entry, Lease, ShardStore
 
 log = logging.getLogger("cioq.delivery")
 
-#: A Track v2 batch, a Pipelines ``/v1/batch``, a lone v1 request, or a job over its
-#: lane's size limit (never sent).
-UnitKind = Literal["v2", "cdp", "v1", "oversize"]
+#: A Track v2 batch, a Pipelines ``/v1/batch``, a lone v1 request, a lone App API send or
+#: trigger, or a job over its lane's size limit (never sent).
+UnitKind = Literal["v2", "cdp", "v1", "app", "oversize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +158,12 @@ class Delivery:
             ok = (e.accepted_ms for i, e in enumerate(entries) if i not in failed)
             metrics.delivered(workspace, ok, self.now_ms(), self.shard.lane)
             return Delivered(self._resolve(entries, len(entries)) + done)
-        if outcome.outcome_class is OutcomeClass.INVALID:
+        if outcome.outcome_class in (OutcomeClass.INVALID, OutcomeClass.AMBIGUOUS):
+            # Ambiguous (App lane): Customer.io may have acted; an operator decides.
             self._dead_letter(
                 entries,
-                reason="invalid",
-                outcome_class="invalid",
+                reason=outcome.outcome_class,
+                outcome_class=outcome.outcome_class,
                 status=outcome.status,
                 message=outcome.detail,
             )
@@ -207,6 +209,26 @@ class Delivery:
         )
         return self._resolve(unit.entries, unit.count)
 
+    def interrupted(self, entry: Entry) -> int:
+        """An App lane job whose send died without an outcome: never sent again.
+
+        Delivered if its outcome record says Customer.io answered 2xx (the worker died
+        after the answer, before deleting the job); otherwise dead-lettered as ambiguous.
+        """
+        assert isinstance(self.client, AppSender)
+        self.store.clear_inflight(self.shard)
+        if self.client.was_delivered(entry.payload):
+            self.counts.delivered += 1
+            return self._resolve([entry], 1)
+        log.error("%s: the send of %r died without an outcome; ambiguous", self.shard.tag, entry.id)
+        self._dead_letter(
+            [entry],
+            reason="ambiguous",
+            outcome_class="ambiguous",
+            message="the worker died during the send: Customer.io may have acted on it",
+        )
+        return self._resolve([entry], 1)
+
     def quarantine(self, entry: Entry, crashes: int) -> int:
         """A job that took its worker down `crashes` times leaves the queue."""
         log.error("quarantining %r of %s after %d crashes", entry.id, self.shard.tag, crashes)
@@ -237,6 +259,9 @@ class Delivery:
         attempts: tuple[tuple[int, str], ...] = (),
     ) -> None:
         now = self.now_ms()
+        if isinstance(self.client, AppSender):  # the producer's status URL must say so
+            for e in entries:
+                self.client.dead_lettered(e.payload, outcome_class=outcome_class, message=message)
         history = attempts or ((now, str(status) if status is not None else outcome_class),)
         self.dead.add(
             self.shard.workspace,

@@ -230,6 +230,13 @@ class IngestApp:
                 return
 
     async def aclose(self) -> None:
+        # A lane's handlers may hold upstream connections (the App API read proxy).
+        owners = {
+            id(o): o for r in self.router.routes if (o := getattr(r.handler, "__self__", None))
+        }
+        for owner in owners.values():
+            if hasattr(owner, "aclose") and owner is not self:
+                await owner.aclose()
         self.metrics.close()
         await self.queue.aclose()
         if self._own_redis:

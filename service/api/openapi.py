@@ -14,6 +14,7 @@ from typing import Any
 
 from service.api.http import Route
 from service.api.idempotency import MAX_KEY_CHARS
+from service.lanes.app import schema as app_schema
 from service.lanes.pipelines import schema as pipelines_schema
 
 JSON = "application/json"
@@ -92,13 +93,19 @@ SCHEMAS: dict[str, Schema] = {
 }
 
 _ERRORS: dict[int, str] = {
+    202: "stored; Customer.io's answer did not come in time (or Prefer: respond-async): "
+    "its outcome will be at status_url",
     400: "the request breaks a documented rule; nothing was queued",
     401: "no valid key for this route",
-    403: "the workspace has no credentials for this lane (Pipelines: CIOQ_CDP_API_KEY)",
+    403: "the workspace has no credentials for this lane (Pipelines: CIOQ_CDP_API_KEY, "
+    "App API: CIOQ_APP_API_KEY), or Customer.io refused the message",
     404: "no such resource",
     413: "the body is over CIOQ_MAX_REQUEST_BYTES",
     415: "Content-Encoding other than gzip",
     422: "the Idempotency-Key was already used for a different request",
+    429: "the workspace's App API budget is spent for now (or Customer.io's); Retry-After",
+    502: "Customer.io could not be reached or broke the connection",
+    504: "Customer.io did not answer in time",
     503: "the queue is unavailable or full; nothing was queued, retry after Retry-After",
 }
 
@@ -256,6 +263,31 @@ OPERATIONS: dict[str, Operation] = {
 OPERATIONS.update(
     (name, Operation(summary, body, True, errors=(400, 401, 403, 413, 415, 503)))
     for name, summary, body in pipelines_schema.OPERATIONS
+)
+#: App API writes answer Customer.io's own 2xx/4xx (``{"meta":{"error"}}``) or cioq's 202.
+_CIO_ERRORS = tuple((status, app_schema.CUSTOMERIO_ERROR) for status in (400, 403, 404, 413))
+OPERATIONS.update(
+    (
+        name,
+        Operation(
+            summary,
+            body,
+            True,
+            answer=answer,
+            errors=(401, 415, 503),
+            also=((202, app_schema.JOB), *_CIO_ERRORS),
+        ),
+    )
+    for name, summary, body, answer in app_schema.SENDS
+)
+OPERATIONS["app.job"] = Operation(
+    "An App API job's outcome (Customer.io's status and body, attempts), by its job id",
+    answer=app_schema.JOB,
+    errors=(400, 401, 404, 413, 503),
+)
+OPERATIONS.update(
+    (name, Operation(summary, answer=_OBJECT, errors=(400, 401, 403, 404, 413, 429, 502, 504)))
+    for name, summary in app_schema.READ_OPERATIONS
 )
 
 _SECURITY_SCHEMES: dict[str, Schema] = {

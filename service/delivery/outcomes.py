@@ -9,6 +9,8 @@ invalid    400/413/422 and other 4xx for the request     split in halves until i
 setup      401/403, 404/405, redirects                  pause the workspace, keep the jobs
 throttle   429                                          pause the workspace (Retry-After)
 transient  408, 5xx, timeouts, connection errors        back off and retry the shard
+ambiguous  (App lane) Customer.io may have acted         dead-letter; never resend
+deferred   (App lane) no rate-limit slot soon enough     hand the shard back, no attempt
 =========  ===========================================  =====================================
 """
 
@@ -29,6 +31,8 @@ class OutcomeClass(StrEnum):
     SETUP = "setup"
     THROTTLE = "throttle"
     TRANSIENT = "transient"
+    AMBIGUOUS = "ambiguous"
+    DEFERRED = "deferred"
 
 
 #: Classes after which the ops of the request are resolved (sent or dead-lettered).

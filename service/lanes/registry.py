@@ -25,6 +25,8 @@ from service.config import Settings, Workspace
 from service.delivery.client import PipelinesClient, TrackClient
 from service.delivery.outcomes import Outcome
 from service.lanes import Lane
+from service.lanes.app.routes import AppIngest
+from service.lanes.app.sender import AppSender
 from service.lanes.pipelines.routes import PipelinesIngest
 from service.lanes.track.routes import Ingest
 from service.store.queue import Queue
@@ -59,6 +61,10 @@ def _pipelines_client(ws: Workspace, s: Settings) -> PipelinesClient | None:
     return PipelinesClient(ws, timeout_s=s.upstream_timeout_s)
 
 
+def _app_sender(ws: Workspace, s: Settings) -> AppSender | None:
+    return AppSender(ws, s) if ws.app_api_key is not None else None
+
+
 LANES: dict[Lane, LaneSpec] = {
     Lane.TRACK: LaneSpec(
         Lane.TRACK,
@@ -75,6 +81,25 @@ LANES: dict[Lane, LaneSpec] = {
         lambda s: s.cdp_max_batch_bytes,
         lambda s: s.cdp_max_call_bytes,
         _pipelines_client,
+    ),
+    # One request per job, never batched (the drain sends an "app" head alone).
+    Lane.APP: LaneSpec(
+        Lane.APP,
+        frozenset({"app"}),
+        lambda queue, s: AppIngest(queue, s).routes(),
+        lambda s: s.max_request_bytes,
+        lambda s: s.max_request_bytes,
+        _app_sender,
+    ),
+    # Broadcast triggers: App jobs in streams of their own (`service.jobs.Job.lane`);
+    # their routes are the App lane's.
+    Lane.BROADCASTS: LaneSpec(
+        Lane.BROADCASTS,
+        frozenset({"app"}),
+        lambda queue, s: [],
+        lambda s: s.max_request_bytes,
+        lambda s: s.max_request_bytes,
+        _app_sender,
     ),
 }
 

@@ -208,7 +208,7 @@ def upstream_request(
     status = str(outcome.status) if outcome.status is not None else outcome.status_class
     TALLY.add(workspace, f"status:{status}")
     UPSTREAM_DURATION.labels(workspace, lane, kind).observe(duration_s)
-    if kind != "v1":
+    if kind in ("v2", "cdp"):  # v1 and App API requests are one job each, not batches
         BATCH_BYTES.labels(workspace, lane).observe(body_bytes)
         BATCH_OPS.labels(workspace, lane).observe(ops)
 

@@ -100,6 +100,9 @@ class StoredDeadLetter:
             names = ("userId", "anonymousId", "previousId", "groupId")
             return {str(data[n]) for n in names if data.get(n) not in (None, "")}
         found: set[str] = set()
+        if self.letter.kind == "app":  # the job id, the broadcast, the person sent to
+            found = {str(data.get("id", "")), str(data.get("route", ""))}
+            data = data.get("body") if isinstance(data.get("body"), dict) else {}
         for name in ("identifiers", "primary", "secondary"):
             ident = data.get(name)
             if isinstance(ident, dict):

@@ -21,6 +21,7 @@ from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.jobs import Job
+from service.lanes import UNBATCHED
 from service.metrics import definitions as metrics
 from service.store.connections import AsyncStore, store_errors
 from service.store.durability import Confirmation
@@ -121,15 +122,17 @@ class Queue:
     async def _trigger(self, workspace: str, shards: list[LaneShard]) -> None:
         if self.triggers is None:
             return
-        countdown_s = self.settings.linger_ms / 1000
         try:
-            await asyncio.to_thread(self._send_all, workspace, shards, countdown_s)
+            await asyncio.to_thread(self._send_all, workspace, shards)
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
 
-    def _send_all(self, workspace: str, shards: list[LaneShard], countdown_s: float) -> None:
+    def _send_all(self, workspace: str, shards: list[LaneShard]) -> None:
         assert self.triggers is not None
+        linger_s = self.settings.linger_ms / 1000
         for lane, shard in shards:
+            # A batch lane's drain would only wait for its batch to fill; a lone send not.
+            countdown_s = 0.0 if lane in UNBATCHED else linger_s
             self.triggers.send(workspace, shard, lane=lane, countdown_s=countdown_s)
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
-from service.jobs import FIELD_CDP, FIELD_OP, FIELD_V1, JobKind
+from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind
 from service.lanes import Lane
 from service.store.connections import SyncStore, load_script, store_errors
 
@@ -56,6 +56,9 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     call = fields.get(FIELD_CDP)
     if call is not None:
         return Entry(raw_id, "cdp", call)
+    request = fields.get(FIELD_APP)
+    if request is not None:
+        return Entry(raw_id, "app", request)
     return Entry(raw_id, "v1", fields.get(FIELD_V1, b"null"))
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 import redis
@@ -31,11 +31,18 @@ def free_port() -> int:
 
 
 def wait_until(
-    check: Callable[[], T], *, timeout_s: float, interval_s: float = 0.05, what: str = ""
+    check: Callable[[], T | Literal[False] | None],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.05,
+    what: str = "",
 ) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout_s`."""
+    """Poll `check` until it returns something truthy (which it returns); fail after `timeout_s`.
+
+    ``lambda: ready() and value`` types as ``value``: a falsy check is polled again.
+    """
     deadline = time.monotonic() + timeout_s
-    last: T = check()
+    last = check()
     while not last:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what or check}")

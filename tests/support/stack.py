@@ -16,6 +16,7 @@ API_KEY = "e2e-api-key"
 INGEST_KEY = "e2e-ingest-key"
 CDP_KEY = "e2e-cdp-key"
 ADMIN_KEY = "e2e-admin-key"
+APP_KEY = "e2e-app-key"
 
 
 class Stack:
@@ -27,6 +28,7 @@ class Stack:
         *,
         redis_fsync: str = "everysec",
         cluster: Cluster | None = None,
+        sandbox_args: tuple[str, ...] = (),
         **settings: Any,
     ) -> None:
         """With a `cluster`, it is the store and the stack's own Redis is the broker."""
@@ -43,6 +45,8 @@ class Stack:
             "CIOQ_TRACK_URL": f"http://127.0.0.1:{self.sandbox_port}",
             "CIOQ_CDP_API_KEY": CDP_KEY,
             "CIOQ_CDP_URL": f"http://127.0.0.1:{self.sandbox_port}",
+            "CIOQ_APP_API_KEY": APP_KEY,
+            "CIOQ_APP_URL": f"http://127.0.0.1:{self.sandbox_port}",
             "CIOQ_SHARDS": "8",
             "CIOQ_LINGER_MS": "200",
             "CIOQ_LEASE_MS": "3000",
@@ -67,6 +71,9 @@ class Stack:
                 API_KEY,
                 "--write-key",
                 CDP_KEY,
+                "--app-key",
+                APP_KEY,
+                *sandbox_args,
             ],
         )
         wait_http(f"{self.sandbox_url}/healthz")

@@ -1,0 +1,163 @@
+"""The outcome of an App API job: what Customer.io answered, or why there is no answer.
+
+Ingest writes a ``queued`` record right after the job is stored; the worker overwrites it
+as attempts happen and when the job is final, then pushes to a one-shot list that the
+ingest request waiting for it BLPOPs (so the wait is woken, never polled). Records are
+kept ``app_outcome_ttl_s`` and are what the status URL answers. A record is a hash:
+``record`` (the JSON) and ``attempts`` (counted with HINCRBY in the same transaction as
+the write, so a send costs the worker one round trip for its outcome).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from service import keys
+from service.config import Settings
+from service.store.connections import AsyncStore, SyncStore, store_errors
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RETRYING = "retrying"  # an attempt failed in a way that is safe to resend
+    DELIVERED = "delivered"  # 2xx: Customer.io's answer is in `status`/`body`
+    REFUSED = "refused"  # 4xx: dead-lettered with Customer.io's answer
+    AMBIGUOUS = "ambiguous"  # Customer.io may have acted: dead-lettered, never resent
+    DEAD = "dead"  # dead-lettered for another reason (retry budget spent, crash loop)
+
+
+FINAL = frozenset({State.DELIVERED, State.REFUSED, State.AMBIGUOUS, State.DEAD})
+#: How long a ready marker waits for its reader: longer than any ingest wait.
+_READY_TTL_MS = 60_000
+#: One BLPOP never blocks longer than this, so the socket timeout never cuts it short.
+_BLPOP_SLICE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    job_id: str
+    state: State
+    kind: str = ""
+    status: int | None = None
+    #: Customer.io's body, decoded when it was JSON.
+    body: Any = None
+    detail: str = ""
+    attempts: int = 0
+    delivery_id: str | None = None
+    updated_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def encode(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes | str, attempts: bytes | str | None = None) -> Outcome:
+        data = orjson.loads(raw)
+        data["state"] = State(data["state"])
+        if attempts is not None:
+            data["attempts"] = int(attempts)
+        return cls(**data)
+
+    def public(self, status_url: str) -> dict[str, Any]:
+        """The record as the status URL shows it."""
+        return {**asdict(self), "status_url": status_url}
+
+
+def decode_body(raw: bytes) -> Any:
+    """Customer.io's body as JSON when it is, else as text."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def delivered(job_id: str, kind: str, status: int, raw: bytes) -> Outcome:
+    body = decode_body(raw)
+    delivery_id = None
+    if isinstance(body, dict):
+        found = body.get("delivery_id", body.get("id"))
+        delivery_id = None if found is None else str(found)
+    return Outcome(job_id, State.DELIVERED, kind, status, body, "", 0, delivery_id)
+
+
+def _decode(found: list[Any]) -> Outcome | None:
+    raw, attempts = found
+    return None if raw is None else Outcome.decode(raw, attempts)
+
+
+class AsyncOutcomes:
+    """The ingest side: create the queued record, wait for the final one, read it."""
+
+    def __init__(self, client: AsyncStore, settings: Settings) -> None:
+        self.redis = client
+        self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
+
+    async def create(self, workspace: str, outcome: Outcome) -> None:
+        # NX: a fast worker may have written the final record already.
+        key = keys.app_outcome(workspace, outcome.job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, "record", outcome.encode())
+        pipe.pexpire(key, self.ttl_ms)
+        with store_errors("outcome"):
+            await pipe.execute()
+
+    async def get(self, workspace: str, job_id: str) -> Outcome | None:
+        key = keys.app_outcome(workspace, job_id)
+        with store_errors("outcome"):
+            return _decode(await self.redis.hmget(key, ["record", "attempts"]))
+
+    async def wait(self, workspace: str, job_id: str, *, timeout_ms: int) -> Outcome | None:
+        """The final outcome once it is there, or None after `timeout_ms`."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        ready = keys.app_outcome_ready(workspace, job_id)
+        with store_errors("outcome"):
+            while (left_s := deadline - time.monotonic()) > 0:
+                popped = await self.redis.blpop([ready], timeout=min(left_s, _BLPOP_SLICE_S))
+                if popped is not None:
+                    break
+        found = await self.get(workspace, job_id)
+        return found if found is not None and found.state in FINAL else None
+
+
+class Outcomes:
+    """The worker side: record attempts and the final outcome, waking the waiting request."""
+
+    def __init__(self, client: SyncStore, settings: Settings) -> None:
+        self.redis = client
+        self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
+
+    def record(
+        self,
+        workspace: str,
+        outcome: Outcome,
+        *,
+        attempt: bool = True,
+        claim: tuple[str, str, int] | None = None,
+    ) -> None:
+        """Write `outcome`, counting one more attempt unless `attempt` is False; `claim`
+        (set key, delivery id, TTL s) marks a delivery id as this send's in the same step."""
+        key = keys.app_outcome(workspace, outcome.job_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, "record", outcome.encode())
+        if attempt:
+            pipe.hincrby(key, "attempts", 1)
+        pipe.pexpire(key, self.ttl_ms)
+        if claim is not None:
+            claim_key, delivery_id, ttl_s = claim
+            pipe.sadd(claim_key, delivery_id)
+            pipe.expire(claim_key, ttl_s)
+        if outcome.state in FINAL:
+            ready = keys.app_outcome_ready(workspace, outcome.job_id)
+            pipe.rpush(ready, 1)
+            pipe.pexpire(ready, _READY_TTL_MS)
+        with store_errors("outcome"):
+            pipe.execute()
+
+    def get(self, workspace: str, job_id: str) -> Outcome | None:
+        key = keys.app_outcome(workspace, job_id)
+        with store_errors("outcome"):
+            return _decode(self.redis.hmget(key, ["record", "attempts"]))

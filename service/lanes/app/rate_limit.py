@@ -1,0 +1,111 @@
+"""Cluster-wide token buckets for the App API's rate limits, one Lua call per reservation.
+
+Customer.io limits App API calls per workspace (reference `cdp-and-app-api.md` §2.2, §3):
+100 requests/s for the ``/v1/send/*`` endpoints, 10/s for the other App API calls, and one
+trigger per broadcast every 10 s. Every worker process and pod sends from the same budget
+because the budget lives in Redis (``lua/token_bucket.lua``, GCRA on Redis's own clock).
+
+A reservation is a slot in time: the caller is told how long to wait and then sends, so
+concurrent drains queue up in order instead of racing for a token. Slots are spaced by
+``1 / (limit * headroom)`` with a burst of one, so the grant times never put more than
+``headroom * limit`` calls in any second; the headroom absorbs the jitter between a grant
+and the request's arrival at Customer.io.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from service import keys
+from service.config import Settings
+from service.store.connections import load_script, store_errors
+
+
+class LimitClass(StrEnum):
+    """Customer.io's App API rate-limit classes."""
+
+    SEND = "send"
+    APP = "app"
+    BROADCAST = "broadcast"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One class's spacing between slots, and how many slots may be taken at once."""
+
+    interval_us: int
+    burst: int = 1
+
+
+def limit_for(limit_class: LimitClass, settings: Settings) -> Limit:
+    """The spacing a class's bucket enforces under `settings`."""
+    headroom = settings.app_rate_headroom
+    if limit_class is LimitClass.SEND:
+        return Limit(round(1_000_000 / (settings.app_send_rps * headroom)))
+    if limit_class is LimitClass.APP:
+        return Limit(round(1_000_000 / (settings.app_rps * headroom)))
+    return Limit(round(settings.app_broadcast_interval_s * 1_000_000 / headroom))
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """``granted``: send after ``wait_s``. Otherwise nothing was reserved and no slot is
+    free for ``wait_s`` beyond the caller's maximum wait."""
+
+    granted: bool
+    wait_s: float
+
+
+def _reservation(raw: Any) -> Reservation:
+    value = int(raw)
+    return Reservation(value >= 0, abs(value) / 1_000_000)
+
+
+class _Buckets:
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.settings = settings
+        self._script = load_script(client, "token_bucket")
+
+    def _call(
+        self, workspace: str, limit_class: LimitClass, name: str, max_wait_ms: int, hold_ms: int
+    ) -> Any:
+        limit = limit_for(limit_class, self.settings)
+        args: list[int] = [limit.interval_us, limit.burst, max_wait_ms * 1000]
+        if hold_ms:
+            args.append(hold_ms * 1000)
+        with store_errors("rate bucket"):
+            return self._script(keys=[keys.rate_bucket(workspace, limit_class, name)], args=args)
+
+
+class RateLimiter(_Buckets):
+    """Reservations for the workers (sync Redis client)."""
+
+    def reserve(
+        self, workspace: str, limit_class: LimitClass, *, name: str = "", max_wait_ms: int
+    ) -> Reservation:
+        """Reserve the next slot if it starts within `max_wait_ms`."""
+        return _reservation(self._call(workspace, limit_class, name, max_wait_ms, 0))
+
+    def hold(
+        self, workspace: str, limit_class: LimitClass, *, name: str = "", hold_ms: int
+    ) -> None:
+        """Let no process send in this class before `hold_ms` from now (an upstream 429)."""
+        self._call(workspace, limit_class, name, 0, max(hold_ms, 1))
+
+
+class AsyncRateLimiter(_Buckets):
+    """Reservations for the ingest API's read proxy (asyncio Redis client)."""
+
+    async def reserve(
+        self, workspace: str, limit_class: LimitClass, *, name: str = "", max_wait_ms: int
+    ) -> Reservation:
+        with store_errors("rate bucket"):
+            return _reservation(await self._call(workspace, limit_class, name, max_wait_ms, 0))
+
+    async def hold(
+        self, workspace: str, limit_class: LimitClass, *, name: str = "", hold_ms: int
+    ) -> None:
+        with store_errors("rate bucket"):
+            await self._call(workspace, limit_class, name, 0, max(hold_ms, 1))

@@ -1,0 +1,170 @@
+"""The App API's send routes: ``POST /v1/send/<kind>``, broadcast triggers, job status.
+
+A send or trigger is validated, stored as one job of the App lane, and then the request
+waits up to ``CIOQ_APP_SEND_WAIT_MS`` for the worker's outcome, so that the official
+clients get Customer.io's own answer (``200 {delivery_id, queued_at}``, or its 4xx). When
+the outcome is not there in time (a rate-limit queue, a slow upstream), or the producer
+sent ``Prefer: respond-async``, the answer is ``202 {job_id, status_url, state}``; the
+status URL answers with the outcome record, to the same workspace's ingest keys only.
+
+A send whose outcome is ambiguous or that was dead-lettered is answered 202 too, never
+with a 5xx or 429: the official clients resend on those (customerio-node on 5xx/429),
+which is exactly the second delivery this lane exists to prevent.
+
+``POST /v1/send/broadcast {"id", ...}`` (the seed collection's path) is an alias of
+Customer.io's ``POST /v1/campaigns/{id}/triggers``: the same job, sent to the real path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.api.http import Request, Response, Route, json_response
+from service.api.idempotency import Idempotency
+from service.config import Settings, Workspace
+from service.errors import FieldError, InvalidJob
+from service.jobs import BROADCAST_ROUTE, app_job, new_event_id
+from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
+from service.lanes.app.rate_limit import LimitClass
+from service.lanes.app.reads import AppReads, require_app_key
+from service.lanes.app.validation import (
+    SEND_KINDS,
+    broadcast_id_of,
+    validate_send,
+    validate_trigger,
+)
+from service.store.queue import Queue
+
+STATUS_PATH = ("cioq", "v1", "jobs")
+_PREFER_ASYNC = "respond-async"
+
+
+class AppIngest:
+    """Handlers for the producer-facing App API: sends, triggers, job status, reads."""
+
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.idempotency = Idempotency(queue, settings)
+        self.outcomes = AsyncOutcomes(queue.redis, settings)
+        self.wait_ms = settings.app_send_wait_ms
+        self.reads = AppReads(queue.redis, settings)
+
+    def routes(self) -> list[Route]:
+        sends = [
+            Route("POST", ("v1", "send", kind), f"app.send_{kind}", self._send(kind))
+            for kind in SEND_KINDS
+        ]
+        return [
+            *sends,
+            Route("POST", ("v1", "campaigns", "{id}", "triggers"), "app.trigger", self.trigger),
+            Route("POST", ("v1", "send", "broadcast"), "app.trigger_alias", self.trigger_alias),
+            Route("GET", (*STATUS_PATH, "{id}"), "app.job", self.job),
+            *self.reads.routes(),
+        ]
+
+    def _send(self, kind: str) -> Any:
+        async def handle(req: Request, ws: Workspace) -> Response:
+            require_app_key(ws)
+            body = req.json()
+            errors = validate_send(kind, body)
+            if errors:
+                raise InvalidJob(errors)
+            job_id = new_event_id()
+            job = app_job(
+                job_id,
+                f"/v1/send/{kind}",
+                body,
+                limit=LimitClass.SEND,
+                route=f"send:{job_id}",
+                op_type=f"send_{kind}",
+            )
+            return await self._store_and_wait(req, ws, job_id, f"send_{kind}", job)
+
+        return handle
+
+    async def trigger(self, req: Request, ws: Workspace) -> Response:
+        require_app_key(ws)
+        broadcast_id, errors = broadcast_id_of(req.params[0], "broadcast_id")
+        body = req.json()
+        return await self._trigger(req, ws, broadcast_id, body, errors)
+
+    async def trigger_alias(self, req: Request, ws: Workspace) -> Response:
+        """The seed's ``{"id": <broadcast id>, ...}``: the id moves to the path."""
+        require_app_key(ws)
+        body = req.json()
+        if not isinstance(body, dict):
+            raise InvalidJob([FieldError("body", "type", "the body must be a JSON object")])
+        if "id" not in body:
+            raise InvalidJob([FieldError("id", "required", "id (the broadcast id) is required")])
+        rest = {k: v for k, v in body.items() if k != "id"}
+        broadcast_id, errors = broadcast_id_of(body["id"], "id")
+        return await self._trigger(req, ws, broadcast_id, rest, errors)
+
+    async def _trigger(
+        self,
+        req: Request,
+        ws: Workspace,
+        broadcast_id: int | None,
+        body: Any,
+        errors: list[FieldError],
+    ) -> Response:
+        errors = errors + validate_trigger(body)
+        if errors or broadcast_id is None:
+            raise InvalidJob(errors)
+        job_id = new_event_id()
+        job = app_job(
+            job_id,
+            f"/v1/campaigns/{broadcast_id}/triggers",
+            {} if body is None else body,
+            limit=LimitClass.BROADCAST,
+            bucket=str(broadcast_id),
+            # One broadcast's triggers share a shard (of the broadcasts lane), so they leave
+            # in order, one at a time, without holding back any send.
+            route=f"{BROADCAST_ROUTE}{broadcast_id}",
+            op_type="trigger_broadcast",
+        )
+        return await self._store_and_wait(req, ws, job_id, "trigger_broadcast", job)
+
+    async def _store_and_wait(
+        self, req: Request, ws: Workspace, job_id: str, kind: str, job: Any
+    ) -> Response:
+        accepted = json_response(
+            202,
+            {"job_id": job_id, "status_url": _status_url(req, job_id), "state": State.QUEUED},
+        )
+        answer = await self.idempotency.enqueue(req, ws, [job], accepted)
+        if answer is not accepted:  # a repeated Idempotency-Key: the first request's job
+            job_id = str(orjson.loads(answer.body)["job_id"])
+        else:
+            await self.outcomes.create(ws.name, Outcome(job_id, State.QUEUED, kind))
+        if _PREFER_ASYNC in (req.header(b"prefer") or "").lower() or self.wait_ms == 0:
+            return answer
+        outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=self.wait_ms)
+        if outcome is None:
+            return answer
+        if outcome.state in (State.DELIVERED, State.REFUSED):
+            return _customerio_answer(outcome)
+        return json_response(202, outcome.public(_status_url(req, job_id)))
+
+    async def job(self, req: Request, ws: Workspace) -> Response:
+        job_id = req.params[0]
+        outcome = await self.outcomes.get(ws.name, job_id)
+        if outcome is None:
+            raise InvalidJob(
+                [FieldError("job_id", "unknown", f"no job {job_id!r} (unknown or expired)")],
+                status=404,
+            )
+        return json_response(200, outcome.public(f"{req.base_url}{req.raw_path}"))
+
+
+def _status_url(req: Request, job_id: str) -> str:
+    return f"{req.base_url}/{'/'.join(STATUS_PATH)}/{job_id}"
+
+
+def _customerio_answer(outcome: Outcome) -> Response:
+    """Customer.io's own status and body, as the official clients expect them."""
+    assert outcome.status is not None
+    body = outcome.body
+    raw = body.encode() if isinstance(body, str) else orjson.dumps(body if body is not None else {})
+    return Response(outcome.status, raw)
