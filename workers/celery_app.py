@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
 from service.config import Settings
 from service.lanes import Lane
@@ -30,15 +31,22 @@ from workers.drain import Drainer
 log = logging.getLogger("cioq.worker")
 
 
-def stop_flag(main_pid: int) -> Path:
-    """The file whose presence tells a worker's processes to stop taking new batches."""
-    return Path(tempfile.gettempdir()) / f"cioq-worker-stopping-{main_pid}"
+#: This worker run's token, drawn in the main process before the pool forks (children
+#: inherit it). It names the stop flag: a flag named by pid alone, left behind by an
+#: earlier worker whose pid the kernel reused, kept a new worker's processes "stopping"
+#: and draining nothing.
+_run_token = f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def stop_flag() -> Path:
+    """The file whose presence tells this worker's processes to stop taking new batches."""
+    return Path(tempfile.gettempdir()) / f"cioq-worker-stopping-{_run_token}"
 
 
 def _stopping() -> bool:
-    # Prefork children learn of a warm shutdown through their parent's flag file;
-    # the solo pool runs tasks in the main process itself.
-    return stop_flag(os.getppid()).exists() or stop_flag(os.getpid()).exists()
+    # Prefork children learn of a warm shutdown through their parent's flag file; the
+    # solo pool runs tasks in the main process itself.
+    return stop_flag().exists()
 
 
 class WorkerRuntime:
@@ -123,14 +131,20 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-@worker_ready.connect
-def _clear_stop_flag(**_: Any) -> None:
-    stop_flag(os.getpid()).unlink(missing_ok=True)
+@worker_init.connect
+def _new_run(**_: Any) -> None:
+    global _run_token
+    _run_token = f"{os.getpid()}-{uuid.uuid4().hex}"
 
 
 @worker_shutting_down.connect
 def _raise_stop_flag(**_: Any) -> None:
-    stop_flag(os.getpid()).touch()
+    stop_flag().touch()
+
+
+@worker_shutdown.connect
+def _drop_stop_flag(**_: Any) -> None:
+    stop_flag().unlink(missing_ok=True)
 
 
 def worker_argv(*, concurrency: int, pool: str, loglevel: str) -> list[str]:
