@@ -201,7 +201,10 @@ def test_failover_of_a_primary_during_traffic(
         got = received_by_person(stack.received())
         lost = sum(len(set(seqs) - set(got.get(p, []))) for p, seqs in produced.accepted.items())
         seen = dict(produced.statuses)
-        print(f"failover at {level}: statuses {seen}, lost {lost} of {produced.total}")
+        print(
+            f"failover at {level}: statuses {seen}, no answer {produced.transport_errors},"
+            f" lost {lost} of {produced.total}"
+        )
         if level == "replicated":
             assert lost == 0
             for person, seqs in produced.accepted.items():
@@ -278,7 +281,10 @@ def test_resharding_during_traffic(make_stack: Callable[..., Stack], cluster: Cl
     got = received_by_person(stack.received())
     for person, seqs in produced.accepted.items():
         assert list(dict.fromkeys(got[person])) == seqs, person
-    print(f"resharding: moved shards {moved}, statuses {dict(produced.statuses)}")
+    print(
+        f"resharding: moved shards {moved}, statuses {dict(produced.statuses)},"
+        f" no answer {produced.transport_errors}"
+    )
 
 
 def test_start_up_checks_every_primary_and_the_broker(cluster: Cluster, tmp_path: Path) -> None:

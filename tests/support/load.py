@@ -155,6 +155,8 @@ class Retried(Produced):
     """What a retrying producer saw: every status, and the jobs acknowledged."""
 
     statuses: Counter[int] = field(default_factory=Counter)
+    #: Requests that got no answer at all (connection closed under them); resent.
+    transport_errors: int = 0
 
 
 async def produce_retrying(
@@ -173,7 +175,8 @@ async def produce_retrying(
     """
     result = Retried()
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency)
+    # Idle connections expire before uvicorn's 5 s keep-alive closes them under us.
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=30, limits=limits) as client:
 
         async def send(person: str, seq: int) -> None:
@@ -182,7 +185,15 @@ async def produce_retrying(
             headers = {"Idempotency-Key": f"{person}-{seq}"}
             while True:
                 async with gate:
-                    r = await client.post("/api/v2/batch", json=body, headers=headers)
+                    try:
+                        r = await client.post("/api/v2/batch", json=body, headers=headers)
+                    except httpx.TransportError:
+                        result.transport_errors += 1
+                        # No answer: resent as a producer would; the Idempotency-Key keeps
+                        # a request that was stored after all from being stored twice.
+                        if asyncio.get_running_loop().time() > deadline:
+                            raise
+                        continue
                 result.statuses[r.status_code] += 1
                 if r.is_success:
                     result.requests += 1
