@@ -15,6 +15,7 @@ from urllib.parse import unquote
 import orjson
 
 from service.errors import FieldError, InvalidJob
+from service.jobs import Traffic
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -36,6 +37,8 @@ class Request:
     route: str = "unmatched"
     #: ``scheme://host[:port]`` as the caller reached this server.
     base_url: str = ""
+    #: Live, or bulk when the producer marked it so (header or bulk ingest key).
+    traffic: Traffic = Traffic.LIVE
 
     @property
     def raw_path(self) -> str:

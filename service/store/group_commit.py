@@ -24,24 +24,20 @@ import redis.asyncio as aioredis
 
 from service import keys
 from service.config import Settings
-from service.jobs import Job, shard_for
-from service.lanes import Lane
+from service.jobs import Job, Traffic, shard_for
 from service.store.connections import load_script
 
 #: Jobs one call carries at most (a bigger request goes alone): bounds how long one
 #: script holds Redis.
 MAX_GROUP_JOBS = 1000
 
-#: A shard of one lane: each lane has its own streams (`service.keys`).
-LaneShard = tuple[Lane, int]
-Stored = tuple[list[bytes], list[LaneShard]]  # stream ids of the jobs, shards to trigger
+Stored = tuple[list[bytes], list[keys.ShardKeys]]  # stream ids of the jobs, shards to trigger
 
 
 @dataclass(slots=True)
 class _Waiter:
-    workspace: str
     jobs: Sequence[Job]
-    shards: list[LaneShard]
+    shards: list[keys.ShardKeys]
     done: asyncio.Future[Stored]
 
 
@@ -59,14 +55,21 @@ class GroupCommit:
         self._busy = False  # a call is in flight; new requests wait for the next one
         self._flusher: asyncio.Task[None] | None = None  # kept so the task is not collected
 
-    async def store(self, workspace: str, jobs: Sequence[Job]) -> Stored:
+    async def store(
+        self, workspace: str, jobs: Sequence[Job], traffic: Traffic = Traffic.LIVE
+    ) -> Stored:
         """Store `jobs` of one request; returns their ids and the shards to trigger.
 
         Raises what the Redis call raised (redis.RedisError for store trouble).
         """
         loop = asyncio.get_running_loop()
-        shards = [(job.lane, shard_for(workspace, job.route, self._shards)) for job in jobs]
-        waiter = _Waiter(workspace, jobs, shards, loop.create_future())
+        shards = [
+            keys.shard_keys(
+                workspace, shard_for(workspace, job.route, self._shards), job.lane, traffic
+            )
+            for job in jobs
+        ]
+        waiter = _Waiter(jobs, shards, loop.create_future())
         self._waiting.append(waiter)
         if not self._busy:
             # Nothing in flight: commit in this request's own task, with no hand-off.
@@ -104,16 +107,16 @@ class GroupCommit:
         return group
 
     async def _commit(self, group: list[_Waiter]) -> None:
-        position: dict[tuple[str, LaneShard], int] = {}
+        position: dict[keys.ShardKeys, int] = {}
         for waiter in group:
             for shard in waiter.shards:
-                position.setdefault((waiter.workspace, shard), len(position) + 1)
-        lua_keys = [keys.shard_keys(ws, shard, lane).stream for ws, (lane, shard) in position]
-        lua_keys += [keys.shard_keys(ws, shard, lane).trigger for ws, (lane, shard) in position]
+                position.setdefault(shard, len(position) + 1)
+        lua_keys = [shard.stream for shard in position]
+        lua_keys += [shard.trigger for shard in position]
         args: list[Any] = [self._trigger_ttl_ms]
         for waiter in group:
             for job, shard in zip(waiter.jobs, waiter.shards, strict=True):
-                args += (position[(waiter.workspace, shard)], job.field, job.payload)
+                args += (position[shard], job.field, job.payload)
         try:
             results: list[Any] = await self._script(keys=lua_keys, args=args)
         except asyncio.CancelledError:
@@ -133,8 +136,8 @@ class GroupCommit:
             offset += len(waiter.jobs)
             mine = []
             for shard in dict.fromkeys(waiter.shards):
-                if (waiter.workspace, shard) in fresh:
-                    fresh.discard((waiter.workspace, shard))
+                if shard in fresh:
+                    fresh.discard(shard)
                     mine.append(shard)
             if not waiter.done.done():
                 waiter.done.set_result((list(ids), mine))

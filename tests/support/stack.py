@@ -20,7 +20,15 @@ ADMIN_KEY = "e2e-admin-key"
 class Stack:
     """redis-server + sandbox + api + sweeper (+ workers on demand), torn down together."""
 
-    def __init__(self, tmp: Path, *, redis_fsync: str = "everysec", **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        redis_fsync: str = "everysec",
+        sites: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
+        """`sites`: more site id → API key pairs the sandbox accepts (other workspaces)."""
         self.tmp = tmp
         self.redis = RedisServer(tmp / "redis", appendonly=True, fsync=redis_fsync)
         self.sandbox_port = free_port()
@@ -54,6 +62,11 @@ class Stack:
                 API_KEY,
                 "--write-key",
                 CDP_KEY,
+                *(
+                    arg
+                    for site, key in (sites or {}).items()
+                    for arg in ("--site-id", site, "--api-key", key)
+                ),
             ],
         )
         wait_http(f"{self.sandbox_url}/healthz")
@@ -102,6 +115,21 @@ class Stack:
             after = 0
             while True:
                 page = client.get("/_sandbox/received", params={"after": after}).json()
+                records.extend(page["records"])
+                if not page["records"]:
+                    return records
+                after = page["next"]
+
+    def received_from(self, site_id: str) -> list[dict[str, Any]]:
+        """The ops the sandbox accepted from one site, in arrival order."""
+        records: list[dict[str, Any]] = []
+        with self.sandbox_client() as client:
+            after = 0
+            while True:
+                page = client.get(
+                    "/_sandbox/received",
+                    params={"after": after, "site_id": site_id, "limit": 50_000},
+                ).json()
                 records.extend(page["records"])
                 if not page["records"]:
                     return records
