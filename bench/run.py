@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import drain, ingest, latency, naive, pipelines
+from bench import drain, ingest, latency, live, naive, pipelines
 from bench.figures import HEADER, Figure
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     parser.add_argument(
         "--only",
-        choices=("ingest", "drain", "naive", "latency", "pipelines"),
+        choices=("ingest", "drain", "naive", "latency", "pipelines", "live"),
         action="append",
         default=None,
     )
@@ -31,7 +31,7 @@ def main() -> None:
         "--capacity", type=float, help="latency at half this req/s (default: measure the stack)"
     )
     args = parser.parse_args()
-    wanted = set(args.only or ("ingest", "drain", "naive", "latency", "pipelines"))
+    wanted = set(args.only or ("ingest", "drain", "naive", "latency", "pipelines", "live"))
     tmp = Path(tempfile.mkdtemp(prefix="cioq-bench-"))
     figures: list[Figure] = []
     started = time.monotonic()
@@ -44,6 +44,8 @@ def main() -> None:
             figures += _report(naive.run(tmp, quick=args.quick))
         if "pipelines" in wanted:
             figures += _report(pipelines.run(tmp, quick=args.quick))
+        if "live" in wanted:
+            figures += _report(live.run(tmp, quick=args.quick))
         if "latency" in wanted:
             figures += _report(latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity))
     finally:
