@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -37,6 +38,26 @@ def store_errors(context: str = "") -> Iterator[None]:
         # RedisClusterException (no node for a slot, topology unreadable) is not a
         # RedisError, but it is store trouble all the same.
         raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
+    except AttributeError as exc:
+        # During a failover redis-py's asyncio cluster client can write to a connection a
+        # concurrent failure just tore down ("'NoneType' object has no attribute
+        # 'writelines'"): raised inside redis-py, that is store trouble (503), not a 500.
+        if not _raised_in_redis_py(exc):
+            raise
+        raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
+
+
+_REDIS_PY_DIR = str(Path(redis.__file__).parent)
+
+
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    """Whether the innermost frame of `exc`'s traceback is redis-py's own code."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename.startswith(_REDIS_PY_DIR)
 
 
 def _options(settings: Settings) -> dict[str, Any]:

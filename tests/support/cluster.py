@@ -50,6 +50,11 @@ class Cluster:
                             str(data_dir / str(port) / "nodes.conf"),
                             "--cluster-node-timeout",
                             str(node_timeout_ms),
+                            # A replica always stands in for a dead primary, however long
+                            # its link was down: on a starved test machine the link can
+                            # look stale and the default factor (10) then blocked failover.
+                            "--cluster-replica-validity-factor",
+                            "0",
                         ],
                     )
                 )
