@@ -24,7 +24,7 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.store.connections import AsyncStore
+from service.store.connections import STORE_ERRORS, AsyncStore
 
 log = logging.getLogger("cioq.metrics")
 
@@ -93,7 +93,7 @@ class Tally:
             pipe.expire(keys.activity(workspace, minute), KEEP_S)
         try:
             pipe.execute()
-        except redis.RedisError as exc:
+        except STORE_ERRORS as exc:
             log.warning("activity counts for the overview were lost: %s", exc)
 
 

@@ -15,13 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.metrics.activity import per_minute
 from service.metrics.queue_state import QueueStateCollector
-from service.store.connections import AsyncStore
+from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
 from service.store.workspace_control import MANUAL_CAUSE, WorkspaceControl
 
@@ -105,10 +103,8 @@ class Overview:
             raise StoreUnavailable(f"queue state: {exc}") from exc
         note = await self.control.note(workspace, lane)
         by_class, by_status = await self._dead_counts(workspace)
-        try:
+        with store_errors("activity"):
             activity = await per_minute(self.redis, workspace)
-        except redis.RedisError as exc:
-            raise StoreUnavailable(f"activity: {exc}") from exc
         upstream = {
             name.removeprefix("status:"): count
             for name, count in sorted(activity.items())

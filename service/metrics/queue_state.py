@@ -11,9 +11,9 @@ drain rate, i.e. how long the current workers would take to empty the queue. Whe
 nothing was drained in the window it falls back to the oldest entry's age, so a stuck
 queue still reads as a growing number instead of a division by zero.
 
-Unlike the store, this module catches redis-py errors itself: a failed reading is
-tolerated (logged, ``up`` 0), never raised, and the store already imports the metrics
-definitions, so importing the store's error boundary here would make a package cycle.
+Unlike the store, this module does not translate redis-py errors into StoreUnavailable:
+a failed reading is tolerated (logged, ``up`` 0), never raised. It catches the same
+errors the store's boundary does (`STORE_ERRORS`), cluster topology errors included.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from redis.retry import Retry
 from service import keys
 from service.config import Settings
 from service.lanes import Lane
-from service.store.connections import SyncStore
+from service.store.connections import STORE_ERRORS, SyncStore
 
 log = logging.getLogger("cioq.metrics")
 
@@ -64,7 +64,7 @@ def record_drained(
     pipe.expire(key, 2 * window_s)
     try:
         pipe.execute()
-    except redis.RedisError as exc:
+    except STORE_ERRORS as exc:
         log.warning("could not record the drain rate of %s: %s", workspace, exc)
 
 
@@ -184,7 +184,7 @@ class QueueStateCollector(Collector):
         )
         try:
             states = [self.read(ws.name) for ws in self.settings.workspaces]
-        except redis.RedisError as exc:
+        except STORE_ERRORS as exc:
             log.warning("queue state unavailable for /metrics: %s", exc)
             up.add_metric([], 0)
             yield up

@@ -22,6 +22,10 @@ from redis.exceptions import RedisClusterException
 from service.config import Settings
 from service.errors import StoreUnavailable
 
+#: What redis-py raises for store trouble. RedisClusterException (no node for a slot,
+#: topology unreadable) is not a RedisError, but it is store trouble all the same.
+STORE_ERRORS = (redis.RedisError, RedisClusterException)
+
 
 @contextmanager
 def store_errors(context: str = "") -> Iterator[None]:
@@ -34,9 +38,7 @@ def store_errors(context: str = "") -> Iterator[None]:
         yield
     except redis.WatchError:
         raise
-    except (redis.RedisError, RedisClusterException) as exc:
-        # RedisClusterException (no node for a slot, topology unreadable) is not a
-        # RedisError, but it is store trouble all the same.
+    except STORE_ERRORS as exc:
         raise StoreUnavailable(f"{context}: {exc}" if context else str(exc)) from exc
     except AttributeError as exc:
         # During a failover redis-py's asyncio cluster client can write to a connection a
