@@ -65,6 +65,8 @@ class Workspace(BaseModel):
     region: Literal["us", "eu"] = "us"
     track_url: str | None = None
     ingest_keys: tuple[SecretStr, ...] = ()
+    #: Keys whose requests are bulk traffic (README "Live and bulk traffic").
+    bulk_ingest_keys: tuple[SecretStr, ...] = ()
     #: Customer.io's id of the workspace, echoed by ``GET /api/v1/accounts/region``.
     environment_id: int | None = None
     #: Pipelines (CDP) write key; without one the workspace refuses Pipelines calls.
@@ -172,6 +174,7 @@ class Settings(BaseSettings):
     app_url: str | None = None
     app_resend_ambiguous: bool = False
     ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
+    bulk_ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     workspaces_json: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json"),
@@ -213,7 +216,13 @@ class Settings(BaseSettings):
     stamp_timestamps: bool = True
     upstream_timeout_s: float = Field(default=20.0, gt=0)
     lease_ms: int = Field(default=60_000, ge=1000)
-    drain_budget_s: float = Field(default=15.0, gt=0)
+    # Fill a request from the heads of several shards of a workspace (README "Packing
+    # across shards"); false packs each shard on its own (the design before, for benches).
+    pack_across_shards: bool = True
+    # How long one drain may hold a worker process: a drain triggered by live traffic, and
+    # one working through a backlog or bulk jobs (short, so live triggers get a process).
+    drain_budget_s: float = Field(default=2.0, gt=0)
+    bulk_drain_budget_s: float = Field(default=0.25, gt=0)
     sweep_interval_ms: int = Field(default=1000, ge=10)
 
     # App API lane (README "App API"): Customer.io's published limits are the defaults.
@@ -246,7 +255,7 @@ class Settings(BaseSettings):
     metrics_redis_timeout_s: float = Field(default=0.5, gt=0)
     drain_rate_window_s: int = Field(default=60, ge=1)
 
-    @field_validator("ingest_keys", "admin_keys", mode="before")
+    @field_validator("ingest_keys", "bulk_ingest_keys", "admin_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: object) -> object:
         return _split_csv(value)
@@ -314,6 +323,7 @@ class Settings(BaseSettings):
             region=self.region,
             track_url=self.track_url,
             ingest_keys=self.ingest_keys,
+            bulk_ingest_keys=self.bulk_ingest_keys,
             environment_id=self.environment_id,
             cdp_api_key=self.cdp_api_key,
             cdp_url=self.cdp_url,
@@ -326,7 +336,7 @@ class Settings(BaseSettings):
         names = [w.name for w in found]
         if len(names) != len(set(names)):
             raise ConfigError(f"workspace names must be unique, got {names}")
-        keys = [k.get_secret_value() for w in found for k in w.ingest_keys]
+        keys = [k.get_secret_value() for w in found for k in (*w.ingest_keys, *w.bulk_ingest_keys)]
         if len(keys) != len(set(keys)):
             raise ConfigError("an ingest key may belong to one workspace only")
         return found
@@ -352,8 +362,9 @@ def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
     if not isinstance(data, list):
         raise ConfigError("CIOQ_WORKSPACES must be a JSON list or object of workspaces")
     for item in data:
-        if isinstance(item, dict) and isinstance(item.get("ingest_keys"), str):
-            item["ingest_keys"] = _split_csv(item["ingest_keys"])
+        for field in ("ingest_keys", "bulk_ingest_keys"):
+            if isinstance(item, dict) and isinstance(item.get(field), str):
+                item[field] = _split_csv(item[field])
     return tuple(Workspace.model_validate(item) for item in data)
 
 
@@ -375,7 +386,11 @@ def admin_key_entries(settings: Settings) -> tuple[tuple[str, str], ...]:
 def check_keys(settings: Settings) -> None:
     """Refuse admin keys that are also ingest keys, and dev, empty or placeholder secrets in
     production."""
-    ingest = {k.get_secret_value() for ws in settings.workspaces for k in ws.ingest_keys}
+    ingest = {
+        k.get_secret_value()
+        for ws in settings.workspaces
+        for k in (*ws.ingest_keys, *ws.bulk_ingest_keys)
+    }
     admin = {key for _, key in admin_key_entries(settings)}
     if ingest & admin:
         raise ConfigError("CIOQ_ADMIN_KEYS must not share a key with any workspace's ingest keys")

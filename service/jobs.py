@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
@@ -32,6 +33,18 @@ JobKind = Literal["v2", "v1", "cdp", "app"]
 BROADCAST_ROUTE = "broadcast:"
 _FIELDS: dict[str, bytes] = {"v2": FIELD_OP, "v1": FIELD_V1, "cdp": FIELD_CDP, "app": FIELD_APP}
 _LANES: dict[str, Lane] = {"cdp": Lane.PIPELINES, "app": Lane.APP}
+
+
+class Traffic(StrEnum):
+    """A job's scheduling class, chosen by its producer at ingest.
+
+    Live jobs (the default) are drained first; bulk jobs (backfills, imports) live in
+    streams of their own and drain with the capacity live traffic leaves. Per-person
+    order holds within a class, not across the two (see README "Live and bulk traffic").
+    """
+
+    LIVE = "live"
+    BULK = "bulk"
 
 
 @dataclass(frozen=True, slots=True)

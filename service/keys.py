@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.jobs import Traffic
 from service.lanes import Lane
 
 PREFIX = "cioq"
@@ -31,12 +32,15 @@ class ShardKeys:
     workspace: str
     shard: int
     lane: Lane = Lane.TRACK
+    #: Bulk jobs have streams of their own, so a backfill never sits ahead of live jobs.
+    traffic: Traffic = Traffic.LIVE
 
     @property
     def tag(self) -> str:
+        bulk = ":bulk" if self.traffic is Traffic.BULK else ""
         if self.lane is Lane.TRACK:
-            return f"{{{self.workspace}:{self.shard}}}"
-        return f"{{{self.workspace}:{self.lane}:{self.shard}}}"
+            return f"{{{self.workspace}{bulk}:{self.shard}}}"
+        return f"{{{self.workspace}:{self.lane}{bulk}:{self.shard}}}"
 
     @property
     def stream(self) -> str:
@@ -73,8 +77,18 @@ class ShardKeys:
         return f"{PREFIX}:inflight:{self.tag}"
 
 
-def shard_keys(workspace: str, shard: int, lane: Lane = Lane.TRACK) -> ShardKeys:
-    return ShardKeys(workspace, shard, lane)
+def shard_keys(
+    workspace: str, shard: int, lane: Lane = Lane.TRACK, traffic: Traffic = Traffic.LIVE
+) -> ShardKeys:
+    return ShardKeys(workspace, shard, lane, traffic)
+
+
+def linger_chain(workspace: str, lane: Lane, traffic: Traffic) -> str:
+    """The shard whose drain lingers for the whole workspace lane (its re-trigger pending).
+
+    Small live drains of other shards defer to it: it packs their ops too, in time.
+    """
+    return f"{PREFIX}:linger:{{{workspace}}}:{lane}:{traffic}"
 
 
 def pause(workspace: str, lane: Lane = Lane.TRACK) -> str:

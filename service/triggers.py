@@ -1,9 +1,17 @@
 """Drain triggers: the Celery messages that wake a worker for one shard.
 
-A trigger carries no job, only ``(workspace, shard, lane)``; losing or duplicating one can
-cost latency but never a job, because jobs live in the shard's stream until resolved.
-The producer side is here (ingest and the sweeper send triggers); `workers` registers
-the task under `DRAIN_TASK`.
+A trigger carries no job, only ``(workspace, shard, lane, traffic, bulk)``; losing or
+duplicating one can cost latency but never a job, because jobs live in the shard's
+stream until resolved. The producer side is here (ingest and the sweeper send
+triggers); `workers` registers the task under `DRAIN_TASK`.
+
+Live traffic first, with what Celery offers: triggers for live jobs go to `DRAIN_QUEUE`,
+triggers for bulk jobs and for backlogs (a drain that found more than it may send at
+once) to `BULK_QUEUE`. Workers consume both with kombu's ``sorted`` queue order (its
+BRPOP names the live queue first, so Redis pops from it whenever it holds a trigger)
+and with prefetch disabled (a busy worker reserves nothing, so no bulk trigger waits in
+its memory ahead of a live one). Drains from the bulk queue run on a short budget, so a
+live trigger waits for a process at most about one bulk budget.
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ from typing import Any
 
 from celery import Celery
 
+from service.jobs import Traffic
 from service.lanes import Lane
 
 DRAIN_TASK = "cioq.drain"
 DRAIN_QUEUE = "cioq.drain"
+BULK_QUEUE = "cioq.drain.bulk"
 
 
 def celery_config(broker_url: str) -> dict[str, Any]:
@@ -30,11 +40,15 @@ def celery_config(broker_url: str) -> dict[str, Any]:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 25,
+            # BRPOP names the queues sorted: "cioq.drain" (live) before "cioq.drain.bulk".
+            "queue_order_strategy": "sorted",
         },
         "task_default_queue": DRAIN_QUEUE,
         "task_ignore_result": True,
         "task_acks_late": False,
         "worker_prefetch_multiplier": 1,
+        # Fetch a trigger only when a pool process is free (Redis brokers only).
+        "worker_disable_prefetch": True,
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,
         "task_serializer": "json",
@@ -55,14 +69,25 @@ class Triggers:
         self.app = app
 
     def send(
-        self, workspace: str, shard: int, *, lane: Lane = Lane.TRACK, countdown_s: float = 0.0
+        self,
+        workspace: str,
+        shard: int,
+        *,
+        lane: Lane = Lane.TRACK,
+        traffic: Traffic = Traffic.LIVE,
+        bulk: bool = False,
+        countdown_s: float = 0.0,
     ) -> None:
-        """Ask a worker to drain `shard` of `workspace`'s `lane`, now or after `countdown_s`."""
+        """Ask a worker to drain `shard` of `workspace`'s `lane`, now or after `countdown_s`.
+
+        `bulk` (always so for bulk traffic) sends the trigger to the bulk queue.
+        """
+        bulk = bulk or traffic is Traffic.BULK
         self.app.send_task(
             DRAIN_TASK,
-            args=(workspace, shard, str(lane)),
+            args=(workspace, shard, str(lane), str(traffic), bulk),
             countdown=countdown_s if countdown_s > 0 else None,
-            queue=DRAIN_QUEUE,
+            queue=BULK_QUEUE if bulk else DRAIN_QUEUE,
             ignore_result=True,
         )
 

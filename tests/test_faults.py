@@ -143,7 +143,8 @@ def test_207_and_400_dead_letter_only_the_named_ops_then_replay_round_trip(
 def test_429_retry_after_pauses_every_worker(stack_with: Callable[..., Stack]) -> None:
     """A 429 with Retry-After: 2 seen by one worker stops all workers' requests for 2 s."""
     stack = stack_with()
-    _faults(stack, latency_ms=30, status_sequence=[200, 200, 200, 429], retry_after_s=2)
+    # Requests now carry every shard's waiting ops, so there are few batches.
+    _faults(stack, latency_ms=30, status_sequence=[200, 429], retry_after_s=2)
     people = [f"t-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
     stack.start_worker(concurrency=2)
@@ -233,7 +234,8 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
     def leased() -> list[int]:
         return [s for s in range(8) if redis.exists(keys.shard_keys("default", s).lease)]
 
-    wait_until(lambda: len(leased()) == 2, timeout_s=60, what="two shards being drained")
+    # A drain may hold several shards (packing across shards); two drains are running.
+    wait_until(lambda: len(leased()) >= 2, timeout_s=60, what="two drains running")
     started = time.monotonic()
     worker.popen.send_signal(signal.SIGTERM)
     worker.popen.wait(grace_s + 5)

@@ -97,7 +97,7 @@ def test_concurrent_requests_share_calls_and_keep_their_order(url: str) -> None:
 def test_a_shard_touched_by_several_requests_is_triggered_once(url: str) -> None:
     requests = [[job(1, seq)] for seq in range(10)]
     results = asyncio.run(_run_concurrently(url, requests))
-    fresh = [shard for r in results for shard in r.fresh]
+    fresh = [(shard.lane, shard.shard) for r in results for shard in r.fresh]
     assert fresh == [(Lane.TRACK, shard_for("default", requests[0][0].route, SHARDS))]
 
 

@@ -1,4 +1,4 @@
-"""The Celery app of the worker pods: one task, ``cioq.drain(workspace, shard, lane)``.
+"""The Celery app of the worker pods: one task, ``cioq.drain(workspace, shard, ...)``.
 
 Celery only carries triggers here (see `service.triggers`); the jobs stay in Redis
 streams. Per-process resources (Redis pool, HTTP clients) are built lazily in each
@@ -18,13 +18,14 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
 from service.config import Settings
+from service.jobs import Traffic
 from service.lanes import Lane
 from service.lanes.registry import clients
 from service.metrics import definitions as metrics
 from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
-from service.triggers import DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
+from service.triggers import BULK_QUEUE, DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
 from workers import liveness
 from workers.drain import Drainer
 
@@ -111,15 +112,24 @@ def create_celery(settings: Settings) -> Celery:
     runtime = WorkerRuntime(settings, app)
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
-    def drain(workspace: str, shard: int, lane: str = Lane.TRACK) -> dict[str, Any]:
-        # Triggers sent before lanes existed carry no lane: they are Track's.
-        report = runtime.drainer().drain(workspace, int(shard), Lane(lane))
+    def drain(
+        workspace: str,
+        shard: int,
+        lane: str = Lane.TRACK,
+        traffic: str = Traffic.LIVE,
+        bulk: bool = False,
+    ) -> dict[str, Any]:
+        # Triggers sent before lanes (or bulk traffic) existed carry fewer arguments.
+        report = runtime.drainer().drain(
+            workspace, int(shard), Lane(lane), Traffic(traffic), bulk=bulk
+        )
         metrics.drain_finished(workspace, report.stopped, report.lane)
         if report.requests or report.dead_lettered:
             log.info(
                 "drained %s/%s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",
                 workspace,
                 lane,
+                traffic,
                 shard,
                 report.requests,
                 report.delivered,
@@ -151,7 +161,8 @@ def worker_argv(*, concurrency: int, pool: str, loglevel: str) -> list[str]:
     """Arguments for `Celery.worker_main`: only drain triggers, no chatter between workers."""
     return [
         "worker",
-        f"--queues={DRAIN_QUEUE}",
+        # Live first: with the "priority" queue order, BRPOP names them in this order.
+        f"--queues={DRAIN_QUEUE},{BULK_QUEUE}",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         f"--loglevel={loglevel}",

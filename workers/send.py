@@ -1,10 +1,14 @@
-"""Sending one unit of a shard's head and resolving every op in it.
+"""Sending one unit (ops from the heads of one or more shards) and resolving each op.
 
-`Delivery.deliver` returns a `Delivered`: how many head entries it resolved (delivered
-or dead-lettered) and, when it had to stop, the outcome that blocks the shard. A
-whole-request 400 is split in halves and resent until the rejected ops are isolated;
-only those are dead-lettered, and every op before them is resolved as soon as its half
-succeeds.
+`Delivery.deliver` returns a `Delivered`: how many head entries of each shard it
+resolved (delivered or dead-lettered) and, when it had to stop, the outcome that blocks
+delivery. Every entry names its shard, so each outcome lands on the right shard: a
+207's ``batch_index`` is the entry at that place in the body, and each shard's resolved
+entries are trimmed from its stream under that shard's own lease. A whole-request 400 is
+split in halves and resent until the rejected ops are isolated; only those are
+dead-lettered, and every op before them is resolved as soon as its half succeeds.
+Halves may span shards: each shard's entries keep their order in the body, so what a
+half resolves is always the next part of each shard's head.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from service import keys
 from service.config import Settings
 from service.delivery.client import TrackClient
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
+from service.lanes import Lane
 from service.lanes.app.sender import AppSender
 from service.lanes.registry import LANES, BatchClient
 from service.lanes.track.coalesce import expand_item_errors
@@ -39,7 +45,7 @@ UnitKind = Literal["v2", "cdp", "v1", "app", "oversize"]
 
 @dataclass(frozen=True, slots=True)
 class OutgoingUnit:
-    """Head entries that go out in one request."""
+    """Head entries that go out in one request, in body order (shards may interleave)."""
 
     entries: list[Entry]
     body: bytes
@@ -52,15 +58,32 @@ class OutgoingUnit:
     def count(self) -> int:
         return len(self.entries)
 
+    def by_shard(self) -> dict[keys.ShardKeys, list[Entry]]:
+        """The unit's entries per shard, each list in stream order."""
+        return by_shard(self.entries)
+
+
+def by_shard(entries: list[Entry]) -> dict[keys.ShardKeys, list[Entry]]:
+    found: dict[keys.ShardKeys, list[Entry]] = {}
+    for entry in entries:
+        found.setdefault(entry.shard, []).append(entry)
+    return found
+
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
     """What one `Delivery.deliver` call came to."""
 
-    #: Entries resolved from the head (delivered or dead-lettered), in order.
-    resolved: int
+    #: Entries resolved from each shard's head (delivered or dead-lettered).
+    resolved: dict[keys.ShardKeys, int]
     #: The outcome that stopped delivery (throttle, setup, transient), or None.
     blocked: Outcome | None = None
+
+    def plus(self, more: Delivered) -> Delivered:
+        total = dict(self.resolved)
+        for shard, count in more.resolved.items():
+            total[shard] = total.get(shard, 0) + count
+        return Delivered(total, more.blocked)
 
 
 @dataclass(slots=True)
@@ -74,20 +97,25 @@ class DeliveryCounts:
 
 
 class Delivery:
-    """Sends units for one leased shard and resolves their ops, fenced by the lease."""
+    """Sends units of one workspace and resolves their ops, each under its shard's lease."""
 
     def __init__(
         self,
-        lease: Lease,
+        workspace: str,
+        lane: Lane,
+        store: ShardStore,
+        leases: Mapping[keys.ShardKeys, Lease],
         dead: DeadLetterStore,
         client: BatchClient,
         settings: Settings,
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.lease = lease
-        self.shard = lease.shard
-        self.store: ShardStore = lease.store
+        self.workspace = workspace
+        self.lane = lane
+        #: The drain's held leases; it adds shards as it packs them.
+        self.leases = leases
+        self.store = store
         self.dead = dead
         self.client = client
         self.settings = settings
@@ -99,23 +127,23 @@ class Delivery:
         """Send `unit` and resolve what the answer allows."""
         if unit.kind == "oversize":
             size = len(unit.entries[0].payload)
-            limit = LANES[self.shard.lane].max_item_bytes(self.settings)
+            limit = LANES[self.lane].max_item_bytes(self.settings)
             self._dead_letter(
                 unit.entries[:1],
                 reason="op_too_large",
                 outcome_class="invalid",
-                message=f"job is {size} bytes, over the {self.shard.lane} lane's {limit}",
+                message=f"job is {size} bytes, over the {self.lane} lane's {limit}",
             )
-            return Delivered(self._resolve(unit.entries, 1))
+            return Delivered(self._resolve(unit.entries[:1]))
         outcome = self._send(unit.entries, unit.body, unit.kind)
         if unit.origin:
             outcome = expand_item_errors(outcome, unit.origin)
             if outcome.outcome_class in RESOLVED:
                 saved = unit.count - len(set(unit.origin))
-                metrics.ops_coalesced(self.shard.workspace, saved)
+                metrics.ops_coalesced(self.workspace, saved)
         if outcome.outcome_class is OutcomeClass.INVALID and unit.count > 1:
             return self._isolate(unit.entries, unit.kind)
-        return self._settle(unit.entries, outcome, 0)
+        return self._settle(unit.entries, outcome)
 
     def _send(self, entries: list[Entry], body: bytes, kind: UnitKind) -> Outcome:
         self.counts.requests += 1
@@ -131,18 +159,18 @@ class Delivery:
             outcome = self.client.send_batch(body, op_count=len(entries))
         elapsed_s = time.perf_counter() - started_s
         metrics.upstream_request(
-            self.shard.workspace, kind, outcome, elapsed_s, body_bytes=len(body), ops=len(entries)
+            self.workspace, kind, outcome, elapsed_s, body_bytes=len(body), ops=len(entries)
         )
         return outcome
 
-    def _settle(self, entries: list[Entry], outcome: Outcome, done: int) -> Delivered:
-        """Resolve `entries` (which follow `done` resolved ones) after `outcome`."""
-        workspace = self.shard.workspace
+    def _settle(self, entries: list[Entry], outcome: Outcome) -> Delivered:
+        """Resolve `entries` after `outcome`, or none of them when it blocks delivery."""
+        workspace = self.workspace
         if outcome.outcome_class is OutcomeClass.SUCCESS:
             self.counts.delivered += len(entries)
             accepted = (e.accepted_ms for e in entries)
-            metrics.delivered(workspace, accepted, self.now_ms(), self.shard.lane)
-            return Delivered(self._resolve(entries, len(entries)) + done)
+            metrics.delivered(workspace, accepted, self.now_ms(), self.lane)
+            return Delivered(self._resolve(entries))
         if outcome.outcome_class is OutcomeClass.PARTIAL:
             failed = {e.batch_index: e for e in outcome.item_errors}
             for index, err in failed.items():
@@ -156,8 +184,8 @@ class Delivery:
                 )
             self.counts.delivered += len(entries) - len(failed)
             ok = (e.accepted_ms for i, e in enumerate(entries) if i not in failed)
-            metrics.delivered(workspace, ok, self.now_ms(), self.shard.lane)
-            return Delivered(self._resolve(entries, len(entries)) + done)
+            metrics.delivered(workspace, ok, self.now_ms(), self.lane)
+            return Delivered(self._resolve(entries))
         if outcome.outcome_class in (OutcomeClass.INVALID, OutcomeClass.AMBIGUOUS):
             # Ambiguous (App lane): Customer.io may have acted; an operator decides.
             self._dead_letter(
@@ -167,85 +195,94 @@ class Delivery:
                 status=outcome.status,
                 message=outcome.detail,
             )
-            return Delivered(self._resolve(entries, len(entries)) + done)
-        return Delivered(done, blocked=outcome)
+            return Delivered(self._resolve(entries))
+        return Delivered({}, blocked=outcome)
 
     def _isolate(self, entries: list[Entry], kind: UnitKind) -> Delivered:
         """Bisect a rejected batch until each rejected op stands alone."""
         n = len(entries)
+        shards = list(by_shard(entries))
         pending: deque[tuple[int, int]] = deque([(0, n // 2), (n // 2, n)])
-        done = Delivered(0)
+        done = Delivered({})
         while pending:
             # Bisection may take many requests: a stopping worker hands back what is left
-            # (the next holder starts over on it), and a long one keeps its lease.
+            # (the next holder starts over on it), and a long one keeps its leases.
             if self.should_stop():
-                self.store.clear_inflight(self.shard)  # a handover, not a crash
+                for shard in shards:
+                    self.store.clear_inflight(shard)  # a handover, not a crash
                 return done
-            self.lease.renew()
+            for shard in shards:
+                self.leases[shard].renew()
             start, stop = pending.popleft()
             part = entries[start:stop]
             outcome = self._send(part, batch_body([e.payload for e in part]), kind)
             self.counts.bisect_requests += 1
-            metrics.bisect_request(self.shard.workspace)
+            metrics.bisect_request(self.workspace)
             if outcome.outcome_class is OutcomeClass.INVALID and len(part) > 1:
                 mid = (start + stop) // 2
                 pending.extendleft([(mid, stop), (start, mid)])
                 continue
-            done = self._settle(part, outcome, done.resolved)
+            done = done.plus(self._settle(part, outcome))
             if done.blocked is not None:
                 return done
         return done
 
-    def exhausted(self, unit: OutgoingUnit, last: Outcome, *, reason: str) -> int:
-        """The retry budget is spent: dead-letter the unit with every attempt's record."""
-        retry = self.store.retry_state(self.shard)
+    def exhausted(self, entries: list[Entry], last: Outcome, *, reason: str) -> None:
+        """A shard's retry budget is spent: dead-letter its `entries` with every attempt."""
+        retry = self.store.retry_state(entries[0].shard)
         self._dead_letter(
-            unit.entries,
+            entries,
             reason=reason,
             outcome_class="transient",
             status=last.status,
             message=last.detail,
             attempts=retry.history,
         )
-        return self._resolve(unit.entries, unit.count)
+        self._resolve(entries)
 
-    def interrupted(self, entry: Entry) -> int:
+    def interrupted(self, entry: Entry) -> Delivered:
         """An App lane job whose send died without an outcome: never sent again.
 
         Delivered if its outcome record says Customer.io answered 2xx (the worker died
         after the answer, before deleting the job); otherwise dead-lettered as ambiguous.
         """
         assert isinstance(self.client, AppSender)
-        self.store.clear_inflight(self.shard)
+        self.store.clear_inflight(entry.shard)
         if self.client.was_delivered(entry.payload):
             self.counts.delivered += 1
-            return self._resolve([entry], 1)
-        log.error("%s: the send of %r died without an outcome; ambiguous", self.shard.tag, entry.id)
+            return Delivered(self._resolve([entry]))
+        log.error(
+            "%s: the send of %r died without an outcome; ambiguous", entry.shard.tag, entry.id
+        )
         self._dead_letter(
             [entry],
             reason="ambiguous",
             outcome_class="ambiguous",
             message="the worker died during the send: Customer.io may have acted on it",
         )
-        return self._resolve([entry], 1)
+        return Delivered(self._resolve([entry]))
 
-    def quarantine(self, entry: Entry, crashes: int) -> int:
+    def quarantine(self, entry: Entry, crashes: int) -> Delivered:
         """A job that took its worker down `crashes` times leaves the queue."""
-        log.error("quarantining %r of %s after %d crashes", entry.id, self.shard.tag, crashes)
+        log.error("quarantining %r of %s after %d crashes", entry.id, entry.shard.tag, crashes)
         self._dead_letter(
             [entry],
             reason="crash_loop",
             outcome_class="crash",
             message=f"worker died {crashes} times while delivering this job",
         )
-        return self._resolve([entry], 1)
+        return Delivered(self._resolve([entry]))
 
-    def _resolve(self, entries: list[Entry], count: int) -> int:
-        removed = self.lease.resolve(entries[count - 1].id)
-        if removed != count:
-            log.error("resolved %d entries of %s, expected %d", removed, self.shard.tag, count)
-        record_drained(self.store.redis, self.shard.workspace, count, self.settings)
-        return count
+    def _resolve(self, entries: list[Entry]) -> dict[keys.ShardKeys, int]:
+        """Trim `entries` (the next part of each of their shards' heads), shard by shard."""
+        resolved: dict[keys.ShardKeys, int] = {}
+        for shard, own in by_shard(entries).items():
+            removed = self.leases[shard].resolve(own[-1].id)
+            if removed != len(own):
+                log.error("resolved %d entries of %s, expected %d", removed, shard.tag, len(own))
+            resolved[shard] = len(own)
+        record_drained(self.store.redis, self.workspace, len(entries), self.settings)
+        return resolved
 
     def _dead_letter(
         self,
@@ -264,12 +301,12 @@ class Delivery:
                 self.client.dead_lettered(e.payload, outcome_class=outcome_class, message=message)
         history = attempts or ((now, str(status) if status is not None else outcome_class),)
         self.dead.add(
-            self.shard.workspace,
+            self.workspace,
             (
                 DeadLetter(
                     kind=e.kind,
                     payload=e.payload,
-                    source=f"{self.shard.workspace}:{self.shard.shard}:{e.id.decode()}",
+                    source=f"{self.workspace}:{e.shard.shard}:{e.id.decode()}",
                     reason=reason,
                     outcome_class=outcome_class,
                     status=status,

@@ -4,7 +4,9 @@ Triggers are fire-and-forget, so one can be lost (broker restart, worker killed 
 countdown pending). Every `sweep_interval_ms` the sweeper looks at all shards in one
 pipelined round trip per workspace and triggers any shard that has entries, no live
 lease, no pending trigger, no pause and no retry wait. It holds no state: several
-sweepers are safe, since the trigger marker is taken with SET NX.
+sweepers are safe, since the trigger marker is taken with SET NX. A bulk shard, or a
+live one holding more than one read (a backlog), is triggered on the bulk queue, so what
+the sweeper finds never waits ahead of live triggers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from service import keys
 from service.config import Settings
+from service.jobs import Traffic
 from service.lanes import Lane
 from service.store.connections import SyncStore
 from service.triggers import Triggers
@@ -43,15 +46,16 @@ class Sweeper:
         triggered: list[tuple[str, int]] = []
         for ws in self.settings.workspaces:
             for lane in ws.lanes:
-                triggered.extend(self._sweep_lane(ws.name, lane))
+                for traffic in Traffic:
+                    triggered.extend(self._sweep_lane(ws.name, lane, traffic))
         return triggered
 
-    def _sweep_lane(self, workspace: str, lane: Lane) -> list[tuple[str, int]]:
+    def _sweep_lane(self, workspace: str, lane: Lane, traffic: Traffic) -> list[tuple[str, int]]:
         shards = range(self.settings.shards)
         pipe = self.redis.pipeline(transaction=False)
         pipe.pttl(keys.pause(workspace, lane))
         for shard in shards:
-            k = keys.shard_keys(workspace, shard, lane)
+            k = keys.shard_keys(workspace, shard, lane, traffic)
             pipe.xlen(k.stream)
             pipe.exists(k.lease, k.trigger)
             pipe.hget(k.retry, "not_before_ms")
@@ -59,25 +63,25 @@ class Sweeper:
         if int(results[0]) > 0:
             return []
         now_ms = int(self.clock() * 1000)
-        due: list[int] = []
+        due: list[tuple[int, bool]] = []
         for shard in shards:
             length, busy, not_before = results[1 + 3 * shard : 4 + 3 * shard]
             if length and not busy and int(not_before or 0) <= now_ms:
-                due.append(shard)
+                due.append((shard, int(length) >= self.settings.max_ops_per_read))
         if not due:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for shard in due:
+        for shard, _ in due:
             pipe.set(
-                keys.shard_keys(workspace, shard, lane).trigger,
+                keys.shard_keys(workspace, shard, lane, traffic).trigger,
                 1,
                 nx=True,
                 px=self.settings.trigger_ttl_ms,
             )
         sent: list[tuple[str, int]] = []
-        for shard, was_set in zip(due, pipe.execute(), strict=True):
+        for (shard, backlog), was_set in zip(due, pipe.execute(), strict=True):
             if was_set:
-                self.triggers.send(workspace, shard, lane=lane)
+                self.triggers.send(workspace, shard, lane=lane, traffic=traffic, bulk=backlog)
                 sent.append((workspace, shard))
         return sent
 

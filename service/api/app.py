@@ -36,6 +36,7 @@ from service.api.http import (
 from service.config import Settings
 from service.console.routes import Console
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
+from service.jobs import Traffic
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
 from service.metrics.export import ApiMetrics
@@ -71,6 +72,21 @@ ADMIN_UNAUTHORIZED = error_response(
     401,
     [FieldError("authorization", "required", "an admin key is required (CIOQ_ADMIN_KEYS)")],
 )
+
+
+#: Producers mark a request's jobs as bulk with ``X-Cioq-Traffic: bulk`` (or a bulk key).
+TRAFFIC_HEADER = b"x-cioq-traffic"
+
+
+def traffic_of(header: bytes | None, bulk_key: bool) -> Traffic | FieldError:
+    """The request's traffic class: bulk by header or by key, else live."""
+    if header is None:
+        return Traffic.BULK if bulk_key else Traffic.LIVE
+    value = header.decode("latin-1").strip().lower()
+    if value not in ("live", "bulk"):
+        return FieldError("X-Cioq-Traffic", "enum", "X-Cioq-Traffic must be live or bulk")
+    # A bulk key cannot be lifted to live by a header: its owner chose bulk for it.
+    return Traffic.BULK if bulk_key else Traffic(value)
 
 
 class IngestApp:
@@ -139,10 +155,15 @@ class IngestApp:
         authorization = raw_auth.decode("latin-1") if raw_auth is not None else None
         # Keys are checked before the body is read: no stranger makes us read 5 MB.
         workspace = None
+        traffic = Traffic.LIVE
         if route.auth == "ingest":
             workspace = self.auth.workspace(authorization)
             if workspace is None:
                 return UNAUTHORIZED
+            found = traffic_of(headers.get(TRAFFIC_HEADER), self.auth.is_bulk_key(authorization))
+            if isinstance(found, FieldError):
+                return error_response(400, [found])
+            traffic = found
             try:
                 await self.gate.ensure()
                 await self.backpressure.check(workspace.name)
@@ -179,6 +200,7 @@ class IngestApp:
             params,
             route.name,
             base_url_of(scope),
+            traffic,
         )
         try:
             return await route.handler(request, workspace)

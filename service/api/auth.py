@@ -47,9 +47,13 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self._ingest: dict[bytes, Workspace] = {}
+        self._bulk: set[bytes] = set()
         for ws in settings.workspaces:
             for key in ws.ingest_keys:
                 self._ingest[_digest(key.get_secret_value())] = ws
+            for key in ws.bulk_ingest_keys:
+                self._ingest[_digest(key.get_secret_value())] = ws
+                self._bulk.add(_digest(key.get_secret_value()))
         self._admin = [(name, _digest(key)) for name, key in admin_key_entries(settings)]
 
     def workspace(self, authorization: str | None) -> Workspace | None:
@@ -57,6 +61,11 @@ class Authenticator:
         if key is None:
             return None
         return self._ingest.get(_digest(key))
+
+    def is_bulk_key(self, authorization: str | None) -> bool:
+        """Whether the presented key is one of its workspace's bulk ingest keys."""
+        key = key_from_header(authorization)
+        return key is not None and _digest(key) in self._bulk
 
     def is_admin(self, authorization: str | None) -> bool:
         key = key_from_header(authorization)

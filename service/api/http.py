@@ -19,6 +19,7 @@ from urllib.parse import unquote
 import orjson
 
 from service.errors import FieldError, InvalidJob
+from service.jobs import Traffic
 
 # The ASGI spec's shapes (as starlette.types spells them), so IngestApp is an ASGI app to
 # any server or test helper typed against the spec.
@@ -43,6 +44,8 @@ class Request:
     route: str = "unmatched"
     #: ``scheme://host[:port]`` as the caller reached this server.
     base_url: str = ""
+    #: Live, or bulk when the producer marked it so (header or bulk ingest key).
+    traffic: Traffic = Traffic.LIVE
 
     @property
     def raw_path(self) -> str:

@@ -107,6 +107,7 @@ class Idempotency:
             key=keys.idempotency(ws.name, key),
             answer=_encode(answer, request),
             window_ms=self.window_ms,
+            traffic=req.traffic,
         )
         return answer if first is None else _replay(first, request)
 
@@ -117,5 +118,5 @@ class Idempotency:
         key = key_of(req.header(HEADER))
         if key is not None:
             return await self.store(req, ws, key, jobs, answer)
-        await self.queue.enqueue(ws.name, jobs)
+        await self.queue.enqueue(ws.name, jobs, traffic=req.traffic)
         return answer

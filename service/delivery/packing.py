@@ -45,6 +45,11 @@ def batch_body(ops: Sequence[bytes]) -> bytes:
     return BATCH_HEAD + b",".join(ops) + BATCH_TAIL
 
 
+def batch_size_bytes(op_sizes: Sequence[int]) -> int:
+    """The size of the body that would carry ops of these sizes."""
+    return ENVELOPE_BYTES + sum(op_sizes) + max(len(op_sizes) - 1, 0)
+
+
 def _batch_stop(ops: Sequence[bytes], start: int, max_batch_bytes: int, max_op_bytes: int) -> int:
     """End of the longest batch from `start`: it stops before an overflow or an oversize op."""
     stop = start

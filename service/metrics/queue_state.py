@@ -31,6 +31,7 @@ from redis.retry import Retry
 
 from service import keys
 from service.config import Settings
+from service.jobs import Traffic
 from service.lanes import Lane
 from service.store.connections import STORE_ERRORS, SyncStore
 
@@ -137,22 +138,27 @@ class QueueStateCollector(Collector):
         lanes = self.settings.workspace(workspace).lanes
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
-            for shard in shards:
-                stream = keys.shard_keys(workspace, shard, lane).stream
-                pipe.xlen(stream)
-                pipe.xrange(stream, count=1)
+            # Each shard's live and bulk streams, summed per shard number below.
+            for traffic in Traffic:
+                for shard in shards:
+                    stream = keys.shard_keys(workspace, shard, lane, traffic).stream
+                    pipe.xlen(stream)
+                    pipe.xrange(stream, count=1)
             pipe.get(keys.pause(workspace, lane))
             pipe.pttl(keys.pause(workspace, lane))
         pipe.xlen(keys.dead_letters(workspace))
         pipe.hgetall(keys.drain_rate(workspace))
         results = pipe.execute()
         now_s = self.clock()
-        per_lane = 2 * len(shards) + 2
+        n = len(shards)
+        per_lane = 2 * n * len(Traffic) + 2
         states: list[LaneState] = []
         heads: list[bytes] = []
         for i, lane in enumerate(lanes):
             part = results[i * per_lane : (i + 1) * per_lane]
-            heads += [rows[0][0] for rows in part[1 : 2 * len(shards) : 2] if rows]
+            streams = part[:-2]
+            heads += [rows[0][0] for rows in streams[1::2] if rows]
+            lengths = [int(length) for length in streams[0::2]]
             cause_raw, pttl_ms = part[-2:]
             cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
             if cause and cause not in PAUSE_CAUSES:
@@ -160,7 +166,7 @@ class QueueStateCollector(Collector):
             states.append(
                 LaneState(
                     lane=lane,
-                    shard_backlog=tuple(int(n) for n in part[0 : 2 * len(shards) : 2]),
+                    shard_backlog=tuple(sum(lengths[s::n]) for s in range(n)),
                     pause_cause=cause,
                     pause_remaining_s=max(int(pttl_ms), 0) / 1000 if cause else 0.0,
                 )

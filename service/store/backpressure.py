@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
+from service.jobs import Traffic
 from service.store.connections import AsyncStore, store_errors
 
 
@@ -116,12 +117,13 @@ class Backpressure:
 
     async def _refresh(self, workspace: str) -> Reading | _Failure:
         pipe = self.redis.pipeline(transaction=False)
-        # Every lane's streams count: the marks bound the workspace's whole backlog.
+        # Every lane's streams count, live and bulk: the marks bound the whole backlog.
         for lane in self.settings.workspace(workspace).lanes:
-            for shard in range(self.settings.shards):
-                stream = keys.shard_keys(workspace, shard, lane).stream
-                pipe.xlen(stream)
-                pipe.xrange(stream, count=1)
+            for traffic in Traffic:
+                for shard in range(self.settings.shards):
+                    stream = keys.shard_keys(workspace, shard, lane, traffic).stream
+                    pipe.xlen(stream)
+                    pipe.xrange(stream, count=1)
         taken_s = self.clock()
         try:
             with store_errors():

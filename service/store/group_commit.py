@@ -25,16 +25,12 @@ from typing import Any
 
 from service import keys
 from service.config import Settings
-from service.jobs import Job, shard_for
-from service.lanes import Lane
+from service.jobs import Job, Traffic, shard_for
 from service.store.slots import Part, SlotWriter
 
 #: Jobs one call carries at most (a bigger request goes alone): bounds how long the
 #: scripts of one call hold Redis.
 MAX_GROUP_JOBS = 1000
-
-#: A shard of one lane: each lane has its own streams (`service.keys`).
-LaneShard = tuple[Lane, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +38,13 @@ class Stored:
     """One request's outcome: the jobs stored now (not by an earlier try), shards to trigger."""
 
     jobs: list[Job]
-    fresh: list[LaneShard]
+    fresh: list[keys.ShardKeys]
 
 
 @dataclass(slots=True)
 class _Waiter:
-    workspace: str
     jobs: Sequence[Job]
-    shards: list[LaneShard]
+    shards: list[keys.ShardKeys]
     request_id: str | None
     done: asyncio.Future[Stored]
 
@@ -70,15 +65,25 @@ class GroupCommit:
         self._flusher: asyncio.Task[None] | None = None  # kept so the task is not collected
 
     async def store(
-        self, workspace: str, jobs: Sequence[Job], request_id: str | None = None
+        self,
+        workspace: str,
+        jobs: Sequence[Job],
+        request_id: str | None = None,
+        traffic: Traffic = Traffic.LIVE,
     ) -> Stored:
-        """Store `jobs` of one request (at most once per `request_id`, when given).
+        """Store `jobs` of one request (at most once per `request_id`, when given), in the
+        streams of their `traffic` class.
 
         Raises StoreUnavailable when any part of the request was not stored and confirmed.
         """
         loop = asyncio.get_running_loop()
-        shards = [(job.lane, shard_for(workspace, job.route, self._shards)) for job in jobs]
-        waiter = _Waiter(workspace, jobs, shards, request_id, loop.create_future())
+        shards = [
+            keys.shard_keys(
+                workspace, shard_for(workspace, job.route, self._shards), job.lane, traffic
+            )
+            for job in jobs
+        ]
+        waiter = _Waiter(jobs, shards, request_id, loop.create_future())
         self._waiting.append(waiter)
         if not self._busy:
             # Nothing in flight: commit in this request's own task, with no hand-off.
@@ -117,7 +122,7 @@ class GroupCommit:
 
     async def _commit(self, group: list[_Waiter]) -> None:
         units = _units(group)
-        parts = [self._part(group, ws, shard, found) for (ws, shard), found in units.items()]
+        parts = [self._part(group, shard, found) for shard, found in units.items()]
         try:
             results = await self._writer.run(parts)
         except asyncio.CancelledError:
@@ -134,12 +139,9 @@ class GroupCommit:
     def _part(
         self,
         group: list[_Waiter],
-        workspace: str,
-        shard: LaneShard,
+        shard_keys: keys.ShardKeys,
         found: list[tuple[int, list[Job]]],
     ) -> Part:
-        lane, number = shard
-        shard_keys = keys.shard_keys(workspace, number, lane)
         lua_keys = [shard_keys.stream, shard_keys.trigger]
         args: list[Any] = [self._trigger_ttl_ms, self._marker_ttl_ms]
         for index, jobs in found:
@@ -152,18 +154,18 @@ class GroupCommit:
         return Part(lua_keys, args)
 
 
-Units = dict[tuple[str, LaneShard], list[tuple[int, list[Job]]]]
+Units = dict[keys.ShardKeys, list[tuple[int, list[Job]]]]
 
 
 def _units(group: list[_Waiter]) -> Units:
-    """Per (workspace, lane shard): each waiter's jobs for it, as (waiter index, jobs), in order."""
+    """Per shard: each waiter's jobs for it, as (waiter index, jobs), in order."""
     units: Units = defaultdict(list)
     for index, waiter in enumerate(group):
-        mine: dict[LaneShard, list[Job]] = defaultdict(list)
+        mine: dict[keys.ShardKeys, list[Job]] = defaultdict(list)
         for job, shard in zip(waiter.jobs, waiter.shards, strict=True):
             mine[shard].append(job)
         for shard, jobs in mine.items():
-            units[(waiter.workspace, shard)].append((index, jobs))
+            units[shard].append((index, jobs))
     return units
 
 
@@ -175,8 +177,8 @@ def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
             for index, _ in found:
                 failed.setdefault(index, result)
     stored: dict[int, list[Job]] = defaultdict(list)
-    fresh: dict[int, list[LaneShard]] = defaultdict(list)
-    for ((_, shard), found), result in zip(units.items(), results, strict=True):
+    fresh: dict[int, list[keys.ShardKeys]] = defaultdict(list)
+    for (shard, found), result in zip(units.items(), results, strict=True):
         if isinstance(result, BaseException):
             continue
         for (index, jobs), now in zip(found, result, strict=False):

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.jobs import Job
+from service.jobs import Job, Traffic
 from service.lanes import UNBATCHED
 from service.metrics import definitions as metrics
 from service.store.connections import AsyncStore, store_errors
 from service.store.durability import Confirmation
-from service.store.group_commit import GroupCommit, LaneShard
+from service.store.group_commit import GroupCommit
 from service.store.slots import SlotWriter
 from service.triggers import Triggers
 
@@ -55,16 +55,22 @@ class Queue:
         self._writer.confirmation = value
 
     async def enqueue(
-        self, workspace: str, jobs: Sequence[Job], *, request_id: str | None = None
+        self,
+        workspace: str,
+        jobs: Sequence[Job],
+        *,
+        request_id: str | None = None,
+        traffic: Traffic = Traffic.LIVE,
     ) -> int:
         """Store `jobs`; returns how many were stored now. Raises StoreUnavailable.
 
         With a `request_id`, jobs an earlier try of the same request stored are skipped.
+        Bulk jobs go to the workspace's bulk streams.
         """
-        stored = await self._group_commit.store(workspace, jobs, request_id)
+        stored = await self._group_commit.store(workspace, jobs, request_id, traffic)
         metrics.jobs_accepted(workspace, stored.jobs)
         if stored.fresh:
-            await self._trigger(workspace, stored.fresh)
+            await self._trigger(stored.fresh)
         return len(stored.jobs)
 
     async def replay(self, workspace: str, letters: Sequence[tuple[str, Job]]) -> list[str]:
@@ -96,7 +102,14 @@ class Queue:
         return [i for (i, _), stored in zip(present, outcomes, strict=True) if stored]
 
     async def enqueue_once(
-        self, workspace: str, jobs: Sequence[Job], *, key: str, answer: bytes, window_ms: int
+        self,
+        workspace: str,
+        jobs: Sequence[Job],
+        *,
+        key: str,
+        answer: bytes,
+        window_ms: int,
+        traffic: Traffic = Traffic.LIVE,
     ) -> bytes | None:
         """Store `jobs` once per `key` and remember `answer` under it for `window_ms`.
 
@@ -110,7 +123,7 @@ class Queue:
         if first is not None:
             return _as_bytes(first)
         request_id = hashlib.sha256(key.encode()).hexdigest()[:32]
-        await self.enqueue(workspace, jobs, request_id=request_id)
+        await self.enqueue(workspace, jobs, request_id=request_id, traffic=traffic)
         with store_errors("idempotency"):
             if await self.redis.set(key, answer, px=window_ms, nx=True):
                 return None
@@ -119,21 +132,27 @@ class Queue:
             raise StoreUnavailable("the idempotency answer vanished while it was written")
         return _as_bytes(first)
 
-    async def _trigger(self, workspace: str, shards: list[LaneShard]) -> None:
+    async def _trigger(self, shards: list[keys.ShardKeys]) -> None:
         if self.triggers is None:
             return
         try:
-            await asyncio.to_thread(self._send_all, workspace, shards)
+            await asyncio.to_thread(self._send_all, shards)
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
 
-    def _send_all(self, workspace: str, shards: list[LaneShard]) -> None:
+    def _send_all(self, shards: list[keys.ShardKeys]) -> None:
         assert self.triggers is not None
         linger_s = self.settings.linger_ms / 1000
-        for lane, shard in shards:
+        for shard in shards:
             # A batch lane's drain would only wait for its batch to fill; a lone send not.
-            countdown_s = 0.0 if lane in UNBATCHED else linger_s
-            self.triggers.send(workspace, shard, lane=lane, countdown_s=countdown_s)
+            countdown_s = 0.0 if shard.lane in UNBATCHED else linger_s
+            self.triggers.send(
+                shard.workspace,
+                shard.shard,
+                lane=shard.lane,
+                traffic=shard.traffic,
+                countdown_s=countdown_s,
+            )
 
     async def aclose(self) -> None:
         """Close the per-node connections of cluster mode (the client is the caller's)."""

@@ -8,6 +8,7 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,18 +17,19 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
-from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind
+from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind, Traffic
 from service.lanes import Lane
 from service.store.connections import SyncStore, load_script, store_errors
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: its id (``<ms>-<seq>``), kind and payload bytes."""
+    """One stream entry: its id (``<ms>-<seq>``), kind, payload bytes and shard."""
 
     id: bytes
     kind: JobKind
     payload: bytes
+    shard: keys.ShardKeys
 
     @property
     def accepted_ms(self) -> int:
@@ -49,17 +51,27 @@ def next_id(entry_id: bytes) -> bytes:
     return ms + b"-" + str(int(seq) + 1).encode()
 
 
-def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+def _entry(shard: keys.ShardKeys, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     op = fields.get(FIELD_OP)
     if op is not None:
-        return Entry(raw_id, "v2", op)
+        return Entry(raw_id, "v2", op, shard)
     call = fields.get(FIELD_CDP)
     if call is not None:
-        return Entry(raw_id, "cdp", call)
+        return Entry(raw_id, "cdp", call, shard)
     request = fields.get(FIELD_APP)
     if request is not None:
-        return Entry(raw_id, "app", request)
-    return Entry(raw_id, "v1", fields.get(FIELD_V1, b"null"))
+        return Entry(raw_id, "app", request, shard)
+    return Entry(raw_id, "v1", fields.get(FIELD_V1, b"null"), shard)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLook:
+    """A glance at a shard another drain might pack with its own."""
+
+    shard: keys.ShardKeys
+    length: int
+    leased: bool
+    not_before_ms: int
 
 
 class ShardStore:
@@ -73,31 +85,77 @@ class ShardStore:
         self._resolve: Script = load_script(client, "resolve")
         self._attempt: Script = load_script(client, "attempt")
         self._inflight: Script = load_script(client, "inflight")
+        self._end_chain: Script = load_script(client, "end_chain")
 
     def acquire(self, shard: keys.ShardKeys, *, lease_ms: int) -> Lease | None:
         """The shard's lease if it was free, else None."""
-        token = int(self._call(self._acquire, [shard.lease, shard.fence], [lease_ms]))
-        return Lease(self, shard, token, lease_ms) if token else None
+        return self.acquire_many([shard], lease_ms=lease_ms)[0]
+
+    def acquire_many(self, shards: list[keys.ShardKeys], *, lease_ms: int) -> list[Lease | None]:
+        """Each shard's lease if it was free, else None; one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in shards:
+            self._acquire(keys=[shard.lease, shard.fence], args=[lease_ms], client=pipe)
+        with store_errors("acquiring leases"):
+            tokens = [int(t) for t in pipe.execute()]
+        return [
+            Lease(self, shard, token, lease_ms) if token else None
+            for shard, token in zip(shards, tokens, strict=True)
+        ]
 
     def read(self, shard: keys.ShardKeys, *, after: bytes | None, count: int) -> list[Entry]:
         """Up to `count` entries from the head, or after the entry id `after`."""
-        start = b"(" + after if after else b"-"
-        with store_errors(f"reading {shard.stream}"):
-            rows: list[tuple[bytes, dict[bytes, bytes]]] = self.redis.xrange(  # type: ignore[assignment]
-                shard.stream, min=start, max="+", count=count
-            )
-        return [_entry(raw_id, fields) for raw_id, fields in rows]
+        return self.read_many([(shard, after, count)])[0]
+
+    def read_many(
+        self, wanted: Sequence[tuple[keys.ShardKeys, bytes | None, int]]
+    ) -> list[list[Entry]]:
+        """`read` for several (shard, after, count), in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, after, count in wanted:
+            pipe.xrange(shard.stream, min=b"(" + after if after else b"-", max="+", count=count)
+        with store_errors("reading shards"):
+            found: list[list[tuple[bytes, dict[bytes, bytes]]]] = pipe.execute()
+        return [
+            [_entry(shard, raw_id, fields) for raw_id, fields in rows]
+            for (shard, _, _), rows in zip(wanted, found, strict=True)
+        ]
+
+    def look(self, shards: list[keys.ShardKeys]) -> list[ShardLook]:
+        """Length, lease and retry wait of each shard, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in shards:
+            pipe.xlen(shard.stream)
+            pipe.exists(shard.lease)
+            pipe.hget(shard.retry, "not_before_ms")
+        with store_errors("looking at shards"):
+            raw = pipe.execute()
+        return [
+            ShardLook(shard, int(raw[3 * n]), bool(raw[3 * n + 1]), int(raw[3 * n + 2] or 0))
+            for n, shard in enumerate(shards)
+        ]
 
     def inflight_note(self, shard: keys.ShardKeys) -> InflightNote:
-        raw: dict[bytes, bytes] = self._run(lambda: self.redis.hgetall(shard.inflight))
-        if not raw:
-            return InflightNote()
-        return InflightNote(
-            head=raw.get(b"head"),
-            count=int(raw.get(b"count", b"0")),
-            lone_crashes=int(raw.get(b"lone", b"0")),
-            suspect_last=raw.get(b"suspect") or None,
-        )
+        return self.inflight_notes([shard])[0]
+
+    def inflight_notes(self, shards: list[keys.ShardKeys]) -> list[InflightNote]:
+        """Each shard's note of its last send, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in shards:
+            pipe.hgetall(shard.inflight)
+        with store_errors("reading inflight notes"):
+            found: list[dict[bytes, bytes]] = pipe.execute()
+        return [
+            InflightNote(
+                head=raw.get(b"head"),
+                count=int(raw.get(b"count", b"0")),
+                lone_crashes=int(raw.get(b"lone", b"0")),
+                suspect_last=raw.get(b"suspect") or None,
+            )
+            if raw
+            else InflightNote()
+            for raw in found
+        ]
 
     def clear_inflight(self, shard: keys.ShardKeys) -> None:
         self._run(lambda: self.redis.delete(shard.inflight))
@@ -115,6 +173,29 @@ class ShardStore:
             not_before_ms=int(raw.get(b"not_before_ms", 0)),
             history=tuple(history),
         )
+
+    def linger_chain(self, workspace: str, lane: Lane, traffic: Traffic) -> tuple[int, int] | None:
+        """The shard lingering for the workspace lane and for how many ms more, or None."""
+        key = keys.linger_chain(workspace, lane, traffic)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(key)
+        pipe.pttl(key)
+        with store_errors("reading the linger chain"):
+            shard, ttl_ms = pipe.execute()
+        return None if shard is None else (int(shard), max(int(ttl_ms), 0))
+
+    def set_linger_chain(self, shard: keys.ShardKeys, *, duration_ms: int) -> None:
+        key = keys.linger_chain(shard.workspace, shard.lane, shard.traffic)
+        self._run(lambda: self.redis.set(key, shard.shard, px=max(duration_ms, 1)))
+
+    def end_linger_chain(self, shard: keys.ShardKeys) -> None:
+        """Forget the chain if `shard` leads it (another drain may have taken over)."""
+        key = keys.linger_chain(shard.workspace, shard.lane, shard.traffic)
+        self._run(lambda: self._end_chain(keys=[key], args=[shard.shard]))
+
+    def hold_marker(self, shard: keys.ShardKeys, duration_ms: int) -> None:
+        """Keep the shard's trigger marker `duration_ms`: a drain is due that covers it."""
+        self._run(lambda: self.redis.set(shard.trigger, 1, px=max(duration_ms, 1)))
 
     def pause_remaining_ms(self, workspace: str, lane: Lane = Lane.TRACK) -> int:
         """How long the workspace's lane stays paused, 0 if it is not."""

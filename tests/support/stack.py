@@ -29,9 +29,13 @@ class Stack:
         redis_fsync: str = "everysec",
         cluster: Cluster | None = None,
         sandbox_args: tuple[str, ...] = (),
+        sites: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
-        """With a `cluster`, it is the store and the stack's own Redis is the broker."""
+        """With a `cluster`, it is the store and the stack's own Redis is the broker.
+
+        `sites`: more site id → API key pairs the sandbox accepts (other workspaces).
+        """
         self.tmp = tmp
         self.redis = RedisServer(tmp / "redis", appendonly=True, fsync=redis_fsync)
         self.sandbox_port = free_port()
@@ -74,6 +78,11 @@ class Stack:
                 "--app-key",
                 APP_KEY,
                 *sandbox_args,
+                *(
+                    arg
+                    for site, key in (sites or {}).items()
+                    for arg in ("--site-id", site, "--api-key", key)
+                ),
             ],
         )
         wait_http(f"{self.sandbox_url}/healthz")
@@ -131,6 +140,21 @@ class Stack:
         """Everything received once there are `count` records or more, else [] (for polling)."""
         records = self.received()
         return records if len(records) >= count else []
+
+    def received_from(self, site_id: str) -> list[dict[str, Any]]:
+        """The ops the sandbox accepted from one site, in arrival order."""
+        records: list[dict[str, Any]] = []
+        with self.sandbox_client() as client:
+            after = 0
+            while True:
+                page = client.get(
+                    "/_sandbox/received",
+                    params={"after": after, "site_id": site_id, "limit": 50_000},
+                ).json()
+                records.extend(page["records"])
+                if not page["records"]:
+                    return records
+                after = page["next"]
 
     def requests(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

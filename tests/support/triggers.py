@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.jobs import Traffic
 from service.lanes import Lane
 
 
@@ -11,12 +12,22 @@ class RecordingTriggers:
     def __init__(self) -> None:
         self.sent: list[tuple[str, int, float]] = []
         self.lanes: list[Lane] = []
+        #: For each call in `sent`: (traffic, whether it went to the bulk queue).
+        self.queues: list[tuple[Traffic, bool]] = []
 
     def send(
-        self, workspace: str, shard: int, *, lane: Lane = Lane.TRACK, countdown_s: float = 0.0
+        self,
+        workspace: str,
+        shard: int,
+        *,
+        lane: Lane = Lane.TRACK,
+        traffic: Traffic = Traffic.LIVE,
+        bulk: bool = False,
+        countdown_s: float = 0.0,
     ) -> None:
         self.sent.append((workspace, shard, countdown_s))
         self.lanes.append(lane)
+        self.queues.append((traffic, bulk or traffic is Traffic.BULK))
 
     def close(self) -> None:
         pass

@@ -1,0 +1,48 @@
+"""Steady live traffic, real processes: requests carry what waits in the whole workspace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from tests.support.live import steady
+from tests.support.load import received_by_person
+from tests.support.processes import wait_until
+from tests.support.stack import INGEST_KEY, SITE_ID, Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def test_650_ops_per_s_leave_in_requests_of_over_50_ops_exactly_once_in_order(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """~650 ops/s of mixed v1/v2 traffic for 325 people, 32 shards, linger 200 ms: one
+    worker (2 processes) sends ≥ 50 ops per request on average, where packing shard by
+    shard sent about 18; every job once, in per-person order, no body over the limit."""
+    stack = make_stack(shards=32, linger_ms=200)
+    stack.start_api()
+    stack.start_sweeper()
+    stack.start_worker(concurrency=2)
+    people = [f"live-{i}" for i in range(325)]
+    produced = asyncio.run(
+        steady(stack.api_url, (SITE_ID, INGEST_KEY), people, rate_per_s=650, duration_s=20)
+    )
+    assert produced.total >= 0.9 * 650 * 20, produced.total
+    wait_until(
+        lambda: len(stack.received()) >= produced.total,
+        timeout_s=120,
+        interval_s=0.5,
+        what="every job at the sandbox",
+    )
+    got = received_by_person(stack.received())
+    dupes = Counter((p, s) for p, seqs in got.items() for s in seqs)
+    assert [k for k, n in dupes.items() if n > 1] == []
+    assert got == dict(produced.accepted)  # exactly once, in each person's order
+    requests = [r for r in stack.requests() if r["path"] == "/api/v2/batch"]
+    assert max(r["body_bytes"] for r in requests) <= 500_000
+    mean_ops = sum(r["op_count"] for r in requests) / len(requests)
+    print(f"{produced.total} ops in {len(requests)} requests: {mean_ops:.1f} ops/request")
+    assert mean_ops >= 50, mean_ops

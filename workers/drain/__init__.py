@@ -1,0 +1,12 @@
+"""The drain: deliver the heads of a workspace's shards, one request at a time.
+
+`engine.Drainer` runs one drain (what a Celery trigger asks for): it leases the shard it
+was triggered for, `heads.HeldShards` adds the heads of other shards of the workspace
+when that shard alone would send a small request, and `workers.send.Delivery` sends each
+unit and resolves its ops under each shard's own lease. `blocked` holds the policies for
+an outcome that stops delivery (throttle, setup, transient).
+"""
+
+from workers.drain.engine import MAX_COUNTDOWN_S, Drainer, DrainReport, StopReason
+
+__all__ = ["MAX_COUNTDOWN_S", "DrainReport", "Drainer", "StopReason"]

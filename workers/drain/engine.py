@@ -1,0 +1,376 @@
+"""One drain: lease a shard, send the heads it holds in requests, hand everything back.
+
+A drain holds its shards for at most its budget, then hands them back (re-triggering
+itself if work remains) so every shard gets its turn on few workers. It never sleeps:
+when the heads should linger, back off or wait out a pause, it releases the leases and
+schedules a trigger for the moment it may go on.
+
+Linger is the workspace's: a request that is not full waits at most `linger_ms` from its
+oldest op, whichever shards its ops come from. A drain that stops to linger leads the
+workspace's *linger chain* (``keys.linger_chain``): until its re-trigger runs, small live
+drains of other shards defer to it (stop ``covered``), since it will pack their ops
+before their own linger runs out; so under steady traffic a workspace sends about one
+request per linger window, not one per shard.
+
+The App lane (sends and broadcast triggers) has no batch endpoint: each of its jobs is a
+request of its own and takes one rate-limit slot, so its drains neither pack across
+shards nor linger nor hand backlogs over; a shard's jobs go out in order under its lease.
+
+Scheduling: a drain triggered by live traffic sends what is waiting; when it finds a
+backlog (more than two full requests waiting, or a full request after a full request)
+it hands it to the bulk queue, where drains run for the short `bulk_drain_budget_s`, so
+a backlog (or bulk-marked jobs) never holds a worker process for long while live
+triggers wait (`service.triggers`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from service import keys
+from service.config import Settings
+from service.errors import LeaseLost
+from service.jobs import Traffic
+from service.lanes import UNBATCHED, Lane
+from service.lanes.registry import BatchClient
+from service.store.dead_letters import DeadLetterStore
+from service.store.shards import ShardStore
+from service.triggers import Triggers
+from workers.drain.blocked import BlockPolicy
+from workers.drain.heads import HeldShards, Interrupted, Limits, Quarantine, fills_alone
+from workers.send import Delivered, Delivery, DeliveryCounts
+
+log = logging.getLogger("cioq.drain")
+
+#: Celery holds ETA triggers in memory; far-future ones are left to the sweeper.
+MAX_COUNTDOWN_S = 60.0
+#: How often a running drain looks for a pause set by another worker.
+PAUSE_CHECK_S = 0.1
+
+
+class StopReason(StrEnum):
+    """Why a drain handed its shards back; also the bounded ``stopped`` metrics label."""
+
+    BUSY = "busy"  # another drain holds the lease
+    COVERED = "covered"  # the workspace's lingering drain will pack this shard in time
+    EMPTY = "empty"
+    LINGER = "linger"  # the heads may wait for more ops
+    BUDGET = "budget"  # the drain's budget is spent; handed back for fairness
+    BACKLOG = "backlog"  # a live drain found a backlog and handed it to the bulk queue
+    PAUSED = "paused"  # the workspace is paused (by another drain or an operator)
+    BACKOFF = "backoff"
+    THROTTLED = "throttled"
+    SETUP = "setup"
+    EXHAUSTED = "exhausted"
+    SHUTDOWN = "shutdown"
+    LEASE_LOST = "lease_lost"
+    RATE_LIMITED = "rate_limited"  # App lane: no rate-limit slot soon enough
+
+
+@dataclass
+class DrainReport:
+    """What one drain did, for logs, metrics and tests."""
+
+    workspace: str
+    shard: int
+    lane: Lane = Lane.TRACK
+    traffic: Traffic = Traffic.LIVE
+    #: Triggered from the bulk queue: runs on `bulk_drain_budget_s`.
+    bulk: bool = False
+    stopped: StopReason | None = None
+    requests: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    bisect_requests: int = 0
+    #: How many shards the drain held at its end (1: it packed only its own).
+    shards_held: int = 0
+    retrigger_s: float | None = None
+
+    def stop(self, reason: StopReason, retrigger_s: float | None = None) -> None:
+        self.stopped, self.retrigger_s = reason, retrigger_s
+
+    def add(self, counts: DeliveryCounts) -> None:
+        self.requests += counts.requests
+        self.delivered += counts.delivered
+        self.dead_lettered += counts.dead_lettered
+        self.bisect_requests += counts.bisect_requests
+
+    @property
+    def retrigger_bulk(self) -> bool:
+        """Whether the re-trigger goes to the bulk queue: the shards hold a backlog."""
+        if self.traffic is Traffic.BULK or self.stopped is StopReason.BACKLOG:
+            return True
+        return self.bulk and self.stopped is StopReason.BUDGET
+
+    @property
+    def packs_again(self) -> bool:
+        """Whether the drain's own re-trigger comes soon and will pack the other shards."""
+        return self.stopped in (StopReason.LINGER, StopReason.BUDGET)
+
+
+class Drainer:
+    """Drains shards for one process; collaborators are injected for tests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ShardStore,
+        dead: DeadLetterStore,
+        clients: Mapping[tuple[str, Lane], BatchClient],
+        triggers: Triggers | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dead = dead
+        self.clients = clients
+        self.triggers = triggers
+        self.clock = clock
+        self.rng = rng
+        self.should_stop = should_stop
+        self.policy = BlockPolicy(settings, store, self.now_ms, rng)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _packs_across(self, lane: Lane) -> bool:
+        """Whether drains of `lane` pack other shards' heads (a lane that batches)."""
+        return self.settings.pack_across_shards and lane not in UNBATCHED
+
+    def drain(
+        self,
+        workspace: str,
+        shard: int,
+        lane: Lane = Lane.TRACK,
+        traffic: Traffic = Traffic.LIVE,
+        *,
+        bulk: bool = False,
+    ) -> DrainReport:
+        """Deliver the backlog until it is empty, blocked, or the budget is spent."""
+        report = DrainReport(workspace, shard, lane, traffic, bulk or traffic is Traffic.BULK)
+        primary = keys.shard_keys(workspace, shard, lane, traffic)
+        if self._covered(primary, report):
+            report.stop(StopReason.COVERED)
+            return report
+        lease = self.store.acquire(primary, lease_ms=self.settings.lease_ms)
+        if lease is None:
+            report.stop(StopReason.BUSY)
+            return report
+        held = HeldShards(self.store, self.settings, lease, self.now_ms, self.rng)
+        delivery = Delivery(
+            workspace,
+            lane,
+            self.store,
+            held.leases,
+            self.dead,
+            self.clients[(workspace, lane)],
+            self.settings,
+            self.now_ms,
+            should_stop=self.should_stop,
+        )
+        try:
+            self._loop(held, delivery, report)
+        except LeaseLost as lost:
+            report.stop(StopReason.LEASE_LOST)
+            log.warning("lease lost on %s; another drain owns the shard", lost)
+        finally:
+            report.add(delivery.counts)
+            report.shards_held = len(held.leases)
+            self._hand_back(held, report)
+        return report
+
+    def _covered(self, primary: keys.ShardKeys, report: DrainReport) -> bool:
+        """Whether another shard's drain lingers for the workspace and will pack ours.
+
+        Only a small live drain defers: a backlog (its head fills a request alone, or it
+        came from the bulk queue) is drained by its own drain, in parallel. A deferring
+        drain takes no lease (the lingering drain must find the shard free) and keeps the
+        shard's trigger marker while the chain runs, so writes meanwhile send no trigger.
+        """
+        if report.bulk or not self._packs_across(primary.lane):
+            return False
+        chain = self.store.linger_chain(primary.workspace, primary.lane, primary.traffic)
+        if chain is None or chain[0] == primary.shard:
+            return False
+        if self.store.look([primary])[0].length >= self.settings.max_ops_per_read:
+            return False
+        head = self.store.read(primary, after=None, count=self.settings.max_ops_per_read)
+        if fills_alone(head, self.settings, Limits.of(primary.lane, self.settings)):
+            return False
+        self.store.hold_marker(primary, chain[1] + self.settings.trigger_ttl_ms)
+        return True
+
+    def _held_back(
+        self, held: HeldShards, report: DrainReport, pace: _Pace, *, check_retry: bool
+    ) -> bool:
+        """Stop the drain when it must not send now: stopping, paused, backing off."""
+        if self.should_stop():
+            report.stop(StopReason.SHUTDOWN)
+            return True
+        if pace.pause_check_due():
+            paused_ms = self.store.pause_remaining_ms(held.primary.workspace, held.primary.lane)
+            if paused_ms:
+                report.stop(StopReason.PAUSED, paused_ms / 1000)
+                return True
+        if check_retry:
+            # Only until the first resolve: every resolve clears the shard's retry state.
+            not_before_ms = self.store.retry_state(held.primary).not_before_ms
+            now_ms = self.now_ms()
+            if not_before_ms > now_ms:
+                report.stop(StopReason.BACKOFF, (not_before_ms - now_ms) / 1000)
+                return True
+        return False
+
+    def _loop(self, held: HeldShards, delivery: Delivery, report: DrainReport) -> None:
+        s = self.settings
+        budget_s = s.bulk_drain_budget_s if report.bulk else s.drain_budget_s
+        deadline = self.clock() + budget_s
+        batches = held.primary.lane not in UNBATCHED
+        packs = self._packs_across(held.primary.lane)
+        sent_full = False
+        check_retry = True
+        pace = _Pace(self.clock, s.lease_ms / 1000)
+        while True:
+            if self._held_back(held, report, pace, check_retry=check_retry):
+                return
+            now_ms = self.now_ms()
+            held.refresh()
+            if batches:
+                held.survey()
+                if not report.bulk and held.backlog:
+                    return report.stop(StopReason.BACKLOG, 0.0)
+            if packs:
+                held.gather()
+            step = held.next_step()
+            if step is None:
+                return report.stop(StopReason.EMPTY)
+            if isinstance(step, Quarantine | Interrupted):
+                held.advance(_set_aside(delivery, step).resolved)
+                continue
+            unit = step.unit
+            age_ms = now_ms - min(e.accepted_ms for e in unit.entries)
+            if not unit.full and age_ms < s.linger_ms:
+                return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
+            if batches and not report.bulk and sent_full and unit.full:
+                return report.stop(StopReason.BACKLOG, 0.0)
+            if self.clock() >= deadline:
+                return report.stop(StopReason.BUDGET, 0.0)
+            if pace.renew_due():
+                held.renew()
+            for shard, note in step.notes.items():
+                held.leases[shard].mark_inflight(note)
+            result = delivery.deliver(unit)
+            if result.blocked is not None:
+                blocked = self.policy.apply(delivery, unit, result.blocked)
+                return report.stop(StopReason(blocked.reason), blocked.retrigger_s)
+            held.advance(result.resolved)
+            sent_full = unit.full
+            check_retry = False
+
+    def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
+        """Release every lease and schedule the triggers the remaining work needs.
+
+        While the drain lingers (or only used up its budget), its own re-trigger will pack
+        the other shards again, so they keep their trigger markers as long as it does and
+        writes to them send no triggers meanwhile (under steady traffic one trigger per
+        linger window per workspace, not one per shard). Otherwise each shard left with
+        work gets a trigger of its own.
+        """
+        countdown_s = _countdown_s(report)
+        packs_again = report.packs_again
+        marker_ms = self._marker_ms(countdown_s)
+        primary = held.primary
+        packs_across = self._packs_across(primary.lane)
+        if packs_again and not report.bulk and packs_across:
+            self.store.set_linger_chain(primary, duration_ms=marker_ms)
+        elif report.stopped is not StopReason.LEASE_LOST:
+            self.store.end_linger_chain(primary)
+        remaining = held.release(marker_ms=marker_ms, cover=packs_again)
+        if report.stopped in (StopReason.EMPTY, StopReason.SHUTDOWN) and remaining[held.primary]:
+            report.retrigger_s = countdown_s = 0.0
+        if countdown_s is not None:
+            self._trigger(held.primary, countdown_s, bulk=report.retrigger_bulk)
+        if not packs_again:
+            for shard, left in remaining.items():
+                if left and shard != held.primary:
+                    self._trigger(shard, 0.0, bulk=False)
+        for shard in held.backlogged:
+            self._trigger(shard, 0.0, bulk=True)
+
+    def _marker_ms(self, countdown_s: float | None) -> int:
+        """How long the trigger marker outlives a drain that re-triggers itself, else 0.
+
+        Cleared, every write after the release and every sweep would send a trigger of its
+        own; under steady load each drain that stopped to linger then begot two more, and
+        the drain queue grew faster than the workers emptied it.
+        """
+        if countdown_s is None or self.triggers is None:
+            return 0
+        return int(countdown_s * 1000) + self.settings.trigger_ttl_ms
+
+    def _trigger(self, shard: keys.ShardKeys, countdown_s: float, *, bulk: bool) -> None:
+        if self.triggers is None:
+            return
+        try:
+            self.triggers.send(
+                shard.workspace,
+                shard.shard,
+                lane=shard.lane,
+                traffic=shard.traffic,
+                bulk=bulk,
+                countdown_s=countdown_s,
+            )
+        except Exception:  # the sweeper re-sends triggers for any shard with backlog
+            log.warning("could not re-trigger %s", shard.tag, exc_info=True)
+
+
+class _Pace:
+    """When a drain last renewed its leases and looked for a pause.
+
+    Lone App API sends make every round trip count: leases are renewed once a third of
+    their time has passed (every write is fenced anyway), and another worker's pause is
+    looked for at most every PAUSE_CHECK_S (a few sends more at worst, each answered 429
+    again and so resent).
+    """
+
+    def __init__(self, clock: Callable[[], float], lease_s: float) -> None:
+        self.clock = clock
+        self.lease_s = lease_s
+        self.renewed_s = clock()
+        self.paused_checked_s = float("-inf")
+
+    def pause_check_due(self) -> bool:
+        now_s = self.clock()
+        if now_s - self.paused_checked_s < PAUSE_CHECK_S:
+            return False
+        self.paused_checked_s = now_s
+        return True
+
+    def renew_due(self) -> bool:
+        now_s = self.clock()
+        if now_s - self.renewed_s < self.lease_s / 3:
+            return False
+        self.renewed_s = now_s
+        return True
+
+
+def _set_aside(delivery: Delivery, step: Quarantine | Interrupted) -> Delivered:
+    """Resolve a head that must not be sent: it killed workers, or its send was cut off."""
+    if isinstance(step, Quarantine):
+        return delivery.quarantine(step.entry, step.crashes)
+    return delivery.interrupted(step.entry)
+
+
+def _countdown_s(report: DrainReport) -> float | None:
+    """When the drain's own re-trigger is due, or None when it asked for none."""
+    if report.retrigger_s is None:
+        return None
+    return min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)

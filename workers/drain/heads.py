@@ -1,0 +1,283 @@
+"""The shards one drain holds, their buffered heads, and what goes out next.
+
+A drain starts with the lease of the shard it was triggered for (the *primary*). When
+that head alone would make a small request, `HeldShards.gather` leases other shards of
+the same workspace and traffic class that have work, no holder and no retry wait, and
+`next_step` packs their heads together (`service.delivery.across_shards`). A shard
+with a backlog of its own is left to its own drain, so under backlog every shard still
+fills requests by itself and workers drain different shards in parallel.
+
+A shard's head goes out alone (never packed with other shards) when it is a v1 job, an
+App API send or trigger (its lane has no batch endpoint), an op over the size limit, or
+under crash search: a send from it died without an outcome,
+so each shard of a request that died is then searched on its own and a job that kills
+workers is quarantined without taking other shards' jobs with it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from service import keys
+from service.config import Settings
+from service.delivery.across_shards import ShardHead, pack_heads
+from service.delivery.crash_search import InflightNote, id_key, next_send
+from service.delivery.packing import batch_body, batch_size_bytes
+from service.lanes import Lane
+from service.lanes.registry import LANES
+from service.lanes.track.coalesce import coalesce_batch
+from service.store.shards import Entry, Lease, ShardLook, ShardStore
+from workers.send import OutgoingUnit, UnitKind
+
+#: Job kinds that travel in batches; anything else (a v1 call) goes alone.
+BATCH_KINDS = frozenset({"v2", "cdp"})
+
+#: Op size assumed for a shard not read yet, to decide how many shards to lease.
+_GUESS_OP_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """The next request: its unit, and the inflight note to store per shard first."""
+
+    unit: OutgoingUnit
+    notes: dict[keys.ShardKeys, InflightNote]
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """An App API job whose send started and never came back: it is never sent again."""
+
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """A head that died alone `crashes` times: it leaves the queue unsent."""
+
+    entry: Entry
+    crashes: int
+
+
+class HeldShards:
+    """Leases and buffered heads of the shards one drain holds."""
+
+    def __init__(
+        self,
+        store: ShardStore,
+        settings: Settings,
+        primary: Lease,
+        now_ms: Callable[[], int],
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.primary = primary.shard
+        self.limits = Limits.of(primary.shard.lane, settings)
+        self.leases: dict[keys.ShardKeys, Lease] = {primary.shard: primary}
+        self.buffers: dict[keys.ShardKeys, list[Entry]] = {primary.shard: []}
+        self.now_ms = now_ms
+        self.rng = rng
+        #: Shards leased and handed back at once because they hold a backlog of their own.
+        self.backlogged: list[keys.ShardKeys] = []
+        #: The last `survey`: every shard's length, lease and retry wait.
+        self.looks: list[ShardLook] = []
+        #: Mean size of the ops read so far, to size what waits unread.
+        self.op_bytes = _GUESS_OP_BYTES
+
+    def refresh(self) -> None:
+        """Top up every held shard's buffer to `max_ops_per_read`, in one round trip."""
+        limit = self.settings.max_ops_per_read
+        wanted = [
+            (shard, buffer[-1].id if buffer else None, limit - len(buffer))
+            for shard, buffer in self.buffers.items()
+            if len(buffer) < limit
+        ]
+        if wanted:
+            for (shard, _, _), found in zip(wanted, self.store.read_many(wanted), strict=True):
+                self.buffers[shard] += found
+
+    def survey(self) -> None:
+        """Look at every shard of the workspace (one round trip): how much waits where."""
+        s = self.settings
+        p = self.primary
+        shards = [keys.shard_keys(p.workspace, n, p.lane, p.traffic) for n in range(s.shards)]
+        self.looks = self.store.look(shards)
+        read = [e for buffer in self.buffers.values() for e in buffer]
+        self.op_bytes = sum(len(e.payload) for e in read) // len(read) if read else _GUESS_OP_BYTES
+
+    @property
+    def backlog(self) -> bool:
+        """Whether more than two full requests wait in the workspace's shards.
+
+        Live traffic fits in about one request per linger window; more than that is a
+        backlog, which drains from the bulk queue so it cannot hold back live triggers.
+        """
+        waiting = sum(look.length for look in self.looks) * (self.op_bytes + 1)
+        return waiting > 2 * self.limits.batch_bytes
+
+    def gather(self) -> None:
+        """Lease other shards with work until their heads could fill a request."""
+        s = self.settings
+        if fills_alone(self.buffers[self.primary], s, self.limits):
+            return
+        size = sum(batch_size_bytes([len(e.payload) for e in b]) for b in self.buffers.values())
+        if size >= self.limits.batch_bytes:
+            return
+        now_ms = self.now_ms()
+        looks = [
+            look
+            for look in self.looks
+            if look.shard not in self.leases
+            and look.length
+            and not look.leased
+            and look.not_before_ms <= now_ms
+            and look.length < s.max_ops_per_read  # a backlog: its own drain fills requests
+        ]
+        start = int(self.rng() * len(looks)) if looks else 0
+        chosen: list[keys.ShardKeys] = []
+        for look in looks[start:] + looks[:start]:
+            if size >= self.limits.batch_bytes:
+                break
+            chosen.append(look.shard)
+            size += look.length * (self.op_bytes + 1)
+        leases = [lease for lease in self.store.acquire_many(chosen, lease_ms=s.lease_ms) if lease]
+        wanted = [(lease.shard, None, s.max_ops_per_read) for lease in leases]
+        for lease, found in zip(leases, self.store.read_many(wanted), strict=True):
+            if fills_alone(found, s, self.limits):
+                lease.release()
+                self.backlogged.append(lease.shard)
+                continue
+            self.leases[lease.shard] = lease
+            self.buffers[lease.shard] = found
+
+    def next_step(self) -> Send | Interrupted | Quarantine | None:
+        """What goes out next from the held heads; None when they are all empty."""
+        waiting = [shard for shard, buffer in self.buffers.items() if buffer]
+        if not waiting:
+            return None
+        alone: list[tuple[tuple[int, int], keys.ShardKeys, InflightNote]] = []
+        packable: list[tuple[keys.ShardKeys, InflightNote]] = []
+        for shard, note in zip(waiting, self.store.inflight_notes(waiting), strict=True):
+            buffer = self.buffers[shard]
+            head = buffer[0]
+            if head.kind == "app" and note.head == head.id:
+                return Interrupted(head)
+            plan = next_send(
+                note,
+                [e.id for e in buffer],
+                max(len(_batch_run(buffer)), 1),
+                crash_limit=self.settings.crash_limit,
+            )
+            if plan is None:
+                return Quarantine(head, self.settings.crash_limit)
+            oversize = len(head.payload) > self.limits.item_bytes
+            if head.kind not in BATCH_KINDS or oversize or plan.suspect_last is not None:
+                alone.append((id_key(head.id), shard, plan))
+            else:
+                packable.append((shard, plan))
+        if alone:
+            _, shard, plan = min(alone, key=lambda found: found[0])
+            return self._send_alone(shard, plan)
+        return self._pack(packable)
+
+    def _send_alone(self, shard: keys.ShardKeys, plan: InflightNote) -> Send:
+        head = self.buffers[shard][0]
+        if head.kind == "v1" or head.kind == "app":
+            unit = OutgoingUnit(entries=[head], body=head.payload, kind=head.kind, full=True)
+        elif len(head.payload) > self.limits.item_bytes:
+            unit = OutgoingUnit(entries=[head], body=head.payload, kind="oversize", full=True)
+        else:
+            return self._pack([(shard, plan)], cap=plan.count)
+        return Send(unit, {shard: replace(plan, count=1)})
+
+    def _pack(
+        self, packable: list[tuple[keys.ShardKeys, InflightNote]], cap: int | None = None
+    ) -> Send:
+        s = self.settings
+        heads = []
+        for shard, _ in packable:
+            run = _batch_run(self.buffers[shard])
+            heads.append(
+                ShardHead(
+                    shard,
+                    [e.payload for e in run],
+                    [id_key(e.id) for e in run],
+                    cap=len(run) if cap is None else cap,
+                )
+            )
+        packed = pack_heads(
+            heads, max_batch_bytes=self.limits.batch_bytes, max_op_bytes=self.limits.item_bytes
+        )
+        entries = [self.buffers[packable[n][0]][i] for n, i in packed.sources]
+        taken = {shard: count for (shard, _), count in zip(packable, packed.taken, strict=True)}
+        # Full: some op was left behind (no room, or a v1 job or oversize op next), or
+        # a buffer holds a whole read: the request goes now, without lingering.
+        full = any(count < len(self.buffers[shard]) for shard, count in taken.items()) or any(
+            len(buffer) >= s.max_ops_per_read for buffer in self.buffers.values()
+        )
+        notes = {
+            shard: replace(plan, count=taken)
+            for (shard, plan), taken in zip(packable, packed.taken, strict=True)
+            if taken
+        }
+        ops = [e.payload for e in entries]
+        kind: UnitKind = "cdp" if entries and entries[0].kind == "cdp" else "v2"
+        if s.coalesce and kind == "v2":
+            merged = coalesce_batch(ops, max_op_bytes=self.limits.item_bytes)
+            if merged.saved:
+                body = batch_body(merged.ops)
+                return Send(OutgoingUnit(entries, body, "v2", full, origin=merged.origin), notes)
+        return Send(OutgoingUnit(entries, packed.body, kind, full), notes)
+
+    def advance(self, resolved: dict[keys.ShardKeys, int]) -> None:
+        """Drop what a send resolved from the front of each shard's buffer."""
+        for shard, count in resolved.items():
+            del self.buffers[shard][:count]
+
+    def renew(self) -> None:
+        for lease in self.leases.values():
+            lease.renew()
+
+    def release(self, *, marker_ms: int, cover: bool) -> dict[keys.ShardKeys, int]:
+        """Hand every lease back; returns how many entries each shard still holds.
+
+        The primary keeps its trigger marker `marker_ms`; the other shards keep it too
+        when `cover` (the primary's re-trigger will pack them again), else it is cleared.
+        """
+        return {
+            shard: lease.release(marker_ms=marker_ms if cover or shard == self.primary else 0)
+            for shard, lease in self.leases.items()
+        }
+
+
+def fills_alone(buffer: list[Entry], s: Settings, limits: Limits) -> bool:
+    """Whether a shard's buffered head fills a request by itself (a backlog)."""
+    if len(buffer) >= s.max_ops_per_read:
+        return True
+    run = _batch_run(buffer)
+    return batch_size_bytes([len(e.payload) for e in run]) > limits.batch_bytes
+
+
+def _batch_run(buffer: list[Entry]) -> list[Entry]:
+    """The head's leading batch jobs (Track v2 ops or Pipelines calls): what a batch may
+    carry from this shard; a lane's streams hold one batch kind."""
+    for n, entry in enumerate(buffer):
+        if entry.kind not in BATCH_KINDS:
+            return buffer[:n]
+    return buffer
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A lane's byte limits: a request body, and a single job."""
+
+    batch_bytes: int
+    item_bytes: int
+
+    @classmethod
+    def of(cls, lane: Lane, s: Settings) -> Limits:
+        spec = LANES[lane]
+        return cls(spec.max_batch_bytes(s), spec.max_item_bytes(s))
