@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -95,9 +96,18 @@ def test_hold_delays_every_caller(
     assert limiter.reserve("ws", LimitClass.SEND, max_wait_ms=5000).wait_s > 0.6
 
 
-def _send_times(redis_url: str, count: int, out: multiprocessing.Queue[list[float]]) -> None:
+def _send_times(
+    redis_url: str,
+    count: int,
+    start: threading.Barrier,
+    out: multiprocessing.Queue[list[float]],
+) -> None:
     client = redis.Redis.from_url(redis_url)
     limiter = RateLimiter(client, Settings(redis_url=redis_url, app_send_rps=100))
+    client.ping()
+    # Spawned processes come up a second or more apart on a loaded machine; the rate
+    # is measured only once all of them are sending.
+    start.wait(timeout=60)
     sent = []
     for _ in range(count):
         reservation = limiter.reserve("ws", LimitClass.SEND, max_wait_ms=60_000)
@@ -111,7 +121,8 @@ def test_processes_share_one_budget(redis_url: str) -> None:
     used (the processes, not the bucket, are what keeps it from 95/s)."""
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[list[float]] = ctx.Queue()
-    procs = [ctx.Process(target=_send_times, args=(redis_url, 60, out)) for _ in range(4)]
+    start = ctx.Barrier(4)
+    procs = [ctx.Process(target=_send_times, args=(redis_url, 60, start, out)) for _ in range(4)]
     for proc in procs:
         proc.start()
     times = sorted(t for _ in procs for t in out.get(timeout=60))

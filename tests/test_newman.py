@@ -11,8 +11,6 @@ skipped on a developer's machine, and fails in CI (CI set).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.installs import npm_install
 from tests.support.processes import wait_until
 from tests.support.stack import APP_KEY, CDP_KEY, INGEST_KEY, SITE_ID, Stack
 
@@ -28,8 +27,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 COLLECTION = ROOT / "tests" / "data" / "customerio.postman_collection.json"
-NODE_DIR = ROOT / ".data" / "node"
-NEWMAN_VERSION = "6.2.2"
 TRACK_FOLDERS = (
     "Track API - People",
     "Track API - Events",
@@ -42,29 +39,7 @@ TRACK_FOLDERS = (
 @pytest.fixture(scope="module")
 def newman() -> Path:
     """The newman executable, installed into .data/node by npm when missing."""
-    exe = NODE_DIR / "node_modules" / ".bin" / "newman"
-    if exe.exists():
-        return exe
-    npm = shutil.which("npm")
-    if npm is None:
-        if os.environ.get("CI"):
-            pytest.fail("npm is required in CI to run the Postman collection with newman")
-        pytest.skip("npm is not installed; it is needed to install newman")
-    NODE_DIR.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            npm,
-            "install",
-            "--prefix",
-            str(NODE_DIR),
-            "--no-audit",
-            "--no-fund",
-            f"newman@{NEWMAN_VERSION}",
-        ],
-        check=True,
-        timeout=600,
-    )
-    return exe
+    return npm_install() / ".bin" / "newman"
 
 
 @pytest.fixture
