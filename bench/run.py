@@ -13,10 +13,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import app_api, cluster, drain, framework, ingest, latency, naive, pipelines
+from bench import app_api, cluster, drain, framework, ingest, latency, live, naive, pipelines
 from bench.figures import HEADER, Figure
 
-GROUPS = ("ingest", "framework", "drain", "naive", "latency", "pipelines", "app", "cluster")
+GROUPS = (
+    "ingest",
+    "framework",
+    "drain",
+    "naive",
+    "latency",
+    "pipelines",
+    "app",
+    "cluster",
+    "live",
+)
 
 
 def main() -> None:
@@ -50,6 +60,8 @@ def main() -> None:
             figures += _report(pipelines.run(tmp, quick=args.quick))
         if "app" in wanted:
             figures += _report(app_api.run(tmp, quick=args.quick))
+        if "live" in wanted:
+            figures += _report(live.run(tmp, quick=args.quick))
         if "latency" in wanted:
             figures += _report(latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity))
         if "cluster" in wanted:
