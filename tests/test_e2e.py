@@ -57,7 +57,9 @@ def test_sigkill_mid_drain_loses_nothing(stack: Stack) -> None:
     stack.start_api()
     stack.start_sweeper()
     with stack.sandbox_client() as sandbox:
-        sandbox.post("/_sandbox/faults", json={"latency_ms": 150}).raise_for_status()
+        # Requests carry several shards' ops, so there are few: slow each one down so
+        # that the kill lands mid-drain.
+        sandbox.post("/_sandbox/faults", json={"latency_ms": 1000}).raise_for_status()
     people = [f"k-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=15))
     worker = stack.start_worker(concurrency=2)

@@ -225,7 +225,7 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
     """SIGTERM while busy: the worker exits within its grace period, shards released."""
     grace_s = 10
     stack = stack_with(shutdown_grace_s=grace_s, upstream_timeout_s=5, shards=8)
-    _faults(stack, latency_ms=300)
+    _faults(stack, latency_ms=1500)  # few, full requests: each slow, so SIGTERM lands mid-drain
     people = [f"g-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
     worker = stack.start_worker(concurrency=2)
