@@ -26,7 +26,8 @@ from tests.support.live import latencies_ms, live_events, percentile
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 
-pytestmark = pytest.mark.e2e
+# Two drains of the backfill per test: more than the suite's default 300 s on a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 BACKFILL_OPS = int(os.environ.get("CIOQ_TEST_BACKFILL_OPS", "300000"))
 SHARDS = 32
