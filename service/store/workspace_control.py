@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, InvalidJob
+from service.jobs import Traffic
 from service.lanes import Lane
 from service.store.connections import AsyncStore, store_errors
 
@@ -36,7 +37,13 @@ _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 class TriggerSender(Protocol):
     def send(
-        self, workspace: str, shard: int, *, lane: Lane = Lane.TRACK, countdown_s: float = 0.0
+        self,
+        workspace: str,
+        shard: int,
+        *,
+        lane: Lane = Lane.TRACK,
+        traffic: Traffic = Traffic.LIVE,
+        countdown_s: float = 0.0,
     ) -> None: ...
 
 
@@ -196,16 +203,21 @@ class WorkspaceControl:
         """Wake a drain for every shard with work; a lost trigger is the sweeper's to resend."""
         if self.triggers is None:
             return
+        shards = [
+            keys.shard_keys(workspace, shard, lane, traffic)
+            for traffic in Traffic
+            for shard in range(self.settings.shards)
+        ]
         pipe = self.redis.pipeline(transaction=False)
-        for shard in range(self.settings.shards):
-            pipe.xlen(keys.shard_keys(workspace, shard, lane).stream)
+        for shard_keys in shards:
+            pipe.xlen(shard_keys.stream)
         lengths = await self._call(pipe.execute())
-        due = [shard for shard, length in enumerate(lengths) if length]
+        due = [shard for shard, length in zip(shards, lengths, strict=True) if length]
         triggers = self.triggers
 
         def send_all() -> None:
             for shard in due:
-                triggers.send(workspace, shard, lane=lane)
+                triggers.send(workspace, shard.shard, lane=lane, traffic=shard.traffic)
 
         if due:
             await asyncio.to_thread(send_all)
