@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from redis.commands.core import Script
 
 from service import keys
@@ -92,12 +93,22 @@ class ShardStore:
         return self.acquire_many([shard], lease_ms=lease_ms)[0]
 
     def acquire_many(self, shards: list[keys.ShardKeys], *, lease_ms: int) -> list[Lease | None]:
-        """Each shard's lease if it was free, else None; one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in shards:
-            self._acquire(keys=[shard.lease, shard.fence], args=[lease_ms], client=pipe)
+        """Each shard's lease if it was free, else None; one round trip on one Redis.
+
+        redis-py refuses scripts in a cluster pipeline (their shards live in many slots),
+        so on a cluster each lease is one call.
+        """
         with store_errors("acquiring leases"):
-            tokens = [int(t) for t in pipe.execute()]
+            if isinstance(self.redis, redis.RedisCluster):
+                tokens = [
+                    int(self._acquire(keys=[shard.lease, shard.fence], args=[lease_ms]))
+                    for shard in shards
+                ]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for shard in shards:
+                    self._acquire(keys=[shard.lease, shard.fence], args=[lease_ms], client=pipe)
+                tokens = [int(t) for t in pipe.execute()]
         return [
             Lease(self, shard, token, lease_ms) if token else None
             for shard, token in zip(shards, tokens, strict=True)
