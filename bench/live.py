@@ -57,8 +57,8 @@ def _mean_ops(stack: BenchStack, url: str, port: int, rate: int, duration_s: flo
         timeout_s=120,
     )
     after = sandbox_stats(url)
-    requests = after["requests"] - before["requests"]
-    return (after["ops_accepted"] - before["ops_accepted"]) / max(requests, 1)
+    requests = int(after["requests"] - before["requests"])
+    return int(after["ops_accepted"] - before["ops_accepted"]) / max(requests, 1)
 
 
 def run(tmp: Path, *, quick: bool) -> list[Figure]:
