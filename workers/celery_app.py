@@ -126,7 +126,7 @@ def create_celery(settings: Settings) -> Celery:
         metrics.drain_finished(workspace, report.stopped, report.lane)
         if report.requests or report.dead_lettered:
             log.info(
-                "drained %s/%s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",
+                "drained %s/%s/%s/%s: %d requests, %d delivered, %d dead-lettered, stopped: %s",
                 workspace,
                 lane,
                 traffic,
@@ -161,7 +161,8 @@ def worker_argv(*, concurrency: int, pool: str, loglevel: str) -> list[str]:
     """Arguments for `Celery.worker_main`: only drain triggers, no chatter between workers."""
     return [
         "worker",
-        # Live first: with the "priority" queue order, BRPOP names them in this order.
+        # Live first: with the "sorted" queue order BRPOP names "cioq.drain" before
+        # "cioq.drain.bulk", so Redis pops a live trigger whenever one waits.
         f"--queues={DRAIN_QUEUE},{BULK_QUEUE}",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
