@@ -137,6 +137,21 @@ def sandbox_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def app_sandbox_url() -> Iterator[str]:
+    """A sandbox App API over real HTTP, shared by a module; broadcast triggers 60 s apart."""
+    with serve_in_thread(create_sandbox_app(SandboxConfig(app_broadcast_interval_s=60))) as url:
+        yield url
+
+
+@pytest.fixture
+def app_sandbox(app_sandbox_url: str) -> Iterator[httpx.Client]:
+    """A client of the App API sandbox, freshly reset."""
+    with httpx.Client(base_url=app_sandbox_url, timeout=5) as c:
+        c.post("/_sandbox/reset").raise_for_status()
+        yield c
+
+
 @pytest.fixture
 def client(sandbox_url: str) -> Iterator[httpx.Client]:
     """A client authenticated as SITE against a freshly reset sandbox."""

@@ -7,43 +7,28 @@ an attempt, and a drain never packs another shard's jobs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 import redis
 
-from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
 from service.jobs import BROADCAST_ROUTE, Job, app_job
 from service.store.shards import ShardStore
 from tests.support.drain import build_drainer, dlq
-from tests.support.http_server import serve_in_thread
 
 EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
 
 
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox_app(SandboxConfig(app_broadcast_interval_s=60))) as url:
-        yield url
-
-
 @pytest.fixture
-def sandbox(app_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=app_url, timeout=5) as c:
-        c.post("/_sandbox/reset").raise_for_status()
-        yield c
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings], app_url: str) -> Settings:
+def settings(make_settings: Callable[..., Settings], app_sandbox_url: str) -> Settings:
     return make_settings(
         app_api_key="dev-app-key",
-        app_url=app_url,
+        app_url=app_sandbox_url,
         upstream_timeout_s=2,
         app_broadcast_interval_s=30,
     )
@@ -75,12 +60,12 @@ def put(client: redis.Redis, shard: int, jobs: list[Job]) -> keys.ShardKeys:
     return shard_keys
 
 
-def received(sandbox: httpx.Client) -> list[Any]:
-    return [r["op"] for r in sandbox.get("/_sandbox/received").json()["records"]]
+def received(app_sandbox: httpx.Client) -> list[Any]:
+    return [r["op"] for r in app_sandbox.get("/_sandbox/received").json()["records"]]
 
 
 def test_a_send_cut_off_mid_request_is_dead_lettered_never_resent(
-    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+    settings: Settings, redis_client: redis.Redis, app_sandbox: httpx.Client
 ) -> None:
     shard = put(redis_client, 0, [send(1), send(2)])
     store = ShardStore(redis_client)
@@ -93,14 +78,14 @@ def test_a_send_cut_off_mid_request_is_dead_lettered_never_resent(
     report = build_drainer(settings, redis_client).drain("default", 0, shard.lane)
 
     assert (report.delivered, report.dead_lettered, report.requests) == (1, 1, 1)
-    assert len(received(sandbox)) == 1  # only the second send went out
+    assert len(received(app_sandbox)) == 1  # only the second send went out
     (letter,) = dlq(redis_client)
     assert letter[b"cls"] == b"ambiguous" and b"died during the send" in letter[b"message"]
     assert redis_client.xlen(shard.stream) == 0
 
 
 def test_a_trigger_without_a_rate_slot_hands_back_without_an_attempt(
-    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+    settings: Settings, redis_client: redis.Redis, app_sandbox: httpx.Client
 ) -> None:
     shard = put(redis_client, 0, [trigger(1), trigger(2)])
 
@@ -108,13 +93,13 @@ def test_a_trigger_without_a_rate_slot_hands_back_without_an_attempt(
 
     assert report.stopped == "rate_limited"
     assert report.retrigger_s is not None and report.retrigger_s > 25
-    assert report.delivered == 1 and len(received(sandbox)) == 1
+    assert report.delivered == 1 and len(received(app_sandbox)) == 1
     assert redis_client.xlen(shard.stream) == 1  # the second waits for its slot
     assert ShardStore(redis_client).retry_state(shard).attempts == 0
 
 
 def test_an_app_drain_sends_only_its_own_shard(
-    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+    settings: Settings, redis_client: redis.Redis, app_sandbox: httpx.Client
 ) -> None:
     mine = put(redis_client, 0, [send(1)])
     other = put(redis_client, 1, [send(2)])
@@ -123,4 +108,4 @@ def test_an_app_drain_sends_only_its_own_shard(
 
     assert (report.stopped, report.delivered, report.shards_held) == ("empty", 1, 1)
     assert redis_client.xlen(other.stream) == 1
-    assert len(received(sandbox)) == 1
+    assert len(received(app_sandbox)) == 1

@@ -10,39 +10,28 @@ import httpx
 import orjson
 import pytest
 
-from sandbox import SandboxConfig, create_sandbox_app
 from service.config import Settings
 from service.delivery.outcomes import OutcomeClass
 from service.jobs import app_job
 from service.lanes.app.confirm import matches
 from service.lanes.app.outcomes import Outcomes, State
 from service.lanes.app.sender import AppSender
-from tests.support.http_server import serve_in_thread
 
 EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
 
 
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    with serve_in_thread(create_sandbox_app(SandboxConfig(app_broadcast_interval_s=60))) as url:
-        yield url
-
-
-@pytest.fixture
-def sandbox(app_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=app_url, timeout=5) as c:
-        c.post("/_sandbox/reset").raise_for_status()
-        yield c
-
-
 @pytest.fixture
 def sender(
-    make_settings: Callable[..., Settings], app_url: str
+    make_settings: Callable[..., Settings], app_sandbox_url: str
 ) -> Iterator[Callable[..., AppSender]]:
     made: list[AppSender] = []
 
     def build(**overrides: Any) -> AppSender:
-        values = {"app_api_key": "dev-app-key", "app_url": app_url, "upstream_timeout_s": 0.5}
+        values = {
+            "app_api_key": "dev-app-key",
+            "app_url": app_sandbox_url,
+            "upstream_timeout_s": 0.5,
+        }
         settings = make_settings(**{**values, **overrides})
         made.append(AppSender(settings.workspaces[0], settings))
         return made[-1]
@@ -65,24 +54,24 @@ def record(s: AppSender, job_id: str) -> Any:
     return found
 
 
-def received(sandbox: httpx.Client) -> list[Any]:
-    return [r["op"] for r in sandbox.get("/_sandbox/received").json()["records"]]
+def received(app_sandbox: httpx.Client) -> list[Any]:
+    return [r["op"] for r in app_sandbox.get("/_sandbox/received").json()["records"]]
 
 
 def test_delivered_records_customerio_answer(
-    sender: Callable[..., AppSender], sandbox: httpx.Client
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
 ) -> None:
     s = sender()
     outcome = s.send_batch(job("j1", EMAIL), op_count=1)
     assert outcome.outcome_class is OutcomeClass.SUCCESS
     found = record(s, "j1")
-    [sent] = received(sandbox)
+    [sent] = received(app_sandbox)
     assert found.state is State.DELIVERED and found.delivery_id == sent["delivery_id"]
     assert found.body["delivery_id"] == sent["delivery_id"] and found.attempts == 1
 
 
 def test_refusal_is_invalid_with_customerio_message(
-    sender: Callable[..., AppSender], sandbox: httpx.Client
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
 ) -> None:
     s = sender()
     outcome = s.send_batch(job("j2", {**EMAIL, "identifiers": {}}), op_count=1)
@@ -92,11 +81,11 @@ def test_refusal_is_invalid_with_customerio_message(
 
 @pytest.mark.parametrize("fault", ["reset_before_rate", "hang_rate"])
 def test_ambiguous_is_never_resent(
-    sender: Callable[..., AppSender], sandbox: httpx.Client, fault: str
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client, fault: str
 ) -> None:
     """reset before recording: not found by the lookup, dead-lettered; a hang after
     recording with no template id on the send cannot be confirmed either."""
-    sandbox.post("/_sandbox/app_faults", json={fault: 1.0, "hang_s": 2}).raise_for_status()
+    app_sandbox.post("/_sandbox/app_faults", json={fault: 1.0, "hang_s": 2}).raise_for_status()
     s = sender()
     body = (
         {**EMAIL}
@@ -108,37 +97,37 @@ def test_ambiguous_is_never_resent(
     assert outcome.outcome_class is OutcomeClass.AMBIGUOUS
     assert "may have acted" in outcome.detail
     assert record(s, "j3").state is State.AMBIGUOUS
-    assert len(received(sandbox)) == (0 if fault == "reset_before_rate" else 1)
+    assert len(received(app_sandbox)) == (0 if fault == "reset_before_rate" else 1)
 
 
 @pytest.mark.parametrize("fault", ["reset_rate", "hang_rate"])
 def test_ambiguous_send_confirmed_by_message_lookup(
-    sender: Callable[..., AppSender], sandbox: httpx.Client, fault: str
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client, fault: str
 ) -> None:
-    sandbox.post("/_sandbox/app_faults", json={fault: 1.0, "hang_s": 2}).raise_for_status()
+    app_sandbox.post("/_sandbox/app_faults", json={fault: 1.0, "hang_s": 2}).raise_for_status()
     s = sender()
     outcome = s.send_batch(job("j4", EMAIL), op_count=1)
     assert outcome.outcome_class is OutcomeClass.SUCCESS
-    [sent] = received(sandbox)
+    [sent] = received(app_sandbox)
     assert record(s, "j4").delivery_id == sent["delivery_id"]
 
 
 def test_lookup_never_takes_a_delivery_already_claimed(
-    sender: Callable[..., AppSender], sandbox: httpx.Client
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
 ) -> None:
     """One clean send, then an ambiguous one whose delivery the lookup cannot see (reset
     before recording): the clean send's message matches but is claimed, so: ambiguous."""
     s = sender()
     assert s.send_batch(job("j5", EMAIL), op_count=1).outcome_class is OutcomeClass.SUCCESS
-    sandbox.post("/_sandbox/app_faults", json={"reset_before_rate": 1.0}).raise_for_status()
+    app_sandbox.post("/_sandbox/app_faults", json={"reset_before_rate": 1.0}).raise_for_status()
     assert s.send_batch(job("j6", EMAIL), op_count=1).outcome_class is OutcomeClass.AMBIGUOUS
 
 
 def test_503_with_retry_after_is_transient_with_the_wait(
-    sender: Callable[..., AppSender], sandbox: httpx.Client
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
 ) -> None:
     faults = {"error_rate": 1.0, "error_status": 503, "retry_after_s": 0.25}
-    sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
+    app_sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
     s = sender()
     outcome = s.send_batch(job("j7", EMAIL), op_count=1)
     assert outcome.outcome_class is OutcomeClass.TRANSIENT and outcome.retry_after_s == 0.25
@@ -155,12 +144,12 @@ def test_503_with_retry_after_is_transient_with_the_wait(
 )
 def test_error_statuses(
     sender: Callable[..., AppSender],
-    sandbox: httpx.Client,
+    app_sandbox: httpx.Client,
     status: int,
     opt_in: bool,
     expected: OutcomeClass,
 ) -> None:
-    sandbox.post(
+    app_sandbox.post(
         "/_sandbox/app_faults", json={"error_rate": 1.0, "error_status": status}
     ).raise_for_status()
     s = sender(app_resend_ambiguous=opt_in)
@@ -178,7 +167,7 @@ def test_closed_port_is_resent(make_settings: Callable[..., Settings]) -> None:
 
 
 def test_a_second_trigger_of_one_broadcast_is_deferred(
-    sender: Callable[..., AppSender], sandbox: httpx.Client
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
 ) -> None:
     s = sender(app_broadcast_interval_s=30)
     path = "/v1/campaigns/4/triggers"
@@ -187,8 +176,8 @@ def test_a_second_trigger_of_one_broadcast_is_deferred(
     assert first.outcome_class is OutcomeClass.SUCCESS
     assert second.outcome_class is OutcomeClass.DEFERRED and second.retry_after_s is not None
     assert second.retry_after_s > 25
-    assert len(received(sandbox)) == 1
-    assert record(s, "t1").body == {"id": received(sandbox)[0]["id"]}
+    assert len(received(app_sandbox)) == 1
+    assert record(s, "t1").body == {"id": received(app_sandbox)[0]["id"]}
 
 
 @pytest.mark.parametrize(
@@ -215,8 +204,8 @@ def test_match_rules(message: Any, ok: bool) -> None:
 
 
 def test_envelope_is_sent_as_stored(
-    sender: Callable[..., AppSender], sandbox: httpx.Client
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
 ) -> None:
     body = {**EMAIL, "message_data": {"n": 1.5, "s": "é"}}
     sender().send_batch(job("j10", body), op_count=1)
-    assert received(sandbox)[0]["body"] == orjson.loads(orjson.dumps(body))
+    assert received(app_sandbox)[0]["body"] == orjson.loads(orjson.dumps(body))
