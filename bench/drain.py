@@ -20,7 +20,7 @@ import redis
 from bench.figures import Figure
 from bench.stack import API_KEY, SITE_ID, BenchStack, rss_bytes, sandbox_requests, sandbox_stats
 from service import keys
-from service.delivery.packing import Batch, first_unit
+from service.delivery.packing import ENVELOPE_BYTES, batch_body
 from service.jobs import Job, v2_job
 from service.lanes import Lane
 from service.store.shards import next_id
@@ -90,13 +90,23 @@ def bare_drain(client: redis.Redis, url: str) -> None:
             rows = _head(client, stream)
             while rows:
                 ops = [fields[b"o"] for _, fields in rows]
-                unit = first_unit(ops, max_batch_bytes=MAX_BATCH_BYTES, max_op_bytes=32_768)
-                assert isinstance(unit, Batch)
-                http.post("/api/v2/batch", content=unit.body).raise_for_status()
-                client.xtrim(stream, minid=next_id(rows[unit.stop - 1][0]), approximate=False)
-                rows = rows[unit.stop :]
+                stop = _longest_prefix(ops)
+                http.post("/api/v2/batch", content=batch_body(ops[:stop])).raise_for_status()
+                client.xtrim(stream, minid=next_id(rows[stop - 1][0]), approximate=False)
+                rows = rows[stop:]
                 if len(rows) < 4000:
                     rows += _head(client, stream, rows[-1][0] if rows else None)[: 4000 - len(rows)]
+
+
+def _longest_prefix(ops: list[bytes]) -> int:
+    """How many ops from the head fit in one body: the simplest packer there is."""
+    size, stop = ENVELOPE_BYTES - 1, 0
+    for op in ops:
+        size += len(op) + 1
+        if size > MAX_BATCH_BYTES:
+            break
+        stop += 1
+    return stop
 
 
 class RssSampler:

@@ -1,38 +1,64 @@
-"""Packing: batches by exact bytes, in order, oversize ops reported and never sent."""
+"""Packing one shard's head: batches by exact bytes, in order, oversize ops never sent.
+
+A drain packs with `pack_heads`; a shard alone is one head. Oversize ops are cut out of
+the body (the drain sends them alone as an oversize report) and end their batch.
+"""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.delivery.packing import (
-    ENVELOPE_BYTES,
-    Batch,
-    Oversize,
-    Unit,
-    batch_body,
-    first_unit,
-)
+from service.delivery.across_shards import ShardHead, pack_heads
+from service.delivery.packing import ENVELOPE_BYTES, batch_body, batch_size_bytes
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Ops ``start``..``stop-1`` of the input, as one request body."""
+
+    start: int
+    stop: int
+    body: bytes
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class Oversize:
+    index: int
+
+
+Unit = Batch | Oversize
+
+
+def first_batch(ops: list[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> Batch:
+    """What a drain of one shard packs from `ops`: the longest batch from the head."""
+    head = ShardHead(0, ops, [(n, 0) for n in range(len(ops))], cap=len(ops))
+    packed = pack_heads([head], max_batch_bytes=max_batch_bytes, max_op_bytes=max_op_bytes)
+    assert packed.sources == tuple((0, n) for n in range(packed.count))  # a prefix, in order
+    return Batch(0, packed.count, packed.body)
 
 
 def pack(ops: list[bytes], *, max_batch_bytes: int, max_op_bytes: int) -> list[Unit]:
-    """Every unit a drain sends for `ops`, in order: `first_unit` again after each one,
-    with indices into `ops` (what the drain does as it resolves its stream's head)."""
+    """Every unit a drain sends for `ops`, in order, as it resolves its stream's head."""
     units: list[Unit] = []
     start = 0
-    while unit := first_unit(
-        ops[start:], max_batch_bytes=max_batch_bytes, max_op_bytes=max_op_bytes
-    ):
-        if isinstance(unit, Oversize):
-            units.append(Oversize(start + unit.index, unit.size_bytes))
+    while start < len(ops):
+        if len(ops[start]) > max_op_bytes:
+            units.append(Oversize(start))
             start += 1
-        else:
-            units.append(Batch(start + unit.start, start + unit.stop, unit.body))
-            start += unit.stop
+            continue
+        batch = first_batch(ops[start:], max_batch_bytes=max_batch_bytes, max_op_bytes=max_op_bytes)
+        units.append(Batch(start, start + batch.stop, batch.body))
+        start += batch.stop
     return units
 
 
@@ -85,17 +111,16 @@ def test_body_is_valid_json_and_size_matches() -> None:
     assert len(batch_body([])) == ENVELOPE_BYTES
 
 
-def test_first_unit_takes_longest_prefix() -> None:
-    """A drain's next unit is the longest batch from the head, or the oversize head."""
+def test_a_head_packs_its_longest_prefix_and_stops_before_an_oversize_op() -> None:
     ops = [op(40), op(40), op(40)]
-    unit = first_unit(ops, max_batch_bytes=100, max_op_bytes=50)
-    assert isinstance(unit, Batch)
-    assert (unit.start, unit.stop) == (0, 2)
-    assert first_unit([op(60), op(10)], max_batch_bytes=100, max_op_bytes=50) == Oversize(0, 60)
-    assert first_unit([], max_batch_bytes=100, max_op_bytes=50) is None
-    stop_before_big = first_unit([op(10), op(60)], max_batch_bytes=100, max_op_bytes=50)
-    assert isinstance(stop_before_big, Batch)
-    assert stop_before_big.stop == 1
+    assert first_batch(ops, max_batch_bytes=100, max_op_bytes=50).stop == 2
+    assert first_batch([op(10), op(60)], max_batch_bytes=100, max_op_bytes=50).stop == 1
+    assert first_batch([], max_batch_bytes=100, max_op_bytes=50).stop == 0
+
+
+def test_size_arithmetic_matches_the_body() -> None:
+    for sizes in ([], [10], [10, 20, 30]):
+        assert batch_size_bytes(sizes) == len(batch_body([op(n) for n in sizes]))
 
 
 @settings(max_examples=300, deadline=None)
