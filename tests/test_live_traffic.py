@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -15,24 +16,31 @@ from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 
 pytestmark = pytest.mark.e2e
 
+LINGER_S = 0.2
+
 
 def test_650_ops_per_s_leave_packed_across_shards_exactly_once_in_order(
     make_stack: Callable[..., Stack],
 ) -> None:
     """~650 ops/s of mixed v1/v2 traffic for 325 people, 32 shards, linger 200 ms: every
-    job once, in per-person order, no body over the limit, and requests packed across
-    shards. Packing shard by shard sent about 18 ops per request; on a quiet machine this
-    sends about 148 (ideal 650 x 0.2 = 130; the issue asks >= 50). Under the full suite's
-    CPU contention drains overlap more and it once measured 47, so the suite's floor is
-    30, still far above shard-by-shard packing; run it alone with -s for the figure."""
-    stack = make_stack(shards=32, linger_ms=200)
+    job once, in per-person order, no body over the limit, and requests that carry at
+    least half of ``rate x linger`` (the issue asks >= 50 at 650 ops/s; half the ideal
+    is 65). Packing shard by shard sent about 18.
+
+    The rate is the one the producer achieved: on a machine busy with other tests the api
+    accepts the 13,000 jobs more slowly than 650/s, and then fewer ops wait per linger
+    window. Alone and quiet this measures about 148 ops per request.
+    """
+    stack = make_stack(shards=32, linger_ms=int(LINGER_S * 1000))
     stack.start_api()
     stack.start_sweeper()
     stack.start_worker(concurrency=2)
     people = [f"live-{i}" for i in range(325)]
+    started = time.monotonic()
     produced = asyncio.run(
         steady(stack.api_url, (SITE_ID, INGEST_KEY), people, rate_per_s=650, duration_s=20)
     )
+    rate_per_s = produced.total / (time.monotonic() - started)
     assert produced.total >= 0.9 * 650 * 20, produced.total
     wait_until(
         lambda: len(stack.received()) >= produced.total,
@@ -47,5 +55,9 @@ def test_650_ops_per_s_leave_packed_across_shards_exactly_once_in_order(
     requests = [r for r in stack.requests() if r["path"] == "/api/v2/batch"]
     assert max(r["body_bytes"] for r in requests) <= 500_000
     mean_ops = sum(r["op_count"] for r in requests) / len(requests)
-    print(f"{produced.total} ops in {len(requests)} requests: {mean_ops:.1f} ops/request")
-    assert mean_ops >= 30, mean_ops
+    ideal = rate_per_s * LINGER_S
+    print(
+        f"{produced.total} ops at {rate_per_s:.0f}/s in {len(requests)} requests: "
+        f"{mean_ops:.1f} ops/request (ideal {ideal:.0f})"
+    )
+    assert mean_ops >= 0.5 * ideal, (mean_ops, rate_per_s)
