@@ -110,7 +110,13 @@ def test_401_pauses_only_the_pipelines_lane(stack_with: Callable[..., Stack]) ->
         what="Track jobs while Pipelines is paused",
     )
     assert not redis.exists(keys.pause("default", Lane.TRACK))
-    assert redis.get(keys.pause("default", Lane.PIPELINES)) == b"setup:401"
+    # The pause lasts setup_pause_ms; each probe after it is refused and pauses again, so
+    # on a slow machine the key may be between two pauses when Track is through.
+    wait_until(
+        lambda: redis.get(keys.pause("default", Lane.PIPELINES)) == b"setup:401",
+        timeout_s=30,
+        what="the Pipelines lane paused for setup:401",
+    )
     assert _cdp_seqs(stack) == {}
     assert redis.xlen(DLQ) == 0  # kept, not dead-lettered
     # Once the key is fixed, the next probe after the pause delivers everything, in order
