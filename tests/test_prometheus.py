@@ -178,11 +178,20 @@ def push_traffic(stack: Stack) -> None:
         assert api.post("/api/v2/batch", json={"batch": batch}).status_code == 200
         r = api.put("/api/v1/customers/partial", json={"sandbox_poison": "207"})
         assert r.status_code == 200, r.text
-        # The pair goes once the rest is through: packed across shards into the request
-        # that is bisected, it would be resolved by the halves, which are not coalesced.
+        # The pair goes once the rest is through (packed across shards into the request
+        # that is bisected, it would be resolved by the halves, which are not coalesced),
+        # in one request, so a loaded machine cannot let a linger run out between the two.
         wait_until(lambda: stack.received_at_least(23), timeout_s=60, what="23 ops delivered")
-        for plan in ("free", "pro"):
-            assert api.put("/api/v1/customers/twice", json={"plan": plan}).status_code == 200
+        pair = [
+            {
+                "type": "person",
+                "action": "identify",
+                "identifiers": {"id": "twice"},
+                "attributes": {"plan": plan},
+            }
+            for plan in ("free", "pro")
+        ]
+        assert api.post("/api/v2/batch", json={"batch": pair}).status_code == 200
     push_app_traffic(stack)
 
 

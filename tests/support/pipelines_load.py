@@ -77,7 +77,9 @@ async def produce_pipelines(
     rng = random.Random(seed)
     result = PipelinesProduced()
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency)
+    # Idle connections expire before uvicorn's 5 s keep-alive closes them, so a request
+    # is never written to a connection the server is closing (httpx.ReadError).
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
     auth = httpx.BasicAuth(ingest_key, "")
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
 
