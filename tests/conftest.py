@@ -14,6 +14,7 @@ from hypothesis import settings as hypothesis_settings
 
 from sandbox import SandboxConfig, create_sandbox_app
 from service.config import Settings
+from tests.support.drain import Clock
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 from tests.support.stack import ADMIN_KEY, Stack
@@ -127,6 +128,12 @@ def make_settings(redis_url: str) -> Callable[..., Settings]:
         return Settings(**values)
 
     return build
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """Real time that a drain test can move forward (`Clock.offset_s`)."""
+    return Clock()
 
 
 @pytest.fixture(scope="module")

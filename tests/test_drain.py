@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,24 +15,9 @@ from service.config import Settings
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
 from service.store.shards import ShardStore
-from tests.support.drain import build_drainer, dlq, enqueue, person_op
+from tests.support.drain import Clock, build_drainer, dlq, enqueue, person_op, received_ns
 from tests.support.sandbox import KEY, SITE
 from workers.drain import Drainer
-
-
-class Clock:
-    """Real time plus an offset the test moves forward; retries need no real waiting."""
-
-    def __init__(self) -> None:
-        self.offset_s = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset_s
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -56,11 +40,6 @@ def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settin
 @pytest.fixture
 def drainer(settings: Settings, redis_client: redis.Redis, clock: Clock) -> Drainer:
     return build_drainer(settings, redis_client, clock)
-
-
-def received_ns(sandbox: httpx.Client) -> list[int]:
-    records = sandbox.get("/_sandbox/received").json()["records"]
-    return [r["op"]["attributes"]["n"] for r in records]
 
 
 def test_drains_everything_in_order_in_full_batches(

@@ -18,16 +18,10 @@ from service.delivery.crash_search import InflightNote
 from service.jobs import Traffic, shard_for, v2_job
 from service.store.shards import ShardStore
 from service.triggers import Triggers
-from tests.support.drain import build_drainer, dlq
+from tests.support.drain import Clock, build_drainer, dlq, received_ns
 from tests.support.triggers import RecordingTriggers
-from tests.test_drain import Clock, received_ns
 
 SHARDS = 4
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import redis
 
 from service import keys
@@ -16,6 +17,16 @@ from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.streams import Fields, stream_fields
 from workers.drain import Drainer
+
+
+class Clock:
+    """Real time plus an offset the test moves forward; retries need no real waiting."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset_s
 
 
 def build_drainer(
@@ -53,3 +64,8 @@ def enqueue(client: redis.Redis, ops: list[dict[str, Any]], shards: int = 1) -> 
 def dlq(client: redis.Redis) -> list[Fields]:
     """Every dead letter of workspace ``default``, oldest first."""
     return stream_fields(client, keys.dead_letters("default"))
+
+
+def received_ns(sandbox: httpx.Client) -> list[int]:
+    records = sandbox.get("/_sandbox/received").json()["records"]
+    return [r["op"]["attributes"]["n"] for r in records]
