@@ -230,6 +230,33 @@ def test_429_pauses_the_workspace_for_retry_after(
     assert dlq(redis_client) == []
 
 
+def test_a_pause_set_mid_drain_stops_the_next_send(
+    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """Another worker's 429 pause stops a running drain before its next batch.
+
+    The clock is frozen, so a pause check that is only due every PAUSE_CHECK_S would not
+    run again; the batch lanes look before every send (issue: a drain that gathered the
+    throttled drain's shards sent them 27 ms after the 429).
+    """
+    enqueue(redis_client, [person_op(i) for i in range(300)])
+    drainer = build_drainer(settings, redis_client, clock=lambda: 1_800_000_000.0)
+    calls = 0
+
+    def another_worker_is_throttled() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # after the first send: the loop's second turn
+            ShardStore(redis_client).pause("default", cause="throttle", duration_ms=5000)
+        return False
+
+    drainer.should_stop = another_worker_is_throttled
+    report = drainer.drain("default", 0, bulk=True)
+    assert report.stopped == "paused"
+    assert len(sandbox.get("/_sandbox/requests").json()["records"]) == 1
+    assert 0 < len(received_ns(sandbox)) < 300
+
+
 def test_401_pauses_keeps_jobs_and_resumes_when_fixed(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:

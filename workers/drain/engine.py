@@ -49,7 +49,8 @@ log = logging.getLogger("cioq.drain")
 
 #: Celery holds ETA triggers in memory; far-future ones are left to the sweeper.
 MAX_COUNTDOWN_S = 60.0
-#: How often a running drain looks for a pause set by another worker.
+#: How often a running drain of an unbatched (App API) lane looks for another worker's
+#: pause; batching lanes look before every send.
 PAUSE_CHECK_S = 0.1
 
 
@@ -215,11 +216,8 @@ class Drainer:
         if self.should_stop():
             report.stop(StopReason.SHUTDOWN)
             return True
-        if pace.pause_check_due():
-            paused_ms = self.store.pause_remaining_ms(held.primary.workspace, held.primary.lane)
-            if paused_ms:
-                report.stop(StopReason.PAUSED, paused_ms / 1000)
-                return True
+        if pace.pause_check_due() and self._paused(held, report):
+            return True
         if check_retry:
             # Only until the first resolve: every resolve clears the shard's retry state.
             not_before_ms = self.store.retry_state(held.primary).not_before_ms
@@ -228,6 +226,23 @@ class Drainer:
                 report.stop(StopReason.BACKOFF, (not_before_ms - now_ms) / 1000)
                 return True
         return False
+
+    def _paused(self, held: HeldShards, report: DrainReport) -> bool:
+        paused_ms = self.store.pause_remaining_ms(held.primary.workspace, held.primary.lane)
+        if paused_ms:
+            report.stop(StopReason.PAUSED, paused_ms / 1000)
+        return bool(paused_ms)
+
+    def _stops_before_send(
+        self, held: HeldShards, report: DrainReport, deadline: float, *, batches: bool
+    ) -> bool:
+        if self.clock() >= deadline:
+            report.stop(StopReason.BUDGET, 0.0)
+            return True
+        # A throttled drain sets its pause before it releases its shards, so a drain that
+        # has just gathered them sees the pause here: a batch costs one GET more, and the
+        # throttled ops are never sent again before Retry-After is over.
+        return batches and self._paused(held, report)
 
     def _loop(self, held: HeldShards, delivery: Delivery, report: DrainReport) -> None:
         s = self.settings
@@ -261,8 +276,8 @@ class Drainer:
                 return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
             if batches and not report.bulk and sent_full and unit.full:
                 return report.stop(StopReason.BACKLOG, 0.0)
-            if self.clock() >= deadline:
-                return report.stop(StopReason.BUDGET, 0.0)
+            if self._stops_before_send(held, report, deadline, batches=batches):
+                return
             if pace.renew_due():
                 held.renew()
             for shard, note in step.notes.items():
@@ -336,9 +351,9 @@ class _Pace:
     """When a drain last renewed its leases and looked for a pause.
 
     Lone App API sends make every round trip count: leases are renewed once a third of
-    their time has passed (every write is fenced anyway), and another worker's pause is
-    looked for at most every PAUSE_CHECK_S (a few sends more at worst, each answered 429
-    again and so resent).
+    their time has passed (every write is fenced anyway), and there another worker's pause
+    is looked for at most every PAUSE_CHECK_S (a few sends more at worst, each answered 429
+    again and so resent; the cluster-wide rate buckets keep them rare).
     """
 
     def __init__(self, clock: Callable[[], float], lease_s: float) -> None:
