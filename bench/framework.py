@@ -1,6 +1,6 @@
 """Why the ingest API is not a Starlette app: the same ingest through both, same load.
 
-cioq's api (its own ~170-line router, `Request` and `Response` in service/api/http.py) against
+cioq's api (its own ~170-line router, `Request` and `Response` in service/web/http.py) against
 bench/starlette_app.py, which serves the same handlers, checks and Redis writes through
 Starlette with raw-path routing. Same uvicorn settings, same load generator, same requests
 (single-op v1 events over 16 connections, 1,000-op v2 batches over 2), best of alternating

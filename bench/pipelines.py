@@ -22,8 +22,7 @@ from bench.figures import Figure
 from bench.ingest import best_rounds, bulk_op
 from bench.loadgen import LoadResult, build_request
 from bench.stack import AUTH_HEADER, BenchStack, sandbox_requests
-from service.jobs import Job, cdp_job, cdp_route
-from service.lanes import Lane
+from service.jobs import Job, Lane, cdp_job, cdp_route
 
 ITEMS_PER_BODY = 100
 PAD = "p" * 330

@@ -18,8 +18,7 @@ import httpx
 import redis
 
 from service import keys
-from service.jobs import Job, shard_for, v2_job
-from service.lanes import Lane
+from service.jobs import Job, Lane, shard_for, v2_job
 from tests.support.cluster import Cluster
 from tests.support.processes import Proc, RedisServer, cioq_proc, free_port, wait_http
 

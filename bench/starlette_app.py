@@ -27,11 +27,11 @@ from starlette.routing import Route as StarletteRoute
 
 from sandbox.app import RawPathRouting
 from service.api.app import STORE_UNAVAILABLE, UNAUTHORIZED, IngestApp, create_app
-from service.api.http import Request, Response, Route, base_url_of, error_response, split_path
 from service.config import load_settings
 from service.errors import FieldError, InvalidJob, Overloaded, StoreUnavailable
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
+from service.web.http import Request, Response, Route, base_url_of, error_response, split_path
 
 
 def _to_starlette(response: Response) -> StarletteResponse:

@@ -25,7 +25,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
-from service.lanes import Lane
+from service.jobs import Lane
 
 REGION_TRACK_URLS: dict[str, str] = {
     "us": "https://track.customer.io",

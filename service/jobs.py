@@ -16,8 +16,6 @@ from typing import Any, Literal
 import orjson
 from ulid import ULID
 
-from service.lanes import Lane
-
 #: Stream entry field holding a v2 operation's JSON bytes.
 FIELD_OP = b"o"
 #: Stream entry field holding a v1 request envelope ``{"method","path","query","body"}``.
@@ -27,6 +25,22 @@ FIELD_CDP = b"c"
 #: Stream entry field holding an App API request envelope (a send or a broadcast trigger),
 #: sent alone: ``{"id","method","path","body","limit","bucket","route","op_type"}``.
 FIELD_APP = b"a"
+
+
+class Lane(StrEnum):
+    """An upstream API family (Track, Pipelines, App API); `service.lanes` holds each one."""
+
+    TRACK = "track"
+    PIPELINES = "pipelines"
+    APP = "app"
+    #: App API broadcast triggers: their own streams, because a broadcast's triggers leave
+    #: 10 s apart and must not hold back the sends queued behind them in a shared shard.
+    BROADCASTS = "broadcasts"
+
+
+#: Lanes whose jobs go out one request each: nothing to wait for before draining them.
+UNBATCHED = frozenset({Lane.APP, Lane.BROADCASTS})
+
 
 JobKind = Literal["v2", "v1", "cdp", "app"]
 #: The route prefix of a broadcast trigger: App jobs routed so live in `Lane.BROADCASTS`.

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 
 PREFIX = "cioq"
 

@@ -20,8 +20,7 @@ from typing import Any
 
 from celery import Celery
 
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 
 DRAIN_TASK = "cioq.drain"
 DRAIN_QUEUE = "cioq.drain"

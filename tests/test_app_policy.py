@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from service.delivery.client import transport_failure
-from service.lanes.app.policy import NOT_SENT, Decision, Transport, Verdict, decide
+from service.delivery.outcomes import Transport
+from service.lanes.app.policy import NOT_SENT, Decision, Verdict, decide
 
 T = Transport
 

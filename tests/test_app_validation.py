@@ -14,7 +14,7 @@ import redis
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.lanes import Lane
+from service.jobs import Lane
 from service.lanes.app.validation import validate_send, validate_trigger
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers

@@ -361,8 +361,7 @@ def test_cli_replay_of_app_sends_asks_first(
     """An ambiguous send may have been delivered: replay asks, ``--yes`` skips the question,
     and the job goes back to its own lane (a trigger to the broadcasts lane)."""
     from cioq.cli import app
-    from service.jobs import app_job
-    from service.lanes import Lane
+    from service.jobs import Lane, app_job
 
     send = app_job(
         "j-1",

@@ -13,8 +13,7 @@ import redis.asyncio as aioredis
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.jobs import Job, shard_for, v2_job
-from service.lanes import Lane
+from service.jobs import Job, Lane, shard_for, v2_job
 from service.store.group_commit import GroupCommit, Stored
 from service.store.queue import Queue
 from service.store.slots import SlotWriter

@@ -51,6 +51,17 @@ def test_no_cycle_between_top_level_packages(packages: list[str]) -> None:
     assert cycles(build(packages), depth=1) == []
 
 
+def test_no_cycle_between_service_subpackages(packages: list[str]) -> None:
+    """The layers of `service` import one way: lanes on web on store, api on lanes.
+
+    One known loop is left: the store counts into `service.metrics` (jobs accepted, dead
+    lettered) and the metrics' overview and queue-state gauges read the store. Its modules
+    do not loop (the module test below), and undoing it means moving counting out of the
+    store into every caller.
+    """
+    assert cycles(build(packages), depth=2) == [["service.metrics", "service.store"]]
+
+
 def test_no_module_import_cycle(packages: list[str]) -> None:
     """No two modules import each other, directly or round a loop, not even for types only."""
     assert cycles(build(packages)) == []

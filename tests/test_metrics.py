@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.lanes import Lane
+from service.jobs import Lane
 from service.metrics import definitions as metrics
 from service.metrics.export import process_registry
 from service.metrics.queue_state import (

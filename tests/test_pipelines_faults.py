@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from service import keys
-from service.lanes import Lane
+from service.jobs import Lane
 from tests.support.load import produce
 from tests.support.pipelines_load import produce_pipelines, seq_of_call
 from tests.support.processes import wait_until

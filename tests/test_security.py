@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from service.api.app import create_app
-from service.api.http import Route
 from service.config import Settings, check_keys, load_settings
 from service.errors import ConfigError
+from service.web.http import Route
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import free_port, wait_http
 from tests.support.stack import Stack

@@ -18,8 +18,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
 from service.config import Settings
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 from service.lanes.registry import clients
 from service.metrics import definitions as metrics
 from service.store.connections import connect_sync

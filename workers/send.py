@@ -27,7 +27,7 @@ from service.config import Settings
 from service.delivery.client import TrackClient
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
-from service.lanes import Lane
+from service.jobs import Lane
 from service.lanes.app.sender import AppSender
 from service.lanes.registry import LANES, BatchClient
 from service.lanes.track.coalesce import expand_item_errors

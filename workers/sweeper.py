@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 from service import keys
 from service.config import Settings
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 from service.store.connections import SyncStore
 from service.triggers import Triggers
 from workers import liveness

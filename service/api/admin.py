@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from service.api.http import Request, Response, Route, error_response, json_response
 from service.config import Settings
 from service.errors import ConfigError, FieldError, InvalidJob
 from service.store.dead_letter_admin import (
@@ -18,30 +17,9 @@ from service.store.dead_letter_admin import (
     SelectionResult,
     check_ids,
 )
+from service.web.http import Request, Response, Route, error_response, json_response
 
 MAX_PAGE = 1000
-_FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")
-
-
-def filter_from(values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetterFilter:
-    """A filter from query parameters or a JSON body; field names as the API shows them."""
-    unknown = sorted(set(values) - {*_FILTER_FIELDS, "ids", "all", "dry_run", "limit", "after"})
-    if unknown:
-        raise InvalidJob([FieldError(unknown[0], "unknown_field", "not a dead-letter filter")])
-    for name in _FILTER_FIELDS:
-        value = values.get(name)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise InvalidJob([FieldError(name, "type", f"{name} must be a non-empty string")])
-
-    return DeadLetterFilter.parse(
-        ids=ids,
-        reason=values.get("reason"),
-        outcome_class=values.get("class"),
-        op_type=values.get("op_type"),
-        person=values.get("person"),
-        since=values.get("since"),
-        until=values.get("until"),
-    )
 
 
 def _outcome(outcome: SelectionResult, verb: str) -> Response:
@@ -97,7 +75,9 @@ class Admin:
         after = query.get("after") or None
         if after is not None:
             check_ids((after,))
-        flt = filter_from({k: v for k, v in query.items() if k not in ("limit", "after")})
+        flt = DeadLetterFilter.from_fields(
+            {k: v for k, v in query.items() if k not in ("limit", "after")}
+        )
         page = await self.dlq.page(workspace, flt, limit=int(limit_text), after=after)
         return json_response(
             200,
@@ -141,7 +121,7 @@ class Admin:
         for flag in ("all", "dry_run"):
             if not isinstance(body.get(flag, False), bool):
                 raise InvalidJob([FieldError(flag, "type", f"{flag} must be true or false")])
-        flt = filter_from(body, tuple(ids))
+        flt = DeadLetterFilter.from_fields(body, tuple(ids))
         if flt.is_empty and not body.get("all", False):
             raise InvalidJob(
                 [

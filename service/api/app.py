@@ -15,24 +15,6 @@ from typing import Any
 
 from service.api import openapi
 from service.api.admin import Admin
-from service.api.auth import Authenticator
-from service.api.http import (
-    BodyRefused,
-    Receive,
-    Request,
-    Response,
-    Route,
-    Router,
-    Scope,
-    Send,
-    base_url_of,
-    decode_body,
-    error_response,
-    json_response,
-    read_body,
-    send_response,
-    split_path,
-)
 from service.config import Settings
 from service.console.routes import Console
 from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
@@ -49,6 +31,24 @@ from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
 from service.triggers import Triggers
+from service.web.auth import Authenticator
+from service.web.http import (
+    BodyRefused,
+    Receive,
+    Request,
+    Response,
+    Route,
+    Router,
+    Scope,
+    Send,
+    base_url_of,
+    decode_body,
+    error_response,
+    json_response,
+    read_body,
+    send_response,
+    split_path,
+)
 
 log = logging.getLogger("cioq.api")
 

@@ -10,7 +10,7 @@ connection by trickling it. `limited_protocol` adds, per request:
   else 408 and close.
 
 The body's limits (declared size over the cap → 413 at once, a body slower than
-``CIOQ_BODY_TIMEOUT_S`` → 408) are the app's (`service.api.http.read_body`), because
+``CIOQ_BODY_TIMEOUT_S`` → 408) are the app's (`service.web.http.read_body`), because
 only it knows the route and the caller.
 """
 

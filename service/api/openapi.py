@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from service.api.http import Route
-from service.api.idempotency import MAX_KEY_CHARS
 from service.lanes.app import schema as app_schema
 from service.lanes.pipelines import schema as pipelines_schema
+from service.web.http import Route
+from service.web.idempotency import MAX_KEY_CHARS
 
 JSON = "application/json"
 Schema = dict[str, Any]

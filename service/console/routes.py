@@ -21,9 +21,20 @@ from urllib.parse import parse_qs, urlencode
 import jinja2
 import orjson
 
-from service.api.admin import filter_from
-from service.api.auth import Authenticator
-from service.api.http import (
+from service.config import Settings
+from service.console import views
+from service.console.session import Session, Sessions, cookie_from
+from service.errors import ConfigError, FieldError, InvalidJob, StoreUnavailable
+from service.metrics.overview import Overview
+from service.store.dead_letter_admin import (
+    FILTER_FIELDS,
+    DeadLetterAdmin,
+    DeadLetterFilter,
+    SelectionResult,
+)
+from service.store.workspace_control import LANES, WorkspaceControl, parse_duration_ms
+from service.web.auth import Authenticator
+from service.web.http import (
     BodyRefused,
     Receive,
     Request,
@@ -37,13 +48,6 @@ from service.api.http import (
     send_response,
     split_path,
 )
-from service.config import Settings
-from service.console import views
-from service.console.session import Session, Sessions, cookie_from
-from service.errors import ConfigError, FieldError, InvalidJob, StoreUnavailable
-from service.metrics.overview import Overview
-from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
-from service.store.workspace_control import LANES, WorkspaceControl, parse_duration_ms
 
 log = logging.getLogger("cioq.console")
 
@@ -62,7 +66,6 @@ SECURITY_HEADERS = (
 )
 HTML = (b"content-type", b"text/html; charset=utf-8")
 STATIC = {"console.css": b"text/css; charset=utf-8", "console.js": b"text/javascript"}
-FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")
 NOTICES = {"pause": "Lane paused.", "resume": "Lane resumed."}
 PAUSE_CHOICES = ("15m", "1h", "4h", "24h", "7d")
 
@@ -300,7 +303,7 @@ class Console:
         form = Form(request.query)
         workspace = self._workspace(form.get("workspace"))
         filters = form.filters()
-        flt = filter_from(filters)
+        flt = DeadLetterFilter.from_fields(filters)
         after = form.get("after") or None
         page = await self.dlq.page(workspace, flt, limit=PAGE_SIZE, after=after)
         next_link = None
@@ -348,7 +351,7 @@ class Console:
         filters = form.filters() if scope == "matching" else {}
         if scope == "selected" and not ids:
             raise InvalidJob([FieldError("ids", "required", "select at least one letter")])
-        flt = filter_from(filters, ids)
+        flt = DeadLetterFilter.from_fields(filters, ids)
         confirmed = form.get("confirm") == "yes"
         outcome = await self._act(verb, workspace, flt, dry_run=not confirmed)
         if not confirmed:

@@ -24,8 +24,7 @@ import httpx
 import orjson
 
 from service.config import Workspace
-from service.delivery.outcomes import Outcome, classify, parse_retry_after
-from service.lanes.app.policy import Transport
+from service.delivery.outcomes import Outcome, Transport, classify, parse_retry_after
 
 USER_AGENT = "cioq/0.1 (+https://github.com/cioq)"
 _JSON = "application/json"

@@ -24,6 +24,19 @@ from enum import StrEnum
 import orjson
 
 
+class Transport(StrEnum):
+    """How a request failed below HTTP, as the client module observed it."""
+
+    CONNECT_REFUSED = "connect_refused"
+    DNS = "dns"
+    CONNECT_TIMEOUT = "connect_timeout"
+    POOL_TIMEOUT = "pool_timeout"
+    WRITE_ERROR = "write_error"
+    READ_TIMEOUT = "read_timeout"
+    RESET = "reset"
+    PROTOCOL = "protocol"
+
+
 class OutcomeClass(StrEnum):
     SUCCESS = "success"
     PARTIAL = "partial"

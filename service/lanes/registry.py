@@ -20,16 +20,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.api.http import Route
 from service.config import Settings, Workspace
 from service.delivery.client import PipelinesClient, TrackClient
 from service.delivery.outcomes import Outcome
-from service.lanes import Lane
+from service.jobs import Lane
 from service.lanes.app.routes import AppIngest
 from service.lanes.app.sender import AppSender
 from service.lanes.pipelines.routes import PipelinesIngest
 from service.lanes.track.routes import Ingest
 from service.store.queue import Queue
+from service.web.http import Route
 
 
 class BatchClient(Protocol):

@@ -22,8 +22,7 @@ from functools import cache
 from prometheus_client import Counter, Gauge, Histogram
 
 from service.delivery.outcomes import Outcome
-from service.jobs import Job, lane_of
-from service.lanes import Lane
+from service.jobs import Job, Lane, lane_of
 from service.metrics.activity import TALLY
 
 NAMESPACE = "cioq"

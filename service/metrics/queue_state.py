@@ -31,8 +31,7 @@ from redis.retry import Retry
 
 from service import keys
 from service.config import Settings
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
 
 log = logging.getLogger("cioq.metrics")

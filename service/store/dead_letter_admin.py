@@ -67,6 +67,10 @@ def check_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
     return ids
 
 
+#: Filter fields as the admin API and the console name them.
+FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetterFilter:
     """Which letters an operation applies to; empty fields match everything."""
@@ -78,6 +82,26 @@ class DeadLetterFilter:
     person: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+
+    @classmethod
+    def from_fields(cls, values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetterFilter:
+        """A filter from query parameters or a JSON body; field names as the API shows them."""
+        unknown = sorted(set(values) - {*FILTER_FIELDS, "ids", "all", "dry_run", "limit", "after"})
+        if unknown:
+            raise InvalidJob([FieldError(unknown[0], "unknown_field", "not a dead-letter filter")])
+        for name in FILTER_FIELDS:
+            value = values.get(name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise InvalidJob([FieldError(name, "type", f"{name} must be a non-empty string")])
+        return cls.parse(
+            ids=ids,
+            reason=values.get("reason"),
+            outcome_class=values.get("class"),
+            op_type=values.get("op_type"),
+            person=values.get("person"),
+            since=values.get("since"),
+            until=values.get("until"),
+        )
 
     @classmethod
     def parse(

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.jobs import Job, Traffic
-from service.lanes import UNBATCHED
+from service.jobs import UNBATCHED, Job, Traffic
 from service.metrics import definitions as metrics
 from service.store.connections import AsyncStore, store_errors
 from service.store.durability import Confirmation

@@ -18,8 +18,7 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
-from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind, Traffic
-from service.lanes import Lane
+from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind, Lane, Traffic
 from service.store.connections import SyncStore, load_script, store_errors
 
 

@@ -22,8 +22,7 @@ from typing import Any, Protocol
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, InvalidJob
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 from service.store.connections import AsyncStore, store_errors
 
 #: The lanes a workspace has; each can be paused on its own. Adding a lane adds its name.

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from service.jobs import Traffic
-from service.lanes import Lane
+from service.jobs import Lane, Traffic
 
 
 class RecordingTriggers:

@@ -35,8 +35,7 @@ from enum import StrEnum
 from service import keys
 from service.config import Settings
 from service.errors import LeaseLost
-from service.jobs import Traffic
-from service.lanes import UNBATCHED, Lane
+from service.jobs import UNBATCHED, Lane, Traffic
 from service.lanes.registry import BatchClient
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore

@@ -25,7 +25,7 @@ from service.config import Settings
 from service.delivery.across_shards import ShardHead, pack_heads
 from service.delivery.crash_search import InflightNote, id_key, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
-from service.lanes import Lane
+from service.jobs import Lane
 from service.lanes.registry import LANES
 from service.lanes.track.coalesce import coalesce_batch
 from service.store.shards import Entry, Lease, ShardLook, ShardStore

@@ -23,19 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-
-class Transport(StrEnum):
-    """How a request failed below HTTP, as the client module observed it."""
-
-    CONNECT_REFUSED = "connect_refused"
-    DNS = "dns"
-    CONNECT_TIMEOUT = "connect_timeout"
-    POOL_TIMEOUT = "pool_timeout"
-    WRITE_ERROR = "write_error"
-    READ_TIMEOUT = "read_timeout"
-    RESET = "reset"
-    PROTOCOL = "protocol"
-
+from service.delivery.outcomes import Transport
 
 #: Failures where the request cannot have reached Customer.io's application.
 NOT_SENT = frozenset(

@@ -16,13 +16,13 @@ import math
 import time
 from typing import Any
 
-from service.api.http import Request, Response, Route, error_response
 from service.config import Settings, Workspace
 from service.delivery.client import AppProxy
+from service.delivery.outcomes import Transport
 from service.errors import FieldError, InvalidJob
-from service.lanes.app.policy import Transport
 from service.lanes.app.rate_limit import AsyncRateLimiter, LimitClass
 from service.store.connections import AsyncStore
+from service.web.http import Request, Response, Route, error_response
 
 #: (method, path under /v1) of every read served; ``{x}`` is a path parameter.
 READS: tuple[tuple[str, str], ...] = (

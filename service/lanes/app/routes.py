@@ -21,8 +21,6 @@ from typing import Any
 
 import orjson
 
-from service.api.http import Request, Response, Route, json_response
-from service.api.idempotency import Idempotency
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import BROADCAST_ROUTE, app_job, new_event_id
@@ -36,6 +34,8 @@ from service.lanes.app.validation import (
     validate_trigger,
 )
 from service.store.queue import Queue
+from service.web.http import Request, Response, Route, json_response
+from service.web.idempotency import Idempotency
 
 STATUS_PATH = ("cioq", "v1", "jobs")
 _PREFER_ASYNC = "respond-async"

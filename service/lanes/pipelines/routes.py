@@ -22,13 +22,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from service.api.http import OK, Request, Response, Route
-from service.api.idempotency import Idempotency
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job, cdp_job, cdp_route, new_event_id
 from service.lanes.pipelines.validation import CALL_TYPES, validate_call
 from service.store.queue import Queue
+from service.web.http import OK, Request, Response, Route
+from service.web.idempotency import Idempotency
 
 #: The most field errors one 400 lists; a bad batch of 10,000 calls stays readable.
 MAX_REPORTED_ERRORS = 100

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.api import idempotency
-from service.api.http import OK, Request, Response, Route, json_response
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job, v1_job, v2_job
@@ -19,6 +17,8 @@ from service.lanes.track import delivery_events, translate
 from service.lanes.track.limits import Limits
 from service.lanes.track.validation import op_size_error, validate_op
 from service.store.queue import Queue
+from service.web import idempotency
+from service.web.http import OK, Request, Response, Route, json_response
 
 #: The most field errors one 400 lists; a bad batch of 10,000 ops stays readable.
 MAX_REPORTED_ERRORS = 100

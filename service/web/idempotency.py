@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import orjson
 
 from service import keys
-from service.api.http import Request, Response
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidJob
 from service.jobs import Job
 from service.store.queue import Queue
+from service.web.http import Request, Response
 
 HEADER = b"idempotency-key"
 MAX_KEY_CHARS = 255
