@@ -8,64 +8,33 @@ missing from it is still documented, with a generic body and answer, rather than
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from service.lanes.app import schema as app_schema
 from service.lanes.pipelines import schema as pipelines_schema
+from service.lanes.track import schema as track_schema
+from service.web.describe import INT, OBJECT, STR, Operation, Schema, obj, ref
 from service.web.http import Route
 from service.web.idempotency import MAX_KEY_CHARS
 
 JSON = "application/json"
-Schema = dict[str, Any]
 
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _obj(required: tuple[str, ...] = (), /, **properties: Schema) -> Schema:
-    schema: Schema = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-_STR: Schema = {"type": "string"}
-_INT: Schema = {"type": "integer"}
-_OBJECT: Schema = {"type": "object"}
-_SECONDS: Schema = {"type": "integer", "description": "Unix time in seconds"}
-_ANY_ID: Schema = {"type": ["string", "integer"]}
-_ONE_IDENTIFIER: Schema = {
-    "type": "object",
-    "properties": {"id": _ANY_ID, "email": _STR, "cio_id": _STR},
-    "minProperties": 1,
-    "maxProperties": 1,
-}
-_V1_EVENT = _obj(
-    ("name",),
-    name=_STR,
-    id={"type": "string", "description": "a ULID; Customer.io drops repeats"},
-    type={"enum": ["event", "page", "screen"]},
-    timestamp=_SECONDS,
-    data=_OBJECT,
-)
 
 SCHEMAS: dict[str, Schema] = {
-    "FieldError": _obj(
+    "FieldError": obj(
         ("field", "rule", "message"),
-        field=_STR,
-        rule=_STR,
-        message=_STR,
+        field=STR,
+        rule=STR,
+        message=STR,
         limit={"type": ["integer", "string"]},
         actual={"type": ["integer", "string"]},
     ),
     "Error": {
-        **_obj(
+        **obj(
             ("errors",),
-            errors={"type": "array", "items": _ref("FieldError")},
-            meta=_obj(error=_STR),
+            errors={"type": "array", "items": ref("FieldError")},
+            meta=obj(error=STR),
         ),
         "description": "Every 4xx/5xx body; each error names a field and the rule it broke",
     },
@@ -74,22 +43,7 @@ SCHEMAS: dict[str, Schema] = {
         "maxProperties": 0,
         "description": "{} once every job of the request is stored",
     },
-    "V1Event": _V1_EVENT,
-    "V1AnonymousEvent": {
-        **_V1_EVENT,
-        "properties": {**_V1_EVENT["properties"], "anonymous_id": _STR},
-    },
-    "V2Operation": {
-        **_obj(
-            ("type", "action"),
-            type={"enum": ["person", "object", "delivery"]},
-            action=_STR,
-            identifiers=_OBJECT,
-            attributes=_OBJECT,
-            timestamp=_SECONDS,
-        ),
-        "description": "One v2 operation, as Customer.io's /api/v2/entity takes it",
-    },
+    **track_schema.SCHEMAS,
 }
 
 _ERRORS: dict[int, str] = {
@@ -110,141 +64,39 @@ _ERRORS: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """What the route table cannot say about one route."""
-
-    summary: str
-    body: Schema | None = None
-    body_required: bool = False
-    status: int = 200
-    answer: Schema | None = None
-    query: tuple[tuple[str, Schema], ...] = ()
-    errors: tuple[int, ...] = (400, 401, 413, 503)
-    #: Other answers with a body of their own shape, e.g. readyz's 503.
-    also: tuple[tuple[int, Schema], ...] = ()
-
-
-_DELIVERY_EVENT = _obj(
-    ("delivery_id", "event", "device_id"),
-    delivery_id=_STR,
-    event={"enum": ["opened", "converted", "delivered"]},
-    device_id=_STR,
-    timestamp=_SECONDS,
-)
-_METRIC = _obj(
-    ("delivery_id", "metric"),
-    delivery_id=_STR,
-    metric=_STR,
-    timestamp=_SECONDS,
-    recipient=_ANY_ID,
-    reason=_STR,
-    href=_STR,
-)
-_DLQ_SELECTION = _obj(
-    ids={"type": "array", "items": _STR},
+_DLQ_SELECTION = obj(
+    ids={"type": "array", "items": STR},
     all={"type": "boolean"},
     dry_run={"type": "boolean"},
-    reason=_STR,
-    op_type=_STR,
-    person=_STR,
-    since=_STR,
-    until=_STR,
-    **{"class": _STR},
+    reason=STR,
+    op_type=STR,
+    person=STR,
+    since=STR,
+    until=STR,
+    **{"class": STR},
 )
-_DLQ_OUTCOME = _obj(("matched", "dry_run"), matched=_INT, dry_run={"type": "boolean"})
-_NO_BODY: Schema = {"type": "object", "description": "ignored; the official SDK sends {}"}
+_DLQ_OUTCOME = obj(("matched", "dry_run"), matched=INT, dry_run={"type": "boolean"})
 
 OPERATIONS: dict[str, Operation] = {
-    "healthz": Operation("The process is up", answer=_obj(status=_STR), errors=(413,)),
+    "healthz": Operation("The process is up", answer=obj(status=STR), errors=(413,)),
     "readyz": Operation(
         "The process serves requests (Redis is not consulted: ingest answers 503 itself)",
-        answer=_obj(status=_STR),
+        answer=obj(status=STR),
         errors=(413,),
     ),
-    "openapi": Operation("This document", answer=_OBJECT, errors=(413,)),
-    "v1.identify": Operation(
-        "Add or update a person (v2 person identify)",
-        {"type": "object", "description": "attributes at the top level"},
-    ),
-    "v1.delete": Operation("Delete a person", _NO_BODY),
-    "v1.track": Operation("Track a person's event, page or screen", _ref("V1Event"), True),
-    "v1.add_device": Operation(
-        "Add or update a person's device",
-        _obj(
-            ("device",),
-            device=_obj(
-                ("id",),
-                id=_STR,
-                platform={"enum": ["ios", "android"]},
-                last_used=_SECONDS,
-                attributes=_OBJECT,
-            ),
-        ),
-        True,
-    ),
-    "v1.delete_device": Operation("Delete a person's device", _NO_BODY),
-    "v1.suppress": Operation("Suppress a person", _NO_BODY),
-    "v1.unsuppress": Operation("Unsuppress a person", _NO_BODY),
-    "v1.track_anonymous": Operation(
-        "Track an anonymous or invite event", _ref("V1AnonymousEvent"), True
-    ),
-    "v1.merge": Operation(
-        "Merge two people",
-        _obj(("primary", "secondary"), primary=_ONE_IDENTIFIER, secondary=_ONE_IDENTIFIER),
-        True,
-    ),
-    "v1.segment_add": Operation(
-        "Add people to a manual segment (forwarded to v1)",
-        _obj(("ids",), ids={"type": "array", "items": _ANY_ID, "minItems": 1, "maxItems": 1000}),
-        True,
-        query=(("id_type", {"enum": ["id", "email", "cio_id"]}),),
-    ),
-    "v1.segment_remove": Operation(
-        "Remove people from a manual segment (forwarded to v1)",
-        _obj(("ids",), ids={"type": "array", "items": _ANY_ID, "minItems": 1, "maxItems": 1000}),
-        True,
-        query=(("id_type", {"enum": ["id", "email", "cio_id"]}),),
-    ),
-    "v1.form": Operation(
-        "Submit a form (forwarded to v1)", _obj(("data",), data=_OBJECT), True, status=204
-    ),
-    "v1.unsubscribe": Operation(
-        "Unsubscribe from a delivery (forwarded to v1)",
-        _obj(("unsubscribe",), unsubscribe={"type": "boolean"}),
-        True,
-    ),
-    "v1.push_event": Operation("Report a push event (v2 delivery event)", _DELIVERY_EVENT, True),
-    "v1.metric": Operation("Report a delivery metric", _METRIC, True),
-    "v1.region": Operation(
-        "The caller's region: url is this cioq, not Customer.io",
-        answer=_obj(
-            ("url", "region", "environment_id"),
-            url=_STR,
-            region={"enum": ["us", "eu"]},
-            environment_id={"type": ["integer", "null"]},
-        ),
-        errors=(401, 413, 503),
-    ),
-    "v2.entity": Operation("One v2 operation", _ref("V2Operation"), True),
-    "v2.batch": Operation(
-        "v2 operations; bodies past 500 kB are accepted and re-packed",
-        _obj(("batch",), batch={"type": "array", "items": _ref("V2Operation"), "minItems": 1}),
-        True,
-    ),
-    "admin.workspaces": Operation("Workspaces and their dead-letter counts", answer=_OBJECT),
+    "openapi": Operation("This document", answer=OBJECT, errors=(413,)),
+    **track_schema.OPERATIONS,
+    "admin.workspaces": Operation("Workspaces and their dead-letter counts", answer=OBJECT),
     "admin.dlq_list": Operation(
         "A page of dead letters",
-        answer=_obj(("dead_letters",), dead_letters={"type": "array", "items": _OBJECT}),
-        query=(("limit", _STR), ("after", _STR)),
+        answer=obj(("dead_letters",), dead_letters={"type": "array", "items": OBJECT}),
+        query=(("limit", STR), ("after", STR)),
         errors=(400, 401, 404, 413, 503),
     ),
     "admin.dlq_summary": Operation(
-        "Dead letters by reason", answer=_OBJECT, errors=(400, 401, 404, 413, 503)
+        "Dead letters by reason", answer=OBJECT, errors=(400, 401, 404, 413, 503)
     ),
-    "admin.dlq_show": Operation(
-        "One dead letter", answer=_OBJECT, errors=(400, 401, 404, 413, 503)
-    ),
+    "admin.dlq_show": Operation("One dead letter", answer=OBJECT, errors=(400, 401, 404, 413, 503)),
     "admin.dlq_replay": Operation(
         "Queue dead letters again",
         _DLQ_SELECTION,
@@ -286,7 +138,7 @@ OPERATIONS["app.job"] = Operation(
     errors=(400, 401, 404, 413, 503),
 )
 OPERATIONS.update(
-    (name, Operation(summary, answer=_OBJECT, errors=(400, 401, 403, 404, 413, 429, 502, 504)))
+    (name, Operation(summary, answer=OBJECT, errors=(400, 401, 403, 404, 413, 429, 502, 504)))
     for name, summary in app_schema.READ_OPERATIONS
 )
 
@@ -320,14 +172,14 @@ def path_of(route: Route) -> str:
 
 
 def _generic(route: Route) -> Operation:
-    body = None if route.method in ("GET", "DELETE") else _OBJECT
-    return Operation(route.name, body, answer=_OBJECT, errors=(400, 401, 404, 413, 503))
+    body = None if route.method in ("GET", "DELETE") else OBJECT
+    return Operation(route.name, body, answer=OBJECT, errors=(400, 401, 404, 413, 503))
 
 
 def _responses(op: Operation, writes: bool) -> dict[str, Any]:
     success: dict[str, Any] = {"description": op.summary}
     if op.status != 204:
-        success["content"] = {JSON: {"schema": op.answer or _ref("Accepted")}}
+        success["content"] = {JSON: {"schema": op.answer or ref("Accepted")}}
     if writes:
         success["headers"] = {
             "Idempotent-Replayed": {
@@ -339,7 +191,7 @@ def _responses(op: Operation, writes: bool) -> dict[str, Any]:
     for status in (*op.errors, *((422,) if writes else ())):
         error: dict[str, Any] = {
             "description": _ERRORS[status],
-            "content": {JSON: {"schema": _ref("Error")}},
+            "content": {JSON: {"schema": ref("Error")}},
         }
         out[str(status)] = error
     for status, schema in op.also:
