@@ -230,6 +230,29 @@ def test_429_pauses_the_workspace_for_retry_after(
     assert dlq(redis_client) == []
 
 
+@pytest.mark.parametrize(
+    ("first_ms", "then_ms", "kept"),
+    [
+        (60_000, 2_000, "first"),  # an operator's pause outlives an in-flight request's 429
+        (2_000, 60_000, "then"),  # a longer Retry-After extends a short one
+        (None, 2_000, "first"),  # a pause without expiry stays without expiry
+        (0, 2_000, "then"),  # no pause yet
+    ],
+)
+def test_a_pause_is_never_shortened(
+    redis_client: redis.Redis, first_ms: int | None, then_ms: int, kept: str
+) -> None:
+    store, key = ShardStore(redis_client), keys.pause("default")
+    if first_ms is None:
+        redis_client.set(key, "first")
+    elif first_ms:
+        store.pause("default", cause="first", duration_ms=first_ms)
+    store.pause("default", cause="then", duration_ms=then_ms)
+    assert redis_client.get(key) == kept.encode()
+    expected_ms = {None: -1, 0: then_ms}.get(first_ms, max(first_ms or 0, then_ms))
+    assert expected_ms - 1000 < redis_client.pttl(key) <= expected_ms
+
+
 def test_a_pause_set_mid_drain_stops_the_next_send(
     settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:

@@ -86,6 +86,7 @@ class ShardStore:
         self._attempt: Script = load_script(client, "attempt")
         self._inflight: Script = load_script(client, "inflight")
         self._end_chain: Script = load_script(client, "end_chain")
+        self._pause: Script = load_script(client, "pause")
 
     def acquire(self, shard: keys.ShardKeys, *, lease_ms: int) -> Lease | None:
         """The shard's lease if it was free, else None."""
@@ -215,9 +216,11 @@ class ShardStore:
     def pause(
         self, workspace: str, *, cause: str, duration_ms: int, lane: Lane = Lane.TRACK
     ) -> None:
-        """Stop every worker from sending to `workspace`'s `lane` for `duration_ms`."""
-        key = keys.pause(workspace, lane)
-        self._run(lambda: self.redis.set(key, cause, px=max(duration_ms, 1)))
+        """Stop every worker from sending to `workspace`'s `lane` for `duration_ms`.
+
+        A longer pause already set (an operator's, or a later Retry-After) stays as it is.
+        """
+        self._call(self._pause, [keys.pause(workspace, lane)], [cause, max(duration_ms, 1)])
 
     def _call(self, script: Script, lua_keys: list[str], args: list[Any]) -> Any:
         return self._run(lambda: script(keys=lua_keys, args=args))
