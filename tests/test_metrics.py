@@ -81,6 +81,28 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
     client.close()
 
 
+@pytest.mark.parametrize(
+    ("stored", "label"),
+    [("setup:401", "setup"), ("throttle", "throttle"), ("manual", "manual"), ("x", "other")],
+)
+def test_pause_cause_label(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, stored: str, label: str
+) -> None:
+    """Each pause shows under its own cause, an operator's as `manual`; one label is 1."""
+    settings = make_settings()
+    redis_client.set(keys.pause("default"), stored, px=60_000)
+    client = metrics_redis(settings)
+    got = samples(generate_latest(process_registry(QueueStateCollector(settings, client))).decode())
+    client.close()
+    track_ws = (("lane", "track"), ("workspace", "default"))
+    paused = {
+        labels[0][1]: value
+        for (name, labels), value in got.items()
+        if name == "cioq_workspace_paused" and labels[1:] == track_ws
+    }
+    assert paused == {"throttle": 0, "setup": 0, "manual": 0, "other": 0, label: 1}
+
+
 def test_old_drain_counts_leave_the_window_and_the_key(
     make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:

@@ -33,11 +33,12 @@ from service import keys
 from service.config import Settings
 from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
+from service.store.workspace_control import MANUAL_CAUSE
 
 log = logging.getLogger("cioq.metrics")
 
-#: Pause causes as labels; a pause set by anything else (an operator) shows as "other".
-PAUSE_CAUSES = ("throttle", "setup", "other")
+#: Pause causes as labels (an operator's pause is `MANUAL_CAUSE`); anything else is "other".
+PAUSE_CAUSES = ("throttle", "setup", MANUAL_CAUSE, "other")
 
 
 def record_drained(
@@ -239,7 +240,7 @@ def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
     paused = GaugeMetricFamily(
         "cioq_workspace_paused",
         "1 while delivery to a workspace's lane is paused, by cause (throttle: 429, "
-        "setup: 401/403).",
+        "setup: 401/403, manual: an operator).",
         labels=["workspace", "lane", "cause"],
     )
     remaining = GaugeMetricFamily(
