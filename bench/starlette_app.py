@@ -28,7 +28,7 @@ from starlette.routing import Route as StarletteRoute
 from sandbox.app import RawPathRouting
 from service.api.app import STORE_UNAVAILABLE, UNAUTHORIZED, IngestApp, create_app
 from service.config import load_settings
-from service.errors import FieldError, InvalidJob, Overloaded, StoreUnavailable
+from service.errors import FieldError, InvalidRequest, Overloaded, StoreUnavailable
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
 from service.web.http import Request, Response, Route, base_url_of, error_response, split_path
@@ -82,7 +82,7 @@ def _endpoint(
         )
         try:
             return await route.handler(cioq_request, workspace)
-        except InvalidJob as exc:
+        except InvalidRequest as exc:
             return error_response(exc.status, exc.errors)
         except StoreUnavailable:
             return STORE_UNAVAILABLE

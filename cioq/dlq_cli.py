@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service.config import Settings
-from service.errors import CioqError, InvalidJob
+from service.errors import CioqError, InvalidRequest
 from service.jobs import lane_of
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
@@ -89,7 +89,7 @@ def run_reporting(main: Callable[[], Coroutine[Any, Any, T]], prefix: str) -> T:
     """Run `main`; bad input exits 2 naming the field, store trouble exits 1."""
     try:
         return asyncio.run(main())
-    except InvalidJob as exc:
+    except InvalidRequest as exc:
         for error in exc.errors:
             typer.echo(f"{prefix}: {error.field}: {error.message}", err=True)
         raise typer.Exit(2) from exc
@@ -118,7 +118,7 @@ def _filter(
             until=until,
             time_fields=("--since", "--until"),
         )
-    except InvalidJob as exc:
+    except InvalidRequest as exc:
         raise typer.BadParameter(exc.errors[0].message) from exc
 
 

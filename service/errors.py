@@ -3,7 +3,7 @@
     CioqError
     ├── ConfigError            settings are wrong: refuse to start
     ├── PermanentError         trying again as it is cannot help
-    │   └── InvalidJob         a request breaks a rule: 4xx, nothing of it is queued
+    │   └── InvalidRequest         a request breaks a rule: 4xx, nothing of it is queued
     ├── RetryableError         try again later; nothing is lost
     │   ├── StoreUnavailable   Redis is unreachable, read-only or out of memory
     │   └── Overloaded         a workspace's backlog is over a high-water mark
@@ -53,11 +53,16 @@ class PermanentError(CioqError):
 
 
 @dataclass
-class InvalidJob(PermanentError):
+class InvalidRequest(PermanentError):
     """Raised when a producer's request breaks one or more rules; nothing of it is queued."""
 
     errors: list[FieldError] = field(default_factory=list)
     status: int = 400
+
+    @classmethod
+    def of(cls, field: str, rule: str, message: str, *, status: int = 400) -> InvalidRequest:
+        """The common case: one rule broken by one field."""
+        return cls([FieldError(field, rule, message)], status)
 
     def __str__(self) -> str:
         return "; ".join(f"{e.field}: {e.message}" for e in self.errors)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.errors import InvalidJob
+from service.errors import InvalidRequest
 from service.jobs import FIELD_OP, FIELD_V1, v1_job, v2_job
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
@@ -161,7 +161,7 @@ def test_time_forms(text: str, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["yesterday", "2027-01-15T08:00:00", "5w", ""])
 def test_bad_times_name_the_field(text: str) -> None:
-    with pytest.raises(InvalidJob) as info:
+    with pytest.raises(InvalidRequest) as info:
         parse_time_ms(text, field_name="since", now_ms=NOW_MS)
     assert info.value.errors[0].field == "since"
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import InvalidJob
+from service.errors import InvalidRequest
 from service.lanes.track import delivery_events as delivery
 from service.lanes.track import translate
 from service.lanes.track.validation import validate_op
@@ -260,8 +260,8 @@ def test_identifiers_from_path(raw: str, expected: dict[str, str]) -> None:
 
 
 def fails(call: Call) -> list[tuple[str, str]]:
-    """The sorted (field, rule) pairs of the InvalidJob `call` raises."""
-    with pytest.raises(InvalidJob) as caught:
+    """The sorted (field, rule) pairs of the InvalidRequest `call` raises."""
+    with pytest.raises(InvalidRequest) as caught:
         call()
     errors = caught.value.errors
     assert all(e.message.startswith(e.field) for e in errors), errors
@@ -552,7 +552,7 @@ def test_v1_limit_is_inclusive_and_named(
 ) -> None:
     """At the limit the call passes; one over is one error naming the v1 field and limit."""
     call(True)
-    with pytest.raises(InvalidJob) as caught:
+    with pytest.raises(InvalidRequest) as caught:
         call(False)
     [error] = caught.value.errors
     assert (error.field, error.limit, error.actual) == (field, limit, limit + 1)

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from service.config import Settings
-from service.errors import ConfigError, FieldError, InvalidJob
+from service.errors import ConfigError, FieldError, InvalidRequest
 from service.store.dead_letter_admin import (
     DeadLetterAdmin,
     DeadLetterFilter,
@@ -53,7 +53,7 @@ class Admin:
         try:
             return self.settings.workspace(name).name
         except ConfigError:
-            raise InvalidJob(
+            raise InvalidRequest(
                 [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
             ) from None
 
@@ -69,7 +69,7 @@ class Admin:
         query = {k: v[-1] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
         limit_text = query.get("limit", "100")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise InvalidJob(
+            raise InvalidRequest(
                 [FieldError("limit", "range", f"limit must be 1..{MAX_PAGE}", MAX_PAGE)]
             )
         after = query.get("after") or None
@@ -114,16 +114,16 @@ class Admin:
         """The letters a replay/purge acts on; an empty selection needs ``"all": true``."""
         body = request.json() or {}
         if not isinstance(body, dict):
-            raise InvalidJob([FieldError("body", "type", "the body must be a JSON object")])
+            raise InvalidRequest.of("body", "type", "the body must be a JSON object")
         ids = body.get("ids", [])
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise InvalidJob([FieldError("ids", "type", "ids must be a list of strings")])
+            raise InvalidRequest.of("ids", "type", "ids must be a list of strings")
         for flag in ("all", "dry_run"):
             if not isinstance(body.get(flag, False), bool):
-                raise InvalidJob([FieldError(flag, "type", f"{flag} must be true or false")])
+                raise InvalidRequest.of(flag, "type", f"{flag} must be true or false")
         flt = DeadLetterFilter.from_fields(body, tuple(ids))
         if flt.is_empty and not body.get("all", False):
-            raise InvalidJob(
+            raise InvalidRequest(
                 [
                     FieldError(
                         "filter",

@@ -1,7 +1,7 @@
 """The ingest API as one ASGI application: `create_app(settings)`.
 
 Every error leaves through `_dispatch`, which maps cioq's exceptions to HTTP once:
-InvalidJob → its 4xx with field errors; StoreUnavailable → 503 with Retry-After (the
+InvalidRequest → its 4xx with field errors; StoreUnavailable → 503 with Retry-After (the
 job was not stored, so the producer must retry); Overloaded (a backlog over its
 high-water mark, `service.store.backpressure`) → 503 naming the mark; anything else → 500, logged.
 Start-up refuses a Redis that cannot keep the durability promise (`service.store.startup_checks`).
@@ -17,7 +17,7 @@ from service.api import openapi
 from service.api.admin import Admin
 from service.config import Settings
 from service.console.routes import Console
-from service.errors import ConfigError, FieldError, InvalidJob, Overloaded, StoreUnavailable
+from service.errors import ConfigError, FieldError, InvalidRequest, Overloaded, StoreUnavailable
 from service.jobs import Traffic
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
@@ -187,7 +187,7 @@ class IngestApp:
             decoded = decode_body(
                 body, encoding.decode("latin-1") if encoding else None, max_bytes=limit
             )
-        except InvalidJob as exc:
+        except InvalidRequest as exc:
             return error_response(exc.status, exc.errors)
         if decoded is None:
             return self._body_refused(413)
@@ -204,7 +204,7 @@ class IngestApp:
         )
         try:
             return await route.handler(request, workspace)
-        except InvalidJob as exc:
+        except InvalidRequest as exc:
             return error_response(exc.status, exc.errors)
         except StoreUnavailable as exc:
             log.warning("store unavailable: %s", exc)

@@ -24,7 +24,7 @@ import orjson
 from service.config import Settings
 from service.console import views
 from service.console.session import Session, Sessions, cookie_from
-from service.errors import ConfigError, FieldError, InvalidJob, StoreUnavailable
+from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavailable
 from service.metrics.overview import Overview
 from service.store.dead_letter_admin import (
     FILTER_FIELDS,
@@ -191,7 +191,7 @@ class Console:
                 )
         try:
             return await route.handler(request, session)
-        except InvalidJob as exc:
+        except InvalidRequest as exc:
             return self._page(
                 exc.status, "error.html", session, title="Not done", errors=exc.errors
             )
@@ -224,7 +224,7 @@ class Console:
         try:
             return self.settings.workspace(name or "default").name
         except ConfigError:
-            raise InvalidJob(
+            raise InvalidRequest(
                 [FieldError("workspace", "unknown", "no workspace of that name")], status=404
             ) from None
 
@@ -290,7 +290,7 @@ class Console:
         elif action == "resume":
             await self.control.resume(workspace, lane, reason=form.get("reason"), who=session.name)
         else:
-            raise InvalidJob([FieldError("action", "choice", "choose pause or resume")])
+            raise InvalidRequest.of("action", "choice", "choose pause or resume")
         return _redirect(f"/console/overview?done={action}")
 
     async def audit(self, request: Request, session: Session) -> Response:
@@ -327,7 +327,7 @@ class Console:
         workspace = self._workspace(request.params[0])
         stored = await self.dlq.get(workspace, request.params[1])
         if stored is None:
-            raise InvalidJob([FieldError("id", "unknown", "no such dead letter")], status=404)
+            raise InvalidRequest.of("id", "unknown", "no such dead letter", status=404)
         shown = stored.as_dict()
         payload = orjson.dumps(shown["payload"], option=orjson.OPT_INDENT_2).decode()
         return self._page(
@@ -346,11 +346,11 @@ class Console:
         workspace = self._workspace(form.get("workspace"))
         verb, _, scope = form.get("do").partition("-")
         if verb not in ("replay", "purge") or scope not in ("selected", "matching"):
-            raise InvalidJob([FieldError("do", "choice", "choose replay or purge")])
+            raise InvalidRequest.of("do", "choice", "choose replay or purge")
         ids = tuple(form.all("ids")) if scope == "selected" else ()
         filters = form.filters() if scope == "matching" else {}
         if scope == "selected" and not ids:
-            raise InvalidJob([FieldError("ids", "required", "select at least one letter")])
+            raise InvalidRequest.of("ids", "required", "select at least one letter")
         flt = DeadLetterFilter.from_fields(filters, ids)
         confirmed = form.get("confirm") == "yes"
         outcome = await self._act(verb, workspace, flt, dry_run=not confirmed)

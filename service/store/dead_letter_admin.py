@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from service import keys
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import restore_job
 from service.metrics import definitions as metrics
 from service.store.connections import AsyncStore, store_errors
@@ -44,7 +44,7 @@ def parse_time_ms(value: str, *, field_name: str, now_ms: int | None = None) -> 
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidJob(
+        raise InvalidRequest(
             [
                 FieldError(
                     field_name,
@@ -54,14 +54,14 @@ def parse_time_ms(value: str, *, field_name: str, now_ms: int | None = None) -> 
             ]
         ) from None
     if parsed.tzinfo is None:
-        raise InvalidJob([FieldError(field_name, "time", "an ISO 8601 time needs a UTC offset")])
+        raise InvalidRequest.of(field_name, "time", "an ISO 8601 time needs a UTC offset")
     return int(parsed.timestamp() * 1000)
 
 
 def check_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
     bad = [i for i in ids if not _STREAM_ID.match(i)]
     if bad:
-        raise InvalidJob(
+        raise InvalidRequest(
             [FieldError("ids", "format", f"not a dead-letter id (<ms>-<seq>): {bad[0]!r}")]
         )
     return ids
@@ -88,11 +88,13 @@ class DeadLetterFilter:
         """A filter from query parameters or a JSON body; field names as the API shows them."""
         unknown = sorted(set(values) - {*FILTER_FIELDS, "ids", "all", "dry_run", "limit", "after"})
         if unknown:
-            raise InvalidJob([FieldError(unknown[0], "unknown_field", "not a dead-letter filter")])
+            raise InvalidRequest(
+                [FieldError(unknown[0], "unknown_field", "not a dead-letter filter")]
+            )
         for name in FILTER_FIELDS:
             value = values.get(name)
             if value is not None and (not isinstance(value, str) or not value):
-                raise InvalidJob([FieldError(name, "type", f"{name} must be a non-empty string")])
+                raise InvalidRequest.of(name, "type", f"{name} must be a non-empty string")
         return cls.parse(
             ids=ids,
             reason=values.get("reason"),
@@ -116,7 +118,7 @@ class DeadLetterFilter:
         until: str | None = None,
         time_fields: tuple[str, str] = ("since", "until"),
     ) -> DeadLetterFilter:
-        """A filter from an operator's text; InvalidJob naming `time_fields` or ``ids``."""
+        """A filter from an operator's text; InvalidRequest naming `time_fields` or ``ids``."""
 
         def when(value: str | None, field_name: str) -> int | None:
             return None if value is None else parse_time_ms(value, field_name=field_name)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from service import keys
 from service.config import Settings
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import Lane, Traffic
 from service.store.connections import AsyncStore, store_errors
 
@@ -48,7 +48,7 @@ class TriggerSender(Protocol):
 
 def check_lane(lane: str) -> str:
     if lane not in LANES:
-        raise InvalidJob([FieldError("lane", "unknown", f"lanes are {', '.join(LANES)}")])
+        raise InvalidRequest.of("lane", "unknown", f"lanes are {', '.join(LANES)}")
     return lane
 
 
@@ -61,10 +61,10 @@ def parse_duration_ms(text: str, *, field_name: str = "for") -> int:
     """``90s``, ``30m``, ``4h`` or ``7d`` as milliseconds, at most `MAX_PAUSE_MS`."""
     match = _DURATION.match(text.strip())
     if not match or int(match.group(1)) == 0:
-        raise InvalidJob([FieldError(field_name, "duration", "use a duration like 30m, 4h or 2d")])
+        raise InvalidRequest.of(field_name, "duration", "use a duration like 30m, 4h or 2d")
     duration_ms = int(match.group(1)) * _UNIT_MS[match.group(2)]
     if duration_ms > MAX_PAUSE_MS:
-        raise InvalidJob([FieldError(field_name, "max", "a pause lasts at most 7d", "7d")])
+        raise InvalidRequest([FieldError(field_name, "max", "a pause lasts at most 7d", "7d")])
     return duration_ms
 
 
@@ -79,7 +79,7 @@ def duration_text(duration_ms: int) -> str:
 def check_reason(reason: str) -> str:
     reason = reason.strip()
     if not reason or len(reason) > 200:
-        raise InvalidJob([FieldError("reason", "length", "give a reason of 1 to 200 characters")])
+        raise InvalidRequest.of("reason", "length", "give a reason of 1 to 200 characters")
     return reason
 
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import Traffic
 
 # The ASGI spec's shapes (as starlette.types spells them), so IngestApp is an ASGI app to
@@ -63,8 +63,8 @@ class Request:
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError as exc:
-            raise InvalidJob(
-                [FieldError("body", "json", f"the request body is not valid JSON: {exc}")]
+            raise InvalidRequest.of(
+                "body", "json", f"the request body is not valid JSON: {exc}"
             ) from exc
 
 
@@ -215,7 +215,7 @@ def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes |
     if encoding is None or encoding.strip().lower() in ("", "identity"):
         return body
     if encoding.strip().lower() != "gzip":
-        raise InvalidJob(
+        raise InvalidRequest(
             [FieldError("content-encoding", "one_of", "Content-Encoding must be gzip or absent")],
             status=415,
         )
@@ -223,13 +223,11 @@ def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes |
     try:
         out = inflater.decompress(body, max_bytes + 1)
     except zlib.error as exc:
-        raise InvalidJob(
-            [FieldError("body", "gzip", f"the body is not valid gzip: {exc}")]
-        ) from exc
+        raise InvalidRequest.of("body", "gzip", f"the body is not valid gzip: {exc}") from exc
     if len(out) > max_bytes:
         return None
     if not inflater.eof:
-        raise InvalidJob([FieldError("body", "gzip", "the gzip body is truncated")])
+        raise InvalidRequest.of("body", "gzip", "the gzip body is truncated")
     return out
 
 

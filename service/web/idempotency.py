@@ -18,7 +18,7 @@ import orjson
 
 from service import keys
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import Job
 from service.store.queue import Queue
 from service.web.http import Request, Response
@@ -32,11 +32,11 @@ REPLAYED = (b"idempotent-replayed", b"true")
 
 
 def key_of(header: str | None) -> str | None:
-    """The request's Idempotency-Key, None without one; InvalidJob when malformed."""
+    """The request's Idempotency-Key, None without one; InvalidRequest when malformed."""
     if header is None:
         return None
     if len(header) > MAX_KEY_CHARS:
-        raise InvalidJob(
+        raise InvalidRequest(
             [
                 FieldError(
                     "Idempotency-Key",
@@ -48,7 +48,7 @@ def key_of(header: str | None) -> str | None:
             ]
         )
     if not _KEY.fullmatch(header):
-        raise InvalidJob(
+        raise InvalidRequest(
             [
                 FieldError(
                     "Idempotency-Key",
@@ -76,7 +76,7 @@ def _encode(answer: Response, request: str) -> bytes:
 def _replay(stored: bytes, request: str) -> Response:
     data = orjson.loads(stored)
     if data.get("request") != request:
-        raise InvalidJob(
+        raise InvalidRequest(
             [
                 FieldError(
                     "Idempotency-Key",

@@ -19,7 +19,7 @@ from typing import Any
 from service.config import Settings, Workspace
 from service.delivery.client import AppProxy
 from service.delivery.outcomes import Transport
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.lanes.app.rate_limit import AsyncRateLimiter, LimitClass
 from service.store.connections import AsyncStore
 from service.web.http import Request, Response, Route, error_response
@@ -67,7 +67,7 @@ def require_app_key(ws: Workspace) -> None:
             f"workspace {ws.name!r} has no App API key "
             "(CIOQ_APP_API_KEY, or app_api_key in CIOQ_WORKSPACES); App API calls are refused"
         )
-        raise InvalidJob([FieldError("authorization", "lane_disabled", message)], status=403)
+        raise InvalidRequest.of("authorization", "lane_disabled", message, status=403)
 
 
 class AppReads:

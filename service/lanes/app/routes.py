@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import BROADCAST_ROUTE, app_job, new_event_id
 from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass
@@ -69,7 +69,7 @@ class AppIngest:
             body = req.json()
             errors = validate_send(kind, body)
             if errors:
-                raise InvalidJob(errors)
+                raise InvalidRequest(errors)
             job_id = new_event_id()
             job = app_job(
                 job_id,
@@ -94,9 +94,9 @@ class AppIngest:
         require_app_key(ws)
         body = req.json()
         if not isinstance(body, dict):
-            raise InvalidJob([FieldError("body", "type", "the body must be a JSON object")])
+            raise InvalidRequest.of("body", "type", "the body must be a JSON object")
         if "id" not in body:
-            raise InvalidJob([FieldError("id", "required", "id (the broadcast id) is required")])
+            raise InvalidRequest.of("id", "required", "id (the broadcast id) is required")
         rest = {k: v for k, v in body.items() if k != "id"}
         broadcast_id, errors = broadcast_id_of(body["id"], "id")
         return await self._trigger(req, ws, broadcast_id, rest, errors)
@@ -111,7 +111,7 @@ class AppIngest:
     ) -> Response:
         errors = errors + validate_trigger(body)
         if errors or broadcast_id is None:
-            raise InvalidJob(errors)
+            raise InvalidRequest(errors)
         job_id = new_event_id()
         job = app_job(
             job_id,
@@ -151,7 +151,7 @@ class AppIngest:
         job_id = req.params[0]
         outcome = await self.outcomes.get(ws.name, job_id)
         if outcome is None:
-            raise InvalidJob(
+            raise InvalidRequest(
                 [FieldError("job_id", "unknown", f"no job {job_id!r} (unknown or expired)")],
                 status=404,
             )

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import Job, cdp_job, cdp_route, new_event_id
 from service.lanes.pipelines.validation import CALL_TYPES, validate_call
 from service.store.queue import Queue
@@ -61,7 +61,7 @@ class PipelinesIngest:
             call = req.json()
             errors = validate_call(call, call_type=kind)
             if errors:
-                raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+                raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
             return await self._store(req, ws, [{**call, "type": kind}], batch=False)
 
         return handle
@@ -71,9 +71,7 @@ class PipelinesIngest:
         body = req.json()
         calls = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(calls, list) or not calls:
-            raise InvalidJob(
-                [FieldError("batch", "required", "batch must be a non-empty list of calls")]
-            )
+            raise InvalidRequest.of("batch", "required", "batch must be a non-empty list of calls")
         errors: list[FieldError] = []
         for name in _BATCH_SHARED:
             if name in body and not isinstance(body[name], dict):
@@ -83,7 +81,7 @@ class PipelinesIngest:
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
         if errors:
-            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+            raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
         shared = {name: body[name] for name in _BATCH_SHARED if name in body}
         return await self._store(req, ws, [_with_shared(c, shared) for c in calls], batch=True)
 
@@ -110,7 +108,7 @@ class PipelinesIngest:
                 )
             jobs.append(job)
         if errors:
-            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+            raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
         return await self.idempotency.enqueue(req, ws, jobs, OK)
 
     def _stamp(self, call: dict[str, Any], now: str) -> dict[str, Any]:
@@ -139,4 +137,4 @@ def _require_key(ws: Workspace) -> None:
             f"workspace {ws.name!r} has no Pipelines write key "
             "(CIOQ_CDP_API_KEY, or cdp_api_key in CIOQ_WORKSPACES); Pipelines calls are refused"
         )
-        raise InvalidJob([FieldError("authorization", "lane_disabled", message)], status=403)
+        raise InvalidRequest.of("authorization", "lane_disabled", message, status=403)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import new_event_id
 from service.lanes.track.limits import DEFAULT_LIMITS, Limits
 from service.lanes.track.translate import body_object, finish_op
@@ -75,7 +75,7 @@ def metric(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] |
 
 
 def check_metric_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Raise InvalidJob if a metric forwarded to v1 breaks the documented schema."""
+    """Raise InvalidRequest if a metric forwarded to v1 breaks the documented schema."""
     data = body_object(body)
     errors: list[FieldError] = []
     check_string(data.get("delivery_id"), "delivery_id", errors, max_bytes=limits.max_id_bytes)
@@ -90,4 +90,4 @@ def check_metric_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
         if key in data and not isinstance(data[key], str):
             errors.append(wrong_type(key, "a string", data[key]))
     if errors:
-        raise InvalidJob(errors)
+        raise InvalidRequest(errors)

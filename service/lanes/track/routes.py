@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import Job, v1_job, v2_job
 from service.lanes.track import delivery_events, translate
 from service.lanes.track.limits import Limits
@@ -38,7 +38,7 @@ def _object(body: Any, field: str = "body") -> dict[str, Any]:
     if body is None:
         return {}
     if not isinstance(body, dict):
-        raise InvalidJob([FieldError(field, "type", "the request body must be a JSON object")])
+        raise InvalidRequest.of(field, "type", "the request body must be a JSON object")
     return body
 
 
@@ -145,7 +145,7 @@ class Ingest:
     async def form(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
         if not isinstance(body.get("data"), dict):
-            raise InvalidJob([FieldError("data", "required", "data must be an object of fields")])
+            raise InvalidRequest.of("data", "required", "data must be an object of fields")
         job = v1_job(
             "POST",
             req.raw_path,
@@ -158,9 +158,7 @@ class Ingest:
     async def unsubscribe(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
         if not isinstance(body.get("unsubscribe"), bool):
-            raise InvalidJob(
-                [FieldError("unsubscribe", "required", "unsubscribe must be true or false")]
-            )
+            raise InvalidRequest.of("unsubscribe", "required", "unsubscribe must be true or false")
         job = v1_job(
             "POST",
             req.raw_path,
@@ -203,15 +201,15 @@ class Ingest:
         op = req.json()
         errors = validate_op(op, where="", limits=self.limits)
         if errors:
-            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+            raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
         return await self._store_ops(req, ws, [translate.ensure_event_id(op)])
 
     async def batch(self, req: Request, ws: Workspace) -> Response:
         body = req.json()
         ops = body.get("batch") if isinstance(body, dict) else None
         if not isinstance(ops, list) or not ops:
-            raise InvalidJob(
-                [FieldError("batch", "required", "batch must be a non-empty list of operations")]
+            raise InvalidRequest.of(
+                "batch", "required", "batch must be a non-empty list of operations"
             )
         errors: list[FieldError] = []
         for i, op in enumerate(ops):
@@ -219,7 +217,7 @@ class Ingest:
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
         if errors:
-            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+            raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
         return await self._store_ops(
             req, ws, [translate.ensure_event_id(op) for op in ops], batch=True
         )
@@ -238,7 +236,7 @@ class Ingest:
                 errors.append(error)
             jobs.append(job)
         if errors:
-            raise InvalidJob(errors[:MAX_REPORTED_ERRORS])
+            raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
         return await self._store_jobs(req, ws, jobs)
 
     async def _store_jobs(

@@ -1,6 +1,6 @@
 """v1 Track API calls → the one v2 operation each becomes, as pure functions.
 
-Every function validates the op it builds with `validate_op` and raises `InvalidJob`
+Every function validates the op it builds with `validate_op` and raises `InvalidRequest`
 naming the field as the producer sent it (``data``, ``device.id``, ``_timestamp``,
 ``identifier`` for the path value), never the v2 name it became.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from service.errors import FieldError, InvalidJob
+from service.errors import FieldError, InvalidRequest
 from service.jobs import new_event_id
 from service.lanes.track.limits import DEFAULT_LIMITS, Limits
 from service.lanes.track.validation import validate_op
@@ -84,18 +84,18 @@ def _renamed(error: FieldError, renames: Renames) -> FieldError:
 def finish_op(
     op: dict[str, Any], errors: list[FieldError], renames: Renames, limits: Limits
 ) -> dict[str, Any]:
-    """`op` once it validates; else InvalidJob with v1 names for every error."""
+    """`op` once it validates; else InvalidRequest with v1 names for every error."""
     found = validate_op(op, limits=limits)
     if found:
         errors = errors + [_renamed(e, renames) for e in found]
     if errors:
-        raise InvalidJob(errors)
+        raise InvalidRequest(errors)
     return op
 
 
 def body_object(body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise InvalidJob([wrong_type("body", "a JSON object", body)])
+        raise InvalidRequest([wrong_type("body", "a JSON object", body)])
     return body
 
 
@@ -113,7 +113,7 @@ def identifiers_from_path(raw: str, *, limits: Limits = DEFAULT_LIMITS) -> dict[
         message = "identifier must be cio_ followed by letters and digits only"
         errors.append(FieldError("identifier", "format", message))
     if errors:
-        raise InvalidJob(errors)
+        raise InvalidRequest(errors)
     return {name: value}
 
 
@@ -244,13 +244,13 @@ def track_anonymous(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[st
 
 
 def check_anonymous_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Raise InvalidJob if an anonymous event forwarded to v1 breaks a documented limit."""
+    """Raise InvalidRequest if an anonymous event forwarded to v1 breaks a documented limit."""
     data = body_object(body)
     errors: list[FieldError] = []
     _event_type(data, errors)
     check_event_fields(data, "", limits, errors, data_key="data")
     if errors:
-        raise InvalidJob(errors)
+        raise InvalidRequest(errors)
 
 
 def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -261,7 +261,7 @@ def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
     device = data.get("device")
     if not isinstance(device, dict):
         errors.append(invalid("device", device, "an object"))
-        raise InvalidJob(errors)
+        raise InvalidRequest(errors)
     v2_device: dict[str, Any] = {"token": device.get("id"), "platform": device.get("platform")}
     if "last_used" in device:
         v2_device["last_used"] = device["last_used"]
@@ -329,7 +329,7 @@ def ensure_event_id(op: dict[str, Any]) -> dict[str, Any]:
 
 
 def segment_ids(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Raise InvalidJob unless ``ids`` holds 1 to max_segment_ids non-empty strings."""
+    """Raise InvalidRequest unless ``ids`` holds 1 to max_segment_ids non-empty strings."""
     data = body_object(body)
     ids = data.get("ids")
     errors: list[FieldError] = []
@@ -344,4 +344,4 @@ def segment_ids(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
         for i, item in enumerate(ids):
             check_string(item, f"ids[{i}]", errors, max_bytes=limits.max_id_bytes)
     if errors:
-        raise InvalidJob(errors)
+        raise InvalidRequest(errors)
