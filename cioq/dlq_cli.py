@@ -18,7 +18,6 @@ from rich.table import Table
 
 from service.config import Settings
 from service.errors import CioqError, InvalidRequest
-from service.jobs import lane_of
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
 from service.store.queue import Queue
@@ -34,6 +33,10 @@ app = typer.Typer(
 T = TypeVar("T")
 
 Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace name")]
+LaneName = Annotated[
+    str | None,
+    typer.Option("--lane", help="Only this lane's jobs: track, pipelines, app, broadcasts"),
+]
 Reason = Annotated[str | None, typer.Option(help="Only this reason, e.g. crash_loop")]
 Class = Annotated[
     str | None,
@@ -100,6 +103,7 @@ def run_reporting(main: Callable[[], Coroutine[Any, Any, T]], prefix: str) -> T:
 
 def _filter(
     ids: list[str] | None,
+    lane: str | None,
     reason: str | None,
     outcome_class: str | None,
     op: str | None,
@@ -110,6 +114,7 @@ def _filter(
     try:
         return DeadLetterFilter.parse(
             ids=tuple(ids or ()),
+            lane=lane,
             reason=reason,
             outcome_class=outcome_class,
             op_type=op,
@@ -129,6 +134,7 @@ def _when(ms: int) -> str:
 @app.command("list")
 def list_(
     workspace: Workspace = "default",
+    lane: LaneName = None,
     reason: Reason = None,
     outcome_class: Class = None,
     op: OpType = None,
@@ -139,7 +145,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """List dead letters, oldest first."""
-    flt = _filter(None, reason, outcome_class, op, person, since, until)
+    flt = _filter(None, lane, reason, outcome_class, op, person, since, until)
     page = _run(workspace, lambda dlq: dlq.page(workspace, flt, limit=limit))
     if as_json:
         for stored in page.letters:
@@ -154,7 +160,7 @@ def list_(
         table.add_row(
             stored.id,
             _when(letter.dead_ms),
-            str(lane_of(letter.kind)),
+            str(stored.lane),
             stored.person,
             stored.op_type,
             letter.reason,
@@ -209,6 +215,7 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
     def command(
         ids: Ids = None,
         workspace: Workspace = "default",
+        lane: LaneName = None,
         reason: Reason = None,
         outcome_class: Class = None,
         op: OpType = None,
@@ -219,7 +226,7 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
         dry_run: DryRun = False,
         yes: Yes = False,
     ) -> None:
-        flt = _filter(ids, reason, outcome_class, op, person, since, until)
+        flt = _filter(ids, lane, reason, outcome_class, op, person, since, until)
         if flt.is_empty and not every:
             raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb} every letter")
         if verb == "replay" and not dry_run and not yes:

@@ -17,7 +17,7 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.errors import InvalidRequest
-from service.jobs import FIELD_OP, FIELD_V1, v1_job, v2_job
+from service.jobs import FIELD_OP, FIELD_V1, Lane, v1_job, v2_job
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
 from service.store.dead_letters import DeadLetter, DeadLetterStore
@@ -113,6 +113,8 @@ def _handled(action: str) -> float:
         (DeadLetterFilter(op_type="event", outcome_class="crash"), 1),
         (DeadLetterFilter(person="nobody"), 0),
         (DeadLetterFilter(until_ms=1), 0),
+        (DeadLetterFilter(lane=Lane.TRACK), 5),
+        (DeadLetterFilter(lane=Lane.PIPELINES), 0),
     ],
 )
 def test_filters_select_by_reason_class_op_person_and_time(
@@ -308,6 +310,7 @@ def test_admin_list_show_summary_and_purge(
         ("POST", f"{BASE}/purge", {"colour": "red"}, "colour", 400),
         ("POST", f"{BASE}/purge", {"ids": ["abc"]}, "ids", 400),
         ("POST", f"{BASE}/purge", {"since": "last week"}, "since", 400),
+        ("POST", f"{BASE}/purge", {"lane": "sms"}, "lane", 400),
         ("GET", f"{BASE}?limit=0", None, "limit", 400),
         ("GET", f"{BASE}/1-0", None, "id", 404),
         ("GET", "/admin/v1/workspaces/nope/dead-letters", None, "workspace", 404),

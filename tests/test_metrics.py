@@ -141,7 +141,7 @@ def test_drain_rate_counts_only_the_window(
 def test_backlog_seconds(
     backlog: tuple[int, ...], rate: float, oldest_s: float, expected: float
 ) -> None:
-    lanes = (LaneState(Lane.TRACK, backlog, "", 0.0),)
+    lanes = (LaneState(Lane.TRACK, backlog, "", 0.0, 0.0),)
     state = WorkspaceState("w", lanes, oldest_s, 0, rate)
     assert state.backlog_seconds == expected
 
@@ -186,7 +186,7 @@ def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings])
 @example(["invalid_field\n"])  # `$` in a regex also matches before a final newline
 def test_dead_letter_reason_labels_stay_bounded(reasons: list[str]) -> None:
     for reason in reasons:
-        metrics.dead_lettered("default", [reason])
+        metrics.dead_lettered("default", [(reason, Lane.TRACK)])
     labels = {
         s.labels["reason"]
         for family in metrics.DEAD_LETTERS.collect()

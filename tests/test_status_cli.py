@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -11,7 +13,10 @@ from typer.testing import CliRunner
 
 from cioq.cli import app
 from service import keys
-from service.jobs import v2_job
+from service.config import Settings
+from service.jobs import Job, Lane, app_job, cdp_job, v2_job
+from service.metrics import definitions
+from service.metrics.activity import Tally
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import DRAIN_QUEUE
@@ -69,6 +74,83 @@ def test_status_shows_backlog_pause_and_dead_letters_by_class(
     assert "default" in table.output and "track" in table.output
     assert "429 from Customer.io" in table.output
     assert "crash 1" in table.output and "invalid 2" in table.output
+
+
+def _lane_jobs() -> dict[Lane, Job]:
+    call = {"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m1"}
+    trigger = app_job(
+        "job-1", "/v1/campaigns/7/triggers", {}, limit="broadcast", route="broadcast:7", op_type="t"
+    )
+    op = {"type": "person", "action": "identify", "identifiers": {"id": "p1"}}
+    return {
+        Lane.TRACK: v2_job(op),
+        Lane.PIPELINES: cdp_job(call, route="person:id:u1"),
+        Lane.BROADCASTS: trigger,
+    }
+
+
+def _dead(job: Job, cls: str) -> DeadLetter:
+    return DeadLetter(job.kind, job.payload, "default:0:1-0", cls, cls, 400)
+
+
+def test_each_lane_shows_its_own_age_rates_and_dead_letters(
+    cli: CliRunner,
+    redis_client: redis.Redis,
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A workspace with three lanes: no lane shows another's oldest job, counts or letters."""
+    monkeypatch.setenv("CIOQ_CDP_API_KEY", "cdp-key")
+    monkeypatch.setenv("CIOQ_APP_API_KEY", "app-key")
+    tally = Tally(background=False)
+    tally.configure(make_settings())
+    monkeypatch.setattr(definitions, "TALLY", tally)
+    jobs = _lane_jobs()
+    now_ms = int(time.time() * 1000)
+    for lane, age_s in ((Lane.TRACK, 40), (Lane.PIPELINES, 5)):
+        stream = keys.shard_keys("default", 0, lane).stream
+        job = jobs[lane]
+        redis_client.xadd(stream, {job.field: job.payload}, id=f"{now_ms - age_s * 1000}-0")
+    definitions.jobs_accepted("default", [jobs[Lane.TRACK]] * 3 + [jobs[Lane.PIPELINES]] * 2)
+    DeadLetterStore(redis_client).add(
+        "default",
+        [_dead(jobs[Lane.TRACK], "invalid"), *[_dead(jobs[Lane.BROADCASTS], "ambiguous")] * 2],
+    )
+    tally.flush()
+    result = cli.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["lane"]: row for row in map(orjson.loads, result.output.splitlines())}
+    assert list(rows) == ["track", "pipelines", "app", "broadcasts"]
+    figures = {
+        lane: (
+            row["waiting"],
+            round(row["oldest_age_s"] / 5) * 5,
+            row["accepted_per_min"],
+            row["dead_lettered_per_min"],
+            row["dead_letters"],
+            row["dead_by_class"],
+        )
+        for lane, row in rows.items()
+    }
+    assert figures == {
+        "track": (1, 40, 3.0, 1.0, 1, {"invalid": 1}),
+        "pipelines": (1, 5, 2.0, 0.0, 0, {}),
+        "app": (0, 0, 0.0, 0.0, 0, {}),
+        "broadcasts": (0, 0, 0.0, 2.0, 2, {"ambiguous": 2}),
+    }
+
+
+def test_dlq_list_filters_by_lane(cli: CliRunner, redis_client: redis.Redis) -> None:
+    jobs = _lane_jobs()
+    DeadLetterStore(redis_client).add(
+        "default", [_dead(jobs[lane], "invalid") for lane in (Lane.TRACK, Lane.BROADCASTS)]
+    )
+    listed = cli.invoke(app, ["dlq", "list", "--lane", "broadcasts", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [orjson.loads(line)["lane"] for line in listed.output.splitlines()] == ["broadcasts"]
+    refused = cli.invoke(app, ["dlq", "list", "--lane", "sms"])
+    assert refused.exit_code == 2
+    assert "lane must be one of track, pipelines, app, broadcasts" in refused.output
 
 
 def test_pause_and_resume_use_the_drains_pause_and_are_audited(

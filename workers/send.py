@@ -159,7 +159,13 @@ class Delivery:
             outcome = self.client.send_batch(body, op_count=len(entries))
         elapsed_s = time.perf_counter() - started_s
         metrics.upstream_request(
-            self.workspace, kind, outcome, elapsed_s, body_bytes=len(body), ops=len(entries)
+            self.workspace,
+            kind,
+            outcome,
+            elapsed_s,
+            body_bytes=len(body),
+            ops=len(entries),
+            lane=self.lane,
         )
         return outcome
 

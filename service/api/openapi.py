@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from service.jobs import Lane
 from service.lanes.app import schema as app_schema
 from service.lanes.pipelines import schema as pipelines_schema
 from service.lanes.track import schema as track_schema
@@ -68,6 +69,7 @@ _DLQ_SELECTION = obj(
     ids={"type": "array", "items": STR},
     all={"type": "boolean"},
     dry_run={"type": "boolean"},
+    lane={"enum": [str(lane) for lane in Lane]},
     reason=STR,
     op_type=STR,
     person=STR,

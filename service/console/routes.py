@@ -316,6 +316,7 @@ class Console:
             session,
             workspace=workspace,
             workspaces=[ws.name for ws in self.settings.workspaces],
+            lanes=[str(lane) for lane in self.settings.workspace(workspace).lanes],
             filters=filters,
             letters=page.letters,
             next_link=next_link,

@@ -4,9 +4,10 @@ Prometheus counters live in each process and are summed by Prometheus; the opera
 overview (console, ``cioq status``) needs the same numbers from Redis alone. So the metric
 functions that count them (`service.metrics.definitions`) also add to this process's
 `TALLY`, and a daemon thread adds the tally to Redis once a second: one hash per
-workspace and minute (`keys.activity`), one field per name, expiring after `KEEP_S`.
-Nothing on the ingest or delivery path waits for Redis here. A process that dies loses
-at most its last second of counts: this is an overview, not a ledger.
+workspace and minute (`keys.activity`), one field per lane and name (`track:accepted`),
+expiring after `KEEP_S`. Nothing on the ingest or delivery path waits for Redis here. A
+process that dies loses at most its last second of counts: this is an overview, not a
+ledger.
 
 Only processes started by ``cioq api`` and ``cioq worker`` call `Tally.configure`; until
 then `add` does nothing (in-process tests, the CLI).
@@ -31,6 +32,17 @@ log = logging.getLogger("cioq.metrics")
 FLUSH_INTERVAL_S = 1.0
 #: A minute's hash is read during that minute and the next; then it only costs memory.
 KEEP_S = 3 * 60
+
+
+def activity_name(lane: str, name: str) -> str:
+    """The tally field of one lane's count: ``track:accepted``, ``app:status:200``."""
+    return f"{lane}:{name}"
+
+
+def lane_activity(counts: dict[str, float], lane: str) -> dict[str, float]:
+    """One lane's counts out of a workspace's, under their plain names."""
+    prefix = f"{lane}:"
+    return {k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix)}
 
 
 def minute_of(now_s: float) -> int:

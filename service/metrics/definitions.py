@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from service.delivery.outcomes import Outcome
 from service.jobs import Job, Lane, lane_of
-from service.metrics.activity import TALLY
+from service.metrics.activity import TALLY, activity_name
 
 NAMESPACE = "cioq"
 
@@ -193,23 +193,37 @@ def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
     for job in jobs:
         key = (job.lane, job.op_type)
         counts[key] = counts.get(key, 0) + 1
+    per_lane: dict[Lane, int] = {}
     for (lane, op_type), count in counts.items():
         JOBS_ACCEPTED.labels(workspace, lane, op_type).inc(count)
-    TALLY.add(workspace, "accepted", len(jobs))
+        per_lane[lane] = per_lane.get(lane, 0) + count
+    for lane, count in per_lane.items():
+        TALLY.add(workspace, activity_name(lane, "accepted"), count)
 
 
 def upstream_request(
-    workspace: str, kind: str, outcome: Outcome, duration_s: float, *, body_bytes: int, ops: int
+    workspace: str,
+    kind: str,
+    outcome: Outcome,
+    duration_s: float,
+    *,
+    body_bytes: int,
+    ops: int,
+    lane: Lane | None = None,
 ) -> None:
-    """One request to Customer.io; batches (v2, cdp) also feed the size histograms."""
-    lane = lane_of(kind)
-    UPSTREAM_REQUESTS.labels(workspace, lane, kind, outcome.status_class).inc()
+    """One request to Customer.io; batches (v2, cdp) also feed the size histograms.
+
+    `lane` is the drain's (App jobs of kind ``app`` drain in two lanes); the Prometheus
+    label stays the kind's lane, so broadcasts count under ``app`` there.
+    """
+    label = lane_of(kind)
+    UPSTREAM_REQUESTS.labels(workspace, label, kind, outcome.status_class).inc()
     status = str(outcome.status) if outcome.status is not None else outcome.status_class
-    TALLY.add(workspace, f"status:{status}")
+    TALLY.add(workspace, activity_name(lane or label, f"status:{status}"))
     UPSTREAM_DURATION.labels(workspace, lane, kind).observe(duration_s)
     if kind in ("v2", "cdp"):  # v1 and App API requests are one job each, not batches
-        BATCH_BYTES.labels(workspace, lane).observe(body_bytes)
-        BATCH_OPS.labels(workspace, lane).observe(ops)
+        BATCH_BYTES.labels(workspace, label).observe(body_bytes)
+        BATCH_OPS.labels(workspace, label).observe(ops)
 
 
 def delivered(
@@ -222,7 +236,7 @@ def delivered(
         latency.observe(max(now_ms - at_ms, 0) / 1000)
         count += 1
     DELIVERED_OPS.labels(workspace, lane).inc(count)
-    TALLY.add(workspace, "delivered", count)
+    TALLY.add(workspace, activity_name(lane, "delivered"), count)
 
 
 def retry_scheduled(workspace: str, status_class: str) -> None:
@@ -233,12 +247,11 @@ def bisect_request(workspace: str) -> None:
     BISECT_REQUESTS.labels(workspace).inc()
 
 
-def dead_lettered(workspace: str, reasons: Iterable[str]) -> None:
-    count = 0
-    for reason in reasons:
+def dead_lettered(workspace: str, letters: Iterable[tuple[str, Lane]]) -> None:
+    """Jobs dead-lettered, as (reason, lane) pairs."""
+    for reason, lane in letters:
         DEAD_LETTERS.labels(workspace, _reason_label(reason)).inc()
-        count += 1
-    TALLY.add(workspace, "dead_lettered", count)
+        TALLY.add(workspace, activity_name(lane, "dead_lettered"))
 
 
 def dead_letters_handled(workspace: str, action: str, count: int) -> None:

@@ -2,7 +2,9 @@
 
 Queue numbers come from `QueueStateCollector.read` (what ``/metrics`` exports), the
 per-minute counts of accepted, delivered and dead-lettered jobs and of upstream answers
-from `service.metrics.activity`, and the manual-pause note from `WorkspaceControl`.
+from `service.metrics.activity`, and the manual-pause note from `WorkspaceControl`. Every
+figure is the lane's own: its streams' oldest job, its counts, the dead letters of its jobs
+(a workspace keeps one dead-letter stream; a letter's lane is its job's).
 
 Counting dead letters by class reads the whole stream, so the count is kept and reused
 while the stream's length and newest id are unchanged (any XADD or XDEL changes one).
@@ -11,13 +13,13 @@ while the stream's length and newest id are unchanged (any XADD or XDEL changes 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.metrics.activity import per_minute
+from service.metrics.activity import lane_activity, per_minute
 from service.metrics.queue_state import QueueStateCollector
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
@@ -87,7 +89,7 @@ class Overview:
         self.redis = client
         self.dlq = dlq
         self.control = control
-        self._dead_cache: dict[str, tuple[Any, tuple[dict[str, int], dict[str, int]]]] = {}
+        self._dead_cache: dict[str, tuple[Any, dict[str, _LaneLetters]]] = {}
 
     async def read(self) -> list[LaneOverview]:
         rows: list[LaneOverview] = []
@@ -102,9 +104,9 @@ class Overview:
         except Exception as exc:  # redis-py raises RedisError subclasses and OSError here
             raise StoreUnavailable(f"queue state: {exc}") from exc
         note = await self.control.note(workspace, lane)
-        by_class, by_status = await self._dead_counts(workspace)
+        dead = (await self._dead_counts(workspace)).get(lane, _NO_LETTERS)
         with store_errors("activity"):
-            activity = await per_minute(self.redis, workspace)
+            activity = lane_activity(await per_minute(self.redis, workspace), lane)
         upstream = {
             name.removeprefix("status:"): count
             for name, count in sorted(activity.items())
@@ -119,7 +121,7 @@ class Overview:
             workspace=workspace,
             lane=lane,
             waiting=sum(mine.shard_backlog) if mine else 0,
-            oldest_age_s=state.oldest_age_s,
+            oldest_age_s=mine.oldest_age_s if mine else 0.0,
             accepted_per_min=activity.get("accepted", 0.0),
             delivered_per_min=activity.get("delivered", 0.0),
             dead_lettered_per_min=activity.get("dead_lettered", 0.0),
@@ -127,24 +129,45 @@ class Overview:
             pause_reason=note.reason if note else "",
             pause_by=note.who if note else "",
             pause_remaining_s=lane_remaining_s,
-            dead_letters=state.dead_letters,
-            dead_by_class=by_class,
-            dead_by_status=by_status,
+            dead_letters=dead.count,
+            dead_by_class=dead.by_class,
+            dead_by_status=dead.by_status,
             upstream_per_min=upstream,
         )
 
-    async def _dead_counts(self, workspace: str) -> tuple[dict[str, int], dict[str, int]]:
-        """Dead letters by class and by upstream status, reused while the stream is unchanged."""
+    async def _dead_counts(self, workspace: str) -> dict[str, _LaneLetters]:
+        """Each lane's dead letters by class and by upstream status.
+
+        Reused while the stream is unchanged: counting reads every letter.
+        """
         stamp = await self.dlq.stamp(workspace)
         cached = self._dead_cache.get(workspace)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        by_class: Counter[str] = Counter()
-        by_status: Counter[str] = Counter()
+        by_class: dict[str, Counter[str]] = defaultdict(Counter)
+        by_status: dict[str, Counter[str]] = defaultdict(Counter)
         async for stored in self.dlq.scan(workspace, DeadLetterFilter()):
-            by_class[stored.letter.outcome_class] += 1
+            lane = str(stored.lane)
+            by_class[lane][stored.letter.outcome_class] += 1
             status = stored.letter.status
-            by_status["no status" if status is None else str(status)] += 1
-        counts = (dict(sorted(by_class.items())), dict(sorted(by_status.items())))
+            by_status[lane]["no status" if status is None else str(status)] += 1
+        counts = {
+            lane: _LaneLetters(
+                sum(classes.values()),
+                dict(sorted(classes.items())),
+                dict(sorted(by_status[lane].items())),
+            )
+            for lane, classes in by_class.items()
+        }
         self._dead_cache[workspace] = (stamp, counts)
         return counts
+
+
+@dataclass(frozen=True, slots=True)
+class _LaneLetters:
+    count: int
+    by_class: dict[str, int]
+    by_status: dict[str, int]
+
+
+_NO_LETTERS = _LaneLetters(0, {}, {})

@@ -82,6 +82,7 @@ class LaneState:
     shard_backlog: tuple[int, ...]
     pause_cause: str
     pause_remaining_s: float
+    oldest_age_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +154,10 @@ class QueueStateCollector(Collector):
         n = len(shards)
         per_lane = 2 * n * len(Traffic) + 2
         states: list[LaneState] = []
-        heads: list[bytes] = []
         for i, lane in enumerate(lanes):
             part = results[i * per_lane : (i + 1) * per_lane]
             streams = part[:-2]
-            heads += [rows[0][0] for rows in streams[1::2] if rows]
+            heads = [int(rows[0][0].split(b"-", 1)[0]) for rows in streams[1::2] if rows]
             lengths = [int(length) for length in streams[0::2]]
             cause_raw, pttl_ms = part[-2:]
             cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
@@ -169,14 +169,14 @@ class QueueStateCollector(Collector):
                     shard_backlog=tuple(sum(lengths[s::n]) for s in range(n)),
                     pause_cause=cause,
                     pause_remaining_s=max(int(pttl_ms), 0) / 1000 if cause else 0.0,
+                    oldest_age_s=max(now_s - min(heads) / 1000, 0.0) if heads else 0.0,
                 )
             )
-        oldest_ms = min((int(h.split(b"-", 1)[0]) for h in heads), default=None)
         dead, rate = results[len(lanes) * per_lane :]
         return WorkspaceState(
             workspace=workspace,
             lanes=tuple(states),
-            oldest_age_s=0.0 if oldest_ms is None else max(now_s - oldest_ms / 1000, 0.0),
+            oldest_age_s=max((s.oldest_age_s for s in states), default=0.0),
             dead_letters=int(dead),
             drain_rate_per_s=drain_rate_per_s(
                 rate, now_s=now_s, window_s=self.settings.drain_rate_window_s

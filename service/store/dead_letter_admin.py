@@ -18,7 +18,7 @@ from typing import Any
 
 from service import keys
 from service.errors import FieldError, InvalidRequest
-from service.jobs import restore_job
+from service.jobs import Lane, restore_job
 from service.metrics import definitions as metrics
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letters import DeadLetter, StoredDeadLetter
@@ -68,7 +68,7 @@ def check_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
 
 
 #: Filter fields as the admin API and the console name them.
-FILTER_FIELDS = ("reason", "class", "op_type", "person", "since", "until")
+FILTER_FIELDS = ("lane", "reason", "class", "op_type", "person", "since", "until")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,7 @@ class DeadLetterFilter:
     """Which letters an operation applies to; empty fields match everything."""
 
     ids: tuple[str, ...] = ()
+    lane: Lane | None = None
     reason: str | None = None
     outcome_class: str | None = None
     op_type: str | None = None
@@ -97,6 +98,7 @@ class DeadLetterFilter:
                 raise InvalidRequest.of(name, "type", f"{name} must be a non-empty string")
         return cls.parse(
             ids=ids,
+            lane=values.get("lane"),
             reason=values.get("reason"),
             outcome_class=values.get("class"),
             op_type=values.get("op_type"),
@@ -110,6 +112,7 @@ class DeadLetterFilter:
         cls,
         *,
         ids: tuple[str, ...] = (),
+        lane: str | None = None,
         reason: str | None = None,
         outcome_class: str | None = None,
         op_type: str | None = None,
@@ -123,8 +126,12 @@ class DeadLetterFilter:
         def when(value: str | None, field_name: str) -> int | None:
             return None if value is None else parse_time_ms(value, field_name=field_name)
 
+        lanes = tuple(str(each) for each in Lane)
+        if lane is not None and lane not in lanes:
+            raise InvalidRequest.of("lane", "one_of", f"lane must be one of {', '.join(lanes)}")
         return cls(
             ids=check_ids(ids),
+            lane=None if lane is None else Lane(lane),
             reason=reason,
             outcome_class=outcome_class,
             op_type=op_type,
@@ -138,6 +145,7 @@ class DeadLetterFilter:
         return not self.ids and all(
             v is None
             for v in (
+                self.lane,
                 self.reason,
                 self.outcome_class,
                 self.op_type,
@@ -151,6 +159,7 @@ class DeadLetterFilter:
         letter = stored.letter
         return (
             (not self.ids or stored.id in self.ids)
+            and (self.lane is None or stored.lane is self.lane)
             and (self.reason is None or letter.reason == self.reason)
             and (self.outcome_class is None or letter.outcome_class == self.outcome_class)
             and (self.op_type is None or stored.op_type == self.op_type)

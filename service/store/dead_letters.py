@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from service import keys
-from service.jobs import lane_of, op_type_of
+from service.jobs import Lane, lane_of, op_type_of, restore_job
 from service.metrics import definitions as metrics
 from service.store.connections import SyncStore, store_errors
 
@@ -35,6 +35,16 @@ class DeadLetter:
     attempts: tuple[tuple[int, str], ...] = ()
     accepted_ms: int = 0
     dead_ms: int = 0
+
+    @property
+    def lane(self) -> Lane:
+        """The lane the job came from (a broadcast trigger's is `Lane.BROADCASTS`)."""
+        if self.kind != "app":  # only App jobs split over two lanes, by their route
+            return lane_of(self.kind)
+        try:
+            return restore_job(self.kind, self.payload).lane
+        except orjson.JSONDecodeError:
+            return Lane.APP
 
     def to_fields(self) -> dict[str, bytes | str | int]:
         return {
@@ -87,6 +97,10 @@ class StoredDeadLetter:
         except orjson.JSONDecodeError:
             return ""
 
+    @property
+    def lane(self) -> Lane:
+        return self.letter.lane
+
     def subjects(self) -> set[str]:
         """Who the job concerns: its route and every identifier value it names."""
         try:
@@ -131,7 +145,7 @@ class StoredDeadLetter:
             "id": self.id,
             "person": self.person,
             "kind": letter.kind,
-            "lane": str(lane_of(letter.kind)),
+            "lane": str(self.lane),
             "op_type": self.op_type,
             "reason": letter.reason,
             "class": letter.outcome_class,
@@ -162,11 +176,11 @@ class DeadLetterStore:
         """Append letters to the workspace's dead-letter stream; returns how many."""
         pipe = self.redis.pipeline(transaction=True)
         count = 0
-        reasons: list[str] = []
+        reasons: list[tuple[str, Lane]] = []
         for letter in letters:
             pipe.xadd(keys.dead_letters(workspace), letter.to_fields())  # type: ignore[arg-type]
             count += 1
-            reasons.append(letter.reason)
+            reasons.append((letter.reason, letter.lane))
         if count:
             with store_errors("dead-lettering"):
                 pipe.execute()
