@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import Settings
 from service.errors import ConfigError
@@ -54,6 +55,14 @@ def test_ten_thousand_jobs_on_a_cluster(make_stack: Callable[..., Stack], cluste
     # The shards' streams really are spread over the three primaries.
     holding = [n.client().dbsize() for n in cluster.primaries()]
     assert len(holding) == 3 and all(holding), holding
+    # /metrics reads every primary's shards (a standalone client got MOVED and read none).
+    scraped = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(httpx.get(f"{stack.api_url}/metrics").text)
+        for s in family.samples
+    }
+    assert scraped[("cioq_queue_state_up", ())] == 1
+    assert scraped[("cioq_backlog_entries", (("workspace", "default"),))] == 10_000
     stack.start_worker(concurrency=2)
     wait_until(
         lambda: len(stack.received()) >= produced.total,

@@ -263,6 +263,26 @@ def test_a_shard_with_a_backlog_of_its_own_is_left_to_its_own_drain(
     assert received_ns(sandbox) == [mine["attributes"]["n"]]
 
 
+def test_a_live_drain_sends_once_before_it_hands_a_backlog_to_the_bulk_queue(
+    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """Every live drain moves a backlogged lane on by a request, then hands it over.
+
+    Handing over first made no progress when the workers were all busy with live
+    triggers, since the bulk queue runs only when the live one is empty.
+    """
+    enqueue(redis_client, [op(n, pad="x" * 900) for n in range(800)])  # ~4 full requests
+    triggers = RecordingTriggers()
+    drainer = build_drainer(settings, redis_client)
+    drainer.triggers = cast(Triggers, triggers)
+    report = drainer.drain("default", 0)
+    assert report.stopped == "backlog"
+    [sent] = requests(sandbox)
+    assert sent["body_bytes"] > 0.9 * 200_000
+    assert (Traffic.LIVE, True) in triggers.queues  # the rest goes to the bulk queue
+    assert backlog(redis_client) == 800 - sent["op_count"]
+
+
 def test_bulk_jobs_never_share_a_request_with_live_ones(
     settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:

@@ -5,8 +5,9 @@ countdown pending). Every `sweep_interval_ms` the sweeper looks at all shards in
 pipelined round trip per workspace and triggers any shard that has entries, no live
 lease, no pending trigger, no pause and no retry wait. It holds no state: several
 sweepers are safe, since the trigger marker is taken with SET NX. A bulk shard, or a
-live one holding more than one read (a backlog), is triggered on the bulk queue, so what
-the sweeper finds never waits ahead of live triggers.
+live one of a lane that holds a backlog (`is_backlog`, the drain's own rule) or a full
+read, is triggered on the bulk queue, so what the sweeper finds never waits ahead of
+live triggers.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from collections.abc import Callable
 
 from service import keys
 from service.config import Settings
-from service.jobs import Lane, Traffic
+from service.jobs import UNBATCHED, Lane, Traffic
 from service.store.connections import SyncStore
 from service.triggers import Triggers
 from workers import liveness
+from workers.drain.heads import Limits, is_backlog
 
 log = logging.getLogger("cioq.sweeper")
 
@@ -62,11 +64,14 @@ class Sweeper:
         if int(results[0]) > 0:
             return []
         now_ms = int(self.clock() * 1000)
+        lengths = [int(length) for length in results[1::3]]
+        # The drain's rule (is_backlog), so a live drain never gets a shard it hands over.
+        backlog = lane not in UNBATCHED and is_backlog(sum(lengths), Limits.of(lane, self.settings))
         due: list[tuple[int, bool]] = []
         for shard in shards:
             length, busy, not_before = results[1 + 3 * shard : 4 + 3 * shard]
             if length and not busy and int(not_before or 0) <= now_ms:
-                due.append((shard, int(length) >= self.settings.max_ops_per_read))
+                due.append((shard, backlog or int(length) >= self.settings.max_ops_per_read))
         if not due:
             return []
         pipe = self.redis.pipeline(transaction=False)

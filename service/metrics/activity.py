@@ -21,11 +21,9 @@ import threading
 import time
 from collections import Counter
 
-import redis
-
 from service import keys
 from service.config import Settings
-from service.store.connections import STORE_ERRORS, AsyncStore
+from service.store.connections import STORE_ERRORS, AsyncStore, SyncStore, connect_metrics
 
 log = logging.getLogger("cioq.metrics")
 
@@ -59,7 +57,7 @@ class Tally:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._pid = 0
-        self._client: redis.Redis | None = None
+        self._client: SyncStore | None = None
 
     def configure(self, settings: Settings) -> None:
         """Start recording for this process (and children it forks) to `settings`' Redis."""
@@ -94,9 +92,7 @@ class Tally:
         if not counts or self._settings is None:
             return
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self._settings.redis_url, socket_timeout=self._settings.metrics_redis_timeout_s
-            )
+            self._client = connect_metrics(self._settings)
         minute = minute_of(time.time() if now_s is None else now_s)
         pipe = self._client.pipeline(transaction=False)
         for (workspace, name), count in counts.items():

@@ -27,7 +27,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.config import Settings
-from service.metrics.queue_state import QueueStateCollector, metrics_redis
+from service.metrics.queue_state import QueueStateCollector
+from service.store.connections import connect_metrics
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -99,7 +100,7 @@ class ApiMetrics:
     """The api's ``/metrics``: its own counters plus the queue state read from Redis."""
 
     def __init__(self, settings: Settings) -> None:
-        self.redis = metrics_redis(settings)
+        self.redis = connect_metrics(settings)
         self.registry = process_registry(QueueStateCollector(settings, self.redis))
 
     async def serve(self, send: Any) -> None:

@@ -23,11 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from service import keys
 from service.config import Settings
@@ -104,16 +101,6 @@ class WorkspaceState:
         if self.drain_rate_per_s > 0:
             return self.backlog / self.drain_rate_per_s
         return self.oldest_age_s
-
-
-def metrics_redis(settings: Settings) -> redis.Redis:
-    """A client for scrapes: one short timeout, no retries, so /metrics answers quickly."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.metrics_redis_timeout_s,
-        socket_connect_timeout=settings.metrics_redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-    )
 
 
 class QueueStateCollector(Collector):

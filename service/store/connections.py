@@ -17,7 +17,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 
 from service.config import Settings
 from service.errors import StoreUnavailable
@@ -86,6 +88,21 @@ def connect_sync(settings: Settings) -> SyncStore:
     if settings.redis_cluster:
         return redis.RedisCluster.from_url(settings.redis_url, **_options(settings))
     return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **_options(settings))
+
+
+def connect_metrics(settings: Settings) -> SyncStore:
+    """A blocking client for scrapes and the activity tally: one short timeout, no retries,
+    so ``/metrics`` answers quickly; a cluster client in cluster mode (a plain one would get
+    MOVED for every key on another primary)."""
+    timeout_s = settings.metrics_redis_timeout_s
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.redis_cluster:
+        return redis.RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def lua_source(name: str) -> str:

@@ -249,17 +249,19 @@ class Drainer:
         deadline = self.clock() + budget_s
         batches = held.primary.lane not in UNBATCHED
         packs = self._packs_across(held.primary.lane)
-        sent_full = False
-        check_retry = True
+        sent = sent_full = False
         pace = _Pace(self.clock, s.lease_ms / 1000)
         while True:
-            if self._held_back(held, report, pace, check_retry=check_retry):
+            if self._held_back(held, report, pace, check_retry=not sent):
                 return
             now_ms = self.now_ms()
             held.refresh()
             if batches:
                 held.survey()
-                if not report.bulk and held.backlog:
+                # A live drain sends once before it hands a backlog over: if every worker
+                # is busy with live triggers, the bulk queue never runs, and a hand-over
+                # without a send left the lane where it was.
+                if not report.bulk and sent and held.backlog:
                     return report.stop(StopReason.BACKLOG, 0.0)
             if packs:
                 held.gather()
@@ -286,8 +288,7 @@ class Drainer:
                 blocked = self.policy.apply(delivery, unit, result.blocked)
                 return report.stop(StopReason(blocked.reason), blocked.retrigger_s)
             held.advance(result.resolved)
-            sent_full = unit.full
-            check_retry = False
+            sent, sent_full = True, unit.full
 
     def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
         """Release every lease and schedule the triggers the remaining work needs.

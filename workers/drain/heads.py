@@ -35,7 +35,7 @@ from workers.send import OutgoingUnit, UnitKind
 BATCH_KINDS = frozenset({"v2", "cdp"})
 
 #: Op size assumed for a shard not read yet, to decide how many shards to lease.
-_GUESS_OP_BYTES = 256
+GUESS_OP_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class HeldShards:
         #: The last `survey`: every shard's length, lease and retry wait.
         self.looks: list[ShardLook] = []
         #: Mean size of the ops read so far, to size what waits unread.
-        self.op_bytes = _GUESS_OP_BYTES
+        self.op_bytes = GUESS_OP_BYTES
 
     def refresh(self) -> None:
         """Top up every held shard's buffer to `max_ops_per_read`, in one round trip."""
@@ -106,17 +106,12 @@ class HeldShards:
         shards = [keys.shard_keys(p.workspace, n, p.lane, p.traffic) for n in range(s.shards)]
         self.looks = self.store.look(shards)
         read = [e for buffer in self.buffers.values() for e in buffer]
-        self.op_bytes = sum(len(e.payload) for e in read) // len(read) if read else _GUESS_OP_BYTES
+        self.op_bytes = sum(len(e.payload) for e in read) // len(read) if read else GUESS_OP_BYTES
 
     @property
     def backlog(self) -> bool:
-        """Whether more than two full requests wait in the workspace's shards.
-
-        Live traffic fits in about one request per linger window; more than that is a
-        backlog, which drains from the bulk queue so it cannot hold back live triggers.
-        """
-        waiting = sum(look.length for look in self.looks) * (self.op_bytes + 1)
-        return waiting > 2 * self.limits.batch_bytes
+        """Whether the workspace's shards hold a backlog (`is_backlog`)."""
+        return is_backlog(sum(look.length for look in self.looks), self.limits, self.op_bytes)
 
     def gather(self) -> None:
         """Lease other shards with work until their heads could fill a request."""
@@ -268,6 +263,19 @@ def _batch_run(buffer: list[Entry]) -> list[Entry]:
         if entry.kind not in BATCH_KINDS:
             return buffer[:n]
     return buffer
+
+
+def is_backlog(waiting_ops: int, limits: Limits, op_bytes: int = GUESS_OP_BYTES) -> bool:
+    """Whether more than two full requests wait in a lane's shards of one traffic class.
+
+    Live traffic fits in about one request per linger window; more than that is a backlog,
+    which drains from the bulk queue so it cannot hold back live triggers. The drain and
+    the sweeper both decide by this rule: when the sweeper used its own (one shard's
+    length), it sent live triggers for shards every live drain then handed to the bulk
+    queue, and on a loaded machine those filled the live queue so that the bulk queue,
+    served only when the live one is empty, never ran.
+    """
+    return waiting_ops * (op_bytes + 1) > 2 * limits.batch_bytes
 
 
 @dataclass(frozen=True, slots=True)
