@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.load import PAD, Produced
+from tests.support.load import PAD, Produced, producer_limits
 
 PEOPLE_PER_PRODUCER = 25
 
@@ -39,7 +39,7 @@ async def steady(
         people[i : i + PEOPLE_PER_PRODUCER] for i in range(0, len(people), PEOPLE_PER_PRODUCER)
     ]
     per_tick = rate_per_s * tick_s / len(groups)
-    limits = httpx.Limits(max_connections=len(groups) + 4)
+    limits = producer_limits(len(groups) + 4)
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
 
@@ -112,7 +112,8 @@ async def live_events(
     """One event a tick while `keep_going()`; returns each seq's accept time (epoch s)."""
     accepted: dict[int, float] = {}
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60) as client:
+    limits = producer_limits()
+    async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
 
         async def one(seq: int) -> None:
             r = await client.post(

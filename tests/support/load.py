@@ -18,6 +18,16 @@ import httpx
 PAD = "p" * 300  # makes ops ~500 bytes, so batches fill by bytes
 
 
+def producer_limits(max_connections: int | None = None) -> httpx.Limits:
+    """Connection limits for the test producers.
+
+    Idle connections expire before uvicorn's 5 s keep-alive closes them: on a starved
+    machine, a request written to a connection the server is closing fails with
+    httpx.ReadError (seen in the Track, Pipelines and live-traffic producers).
+    """
+    return httpx.Limits(max_connections=max_connections, keepalive_expiry=2.0)
+
+
 @dataclass
 class Produced:
     accepted: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -93,9 +103,7 @@ async def produce(
         for p in people
     }
     gate = asyncio.Semaphore(concurrency)
-    # Idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them: else,
-    # on a starved machine, a connection reused as the server closes it fails with ReadError.
-    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
+    limits = producer_limits(concurrency)
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
 
         async def one_person(person: str) -> None:
@@ -175,8 +183,7 @@ async def produce_retrying(
     """
     result = Retried()
     gate = asyncio.Semaphore(concurrency)
-    # Idle connections expire before uvicorn's 5 s keep-alive closes them under us.
-    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
+    limits = producer_limits(concurrency)
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=30, limits=limits) as client:
 
         async def send(person: str, seq: int) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.load import producer_limits
+
 PAD = "p" * 300  # calls of ~500 bytes, so batches fill by bytes
 PRODUCER_TIMESTAMP = "2026-01-02T03:04:05.678Z"
 KINDS = ("identify", "track", "page", "screen")
@@ -77,9 +79,7 @@ async def produce_pipelines(
     rng = random.Random(seed)
     result = PipelinesProduced()
     gate = asyncio.Semaphore(concurrency)
-    # Idle connections expire before uvicorn's 5 s keep-alive closes them, so a request
-    # is never written to a connection the server is closing (httpx.ReadError).
-    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=2.0)
+    limits = producer_limits(concurrency)
     auth = httpx.BasicAuth(ingest_key, "")
     async with httpx.AsyncClient(base_url=api_url, auth=auth, timeout=60, limits=limits) as client:
 
