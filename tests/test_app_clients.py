@@ -26,6 +26,7 @@ from customerio import (
     SendWhatsAppRequest,
 )
 
+from tests.support.app_load import queue_sends, settle
 from tests.support.installs import npm_install
 from tests.support.processes import wait_until
 from tests.support.stack import APP_KEY, INGEST_KEY, Stack
@@ -38,6 +39,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.start_api()
         stack.start_sweeper()
         stack.start_worker(concurrency=2)
+        # The clients' first send must not race the worker's start-up: on a loaded machine
+        # Celery took longer than the 8 s wait to boot, and that send got cioq's 202.
+        warm = queue_sends(stack, "warm-up", 1)
+        assert (
+            settle(stack, "warm-up", warm, timeout_s=90).outcomes[warm[0]]["state"] == "delivered"
+        )
         yield stack
     except BaseException:
         print(stack.logs())
