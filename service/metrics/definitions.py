@@ -220,7 +220,7 @@ def upstream_request(
     UPSTREAM_REQUESTS.labels(workspace, label, kind, outcome.status_class).inc()
     status = str(outcome.status) if outcome.status is not None else outcome.status_class
     TALLY.add(workspace, activity_name(lane or label, f"status:{status}"))
-    UPSTREAM_DURATION.labels(workspace, lane, kind).observe(duration_s)
+    UPSTREAM_DURATION.labels(workspace, label, kind).observe(duration_s)
     if kind in ("v2", "cdp"):  # v1 and App API requests are one job each, not batches
         BATCH_BYTES.labels(workspace, label).observe(body_bytes)
         BATCH_OPS.labels(workspace, label).observe(ops)
