@@ -20,7 +20,7 @@ from typing import Any
 from service.config import Settings
 from service.errors import StoreUnavailable
 from service.metrics.activity import lane_activity, per_minute
-from service.metrics.queue_state import QueueStateCollector
+from service.metrics.queue_state import QueueStateCollector, WorkspaceState
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
 from service.store.workspace_control import MANUAL_CAUSE, WorkspaceControl
@@ -94,19 +94,24 @@ class Overview:
     async def read(self) -> list[LaneOverview]:
         rows: list[LaneOverview] = []
         for ws in self.settings.workspaces:
+            # One read of the workspace's queue state and counts serves all its lanes.
+            try:
+                state = await asyncio.to_thread(self.state.read, ws.name)
+            except Exception as exc:  # redis-py raises RedisError subclasses and OSError here
+                raise StoreUnavailable(f"queue state: {exc}") from exc
+            with store_errors("activity"):
+                counts = await per_minute(self.redis, ws.name)
             for lane in ws.lanes:  # Pipelines only where the workspace has a write key
-                rows.append(await self.lane(ws.name, lane.value))
+                rows.append(await self._lane(state, lane.value, counts))
         return rows
 
-    async def lane(self, workspace: str, lane: str) -> LaneOverview:
-        try:
-            state = await asyncio.to_thread(self.state.read, workspace)
-        except Exception as exc:  # redis-py raises RedisError subclasses and OSError here
-            raise StoreUnavailable(f"queue state: {exc}") from exc
+    async def _lane(
+        self, state: WorkspaceState, lane: str, counts: dict[str, float]
+    ) -> LaneOverview:
+        workspace = state.workspace
         note = await self.control.note(workspace, lane)
         dead = (await self._dead_counts(workspace)).get(lane, _NO_LETTERS)
-        with store_errors("activity"):
-            activity = lane_activity(await per_minute(self.redis, workspace), lane)
+        activity = lane_activity(counts, lane)
         upstream = {
             name.removeprefix("status:"): count
             for name, count in sorted(activity.items())
