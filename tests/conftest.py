@@ -14,11 +14,14 @@ from hypothesis import settings as hypothesis_settings
 
 from sandbox import SandboxConfig, create_sandbox_app
 from service.config import Settings
+from tests.support import tiers
 from tests.support.drain import Clock
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 from tests.support.stack import ADMIN_KEY, Stack
 from tests.support.triggers import RecordingTriggers
+
+tiers.install()
 
 REDIS_HOST = os.environ.get("CIOQ_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CIOQ_TEST_REDIS_PORT", "6379"))
@@ -36,6 +39,22 @@ hypothesis_settings.load_profile("cioq")
 def _db_for_worker() -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return REDIS_DB_BASE + int(worker.removeprefix("gw") or 0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tiers.mark(items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    tiers.enter(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    result = yield
+    tiers.check_clean(item)
+    return result
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -17,7 +17,10 @@ from typing import TypeVar
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -60,6 +63,22 @@ def wait_for(driver: WebDriver, check: Callable[[WebDriver], T], timeout_s: floa
     """Poll `check` in the browser until it returns something truthy."""
     result: T = WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(check)
     return result
+
+
+def click_and_load(driver: WebDriver, element: WebElement, timeout_s: float = 30) -> None:
+    """Click something that loads a new page; return once the new page has loaded.
+
+    Waiting for an element both pages have would find the old page's (a filter submit
+    returned the previous page's rows), so this waits for the old document to go stale.
+    """
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(
+        expected_conditions.staleness_of(old)
+    )
+    wait_for(
+        driver, lambda d: d.execute_script("return document.readyState") == "complete", timeout_s
+    )
 
 
 def screenshot(driver: WebDriver, name: str) -> Path:
