@@ -1,7 +1,7 @@
 """Chaos run: producer load on the real stack while workers, Redis and Customer.io misbehave.
 
     python -m bench.chaos                 # the full run: 100,000 ops
-    python -m bench.chaos --ops 6000      # the short run CI does (tests/test_chaos.py)
+    python -m bench.chaos --ops 6000      # the short run CI does (tests/e2e/drain/test_chaos.py)
 
 The stack is real processes (tests/support/stack.py): redis-server with AOF and
 ``appendfsync always``, cioq at ``CIOQ_DURABILITY=fsync``, the sandbox Customer.io, the

@@ -13,7 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import app_api, cluster, drain, framework, ingest, latency, live, naive, pipelines
+from bench import (
+    app_api,
+    cluster,
+    drain,
+    fairness,
+    framework,
+    ingest,
+    latency,
+    live,
+    naive,
+    pipelines,
+)
 from bench.figures import HEADER, Figure
 
 GROUPS = (
@@ -26,6 +37,7 @@ GROUPS = (
     "app",
     "cluster",
     "live",
+    "fairness",
 )
 
 
@@ -62,6 +74,8 @@ def main() -> None:
             figures += _report(app_api.run(tmp, quick=args.quick))
         if "live" in wanted:
             figures += _report(live.run(tmp, quick=args.quick))
+        if "fairness" in wanted:
+            figures += _report(fairness.run(tmp, quick=args.quick))
         if "latency" in wanted:
             figures += _report(latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity))
         if "cluster" in wanted:

@@ -4,7 +4,7 @@ Under live traffic each shard holds only a few ops, so packing shard by shard se
 one small request per shard per linger window. `pack_heads` fills one body from the
 heads of every ready shard of a workspace (and lane) instead, up to the byte limit.
 
-What it keeps, whatever the input (``tests/test_packing_across_shards.py``):
+What it keeps, whatever the input (``tests/unit/lanes/track/test_packing_across_shards.py``):
 
 * every shard contributes a *prefix* of its head, in stream order, so the ops of one
   person (who lives on one shard) leave in the order they were accepted, and each

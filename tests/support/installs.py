@@ -1,18 +1,19 @@
-"""Client packages the tests need, installed pinned under .data/ on first use.
+"""Client packages the tests need, installed exactly as locked under .data/ on first use.
 
-npm packages go to .data/node, all of the suite's at once and under a file lock:
-pytest-xdist workers that ran ``npm install`` into one prefix at the same time left
-each other's packages half-written (CI saw newman fail with "Cannot find module
-'uvm'"). Python packages that must not share the project's
-environment go to their own folder under .data/py (``customerio-cdp-analytics`` ships a
-``customerio/__init__.py`` that replaces the Track SDK's, so the two cannot be installed
-side by side). Without npm the calling test is skipped on a developer's machine, and
-fails in CI (CI set).
+npm packages: ``npm ci`` of tests/locks/node (package.json + package-lock.json, written by
+scripts/lock) into .data/node, under a file lock: pytest-xdist workers that installed into one
+prefix at the same time left each other's packages half-written (CI saw newman fail with
+"Cannot find module 'uvm'"). Python packages that must not share the project's environment go
+to their own folder under .data/py, from their own lock with hashes
+(``customerio-cdp-analytics`` ships a ``customerio/__init__.py`` that replaces the Track SDK's,
+so the two cannot be installed side by side). Without npm the calling test is skipped on a
+developer's machine, and fails in CI (CI set).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -23,16 +24,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
+
 NODE_DIR = ROOT / ".data" / "node"
-
-
-#: Every npm package the suite uses, pinned; installed together so no install prunes another.
-NODE_PACKAGES = (
-    "newman@6.2.2",
-    "customerio-node@5.2.0",
-    "@customerio/cdp-analytics-node@0.5.9",
-)
+LOCKS = ROOT / "tests" / "locks"
+NODE_LOCK = LOCKS / "node"
 
 
 @contextmanager
@@ -48,51 +44,49 @@ def _install_lock(name: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def npm_install() -> Path:
-    """The suite's npm packages (NODE_PACKAGES), installed into .data/node when missing.
+def _digest(*paths: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
 
-    Returns the node_modules folder.
-    """
+
+def npm_install() -> Path:
+    """The suite's npm packages, exactly as tests/locks/node locks them; node_modules."""
     modules = NODE_DIR / "node_modules"
+    manifests = (NODE_LOCK / "package.json", NODE_LOCK / "package-lock.json")
+    stamp = NODE_DIR / ".installed"
     with _install_lock("npm"):
-        missing = [p for p in NODE_PACKAGES if not _installed(modules, p)]
-        if missing:
-            npm = shutil.which("npm")
-            if npm is None:
-                if os.environ.get("CI"):
-                    pytest.fail(f"npm is required in CI to install {missing}")
-                pytest.skip(f"npm is not installed; it is needed to install {missing}")
-            NODE_DIR.mkdir(parents=True, exist_ok=True)
-            subprocess.run(
-                [
-                    npm,
-                    "install",
-                    "--prefix",
-                    str(NODE_DIR),
-                    "--no-audit",
-                    "--no-fund",
-                    *NODE_PACKAGES,
-                ],
-                check=True,
-                timeout=600,
-                capture_output=True,
-            )
+        wanted = _digest(*manifests)
+        if stamp.exists() and stamp.read_text() == wanted and modules.is_dir():
+            return modules
+        npm = shutil.which("npm")
+        if npm is None:
+            if os.environ.get("CI"):
+                pytest.fail("npm is required in CI (Debian: apt-get install npm)")
+            pytest.skip("npm is not installed; it is needed for the Node client tests")
+        shutil.rmtree(NODE_DIR, ignore_errors=True)
+        NODE_DIR.mkdir(parents=True)
+        for manifest in manifests:
+            shutil.copyfile(manifest, NODE_DIR / manifest.name)
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
+        stamp.write_text(wanted)
     return modules
 
 
-def _installed(modules: Path, spec: str) -> bool:
-    name, _, version = spec.rpartition("@")
-    manifest = modules / name / "package.json"
-    return manifest.exists() and f'"version": "{version}"' in manifest.read_text()
-
-
-def pip_target(name: str, version: str) -> Path:
-    """``name==version`` installed into its own folder under .data/py; that folder."""
-    target = ROOT / ".data" / "py" / f"{name}-{version}"
+def pip_target(name: str) -> Path:
+    """tests/locks/<name>.lock installed (hashes checked, nothing resolved) into its own
+    folder under .data/py; that folder."""
+    lock = LOCKS / f"{name}.lock"
+    target = ROOT / ".data" / "py" / name
     marker = target / ".installed"
     with _install_lock(f"pip-{name}"):
-        if marker.exists():
+        wanted = _digest(lock)
+        if marker.exists() and marker.read_text() == wanted:
             return target
+        shutil.rmtree(target, ignore_errors=True)
         subprocess.run(
             [
                 sys.executable,
@@ -100,13 +94,17 @@ def pip_target(name: str, version: str) -> Path:
                 "pip",
                 "install",
                 "--quiet",
+                "--disable-pip-version-check",
+                "--require-hashes",
+                "--no-deps",
                 "--target",
                 str(target),
-                f"{name}=={version}",
+                "-r",
+                str(lock),
             ],
             check=True,
             timeout=600,
             capture_output=True,
         )
-        marker.touch()
+        marker.write_text(wanted)
     return target

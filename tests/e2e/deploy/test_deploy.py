@@ -28,7 +28,7 @@ KEDA_SCHEMA = ROOT / "deploy" / "k8s" / "schemas" / "scaledobject-keda-v1alpha1.
 
 @pytest.fixture(scope="module")
 def staging(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """The staging overlay as kubectl renders it (tests/test_k8s_render.py checks it all)."""
+    """The staging overlay as kubectl renders it (test_k8s_render.py checks all of it)."""
     return render("staging", tmp_path_factory.mktemp("staging"))
 
 

@@ -1,6 +1,6 @@
 """The operator console over real HTTP and real Redis: sessions, CSRF, escaping, pause/resume.
 
-What a browser does (scripts, the DOM) is in tests/test_console_browser.py; this file
+What a browser does (scripts, the DOM) is in tests/e2e/console/test_console_browser.py; this file
 checks the server's side of every rule with plain HTTP requests.
 """
 

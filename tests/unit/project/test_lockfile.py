@@ -89,11 +89,13 @@ def dockerfile_steps() -> list[str]:
 
 def test_the_image_installs_the_lock_before_cioq_without_resolving_again() -> None:
     steps = dockerfile_steps()
-    copy_lock = steps.index("COPY requirements.lock ./")
+    copy_lock = steps.index("COPY requirements.lock requirements-build.lock ./")
     (install_lock,) = [i for i, s in enumerate(steps) if "-r requirements.lock" in s]
     assert "--require-hashes" in steps[install_lock] and "--no-deps" in steps[install_lock]
+    assert "-r requirements-build.lock" in steps[install_lock]
     (install_cioq,) = [i for i, s in enumerate(steps) if re.search(r"pip install .*\s\.(\s|$)", s)]
-    assert "--no-deps" in steps[install_cioq]
+    # The locked build backend builds cioq: no isolated build env to download one into.
+    assert "--no-deps" in steps[install_cioq] and "--no-build-isolation" in steps[install_cioq]
     assert copy_lock < install_lock < install_cioq
     # No other pip install could pull unpinned versions.
     assert sum("pip install" in s for s in steps) == 2

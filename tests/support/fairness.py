@@ -1,0 +1,170 @@
+"""Live traffic beside a backfill, real processes: the scenario the fairness test checks for
+stalls and bench/fairness.py measures. One worker with 2 processes, upstream latency 50 ms,
+linger 200 ms, 32 shards; a backfill written straight into the streams (as if it piled up
+while no worker ran), then drained while 5 live events a second arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from service import keys
+from service.jobs import Traffic, shard_for, v2_job
+from tests.support.live import latencies_ms, live_events, percentile
+from tests.support.processes import wait_until
+from tests.support.stack import INGEST_KEY, SITE_ID, Stack
+
+SHARDS = 32
+LINGER_MS = 200
+BULK_SITE, BULK_KEY = "bulk-site", "bulk-api-key"
+
+
+@dataclass
+class Drained:
+    """One drain of the backfill: its rate at the sandbox and the live probes' latencies."""
+
+    rate_ops_per_s: float
+    took_s: float
+    latencies_ms: list[float]
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.latencies_ms, 0.5)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.latencies_ms, 0.99)
+
+
+def settings() -> dict[str, Any]:
+    """The Stack settings of the scenario."""
+    return {"sites": {BULK_SITE: BULK_KEY}, "shards": SHARDS, "linger_ms": LINGER_MS}
+
+
+def start(stack: Stack) -> Stack:
+    """A stack built with `settings()`, with a second workspace `bulk`, api and sweeper up."""
+    stack.env["CIOQ_WORKSPACES"] = json.dumps(
+        [
+            {
+                "name": "bulk",
+                "site_id": BULK_SITE,
+                "api_key": BULK_KEY,
+                "track_url": stack.sandbox_url,
+                "ingest_keys": "bulk-ingest-key",
+            }
+        ]
+    )
+    stack.start_api()
+    stack.start_sweeper()
+    _latency(stack)
+    return stack
+
+
+def _latency(stack: Stack) -> None:
+    with stack.sandbox_client() as sandbox:
+        sandbox.post("/_sandbox/faults", json={"latency_ms": 50}).raise_for_status()
+
+
+def _fill(stack: Stack, workspace: str, traffic: Traffic, ops: int) -> None:
+    """The backfill, written straight into the workspace's streams (no worker running)."""
+    client = stack.redis.client()
+    pipe = client.pipeline(transaction=False)
+    for n in range(ops):
+        op = {
+            "type": "person",
+            "action": "identify",
+            "identifiers": {"id": f"b{n % 20_000}"},
+            "attributes": {"n": n, "plan": "imported"},
+        }
+        job = v2_job(op)
+        shard = keys.shard_keys(workspace, shard_for(workspace, job.route, SHARDS), traffic=traffic)
+        pipe.xadd(shard.stream, {job.field: job.payload})
+        if n % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
+    client.close()
+
+
+def _backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
+    client = stack.redis.client()
+    pipe = client.pipeline(transaction=False)
+    for shard in range(SHARDS):
+        pipe.xlen(keys.shard_keys(workspace, shard, traffic=traffic).stream)
+    total = sum(int(n) for n in pipe.execute())
+    client.close()
+    return total
+
+
+def _backfill_rate(stack: Stack, site: str) -> float:
+    """Backfill ops a second, from the sandbox's log of its requests (big batches only)."""
+    log = [r for r in stack.requests() if r["site_id"] == site and r["op_count"] >= 100]
+    span_s = log[-1]["received_at"] - log[0]["received_at"]
+    return float(sum(r["op_count"] for r in log[1:]) / span_s)
+
+
+def _backfill_started(stack: Stack) -> bool:
+    with stack.sandbox_client() as sandbox:
+        return int(sandbox.get("/_sandbox/stats").json()["ops_accepted"]) > 0
+
+
+def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: bool) -> Drained:
+    """Drain the backfill with a fresh worker; with `live`, while probes arrive."""
+    _fill(stack, workspace, traffic, ops)
+    with stack.sandbox_client() as sandbox:
+        sandbox.post("/_sandbox/reset").raise_for_status()
+    _latency(stack)
+    done = threading.Event()
+    accepted: dict[int, float] = {}
+
+    def probe() -> None:
+        accepted.update(
+            asyncio.run(
+                live_events(
+                    stack.api_url,
+                    (SITE_ID, INGEST_KEY),
+                    rate_per_s=5,
+                    keep_going=lambda: not done.is_set(),
+                )
+            )
+        )
+
+    prober = threading.Thread(target=probe)
+    worker = stack.start_worker(concurrency=2)
+    started = time.monotonic()
+    if live:
+        # Probes start once the backfill is flowing (not while the worker boots).
+        wait_until(lambda: _backfill_started(stack), timeout_s=60, what="the backfill flowing")
+        prober.start()
+    try:
+        wait_until(
+            lambda: _backlog(stack, workspace, traffic) == 0,
+            timeout_s=max(600, ops / 200),
+            interval_s=0.5,
+            what="the backfill drained",
+        )
+    finally:
+        done.set()
+        if live:
+            prober.join()
+
+    took_s = time.monotonic() - started
+    if live:
+        wait_until(
+            lambda: len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted),
+            timeout_s=60,
+            what="every live probe delivered",
+        )
+    worker.stop()
+    stack.workers.remove(worker)
+
+    site = BULK_SITE if workspace == "bulk" else SITE_ID
+    return Drained(
+        _backfill_rate(stack, site),
+        took_s,
+        latencies_ms(stack.received_from(SITE_ID), accepted) if live else [],
+    )
