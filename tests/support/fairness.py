@@ -138,7 +138,7 @@ def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: boo
     started = time.monotonic()
     if live:
         # Probes start once the backfill is flowing (not while the worker boots).
-        wait_until(lambda: _backfill_started(stack), timeout_s=60, what="the backfill flowing")
+        wait_until(lambda: _backfill_started(stack), timeout_s=180, what="the backfill flowing")
         prober.start()
     try:
         wait_until(
