@@ -499,14 +499,3 @@ def test_checkov_finds_nothing_unexplained(
     # checkov honoured each annotation (a misspelt id would leave its check failing above).
     assert report["summary"]["skipped"] == len(skips)
     assert report["summary"]["passed"] > 100
-
-
-def test_the_ingress_example_validates_and_exposes_only_the_ingest_api() -> None:
-    (ingress,) = yaml.safe_load_all((K8S / "examples" / "ingress.yaml").read_text())
-    validate(ingress)
-    paths = [p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert paths == ["/api/"]
-    assert ingress["spec"]["tls"], "the example terminates TLS"
-    body_mb = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
-    # Bigger than cioq's own request cap (5 MB), so cioq answers 413 itself, with a body.
-    assert int(body_mb.removesuffix("m")) * 1_000_000 > 5_000_000
