@@ -132,7 +132,7 @@ def sweeper(log_level: str = "info") -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    triggers = Triggers(settings.celery_broker_url)
+    triggers = Triggers.for_settings(settings)
     logging.getLogger("cioq.sweeper").info(
         "sweeping %d workspace(s) x %d shards every %d ms",
         len(settings.workspaces),

@@ -20,17 +20,21 @@ from typing import Any
 
 from celery import Celery
 
+from service.config import Settings
 from service.jobs import Lane, Traffic
+from service.store.connections import broker_tls
 
 DRAIN_TASK = "cioq.drain"
 DRAIN_QUEUE = "cioq.drain"
 BULK_QUEUE = "cioq.drain.bulk"
 
 
-def celery_config(broker_url: str) -> dict[str, Any]:
-    """Celery settings shared by producers and workers."""
+def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Celery settings shared by producers and workers; `broker_ssl` from
+    `service.store.connections.broker_tls` (verified TLS for ``rediss://``)."""
     return {
         "broker_url": broker_url,
+        "broker_use_ssl": broker_ssl,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Triggers are cheap and idempotent: a short visibility timeout only means
@@ -59,13 +63,24 @@ def celery_config(broker_url: str) -> dict[str, Any]:
 class Triggers:
     """Sends drain triggers through Celery's broker."""
 
-    def __init__(self, broker_url: str, *, app: Celery | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        broker_ssl: dict[str, Any] | None = None,
+        app: Celery | None = None,
+    ) -> None:
         """Use `app` (a worker's own Celery app) or a producer-only app for `broker_url`."""
         self._own_app = app is None
         if app is None:
             app = Celery("cioq-producer", set_as_current=False)
-            app.conf.update(celery_config(broker_url))
+            app.conf.update(celery_config(broker_url, broker_ssl=broker_ssl))
         self.app = app
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Triggers:
+        """A producer for the configured broker, with its TLS verified (``rediss://``)."""
+        return cls(settings.celery_broker_url, broker_ssl=broker_tls(settings))
 
     def send(
         self,

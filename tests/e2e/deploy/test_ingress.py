@@ -68,7 +68,7 @@ def lane_of(route: Route) -> str:
 @pytest.fixture(scope="module")
 def routes() -> list[Route]:
     settings = Settings(redis_url="redis://127.0.0.1:1/0")  # never connected: routes only
-    app = create_app(settings, triggers=RecordingTriggers())  # type: ignore[arg-type]
+    app = create_app(settings, triggers=RecordingTriggers())
     return list(app.router.routes)
 
 
