@@ -16,13 +16,14 @@ live trigger waits for a process at most about one bulk budget.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
 from service.config import Settings
 from service.jobs import Lane, Traffic
-from service.store.connections import broker_tls
 
 DRAIN_TASK = "cioq.drain"
 DRAIN_QUEUE = "cioq.drain"
@@ -58,6 +59,18 @@ def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) 
         "accept_content": ["json"],
         "result_backend": None,
     }
+
+
+def broker_tls(settings: Settings) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` for the drain-trigger broker. kombu, given no options
+    for ``rediss://``, connects with ``CERT_NONE`` (it only logs a warning), so the
+    broker's password would cross TLS that anyone on the path can intercept."""
+    if urlsplit(settings.celery_broker_url).scheme != "rediss":
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+    if settings.redis_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ca_file
+    return options
 
 
 class Triggers:

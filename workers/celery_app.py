@@ -21,10 +21,17 @@ from service.config import Settings
 from service.jobs import Lane, Traffic
 from service.lanes.registry import clients
 from service.metrics import definitions as metrics
-from service.store.connections import broker_tls, connect_sync
+from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
-from service.triggers import BULK_QUEUE, DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
+from service.triggers import (
+    BULK_QUEUE,
+    DRAIN_QUEUE,
+    DRAIN_TASK,
+    Triggers,
+    broker_tls,
+    celery_config,
+)
 from workers import liveness
 from workers.drain import Drainer
 

@@ -8,7 +8,6 @@ redis-py exception, and a change of client library touches this module only.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -74,18 +73,6 @@ def tls_options(url: str, settings: Settings) -> dict[str, Any]:
     if urlsplit(url).scheme != "rediss":
         return {}
     options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    if settings.redis_ca_file:
-        options["ssl_ca_certs"] = settings.redis_ca_file
-    return options
-
-
-def broker_tls(settings: Settings) -> dict[str, Any] | None:
-    """Celery's ``broker_use_ssl`` for the drain-trigger broker. kombu, given no options
-    for ``rediss://``, connects with ``CERT_NONE`` (it only logs a warning), so the
-    broker's password would cross TLS that anyone on the path can intercept."""
-    if urlsplit(settings.celery_broker_url).scheme != "rediss":
-        return None
-    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
     if settings.redis_ca_file:
         options["ssl_ca_certs"] = settings.redis_ca_file
     return options
