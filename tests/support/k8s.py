@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 SCHEMAS = K8S / "schemas"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
-KUBERNETES_VERSION = "1.30"
+#: The oldest and newest Kubernetes releases the manifests are validated against.
+KUBERNETES_VERSIONS = ("1.28", "1.31")
 
 #: Custom resources and the JSON schema each is checked against (deploy/k8s/schemas/).
 CRD_SCHEMAS = {
@@ -89,7 +90,8 @@ def validate(doc: dict[str, Any]) -> None:
     if key in CRD_SCHEMAS:
         jsonschema.Draft202012Validator(crd_schema(*key)).validate(doc)
     else:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
