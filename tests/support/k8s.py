@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,16 @@ def kubectl() -> str:
     return exe
 
 
-def render(overlay: str, tmp: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize` of a copy of deploy/k8s whose secrets.env is the shipped example."""
+def render(overlay: str, tmp: Path, files: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of a copy of deploy/k8s whose secrets.env is the shipped example;
+    `files` (path in the tree → text) are written into the copy first, e.g. a test overlay."""
     tree = tmp / "k8s"
     shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env"))
     for example in (tree / "overlays").glob("*/secrets.env.example"):
         shutil.copyfile(example, example.with_name("secrets.env"))
+    for path, text in (files or {}).items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_text(text)
     result = subprocess.run(
         [kubectl(), "kustomize", str(tree / "overlays" / overlay)],
         capture_output=True,

@@ -547,3 +547,13 @@ def test_checkov_finds_nothing_unexplained(
     # checkov honoured each annotation (a misspelt id would leave its check failing above).
     assert report["summary"]["skipped"] == len(skips)
     assert report["summary"]["passed"] > 100
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_values_are_the_overlays(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    """The trusted proxy range is a value of each cluster's network: set by every overlay."""
+    base = (K8S / "base" / "config.env").read_text()
+    assert not re.search(r"^CIOQ_TRUSTED_PROXIES=", base, re.M)
+    assert config_env(rendered[overlay])["CIOQ_TRUSTED_PROXIES"]
