@@ -1,4 +1,6 @@
-"""The optional default-deny component: what each cioq pod may still reach.
+"""The optional components: default-deny with egress rules, and the api autoscaler.
+
+network-egress: what each cioq pod may still reach.
 
 An overlay of an overlay (as a user adds it) includes components/network-egress and sets
 the managed Redis's range, the one value that is the user's network. The rendered
@@ -112,3 +114,20 @@ def test_a_pod_without_the_component_is_not_isolated(tmp_path: Path) -> None:
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     assert policies
     assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies)
+
+
+def test_the_api_autoscaler_component_owns_the_api_count(tmp_path: Path) -> None:
+    overlay = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../staging
+components:
+  - ../../components/api-autoscaler
+"""
+    docs = render("hpa-test", tmp_path, {"overlays/hpa-test/kustomization.yaml": overlay})
+    (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    validate(hpa)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "cioq-api"
+    assert hpa["spec"]["minReplicas"] >= 2
+    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cioq-api")
+    assert "replicas" not in api["spec"]
