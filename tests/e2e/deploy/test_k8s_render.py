@@ -33,6 +33,7 @@ from tests.support.k8s import (
     named,
     pod_templates,
     render,
+    restricted_violations,
     validate,
 )
 
@@ -126,41 +127,6 @@ def test_staging_bundles_redis_and_production_does_not(
 ) -> None:
     assert any(d["kind"] == "StatefulSet" for d in rendered["staging"])
     assert not any(d["kind"] == "StatefulSet" for d in rendered["production"])
-
-
-def restricted_violations(name: str, template: dict[str, Any]) -> list[str]:
-    """What keeps a pod out of a namespace enforcing the "restricted" Pod Security Standard."""
-    spec = template["spec"]
-    pod_sc = spec.get("securityContext", {})
-    found: list[str] = []
-    for host in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(host):
-            found.append(host)
-    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"}
-    allowed_volumes |= {"persistentVolumeClaim", "projected", "secret"}
-    for volume in spec.get("volumes", []):
-        if not set(volume) - {"name"} <= allowed_volumes:
-            found.append(f"volume {volume['name']}")
-    for c in spec.get("initContainers", []) + spec["containers"]:
-        sc = c.get("securityContext", {})
-        where = f"{name}/{c['name']}"
-        if sc.get("privileged"):
-            found.append(f"{where}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            found.append(f"{where}: allowPrivilegeEscalation not false")
-        caps = sc.get("capabilities", {})
-        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
-            found.append(f"{where}: capabilities must drop ALL")
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
-            found.append(f"{where}: runAsNonRoot")
-        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
-            found.append(f"{where}: runAsUser 0")
-        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            found.append(f"{where}: seccompProfile")
-        if any("hostPort" in p for p in c.get("ports", [])):
-            found.append(f"{where}: hostPort")
-    return found
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.k8s import pod_templates, render, validate
+from tests.support.k8s import find, pod_templates, render, restricted_violations, validate
 
 REDIS_RANGE = "10.20.30.0/24"
 
@@ -131,3 +131,31 @@ components:
     assert hpa["spec"]["minReplicas"] >= 2
     api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "cioq-api")
     assert "replicas" not in api["spec"]
+
+
+def test_the_store_exporter_feeds_the_memory_alert_in_production(tmp_path: Path) -> None:
+    """With the component, production has a pod the cioq-redis PodMonitor scrapes."""
+    overlay = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../production
+components:
+  - ../../components/store-exporter
+"""
+    files = {"overlays/exporter-test/kustomization.yaml": overlay}
+    docs = render("exporter-test", tmp_path, files)
+    exporter = find(docs, "Deployment", "cioq-store-exporter")
+    for doc in (exporter, find(docs, "NetworkPolicy", "cioq-store-exporter")):
+        validate(doc)
+    template = exporter["spec"]["template"]
+    assert restricted_violations("cioq-store-exporter", template) == []
+    monitor = find(docs, "PodMonitor", "cioq-redis")
+    labels = template["metadata"]["labels"]
+    assert selects(monitor["spec"]["selector"], labels)
+    assert labels[monitor["spec"]["jobLabel"]] == "cioq-redis"  # the alert's job
+    (container,) = template["spec"]["containers"]
+    assert {p["name"] for p in container["ports"]} == {
+        e["port"] for e in monitor["spec"]["podMetricsEndpoints"]
+    }
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in container["env"]}
+    assert env == {"REDIS_ADDR": "CIOQ_REDIS_URL"}  # the store, not a bundled Redis
