@@ -523,3 +523,21 @@ def test_network_values_are_the_overlays(
     base = (K8S / "base" / "config.env").read_text()
     assert not re.search(r"^CIOQ_TRUSTED_PROXIES=", base, re.M)
     assert config_env(rendered[overlay])["CIOQ_TRUSTED_PROXIES"]
+
+
+def test_the_cluster_overlays_broker_is_small_and_keeps_nothing(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Drain triggers are loss-tolerant: the broker needs no AOF, volume or store-sized memory."""
+    docs = rendered["cluster"]
+    broker = find(docs, "StatefulSet", "cioq-redis")["spec"]
+    assert "volumeClaimTemplates" not in broker
+    volumes = {v["name"]: v for v in broker["template"]["spec"]["volumes"]}
+    assert volumes["data"]["emptyDir"]["sizeLimit"]
+    redis = broker["template"]["spec"]["containers"][0]
+    limit_mib = int(redis["resources"]["limits"]["memory"].removesuffix("Mi"))
+    assert limit_mib <= 512
+    conf = named(docs, "ConfigMap", "cioq-redis-config-")["data"]["redis.conf"].splitlines()
+    assert "appendonly no" in conf and "maxmemory-policy noeviction" in conf
+    (maxmemory,) = [line.split()[1] for line in conf if line.startswith("maxmemory ")]
+    assert int(maxmemory.removesuffix("mb")) <= 0.6 * limit_mib
