@@ -132,7 +132,7 @@ def sweeper(log_level: str = "info") -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    triggers = Triggers(settings.celery_broker_url)
+    triggers = Triggers.for_settings(settings)
     logging.getLogger("cioq.sweeper").info(
         "sweeping %d workspace(s) x %d shards every %d ms",
         len(settings.workspaces),
@@ -169,7 +169,16 @@ def sandbox(
     Without --site-id/--api-key (--write-key, --app-key) it accepts the Track credentials
     (Pipelines write keys, App API keys) of every configured workspace.
     """
-    from sandbox import SandboxConfig, serve
+    try:
+        from sandbox import SandboxConfig, serve
+    except ModuleNotFoundError as exc:
+        # The production image leaves the fake Customer.io out on purpose.
+        typer.echo(
+            "cioq: the sandbox is not installed here (a development tool: the production "
+            "image leaves it out; docker-compose builds the Dockerfile's dev target)",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
     loaded: list[Settings] = []
 

@@ -74,7 +74,7 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
 
     async def main() -> T:
         client = connect_async(settings)
-        triggers = Triggers(settings.celery_broker_url)
+        triggers = Triggers.for_settings(settings)
         queue = Queue(client, settings, triggers)
         try:
             # Replayed jobs are confirmed at the durability level, as ingest's are.

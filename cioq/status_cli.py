@@ -55,7 +55,7 @@ def _run(work: Callable[[Settings, WorkspaceControl, Overview], Awaitable[T]]) -
     async def main() -> T:
         client = connect_async(settings)
         sync_client = connect_sync(settings)
-        triggers = Triggers(settings.celery_broker_url)
+        triggers = Triggers.for_settings(settings)
         try:
             control = WorkspaceControl(client, settings, triggers)
             dlq = DeadLetterAdmin(client, Queue(client, settings, None))

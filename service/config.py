@@ -151,8 +151,11 @@ class Settings(BaseSettings):
     # Redis Cluster: redis_url names any seed node; the broker must be a standalone Redis.
     redis_cluster: bool = False
     shards: int = Field(default=32, ge=1, le=4096)
-    # write: Redis applied it; fsync: on the primary's disk; replicated: also on a replica.
-    durability: Literal["write", "fsync", "replicated"] = "write"
+    # TLS (rediss://) is always verified; a private CA's bundle for the store and the broker.
+    redis_ca_file: str | None = None
+    # write: Redis applied it; replica: also received by a replica (no AOF needed);
+    # fsync: on the primary's disk; replicated: on disk and received by a replica.
+    durability: Literal["write", "replica", "fsync", "replicated"] = "write"
     durability_timeout_ms: int = Field(default=5000, ge=1)
     redis_timeout_s: float = Field(default=5.0, gt=0)
     startup_redis_wait_s: float = Field(default=30.0, ge=0)
@@ -292,6 +295,8 @@ class Settings(BaseSettings):
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
+        if self.redis_ca_file is not None and not Path(self.redis_ca_file).is_file():
+            raise ValueError(f"CIOQ_REDIS_CA_FILE {self.redis_ca_file!r} is not a readable file")
         if self.redis_cluster and self.broker_url in (None, self.redis_url):
             # Celery's Redis transport speaks to one node; on a cluster it would get MOVED.
             raise ValueError(

@@ -16,10 +16,13 @@ live trigger waits for a process at most about one bulk budget.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
+from service.config import Settings
 from service.jobs import Lane, Traffic
 
 DRAIN_TASK = "cioq.drain"
@@ -27,10 +30,12 @@ DRAIN_QUEUE = "cioq.drain"
 BULK_QUEUE = "cioq.drain.bulk"
 
 
-def celery_config(broker_url: str) -> dict[str, Any]:
-    """Celery settings shared by producers and workers."""
+def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Celery settings shared by producers and workers; `broker_ssl` from
+    `service.store.connections.broker_tls` (verified TLS for ``rediss://``)."""
     return {
         "broker_url": broker_url,
+        "broker_use_ssl": broker_ssl,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Triggers are cheap and idempotent: a short visibility timeout only means
@@ -56,16 +61,39 @@ def celery_config(broker_url: str) -> dict[str, Any]:
     }
 
 
+def broker_tls(settings: Settings) -> dict[str, Any] | None:
+    """Celery's ``broker_use_ssl`` for the drain-trigger broker. kombu, given no options
+    for ``rediss://``, connects with ``CERT_NONE`` (it only logs a warning), so the
+    broker's password would cross TLS that anyone on the path can intercept."""
+    if urlsplit(settings.celery_broker_url).scheme != "rediss":
+        return None
+    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+    if settings.redis_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ca_file
+    return options
+
+
 class Triggers:
     """Sends drain triggers through Celery's broker."""
 
-    def __init__(self, broker_url: str, *, app: Celery | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        broker_ssl: dict[str, Any] | None = None,
+        app: Celery | None = None,
+    ) -> None:
         """Use `app` (a worker's own Celery app) or a producer-only app for `broker_url`."""
         self._own_app = app is None
         if app is None:
             app = Celery("cioq-producer", set_as_current=False)
-            app.conf.update(celery_config(broker_url))
+            app.conf.update(celery_config(broker_url, broker_ssl=broker_ssl))
         self.app = app
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Triggers:
+        """A producer for the configured broker, with its TLS verified (``rediss://``)."""
+        return cls(settings.celery_broker_url, broker_ssl=broker_tls(settings))
 
     def send(
         self,

@@ -24,7 +24,14 @@ from service.metrics import definitions as metrics
 from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
-from service.triggers import BULK_QUEUE, DRAIN_QUEUE, DRAIN_TASK, Triggers, celery_config
+from service.triggers import (
+    BULK_QUEUE,
+    DRAIN_QUEUE,
+    DRAIN_TASK,
+    Triggers,
+    broker_tls,
+    celery_config,
+)
 from workers import liveness
 from workers.drain import Drainer
 
@@ -105,7 +112,7 @@ class ConsumerHeartbeat(bootsteps.StartStopStep):
 def create_celery(settings: Settings) -> Celery:
     """The worker's Celery app for `settings`, with the drain task registered."""
     app = Celery("cioq")
-    app.conf.update(celery_config(settings.celery_broker_url))
+    app.conf.update(celery_config(settings.celery_broker_url, broker_ssl=broker_tls(settings)))
     app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_s
     app.steps["consumer"].add(ConsumerHeartbeat)
     runtime = WorkerRuntime(settings, app)

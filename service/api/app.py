@@ -104,7 +104,7 @@ class IngestApp:
         self._own_redis = redis_client is None
         self.redis = redis_client or connect_async(settings)
         self._own_triggers = triggers is None
-        self.triggers = triggers or Triggers(settings.celery_broker_url)
+        self.triggers = triggers or Triggers.for_settings(settings)
         self.queue = Queue(self.redis, settings, self.triggers)
         self.backpressure = Backpressure(self.redis, settings)
         self.gate = StartupGate(self.redis, settings, self.queue)

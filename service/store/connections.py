@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -64,9 +65,42 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
     return tb.tb_frame.f_code.co_filename.startswith(_REDIS_PY_DIR)
 
 
+def tls_options(url: str, settings: Settings) -> dict[str, Any]:
+    """redis-py's TLS options for `url`: none for ``redis://``; for ``rediss://`` the
+    certificate and host name are verified, against ``CIOQ_REDIS_CA_FILE`` when set
+    (a private CA), else the system's trust store. Said explicitly rather than left to
+    redis-py's defaults, so a library upgrade cannot turn verification off unnoticed."""
+    if urlsplit(url).scheme != "rediss":
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if settings.redis_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ca_file
+    return options
+
+
+_TLS_NAMES = ("ssl_cert_reqs", "ssl_check_hostname", "ssl_ca_certs")
+
+
+def node_options(client: AsyncRedisCluster, *, tls_only: bool = False) -> dict[str, Any]:
+    """Credentials and TLS options of a cluster client, for a plain client to one of its
+    nodes (`tls_only` when a node URL already carries scheme and credentials)."""
+    kwargs = client.connection_kwargs
+    names = _TLS_NAMES if tls_only else ("username", "password", *_TLS_NAMES)
+    options = {k: kwargs[k] for k in names if k in kwargs}
+    # The cluster client keeps TLS as its connection class, not as an ``ssl`` flag.
+    connection_class = kwargs.get("connection_class")
+    if not tls_only and isinstance(connection_class, type):
+        options["ssl"] = issubclass(connection_class, aioredis.SSLConnection)
+    return options
+
+
 def _options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.redis_timeout_s
-    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        **tls_options(settings.redis_url, settings),
+    }
 
 
 #: The asyncio client of the store: one Redis, or a Redis Cluster (``CIOQ_REDIS_CLUSTER``).
@@ -99,6 +133,7 @@ def connect_metrics(settings: Settings) -> SyncStore:
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 0),
+        **tls_options(settings.redis_url, settings),
     }
     if settings.redis_cluster:
         return redis.RedisCluster.from_url(settings.redis_url, **options)

@@ -3,6 +3,9 @@
 - ``write``: the primary applied it, in memory. Confirmed by the write's reply.
 - ``fsync``: it is in the primary's AOF, on disk. Confirmed by ``WAITAOF 1 0`` (Redis ≥ 7.2,
   Valkey), or by ``appendfsync always`` on older Redis, which fsyncs before it replies.
+- ``replica``: the primary applied it and at least one replica received it (in memory):
+  ``WAIT 1``, no AOF needed. Survives the loss of one node (a failover to that replica),
+  not of both, nor a restart of all of them.
 - ``replicated``: as ``fsync``, and at least one replica received it: then ``WAIT 1``.
 
 ``WAIT`` and ``WAITAOF`` only cover writes made *on their own connection*: on a connection

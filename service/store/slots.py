@@ -40,7 +40,7 @@ from redis.exceptions import (
 
 from service.errors import StoreUnavailable
 from service.store import durability
-from service.store.connections import AsyncStore, lua_source, store_errors
+from service.store.connections import AsyncStore, lua_source, node_options, store_errors
 from service.store.durability import Confirmation
 
 log = logging.getLogger("cioq.slots")
@@ -181,7 +181,12 @@ class SlotWriter:
         name = f"{node[0]}:{node[1]}"
         client = self._nodes.get(name)
         if client is None:
-            client = aioredis.Redis.from_url(_node_url(self._seed_url, *node))
+            tls = (
+                node_options(self.client, tls_only=True)
+                if isinstance(self.client, AsyncRedisCluster)
+                else {}
+            )
+            client = aioredis.Redis.from_url(_node_url(self._seed_url, *node), **tls)
             self._nodes[name] = client
         return client
 

@@ -7,6 +7,8 @@ Each durability level (`service.store.durability`) needs something of every prim
   Redis can only promise it when every write is fsynced before the reply (``appendonly
   yes`` + ``appendfsync always``). Anything else refuses to start: the setting would lie.
 - ``replicated`` also needs at least one connected replica per primary.
+- ``replica`` needs only that replica, not AOF: for services without AOF (ElastiCache,
+  Memorystore), where ``WAIT 1`` is the strongest confirmation there is.
 - ``maxmemory-policy`` must be ``noeviction``: an evicting Redis deletes accepted jobs
   to make room, silently. Production refuses to start; development warns, because a
   developer's Redis is often left at a distribution's default.
@@ -34,7 +36,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from service.config import Settings
 from service.errors import ConfigError, StoreUnavailable
-from service.store.connections import AsyncStore, SyncStore
+from service.store.connections import AsyncStore, SyncStore, node_options, tls_options
 from service.store.durability import Confirmation
 from service.store.queue import Queue
 
@@ -101,6 +103,11 @@ def evaluate(facts: RedisFacts, settings: Settings) -> Verdict:
     level = settings.durability
     if level == "write":
         return Verdict(None, tuple(warnings))
+    if level == "replica":
+        # No disk involved: the promise is "a second server holds it", which a managed
+        # service without AOF (ElastiCache, Memorystore) can keep.
+        _need_a_replica(facts, level)
+        return Verdict(Confirmation(False, 1, settings.durability_timeout_ms), tuple(warnings))
     if not facts.appendonly:
         raise ConfigError(
             f"CIOQ_DURABILITY={level} needs Redis with 'appendonly yes'; {facts.name} has AOF off"
@@ -114,12 +121,17 @@ def evaluate(facts: RedisFacts, settings: Settings) -> Verdict:
             f"always'; {facts.name} has appendfsync {shown}"
         )
     replicas = 1 if level == "replicated" else 0
-    if facts.replicas < replicas:
+    if replicas:
+        _need_a_replica(facts, level)
+    return Verdict(Confirmation(waitaof, replicas, settings.durability_timeout_ms), tuple(warnings))
+
+
+def _need_a_replica(facts: RedisFacts, level: str) -> None:
+    if facts.replicas < 1:
         raise ConfigError(
-            f"CIOQ_DURABILITY=replicated needs at least one replica per primary; "
+            f"CIOQ_DURABILITY={level} needs at least one replica per primary; "
             f"{facts.name} has {facts.replicas}"
         )
-    return Verdict(Confirmation(waitaof, replicas, settings.durability_timeout_ms), tuple(warnings))
 
 
 def evaluate_all(found: list[RedisFacts], settings: Settings) -> Verdict:
@@ -179,7 +191,9 @@ def check_broker(settings: Settings) -> None:
     if not settings.redis_cluster:
         return
     broker = redis.Redis.from_url(
-        settings.celery_broker_url, socket_timeout=settings.redis_timeout_s
+        settings.celery_broker_url,
+        socket_timeout=settings.redis_timeout_s,
+        **tls_options(settings.celery_broker_url, settings),
     )
     try:
         enabled = int(broker.info("cluster").get("cluster_enabled", 0))
@@ -209,17 +223,12 @@ async def _gather_async(client: AsyncStore) -> list[RedisFacts]:
     await client.initialize()
     found = []
     for node in client.get_primaries():
-        plain = aioredis.Redis(host=node.host, port=int(node.port), **_auth_of(client))
+        plain = aioredis.Redis(host=node.host, port=int(node.port), **node_options(client))
         try:
             found.append(await _facts_async(plain, f"primary {node.name}"))
         finally:
             await plain.aclose()
     return found
-
-
-def _auth_of(client: AsyncRedisCluster) -> dict[str, Any]:
-    kwargs = client.connection_kwargs
-    return {k: kwargs[k] for k in ("username", "password", "ssl") if k in kwargs}
 
 
 async def check_async(

@@ -28,6 +28,7 @@ class Cluster:
         data_dir: Path,
         *,
         exe: str | None = None,
+        appendonly: bool = True,
         fsync: str = "everysec",
         size: int = 6,
         node_timeout_ms: int = NODE_TIMEOUT_MS,
@@ -39,7 +40,7 @@ class Cluster:
                 self.nodes.append(
                     RedisServer(
                         data_dir / str(port),
-                        appendonly=True,
+                        appendonly=appendonly,
                         fsync=fsync,
                         exe=exe,
                         port=port,

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 SCHEMAS = K8S / "schemas"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
-KUBERNETES_VERSION = "1.30"
+#: The oldest and newest Kubernetes releases the manifests are validated against.
+KUBERNETES_VERSIONS = ("1.28", "1.31")
 
 #: Custom resources and the JSON schema each is checked against (deploy/k8s/schemas/).
 CRD_SCHEMAS = {
@@ -40,12 +42,16 @@ def kubectl() -> str:
     return exe
 
 
-def render(overlay: str, tmp: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize` of a copy of deploy/k8s whose secrets.env is the shipped example."""
+def render(overlay: str, tmp: Path, files: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of a copy of deploy/k8s whose secrets.env is the shipped example;
+    `files` (path in the tree → text) are written into the copy first, e.g. a test overlay."""
     tree = tmp / "k8s"
     shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("secrets.env"))
     for example in (tree / "overlays").glob("*/secrets.env.example"):
         shutil.copyfile(example, example.with_name("secrets.env"))
+    for path, text in (files or {}).items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_text(text)
     result = subprocess.run(
         [kubectl(), "kustomize", str(tree / "overlays" / overlay)],
         capture_output=True,
@@ -89,7 +95,8 @@ def validate(doc: dict[str, Any]) -> None:
     if key in CRD_SCHEMAS:
         jsonschema.Draft202012Validator(crd_schema(*key)).validate(doc)
     else:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -112,3 +119,38 @@ def pod_templates(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]
         for doc in docs
         if doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")
     ]
+
+
+def restricted_violations(name: str, template: dict[str, Any]) -> list[str]:
+    """What keeps a pod out of a namespace enforcing the "restricted" Pod Security Standard."""
+    spec = template["spec"]
+    pod_sc = spec.get("securityContext", {})
+    found: list[str] = []
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(host):
+            found.append(host)
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"}
+    allowed_volumes |= {"persistentVolumeClaim", "projected", "secret"}
+    for volume in spec.get("volumes", []):
+        if not set(volume) - {"name"} <= allowed_volumes:
+            found.append(f"volume {volume['name']}")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        sc = c.get("securityContext", {})
+        where = f"{name}/{c['name']}"
+        if sc.get("privileged"):
+            found.append(f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation not false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: capabilities must drop ALL")
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            found.append(f"{where}: runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            found.append(f"{where}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: seccompProfile")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            found.append(f"{where}: hostPort")
+    return found

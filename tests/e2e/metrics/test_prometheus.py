@@ -234,12 +234,16 @@ def test_every_dashboard_and_alert_query_runs_against_real_prometheus(
         push_traffic(stack)
         pending = {grafana_expand(expr): title for title, expr in dashboard_queries()}
         assert len(pending) >= 20
+        # Panels fed by redis_exporter or kube-state-metrics, which this stack does not run:
+        # they must parse and run, and cannot return data here.
+        elsewhere = {e for e in pending if re.search(r"\b(redis|kube)_\w+\{", e)}
+        assert 0 < len(elsewhere) < len(pending) / 2
 
         def all_return_data() -> bool:
             for expr in list(pending):
                 answer = prom.query(expr)
                 assert answer["status"] == "success", (pending[expr], expr, answer)
-                if answer["data"]["result"]:
+                if answer["data"]["result"] or expr in elsewhere:
                     del pending[expr]
             return not pending
 

@@ -28,8 +28,13 @@ def facts(
     appendonly: bool = True,
     appendfsync: str | None = "always",
     policy: str = "noeviction",
+    replicas: int = 0,
 ) -> RedisFacts:
-    return RedisFacts(version, appendonly, appendfsync, policy)
+    return RedisFacts(version, appendonly, appendfsync, policy, replicas)
+
+
+#: A managed service without AOF (ElastiCache, Memorystore): CONFIG GET refused, one replica.
+NO_AOF = facts(appendonly=False, appendfsync=None, replicas=1)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +50,10 @@ def facts(
         ("development", "write", facts(policy="allkeys-lru"), False, None, True),
         ("production", "write", facts(policy="allkeys-lru"), None, "noeviction", False),
         ("production", "fsync", facts(NEW), True, None, False),
+        ("production", "replica", NO_AOF, False, None, False),
+        ("production", "replica", facts(NEW, replicas=1), False, None, False),
+        ("production", "replica", facts(appendonly=False), None, "at least one replica", False),
+        ("production", "replicated", NO_AOF, None, "appendonly yes", False),
     ],
 )
 def test_start_up_verdicts(

@@ -1,6 +1,7 @@
 """The image is built from the lock file, and the lock file satisfies pyproject.toml.
 
-`docker build` cannot run here, so the Dockerfile is read: it must install exactly the
+`docker build` cannot run here, so the Dockerfile is read (and its install steps run in a
+clean venv by tests/e2e/deploy/test_image_install.py): it must install exactly the
 locked versions (with hashes) before cioq itself, on a base pinned by exact version or
 digest, as a numeric non-root user, with OCI labels; .dockerignore keeps local state out.
 """
@@ -16,10 +17,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.support.dockerfile import dockerfile_steps, pip_installs, stages
 from tests.support.paths import ROOT
 
 LOCK = ROOT / "requirements.lock"
-DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 #: The image's interpreter (deploy/Dockerfile's base), for evaluating markers.
 IMAGE_PYTHON = "3.11"
 
@@ -82,28 +83,37 @@ def test_the_lock_names_the_command_that_writes_it() -> None:
     assert (ROOT / "scripts" / "lock").stat().st_mode & 0o111
 
 
-def dockerfile_steps() -> list[str]:
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-
-
 def test_the_image_installs_the_lock_before_cioq_without_resolving_again() -> None:
-    steps = dockerfile_steps()
-    copy_lock = steps.index("COPY requirements.lock requirements-build.lock ./")
-    (install_lock,) = [i for i, s in enumerate(steps) if "-r requirements.lock" in s]
-    assert "--require-hashes" in steps[install_lock] and "--no-deps" in steps[install_lock]
-    assert "-r requirements-build.lock" in steps[install_lock]
-    (install_cioq,) = [i for i, s in enumerate(steps) if re.search(r"pip install .*\s\.(\s|$)", s)]
-    # The locked build backend builds cioq: no isolated build env to download one into.
-    assert "--no-deps" in steps[install_cioq] and "--no-build-isolation" in steps[install_cioq]
-    assert copy_lock < install_lock < install_cioq
-    # No other pip install could pull unpinned versions.
-    assert sum("pip install" in s for s in steps) == 2
+    steps = stages()["runtime"]
+    copy_lock = steps.index("COPY requirements.lock ./")
+    installs = [(i, cmd) for i, s in enumerate(steps) for cmd in pip_installs(s)]
+    (install_lock,) = [i for i, cmd in installs if "-r requirements.lock" in cmd]
+    (install_backend,) = [i for i, cmd in installs if "-r requirements-build.lock" in cmd]
+    (install_cioq,) = [i for i, cmd in installs if re.search(r"\s\.(\s|&|$)", cmd + " ")]
+    assert copy_lock < install_lock <= install_backend <= install_cioq
+    for stage in stages().values():
+        for step in stage:
+            for cmd in pip_installs(step):
+                # A lock with hashes, or cioq itself: nothing else could pull unpinned versions.
+                if " -r " in cmd:
+                    assert "--require-hashes" in cmd and "--no-deps" in cmd, cmd
+                else:
+                    assert re.search(r"\s\.(\s|&|$)", cmd + " "), cmd
+                    assert "--no-deps" in cmd and "--no-build-isolation" in cmd, cmd
+
+
+def test_the_shipped_image_has_no_sandbox() -> None:
+    found = stages()
+    assert list(found)[-1] == "production", "the default (last) target is what ships"
+    assert found["production"][0] == "FROM runtime AS production"
+    for name in ("runtime", "production"):
+        assert not [s for s in found[name] if "sandbox" in s], name
+    assert any("COPY sandbox" in s for s in found["dev"])
 
 
 def test_the_base_is_pinned_and_the_image_is_labelled_and_non_root() -> None:
-    steps = dockerfile_steps()
-    (base,) = [s for s in steps if s.startswith("FROM ")]
+    steps = stages()["runtime"]
+    base = steps[0]
     image = base.split()[1]
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image), image
     assert image.startswith(f"python:{IMAGE_PYTHON}.")

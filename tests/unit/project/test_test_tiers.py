@@ -14,7 +14,7 @@ TESTS = ROOT / "tests"
 STARTS_PROCESSES = re.compile(
     r"make_stack|stack_with|\bStack\(|RedisServer|Cluster\(|primary_with_replica|subprocess"
     r"|multiprocessing|chromium\(|cioq_proc|\bProc\(|BenchStack|from bench\.|npm_install"
-    r"|fairness\.start"
+    r"|fairness\.start|\brender\("
 )
 
 
