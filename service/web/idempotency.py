@@ -18,7 +18,7 @@ import orjson
 
 from service import keys
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidRequest
+from service.errors import FieldError, InvalidRequest, StoredUnconfirmed
 from service.jobs import Job
 from service.store.queue import Queue
 from service.web.http import Request, Response
@@ -101,14 +101,20 @@ class Idempotency:
     ) -> Response:
         """`answer` once the jobs are stored; the first request's answer on a repeat."""
         request = fingerprint(req)
-        first = await self.queue.enqueue_once(
-            ws.name,
-            jobs,
-            key=keys.idempotency(ws.name, key),
-            answer=_encode(answer, request),
-            window_ms=self.window_ms,
-            traffic=req.traffic,
-        )
+        try:
+            first = await self.queue.enqueue_once(
+                ws.name,
+                jobs,
+                key=keys.idempotency(ws.name, key),
+                answer=_encode(answer, request),
+                window_ms=self.window_ms,
+                traffic=req.traffic,
+            )
+        except StoredUnconfirmed as exc:
+            # Stored (now or by the first try) but not confirmed: the caller decides
+            # whether that may be answered; it is answered as the first try was.
+            exc.answer = answer if exc.earlier is None else _replay(exc.earlier, request)
+            raise
         return answer if first is None else _replay(first, request)
 
     async def enqueue(
