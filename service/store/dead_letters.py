@@ -39,7 +39,7 @@ class DeadLetter:
     accepted_ms: int = 0
     dead_ms: int = 0
     #: The stream entry the job came from, across lanes and traffic classes (its shard's
-    #: tag and entry id): one letter per entry. Not stored; defaults to `source`.
+    #: tag and entry id): one letter per entry. Not stored; empty: no such limit.
     entry: str = ""
 
     @property
@@ -192,7 +192,8 @@ class DeadLetterStore:
     ) -> int:
         """Append letters to the workspace's dead-letter stream; returns how many were new.
 
-        One letter per source (shard entry) ever: a second try adds nothing. `fences` are
+        One letter per shard entry (`DeadLetter.entry`, when named): a second try adds
+        nothing. `fences` are
         the (lease key, token) of the shards the letters come from: LeaseLost when another
         drain holds one. On one Redis the check and the letters are one script; a
         cluster keeps leases on other nodes, so there the check runs just before.
@@ -201,18 +202,19 @@ class DeadLetterStore:
         if not found:
             return 0
         stream = keys.dead_letters(workspace)
-        lua_keys = [stream, *(keys.dead_letter_once(workspace, x.entry or x.source) for x in found)]
-        args: list[Any] = [len(found), 0, LETTER_ONCE_MS]
+        once = [keys.dead_letter_once(workspace, x.entry) for x in found if x.entry]
+        lua_keys = [stream, *once]
+        args: list[Any] = [len(found), len(once), 0, LETTER_ONCE_MS]
         with store_errors("dead-lettering"):
             if isinstance(self.redis, redis.RedisCluster):
                 self._check(fences)
             else:
                 lua_keys += [lease for lease, _ in fences]
-                args[1] = len(fences)
+                args[2] = len(fences)
                 args += [token for _, token in fences]
             for letter in found:
                 fields = letter.to_fields()
-                args.append(len(fields))
+                args += (1 if letter.entry else 0, len(fields))
                 for name, value in fields.items():
                     args += (name, value)
             added = int(self._add(keys=lua_keys, args=args))

@@ -66,7 +66,10 @@ def replay_ambiguous(settings: Settings) -> int:
         client = connect_async(settings)
         admin = DeadLetterAdmin(client, Queue(client, settings, None))
         result = await admin.replay(
-            "default", DeadLetterFilter(outcome_class="ambiguous"), dry_run=False
+            "default",
+            DeadLetterFilter(outcome_class="ambiguous"),
+            dry_run=False,
+            may_deliver_twice=True,
         )
         await client.aclose()
         return result.done
