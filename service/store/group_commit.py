@@ -83,12 +83,7 @@ class GroupCommit:
         Raises StoreUnavailable when any part of the request was not stored and confirmed.
         """
         loop = asyncio.get_running_loop()
-        shards = [
-            keys.shard_keys(
-                workspace, shard_for(workspace, job.route, self._shards), job.lane, traffic
-            )
-            for job in jobs
-        ]
+        shards = self.shards_of(workspace, jobs, traffic)
         waiter = _Waiter(jobs, shards, request_id, loop.create_future(), marker)
         self._waiting.append(waiter)
         if not self._busy:
@@ -99,6 +94,17 @@ class GroupCommit:
             finally:
                 self._hand_off(loop)
         return await waiter.done
+
+    def shards_of(
+        self, workspace: str, jobs: Sequence[Job], traffic: Traffic
+    ) -> list[keys.ShardKeys]:
+        """The shard each job is stored in."""
+        return [
+            keys.shard_keys(
+                workspace, shard_for(workspace, job.route, self._shards), job.lane, traffic
+            )
+            for job in jobs
+        ]
 
     def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
         """Requests that queued up meanwhile go in the next call, from a task of their own."""

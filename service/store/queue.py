@@ -130,8 +130,11 @@ class Queue:
         answer under `key` is a fast path only: its absence does not prove nothing was
         stored, and once the jobs are stored a failure to write it is not an error.
         """
-        with store_errors("idempotency"):
-            first = await self.redis.get(key)
+        try:
+            with store_errors("idempotency"):
+                first = await self.redis.get(key)
+        except StoreUnavailable:
+            first = None  # the fast path only: the markers below still store it once
         if first is not None:
             return _as_bytes(first)
         request_id = hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -141,6 +144,14 @@ class Queue:
             if exc.earlier is not None and exc.earlier != b"1":
                 raise StoredUnconfirmed(str(exc), earlier=exc.earlier) from exc
             raise
+        except StoreUnavailable as exc:
+            # The link broke (a timeout, a reset): the jobs may be stored. Their markers
+            # say; stored, the write is at least unconfirmed, and an App send may say so.
+            marker = await self._markers(workspace, jobs, request_id, traffic)
+            if marker is None:
+                raise
+            earlier = None if marker in (answer, b"1") else marker
+            raise StoredUnconfirmed(str(exc), earlier=earlier) from exc
         remembered = answer if stored.earlier in (None, b"1") else stored.earlier
         assert remembered is not None
         try:
@@ -152,6 +163,21 @@ class Queue:
             log.warning("idempotency answer not remembered; the request markers still are")
             return None if remembered is answer else remembered
         return remembered if first is None else _as_bytes(first)
+
+    async def _markers(
+        self, workspace: str, jobs: Sequence[Job], request_id: str, traffic: Traffic
+    ) -> bytes | None:
+        """The marker value when every part of the request is stored, else None."""
+        shards = set(self._group_commit.shards_of(workspace, jobs, traffic))
+        try:
+            with store_errors("idempotency"):
+                found = [await self.redis.get(shard.request(request_id)) for shard in shards]
+        except StoreUnavailable:
+            return None
+        first = found[0] if found else None
+        if first is None or any(value is None for value in found):
+            return None
+        return _as_bytes(first)
 
     async def _trigger(self, shards: list[keys.ShardKeys]) -> None:
         if self.triggers is None:

@@ -18,8 +18,9 @@ import orjson
 
 from service import keys
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidRequest, StoredUnconfirmed
+from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
 from service.jobs import Job
+from service.store.connections import AsyncStore, store_errors
 from service.store.queue import Queue
 from service.web.http import Request, Response
 
@@ -126,3 +127,24 @@ class Idempotency:
             return await self.store(req, ws, key, jobs, answer)
         await self.queue.enqueue(ws.name, jobs, traffic=req.traffic)
         return answer
+
+
+async def remembered(client: AsyncStore, ws: Workspace, req: Request) -> Response | None:
+    """The first answer to this keyed request, when Redis still gives it; else None.
+
+    Used when the ingest gate could not read the store: a repeat of a request that was
+    stored must not be answered 5xx (its client would send it again)."""
+    try:
+        key = key_of(req.header(HEADER))
+    except InvalidRequest:
+        return None
+    if key is None:
+        return None
+    try:
+        with store_errors("idempotency"):
+            stored = await client.get(keys.idempotency(ws.name, key))
+    except StoreUnavailable:
+        return None
+    if stored is None:
+        return None
+    return _replay(stored if isinstance(stored, bytes) else stored.encode(), fingerprint(req))

@@ -1,0 +1,85 @@
+"""Every Redis round trip of the App send path, failed in turn: never sent twice.
+
+The short form (the normal suite) fails each round trip once per mode (`MODES`: a
+connection reset before the command, a timeout after it ran, an emptied script cache,
+the drain stalled past its lease while a second drain takes over). The full form
+(``CIOQ_CRASH_POINTS=full``, `scripts/crash-points`) adds the producer repeating its
+request at every point; both print how many round trips and runs they covered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import redis
+
+from service.api.app import create_app
+from service.config import Settings
+from tests.support.crash_points import MODES, Faults, RunResult, SendPath, violations
+from tests.support.http_server import serve_in_thread
+from tests.support.triggers import RecordingTriggers
+
+FULL = os.environ.get("CIOQ_CRASH_POINTS") == "full"
+
+
+@pytest.fixture
+def path(
+    make_settings: Callable[..., Settings],
+    app_sandbox: httpx.Client,
+    app_sandbox_url: str,
+    redis_client: redis.Redis,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[SendPath]:
+    settings = make_settings(
+        app_api_key="dev-app-key",
+        app_url=app_sandbox_url,
+        upstream_timeout_s=2,
+        app_send_wait_ms=20,  # the answer's outcome wait is part of the path
+        shards=2,
+    )
+    faults = Faults(redis_url)
+    with serve_in_thread(create_app(settings, triggers=RecordingTriggers())) as url:
+        faults.install(monkeypatch.setattr)
+        path = SendPath(settings, url, app_sandbox, redis_client, faults)
+        yield path
+        path.close()
+
+
+def _sweep(path: SendPath, *, repeats: int = 1) -> tuple[int, list[RunResult]]:
+    """Run the path clean to count its round trips, then fail each one in every mode."""
+    clean = path.run(0, "none", repeats=repeats)
+    assert violations(clean) == [] and clean.sends == 1 and clean.delivered
+    path.faults.arm(10**9, "none")  # count only
+    path.run(10**9, "none", repeats=repeats)
+    # A margin: the count varies by a few (a rate slot's wait, the api's backlog reads).
+    points = path.faults.count + 5
+    runs = [path.run(n, m, repeats=repeats) for m in MODES for n in range(1, points + 1)]
+    return points, runs
+
+
+def _check(points: int, results: list[RunResult]) -> None:
+    broken = [(r.point, r.mode, r.hit, violations(r)) for r in results if violations(r)]
+    assert broken == []
+    for mode in MODES:
+        fired = sum(1 for r in results if r.mode == mode and r.hit)
+        # Every round trip is failed (a stall only where the drain, a sync client, runs).
+        assert fired >= (5 if mode == "stall" else points - 6), mode
+    hit = {r.hit for r in results if r.hit}
+    print(f"\ncrash points: {points} round trips x {len(MODES)} modes = {len(results)} runs")
+    print("round trips failed:", sorted(hit))
+
+
+def test_every_round_trip_of_a_send_failed_in_every_mode_sends_at_most_once(
+    path: SendPath,
+) -> None:
+    _check(*_sweep(path))
+
+
+@pytest.mark.skipif(not FULL, reason="full form: CIOQ_CRASH_POINTS=full (scripts/crash-points)")
+def test_every_round_trip_of_a_repeated_send_sends_at_most_once(path: SendPath) -> None:
+    """The producer sends the request twice (its first answer lost): every point again."""
+    _check(*_sweep(path, repeats=2))
