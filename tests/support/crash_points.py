@@ -52,19 +52,20 @@ class Faults:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.count = 0
-        self.target = 0
+        self.targets: frozenset[int] = frozenset()
         self.mode = ""
         #: What the armed point hit (a command name, or PIPELINE[...]), once it fired.
         self.hit: str | None = None
         self.on_stall: Callable[[], None] = lambda: None
 
-    def arm(self, target: int, mode: str) -> None:
+    def arm(self, targets: frozenset[int], mode: str) -> None:
+        """Fail the round trips numbered `targets` (1 = the first) in `mode`."""
         with self._lock:
-            self.count, self.target, self.mode, self.hit = 0, target, mode, None
+            self.count, self.targets, self.mode, self.hit = 0, targets, mode, None
 
     def disarm(self) -> int:
         with self._lock:
-            counted, self.target = self.count, 0
+            counted, self.targets = self.count, frozenset()
         return counted
 
     @contextmanager
@@ -81,10 +82,10 @@ class Faults:
         if getattr(self._local, "bypass", False):
             return None
         with self._lock:
-            if not self.target:
+            if not self.targets:
                 return None
             self.count += 1
-            if self.count != self.target:
+            if self.count not in self.targets:
                 return None
             if self.mode == "stall" and not sync:
                 return None
@@ -228,17 +229,29 @@ class SendPath:
             for sender in drainer.clients.values():
                 sender.close()
 
-    def run(self, point: int, mode: str, *, key: str = "order-1", repeats: int = 1) -> RunResult:
-        """One run failing round trip `point` in `mode`; the producer sends the request
-        `repeats` times (a repeat after an answer, as a client whose answer was lost)."""
+    def run(
+        self,
+        point: int,
+        mode: str,
+        *,
+        key: str = "order-1",
+        repeats: int = 1,
+        also: int | None = None,
+    ) -> RunResult:
+        """One run failing round trip `point` (and `also`) in `mode`; the producer sends
+        the request `repeats` times (a repeat after an answer, as a client whose answer
+        was lost). Two drain passes run under faults (the sweeper's re-trigger)."""
         with self.faults.bypass():
             self.redis.flushdb()
             self.sandbox.post("/_sandbox/reset").raise_for_status()
         result = RunResult(point, mode, None)
-        self.faults.arm(point, mode)
+        self.faults.arm(frozenset({point} if also is None else {point, also}), mode)
         try:
             for _ in range(repeats):
                 self._produce(result, key)
+            self._drain_once()
+            with self.faults.bypass():
+                self._expire()
             self._drain_once()
         finally:
             result.hit = self.faults.hit
@@ -286,12 +299,16 @@ class SendPath:
     def _recover(self) -> None:
         """Time passes without faults: leases expire, pauses end, drains run again."""
         for _ in range(4):
-            for pattern in ("cioq:lease:*", "cioq:pause:*", "cioq:retry:*", "cioq:bucket:*"):
-                for key in self.redis.scan_iter(match=pattern):
-                    self.redis.delete(key)
+            self._expire()
             if not self._queued_ids():
                 return
             self._drain_all()
+
+    def _expire(self) -> None:
+        """Leases, pauses, backoffs and rate slots run out (time passes)."""
+        for pattern in ("cioq:lease:*", "cioq:pause:*", "cioq:retry:*", "cioq:bucket:*"):
+            for key in self.redis.scan_iter(match=pattern):
+                self.redis.delete(key)
 
     def _queued_ids(self) -> list[str]:
         found = []
