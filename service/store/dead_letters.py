@@ -217,12 +217,13 @@ class DeadLetterStore:
                 args += (1 if letter.entry else 0, len(fields))
                 for name, value in fields.items():
                     args += (name, value)
-            added = int(self._add(keys=lua_keys, args=args))
-        if added < 0:
+            reply = self._add(keys=lua_keys, args=args)
+        if not isinstance(reply, list):
             raise LeaseLost("dead letters of a shard another drain holds")
+        added = [x for x, flag in zip(found, reply, strict=True) if int(flag)]
         if added:
-            metrics.dead_lettered(workspace, [(x.reason, x.lane) for x in found][:added])
-        return added
+            metrics.dead_lettered(workspace, [(x.reason, x.lane) for x in added])
+        return len(added)
 
     def _check(self, fences: Sequence[tuple[str, int]]) -> None:
         for lease, token in fences:

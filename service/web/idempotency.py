@@ -1,8 +1,9 @@
 """``Idempotency-Key``: a repeat within the window gets the first answer and queues nothing.
 
-The first answer is written in the same Redis transaction as the request's jobs (see
-`Queue.enqueue_once`), so "stored" and "remembered" cannot disagree: a repeat either
-finds the answer, or the first request stored nothing and the repeat is a first try.
+Each stored part of a keyed request leaves a marker in its shard that keeps the first
+answer (see `Queue.enqueue_once`), so "stored" and "remembered" cannot disagree: a
+repeat finds the answer (under the key, or in the markers when that write was lost), or
+the first request stored nothing and the repeat is a first try.
 Only accepted requests are remembered; a refused or unstored one may be sent again.
 A key is one request: reused for a different method, path or body it is refused with 422,
 as the IETF Idempotency-Key draft says, instead of answering for a request never stored.

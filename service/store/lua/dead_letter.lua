@@ -6,7 +6,8 @@
 --       the fenced leases
 -- ARGV: letter count n, marker count k, lease count m, marker_ttl_ms, then m tokens, then
 --       per letter: has_marker (0/1), field count f, then f times: name, value
--- Returns the number of letters added, or -1 when a lease is held by another drain.
+-- Returns per letter 1 (added) or 0 (its entry already has one), or -1 when a lease is held
+-- by another drain.
 local n = tonumber(ARGV[1])
 local k = tonumber(ARGV[2])
 local m = tonumber(ARGV[3])
@@ -15,7 +16,7 @@ for l = 1, m do
     return -1
   end
 end
-local added = 0
+local added = {}
 local marker = 1
 local i = 5 + m
 for _ = 1, n do
@@ -31,8 +32,8 @@ for _ = 1, n do
       fields[#fields + 1] = ARGV[j]
     end
     redis.call('XADD', KEYS[1], '*', unpack(fields))
-    added = added + 1
   end
+  added[#added + 1] = fresh and 1 or 0
   i = i + 2 + 2 * f
 end
 return added
