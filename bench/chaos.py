@@ -206,6 +206,7 @@ def run(config: ChaosConfig, workdir: Path) -> ChaosReport:
         redis_fsync="always",
         durability="fsync",
         lease_ms=LEASE_MS,
+        allow_short_lease=True,  # fast takeovers after each kill, on purpose
         upstream_timeout_s=UPSTREAM_TIMEOUT_S,
         retry_base_ms=50,
         retry_cap_ms=2000,

@@ -246,7 +246,8 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
 async def _replay(
     dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool
 ) -> SelectionResult:
-    return await dlq.replay(ws, flt, dry_run=dry)
+    # The command asked "may deliver twice" first (or the operator passed --yes).
+    return await dlq.replay(ws, flt, dry_run=dry, may_deliver_twice=True)
 
 
 async def _purge(

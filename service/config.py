@@ -219,6 +219,9 @@ class Settings(BaseSettings):
     stamp_timestamps: bool = True
     upstream_timeout_s: float = Field(default=20.0, gt=0)
     lease_ms: int = Field(default=60_000, ge=1000)
+    #: Accept a lease shorter than one send step (tests and chaos runs that provoke lease
+    #: loss on purpose, for fast takeovers); refused otherwise.
+    allow_short_lease: bool = False
     # Fill a request from the heads of several shards of a workspace (README "Packing
     # across shards"); false packs each shard on its own (the design before, for benches).
     pack_across_shards: bool = True
@@ -293,6 +296,15 @@ class Settings(BaseSettings):
                 "CIOQ_UPSTREAM_TIMEOUT_S must be below CIOQ_SHUTDOWN_GRACE_S, so a stopping "
                 "worker can finish its request in flight"
             )
+        if self.lease_ms < self.min_lease_ms and not self.allow_short_lease:
+            # A drain renews once a third of its lease has passed, so a step may start
+            # with two thirds left; a lease shorter than that makes lease loss routine.
+            # (Lease loss never sends twice: every drain write is fenced; it only costs.)
+            raise ValueError(
+                f"CIOQ_LEASE_MS={self.lease_ms} is shorter than one send step can take "
+                f"(rate wait + connect + read = {self.send_step_max_ms} ms, which must fit "
+                f"in two thirds of the lease): set it to at least {self.min_lease_ms}"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
         if self.redis_ca_file is not None and not Path(self.redis_ca_file).is_file():
@@ -304,6 +316,17 @@ class Settings(BaseSettings):
                 "Redis: Celery's Redis broker does not support Redis Cluster"
             )
         return self
+
+    @property
+    def send_step_max_ms(self) -> int:
+        """The longest one send can hold a drain: the App rate wait, then one request's
+        connect and read timeouts (`service.delivery.client`)."""
+        request_s = min(self.upstream_timeout_s, 10.0) + self.upstream_timeout_s
+        return self.app_token_wait_max_ms + int(request_s * 1000)
+
+    @property
+    def min_lease_ms(self) -> int:
+        return (3 * self.send_step_max_ms + 1) // 2
 
     @property
     def trigger_ttl_ms(self) -> int:

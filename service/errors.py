@@ -76,6 +76,19 @@ class StoreUnavailable(RetryableError):
     """Raised when Redis cannot take or give data right now."""
 
 
+class StoredUnconfirmed(StoreUnavailable):
+    """The write was applied, but not confirmed at the durability level in time (WAIT,
+    WAITAOF): the job is queued and will be sent, though a failover may still lose it."""
+
+    def __init__(self, message: str, *, reply: Any = None, earlier: bytes | None = None) -> None:
+        super().__init__(message)
+        #: The script's reply (per part), or the first try's marker value (per request).
+        self.reply = reply
+        self.earlier = earlier
+        #: The answer an earlier try of the request gave, to give again (set by ingest).
+        self.answer: Any = None
+
+
 @dataclass
 class Overloaded(RetryableError):
     """Raised when a workspace's backlog is over a high-water mark; ingest answers 503."""

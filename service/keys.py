@@ -102,6 +102,11 @@ def dead_letters(workspace: str) -> str:
     return f"{PREFIX}:dlq:{{{workspace}}}"
 
 
+def dead_letter_once(workspace: str, source: str) -> str:
+    """Marks that the shard entry `source` was dead-lettered: one letter per job."""
+    return f"{PREFIX}:dlonce:{{{workspace}}}:{source}"
+
+
 def idempotency(workspace: str, key: str) -> str:
     """The first answer to a request sent with this Idempotency-Key, kept for a window."""
     return f"{PREFIX}:idem:{{{workspace}}}:{key}"

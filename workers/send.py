@@ -215,7 +215,7 @@ class Delivery:
             # (the next holder starts over on it), and a long one keeps its leases.
             if self.should_stop():
                 for shard in shards:
-                    self.store.clear_inflight(shard)  # a handover, not a crash
+                    self.leases[shard].clear_inflight()  # a handover, not a crash
                 return done
             for shard in shards:
                 self.leases[shard].renew()
@@ -253,7 +253,8 @@ class Delivery:
         after the answer, before deleting the job); otherwise dead-lettered as ambiguous.
         """
         assert isinstance(self.client, AppSender)
-        self.store.clear_inflight(entry.shard)
+        # The note stays until the head is trimmed (resolve keeps it, and it no longer
+        # names the next head): a failure before that leaves the job noted, never resent.
         if self.client.was_delivered(entry.payload):
             self.counts.delivered += 1
             return Delivered(self._resolve([entry]))
@@ -306,6 +307,7 @@ class Delivery:
             for e in entries:
                 self.client.dead_lettered(e.payload, outcome_class=outcome_class, message=message)
         history = attempts or ((now, str(status) if status is not None else outcome_class),)
+        fences = [self.leases[shard].fence for shard in by_shard(entries)]
         self.dead.add(
             self.workspace,
             (
@@ -321,8 +323,10 @@ class Delivery:
                     attempts=history,
                     accepted_ms=e.accepted_ms,
                     dead_ms=now,
+                    entry=f"{e.shard.tag}:{e.id.decode()}",
                 )
                 for e in entries
             ),
+            fences,
         )
         self.counts.dead_lettered += len(entries)

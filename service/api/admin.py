@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 from service.config import Settings
 from service.errors import ConfigError, FieldError, InvalidRequest
 from service.store.dead_letter_admin import (
+    MAY_DELIVER_TWICE,
     DeadLetterAdmin,
     DeadLetterFilter,
     SelectionResult,
@@ -102,7 +103,13 @@ class Admin:
     async def replay(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)
         flt, dry_run = self._selection(request)
-        return _outcome(await self.dlq.replay(workspace, flt, dry_run=dry_run), "replayed")
+        body = request.json() or {}
+        twice = body.get(MAY_DELIVER_TWICE, False)
+        if not isinstance(twice, bool):
+            message = f"{MAY_DELIVER_TWICE} must be true or false"
+            raise InvalidRequest.of(MAY_DELIVER_TWICE, "type", message)
+        outcome = await self.dlq.replay(workspace, flt, dry_run=dry_run, may_deliver_twice=twice)
+        return _outcome(outcome, "replayed")
 
     async def purge(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)

@@ -15,7 +15,7 @@ from typing import Any
 
 from service.api import openapi
 from service.api.admin import Admin
-from service.config import Settings
+from service.config import Settings, Workspace
 from service.console.routes import Console
 from service.errors import ConfigError, FieldError, InvalidRequest, Overloaded, StoreUnavailable
 from service.jobs import Traffic
@@ -31,6 +31,7 @@ from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
 from service.triggers import Triggers
+from service.web import idempotency
 from service.web.auth import Authenticator
 from service.web.http import (
     BodyRefused,
@@ -140,6 +141,31 @@ class IngestApp:
         metrics.observe_ingest(route, response.status, time.perf_counter() - started_s)
         await send_response(send, response)
 
+    async def _admit(self, workspace: Workspace, headers: dict[bytes, bytes]) -> Response | bool:
+        """The 503 for a request that may not go on (a high-water mark, or the store
+        unreadable for a request without an Idempotency-Key); else whether the store was
+        unreadable (then only a keyed repeat's remembered answer can be given)."""
+        try:
+            await self.gate.ensure()
+            await self.backpressure.check(workspace.name)
+        except Overloaded as exc:
+            retry_after = str(exc.retry_after_s).encode()
+            return error_response(503, [exc.mark], headers=((b"retry-after", retry_after),))
+        except StoreUnavailable as exc:
+            log.warning("store unavailable: %s", exc)
+            if headers.get(idempotency.HEADER) is None:
+                return STORE_UNAVAILABLE
+            return True
+        return False
+
+    async def _remembered(self, workspace: Workspace, request: Request) -> Response:
+        """A keyed repeat's first answer while the store is unsteady, else the 503."""
+        try:
+            first = await idempotency.remembered(self.redis, workspace, request)
+        except InvalidRequest as exc:
+            return error_response(exc.status, exc.errors)
+        return STORE_UNAVAILABLE if first is None else first
+
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         method: str = scope["method"]
         segments = split_path(scope.get("raw_path") or scope["path"].encode())
@@ -156,6 +182,7 @@ class IngestApp:
         # Keys are checked before the body is read: no stranger makes us read 5 MB.
         workspace = None
         traffic = Traffic.LIVE
+        gate_failed = False
         if route.auth == "ingest":
             workspace = self.auth.workspace(authorization)
             if workspace is None:
@@ -164,15 +191,11 @@ class IngestApp:
             if isinstance(found, FieldError):
                 return error_response(400, [found])
             traffic = found
-            try:
-                await self.gate.ensure()
-                await self.backpressure.check(workspace.name)
-            except Overloaded as exc:
-                retry_after = str(exc.retry_after_s).encode()
-                return error_response(503, [exc.mark], headers=((b"retry-after", retry_after),))
-            except StoreUnavailable as exc:
-                log.warning("store unavailable: %s", exc)
-                return STORE_UNAVAILABLE
+            refused = await self._admit(workspace, headers)
+            if isinstance(refused, Response):
+                return refused
+            # The gate could not read the store: a keyed repeat may still be answered.
+            gate_failed = refused
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             return ADMIN_UNAUTHORIZED
         limit = self.settings.max_request_bytes
@@ -202,6 +225,8 @@ class IngestApp:
             base_url_of(scope),
             traffic,
         )
+        if gate_failed and workspace is not None:
+            return await self._remembered(workspace, request)
         try:
             return await route.handler(request, workspace)
         except InvalidRequest as exc:

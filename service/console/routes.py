@@ -28,6 +28,7 @@ from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavail
 from service.metrics.overview import Overview
 from service.store.dead_letter_admin import (
     FILTER_FIELDS,
+    MAY_DELIVER_TWICE,
     DeadLetterAdmin,
     DeadLetterFilter,
     SelectionResult,
@@ -354,7 +355,8 @@ class Console:
             raise InvalidRequest.of("ids", "required", "select at least one letter")
         flt = DeadLetterFilter.from_fields(filters, ids)
         confirmed = form.get("confirm") == "yes"
-        outcome = await self._act(verb, workspace, flt, dry_run=not confirmed)
+        twice = form.get(MAY_DELIVER_TWICE) == "yes"
+        outcome = await self._act(verb, workspace, flt, dry_run=not confirmed, twice=twice)
         if not confirmed:
             return self._page(
                 200,
@@ -366,6 +368,7 @@ class Console:
                 ids=ids,
                 filters=filters,
                 matched=outcome.matched,
+                sends=outcome.sends,
             )
         selection = f"ids {', '.join(ids)}" if ids else _describe(filters)
         past = "replayed" if verb == "replay" else "purged"
@@ -376,10 +379,10 @@ class Console:
         )
 
     async def _act(
-        self, verb: str, workspace: str, flt: DeadLetterFilter, *, dry_run: bool
+        self, verb: str, workspace: str, flt: DeadLetterFilter, *, dry_run: bool, twice: bool
     ) -> SelectionResult:
         if verb == "replay":
-            return await self.dlq.replay(workspace, flt, dry_run=dry_run)
+            return await self.dlq.replay(workspace, flt, dry_run=dry_run, may_deliver_twice=twice)
         return await self.dlq.purge(workspace, flt, dry_run=dry_run)
 
     async def static(self, request: Request, _: Session | None) -> Response:

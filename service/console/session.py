@@ -71,7 +71,7 @@ class Sessions:
         if not cookie_value or "." not in cookie_value:
             return None
         payload, _, signature = cookie_value.partition(".")
-        if not hmac.compare_digest(self._sign(payload), signature):
+        if not _same(self._sign(payload), signature):
             return None
         try:
             name, expires, nonce = _unb64(payload).decode().split("|")
@@ -86,7 +86,7 @@ class Sessions:
         return self._sign(f"csrf|{session.nonce}")
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf_token(session), token or "")
+        return bool(token) and _same(self.csrf_token(session), token or "")
 
     def set_cookie(self, value: str, *, secure: bool) -> bytes:
         attributes = f"Path={PATH}; Max-Age={self.lifetime_s}; HttpOnly; SameSite=Strict"
@@ -104,3 +104,9 @@ def cookie_from(header: str | None) -> str | None:
         if name == COOKIE:
             return value
     return None
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time equality that any text can take: `compare_digest` raises TypeError on
+    non-ASCII `str`, and a forged cookie or form field must be refused, not crash."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))

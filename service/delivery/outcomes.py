@@ -17,6 +17,7 @@ deferred   (App lane) no rate-limit slot soon enough     hand the shard back, no
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,21 +82,29 @@ class Outcome:
         return f"{self.status // 100}xx"
 
 
+#: The longest Retry-After honoured: a day (a pause past that is an operator's call).
+MAX_RETRY_AFTER_S = 86_400.0
+
+
 def parse_retry_after(value: str | None, *, now_s: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # "nan" and "inf" parse as floats; they are no wait cioq can keep (int(nan) raised
+        # in the drain), so they count as no header, and a huge wait is capped.
+        return min(max(seconds, 0.0), MAX_RETRY_AFTER_S) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     now = time.time() if now_s is None else now_s
-    return max(when.timestamp() - now, 0.0)
+    return min(max(when.timestamp() - now, 0.0), MAX_RETRY_AFTER_S)
 
 
 def _item_errors(body: bytes, op_count: int) -> tuple[ItemError, ...]:

@@ -2,9 +2,11 @@
 
 Shared by ``cioq dlq`` and the admin HTTP API, so both select exactly the same letters.
 Replay puts a letter's payload back on its shard unchanged (event ids kept, so
-Customer.io drops a replayed event it somehow already has) and deletes the letter in
-the same script step (`Queue.replay`): a letter is either queued again or still dead,
-and two replays of it that race queue it once.
+Customer.io drops a replayed event it somehow already has), under a marker named after
+the letter, and deletes the letter once its job is confirmed (`Queue.replay`): two
+replays of one letter that race, or a retried one, queue it once. Replaying App API
+sends and broadcast triggers may deliver them twice (Customer.io may have acted on an
+ambiguous one), so on every surface it needs ``may_deliver_twice``.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class DeadLetterFilter:
     @classmethod
     def from_fields(cls, values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetterFilter:
         """A filter from query parameters or a JSON body; field names as the API shows them."""
-        unknown = sorted(set(values) - {*FILTER_FIELDS, "ids", "all", "dry_run", "limit", "after"})
+        known = {*FILTER_FIELDS, "ids", "all", "dry_run", "limit", "after", MAY_DELIVER_TWICE}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise InvalidRequest(
                 [FieldError(unknown[0], "unknown_field", "not a dead-letter filter")]
@@ -181,6 +184,24 @@ class SelectionResult:
     done: int = 0
     dry_run: bool = False
     ids: list[str] = field(default_factory=list)
+    #: How many matched letters are App API sends or broadcast triggers.
+    sends: int = 0
+
+
+#: The field (admin API), form input (console) that confirms replaying App sends.
+MAY_DELIVER_TWICE = "may_deliver_twice"
+
+
+def sends_unconfirmed(sends: int) -> InvalidRequest:
+    """The refusal of a replay of App sends that was not confirmed."""
+    return InvalidRequest.of(
+        MAY_DELIVER_TWICE,
+        "required",
+        f"{sends} of the selected letters are App API sends or broadcast triggers; "
+        "Customer.io may already have sent them (check its message log): replaying may "
+        f"deliver them twice. Confirm with {MAY_DELIVER_TWICE}",
+        status=409,
+    )
 
 
 class DeadLetterAdmin:
@@ -231,9 +252,23 @@ class DeadLetterAdmin:
         return Page(letters, None)
 
     async def replay(
-        self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool
+        self,
+        workspace: str,
+        flt: DeadLetterFilter,
+        *,
+        dry_run: bool,
+        may_deliver_twice: bool = False,
     ) -> SelectionResult:
-        """Queue matching letters again through the normal path, in their original order."""
+        """Queue matching letters again through the normal path, in their original order.
+
+        Raises InvalidRequest (409) when App sends match and `may_deliver_twice` is False.
+        """
+        if not dry_run and not may_deliver_twice:
+            sends = 0
+            async for stored in self.scan(workspace, flt):
+                sends += stored.letter.kind == "app"
+            if sends:
+                raise sends_unconfirmed(sends)
 
         async def requeue(chunk: list[StoredDeadLetter]) -> int:
             letters = [(s.id, restore_job(s.letter.kind, s.letter.payload)) for s in chunk]
@@ -266,6 +301,7 @@ class DeadLetterAdmin:
         chunk: list[StoredDeadLetter] = []
         async for stored in self.scan(workspace, flt):
             outcome.matched += 1
+            outcome.sends += stored.letter.kind == "app"
             outcome.ids.append(stored.id)
             if dry_run:
                 continue

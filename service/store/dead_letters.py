@@ -8,16 +8,19 @@ carries the job's payload and kind, why it died (`reason`, `outcome_class` store
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import redis
+from redis.commands.core import Script
 
 from service import keys
+from service.errors import LeaseLost
 from service.jobs import Lane, lane_of, op_type_of, restore_job
 from service.metrics import definitions as metrics
-from service.store.connections import SyncStore, store_errors
+from service.store.connections import SyncStore, load_script, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,9 @@ class DeadLetter:
     attempts: tuple[tuple[int, str], ...] = ()
     accepted_ms: int = 0
     dead_ms: int = 0
+    #: The stream entry the job came from, across lanes and traffic classes (its shard's
+    #: tag and entry id): one letter per entry. Not stored; empty: no such limit.
+    entry: str = ""
 
     @property
     def lane(self) -> Lane:
@@ -166,23 +172,61 @@ class StoredDeadLetter:
         return out
 
 
+#: How long a job's dead letter blocks a second one: far longer than any lease, so a drain
+#: that lost its lease, or a retried write, finds the first letter.
+LETTER_ONCE_MS = 7 * 24 * 3600 * 1000
+
+
 class DeadLetterStore:
     """Writes dead letters; listing, replay and purge build on the same stream."""
 
     def __init__(self, client: SyncStore) -> None:
         self.redis = client
+        self._add: Script = load_script(client, "dead_letter")
 
-    def add(self, workspace: str, letters: Iterable[DeadLetter]) -> int:
-        """Append letters to the workspace's dead-letter stream; returns how many."""
-        pipe = self.redis.pipeline(transaction=True)
-        count = 0
-        reasons: list[tuple[str, Lane]] = []
-        for letter in letters:
-            pipe.xadd(keys.dead_letters(workspace), letter.to_fields())  # type: ignore[arg-type]
-            count += 1
-            reasons.append((letter.reason, letter.lane))
-        if count:
-            with store_errors("dead-lettering"):
-                pipe.execute()
-            metrics.dead_lettered(workspace, reasons)
-        return count
+    def add(
+        self,
+        workspace: str,
+        letters: Iterable[DeadLetter],
+        fences: Sequence[tuple[str, int]] = (),
+    ) -> int:
+        """Append letters to the workspace's dead-letter stream; returns how many were new.
+
+        One letter per shard entry (`DeadLetter.entry`, when named): a second try adds
+        nothing. `fences` are
+        the (lease key, token) of the shards the letters come from: LeaseLost when another
+        drain holds one. On one Redis the check and the letters are one script; a
+        cluster keeps leases on other nodes, so there the check runs just before.
+        """
+        found = list(letters)
+        if not found:
+            return 0
+        stream = keys.dead_letters(workspace)
+        once = [keys.dead_letter_once(workspace, x.entry) for x in found if x.entry]
+        lua_keys = [stream, *once]
+        args: list[Any] = [len(found), len(once), 0, LETTER_ONCE_MS]
+        with store_errors("dead-lettering"):
+            if isinstance(self.redis, redis.RedisCluster):
+                self._check(fences)
+            else:
+                lua_keys += [lease for lease, _ in fences]
+                args[2] = len(fences)
+                args += [token for _, token in fences]
+            for letter in found:
+                fields = letter.to_fields()
+                args += (1 if letter.entry else 0, len(fields))
+                for name, value in fields.items():
+                    args += (name, value)
+            reply = self._add(keys=lua_keys, args=args)
+        if not isinstance(reply, list):
+            raise LeaseLost("dead letters of a shard another drain holds")
+        added = [x for x, flag in zip(found, reply, strict=True) if int(flag)]
+        if added:
+            metrics.dead_lettered(workspace, [(x.reason, x.lane) for x in added])
+        return len(added)
+
+    def _check(self, fences: Sequence[tuple[str, int]]) -> None:
+        for lease, token in fences:
+            held = self.redis.get(lease)
+            if held is None or int(held) != token:
+                raise LeaseLost(lease)

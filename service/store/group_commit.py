@@ -25,6 +25,7 @@ from typing import Any
 
 from service import keys
 from service.config import Settings
+from service.errors import StoredUnconfirmed
 from service.jobs import Job, Traffic, shard_for
 from service.store.slots import Part, SlotWriter
 
@@ -39,6 +40,8 @@ class Stored:
 
     jobs: list[Job]
     fresh: list[keys.ShardKeys]
+    #: The value an earlier try left in its marker (its answer), when one stored a part.
+    earlier: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -47,6 +50,7 @@ class _Waiter:
     shards: list[keys.ShardKeys]
     request_id: str | None
     done: asyncio.Future[Stored]
+    marker: bytes = b"1"
 
 
 class GroupCommit:
@@ -70,20 +74,17 @@ class GroupCommit:
         jobs: Sequence[Job],
         request_id: str | None = None,
         traffic: Traffic = Traffic.LIVE,
+        marker: bytes = b"1",
     ) -> Stored:
         """Store `jobs` of one request (at most once per `request_id`, when given), in the
-        streams of their `traffic` class.
+        streams of their `traffic` class. `marker` is kept with the request id (the
+        request's answer), and a retry's `Stored.earlier` returns it.
 
         Raises StoreUnavailable when any part of the request was not stored and confirmed.
         """
         loop = asyncio.get_running_loop()
-        shards = [
-            keys.shard_keys(
-                workspace, shard_for(workspace, job.route, self._shards), job.lane, traffic
-            )
-            for job in jobs
-        ]
-        waiter = _Waiter(jobs, shards, request_id, loop.create_future())
+        shards = self.shards_of(workspace, jobs, traffic)
+        waiter = _Waiter(jobs, shards, request_id, loop.create_future(), marker)
         self._waiting.append(waiter)
         if not self._busy:
             # Nothing in flight: commit in this request's own task, with no hand-off.
@@ -93,6 +94,17 @@ class GroupCommit:
             finally:
                 self._hand_off(loop)
         return await waiter.done
+
+    def shards_of(
+        self, workspace: str, jobs: Sequence[Job], traffic: Traffic
+    ) -> list[keys.ShardKeys]:
+        """The shard each job is stored in."""
+        return [
+            keys.shard_keys(
+                workspace, shard_for(workspace, job.route, self._shards), job.lane, traffic
+            )
+            for job in jobs
+        ]
 
     def _hand_off(self, loop: asyncio.AbstractEventLoop) -> None:
         """Requests that queued up meanwhile go in the next call, from a task of their own."""
@@ -148,7 +160,7 @@ class GroupCommit:
             request_id = group[index].request_id
             if request_id is not None:
                 lua_keys.append(shard_keys.request(request_id))
-            args += (0 if request_id is None else 1, len(jobs))
+            args += (0 if request_id is None else group[index].marker, len(jobs))
             for job in jobs:
                 args += (job.field, job.payload)
         return Part(lua_keys, args)
@@ -171,18 +183,18 @@ def _units(group: list[_Waiter]) -> Units:
 
 def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
     """Answer each waiter: failed if any of its parts failed, else what it stored."""
-    failed: dict[int, BaseException] = {}
-    for found, result in zip(units.values(), results, strict=True):
-        if isinstance(result, BaseException):
-            for index, _ in found:
-                failed.setdefault(index, result)
+    failed = _failures(units, results)
     stored: dict[int, list[Job]] = defaultdict(list)
     fresh: dict[int, list[keys.ShardKeys]] = defaultdict(list)
+    earlier: dict[int, bytes] = {}
     for (shard, found), result in zip(units.items(), results, strict=True):
         if isinstance(result, BaseException):
             continue
         for (index, jobs), now in zip(found, result, strict=False):
-            if int(now):
+            value = _marker_value(now)
+            if value is not None:  # an earlier try stored it
+                earlier.setdefault(index, value)
+            elif int(now):
                 stored[index].extend(jobs)
         ok = [index for index, _ in found if index not in failed]
         if int(result[-1]) and ok:  # else the sweeper triggers it
@@ -193,4 +205,25 @@ def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
         if index in failed:
             waiter.done.set_exception(failed[index])
         else:
-            waiter.done.set_result(Stored(stored[index], fresh[index]))
+            waiter.done.set_result(Stored(stored[index], fresh[index], earlier.get(index)))
+
+
+def _failures(units: Units, results: list[Any]) -> dict[int, BaseException]:
+    """Each failed request's error: an unconfirmed part says what each request met."""
+    failed: dict[int, BaseException] = {}
+    for found, result in zip(units.values(), results, strict=True):
+        if isinstance(result, StoredUnconfirmed):
+            for (index, _), now in zip(found, result.reply, strict=False):
+                earlier = _marker_value(now)
+                failed.setdefault(index, StoredUnconfirmed(str(result), earlier=earlier))
+        elif isinstance(result, BaseException):
+            for index, _ in found:
+                failed.setdefault(index, result)
+    return failed
+
+
+def _marker_value(reply: Any) -> bytes | None:
+    """What an earlier try left in a request's marker, or None if this one stored it."""
+    if isinstance(reply, bytes):
+        return reply
+    return reply.encode() if isinstance(reply, str) else None

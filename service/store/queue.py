@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from service import keys
 from service.config import Settings
-from service.errors import StoreUnavailable
+from service.errors import StoredUnconfirmed, StoreUnavailable
 from service.jobs import UNBATCHED, Job, Traffic
 from service.metrics import definitions as metrics
 from service.store.connections import AsyncStore, store_errors
 from service.store.durability import Confirmation
-from service.store.group_commit import GroupCommit
+from service.store.group_commit import GroupCommit, Stored
 from service.store.slots import SlotWriter
 from service.triggers import Triggers
 
@@ -66,11 +66,22 @@ class Queue:
         With a `request_id`, jobs an earlier try of the same request stored are skipped.
         Bulk jobs go to the workspace's bulk streams.
         """
-        stored = await self._group_commit.store(workspace, jobs, request_id, traffic)
+        stored = await self._store(workspace, jobs, request_id, traffic)
+        return len(stored.jobs)
+
+    async def _store(
+        self,
+        workspace: str,
+        jobs: Sequence[Job],
+        request_id: str | None,
+        traffic: Traffic,
+        marker: bytes = b"1",
+    ) -> Stored:
+        stored = await self._group_commit.store(workspace, jobs, request_id, traffic, marker)
         metrics.jobs_accepted(workspace, stored.jobs)
         if stored.fresh:
             await self._trigger(stored.fresh)
-        return len(stored.jobs)
+        return stored
 
     async def replay(self, workspace: str, letters: Sequence[tuple[str, Job]]) -> list[str]:
         """Queue dead letters' jobs again, deleting each letter; returns the ids it replayed.
@@ -112,23 +123,60 @@ class Queue:
     ) -> bytes | None:
         """Store `jobs` once per `key` and remember `answer` under it for `window_ms`.
 
-        Returns None when stored (now, or by an earlier try whose answer was lost), or the
-        answer already under `key`, storing nothing. The key is the request id of the
-        parts, so concurrent or retried repeats store each job once. The answer is
-        written last, as a fast path only: its absence does not prove nothing was stored.
+        Returns None when stored now, or the first try's answer (its jobs stored, by now or
+        by an earlier try whose answer was lost), storing nothing. The key is the request
+        id of the parts, and each part's marker keeps the first try's answer, so concurrent
+        or retried repeats store each job once and answer alike (the same job id). The
+        answer under `key` is a fast path only: its absence does not prove nothing was
+        stored, and once the jobs are stored a failure to write it is not an error.
         """
-        with store_errors("idempotency"):
-            first = await self.redis.get(key)
+        try:
+            with store_errors("idempotency"):
+                first = await self.redis.get(key)
+        except StoreUnavailable:
+            first = None  # the fast path only: the markers below still store it once
         if first is not None:
             return _as_bytes(first)
         request_id = hashlib.sha256(key.encode()).hexdigest()[:32]
-        await self.enqueue(workspace, jobs, request_id=request_id, traffic=traffic)
-        with store_errors("idempotency"):
-            if await self.redis.set(key, answer, px=window_ms, nx=True):
-                return None
-            first = await self.redis.get(key)
-        if first is None:
-            raise StoreUnavailable("the idempotency answer vanished while it was written")
+        try:
+            stored = await self._store(workspace, jobs, request_id, traffic, marker=answer)
+        except StoredUnconfirmed as exc:
+            if exc.earlier is not None and exc.earlier != b"1":
+                raise StoredUnconfirmed(str(exc), earlier=exc.earlier) from exc
+            raise
+        except StoreUnavailable as exc:
+            # The link broke (a timeout, a reset): the jobs may be stored. Their markers
+            # say; stored, the write is at least unconfirmed, and an App send may say so.
+            marker = await self._markers(workspace, jobs, request_id, traffic)
+            if marker is None:
+                raise
+            earlier = None if marker in (answer, b"1") else marker
+            raise StoredUnconfirmed(str(exc), earlier=earlier) from exc
+        remembered = answer if stored.earlier in (None, b"1") else stored.earlier
+        assert remembered is not None
+        try:
+            with store_errors("idempotency"):
+                if await self.redis.set(key, remembered, px=window_ms, nx=True):
+                    return None if remembered is answer else remembered
+                first = await self.redis.get(key)
+        except StoreUnavailable:
+            log.warning("idempotency answer not remembered; the request markers still are")
+            return None if remembered is answer else remembered
+        return remembered if first is None else _as_bytes(first)
+
+    async def _markers(
+        self, workspace: str, jobs: Sequence[Job], request_id: str, traffic: Traffic
+    ) -> bytes | None:
+        """The marker value when every part of the request is stored, else None."""
+        shards = set(self._group_commit.shards_of(workspace, jobs, traffic))
+        try:
+            with store_errors("idempotency"):
+                found = [await self.redis.get(shard.request(request_id)) for shard in shards]
+        except StoreUnavailable:
+            return None
+        first = found[0] if found else None
+        if first is None or any(value is None for value in found):
+            return None
         return _as_bytes(first)
 
     async def _trigger(self, shards: list[keys.ShardKeys]) -> None:

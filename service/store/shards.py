@@ -85,6 +85,7 @@ class ShardStore:
         self._resolve: Script = load_script(client, "resolve")
         self._attempt: Script = load_script(client, "attempt")
         self._inflight: Script = load_script(client, "inflight")
+        self._clear_inflight: Script = load_script(client, "clear_inflight")
         self._end_chain: Script = load_script(client, "end_chain")
         self._pause: Script = load_script(client, "pause")
 
@@ -167,9 +168,6 @@ class ShardStore:
             else InflightNote()
             for raw in found
         ]
-
-    def clear_inflight(self, shard: keys.ShardKeys) -> None:
-        self._run(lambda: self.redis.delete(shard.inflight))
 
     def retry_state(self, shard: keys.ShardKeys) -> RetryState:
         raw: dict[bytes, bytes] = self._run(lambda: self.redis.hgetall(shard.retry))
@@ -274,6 +272,16 @@ class Lease:
         """Note the send about to go out (crash search reads it after a death)."""
         args = [self.token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
         self._fenced(self.store._inflight, [self.shard.inflight, self.shard.lease], args)
+
+    def clear_inflight(self) -> None:
+        """Forget the note of the last send: it got an answer, or the shard is handed over."""
+        lua_keys = [self.shard.inflight, self.shard.lease]
+        self._fenced(self.store._clear_inflight, lua_keys, [self.token])
+
+    @property
+    def fence(self) -> tuple[str, int]:
+        """(lease key, token): what a write elsewhere checks to be fenced by this lease."""
+        return self.shard.lease, self.token
 
     def _fenced(self, script: Script, lua_keys: list[str], args: list[Any]) -> int:
         """Run a fenced script; its -1 means another holder took the shard."""

@@ -38,7 +38,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from service.errors import StoreUnavailable
+from service.errors import StoredUnconfirmed, StoreUnavailable
 from service.store import durability
 from service.store.connections import AsyncStore, lua_source, node_options, store_errors
 from service.store.durability import Confirmation
@@ -145,34 +145,67 @@ class SlotWriter:
         A part `asked` was redirected by ASK to this node, which serves it only after ASKING.
         """
         client = self._client_for(node)
-        confirm = durability.commands(self.confirmation)
+        mine: list[Any] = [None] * len(parts)
+        todo = list(range(len(parts)))
+        failure: StoreUnavailable | None = None
         for _ in range(2):
-            pipe = client.pipeline(transaction=False)
-            positions = []
-            for part, ask in zip(parts, asked, strict=True):
-                if ask:
-                    pipe.execute_command("ASKING")
-                positions.append(len(pipe))
-                pipe.evalsha(self._sha, len(part.keys), *part.keys, *part.args)
-            for command in confirm:
-                pipe.execute_command(*command)
-            try:
-                replies = await pipe.execute(raise_on_error=False)
-            except redis.RedisError as exc:
-                # The connection broke: any part may or may not be stored. Re-read the
-                # topology, so the producer's retry finds a promoted replica.
-                self._pending_refresh = asyncio.create_task(self._reread_topology())
-                return [StoreUnavailable(f"{node or 'redis'}: {exc}")] * len(parts)
-            mine = [replies[p] for p in positions]
-            if not any(isinstance(r, NoScriptError) for r in mine):
+            replies = await self._pipeline(client, node, [(parts[i], asked[i]) for i in todo])
+            if isinstance(replies, StoreUnavailable):
+                for i in todo:
+                    mine[i] = replies
+                break
+            written, confirmed = replies
+            for i, reply in zip(todo, written, strict=True):
+                mine[i] = reply
+            if confirmed is not None:
+                failure = failure or confirmed
+            # Only the parts NOSCRIPT refused are sent again: another process's SCRIPT
+            # LOAD may have landed between two parts, and a part stored must not be again.
+            todo = [i for i in todo if isinstance(mine[i], NoScriptError)]
+            if not todo:
                 break
             with store_errors(f"{node or 'redis'}: SCRIPT LOAD"):
                 await client.script_load(self._source)  # a new, restarted or promoted node
+        if failure is not None:
+            # A part the script applied is queued all the same: say so, so that an App
+            # send is not answered 5xx (its client would resend it).
+            return [
+                r
+                if isinstance(r, _REFUSED)
+                else failure
+                if isinstance(r, Exception)
+                else StoredUnconfirmed(str(failure), reply=r)
+                for r in mine
+            ]
+        return [_part_outcome(r) for r in mine]
+
+    async def _pipeline(
+        self, client: aioredis.Redis, node: tuple[str, int] | None, parts: list[tuple[Part, bool]]
+    ) -> tuple[list[Any], StoreUnavailable | None] | StoreUnavailable:
+        """Send `parts` then the confirmation on one connection: each part's reply and the
+        confirmation's failure (None when confirmed), or the error that broke the link."""
+        confirm = durability.commands(self.confirmation)
+        pipe = client.pipeline(transaction=False)
+        positions = []
+        for part, ask in parts:
+            if ask:
+                pipe.execute_command("ASKING")
+            positions.append(len(pipe))
+            pipe.evalsha(self._sha, len(part.keys), *part.keys, *part.args)
+        for command in confirm:
+            pipe.execute_command(*command)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            # The connection broke: any part may or may not be stored. Re-read the
+            # topology, so the producer's retry finds a promoted replica.
+            self._pending_refresh = asyncio.create_task(self._reread_topology())
+            return StoreUnavailable(f"{node or 'redis'}: {exc}")
         try:
             durability.verify(self.confirmation, replies[len(replies) - len(confirm) :])
         except StoreUnavailable as exc:
-            return [r if isinstance(r, _REFUSED) else exc for r in mine]
-        return [_part_outcome(r) for r in mine]
+            return [replies[p] for p in positions], exc
+        return [replies[p] for p in positions], None
 
     def _client_for(self, node: tuple[str, int] | None) -> aioredis.Redis:
         if node is None:

@@ -1,8 +1,9 @@
 """``Idempotency-Key``: a repeat within the window gets the first answer and queues nothing.
 
-The first answer is written in the same Redis transaction as the request's jobs (see
-`Queue.enqueue_once`), so "stored" and "remembered" cannot disagree: a repeat either
-finds the answer, or the first request stored nothing and the repeat is a first try.
+Each stored part of a keyed request leaves a marker in its shard that keeps the first
+answer (see `Queue.enqueue_once`), so "stored" and "remembered" cannot disagree: a
+repeat finds the answer (under the key, or in the markers when that write was lost), or
+the first request stored nothing and the repeat is a first try.
 Only accepted requests are remembered; a refused or unstored one may be sent again.
 A key is one request: reused for a different method, path or body it is refused with 422,
 as the IETF Idempotency-Key draft says, instead of answering for a request never stored.
@@ -18,8 +19,9 @@ import orjson
 
 from service import keys
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidRequest
+from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
 from service.jobs import Job
+from service.store.connections import AsyncStore, store_errors
 from service.store.queue import Queue
 from service.web.http import Request, Response
 
@@ -101,14 +103,20 @@ class Idempotency:
     ) -> Response:
         """`answer` once the jobs are stored; the first request's answer on a repeat."""
         request = fingerprint(req)
-        first = await self.queue.enqueue_once(
-            ws.name,
-            jobs,
-            key=keys.idempotency(ws.name, key),
-            answer=_encode(answer, request),
-            window_ms=self.window_ms,
-            traffic=req.traffic,
-        )
+        try:
+            first = await self.queue.enqueue_once(
+                ws.name,
+                jobs,
+                key=keys.idempotency(ws.name, key),
+                answer=_encode(answer, request),
+                window_ms=self.window_ms,
+                traffic=req.traffic,
+            )
+        except StoredUnconfirmed as exc:
+            # Stored (now or by the first try) but not confirmed: the caller decides
+            # whether that may be answered; it is answered as the first try was.
+            exc.answer = answer if exc.earlier is None else _replay(exc.earlier, request)
+            raise
         return answer if first is None else _replay(first, request)
 
     async def enqueue(
@@ -120,3 +128,24 @@ class Idempotency:
             return await self.store(req, ws, key, jobs, answer)
         await self.queue.enqueue(ws.name, jobs, traffic=req.traffic)
         return answer
+
+
+async def remembered(client: AsyncStore, ws: Workspace, req: Request) -> Response | None:
+    """The first answer to this keyed request, when Redis still gives it; else None.
+
+    Used when the ingest gate could not read the store: a repeat of a request that was
+    stored must not be answered 5xx (its client would send it again)."""
+    try:
+        key = key_of(req.header(HEADER))
+    except InvalidRequest:
+        return None
+    if key is None:
+        return None
+    try:
+        with store_errors("idempotency"):
+            stored = await client.get(keys.idempotency(ws.name, key))
+    except StoreUnavailable:
+        return None
+    if stored is None:
+        return None
+    return _replay(stored if isinstance(stored, bytes) else stored.encode(), fingerprint(req))

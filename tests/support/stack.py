@@ -54,6 +54,8 @@ class Stack:
             "CIOQ_SHARDS": "8",
             "CIOQ_LINGER_MS": "200",
             "CIOQ_LEASE_MS": "3000",
+            # Short on purpose: a killed worker's shards are taken over within seconds.
+            "CIOQ_ALLOW_SHORT_LEASE": "true",
             "CIOQ_SWEEP_INTERVAL_MS": "250",
             "PORT": str(self.api_port),
         }

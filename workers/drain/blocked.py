@@ -57,7 +57,7 @@ class BlockPolicy:
         if outcome.outcome_class is OutcomeClass.DEFERRED:
             # App lane: no rate-limit slot soon enough. Nothing was sent, so no attempt
             # is recorded; the shard waits for its slot.
-            self._clear_inflight(unit)
+            self._clear_inflight(delivery, unit)
             return Blocked("rate_limited", outcome.retry_after_s or 0.0)
         if outcome.outcome_class is OutcomeClass.THROTTLE:
             return self._throttle(delivery, unit, outcome)
@@ -77,7 +77,7 @@ class BlockPolicy:
         workspace, lane = delivery.workspace, delivery.lane
         self.store.pause(workspace, cause="throttle", duration_ms=wait_ms, lane=lane)
         metrics.paused(workspace, "throttle", lane)
-        self._clear_inflight(unit)
+        self._clear_inflight(delivery, unit)
         return Blocked("throttled", wait_ms / 1000)
 
     def _pause_setup(self, delivery: Delivery, unit: OutgoingUnit, outcome: Outcome) -> Blocked:
@@ -95,7 +95,7 @@ class BlockPolicy:
         cause = f"setup:{outcome.status}"
         self.store.pause(workspace, cause=cause, duration_ms=s.setup_pause_ms, lane=lane)
         metrics.paused(workspace, "setup", lane)
-        self._clear_inflight(unit)
+        self._clear_inflight(delivery, unit)
         return Blocked("setup", s.setup_pause_ms / 1000)
 
     def _back_off_or_exhaust(
@@ -133,7 +133,8 @@ class BlockPolicy:
         metrics.retry_scheduled(delivery.workspace, outcome.status_class)
         return Blocked("backoff", wait_ms / 1000)
 
-    def _clear_inflight(self, unit: OutgoingUnit) -> None:
-        # The send got an answer: nothing died, so crash search has nothing to find.
+    def _clear_inflight(self, delivery: Delivery, unit: OutgoingUnit) -> None:
+        # The send got an answer: nothing died, so crash search has nothing to find. Fenced:
+        # a drain that lost its lease must not erase the next holder's note (LeaseLost).
         for shard in unit.by_shard():
-            self.store.clear_inflight(shard)
+            delivery.leases[shard].clear_inflight()

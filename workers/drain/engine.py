@@ -25,6 +25,7 @@ triggers wait (`service.triggers`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -42,7 +43,7 @@ from service.store.shards import ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Limits, Quarantine, fills_alone
-from workers.send import Delivered, Delivery, DeliveryCounts
+from workers.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
 
 log = logging.getLogger("cioq.drain")
 
@@ -285,7 +286,10 @@ class Drainer:
                 held.leases[shard].mark_inflight(note)
             result = delivery.deliver(unit)
             if result.blocked is not None:
-                blocked = self.policy.apply(delivery, unit, result.blocked)
+                # Only what is still queued: a bisection may have resolved a part already,
+                # and exhaustion must not dead-letter ops that were delivered.
+                rest = _unresolved(unit, result.resolved)
+                blocked = self.policy.apply(delivery, rest, result.blocked)
                 return report.stop(StopReason(blocked.reason), blocked.retrigger_s)
             held.advance(result.resolved)
             sent, sent_full = True, unit.full
@@ -375,6 +379,19 @@ class _Pace:
             return False
         self.renewed_s = now_s
         return True
+
+
+def _unresolved(unit: OutgoingUnit, resolved: dict[keys.ShardKeys, int]) -> OutgoingUnit:
+    """`unit` without the head entries of each shard that were already resolved."""
+    if not resolved:
+        return unit
+    seen: dict[keys.ShardKeys, int] = {}
+    rest = []
+    for entry in unit.entries:
+        seen[entry.shard] = seen.get(entry.shard, 0) + 1
+        if seen[entry.shard] > resolved.get(entry.shard, 0):
+            rest.append(entry)
+    return dataclasses.replace(unit, entries=rest, origin=())
 
 
 def _set_aside(delivery: Delivery, step: Quarantine | Interrupted) -> Delivered:

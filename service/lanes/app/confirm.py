@@ -117,9 +117,26 @@ class Confirmer:
         if len(unclaimed) != 1:
             return None
         delivery_id = str(unclaimed[0]["id"])
+        if not self._take(delivery_id):  # a concurrent lookup took it first: not certain
+            return None
         return Found(
             delivery_id, {"delivery_id": delivery_id, "queued_at": unclaimed[0]["created"]}
         )
+
+    def _take(self, delivery_id: str) -> bool:
+        """Claim `delivery_id` for this send now, atomically: True if no other send has.
+
+        Checking the claim sets and writing the claim later (with the outcome) let two
+        concurrent lookups confirm two sends with one message."""
+        current, *older = self._claims(time.time())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(current, delivery_id)
+        pipe.expire(current, 2 * _CLAIM_WINDOW_S)
+        for key in older:
+            pipe.sismember(key, delivery_id)
+        with store_errors("claiming a delivery"):
+            added, _, *elsewhere = pipe.execute()
+        return bool(added) and not any(elsewhere)
 
     def _claimed(self, ids: set[str]) -> set[str]:
         if not ids:

@@ -17,12 +17,14 @@ Customer.io's ``POST /v1/campaigns/{id}/triggers``: the same job, sent to the re
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 import orjson
 
 from service.config import Settings, Workspace
-from service.errors import FieldError, InvalidRequest
+from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
 from service.jobs import BROADCAST_ROUTE, app_job, new_event_id
 from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass
@@ -35,7 +37,10 @@ from service.lanes.app.validation import (
 )
 from service.store.queue import Queue
 from service.web.http import Request, Response, Route, json_response
-from service.web.idempotency import Idempotency
+from service.web.idempotency import HEADER as IDEMPOTENCY_HEADER
+from service.web.idempotency import Idempotency, key_of
+
+log = logging.getLogger("cioq.app")
 
 STATUS_PATH = ("cioq", "v1", "jobs")
 _PREFER_ASYNC = "respond-async"
@@ -76,7 +81,7 @@ class AppIngest:
                 f"/v1/send/{kind}",
                 body,
                 limit=LimitClass.SEND,
-                route=f"send:{job_id}",
+                route=_send_route(req, job_id),
                 op_type=f"send_{kind}",
             )
             return await self._store_and_wait(req, ws, job_id, f"send_{kind}", job)
@@ -133,14 +138,25 @@ class AppIngest:
             202,
             {"job_id": job_id, "status_url": _status_url(req, job_id), "state": State.QUEUED},
         )
-        answer = await self.idempotency.enqueue(req, ws, [job], accepted)
+        try:
+            answer = await self.idempotency.enqueue(req, ws, [job], accepted)
+        except StoredUnconfirmed as exc:
+            # Stored, not yet confirmed at the durability level: it will be sent, so a 5xx
+            # (which the official clients resend on) would send it twice.
+            log.warning("App job %s stored but not confirmed in time; answered 202", job_id)
+            answer = exc.answer if isinstance(exc.answer, Response) else accepted
         if answer is not accepted:  # a repeated Idempotency-Key: the first request's job
             job_id = str(orjson.loads(answer.body)["job_id"])
-        else:
+        # From here on the job is stored: every store error is answered with the 202 and
+        # its status URL, never a 5xx.
+        try:
             await self.outcomes.create(ws.name, Outcome(job_id, State.QUEUED, kind))
-        if _PREFER_ASYNC in (req.header(b"prefer") or "").lower() or self.wait_ms == 0:
+            if _PREFER_ASYNC in (req.header(b"prefer") or "").lower() or self.wait_ms == 0:
+                return answer
+            outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=self.wait_ms)
+        except StoreUnavailable:
+            log.warning("App job %s is stored; its outcome could not be read", job_id)
             return answer
-        outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=self.wait_ms)
         if outcome is None:
             return answer
         if outcome.state in (State.DELIVERED, State.REFUSED):
@@ -156,6 +172,16 @@ class AppIngest:
                 status=404,
             )
         return json_response(200, outcome.public(f"{req.base_url}{req.raw_path}"))
+
+
+def _send_route(req: Request, job_id: str) -> str:
+    """A keyed send's shard follows its Idempotency-Key: every try of the request lands on
+    the shard holding its marker, so a repeat stores nothing. Without a key, the job's own
+    id spreads sends over the shards."""
+    key = key_of(req.header(IDEMPOTENCY_HEADER))
+    if key is None:
+        return f"send:{job_id}"
+    return f"send:key:{hashlib.sha256(key.encode()).hexdigest()[:26]}"
 
 
 def _status_url(req: Request, job_id: str) -> str:

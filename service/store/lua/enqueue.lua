@@ -6,29 +6,31 @@
 -- its first write, so a request's jobs for this shard are stored whole or not at all.
 -- KEYS: stream, trigger marker, then the request markers of the requests that have one
 -- ARGV: trigger_ttl_ms, request_marker_ttl_ms, then per request:
---       has_marker (0/1), job count n, then n times: field, payload
--- Returns: per request 1 (stored now) or 0 (stored by an earlier try), then 1/0: whether
--- the trigger marker was set here.
+--       marker value ('0' = no marker; '1' when there is no answer), job count n, then n times: field, payload
+-- The marker keeps the first try's value (its answer), so a retry answers as the first did.
+-- Returns: per request 1 (stored now) or the marker's value (stored by an earlier try),
+-- then 1/0: whether the trigger marker was set here.
 local out = {}
 local marker = 2
 local wrote = false
 local i = 3
 while i <= #ARGV do
   local key = nil
-  if ARGV[i] == '1' then
+  local value = ARGV[i]
+  if value ~= '0' then
     marker = marker + 1
     key = KEYS[marker]
   end
   local n = tonumber(ARGV[i + 1])
   i = i + 2
   if key and redis.call('PEXPIRE', key, ARGV[2]) == 1 then
-    out[#out + 1] = 0
+    out[#out + 1] = redis.call('GET', key)
   else
     for j = i, i + 2 * n - 1, 2 do
       redis.call('XADD', KEYS[1], '*', ARGV[j], ARGV[j + 1])
     end
     if key then
-      redis.call('SET', key, 1, 'PX', ARGV[2])
+      redis.call('SET', key, value, 'PX', ARGV[2])
     end
     out[#out + 1] = 1
     wrote = true
