@@ -7,8 +7,10 @@
 -- KEYS: stream, trigger marker, then the request markers of the requests that have one
 -- ARGV: trigger_ttl_ms, request_marker_ttl_ms, then per request:
 --       has_marker (0/1), job count n, then n times: field, payload
--- Returns: per request 1 (stored now) or 0 (stored by an earlier try), then 1/0: whether
--- the trigger marker was set here.
+-- Returns: per request 1 (stored now) or 0 (stored by an earlier try), then whether the
+-- trigger marker was set here: 0 no; 1 yes; 2 yes, but the stream's head has waited longer
+-- than the marker lives, so an earlier trigger for it is still unserved (workers down or
+-- behind) and another one is only a backstop, not live traffic.
 local out = {}
 local marker = 2
 local wrote = false
@@ -35,5 +37,13 @@ while i <= #ARGV do
   end
   i = i + 2 * n
 end
-out[#out + 1] = (wrote and redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1])) and 1 or 0
+if not (wrote and redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1])) then
+  out[#out + 1] = 0
+  return out
+end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local head_ms = tonumber(string.match(head, '^(%d+)'))
+out[#out + 1] = (now_ms - head_ms > tonumber(ARGV[1])) and 2 or 1
 return out
