@@ -23,6 +23,11 @@ from tests.support.stack import SITE_ID, Stack
 pytestmark = [pytest.mark.timeout(900)]
 
 BACKFILL_OPS = int(os.environ.get("CIOQ_TEST_BACKFILL_OPS", "100000"))
+#: Shape 1's backfill, ingested through the API while no worker runs: big enough that
+#: its leftover triggers held live events past the stall guard before issue 27's fix
+#: (p99 8.8 s on a loaded machine), and drained in about 10 s.
+OUTAGE_OPS = int(os.environ.get("CIOQ_TEST_OUTAGE_OPS", "150000"))
+OUTAGE_PROBES = 50
 #: An order of magnitude above what bench/ reports for live p99 (about 500 ms): only a
 #: live event stuck behind the whole backfill (11 s before the two-queue design) trips it.
 STALL_GUARD_MS = 5_000
@@ -52,6 +57,24 @@ def test_a_backfill_marked_bulk_does_not_hold_back_its_own_workspaces_live_event
 ) -> None:
     """(b) The same within one workspace: the backfill is bulk, the probes are live."""
     _check(fairness.start(make_stack(**fairness.settings())), "default", Traffic.BULK)
+
+
+def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """(1) No worker runs while workspace `bulk` ingests a backfill through the API; then a
+    worker and the sweeper start, and 2 s later `default` sends 5 live events/s."""
+    stack = fairness.start(make_stack(**fairness.settings()), sweeper=False)
+    outage = fairness.after_outage(stack, ops=OUTAGE_OPS, probes=OUTAGE_PROBES)
+    drained = outage.drained
+    print(
+        f"outage backfill {OUTAGE_OPS:,} ops; trigger queues at restart: live "
+        f"{outage.live_queue}, bulk {outage.bulk_queue}; drained in {drained.took_s:.0f} s; "
+        f"live p50 {drained.p50_ms:.0f} ms, p99 {drained.p99_ms:.0f} ms"
+    )
+    fairness.probes_once_in_order(stack.received_from(SITE_ID), outage.accepted)
+    assert len(outage.accepted) == OUTAGE_PROBES
+    assert drained.p99_ms <= STALL_GUARD_MS, (drained.p50_ms, drained.p99_ms)
 
 
 def test_received_from_filters_by_site(make_stack: Callable[..., Stack]) -> None:
