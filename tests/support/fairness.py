@@ -228,11 +228,14 @@ def _queue_lengths(stack: Stack) -> tuple[int, int]:
     return lengths
 
 
-def after_outage(stack: Stack, *, ops: int, probes: int) -> Outage:
-    """Shape 1 on a stack from `start(stack, sweeper=False)`: the workers are down while
-    workspace `bulk` ingests `ops` through the API; then one worker (2 processes) and the
-    sweeper start, and `OUTAGE_PROBES_AFTER_S` later `probes` live events arrive at 5/s
-    (none when `probes` is 0: the backfill's rate alone).
+def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False) -> Outage:
+    """Shape 1 on a fresh stack from `start(stack, sweeper=False)`: the workers are down
+    while workspace `bulk` ingests `ops` through the API; then one worker (2 processes) and
+    the sweeper start, and `OUTAGE_PROBES_AFTER_S` later `probes` live events arrive at
+    5/s (none when `probes` is 0: the backfill's rate alone).
+
+    `kill_one` (shape 6): two workers start, and one is SIGKILLed once a third of the
+    backfill is through, so its leases expire while the live events flow.
     """
     _ingest(stack, ops)
     live_queue, bulk_queue = _queue_lengths(stack)
@@ -254,17 +257,28 @@ def after_outage(stack: Stack, *, ops: int, probes: int) -> Outage:
             )
         )
 
-    worker = stack.start_worker(concurrency=2)
+    workers = [stack.start_worker(concurrency=2) for _ in range(2 if kill_one else 1)]
     stack.start_sweeper()
     started = time.monotonic()
     # A loaded machine takes seconds to boot a worker; the shape starts when it consumes.
-    wait_until(lambda: " ready." in worker.log(), timeout_s=120, what="the worker ready")
+    wait_until(
+        lambda: all(" ready." in w.log() for w in workers), timeout_s=120, what="workers ready"
+    )
     prober = threading.Thread(target=probe)
     if probes:
         # The shape's clock, not a wait for work: the live traffic starts 2 s after the workers.
         time.sleep(OUTAGE_PROBES_AFTER_S)
         prober.start()
     try:
+        if kill_one:
+            wait_until(
+                lambda: _backlog(stack, "bulk", Traffic.LIVE) < ops * 2 // 3,
+                timeout_s=max(600, ops / 200),
+                interval_s=0.2,
+                what="a third of the backfill drained",
+            )
+            workers[0].kill()
+            stack.workers.remove(workers[0])
         wait_until(
             lambda: _backlog(stack, "bulk", Traffic.LIVE) == 0,
             timeout_s=max(600, ops / 200),
@@ -281,8 +295,9 @@ def after_outage(stack: Stack, *, ops: int, probes: int) -> Outage:
             timeout_s=60,
             what="every live probe delivered",
         )
-    worker.stop()
-    stack.workers.remove(worker)
+    for worker in workers[1:] if kill_one else workers:
+        worker.stop()
+        stack.workers.remove(worker)
     latencies = latencies_ms(stack.received_from(SITE_ID), accepted) if probes else []
     drained = Drained(_backfill_rate(stack, BULK_SITE), took_s, latencies)
     return Outage(live_queue, bulk_queue, drained, accepted)

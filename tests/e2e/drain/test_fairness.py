@@ -59,13 +59,16 @@ def test_a_backfill_marked_bulk_does_not_hold_back_its_own_workspaces_live_event
     _check(fairness.start(make_stack(**fairness.settings())), "default", Traffic.BULK)
 
 
+@pytest.mark.parametrize("kill_one", [False, True], ids=["shape-1", "shape-6-worker-killed"])
 def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
-    make_stack: Callable[..., Stack],
+    make_stack: Callable[..., Stack], kill_one: bool
 ) -> None:
     """(1) No worker runs while workspace `bulk` ingests a backfill through the API; then a
-    worker and the sweeper start, and 2 s later `default` sends 5 live events/s."""
+    worker and the sweeper start, and 2 s later `default` sends 5 live events/s. (6) The
+    same with two workers, one SIGKILLed a third of the way through (its leases expire
+    while the live events flow)."""
     stack = fairness.start(make_stack(**fairness.settings()), sweeper=False)
-    outage = fairness.after_outage(stack, ops=OUTAGE_OPS, probes=OUTAGE_PROBES)
+    outage = fairness.after_outage(stack, ops=OUTAGE_OPS, probes=OUTAGE_PROBES, kill_one=kill_one)
     drained = outage.drained
     print(
         f"outage backfill {OUTAGE_OPS:,} ops; trigger queues at restart: live "
