@@ -44,7 +44,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
     ops = 100_000 if quick else 300_000
     figures: list[Figure] = []
     for n, (case, kill_one) in enumerate(OUTAGES):
-        alone = _outage(tmp / f"outage-{n}-alone", ops=ops, probes=0, kill_one=kill_one)
+        by_itself = _outage(tmp / f"outage-{n}-alone", ops=ops, probes=0, kill_one=kill_one)
         outage = _outage(tmp / f"outage-{n}", ops=ops, probes=OUTAGE_PROBES, kill_one=kill_one)
         note = (
             f"{ops:,}-op backfill through the api while no worker ran (then {outage.live_queue} "
@@ -52,7 +52,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             f"probes at 5/s from 2 s after the worker, 50 ms upstream, linger "
             f"{fairness.LINGER_MS} ms"
         )
-        figures += _figures(f"{case}", alone.drained, outage.drained, note)
+        figures += _figures(case, by_itself.drained, outage.drained, note)
     for n, (case, workspace, traffic) in enumerate(CASES):
         stack = Stack(tmp / f"fairness-{n}", **fairness.settings())
         try:
