@@ -26,6 +26,7 @@ from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 SHARDS = 32
 LINGER_MS = 200
 BULK_SITE, BULK_KEY = "bulk-site", "bulk-api-key"
+BULK_INGEST_KEY = "bulk-ingest-key"
 
 
 @dataclass
@@ -50,17 +51,24 @@ def settings() -> dict[str, Any]:
     return {"sites": {BULK_SITE: BULK_KEY}, "shards": SHARDS, "linger_ms": LINGER_MS}
 
 
-def start(stack: Stack, *, sweeper: bool = True) -> Stack:
-    """A stack built with `settings()`, with a second workspace `bulk`, api (and sweeper) up."""
+def backfill_workspaces(count: int) -> tuple[str, ...]:
+    """The names of `count` backfill workspaces: `bulk`, then `bulk-1`, `bulk-2`..."""
+    return ("bulk", *(f"bulk-{n}" for n in range(1, count)))
+
+
+def start(stack: Stack, *, sweeper: bool = True, backfills: int = 1) -> Stack:
+    """A stack built with `settings()`, with `backfills` more workspaces (`bulk`, then
+    `bulk-1`...: one Customer.io site for all), api (and sweeper) up."""
     stack.env["CIOQ_WORKSPACES"] = json.dumps(
         [
             {
-                "name": "bulk",
+                "name": name,
                 "site_id": BULK_SITE,
                 "api_key": BULK_KEY,
                 "track_url": stack.sandbox_url,
-                "ingest_keys": "bulk-ingest-key",
+                "ingest_keys": BULK_INGEST_KEY if name == "bulk" else f"{name}-ingest-key",
             }
+            for name in backfill_workspaces(backfills)
         ]
     )
     stack.start_api()
@@ -117,9 +125,14 @@ def _backfill_started(stack: Stack) -> bool:
         return int(sandbox.get("/_sandbox/stats").json()["ops_accepted"]) > 0
 
 
-def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: bool) -> Drained:
-    """Drain the backfill with a fresh worker; with `live`, while probes arrive."""
-    _fill(stack, workspace, traffic, ops)
+def drain(
+    stack: Stack, workspace: str | tuple[str, ...], traffic: Traffic, *, ops: int, live: bool
+) -> Drained:
+    """Drain the backfill (`ops` in each of the workspaces) with a fresh worker; with
+    `live`, while probes arrive."""
+    workspaces = (workspace,) if isinstance(workspace, str) else workspace
+    for name in workspaces:
+        _fill(stack, name, traffic, ops)
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/reset").raise_for_status()
     _latency(stack)
@@ -147,8 +160,8 @@ def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: boo
         prober.start()
     try:
         wait_until(
-            lambda: _backlog(stack, workspace, traffic) == 0,
-            timeout_s=max(600, ops / 200),
+            lambda: sum(_backlog(stack, name, traffic) for name in workspaces) == 0,
+            timeout_s=max(600, len(workspaces) * ops / 200),
             interval_s=0.5,
             what="the backfill drained",
         )
@@ -167,7 +180,7 @@ def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: boo
     worker.stop()
     stack.workers.remove(worker)
 
-    site = BULK_SITE if workspace == "bulk" else SITE_ID
+    site = BULK_SITE if workspaces[0].startswith("bulk") else SITE_ID
     return Drained(
         _backfill_rate(stack, site),
         took_s,
@@ -175,7 +188,6 @@ def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: boo
     )
 
 
-BULK_INGEST_KEY = "bulk-ingest-key"
 #: The outage shape's backfill: 1,000-op v2 batches of identifies over 5,000 people.
 OUTAGE_BATCH_OPS = 1000
 OUTAGE_PEOPLE = 5000

@@ -33,11 +33,17 @@ OUTAGE_PROBES = 50
 STALL_GUARD_MS = 5_000
 
 
-def _check(stack: Stack, workspace: str, traffic: Traffic) -> None:
-    shared = fairness.drain(stack, workspace, traffic, ops=BACKFILL_OPS, live=True)
+def _check(
+    stack: Stack,
+    workspace: str | tuple[str, ...],
+    traffic: Traffic,
+    *,
+    ops: int = BACKFILL_OPS,
+) -> None:
+    shared = fairness.drain(stack, workspace, traffic, ops=ops, live=True)
     lat = shared.latencies_ms
     print(
-        f"backfill {BACKFILL_OPS:,} ops with live: {shared.rate_ops_per_s:,.0f} ops/s "
+        f"backfill {ops:,} ops per workspace with live: {shared.rate_ops_per_s:,.0f} ops/s "
         f"({shared.took_s:.0f} s); live probes {len(lat)}: p50 {shared.p50_ms:.0f} ms, "
         f"p99 {shared.p99_ms:.0f} ms"
     )
@@ -57,6 +63,16 @@ def test_a_backfill_marked_bulk_does_not_hold_back_its_own_workspaces_live_event
 ) -> None:
     """(b) The same within one workspace: the backfill is bulk, the probes are live."""
     _check(fairness.start(make_stack(**fairness.settings())), "default", Traffic.BULK)
+
+
+def test_ten_backfilling_workspaces_do_not_hold_back_an_eleventh_ones_live_events(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """(4) Ten workspaces each drain a backlog (a tenth of the usual backfill each);
+    `default`, an eleventh, sends 5 live events/s."""
+    stack = fairness.start(make_stack(**fairness.settings()), backfills=10)
+    per_workspace = BACKFILL_OPS // 10
+    _check(stack, fairness.backfill_workspaces(10), Traffic.LIVE, ops=per_workspace)
 
 
 @pytest.mark.parametrize("kill_one", [False, True], ids=["shape-1", "shape-6-worker-killed"])
