@@ -8,7 +8,8 @@ alone, then again with live traffic, in the same run:
 Cases: (a) the backfill in another workspace; (b) the backfill marked bulk in the live
 traffic's own workspace; (1) the backfill ingested through the API while no worker ran,
 then a worker and the sweeper start and 2 s later 100 live events arrive (issue 27's
-shape 1); (6) the same with two workers, one SIGKILLed a third of the way through.
+shape 1); (4) the backfill split over ten workspaces, live traffic in an eleventh; (6) as
+(1) with two workers, one SIGKILLed a third of the way through.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from service.jobs import Traffic
 from tests.support import fairness
 from tests.support.stack import Stack
 
-CASES = (
+CASES: tuple[tuple[str, str | tuple[str, ...], Traffic], ...] = (
     ("another workspace", "bulk", Traffic.LIVE),
     ("marked bulk, same workspace", "default", Traffic.BULK),
+    # The backfill split over ten workspaces (300,000 ops: 30,000 each).
+    ("4: ten workspaces, live in an eleventh", fairness.backfill_workspaces(10), Traffic.LIVE),
 )
 BUDGET_MS = fairness.LINGER_MS + 1000
 
@@ -54,11 +57,13 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
         )
         figures += _figures(case, by_itself.drained, outage.drained, note)
     for n, (case, workspace, traffic) in enumerate(CASES):
+        backfills = 1 if isinstance(workspace, str) else len(workspace)
+        each = ops // backfills
         stack = Stack(tmp / f"fairness-{n}", **fairness.settings())
         try:
-            fairness.start(stack)
-            alone = fairness.drain(stack, workspace, traffic, ops=ops, live=False)
-            shared = fairness.drain(stack, workspace, traffic, ops=ops, live=True)
+            fairness.start(stack, backfills=backfills)
+            alone = fairness.drain(stack, workspace, traffic, ops=each, live=False)
+            shared = fairness.drain(stack, workspace, traffic, ops=each, live=True)
         finally:
             stack.close()
         note = (
