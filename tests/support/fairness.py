@@ -1,7 +1,9 @@
 """Live traffic beside a backfill, real processes: the scenario the fairness test checks for
 stalls and bench/fairness.py measures. One worker with 2 processes, upstream latency 50 ms,
-linger 200 ms, 32 shards; a backfill written straight into the streams (as if it piled up
-while no worker ran), then drained while 5 live events a second arrive.
+linger 200 ms, 32 shards; a backfill written straight into the streams (in one workspace,
+or split over ten), then drained while 5 live events a second arrive (`drain`). Shapes 1
+and 6 (`after_outage`) ingest the backfill through the API while no worker runs, so the
+triggers it sent wait in the queues when the workers start, as after a real outage.
 """
 
 from __future__ import annotations

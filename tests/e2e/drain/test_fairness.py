@@ -2,7 +2,9 @@
 live events keep flowing. The suite checks behaviour and gross stalls only: every probe
 delivered, the backfill drained, and no probe waits anywhere near the stall guard.
 `bench/run --only fairness` measures the figures (live p50/p99, the backfill's rate with
-live traffic against its rate alone).
+live traffic against its rate alone). Shapes (issue 27): (a) another workspace's backfill,
+(b) bulk-marked in the same workspace, (1) piled up while no worker ran, (4) ten
+backfilling workspaces, (6) as (1) with a worker SIGKILLed midway.
 
 The backfill must last long enough for 25 probes at 5/s; ``CIOQ_TEST_BACKFILL_OPS`` scales
 it (default 100,000: about 5 s quiet, longer under coverage and the suite's load).
