@@ -6,7 +6,10 @@ alone, then again with live traffic, in the same run:
 * the backfill's rate with live traffic against its rate alone (goal >= 0.8x).
 
 Cases: (a) the backfill in another workspace; (b) the backfill marked bulk in the live
-traffic's own workspace.
+traffic's own workspace; (1) the backfill ingested through the API while no worker ran,
+then a worker and the sweeper start and 2 s later 100 live events arrive (issue 27's
+shape 1); (4) the backfill split over ten workspaces, live traffic in an eleventh; (6) as
+(1) with two workers, one SIGKILLed a third of the way through.
 """
 
 from __future__ import annotations
@@ -18,50 +21,83 @@ from service.jobs import Traffic
 from tests.support import fairness
 from tests.support.stack import Stack
 
-CASES = (
+CASES: tuple[tuple[str, str | tuple[str, ...], Traffic], ...] = (
     ("another workspace", "bulk", Traffic.LIVE),
     ("marked bulk, same workspace", "default", Traffic.BULK),
+    # The backfill split over ten workspaces (300,000 ops: 30,000 each).
+    ("4: ten workspaces, live in an eleventh", fairness.backfill_workspaces(10), Traffic.LIVE),
 )
 BUDGET_MS = fairness.LINGER_MS + 1000
+
+
+OUTAGE_PROBES = 100
+OUTAGES = (("1: after an outage", False), ("6: after an outage, a worker killed", True))
+
+
+def _outage(tmp: Path, *, ops: int, probes: int, kill_one: bool) -> fairness.Outage:
+    stack = Stack(tmp, **fairness.settings())
+    try:
+        fairness.start(stack, sweeper=False)
+        return fairness.after_outage(stack, ops=ops, probes=probes, kill_one=kill_one)
+    finally:
+        stack.close()
 
 
 def run(tmp: Path, *, quick: bool) -> list[Figure]:
     ops = 100_000 if quick else 300_000
     figures: list[Figure] = []
+    for n, (case, kill_one) in enumerate(OUTAGES):
+        by_itself = _outage(tmp / f"outage-{n}-alone", ops=ops, probes=0, kill_one=kill_one)
+        outage = _outage(tmp / f"outage-{n}", ops=ops, probes=OUTAGE_PROBES, kill_one=kill_one)
+        note = (
+            f"{ops:,}-op backfill through the api while no worker ran (then {outage.live_queue} "
+            f"live and {outage.bulk_queue} bulk triggers waited), {OUTAGE_PROBES} live "
+            f"probes at 5/s from 2 s after the worker, 50 ms upstream, linger "
+            f"{fairness.LINGER_MS} ms"
+        )
+        figures += _figures(case, by_itself.drained, outage.drained, note)
     for n, (case, workspace, traffic) in enumerate(CASES):
+        backfills = 1 if isinstance(workspace, str) else len(workspace)
+        each = ops // backfills
         stack = Stack(tmp / f"fairness-{n}", **fairness.settings())
         try:
-            fairness.start(stack)
-            alone = fairness.drain(stack, workspace, traffic, ops=ops, live=False)
-            shared = fairness.drain(stack, workspace, traffic, ops=ops, live=True)
+            fairness.start(stack, backfills=backfills)
+            alone = fairness.drain(stack, workspace, traffic, ops=each, live=False)
+            shared = fairness.drain(stack, workspace, traffic, ops=each, live=True)
         finally:
             stack.close()
-        probes = len(shared.latencies_ms)
         note = (
-            f"{ops:,}-op backfill, {probes} live probes, 1 worker x 2 processes, "
-            f"50 ms upstream, linger {fairness.LINGER_MS} ms"
+            f"{ops:,}-op backfill, {len(shared.latencies_ms)} live probes, 1 worker x 2 "
+            f"processes, 50 ms upstream, linger {fairness.LINGER_MS} ms"
         )
-        figures += [
-            Figure(
-                f"fairness ({case}): live p99",
-                shared.p99_ms,
-                "ms",
-                "budget linger + 1,000",
-                BUDGET_MS,
-                "<= budget",
-                probes >= 10 and shared.p99_ms <= BUDGET_MS,
-                f"p50 {shared.p50_ms:,.0f} ms; {note}",
-                invert=True,
-            ),
-            Figure(
-                f"fairness ({case}): backfill with live traffic",
-                shared.rate_ops_per_s,
-                "ops/s",
-                "backfill alone",
-                alone.rate_ops_per_s,
-                ">= 0.8x",
-                shared.rate_ops_per_s >= 0.8 * alone.rate_ops_per_s,
-                note,
-            ),
-        ]
+        figures += _figures(case, alone, shared, note)
     return figures
+
+
+def _figures(
+    case: str, alone: fairness.Drained, shared: fairness.Drained, note: str
+) -> list[Figure]:
+    probes = len(shared.latencies_ms)
+    return [
+        Figure(
+            f"fairness ({case}): live p99",
+            shared.p99_ms,
+            "ms",
+            "budget linger + 1,000",
+            BUDGET_MS,
+            "<= budget",
+            probes >= 10 and shared.p99_ms <= BUDGET_MS,
+            f"p50 {shared.p50_ms:,.0f} ms; {note}",
+            invert=True,
+        ),
+        Figure(
+            f"fairness ({case}): backfill with live traffic",
+            shared.rate_ops_per_s,
+            "ops/s",
+            "backfill alone",
+            alone.rate_ops_per_s,
+            ">= 0.8x",
+            shared.rate_ops_per_s >= 0.8 * alone.rate_ops_per_s,
+            note,
+        ),
+    ]

@@ -18,6 +18,7 @@ import typer
 
 from service.config import Settings, Workspace, load_settings
 from service.errors import ConfigError
+from service.triggers import WorkerQueues
 
 # Help is plain text: module docstrings use reStructuredText markup that a terminal shows raw.
 app = typer.Typer(
@@ -97,6 +98,9 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Processes (prefork) or threads")] = 2,
     pool: Annotated[str, typer.Option(help="prefork, solo or threads")] = "prefork",
     log_level: str = "info",
+    queues: Annotated[
+        WorkerQueues, typer.Option(help="all (live first), or live / bulk for split pools")
+    ] = WorkerQueues.ALL,
 ) -> None:
     """Run a Celery worker that drains shards when triggered."""
     from service.metrics.export import use_multiprocess
@@ -115,7 +119,9 @@ def worker(
     celery = create_celery(settings)
     serve_metrics(settings)
     try:
-        celery.worker_main(worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level))
+        celery.worker_main(
+            worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level, queues=queues)
+        )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -17,6 +17,7 @@ live trigger waits for a process at most about one bulk budget.
 from __future__ import annotations
 
 import ssl
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,28 @@ from service.jobs import Lane, Traffic
 DRAIN_TASK = "cioq.drain"
 DRAIN_QUEUE = "cioq.drain"
 BULK_QUEUE = "cioq.drain.bulk"
+
+
+class WorkerQueues(StrEnum):
+    """Which trigger queues a worker consumes (`cioq worker --queues`)."""
+
+    #: Both, live first: the default, and what one pool of workers should run.
+    ALL = "all"
+    #: Live triggers only: a pool of its own for live traffic, when backfills would
+    #: otherwise take the CPU the live drains need (README "Live traffic and bulk traffic").
+    LIVE = "live"
+    #: Bulk triggers only (backlogs and bulk traffic): the other pool of such a split.
+    BULK = "bulk"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if self is WorkerQueues.LIVE:
+            return (DRAIN_QUEUE,)
+        if self is WorkerQueues.BULK:
+            return (BULK_QUEUE,)
+        # Live first: with the "sorted" queue order BRPOP names "cioq.drain" before
+        # "cioq.drain.bulk", so Redis pops a live trigger whenever one waits.
+        return (DRAIN_QUEUE, BULK_QUEUE)
 
 
 def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -25,10 +25,9 @@ from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import (
-    BULK_QUEUE,
-    DRAIN_QUEUE,
     DRAIN_TASK,
     Triggers,
+    WorkerQueues,
     broker_tls,
     celery_config,
 )
@@ -163,13 +162,13 @@ def _drop_stop_flag(**_: Any) -> None:
     stop_flag().unlink(missing_ok=True)
 
 
-def worker_argv(*, concurrency: int, pool: str, loglevel: str) -> list[str]:
+def worker_argv(
+    *, concurrency: int, pool: str, loglevel: str, queues: WorkerQueues = WorkerQueues.ALL
+) -> list[str]:
     """Arguments for `Celery.worker_main`: only drain triggers, no chatter between workers."""
     return [
         "worker",
-        # Live first: with the "sorted" queue order BRPOP names "cioq.drain" before
-        # "cioq.drain.bulk", so Redis pops a live trigger whenever one waits.
-        f"--queues={DRAIN_QUEUE},{BULK_QUEUE}",
+        f"--queues={','.join(queues.names)}",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         f"--loglevel={loglevel}",

@@ -12,7 +12,9 @@ A request is answered only after every one of its parts is stored and confirmed;
 part fails the request fails (503), and its parts that were stored stay stored: a request
 with an id (its Idempotency-Key) left a marker per part, so its retry stores only the
 missing parts. Each request's jobs keep their order. A shard whose trigger marker the
-call took is reported fresh to one request only, so it gets one drain trigger.
+call took is reported fresh to one request only, so it gets one drain trigger; one whose
+head had already waited longer than the marker lives is reported `behind` too (an earlier
+trigger for it is still unserved: its next one goes to the bulk queue, see `Queue`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from service.store.slots import Part, SlotWriter
 #: Jobs one call carries at most (a bigger request goes alone): bounds how long the
 #: scripts of one call hold Redis.
 MAX_GROUP_JOBS = 1000
+#: lua/enqueue.lua's answer when it took the trigger marker of a shard whose head waited
+#: longer than the marker lives.
+MARKER_SET_BEHIND = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,8 @@ class Stored:
     fresh: list[keys.ShardKeys]
     #: The value an earlier try left in its marker (its answer), when one stored a part.
     earlier: bytes | None = None
+    #: Of `fresh`, the shards whose head waited past the trigger marker's life.
+    behind: frozenset[keys.ShardKeys] = frozenset()
 
 
 @dataclass(slots=True)
@@ -187,6 +194,7 @@ def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
     stored: dict[int, list[Job]] = defaultdict(list)
     fresh: dict[int, list[keys.ShardKeys]] = defaultdict(list)
     earlier: dict[int, bytes] = {}
+    behind: set[keys.ShardKeys] = set()
     for (shard, found), result in zip(units.items(), results, strict=True):
         if isinstance(result, BaseException):
             continue
@@ -199,13 +207,20 @@ def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
         ok = [index for index, _ in found if index not in failed]
         if int(result[-1]) and ok:  # else the sweeper triggers it
             fresh[ok[0]].append(shard)
+            if int(result[-1]) == MARKER_SET_BEHIND:
+                behind.add(shard)
     for index, waiter in enumerate(group):
         if waiter.done.done():
             continue
         if index in failed:
             waiter.done.set_exception(failed[index])
         else:
-            waiter.done.set_result(Stored(stored[index], fresh[index], earlier.get(index)))
+            mine = fresh[index]
+            waiter.done.set_result(
+                Stored(
+                    stored[index], mine, earlier.get(index), frozenset(behind.intersection(mine))
+                )
+            )
 
 
 def _failures(units: Units, results: list[Any]) -> dict[int, BaseException]:

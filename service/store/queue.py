@@ -80,7 +80,7 @@ class Queue:
         stored = await self._group_commit.store(workspace, jobs, request_id, traffic, marker)
         metrics.jobs_accepted(workspace, stored.jobs)
         if stored.fresh:
-            await self._trigger(stored.fresh)
+            await self._trigger(stored.fresh, stored.behind)
         return stored
 
     async def replay(self, workspace: str, letters: Sequence[tuple[str, Job]]) -> list[str]:
@@ -179,25 +179,35 @@ class Queue:
             return None
         return _as_bytes(first)
 
-    async def _trigger(self, shards: list[keys.ShardKeys]) -> None:
+    async def _trigger(
+        self, shards: list[keys.ShardKeys], behind: frozenset[keys.ShardKeys] = frozenset()
+    ) -> None:
         if self.triggers is None:
             return
         try:
-            await asyncio.to_thread(self._send_all, shards)
+            await asyncio.to_thread(self._send_all, shards, behind)
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
 
-    def _send_all(self, shards: list[keys.ShardKeys]) -> None:
+    def _send_all(self, shards: list[keys.ShardKeys], behind: frozenset[keys.ShardKeys]) -> None:
+        """One trigger per shard. A shard `behind` (its head outwaited the trigger marker,
+        so an earlier trigger is still unserved: the workers are down or behind) gets its
+        backstop trigger on the bulk queue: while workers were down, writes to a backlog
+        sent one live trigger per shard and marker life, and the live events after the
+        restart waited in the live queue behind all of them (issue 27).
+        """
         assert self.triggers is not None
         linger_s = self.settings.linger_ms / 1000
         for shard in shards:
             # A batch lane's drain would only wait for its batch to fill; a lone send not.
-            countdown_s = 0.0 if shard.lane in UNBATCHED else linger_s
+            late = shard in behind and shard.lane not in UNBATCHED
+            countdown_s = 0.0 if shard.lane in UNBATCHED or late else linger_s
             self.triggers.send(
                 shard.workspace,
                 shard.shard,
                 lane=shard.lane,
                 traffic=shard.traffic,
+                bulk=late,
                 countdown_s=countdown_s,
             )
 

@@ -1,20 +1,26 @@
 """Live traffic beside a backfill, real processes: the scenario the fairness test checks for
 stalls and bench/fairness.py measures. One worker with 2 processes, upstream latency 50 ms,
-linger 200 ms, 32 shards; a backfill written straight into the streams (as if it piled up
-while no worker ran), then drained while 5 live events a second arrive.
+linger 200 ms, 32 shards; a backfill written straight into the streams (in one workspace,
+or split over ten), then drained while 5 live events a second arrive (`drain`). Shapes 1
+and 6 (`after_outage`) ingest the backfill through the API while no worker runs, so the
+triggers it sent wait in the queues when the workers start, as after a real outage.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from service import keys
 from service.jobs import Traffic, shard_for, v2_job
+from service.triggers import BULK_QUEUE, DRAIN_QUEUE
 from tests.support.live import latencies_ms, live_events, percentile
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
@@ -22,6 +28,7 @@ from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 SHARDS = 32
 LINGER_MS = 200
 BULK_SITE, BULK_KEY = "bulk-site", "bulk-api-key"
+BULK_INGEST_KEY = "bulk-ingest-key"
 
 
 @dataclass
@@ -46,21 +53,29 @@ def settings() -> dict[str, Any]:
     return {"sites": {BULK_SITE: BULK_KEY}, "shards": SHARDS, "linger_ms": LINGER_MS}
 
 
-def start(stack: Stack) -> Stack:
-    """A stack built with `settings()`, with a second workspace `bulk`, api and sweeper up."""
+def backfill_workspaces(count: int) -> tuple[str, ...]:
+    """The names of `count` backfill workspaces: `bulk`, then `bulk-1`, `bulk-2`..."""
+    return ("bulk", *(f"bulk-{n}" for n in range(1, count)))
+
+
+def start(stack: Stack, *, sweeper: bool = True, backfills: int = 1) -> Stack:
+    """A stack built with `settings()`, with `backfills` more workspaces (`bulk`, then
+    `bulk-1`...: one Customer.io site for all), api (and sweeper) up."""
     stack.env["CIOQ_WORKSPACES"] = json.dumps(
         [
             {
-                "name": "bulk",
+                "name": name,
                 "site_id": BULK_SITE,
                 "api_key": BULK_KEY,
                 "track_url": stack.sandbox_url,
-                "ingest_keys": "bulk-ingest-key",
+                "ingest_keys": BULK_INGEST_KEY if name == "bulk" else f"{name}-ingest-key",
             }
+            for name in backfill_workspaces(backfills)
         ]
     )
     stack.start_api()
-    stack.start_sweeper()
+    if sweeper:
+        stack.start_sweeper()
     _latency(stack)
     return stack
 
@@ -112,9 +127,14 @@ def _backfill_started(stack: Stack) -> bool:
         return int(sandbox.get("/_sandbox/stats").json()["ops_accepted"]) > 0
 
 
-def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: bool) -> Drained:
-    """Drain the backfill with a fresh worker; with `live`, while probes arrive."""
-    _fill(stack, workspace, traffic, ops)
+def drain(
+    stack: Stack, workspace: str | tuple[str, ...], traffic: Traffic, *, ops: int, live: bool
+) -> Drained:
+    """Drain the backfill (`ops` in each of the workspaces) with a fresh worker; with
+    `live`, while probes arrive."""
+    workspaces = (workspace,) if isinstance(workspace, str) else workspace
+    for name in workspaces:
+        _fill(stack, name, traffic, ops)
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/reset").raise_for_status()
     _latency(stack)
@@ -142,8 +162,8 @@ def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: boo
         prober.start()
     try:
         wait_until(
-            lambda: _backlog(stack, workspace, traffic) == 0,
-            timeout_s=max(600, ops / 200),
+            lambda: sum(_backlog(stack, name, traffic) for name in workspaces) == 0,
+            timeout_s=max(600, len(workspaces) * ops / 200),
             interval_s=0.5,
             what="the backfill drained",
         )
@@ -162,9 +182,149 @@ def drain(stack: Stack, workspace: str, traffic: Traffic, *, ops: int, live: boo
     worker.stop()
     stack.workers.remove(worker)
 
-    site = BULK_SITE if workspace == "bulk" else SITE_ID
+    site = BULK_SITE if workspaces[0].startswith("bulk") else SITE_ID
     return Drained(
         _backfill_rate(stack, site),
         took_s,
         latencies_ms(stack.received_from(SITE_ID), accepted) if live else [],
     )
+
+
+#: The outage shape's backfill: 1,000-op v2 batches of identifies over 5,000 people.
+OUTAGE_BATCH_OPS = 1000
+OUTAGE_PEOPLE = 5000
+#: Live events start this long after the workers (the issue's shape).
+OUTAGE_PROBES_AFTER_S = 2.0
+
+
+@dataclass
+class Outage:
+    """Shape 1: what waited in the trigger queues when the workers came back, and the drain."""
+
+    live_queue: int
+    bulk_queue: int
+    drained: Drained
+    #: Each live probe's accept time (epoch s), by its seq.
+    accepted: dict[int, float]
+
+
+def _ingest(stack: Stack, ops: int) -> None:
+    """The backfill through the API (its triggers and all) while no worker runs."""
+
+    async def post_all() -> None:
+        auth = (BULK_SITE, BULK_INGEST_KEY)
+        async with httpx.AsyncClient(base_url=stack.api_url, auth=auth, timeout=60) as client:
+            gate = asyncio.Semaphore(4)
+
+            async def post(first: int) -> None:
+                batch = [
+                    {
+                        "type": "person",
+                        "action": "identify",
+                        "identifiers": {"id": f"b{n % OUTAGE_PEOPLE}"},
+                        "attributes": {"n": n, "plan": "imported", "source": "outage"},
+                    }
+                    for n in range(first, min(first + OUTAGE_BATCH_OPS, ops))
+                ]
+                async with gate:
+                    r = await client.post("/api/v2/batch", json={"batch": batch})
+                    r.raise_for_status()
+
+            await asyncio.gather(*(post(n) for n in range(0, ops, OUTAGE_BATCH_OPS)))
+
+    asyncio.run(post_all())
+
+
+def _queue_lengths(stack: Stack) -> tuple[int, int]:
+    client = stack.redis.client()
+    lengths = int(client.llen(DRAIN_QUEUE)), int(client.llen(BULK_QUEUE))
+    client.close()
+    return lengths
+
+
+def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False) -> Outage:
+    """Shape 1 on a fresh stack from `start(stack, sweeper=False)`: the workers are down
+    while workspace `bulk` ingests `ops` through the API; then one worker (2 processes) and
+    the sweeper start, and `OUTAGE_PROBES_AFTER_S` later `probes` live events arrive at
+    5/s (none when `probes` is 0: the backfill's rate alone).
+
+    `kill_one` (shape 6): two workers start, and one is SIGKILLed once a third of the
+    backfill is through, so its leases expire while the live events flow.
+    """
+    _ingest(stack, ops)
+    live_queue, bulk_queue = _queue_lengths(stack)
+    with stack.sandbox_client() as sandbox:
+        sandbox.post("/_sandbox/reset").raise_for_status()
+    _latency(stack)
+    sent = itertools.count()
+    accepted: dict[int, float] = {}
+
+    def probe() -> None:
+        accepted.update(
+            asyncio.run(
+                live_events(
+                    stack.api_url,
+                    (SITE_ID, INGEST_KEY),
+                    rate_per_s=5,
+                    keep_going=lambda: next(sent) < probes,
+                )
+            )
+        )
+
+    workers = [stack.start_worker(concurrency=2) for _ in range(2 if kill_one else 1)]
+    stack.start_sweeper()
+    started = time.monotonic()
+    # A loaded machine takes seconds to boot a worker; the shape starts when it consumes.
+    wait_until(
+        lambda: all(" ready." in w.log() for w in workers), timeout_s=120, what="workers ready"
+    )
+    prober = threading.Thread(target=probe)
+    if probes:
+        # The shape's clock, not a wait for work: the live traffic starts 2 s after the workers.
+        time.sleep(OUTAGE_PROBES_AFTER_S)
+        prober.start()
+    try:
+        if kill_one:
+            wait_until(
+                lambda: _backlog(stack, "bulk", Traffic.LIVE) < ops * 2 // 3,
+                timeout_s=max(600, ops / 200),
+                interval_s=0.2,
+                what="a third of the backfill drained",
+            )
+            workers[0].kill()
+            stack.workers.remove(workers[0])
+        wait_until(
+            lambda: _backlog(stack, "bulk", Traffic.LIVE) == 0,
+            timeout_s=max(600, ops / 200),
+            interval_s=0.5,
+            what="the backfill drained",
+        )
+        took_s = time.monotonic() - started
+    finally:
+        if probes:
+            prober.join()
+    if probes:
+        wait_until(
+            lambda: len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted),
+            timeout_s=60,
+            what="every live probe delivered",
+        )
+    for worker in workers[1:] if kill_one else workers:
+        worker.stop()
+        stack.workers.remove(worker)
+    latencies = latencies_ms(stack.received_from(SITE_ID), accepted) if probes else []
+    drained = Drained(_backfill_rate(stack, BULK_SITE), took_s, latencies)
+    return Outage(live_queue, bulk_queue, drained, accepted)
+
+
+def probes_once_in_order(records: list[dict[str, Any]], accepted: dict[int, float]) -> None:
+    """Every accepted live probe reached Customer.io once, each person's in order."""
+    seqs = [
+        int(r["op"]["attributes"]["seq"]) for r in records if r["op"].get("name") == "live-probe"
+    ]
+    assert sorted(seqs) == sorted(accepted), "a live probe was lost or sent twice"
+    by_person: dict[int, list[int]] = {}
+    for seq in seqs:
+        by_person.setdefault(seq % 50, []).append(seq)
+    for person, order in by_person.items():
+        assert order == sorted(order), f"live-{person}'s events arrived out of order: {order}"

@@ -261,8 +261,11 @@ class Drainer:
                 held.survey()
                 # A live drain sends once before it hands a backlog over: if every worker
                 # is busy with live triggers, the bulk queue never runs, and a hand-over
-                # without a send left the lane where it was.
-                if not report.bulk and sent and held.backlog:
+                # without a send left the lane where it was. Not when its head outwaited
+                # the trigger marker: the trigger is a leftover of a time the workers were
+                # down or behind, and after an outage one send per such trigger held the
+                # live events behind them for seconds (issue 27).
+                if not report.bulk and held.backlog and (sent or self._late(held, now_ms)):
                     return report.stop(StopReason.BACKLOG, 0.0)
             if packs:
                 held.gather()
@@ -293,6 +296,11 @@ class Drainer:
                 return report.stop(StopReason(blocked.reason), blocked.retrigger_s)
             held.advance(result.resolved)
             sent, sent_full = True, unit.full
+
+    def _late(self, held: HeldShards, now_ms: int) -> bool:
+        """Whether the primary's head has waited longer than a trigger marker lives."""
+        head = held.buffers[held.primary]
+        return bool(head) and now_ms - head[0].accepted_ms > self.settings.trigger_ttl_ms
 
     def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
         """Release every lease and schedule the triggers the remaining work needs.

@@ -9,7 +9,9 @@
 --       marker value ('0' = no marker; '1' when there is no answer), job count n, then n times: field, payload
 -- The marker keeps the first try's value (its answer), so a retry answers as the first did.
 -- Returns: per request 1 (stored now) or the marker's value (stored by an earlier try),
--- then 1/0: whether the trigger marker was set here.
+-- then whether the trigger marker was set here: 0 no; 1 yes; 2 yes, but the stream's head
+-- has waited longer than the marker lives, so an earlier trigger for it is still unserved
+-- (workers down or behind) and another one is only a backstop, not live traffic.
 local out = {}
 local marker = 2
 local wrote = false
@@ -37,5 +39,13 @@ while i <= #ARGV do
   end
   i = i + 2 * n
 end
-out[#out + 1] = (wrote and redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1])) and 1 or 0
+if not (wrote and redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1])) then
+  out[#out + 1] = 0
+  return out
+end
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local head_ms = tonumber(string.match(head, '^(%d+)'))
+out[#out + 1] = (now_ms - head_ms > tonumber(ARGV[1])) and 2 or 1
 return out

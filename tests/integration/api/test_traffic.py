@@ -3,6 +3,7 @@ whose triggers go to the bulk queue."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -104,3 +105,32 @@ def test_idempotent_bulk_requests_are_stored_as_bulk(url: str, redis_client: red
         )
         assert r.status_code == 200
     assert counts(redis_client) == {Traffic.LIVE: 0, Traffic.BULK: 1}
+
+
+@pytest.mark.parametrize(
+    ("head_age_ms", "bulk_queue"),
+    [
+        (0, False),  # nothing waits: an ordinary live trigger, after the linger
+        (300, False),  # the head waits, but within the marker's life (1,000 ms)
+        (5_000, True),  # an earlier trigger is unserved: workers down or behind
+    ],
+)
+def test_a_shard_whose_head_outwaited_the_trigger_marker_is_triggered_on_the_bulk_queue(
+    url: str,
+    redis_client: redis.Redis,
+    triggers: RecordingTriggers,
+    head_age_ms: int,
+    bulk_queue: bool,
+) -> None:
+    """While no worker drains, a write to a shard sent a live trigger every marker life;
+    after the outage the live events waited in the live queue behind all of them."""
+    if head_age_ms:
+        old_ms = int(time.time() * 1000) - head_age_ms
+        for s in range(4):  # whichever shard the event lands on
+            stream = keys.shard_keys("default", s).stream
+            redis_client.xadd(stream, {"v2": b"{}"}, id=f"{old_ms}-0")
+    r = httpx.post(f"{url}/api/v2/batch", json={"batch": [event(1)]}, auth=AUTH, timeout=10)
+    assert r.status_code == 200
+    [(_, _, countdown_s)] = triggers.sent
+    assert triggers.queues == [(Traffic.LIVE, bulk_queue)]
+    assert countdown_s == (0.0 if bulk_queue else 0.25)

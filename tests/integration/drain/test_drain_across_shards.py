@@ -295,3 +295,21 @@ def test_bulk_jobs_never_share_a_request_with_live_ones(
     report = drainer.drain("default", 0, traffic=Traffic.BULK)
     assert report.stopped == "empty" and report.bulk
     assert sorted(received_ns(sandbox)) == [*range(10), *range(100, 110)]
+
+
+def test_a_live_drain_whose_head_outwaited_the_trigger_marker_hands_over_without_sending(
+    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client, clock: Clock
+) -> None:
+    """A live trigger left from a time no worker ran finds a backlog: it goes to the bulk
+    queue at once. A full request per such trigger held the live events queued behind
+    them for seconds after an outage (issue 27)."""
+    enqueue(redis_client, [op(n, pad="x" * 900) for n in range(800)])  # ~4 full requests
+    clock.offset_s += 2 * settings.trigger_ttl_ms / 1000
+    triggers = RecordingTriggers()
+    drainer = build_drainer(settings, redis_client, clock)
+    drainer.triggers = cast(Triggers, triggers)
+    report = drainer.drain("default", 0)
+    assert report.stopped == "backlog" and report.requests == 0
+    assert requests(sandbox) == []
+    assert triggers.queues and all(queue == (Traffic.LIVE, True) for queue in triggers.queues)
+    assert backlog(redis_client) == 800 and leased(redis_client) == []
