@@ -51,7 +51,8 @@ def commit() -> tuple[str, bool]:
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # The record itself changes with every run: not a change to what is measured.
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
