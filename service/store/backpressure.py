@@ -25,7 +25,7 @@ from service import keys
 from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
 from service.jobs import Traffic
-from service.store.connections import AsyncStore, load_script, store_errors
+from service.store.connections import AsyncStore, lua_source, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,10 @@ class Backpressure:
         self.clock = clock
         self._last: dict[str, Reading | _Failure] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # EVAL with the source, not EVALSHA: a reading is taken twice a second at most, and
+        # it cannot fail with NOSCRIPT after a SCRIPT FLUSH or a failover.
         cluster = isinstance(client, AsyncRedisCluster)
-        self._script = None if cluster else load_script(client, "backlog")
+        self._script = None if cluster else lua_source("backlog")
 
     async def check(self, workspace: str) -> None:
         """Return if `workspace` may take more work; raise Overloaded or StoreUnavailable."""
@@ -137,7 +139,7 @@ class Backpressure:
                     # One script instead of two commands per stream: with three lanes, two
                     # traffic classes and 32 shards that was 384 replies to parse, twice a
                     # second, in the event loop every request of the workspace waited on.
-                    found = await self._script(keys=streams)
+                    found = await self.redis.eval(self._script, len(streams), *streams)
                     entries, oldest_ms, now_ms = (int(v) for v in found)
         except StoreUnavailable as exc:
             failure = _Failure(f"backlog reading failed: {exc}", taken_s)
