@@ -14,6 +14,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
@@ -83,6 +84,8 @@ def main() -> int:
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     started = time.monotonic()
+    # The code measured is the code at the start: a commit made during a long run is not.
+    head, started_at = record.commit(), datetime.now(UTC)
     try:
         for group, measure in measures.items():  # the order of the original run
             if group not in wanted:
@@ -111,7 +114,8 @@ def main() -> int:
     for group, error in errors.items():
         print(f"| {group} | FAILED: {error} |")
     if not args.no_record:
-        record.append(record.rows(figures, errors, mode=mode), args.results)
+        lines = record.rows(figures, errors, mode=mode, now=started_at, head=head)
+        record.append(lines, args.results)
         print(f"\nrecorded in {args.results}; bench/compare compares it with the last run")
     return run_status(figures, errors)
 
