@@ -69,40 +69,61 @@ def _cluster_vs_standalone(tmp: Path, *, quick: bool) -> list[Figure]:
             stack.close()
         cluster.stop()
     return [
-        _ratio("cluster: ingest single-op", single, "req/s", 1),
-        _ratio("cluster: ingest bulk (1,000-op v2 batches)", bulk, "ops/s", 1000),
-        Figure(
-            "cluster: drain, 1 worker process, 0 ms upstream",
-            drained["cluster"]["rate"],
-            "ops/s",
-            "same on one Redis",
-            drained["standalone"]["rate"],
-            "reported",
-            True,
-            f"backlog {total:,} ops, {SHARDS} shards over 3 primaries",
+        # Goals: half the ratios measured on a loaded machine (README "Redis Cluster": 0.78x,
+        # 0.91x, 1.38x), so only a real loss of cluster-mode ingest or drain misses them.
+        _ratio("cluster: ingest single-op", single, "req/s", 1, 0.4),
+        _ratio("cluster: ingest bulk (1,000-op v2 batches)", bulk, "ops/s", 1000, 0.45),
+        _ratio_goal(
+            Figure(
+                "cluster: drain, 1 worker process, 0 ms upstream",
+                drained["cluster"]["rate"],
+                "ops/s",
+                "same on one Redis",
+                drained["standalone"]["rate"],
+                "",
+                False,
+                f"backlog {total:,} ops, {SHARDS} shards over 3 primaries",
+            ),
+            0.8,
         ),
     ]
 
 
-def _ratio(name: str, found: dict[str, LoadResult], unit: str, per: int) -> Figure:
+def _ratio(name: str, found: dict[str, LoadResult], unit: str, per: int, least: float) -> Figure:
     on, off = found["cluster"], found["standalone"]
-    return Figure(
+    figure = Figure(
         name,
         on.rate_per_s * per,
         unit,
         "same on one Redis",
         off.rate_per_s * per,
-        "reported",
-        True,
+        "",
+        False,
         f"p99 {on.percentile_s(0.99) * 1000:.1f} ms vs {off.percentile_s(0.99) * 1000:.1f} ms",
     )
+    return _ratio_goal(figure, least)
+
+
+def _ratio_goal(figure: Figure, least: float) -> Figure:
+    figure.goal = f"ratio >= {least:.2f}x"
+    figure.met = figure.ratio >= least
+    return figure
 
 
 def _empty(stack: BenchStack) -> None:
-    """Drop what the ingest rounds stored, so the drain starts from its own backlog."""
+    """Drop what the ingest rounds stored, so the drain starts from its own backlog.
+
+    The broker too: on a cluster stack it is the stack's own Redis, not the store, and
+    the ingest rounds left drain triggers in it. Left there, they started the worker
+    draining the moment it came up, before the figure's clock did, so the whole backlog
+    was gone by its first look and the figure read 0 ops/s.
+    """
     client = stack.client()
     if isinstance(client, redis.RedisCluster):
         client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+        broker = stack.redis.client()
+        broker.flushall()
+        broker.close()
     else:
         client.flushall()
     client.close()
@@ -136,8 +157,10 @@ def _levels(tmp: Path, *, quick: bool) -> list[Figure]:
             "ms",
             "write",
             base.percentile_s(0.5) * 1000,
-            "reported",
-            True,
+            # One fsync wait and/or replica round trip per request (README 2.8 / 6.6 /
+            # 5.7 ms p50): ten times write's p50 means each request waits for more.
+            "<= 10x write's p50",
+            found[level].percentile_s(0.5) <= 10 * base.percentile_s(0.5),
             f"p99 {found[level].percentile_s(0.99) * 1000:.2f} ms vs "
             f"{base.percentile_s(0.99) * 1000:.2f} ms",
             invert=True,
@@ -173,7 +196,8 @@ def _memory(tmp: Path) -> Figure:
         "B",
         "payload",
         payload,
-        "reported",
-        True,
+        # README's sizing table says ~590 B for a 512-B op: stream overhead, not copies.
+        "<= 2x payload",
+        per_job <= 2 * payload,
         f"{stored:,} jobs over {SHARDS} shards; ~{1e9 / per_job / 1e6:.2f} M jobs per GB",
     )

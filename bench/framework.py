@@ -31,8 +31,9 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             "req/s",
             "same ingest on Starlette",
             single["starlette"].rate_per_s,
-            "reported",
-            True,
+            # The reason service/web/http.py is not Starlette: it must stay ahead of it.
+            "ratio >= 1.0x",
+            single["cioq"].rate_per_s >= single["starlette"].rate_per_s,
             f"p99 {single['cioq'].percentile_s(0.99) * 1000:.1f} ms vs "
             f"{single['starlette'].percentile_s(0.99) * 1000:.1f} ms",
         ),
@@ -42,7 +43,8 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             "ops/s",
             "same ingest on Starlette",
             bulk["starlette"].rate_per_s * OPS_PER_BATCH,
-            "reported",
-            True,
+            # Bulk time is parse and store, the same in both: the layer may not cost more.
+            "ratio >= 0.9x",
+            bulk["cioq"].rate_per_s >= 0.9 * bulk["starlette"].rate_per_s,
         ),
     ]

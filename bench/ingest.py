@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from bench.figures import Figure
-from bench.loadgen import LoadResult, build_request, run_load
+from bench.loadgen import LoadResult, build_request, cpu_seconds, run_load
 from bench.stack import AUTH_HEADER, BenchStack
 
 PAD = "p" * 330  # ops of ~500 bytes once stored
@@ -52,26 +52,44 @@ def _bulk(port: int, ops_per_body: int) -> Any:
 
 
 def _best_of(
-    ports: dict[str, int], make: Any, *, connections: int, duration_s: float, rounds: int
+    ports: dict[str, int],
+    make: Any,
+    *,
+    connections: int,
+    duration_s: float,
+    rounds: int,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, LoadResult]:
     """Each server's best round; rounds alternate between servers so noise hits both."""
     loads = {name: (port, make(port)) for name, port in ports.items()}
-    return best_rounds(loads, connections=connections, duration_s=duration_s, rounds=rounds)
+    return best_rounds(
+        loads, connections=connections, duration_s=duration_s, rounds=rounds, pids=pids
+    )
 
 
 def best_rounds(
-    loads: dict[str, tuple[int, Any]], *, connections: int, duration_s: float, rounds: int
+    loads: dict[str, tuple[int, Any]],
+    *,
+    connections: int,
+    duration_s: float,
+    rounds: int,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, LoadResult]:
     """Each load's best round (a load: a port and its request maker); rounds alternate
-    between the loads so noise hits all of them."""
+    between the loads so noise hits all of them. With `pids`, each result also has the
+    CPU its server process spent in that round."""
     for port, maker in loads.values():  # warm-up
         asyncio.run(run_load(port, maker, connections=connections, duration_s=1.0))
     found: dict[str, list[LoadResult]] = {name: [] for name in loads}
     for _ in range(rounds):
         for name, (port, maker) in loads.items():
+            pid = (pids or {}).get(name)
+            cpu_before_s = cpu_seconds(pid) if pid else 0.0
             result = asyncio.run(
                 run_load(port, maker, connections=connections, duration_s=duration_s)
             )
+            if pid:
+                result.cpu_s = cpu_seconds(pid) - cpu_before_s
             if result.errors:
                 raise RuntimeError(f"{name} answered errors: {result.statuses}")
             found[name].append(result)
@@ -83,18 +101,21 @@ OPS_PER_BATCH = 1000
 
 
 def measure(
-    ports: dict[str, int], *, quick: bool
+    ports: dict[str, int], *, quick: bool, pids: dict[str, int] | None = None
 ) -> tuple[dict[str, LoadResult], dict[str, LoadResult]]:
     """Each server's best single-op (16 connections) and bulk (2 connections) result."""
     duration_s = 3.0 if quick else 10.0
     rounds = 2 if quick else 3
-    single = _best_of(ports, _single, connections=16, duration_s=duration_s, rounds=rounds)
+    single = _best_of(
+        ports, _single, connections=16, duration_s=duration_s, rounds=rounds, pids=pids
+    )
     bulk = _best_of(
         ports,
         lambda port: _bulk(port, OPS_PER_BATCH),
         connections=2,
         duration_s=duration_s,
         rounds=rounds,
+        pids=pids,
     )
     return single, bulk
 
@@ -103,8 +124,11 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
     stack = BenchStack(tmp / "ingest")
     try:
         stack.start_sandbox()
-        ports = {"bare": stack.start_bare_app(), "cioq": stack.start_api()}
-        single, bulk = measure(ports, quick=quick)
+        ports = {"bare": stack.start_bare_app()}
+        pids = {"bare": stack.procs[-1].pid}
+        ports["cioq"] = stack.start_api()
+        pids["cioq"] = stack.procs[-1].pid
+        single, bulk = measure(ports, quick=quick, pids=pids)
     finally:
         stack.close()
     ops = OPS_PER_BATCH
@@ -117,10 +141,24 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             "req/s",
             "bare ASGI+XADD",
             single["bare"].rate_per_s,
-            "ratio >= 0.8x",
-            single_ratio >= 0.8,
+            # Group commit shares one Lua call among the requests that arrive together,
+            # so ingest must beat an app that sends one XADD per request (issue 29).
+            "ratio >= 1.2x",
+            single_ratio >= 1.2,
             f"p99 {single['cioq'].percentile_s(0.99) * 1000:.1f} ms vs "
             f"{single['bare'].percentile_s(0.99) * 1000:.1f} ms",
+        ),
+        Figure(
+            "ingest single-op, server CPU per request",
+            single["cioq"].cpu_per_request_us,
+            "µs",
+            "bare ASGI+XADD",
+            single["bare"].cpu_per_request_us,
+            "ratio >= 1.2x less",
+            single["cioq"].cpu_per_request_us * 1.2 <= single["bare"].cpu_per_request_us,
+            "the api process's user+system CPU over its best round (steadier than req/s "
+            "on a shared machine)",
+            invert=True,
         ),
         Figure(
             "ingest bulk (1,000-op v2 batches)",
@@ -128,7 +166,9 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             "ops/s",
             "bare ASGI+XADD",
             bulk["bare"].rate_per_s * ops,
-            ">= 50,000 ops/s",
-            cioq_bulk >= 50_000,
+            "ratio >= 1.0x",
+            cioq_bulk >= bulk["bare"].rate_per_s * ops,
+            f"server CPU {bulk['cioq'].cpu_per_request_us / ops:.1f} µs/op vs "
+            f"{bulk['bare'].cpu_per_request_us / ops:.1f} µs/op",
         ),
     ]

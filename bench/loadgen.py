@@ -8,9 +8,11 @@ use it the same way.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -20,16 +22,29 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
+    #: CPU the server process spent during the load (when the caller measured it).
+    cpu_s: float = 0.0
 
     @property
     def rate_per_s(self) -> float:
         return self.requests / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def cpu_per_request_us(self) -> float:
+        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
 
     def percentile_s(self, q: float) -> float:
         ordered = sorted(self.latencies_s)
         if not ordered:
             return 0.0
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far: unlike req/s, it barely moves when other
+    work shares the cores, so it compares two servers on a loaded machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def build_request(

@@ -183,9 +183,28 @@ def _reason_label(reason: str) -> str:
     return "other"
 
 
+# Every ingest request looks its metrics' children up: prometheus_client's `labels()`
+# (label checks, str conversions, a lock) cost more than the increments. The label values
+# are bounded (routes x statuses, workspaces x lanes x op types), as the children are.
+@cache
+def _ingest_children(route: str, status: int) -> tuple[Counter, Histogram]:
+    return INGEST_REQUESTS.labels(route, str(status)), INGEST_DURATION.labels(route)
+
+
+@cache
+def _accepted(workspace: str, lane: Lane, op_type: str) -> Counter:
+    return JOBS_ACCEPTED.labels(workspace, lane, op_type)
+
+
+@cache
+def _accepted_activity(lane: Lane) -> str:
+    return activity_name(lane, "accepted")
+
+
 def observe_ingest(route: str, status: int, duration_s: float) -> None:
-    INGEST_REQUESTS.labels(route, str(status)).inc()
-    INGEST_DURATION.labels(route).observe(duration_s)
+    requests, duration = _ingest_children(route, status)
+    requests.inc()
+    duration.observe(duration_s)
 
 
 def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
@@ -195,10 +214,10 @@ def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
         counts[key] = counts.get(key, 0) + 1
     per_lane: dict[Lane, int] = {}
     for (lane, op_type), count in counts.items():
-        JOBS_ACCEPTED.labels(workspace, lane, op_type).inc(count)
+        _accepted(workspace, lane, op_type).inc(count)
         per_lane[lane] = per_lane.get(lane, 0) + count
     for lane, count in per_lane.items():
-        TALLY.add(workspace, activity_name(lane, "accepted"), count)
+        TALLY.add(workspace, _accepted_activity(lane), count)
 
 
 def upstream_request(

@@ -15,6 +15,7 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.errors import Overloaded
+from service.jobs import Lane, Traffic
 from service.lanes.registry import clients as lane_clients
 from service.store.backpressure import Backpressure, Reading
 from service.store.dead_letters import DeadLetterStore
@@ -91,6 +92,37 @@ def test_reading_is_cached_for_the_refresh_period(
         return outcomes
 
     assert asyncio.run(run()) == ["ok", "ok", "backlog.entries"]
+
+
+def test_reading_counts_every_lane_and_traffic_class(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    """The one-call reading sums every lane's live and bulk streams and finds the oldest
+    entry among them (ids carry their time)."""
+    settings = make_settings(
+        shards=SHARDS, backlog_refresh_ms=0, cdp_api_key="cdp", app_api_key="app"
+    )
+    placed = [
+        (keys.shard_keys("default", 0, Lane.TRACK, Traffic.LIVE).stream, 3),
+        (keys.shard_keys("default", 1, Lane.PIPELINES, Traffic.BULK).stream, 2),
+        (keys.shard_keys("default", 1, Lane.APP, Traffic.LIVE).stream, 1),
+    ]
+    old_ms = int(redis_client.time()[0]) * 1000 - 120_000
+    redis_client.xadd(placed[1][0], {"o": b"{}"}, id=f"{old_ms}-0")
+    for stream, count in placed:
+        for _ in range(count):
+            redis_client.xadd(stream, {"o": b"{}"})
+
+    async def read() -> Reading:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            return await Backpressure(client, settings).reading("default")
+        finally:
+            await client.aclose()
+
+    reading = asyncio.run(read())
+    assert reading.entries == 7
+    assert 119 <= reading.oldest_age_s <= 180
 
 
 def test_oldest_entry_age_over_the_mark_is_refused(
