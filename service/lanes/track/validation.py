@@ -405,7 +405,12 @@ def drop_unknown(op: object) -> object:
     relationships = out.get("cio_relationships")
     if isinstance(relationships, list):
         related = _PERSON_IDS if kind == "object" else _OBJECT_IDS
-        out["cio_relationships"] = [_known_relationship(e, related) for e in relationships]
+        # An entry naming nothing to relate is dropped, as it relates nothing.
+        out["cio_relationships"] = [
+            _known_relationship(e, related)
+            for e in relationships
+            if not (isinstance(e, dict) and e.get("identifiers") is None)
+        ]
     return out
 
 
