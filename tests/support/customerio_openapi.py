@@ -89,16 +89,34 @@ def run(
     mode: GenerationMode,
     examples: int,
     seed_value: int,
+) -> Tally:
+    """Send ``examples`` generated cases of every operation of a Customer.io document."""
+    return run_document(
+        load(which),
+        base_url + PREFIXES[which],
+        "Basic " + base64.b64encode(f"site:{key}".encode()).decode(),
+        mode=mode,
+        examples=examples,
+        seed_value=seed_value,
+    )
+
+
+def run_document(
+    document: dict[str, Any],
+    prefix: str,
+    auth: str,
+    *,
+    mode: GenerationMode,
+    examples: int,
+    seed_value: int,
     on_answer: Callable[[str, Any, httpx.Response], None] | None = None,
 ) -> Tally:
-    """Send ``examples`` generated cases of every operation of the document to cioq."""
-    schema = schemathesis.openapi.from_dict(load(which))
-    auth = "Basic " + base64.b64encode(f"site:{key}".encode()).decode()
+    """Send ``examples`` generated cases of every operation of `document` to ``prefix``."""
+    schema = schemathesis.openapi.from_dict(document)
     tally = Tally()
-    prefix = base_url + PREFIXES[which]
     with httpx.Client(timeout=30) as http:
         for result in schema.get_all_operations():
-            operation = result.ok()
+            operation = result.ok()  # type: ignore[union-attr]
 
             @seed(seed_value)
             @settings(

@@ -97,7 +97,13 @@ def _identifiers(kind: str, body: dict[str, Any], strict: bool) -> list[FieldErr
         ]
     name = present[0]
     value = ident[name]
-    if not _is_id(value) or (strict and name == "email" and "@" not in str(value)):
+    # Customer.io: an id "cannot be an empty string"; blank and '@'-less are cioq's checks.
+    given = _is_id(value) if strict else value != "" and isinstance(value, str | int)
+    if (
+        not given
+        or isinstance(value, bool)
+        or (strict and name == "email" and "@" not in str(value))
+    ):
         rule = "email" if name == "email" else "type"
         text = "an email address" if name == "email" else "a non-empty string or integer"
         return [FieldError(f"identifiers.{name}", rule, f"identifiers.{name} must be {text}")]
@@ -336,7 +342,9 @@ def _recipient_list(name: str, value: Any, strict: bool) -> list[FieldError]:
         ]
     for i, item in enumerate(value):
         where = f"{name}[{i}]"
-        if name == "ids" and not (_is_id(item) or (not strict and isinstance(item, str))):
+        # JSON Schema's integer includes 169.0; only strict asks for the integer spelling.
+        loose = isinstance(item, str) or (isinstance(item, float) and item.is_integer())
+        if name == "ids" and not (_is_id(item) or (not strict and loose)):
             return [FieldError(where, "type", "ids must be non-empty strings or integers")]
         if name == "emails" and not (isinstance(item, str) and ("@" in item or not strict)):
             return [FieldError(where, "email", "emails must be email addresses")]

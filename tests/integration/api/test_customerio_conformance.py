@@ -56,6 +56,8 @@ EXCEPTIONS = {
     ("object_type_id", "required"),
     ("identifier", "required"),
     ("object_id", "max_bytes"),  # ID limits, 150 bytes
+    ("identifiers", "required"),  # "id attribute must be present"
+    ("identifiers", "one_identifier"),
     ("id", "max_bytes"),
     ("action", "required"),  # v1 cio_relationships {action, relationships}
     ("relationships", "required"),
