@@ -12,8 +12,9 @@ Every rule is Customer.io's (docs/validation-rules.md, with its evidence) unless
   Free-form bags (``attributes``, ``relationship_attributes``, ``device.attributes``)
   take any key either way.
 * Strict only: event ``id`` must be a ULID; ``cio_relationships`` of add/delete
-  relationships and identify_anonymous must not be empty; ``device.token`` must not be
-  empty.
+  relationships and identify_anonymous must not be empty, and identify_anonymous must
+  name its people; ``device.token`` must not be empty; timestamps must not look like
+  milliseconds or fall before 1970, nor be spelled as decimals.
 
 Choices where Customer.io's documentation is silent:
 
@@ -26,7 +27,7 @@ Choices where Customer.io's documentation is silent:
   batch cannot count a push metric twice.
 * Object ``identify_anonymous`` takes its people as
   ``cio_relationships[].identifiers.anonymous_id`` (the schema) or a top-level
-  ``anonymous_id`` (Customer.io's own example); at least one is required.
+  ``anonymous_id`` (Customer.io's own example).
 * The serialized size of an op is not checked here: the caller serializes the op once
   to store it and passes those bytes to `op_size_error`.
 """
@@ -254,7 +255,7 @@ def _object_identify_anonymous(
     _object_common(op, p, limits, errors)
     if "anonymous_id" in op:
         check_string(op["anonymous_id"], p + "anonymous_id", errors, max_bytes=limits.max_id_bytes)
-    if "cio_relationships" not in op and "anonymous_id" not in op:
+    if "cio_relationships" not in op and "anonymous_id" not in op and limits.strict:
         message = f"{p}cio_relationships (the anonymous people to relate) is required"
         errors.append(FieldError(p + "cio_relationships", "required", message))
     elif "cio_relationships" in op:

@@ -393,6 +393,7 @@ STRICT_ONLY = frozenset(
         "device-last-used-ms",
         "relationships-empty",
         "delivery-id-not-ulid",
+        "anonymous-nobody",
     }
 )
 STRICT = Limits(strict=True)
