@@ -24,6 +24,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from service.api.app import create_app
 from service.config import Settings
+from service.jobs import Lane
 from tests.support import customerio_openapi as oracle
 from tests.support.drain import build_drainer, dlq
 from tests.support.http_server import serve_in_thread
@@ -101,7 +102,12 @@ def test_conforming_requests_are_accepted_and_reach_customerio(
     client: httpx.Client,
 ) -> None:
     print(f"seed {seed_value} (CIOQ_CONFORMANCE_SEED={seed_value} replays it)")
-    settings = make_settings(track_url=sandbox_url, cdp_api_key="cdp-key", bulk_drain_budget_s=60)
+    settings = make_settings(
+        track_url=sandbox_url,
+        cdp_url=sandbox_url,
+        cdp_api_key="dev-cdp-key",
+        bulk_drain_budget_s=60,
+    )
     with serve_in_thread(create_app(settings, triggers=triggers)) as url:
         tally = oracle.run(
             which,
@@ -121,11 +127,12 @@ def test_conforming_requests_are_accepted_and_reach_customerio(
     ]
     assert outside == []
     assert sum(tally.accepted.values()) > 0
-    if which == "track":
-        drainer = build_drainer(settings, redis_client)
-        for shard in range(settings.shards):
-            assert drainer.drain("default", shard, bulk=True).stopped == "empty"
-        assert dlq(redis_client) == []
+    lane = Lane.TRACK if which == "track" else Lane.PIPELINES
+    drainer = build_drainer(settings, redis_client)
+    for shard in range(settings.shards):
+        assert drainer.drain("default", shard, lane, bulk=True).stopped == "empty"
+    assert dlq(redis_client) == []
+    assert client.get("/_sandbox/received", params={"limit": 1}).json()["records"]
 
 
 @pytest.mark.parametrize("which", ["track", "pipelines"])
