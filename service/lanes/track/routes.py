@@ -89,8 +89,8 @@ class Ingest:
         ]
 
     async def identify(self, req: Request, ws: Workspace) -> Response:
-        op = translate.identify(req.params[0], _object(req.json()), limits=self._limits(ws))
-        return await self._store_ops(req, ws, [op])
+        ops = translate.identify_ops(req.params[0], _object(req.json()), limits=self._limits(ws))
+        return await self._store_ops(req, ws, ops)
 
     async def delete(self, req: Request, ws: Workspace) -> Response:
         return await self._store_ops(

@@ -7,8 +7,9 @@ naming the field as the producer sent it (``data``, ``device.id``, ``_timestamp`
 Choices where Customer.io's documentation is silent:
 
 * Identify with ``cio_relationships.action: delete_relationships`` becomes a person
-  ``delete_relationships`` op if that is the whole body, and is refused otherwise:
-  one call stays one op.
+  ``delete_relationships`` op. With other fields it becomes two ops, the identify and
+  then the delete, both of the person's shard (`identify_ops`); a strict workspace
+  refuses it instead, keeping one call one op.
 * An integer ``id`` in an identify body (the Ruby SDK sends what it is given) becomes
   its decimal string, as v2 identifiers are strings.
 * Unknown keys of translated bodies are dropped, as Customer.io drops them (refused
@@ -158,6 +159,26 @@ def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) 
     if relationships is not None:
         op["cio_relationships"] = relationships
     return finish_op(op, errors, _IDENTIFY_RENAMES, limits)
+
+
+def identify_ops(
+    identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
+) -> list[dict[str, Any]]:
+    """``PUT /customers/{identifier}`` → its v2 op, or identify then delete_relationships."""
+    data = body_object(body)
+    relationships = data.get("cio_relationships")
+    if (
+        limits.strict
+        or len(data) < 2
+        or not isinstance(relationships, dict)
+        or relationships.get("action") != "delete_relationships"
+    ):
+        return [identify(identifier, data, limits=limits)]
+    rest = {k: v for k, v in data.items() if k != "cio_relationships"}
+    return [
+        identify(identifier, rest, limits=limits),
+        identify(identifier, {"cio_relationships": relationships}, limits=limits),
+    ]
 
 
 def _v1_relationships(

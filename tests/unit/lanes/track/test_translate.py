@@ -631,3 +631,16 @@ def test_ensure_event_id(
         assert is_ulid(out["id"]) and {k: v for k, v in out.items() if k != "id"} == before
     else:
         assert out == before
+
+
+def test_identify_with_delete_relationships_and_attributes_is_two_ops() -> None:
+    """Drop-in: the identify, then the delete, as Customer.io does both; strict: refused."""
+    rel = {"action": "delete_relationships", "relationships": [{"identifiers": OBJ}]}
+    first, second = translate.identify_ops("1", {"plan": "pro", "cio_relationships": rel})
+    assert (first["action"], first["attributes"]) == ("identify", {"plan": "pro"})
+    assert (second["action"], second["cio_relationships"]) == (
+        "delete_relationships",
+        [{"identifiers": OBJ}],
+    )
+    with pytest.raises(InvalidRequest):
+        translate.identify_ops("1", {"plan": "pro", "cio_relationships": rel}, limits=STRICT)
