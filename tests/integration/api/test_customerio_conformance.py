@@ -125,6 +125,7 @@ def test_conforming_requests_are_accepted_and_reach_customerio(
         for label, _, body, answer in tally.refused
         if body is not None and not _excepted(answer)
     ]
+    print("examples per operation:", dict(tally.calls), "accepted:", dict(tally.accepted))
     assert outside == []
     assert sum(tally.accepted.values()) > 0
     lane = Lane.TRACK if which == "track" else Lane.PIPELINES

@@ -85,6 +85,7 @@ def test_conforming_sends_and_triggers_are_accepted_and_stored(
             and all((e["field"], e["rule"]) in EXCEPTIONS for e in answer["errors"])
         )
     ]
+    print("examples per operation:", dict(tally.calls), "accepted:", dict(tally.accepted))
     assert outside == []
     assert all(tally.accepted.values()) and len(tally.accepted) == 4
     assert _stored(redis_client) == sum(tally.accepted.values())
