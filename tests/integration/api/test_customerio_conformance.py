@@ -56,10 +56,10 @@ EXCEPTIONS = {
     ("object_type_id", "format"),  # "a string holding an integer, starting at 1"
     ("object_type_id", "required"),
     ("identifier", "required"),
-    ("object_id", "max_bytes"),  # ID limits, 150 bytes
+    ("*", "max_bytes"),  # ID, attribute, event and op limits (TRACK §2)
+    ("*", "max_items"),
     ("identifiers", "required"),  # "id attribute must be present"
     ("identifiers", "one_identifier"),
-    ("id", "max_bytes"),
     ("action", "required"),  # v1 cio_relationships {action, relationships}
     ("relationships", "required"),
     ("groupId", "required"),  # group call
@@ -76,7 +76,14 @@ EXCEPTIONS = {
 }
 
 
+#: Customer.io's documented size and count limits, whatever field they fall on (an
+#: attribute's name is the last part of its path).
+LIMIT_RULES = {"max_bytes", "max_items"}
+
+
 def _exception_key(field: str, rule: str) -> tuple[str, str]:
+    if rule in LIMIT_RULES:
+        return ("*", rule)
     last = field.split(".")[-1]
     if last.startswith("ids["):
         last = "ids[]"
