@@ -41,7 +41,9 @@ def _get(call: dict[str, Any], dotted: str) -> Any:
 
 
 def _present(value: Any) -> bool:
-    return value is not None and value != ""
+    # An empty string is a string, as the document's ``type: string`` has it; Customer.io
+    # states no refusal of one (docs/validation-rules.md).
+    return value is not None
 
 
 def _type_problem(call: dict[str, Any], kind: str) -> str | None:

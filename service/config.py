@@ -78,6 +78,10 @@ class Workspace(BaseModel):
     #: Resend a send whose outcome is unknown (read timeout, reset, 500/502/504): MAY
     #: DELIVER TWICE. Off by default: such sends go to the dead letters as ``ambiguous``.
     app_resend_ambiguous: bool = False
+    #: cioq's checks beyond Customer.io's (docs/validation-rules.md "Opt-in strictness"):
+    #: refuse at ingest what Customer.io would silently drop or has no stated rule for.
+    #: Off by default, so a conforming call Customer.io takes is taken here too.
+    strict_validation: bool = False
 
     @field_validator("name")
     @classmethod
@@ -176,6 +180,8 @@ class Settings(BaseSettings):
     app_api_key: SecretStr | None = None
     app_url: str | None = None
     app_resend_ambiguous: bool = False
+    # cioq's checks beyond Customer.io's, for the default workspace (docs/validation-rules.md).
+    strict_validation: bool = False
     ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
     bulk_ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     workspaces_json: str | None = Field(
@@ -358,6 +364,7 @@ class Settings(BaseSettings):
             app_api_key=self.app_api_key,
             app_url=self.app_url,
             app_resend_ambiguous=self.app_resend_ambiguous,
+            strict_validation=self.strict_validation,
         )
         extra = _load_workspaces(self.workspaces_json)
         found = (default, *extra) if not any(w.name == "default" for w in extra) else extra

@@ -72,7 +72,7 @@ class AppIngest:
         async def handle(req: Request, ws: Workspace) -> Response:
             require_app_key(ws)
             body = req.json()
-            errors = validate_send(kind, body)
+            errors = validate_send(kind, body, strict=ws.strict_validation)
             if errors:
                 raise InvalidRequest(errors)
             job_id = new_event_id()
@@ -114,7 +114,7 @@ class AppIngest:
         body: Any,
         errors: list[FieldError],
     ) -> Response:
-        errors = errors + validate_trigger(body)
+        errors = errors + validate_trigger(body, strict=ws.strict_validation)
         if errors or broadcast_id is None:
             raise InvalidRequest(errors)
         job_id = new_event_id()

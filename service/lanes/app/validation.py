@@ -5,14 +5,20 @@ Pure: a body in, a list of `FieldError`s out (empty when valid). Sources: refere
 A send Customer.io would refuse with 400 is refused here instead, before it is queued:
 past this point a send is never sent twice, so it should fail where the producer sees it.
 
+Every default rule has its evidence in docs/validation-rules.md. With ``strict`` (the
+workspace's ``strict_validation``) cioq's extra checks apply too: ``identifiers`` on an
+email send and only id/email/cio_id keys in it, an ``@`` in an email identifier, in
+``to``/``cc``/``bcc`` and in trigger ``emails``, template-less emails with body, subject
+and from, no ``to`` on kinds that take none, non-empty trigger ``ids``, an http(s)
+``data_file_url``. Without it, such a body is forwarded as sent: Customer.io ignores
+what it does not read.
+
 Choices where the documentation leaves room:
 
 * sizes are read as 1000-byte units (1 MB payload, 2 MB attachments), the strictest;
 * the payload limit is measured on the body as sent, without ``attachments``;
 * attachments are measured decoded (their size as files); they must be valid base64;
-* ``to`` may be Liquid (``{{customer.phone}}``), which only Customer.io can resolve;
-* ``identifiers`` is required on every kind, email included (the official clients
-  always send it, and a message must belong to a person).
+* ``to`` may be Liquid (``{{customer.phone}}``), which only Customer.io can resolve.
 """
 
 from __future__ import annotations
@@ -60,15 +66,18 @@ def _is_id(value: Any) -> bool:
     return (isinstance(value, str) and value.strip() != "") or isinstance(value, int)
 
 
-def _identifiers(body: dict[str, Any]) -> list[FieldError]:
+def _identifiers(kind: str, body: dict[str, Any], strict: bool) -> list[FieldError]:
     ident = body.get("identifiers")
     if ident is None:
+        # sendEmail requires only `to`; the other kinds require identifiers.
+        if kind == "email" and not strict:
+            return []
         return [FieldError("identifiers", "required", "identifiers is required")]
     if not isinstance(ident, dict):
         return [FieldError("identifiers", "type", "identifiers must be an object")]
     present = [name for name in IDENTIFIER_NAMES if name in ident]
     unknown = sorted(set(ident) - set(IDENTIFIER_NAMES))
-    if unknown:
+    if unknown and strict:
         return [
             FieldError(
                 f"identifiers.{unknown[0]}",
@@ -88,16 +97,24 @@ def _identifiers(body: dict[str, Any]) -> list[FieldError]:
         ]
     name = present[0]
     value = ident[name]
-    if not _is_id(value) or (name == "email" and "@" not in str(value)):
+    # Customer.io: an id "cannot be an empty string"; blank and '@'-less are cioq's checks.
+    given = _is_id(value) if strict else value != "" and isinstance(value, str | int)
+    if (
+        not given
+        or isinstance(value, bool)
+        or (strict and name == "email" and "@" not in str(value))
+    ):
         rule = "email" if name == "email" else "type"
         text = "an email address" if name == "email" else "a non-empty string or integer"
         return [FieldError(f"identifiers.{name}", rule, f"identifiers.{name} must be {text}")]
     return []
 
 
-def _message_id(kind: str, body: dict[str, Any]) -> list[FieldError]:
+def _message_id(kind: str, body: dict[str, Any], strict: bool) -> list[FieldError]:
     value = body.get("transactional_message_id")
     if value is None:
+        if kind == "email" and not strict:
+            return []  # metrics roll up under id 1; Customer.io states no content rule
         if kind != "email":
             return [
                 FieldError(
@@ -146,7 +163,7 @@ def _addresses(value: Any) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
-def _email(body: dict[str, Any]) -> list[FieldError]:
+def _email(body: dict[str, Any], strict: bool) -> list[FieldError]:
     errors: list[FieldError] = []
     total = 0
     for name in ("to", "cc", "bcc"):
@@ -159,7 +176,7 @@ def _email(body: dict[str, Any]) -> list[FieldError]:
             continue
         for address in _addresses(value):
             total += 1
-            if not _ADDRESS.search(address) and not _LIQUID.search(address):
+            if strict and not _ADDRESS.search(address) and not _LIQUID.search(address):
                 errors.append(
                     FieldError(name, "email", f"{name} holds {address!r}, not an email address")
                 )
@@ -202,14 +219,16 @@ def _attachments(value: Any) -> list[FieldError]:
     return []
 
 
-def _to(kind: str, body: dict[str, Any]) -> list[FieldError]:
+def _to(kind: str, body: dict[str, Any], strict: bool) -> list[FieldError]:
     value = body.get("to")
     if value is None:
         if _TO_REQUIRED.get(kind):
             return [FieldError("to", "required", f"to is required for {kind}")]
         return []
     if kind not in _TO_REQUIRED:
-        return [FieldError("to", "not_allowed", f"{kind} messages take no to")]
+        if strict:
+            return [FieldError("to", "not_allowed", f"{kind} messages take no to")]
+        return []
     if not isinstance(value, str) or not value.strip():
         return [FieldError("to", "type", "to must be a non-empty string")]
     if kind in ("sms", "whatsapp") and not (_E164.match(value) or _LIQUID.search(value)):
@@ -217,14 +236,18 @@ def _to(kind: str, body: dict[str, Any]) -> list[FieldError]:
     return []
 
 
-def validate_send(kind: str, body: Any, *, now_s: float | None = None) -> list[FieldError]:
+def validate_send(
+    kind: str, body: Any, *, now_s: float | None = None, strict: bool = False
+) -> list[FieldError]:
     """Every broken rule of a ``POST /v1/send/<kind>`` body."""
     if not isinstance(body, dict):
         return [FieldError("body", "type", "the body must be a JSON object")]
     now = time.time() if now_s is None else now_s
-    errors = _identifiers(body) + _message_id(kind, body) + _to(kind, body)
+    errors = (
+        _identifiers(kind, body, strict) + _message_id(kind, body, strict) + _to(kind, body, strict)
+    )
     if kind == "email":
-        errors += _email(body)
+        errors += _email(body, strict)
     errors += _send_at(body, now)
     for name in ("message_data", "custom_data", "custom_payload", "custom_device"):
         if name in body and not isinstance(body[name], dict):
@@ -256,7 +279,7 @@ def broadcast_id_of(value: Any, field: str) -> tuple[int | None, list[FieldError
     return value, []
 
 
-def validate_trigger(body: Any) -> list[FieldError]:
+def validate_trigger(body: Any, *, strict: bool = False) -> list[FieldError]:
     """Every broken rule of a ``POST /v1/campaigns/{id}/triggers`` body."""
     if body is None:
         return []
@@ -287,9 +310,11 @@ def validate_trigger(body: Any) -> list[FieldError]:
             )
         )
     for name in ("ids", "emails", "per_user_data"):
-        errors += _recipient_list(name, body.get(name))
+        errors += _recipient_list(name, body.get(name), strict)
     url = body.get("data_file_url")
-    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+    if url is not None and not isinstance(url, str):
+        errors.append(FieldError("data_file_url", "type", "data_file_url must be a string"))
+    elif strict and url is not None and not url.startswith(("http://", "https://")):
         errors.append(FieldError("data_file_url", "url", "data_file_url must be an http(s) URL"))
     recipients = body.get("recipients")
     if recipients is not None and not isinstance(recipients, dict):
@@ -300,7 +325,7 @@ def validate_trigger(body: Any) -> list[FieldError]:
     return errors
 
 
-def _recipient_list(name: str, value: Any) -> list[FieldError]:
+def _recipient_list(name: str, value: Any, strict: bool) -> list[FieldError]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -317,9 +342,11 @@ def _recipient_list(name: str, value: Any) -> list[FieldError]:
         ]
     for i, item in enumerate(value):
         where = f"{name}[{i}]"
-        if name == "ids" and not _is_id(item):
+        # JSON Schema's integer includes 169.0; only strict asks for the integer spelling.
+        loose = isinstance(item, str) or (isinstance(item, float) and item.is_integer())
+        if name == "ids" and not (_is_id(item) or (not strict and loose)):
             return [FieldError(where, "type", "ids must be non-empty strings or integers")]
-        if name == "emails" and not (isinstance(item, str) and "@" in item):
+        if name == "emails" and not (isinstance(item, str) and ("@" in item or not strict)):
             return [FieldError(where, "email", "emails must be email addresses")]
         if name == "per_user_data":
             if not isinstance(item, dict) or sum(k in item for k in ("id", "email")) != 1:

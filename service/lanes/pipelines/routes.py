@@ -59,7 +59,7 @@ class PipelinesIngest:
         async def handle(req: Request, ws: Workspace) -> Response:
             _require_key(ws)
             call = req.json()
-            errors = validate_call(call, call_type=kind)
+            errors = validate_call(call, call_type=kind, strict=ws.strict_validation)
             if errors:
                 raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
             return await self._store(req, ws, [{**call, "type": kind}], batch=False)
@@ -70,6 +70,8 @@ class PipelinesIngest:
         _require_key(ws)
         body = req.json()
         calls = body.get("batch") if isinstance(body, dict) else None
+        if not ws.strict_validation and isinstance(body, dict) and calls in (None, []):
+            return OK  # the document makes batch optional: nothing to do, nothing queued
         if not isinstance(calls, list) or not calls:
             raise InvalidRequest.of("batch", "required", "batch must be a non-empty list of calls")
         errors: list[FieldError] = []
@@ -77,7 +79,10 @@ class PipelinesIngest:
             if name in body and not isinstance(body[name], dict):
                 errors.append(FieldError(name, "type", f"{name} must be an object"))
         for i, call in enumerate(calls):
-            errors.extend(validate_call(call, call_type=None, where=f"batch[{i}]"))
+            where = f"batch[{i}]"
+            errors.extend(
+                validate_call(call, call_type=None, where=where, strict=ws.strict_validation)
+            )
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
         if errors:

@@ -63,9 +63,8 @@ def batch_schema() -> Schema:
     }
     return {
         "type": "object",
-        "required": ["batch"],
         "properties": {
-            "batch": {"type": "array", "items": item, "minItems": 1},
+            "batch": {"type": "array", "items": item, "description": "none is a no-op"},
             "context": {**_OBJ, "description": "copied into every call (a call's own keys win)"},
             "integrations": _OBJ,
         },

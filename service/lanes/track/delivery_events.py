@@ -3,6 +3,10 @@
 * A metric becomes a delivery event only if ``recipient`` is shaped like a push token:
   the body does not name its channel, and an email open must not count as a push
   open. Metrics with ``reason``, ``href`` or other keys stay on v1, which keeps them.
+* A push event lacking (or with an empty) ``delivery_id``, ``event`` or ``device_id``
+  has no v2 form; Customer.io's document makes all four optional, so, unless the
+  workspace is strict, it is forwarded to v1 unchanged (unknown keys dropped) after
+  `check_push_v1`.
 * Push events and metrics put ``timestamp`` at the op's top level, as person events
   do, and get an ``id`` like every event.
 """
@@ -29,6 +33,7 @@ from service.lanes.track.validation_rules import (
 V1_METRICS = (*DELIVERY_METRICS, "bounced", "clicked", "deferred", "dropped", "spammed")
 
 _PUSH_FIELDS = frozenset({"delivery_id", "event", "device_id", "timestamp"})
+_PUSH_REQUIRED_V2 = ("delivery_id", "event", "device_id")
 _METRIC_V2_FIELDS = frozenset({"delivery_id", "metric", "recipient", "timestamp"})
 _METRIC_TEXT_FIELDS = ("reason", "href", "action_name", "action_value")
 _DELIVERY_ID = ("identifiers.id", "delivery_id")
@@ -52,11 +57,34 @@ def _delivery(
     return finish_op(op, errors, renames, limits)
 
 
-def push_event(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """``POST /push/events`` → delivery event (``device_id`` → ``attributes.device_token``)."""
+def push_event(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
+    """``POST /push/events`` → delivery event (``device_id`` → ``attributes.device_token``).
+
+    None when v1 must carry it: the caller checks it with `check_push_v1`.
+    """
     data = body_object(body)
-    errors = unknown_fields(data, _PUSH_FIELDS, "", "a v1 push event")
-    return _delivery(data, "event", "device_id", errors, limits)
+    if limits.strict:
+        errors = unknown_fields(data, _PUSH_FIELDS, "", "a v1 push event")
+        return _delivery(data, "event", "device_id", errors, limits)
+    if not all(isinstance(data.get(k), str) and data[k] for k in _PUSH_REQUIRED_V2):
+        return None
+    return _delivery(data, "event", "device_id", [], limits)
+
+
+def check_push_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The push event body forwarded to v1: known keys only, each of its documented type."""
+    data = {k: v for k, v in body_object(body).items() if k in _PUSH_FIELDS}
+    errors: list[FieldError] = []
+    for key in ("delivery_id", "device_id"):
+        if key in data and not isinstance(data[key], str):
+            errors.append(wrong_type(key, "a string", data[key]))
+    if "event" in data and data["event"] not in DELIVERY_METRICS:
+        errors.append(invalid("event", data["event"], "a string", DELIVERY_METRICS))
+    if "timestamp" in data:
+        check_seconds(data["timestamp"], "timestamp", errors, strict=limits.strict)
+    if errors:
+        raise InvalidRequest(errors)
+    return data
 
 
 def metric(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any] | None:
@@ -83,7 +111,7 @@ def check_metric_v1(body: object, *, limits: Limits = DEFAULT_LIMITS) -> None:
     if name not in V1_METRICS:
         errors.append(invalid("metric", name, "a string", V1_METRICS))
     if "timestamp" in data:
-        check_seconds(data["timestamp"], "timestamp", errors)
+        check_seconds(data["timestamp"], "timestamp", errors, strict=limits.strict)
     if "recipient" in data and type(data["recipient"]) not in (str, int):
         errors.append(wrong_type("recipient", "a string (a number for SMS)", data["recipient"]))
     for key in _METRIC_TEXT_FIELDS:

@@ -3,7 +3,8 @@
 Every number is a byte or item count from Customer.io's Track API reference ("payload
 size limits" and the v2 operation descriptions). Byte limits count UTF-8 bytes, not
 characters. Ingest builds its own `Limits` so that ``max_op_bytes`` follows the
-``CIOQ_MAX_OP_BYTES`` setting; everything else keeps Customer.io's numbers.
+``CIOQ_MAX_OP_BYTES`` setting; everything else keeps Customer.io's numbers;
+``strict`` follows the workspace.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class Limits:
     max_segment_ids: int = 1000
     #: All attributes of one object or relationship together: names plus values.
     max_object_attrs_bytes: int = 100_000
+    #: cioq's opt-in checks beyond Customer.io's (the workspace's ``strict_validation``;
+    #: docs/validation-rules.md): unknown fields refused rather than dropped, event ids
+    #: held to ULIDs, and the other rules Customer.io states no refusal for.
+    strict: bool = False
 
 
 DEFAULT_LIMITS = Limits()

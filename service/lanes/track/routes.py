@@ -15,7 +15,7 @@ from service.errors import FieldError, InvalidRequest
 from service.jobs import Job, v1_job, v2_job
 from service.lanes.track import delivery_events, translate
 from service.lanes.track.limits import Limits
-from service.lanes.track.validation import op_size_error, validate_op
+from service.lanes.track.validation import drop_unknown, op_size_error, validate_op
 from service.store.queue import Queue
 from service.web import idempotency
 from service.web.http import OK, Request, Response, Route, json_response
@@ -48,8 +48,12 @@ class Ingest:
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.queue = queue
         self.idempotency = idempotency.Idempotency(queue, settings)
-        self.limits = Limits(max_op_bytes=settings.max_op_bytes)
+        self.loose_limits = Limits(max_op_bytes=settings.max_op_bytes)
+        self.strict_limits = Limits(max_op_bytes=settings.max_op_bytes, strict=True)
         self.stamp_timestamps = settings.stamp_timestamps
+
+    def _limits(self, ws: Workspace) -> Limits:
+        return self.strict_limits if ws.strict_validation else self.loose_limits
 
     def routes(self) -> list[Route]:
         c = ("api", "v1", "customers", "{id}")
@@ -85,39 +89,41 @@ class Ingest:
         ]
 
     async def identify(self, req: Request, ws: Workspace) -> Response:
-        op = translate.identify(req.params[0], _object(req.json()), limits=self.limits)
-        return await self._store_ops(req, ws, [op])
+        ops = translate.identify_ops(req.params[0], _object(req.json()), limits=self._limits(ws))
+        return await self._store_ops(req, ws, ops)
 
     async def delete(self, req: Request, ws: Workspace) -> Response:
-        return await self._store_ops(req, ws, [translate.delete(req.params[0], limits=self.limits)])
+        return await self._store_ops(
+            req, ws, [translate.delete(req.params[0], limits=self._limits(ws))]
+        )
 
     async def track(self, req: Request, ws: Workspace) -> Response:
-        op = translate.track(req.params[0], _object(req.json()), limits=self.limits)
+        op = translate.track(req.params[0], _object(req.json()), limits=self._limits(ws))
         return await self._store_ops(req, ws, [op])
 
     async def add_device(self, req: Request, ws: Workspace) -> Response:
-        op = translate.add_device(req.params[0], _object(req.json()), limits=self.limits)
+        op = translate.add_device(req.params[0], _object(req.json()), limits=self._limits(ws))
         return await self._store_ops(req, ws, [op])
 
     async def delete_device(self, req: Request, ws: Workspace) -> Response:
-        op = translate.delete_device(req.params[0], req.params[1], limits=self.limits)
+        op = translate.delete_device(req.params[0], req.params[1], limits=self._limits(ws))
         return await self._store_ops(req, ws, [op])
 
     async def suppress(self, req: Request, ws: Workspace) -> Response:
         return await self._store_ops(
-            req, ws, [translate.suppress(req.params[0], limits=self.limits)]
+            req, ws, [translate.suppress(req.params[0], limits=self._limits(ws))]
         )
 
     async def unsuppress(self, req: Request, ws: Workspace) -> Response:
-        op = translate.unsuppress(req.params[0], limits=self.limits)
+        op = translate.unsuppress(req.params[0], limits=self._limits(ws))
         return await self._store_ops(req, ws, [op])
 
     async def track_anonymous(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
-        op = translate.track_anonymous(body, limits=self.limits)
+        op = translate.track_anonymous(body, limits=self._limits(ws))
         if op is not None:
             return await self._store_ops(req, ws, [op])
-        translate.check_anonymous_v1(body, limits=self.limits)
+        translate.check_anonymous_v1(body, limits=self._limits(ws))
         recipient = body.get("data", {}).get("recipient", "") if isinstance(body, dict) else ""
         job = v1_job(
             "POST", "/api/v1/events", body, route=f"invite:{recipient}", op_type="invite_event"
@@ -125,12 +131,12 @@ class Ingest:
         return await self._store_jobs(req, ws, [job])
 
     async def merge(self, req: Request, ws: Workspace) -> Response:
-        op = translate.merge(_object(req.json()), limits=self.limits)
+        op = translate.merge(_object(req.json()), limits=self._limits(ws))
         return await self._store_ops(req, ws, [op])
 
     async def segment(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
-        translate.segment_ids(body, limits=self.limits)
+        translate.segment_ids(body, limits=self._limits(ws))
         action = req.segments[-1]
         job = v1_job(
             "POST",
@@ -157,7 +163,9 @@ class Ingest:
 
     async def unsubscribe(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
-        if not isinstance(body.get("unsubscribe"), bool):
+        value = body.get("unsubscribe")
+        # The document makes it optional; a strict workspace wants it said.
+        if not isinstance(value, bool) and (value is not None or ws.strict_validation):
             raise InvalidRequest.of("unsubscribe", "required", "unsubscribe must be true or false")
         job = v1_job(
             "POST",
@@ -169,15 +177,26 @@ class Ingest:
         return await self._store_jobs(req, ws, [job])
 
     async def push_event(self, req: Request, ws: Workspace) -> Response:
-        op = delivery_events.push_event(_object(req.json()), limits=self.limits)
-        return await self._store_ops(req, ws, [op])
+        body = _object(req.json())
+        op = delivery_events.push_event(body, limits=self._limits(ws))
+        if op is not None:
+            return await self._store_ops(req, ws, [op])
+        data = delivery_events.check_push_v1(body, limits=self._limits(ws))
+        job = v1_job(
+            "POST",
+            "/api/v1/push/events",
+            data,
+            route=f"delivery:{data.get('delivery_id')}",
+            op_type="push_event",
+        )
+        return await self._store_jobs(req, ws, [job])
 
     async def metric(self, req: Request, ws: Workspace) -> Response:
         body = _object(req.json())
-        op = delivery_events.metric(body, limits=self.limits)
+        op = delivery_events.metric(body, limits=self._limits(ws))
         if op is not None:
             return await self._store_ops(req, ws, [op])
-        delivery_events.check_metric_v1(body, limits=self.limits)
+        delivery_events.check_metric_v1(body, limits=self._limits(ws))
         job = v1_job(
             "POST",
             "/api/v1/metrics",
@@ -198,22 +217,26 @@ class Ingest:
         )
 
     async def entity(self, req: Request, ws: Workspace) -> Response:
-        op = req.json()
-        errors = validate_op(op, where="", limits=self.limits)
-        if errors:
+        op = req.json() if ws.strict_validation else drop_unknown(req.json())
+        errors = validate_op(op, where="", limits=self._limits(ws))
+        if errors or not isinstance(op, dict):
             raise InvalidRequest(errors[:MAX_REPORTED_ERRORS])
         return await self._store_ops(req, ws, [translate.ensure_event_id(op)])
 
     async def batch(self, req: Request, ws: Workspace) -> Response:
         body = req.json()
         ops = body.get("batch") if isinstance(body, dict) else None
+        if not ws.strict_validation and isinstance(body, dict) and ops in (None, []):
+            return OK  # the document makes batch optional: nothing to do, nothing queued
         if not isinstance(ops, list) or not ops:
             raise InvalidRequest.of(
                 "batch", "required", "batch must be a non-empty list of operations"
             )
+        if not ws.strict_validation:
+            ops = [drop_unknown(op) for op in ops]
         errors: list[FieldError] = []
         for i, op in enumerate(ops):
-            errors.extend(validate_op(op, where=f"batch[{i}]", limits=self.limits))
+            errors.extend(validate_op(op, where=f"batch[{i}]", limits=self._limits(ws)))
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
         if errors:
@@ -231,7 +254,7 @@ class Ingest:
         for i, op in enumerate(ops):
             job = v2_job(stamp_timestamp(op, now_s) if self.stamp_timestamps else op)
             label = f"batch[{i}]" if batch else ""
-            error = op_size_error(job.payload, where=label, limits=self.limits)
+            error = op_size_error(job.payload, where=label, limits=self._limits(ws))
             if error is not None:
                 errors.append(error)
             jobs.append(job)

@@ -43,8 +43,9 @@ SCHEMAS: dict[str, Schema] = {
     },
 }
 
+# A push event lacking one of these is forwarded to v1 as sent (docs/validation-rules.md).
 _DELIVERY_EVENT = obj(
-    ("delivery_id", "event", "device_id"),
+    (),
     delivery_id=STR,
     event={"enum": ["opened", "converted", "delivered"]},
     device_id=STR,
@@ -110,10 +111,12 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "v1.unsubscribe": Operation(
         "Unsubscribe from a delivery (forwarded to v1)",
-        obj(("unsubscribe",), unsubscribe={"type": "boolean"}),
+        obj((), unsubscribe={"type": "boolean"}),
         True,
     ),
-    "v1.push_event": Operation("Report a push event (v2 delivery event)", _DELIVERY_EVENT, True),
+    "v1.push_event": Operation(
+        "Report a push event (v2 delivery event when complete)", _DELIVERY_EVENT, True
+    ),
     "v1.metric": Operation("Report a delivery metric", _METRIC, True),
     "v1.region": Operation(
         "The caller's region: url is this cioq, not Customer.io",
@@ -127,8 +130,8 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "v2.entity": Operation("One v2 operation", ref("V2Operation"), True),
     "v2.batch": Operation(
-        "v2 operations; bodies past 500 kB are accepted and re-packed",
-        obj(("batch",), batch={"type": "array", "items": ref("V2Operation"), "minItems": 1}),
+        "v2 operations; bodies past 500 kB are accepted and re-packed; none is a no-op",
+        obj((), batch={"type": "array", "items": ref("V2Operation")}),
         True,
     ),
 }

@@ -7,12 +7,15 @@ naming the field as the producer sent it (``data``, ``device.id``, ``_timestamp`
 Choices where Customer.io's documentation is silent:
 
 * Identify with ``cio_relationships.action: delete_relationships`` becomes a person
-  ``delete_relationships`` op if that is the whole body, and is refused otherwise:
-  one call stays one op.
+  ``delete_relationships`` op. With other fields it becomes two ops, the identify and
+  then the delete, both of the person's shard (`identify_ops`); a strict workspace
+  refuses it instead, keeping one call one op.
 * An integer ``id`` in an identify body (the Ruby SDK sends what it is given) becomes
   its decimal string, as v2 identifiers are strings.
-* Unknown keys of translated bodies are refused, as the v2 op has no place for them;
-  bodies forwarded to v1 unchanged (invites, metrics, segments) keep theirs.
+* Unknown keys of translated bodies are dropped, as Customer.io drops them (refused
+  when ``limits.strict``); bodies forwarded to v1 unchanged (invites, metrics,
+  segments) keep theirs. A v1 device's top-level extras that are not strings, numbers
+  or booleans cannot become device attributes and are dropped (refused when strict).
 * Device attributes, in ``device.attributes`` or (as the SDKs send them) at the
   device's top level, become strings: ``"true"``/``"false"``, decimal numbers.
   ``device.attributes`` wins a clash.
@@ -22,12 +25,12 @@ Choices where Customer.io's documentation is silent:
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from service.errors import FieldError, InvalidRequest
 from service.jobs import new_event_id
 from service.lanes.track.limits import DEFAULT_LIMITS, Limits
-from service.lanes.track.validation import validate_op
+from service.lanes.track.validation import drop_unknown, validate_op
 from service.lanes.track.validation_rules import (
     EVENT_TYPES,
     check_event_fields,
@@ -85,6 +88,8 @@ def finish_op(
     op: dict[str, Any], errors: list[FieldError], renames: Renames, limits: Limits
 ) -> dict[str, Any]:
     """`op` once it validates; else InvalidRequest with v1 names for every error."""
+    if not limits.strict:
+        op = cast(dict[str, Any], drop_unknown(op))
     found = validate_op(op, limits=limits)
     if found:
         errors = errors + [_renamed(e, renames) for e in found]
@@ -128,7 +133,7 @@ def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) 
     data = body_object(body)
     errors: list[FieldError] = []
     rel_action, relationships = (
-        _v1_relationships(data["cio_relationships"], errors)
+        _v1_relationships(data["cio_relationships"], errors, strict=limits.strict)
         if "cio_relationships" in data
         else (None, None)
     )
@@ -156,14 +161,36 @@ def identify(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS) 
     return finish_op(op, errors, _IDENTIFY_RENAMES, limits)
 
 
-def _v1_relationships(value: object, errors: list[FieldError]) -> tuple[str | None, object]:
+def identify_ops(
+    identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
+) -> list[dict[str, Any]]:
+    """``PUT /customers/{identifier}`` → its v2 op, or identify then delete_relationships."""
+    data = body_object(body)
+    relationships = data.get("cio_relationships")
+    if (
+        limits.strict
+        or len(data) < 2
+        or not isinstance(relationships, dict)
+        or relationships.get("action") != "delete_relationships"
+    ):
+        return [identify(identifier, data, limits=limits)]
+    rest = {k: v for k, v in data.items() if k != "cio_relationships"}
+    return [
+        identify(identifier, rest, limits=limits),
+        identify(identifier, {"cio_relationships": relationships}, limits=limits),
+    ]
+
+
+def _v1_relationships(
+    value: object, errors: list[FieldError], *, strict: bool
+) -> tuple[str | None, object]:
     """The action and relationship list of v1 ``cio_relationships``; None where broken."""
     if not isinstance(value, dict):
         errors.append(wrong_type("cio_relationships", "an object {action, relationships}", value))
         return None, None
-    errors.extend(
-        unknown_fields(value, ("action", "relationships"), "cio_relationships", "cio_relationships")
-    )
+    if strict:
+        fields = ("action", "relationships")
+        errors.extend(unknown_fields(value, fields, "cio_relationships", "cio_relationships"))
     action = value.get("action")
     if action not in RELATIONSHIP_ACTIONS:
         path = "cio_relationships.action"
@@ -195,7 +222,7 @@ def _event(identifiers: dict[str, Any], data: dict[str, Any], limits: Limits) ->
     allowed = _ANONYMOUS_FIELDS if anonymous else _TRACK_FIELDS
     renames = _ANONYMOUS_RENAMES if anonymous else _EVENT_RENAMES
     errors: list[FieldError] = []
-    if not allowed.issuperset(data):
+    if limits.strict and not allowed.issuperset(data):
         errors.extend(unknown_fields(data, allowed, "", "a v1 event", hints=_V1_HINTS))
     action = _event_type(data, errors)
     op: dict[str, Any] = {
@@ -257,7 +284,11 @@ def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
     """``PUT /customers/{identifier}/devices`` → person add_device (``device.id`` → ``token``)."""
     op = _person_op("add_device", identifier, limits)
     data = body_object(body)
-    errors = unknown_fields(data, ("device",), "", "a v1 add_device body", hints=_V1_HINTS)
+    errors = (
+        unknown_fields(data, ("device",), "", "a v1 add_device body", hints=_V1_HINTS)
+        if limits.strict
+        else []
+    )
     device = data.get("device")
     if not isinstance(device, dict):
         errors.append(invalid("device", device, "an object"))
@@ -274,6 +305,8 @@ def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
     for key, value in device.items():
         if key in _DEVICE_FIELDS or key in explicit:
             continue
+        if not limits.strict and (key == "token" or not _is_scalar(value)):
+            continue
         if key == "token":
             message = "device.token is not a v1 device field; v1 sends the token as device.id"
             errors.append(FieldError("device.token", "unknown_field", message))
@@ -285,6 +318,10 @@ def add_device(identifier: str, body: object, *, limits: Limits = DEFAULT_LIMITS
         v2_device["attributes"] = attributes
     op["device"] = v2_device
     return finish_op(op, errors, tuple(renames), limits)
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float)  # bool is an int
 
 
 def _device_string(value: object) -> object:
@@ -308,7 +345,11 @@ def delete_device(
 def merge(body: object, *, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """``POST /merge_customers`` → person merge (same ``primary``/``secondary``)."""
     data = body_object(body)
-    errors = unknown_fields(data, ("primary", "secondary"), "", "a v1 merge body")
+    errors = (
+        unknown_fields(data, ("primary", "secondary"), "", "a v1 merge body")
+        if limits.strict
+        else []
+    )
     op = {"type": "person", "action": "merge"} | {k: data.get(k) for k in ("primary", "secondary")}
     return finish_op(op, errors, (), limits)
 

@@ -3,13 +3,21 @@
 Pure: an operation in, a list of `FieldError`s out (empty when it is valid). Field
 paths are dotted and prefixed with ``where`` (``batch[3].identifiers.id``).
 
+Every rule is Customer.io's (docs/validation-rules.md, with its evidence) unless
+``limits.strict`` (the workspace's ``strict_validation``) turns on cioq's extra checks:
+
+* Unknown fields (top level, ``device``, relationship entries, identifier objects) are
+  dropped by `drop_unknown`, as Customer.io drops them; strict refuses them
+  (``unknown_field``): ``data`` instead of ``attributes`` loses the event data.
+  Free-form bags (``attributes``, ``relationship_attributes``, ``device.attributes``)
+  take any key either way.
+* Strict only: event ``id`` must be a ULID; ``cio_relationships`` of add/delete
+  relationships and identify_anonymous must not be empty, and identify_anonymous must
+  name its people; ``device.token`` must not be empty; timestamps must not look like
+  milliseconds or fall before 1970, nor be spelled as decimals.
+
 Choices where Customer.io's documentation is silent:
 
-* Unknown top-level fields are refused (``unknown_field``), as are unknown fields of
-  a ``device`` or a relationship entry: Customer.io would drop them without a word
-  (``data`` instead of ``attributes`` loses the event data; ``identifier`` instead of
-  ``identifiers`` loses the person). Free-form bags (``attributes``,
-  ``relationship_attributes``, ``device.attributes``) take any key.
 * A missing or null required field is ``required``; an optional field sent as null is
   refused like any other wrong type, since the op is forwarded as it is.
 * Person events, pages and screens also take ``{"anonymous_id": ...}`` as their one
@@ -19,9 +27,7 @@ Choices where Customer.io's documentation is silent:
   batch cannot count a push metric twice.
 * Object ``identify_anonymous`` takes its people as
   ``cio_relationships[].identifiers.anonymous_id`` (the schema) or a top-level
-  ``anonymous_id`` (Customer.io's own example); at least one is required.
-* ``cio_relationships`` may be empty under ``identify``, where it is optional, but
-  must hold at least one entry for ``add_relationships``/``delete_relationships``.
+  ``anonymous_id`` (Customer.io's own example).
 * The serialized size of an op is not checked here: the caller serializes the op once
   to store it and passes those bytes to `op_size_error`.
 """
@@ -42,11 +48,11 @@ from service.lanes.track.validation_rules import (
     PERSON_REF_KEYS,
     check_attributes,
     check_event_fields,
+    check_event_id,
     check_object_identifiers,
     check_person_identifiers,
     check_seconds,
     check_string,
-    check_ulid,
     invalid,
     key_path,
     not_one_of,
@@ -79,7 +85,9 @@ _PLATFORMS = ("ios", "android")
 _PUSH_ENABLED = ("true", "false")
 
 
-def _check_device(value: object, path: str, errors: list[FieldError], *, full: bool) -> None:
+def _check_device(
+    value: object, path: str, errors: list[FieldError], *, full: bool, strict: bool
+) -> None:
     """An add_device ``device`` (``full``) or a delete_device one (token only)."""
     if not isinstance(value, dict):
         errors.append(invalid(path, value, "an object"))
@@ -87,14 +95,16 @@ def _check_device(value: object, path: str, errors: list[FieldError], *, full: b
     allowed = _DEVICE_FIELDS if full else ("token",)
     if not all(key in allowed for key in value):
         errors.extend(unknown_fields(value, allowed, path, "a device"))
-    check_string(value.get("token"), f"{path}.token", errors)
+    token = value.get("token")
+    if strict or token != "":
+        check_string(token, f"{path}.token", errors)
     if not full:
         return
     platform = value.get("platform")
     if platform not in _PLATFORMS:
         errors.append(invalid(f"{path}.platform", platform, "a string", _PLATFORMS))
     if "last_used" in value:
-        check_seconds(value["last_used"], f"{path}.last_used", errors)
+        check_seconds(value["last_used"], f"{path}.last_used", errors, strict=strict)
     if "attributes" in value:
         _check_device_attributes(value["attributes"], f"{path}.attributes", errors)
 
@@ -129,7 +139,7 @@ def _check_relationships(
     if not isinstance(value, list):
         errors.append(invalid(path, value, "an array"))
         return
-    if not value and not allow_empty:
+    if not value and not allow_empty and limits.strict:
         message = f"{path} must hold at least one relationship"
         errors.append(FieldError(path, "min_items", message, 1, 0))
         return
@@ -163,7 +173,7 @@ def _person_identify(op: dict[str, Any], p: str, limits: Limits, errors: list[Fi
         if isinstance(attrs, dict) and not isinstance(attrs.get("_update", False), bool):
             errors.append(wrong_type(p + "attributes._update", "true or false", attrs["_update"]))
     if "timestamp" in op:
-        check_seconds(op["timestamp"], p + "timestamp", errors)
+        check_seconds(op["timestamp"], p + "timestamp", errors, strict=limits.strict)
     if "cio_relationships" in op:
         _check_relationships(
             op["cio_relationships"],
@@ -203,14 +213,14 @@ def _person_add_device(
     op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
 ) -> None:
     check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
-    _check_device(op.get("device"), p + "device", errors, full=True)
+    _check_device(op.get("device"), p + "device", errors, full=True, strict=limits.strict)
 
 
 def _person_delete_device(
     op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]
 ) -> None:
     check_person_identifiers(op.get("identifiers"), p + "identifiers", PERSON_KEYS, limits, errors)
-    _check_device(op.get("device"), p + "device", errors, full=False)
+    _check_device(op.get("device"), p + "device", errors, full=False, strict=limits.strict)
 
 
 def _person_merge(op: dict[str, Any], p: str, limits: Limits, errors: list[FieldError]) -> None:
@@ -245,7 +255,7 @@ def _object_identify_anonymous(
     _object_common(op, p, limits, errors)
     if "anonymous_id" in op:
         check_string(op["anonymous_id"], p + "anonymous_id", errors, max_bytes=limits.max_id_bytes)
-    if "cio_relationships" not in op and "anonymous_id" not in op:
+    if "cio_relationships" not in op and "anonymous_id" not in op and limits.strict:
         message = f"{p}cio_relationships (the anonymous people to relate) is required"
         errors.append(FieldError(p + "cio_relationships", "required", message))
     elif "cio_relationships" in op:
@@ -288,9 +298,9 @@ def _delivery_event(op: dict[str, Any], p: str, limits: Limits, errors: list[Fie
     else:
         errors.append(invalid(p + "attributes", attrs, "an object"))
     if "id" in op:
-        check_ulid(op["id"], p + "id", errors)
+        check_event_id(op["id"], p + "id", limits, errors)
     if "timestamp" in op:
-        check_seconds(op["timestamp"], p + "timestamp", errors)
+        check_seconds(op["timestamp"], p + "timestamp", errors, strict=limits.strict)
 
 
 def _action(check: Check, *fields: str) -> _Action:
@@ -341,6 +351,70 @@ ACTIONS_BY_TYPE: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The identifier keys Customer.io reads, by the kind of thing identified.
+_PERSON_IDS = frozenset(PERSON_EVENT_KEYS)
+_OBJECT_IDS = frozenset(("object_type_id", "object_id", "cio_object_id"))
+_DELIVERY_IDS = frozenset(("id",))
+
+
+def _spec(op: dict[str, Any]) -> _Action | None:
+    kind = op.get("type")
+    action = op.get("action")
+    if isinstance(kind, str) and isinstance(action, str):
+        return _ACTIONS.get((kind, action))
+    return None
+
+
+def _known_ids(value: object, keys: frozenset[str]) -> object:
+    """An identifiers object without unknown keys; unchanged if nothing known is left."""
+    if not isinstance(value, dict) or keys.issuperset(value):
+        return value
+    known = {k: v for k, v in value.items() if k in keys}
+    return known or value
+
+
+def _known_relationship(entry: object, keys: frozenset[str]) -> object:
+    if not isinstance(entry, dict):
+        return entry
+    out = {k: v for k, v in entry.items() if k in _RELATIONSHIP_FIELDS}
+    if "identifiers" in out:
+        out["identifiers"] = _known_ids(out["identifiers"], keys)
+    return out
+
+
+def drop_unknown(op: object) -> object:
+    """`op` without the fields Customer.io would drop, for a workspace that is not strict.
+
+    Only an op whose ``type``/``action`` name an operation is changed; what is left is
+    judged by `validate_op` as sent.
+    """
+    if not isinstance(op, dict):
+        return op
+    spec = _spec(op)
+    if spec is None:
+        return op
+    out = {k: v for k, v in op.items() if k in spec.fields}
+    kind = op["type"]
+    own = _OBJECT_IDS if kind == "object" else _DELIVERY_IDS if kind == "delivery" else _PERSON_IDS
+    for side in ("identifiers", "primary", "secondary"):
+        if side in out:
+            out[side] = _known_ids(out[side], own)
+    device = out.get("device")
+    if isinstance(device, dict):
+        allowed = _DEVICE_FIELDS if op["action"] == "add_device" else frozenset(("token",))
+        out["device"] = {k: v for k, v in device.items() if k in allowed}
+    relationships = out.get("cio_relationships")
+    if isinstance(relationships, list):
+        related = _PERSON_IDS if kind == "object" else _OBJECT_IDS
+        # An entry naming nothing to relate is dropped, as it relates nothing.
+        out["cio_relationships"] = [
+            _known_relationship(e, related)
+            for e in relationships
+            if not (isinstance(e, dict) and e.get("identifiers") is None)
+        ]
+    return out
+
+
 def validate_op(
     op: object, *, where: str = "", limits: Limits = DEFAULT_LIMITS
 ) -> list[FieldError]:
@@ -349,9 +423,7 @@ def validate_op(
         return [wrong_type(where or "op", "an object (one operation)", op)]
     kind = op.get("type")
     action = op.get("action")
-    spec = (
-        _ACTIONS.get((kind, action)) if isinstance(kind, str) and isinstance(action, str) else None
-    )
+    spec = _spec(op)
     prefix = f"{where}." if where else ""
     if spec is None:
         return _kind_errors(kind, action, prefix)

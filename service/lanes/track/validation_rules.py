@@ -149,9 +149,12 @@ def check_string(
     return True
 
 
-def check_seconds(value: object, path: str, errors: list[FieldError]) -> None:
-    """An integer Unix time in seconds: not a float, string or milliseconds."""
-    if type(value) is int and 0 <= value <= MAX_SECONDS:
+def check_seconds(value: object, path: str, errors: list[FieldError], *, strict: bool) -> None:
+    """An integer Unix time in seconds; strict also refuses milliseconds and pre-1970."""
+    if type(value) is int and (not strict or 0 <= value <= MAX_SECONDS):
+        return
+    # JSON Schema's integer includes 1.0; only strict asks for the integer spelling.
+    if not strict and isinstance(value, float) and value.is_integer():
         return
     if type(value) is int and value > MAX_SECONDS:
         message = f"{path} looks like milliseconds; send whole Unix seconds"
@@ -179,6 +182,14 @@ def check_ulid(value: object, path: str, errors: list[FieldError]) -> None:
     if not is_ulid(value):
         message = f"{path} must be a ULID (26 characters of Crockford base32)"
         errors.append(FieldError(path, "format", message))
+
+
+def check_event_id(value: object, path: str, limits: Limits, errors: list[FieldError]) -> None:
+    """A string; a ULID when strict (Customer.io asks for one but states no refusal)."""
+    if limits.strict:
+        check_ulid(value, path, errors)
+    elif not isinstance(value, str):
+        errors.append(wrong_type(path, "a string", value))
 
 
 def is_e164(value: str) -> bool:
@@ -330,9 +341,9 @@ def check_event_fields(
     """``name``, ``id``, ``timestamp`` and event data of an event (v1 calls the data ``data``)."""
     check_event_name(body.get("name"), prefix + "name", limits, errors)
     if "id" in body:
-        check_ulid(body["id"], prefix + "id", errors)
+        check_event_id(body["id"], prefix + "id", limits, errors)
     if "timestamp" in body:
-        check_seconds(body["timestamp"], prefix + "timestamp", errors)
+        check_seconds(body["timestamp"], prefix + "timestamp", errors, strict=limits.strict)
     if data_key in body:
         check_event_data(body[data_key], prefix + data_key, limits, errors)
 

@@ -72,7 +72,7 @@ def test_v2_batch_is_all_or_nothing(api: httpx.Client, redis_client: redis.Redis
     ("method", "path", "body", "field"),
     [
         ("POST", "/api/v2/batch", b"{not json", "body"),
-        ("POST", "/api/v2/batch", b'{"batch": []}', "batch"),
+        ("POST", "/api/v2/batch", b'{"batch": {}}', "batch"),
         ("POST", "/api/v2/batch", b'{"batch": "x"}', "batch"),
         (
             "POST",

@@ -67,7 +67,7 @@ def test_every_route_has_its_own_entry(served: tuple[str, Any]) -> None:
 def test_documented_error_body_matches_a_real_error(served: tuple[str, Any]) -> None:
     """The 400 an ingest route really answers has the documented error fields."""
     url, _ = served
-    r = httpx.post(f"{url}/api/v2/batch", json={"batch": []}, auth=("site", INGEST_KEY))
+    r = httpx.post(f"{url}/api/v2/batch", json={"batch": "not a list"}, auth=("site", INGEST_KEY))
     assert r.status_code == 400
     error = r.json()["errors"][0]
     assert {"field", "rule", "message"} <= error.keys()

@@ -130,14 +130,33 @@ SEND_CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
 ]
 
 
+#: cioq's opt-in rules (docs/validation-rules.md "Opt-in strictness"), by (kind, field, rule).
+STRICT_SEND_RULES = {
+    ("email", "identifiers", "required"),
+    ("email", "identifiers.phone", "one_of"),
+    ("email", "identifiers.email", "email"),
+    ("email", "to", "email"),
+    ("email", "body", "required"),
+    ("email", "subject", "required"),
+    ("email", "from", "required"),
+    ("in_app", "to", "not_allowed"),
+}
+STRICT_TRIGGER_RULES = {("emails[0]", "email"), ("data_file_url", "url")}
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "field", "rule"),
     [pytest.param(k, b, f, r, id=f"{k}: {name}") for k, name, b, f, r in SEND_CASES],
 )
 def test_send_rule(kind: str, body: Any, field: str, rule: str) -> None:
     body = {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
-    errors = validate_send(kind, body, now_s=NOW)
+    strict = (kind, field, rule) in STRICT_SEND_RULES
+    errors = validate_send(kind, body, now_s=NOW, strict=strict)
     assert (field, rule) in [(e.field, e.rule) for e in errors], errors
+    if strict:  # a drop-in workspace forwards it: Customer.io states no such refusal
+        assert (field, rule) not in [
+            (e.field, e.rule) for e in validate_send(kind, body, now_s=NOW)
+        ]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +224,10 @@ TRIGGER_CASES: list[tuple[str, Any, str, str]] = [
     ("body", "field", "rule"), [pytest.param(b, f, r, id=n) for n, b, f, r in TRIGGER_CASES]
 )
 def test_trigger_rule(body: Any, field: str, rule: str) -> None:
-    assert (field, rule) in [(e.field, e.rule) for e in validate_trigger(body)]
+    strict = (field, rule) in STRICT_TRIGGER_RULES
+    assert (field, rule) in [(e.field, e.rule) for e in validate_trigger(body, strict=strict)]
+    if strict:
+        assert (field, rule) not in [(e.field, e.rule) for e in validate_trigger(body)]
 
 
 def test_valid_triggers_pass() -> None:
@@ -285,3 +307,24 @@ def test_workspace_without_app_key_refuses_with_403(
 def test_time_is_read_per_call() -> None:
     """send_at is checked against the clock at validation time, not a fixed one."""
     assert validate_send("email", {**EMAIL, "send_at": int(time.time()) + 89 * 86_400}) == []
+
+
+@pytest.mark.parametrize(("strict", "status"), [(False, 202), (True, 400)])
+def test_a_workspaces_strict_validation_applies_its_opt_in_rules_over_http(
+    make_settings: Callable[..., Settings],
+    triggers: RecordingTriggers,
+    strict: bool,
+    status: int,
+) -> None:
+    """`to` that is no email address: Customer.io states no such refusal, so a drop-in
+    workspace forwards it; a strict one refuses it naming the field."""
+    settings = make_settings(app_api_key="app-key", strict_validation=strict)
+    headers = {"Authorization": "Bearer dev-ingest-key", "Prefer": "respond-async"}
+    with (
+        serve_in_thread(create_app(settings, triggers=triggers)) as url,
+        httpx.Client(base_url=url, headers=headers, timeout=10) as api,
+    ):
+        answer = api.post("/v1/send/email", json={**EMAIL, "to": "not an address"})
+    assert answer.status_code == status, answer.text
+    if strict:
+        assert ("to", "email") in [(e["field"], e["rule"]) for e in answer.json()["errors"]]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from service.errors import InvalidRequest
 from service.lanes.track import delivery_events as delivery
 from service.lanes.track import translate
+from service.lanes.track.limits import Limits
 from service.lanes.track.validation import validate_op
 from service.lanes.track.validation_rules import is_ulid
 
@@ -273,6 +274,8 @@ def _dev(**device: Any) -> dict[str, Any]:
     return {"device": {"id": "tok", "platform": "ios", **device}}
 
 
+STRICT = Limits(strict=True)
+
 ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
     ("path-empty", lambda: translate.delete(""), [("identifier", "required")]),
     ("path-cio-empty", lambda: translate.delete("cio_"), [("identifier", "required")]),
@@ -338,10 +341,14 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
         lambda: translate.track("1", {"name": "x", "data": ""}),
         [("data", "type")],
     ),
-    ("track-id-uuid", lambda: translate.track("1", {"name": "x", "id": "a-b"}), [("id", "format")]),
+    (
+        "track-id-uuid",
+        lambda: translate.track("1", {"name": "x", "id": "a-b"}, limits=STRICT),
+        [("id", "format")],
+    ),
     (
         "track-timestamp-ms",
-        lambda: translate.track("1", {"name": "x", "timestamp": 1_700_000_000_000}),
+        lambda: translate.track("1", {"name": "x", "timestamp": 1_700_000_000_000}, limits=STRICT),
         [("timestamp", "seconds")],
     ),
     (
@@ -351,7 +358,7 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
     ),
     (
         "track-v2-attributes",
-        lambda: translate.track("1", {"name": "x", "attributes": {}}),
+        lambda: translate.track("1", {"name": "x", "attributes": {}}, limits=STRICT),
         [("attributes", "unknown_field")],
     ),
     (
@@ -392,7 +399,7 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
     ),
     (
         "device-kwarg-list",
-        lambda: translate.add_device("1", _dev(tags=["a"])),
+        lambda: translate.add_device("1", _dev(tags=["a"]), limits=STRICT),
         [("device.tags", "type")],
     ),
     (
@@ -407,10 +414,14 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
     ),
     (
         "device-v2-token",
-        lambda: translate.add_device("1", _dev(token="t")),
+        lambda: translate.add_device("1", _dev(token="t"), limits=STRICT),
         [("device.token", "unknown_field")],
     ),
-    ("delete-device-empty", lambda: translate.delete_device("1", ""), [("device_id", "required")]),
+    (
+        "delete-device-empty",
+        lambda: translate.delete_device("1", "", limits=STRICT),
+        [("device_id", "required")],
+    ),
     (
         "merge-primary-too-long",
         lambda: translate.merge({"primary": {"email": "a" * 151}, "secondary": {"id": "2"}}),
@@ -423,12 +434,14 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
     ),
     (
         "merge-extra-key",
-        lambda: translate.merge({"primary": {"id": "1"}, "secondary": {"id": "2"}, "x": 1}),
+        lambda: translate.merge(
+            {"primary": {"id": "1"}, "secondary": {"id": "2"}, "x": 1}, limits=STRICT
+        ),
         [("x", "unknown_field")],
     ),
     (
         "push-missing-everything",
-        lambda: delivery.push_event({}),
+        lambda: delivery.push_event({}, limits=STRICT),
         [("delivery_id", "required"), ("device_id", "required"), ("event", "required")],
     ),
     (
@@ -481,6 +494,21 @@ ERRORS: list[tuple[str, Call, list[tuple[str, str]]]] = [
 def test_errors_name_the_v1_field(call: Call, expected: list[tuple[str, str]]) -> None:
     """Refusals name the field the producer sent, with the rule it broke."""
     assert fails(call) == sorted(expected)
+
+
+def test_drop_in_takes_what_only_strictness_refuses() -> None:
+    """Without strict_validation: unknown keys dropped, non-ULID ids and ms kept."""
+    op = translate.track("1", {"name": "x", "id": "a-b", "attributes": {}, "timestamp": 2**41})
+    assert (op["id"], op["timestamp"]) == ("a-b", 2**41) and "attributes" not in op
+    device = translate.add_device("1", _dev(tags=["a"], token="t"))["device"]
+    assert "tags" not in device.get("attributes", {}) and "token" not in device.get(
+        "attributes", {}
+    )
+    assert translate.delete_device("1", "")["device"] == {"token": ""}
+    merge = translate.merge({"primary": {"id": "1"}, "secondary": {"id": "2"}, "x": 1})
+    assert "x" not in merge
+    assert delivery.push_event({}) is None
+    assert delivery.check_push_v1({"event": "opened", "x": 1}) == {"event": "opened"}
 
 
 def test_metric_and_invite_forwarded_to_v1_pass_their_checks() -> None:
@@ -603,3 +631,16 @@ def test_ensure_event_id(
         assert is_ulid(out["id"]) and {k: v for k, v in out.items() if k != "id"} == before
     else:
         assert out == before
+
+
+def test_identify_with_delete_relationships_and_attributes_is_two_ops() -> None:
+    """Drop-in: the identify, then the delete, as Customer.io does both; strict: refused."""
+    rel = {"action": "delete_relationships", "relationships": [{"identifiers": OBJ}]}
+    first, second = translate.identify_ops("1", {"plan": "pro", "cio_relationships": rel})
+    assert (first["action"], first["attributes"]) == ("identify", {"plan": "pro"})
+    assert (second["action"], second["cio_relationships"]) == (
+        "delete_relationships",
+        [{"identifiers": OBJ}],
+    )
+    with pytest.raises(InvalidRequest):
+        translate.identify_ops("1", {"plan": "pro", "cio_relationships": rel}, limits=STRICT)

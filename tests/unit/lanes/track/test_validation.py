@@ -379,16 +379,42 @@ INVALID: list[tuple[str, object, list[tuple[str, str]]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("op", "expected"),
-    [(op, expected) for _, op, expected in INVALID],
-    ids=[name for name, _, _ in INVALID],
+#: Cases of cioq's opt-in rules (docs/validation-rules.md "Opt-in strictness"): refused
+#: only for a workspace with ``strict_validation``; Customer.io states no such refusal.
+STRICT_ONLY = frozenset(
+    {
+        "timestamp-float",
+        "timestamp-ms",
+        "timestamp-negative",
+        "event-id-uuid",
+        "event-id-overflow",
+        "event-id-letter-u",
+        "event-timestamp-ms",
+        "device-last-used-ms",
+        "relationships-empty",
+        "delivery-id-not-ulid",
+        "anonymous-nobody",
+    }
 )
-def test_invalid_ops_name_field_and_rule(op: object, expected: list[tuple[str, str]]) -> None:
+STRICT = Limits(strict=True)
+
+
+@pytest.mark.parametrize(("name", "op", "expected"), INVALID, ids=[name for name, _, _ in INVALID])
+def test_invalid_ops_name_field_and_rule(
+    name: str, op: object, expected: list[tuple[str, str]]
+) -> None:
     """Each broken rule gives exactly the expected (field, rule) errors."""
-    errors = validate_op(op)
+    errors = validate_op(op, limits=STRICT if name in STRICT_ONLY else DEFAULT_LIMITS)
     assert pairs(errors) == sorted(expected)
     assert all(e.message.startswith(e.field) for e in errors)
+
+
+@pytest.mark.parametrize(
+    "op", [op for name, op, _ in INVALID if name in STRICT_ONLY], ids=sorted(STRICT_ONLY)
+)
+def test_opt_in_rules_do_not_apply_by_default(op: object) -> None:
+    """A drop-in workspace takes what only cioq's opt-in strictness refuses."""
+    assert validate_op(op) == []
 
 
 def test_where_prefixes_every_field() -> None:
