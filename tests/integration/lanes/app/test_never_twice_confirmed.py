@@ -44,7 +44,8 @@ def _put_send(client: redis.Redis) -> keys.ShardKeys:
 
 
 def _received(app_sandbox: httpx.Client) -> list[Any]:
-    return app_sandbox.get("/_sandbox/received").json()["records"]
+    records: list[Any] = app_sandbox.get("/_sandbox/received").json()["records"]
+    return records
 
 
 def test_a_note_the_level_cannot_confirm_stops_the_send_and_is_cleared(
