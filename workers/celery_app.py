@@ -24,6 +24,7 @@ from service.metrics import definitions as metrics
 from service.store.connections import connect_sync
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
+from service.store.startup_checks import check_sync
 from service.triggers import (
     DRAIN_TASK,
     Triggers,
@@ -68,10 +69,15 @@ class WorkerRuntime:
         if self._drainer is None or self._pid != os.getpid():
             s = self.settings
             client = connect_sync(s)
+            # The in-flight note and dead letters are confirmed at the durability level
+            # the API confirms jobs at (audit F5, F9).
+            confirmation = check_sync(client, s).confirmation
+            shards, letters = ShardStore(client), DeadLetterStore(client)
+            shards.confirmation = letters.confirmation = confirmation
             self._drainer = Drainer(
                 s,
-                ShardStore(client),
-                DeadLetterStore(client),
+                shards,
+                letters,
                 clients(s),
                 Triggers(s.celery_broker_url, app=self.app),
                 should_stop=_stopping,

@@ -8,7 +8,7 @@ redis-py exception, and a change of client library touches this module only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -18,8 +18,16 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from service.config import Settings
@@ -94,6 +102,69 @@ def node_options(client: AsyncRedisCluster, *, tls_only: bool = False) -> dict[s
     return options
 
 
+#: Replies that prove Redis did not run a command, so sending it again cannot apply it
+#: twice: a redirect (MOVED, ASK), a slot mid-migration (TRYAGAIN), a cluster without a
+#: quorum (CLUSTERDOWN).
+NOT_RUN_ERRORS: tuple[type[RedisError], ...] = (
+    MovedError,
+    AskError,
+    TryAgainError,
+    ClusterDownError,
+)
+
+#: How many times a command refused by one of `NOT_RUN_ERRORS` is sent again where the
+#: policy below decides (a cluster transaction); plain commands follow redirects in
+#: redis-py's own loop, bounded by its request TTL.
+NOT_RUN_RETRIES = 5
+
+
+def _only_not_run(errors: Iterable[type[Exception]]) -> tuple[type[Exception], ...]:
+    return tuple({e for e in errors if issubclass(e, NOT_RUN_ERRORS)})
+
+
+class RetryIfNotRun(Retry):
+    """A retry policy that never sends again a command that may have run.
+
+    After a timeout or a connection dropped once a command was written, nobody knows
+    whether Redis ran it. redis-py's default policy (10 tries) sends it again, so
+    ``acquire.lua`` finds its own lease and returns "held" (a shard stalled for a
+    lease), a dead letter's ``XADD`` or an enqueue lands twice (audit F10). Only replies
+    in `NOT_RUN_ERRORS` are retried; anything else reaches `store_errors`, and the
+    caller, which knows whether its step is idempotent, decides.
+
+    ``get_retries()`` is 0 because redis-py's cluster client reads it as the count of
+    its own send-again loops after a timeout (commands and pipelines) and ignores the
+    error list there; its transactions call ``call_with_retry``, which uses the list.
+    """
+
+    def __init__(self, retries: int = NOT_RUN_RETRIES) -> None:
+        super().__init__(NoBackoff(), retries, NOT_RUN_ERRORS)
+
+    def get_retries(self) -> int:
+        return 0
+
+    def update_supported_errors(self, specified_errors: Iterable[type[Exception]]) -> None:
+        # redis-py's cluster transaction adds ConnectionError and TimeoutError here.
+        self._supported_errors = _only_not_run([*self._supported_errors, *specified_errors])
+
+
+class AsyncRetryIfNotRun(AsyncRetry):
+    """`RetryIfNotRun` for the asyncio clients (redis-py keeps a separate Retry class)."""
+
+    def __init__(self, retries: int = NOT_RUN_RETRIES) -> None:
+        super().__init__(NoBackoff(), retries, NOT_RUN_ERRORS)
+
+    def get_retries(self) -> int:
+        return 0
+
+    def update_supported_errors(self, specified_errors: Iterable[type[RedisError]]) -> None:
+        self._supported_errors = tuple(
+            e
+            for e in _only_not_run([*self._supported_errors, *specified_errors])
+            if issubclass(e, RedisError)
+        )
+
+
 def _options(settings: Settings) -> dict[str, Any]:
     timeout_s = settings.redis_timeout_s
     return {
@@ -109,19 +180,32 @@ SyncStore = redis.Redis | redis.RedisCluster
 
 
 def connect_async(settings: Settings) -> AsyncStore:
-    """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node."""
+    """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node.
+    It never sends a command again after a timeout (`RetryIfNotRun`): the API's enqueue
+    is not idempotent for an unkeyed request."""
     if settings.redis_cluster:
-        return AsyncRedisCluster.from_url(settings.redis_url, **_options(settings))
+        return AsyncRedisCluster.from_url(
+            settings.redis_url, retry=AsyncRetryIfNotRun(), **_options(settings)
+        )
     return aioredis.Redis.from_url(
-        settings.redis_url, health_check_interval=30, **_options(settings)
+        settings.redis_url,
+        health_check_interval=30,
+        retry=AsyncRetryIfNotRun(),
+        **_options(settings),
     )
 
 
 def connect_sync(settings: Settings) -> SyncStore:
-    """The store's blocking client (workers, sweeper, CLI); a cluster client in cluster mode."""
+    """The store's blocking client (workers, sweeper, CLI); a cluster client in cluster mode.
+    It never sends a command again after a timeout (`RetryIfNotRun`): a drain's lease,
+    dead letters and attempt counts are not idempotent."""
     if settings.redis_cluster:
-        return redis.RedisCluster.from_url(settings.redis_url, **_options(settings))
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **_options(settings))
+        return redis.RedisCluster.from_url(
+            settings.redis_url, retry=RetryIfNotRun(), **_options(settings)
+        )
+    return redis.Redis.from_url(
+        settings.redis_url, health_check_interval=30, retry=RetryIfNotRun(), **_options(settings)
+    )
 
 
 def connect_metrics(settings: Settings) -> SyncStore:

@@ -20,7 +20,9 @@ from service import keys
 from service.errors import LeaseLost
 from service.jobs import Lane, lane_of, op_type_of, restore_job
 from service.metrics import definitions as metrics
+from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
+from service.store.durability import Confirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,8 @@ class DeadLetterStore:
 
     def __init__(self, client: SyncStore) -> None:
         self.redis = client
+        #: How letters are confirmed before their entries are resolved (start-up verdict).
+        self.confirmation: Confirmation | None = None
         self._add: Script = load_script(client, "dead_letter")
 
     def add(
@@ -217,7 +221,11 @@ class DeadLetterStore:
                 args += (1 if letter.entry else 0, len(fields))
                 for name, value in fields.items():
                     args += (name, value)
-            reply = self._add(keys=lua_keys, args=args)
+            # Confirmed before the caller resolves the entries (audit F9): a letter the
+            # level does not vouch for could vanish with the trimmed send.
+            reply = durability.run_confirmed(
+                self.redis, self.confirmation, self._add, lua_keys, args
+            )
         if not isinstance(reply, list):
             raise LeaseLost("dead letters of a shard another drain holds")
         added = [x for x, flag in zip(found, reply, strict=True) if int(flag)]

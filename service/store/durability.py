@@ -23,7 +23,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+from redis.commands.core import Script
+
 from service.errors import StoreUnavailable
+from service.store.connections import SyncStore, store_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +72,33 @@ def verify(confirmation: Confirmation | None, replies: Sequence[Any]) -> None:
         raise StoreUnavailable(
             f"WAIT: the write did not reach {confirmation.replicas} replica(s) in time"
         )
+
+
+def run_confirmed(
+    client: SyncStore,
+    confirmation: Confirmation | None,
+    script: Script,
+    lua_keys: list[Any],
+    args: list[Any],
+) -> Any:
+    """Run `script` and, when the level asks for it, confirm its write at that level:
+    ``WAITAOF``/``WAIT`` pipelined behind it on the same connection (on a cluster, the
+    node that owns ``lua_keys[0]``; the script's keys share its slot). The script's
+    reply; StoreUnavailable when the script failed or its write was not confirmed."""
+    if confirmation is None or not confirmation.needed:
+        return script(keys=lua_keys, args=args)
+    if isinstance(client, redis.RedisCluster):
+        owner = client.get_node_from_key(lua_keys[0])  # type: ignore[no-untyped-call]
+        node: redis.Redis = client.get_redis_connection(owner)
+    else:
+        node = client
+    pipe = node.pipeline(transaction=False)
+    script(keys=lua_keys, args=args, client=pipe)
+    for command in commands(confirmation):
+        pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+    with store_errors("confirming a write"):
+        replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+    verify(confirmation, replies[1:])
+    return replies[0]

@@ -8,6 +8,7 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,11 @@ from redis.commands.core import Script
 
 from service import keys
 from service.delivery.crash_search import InflightNote
-from service.errors import LeaseLost
+from service.errors import LeaseLost, StoreUnavailable
 from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind, Lane, Traffic
+from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
+from service.store.durability import Confirmation
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,9 @@ class ShardStore:
 
     def __init__(self, client: SyncStore) -> None:
         self.redis = client
+        #: How writes that must survive a failover are confirmed (the in-flight note);
+        #: set from the start-up checks' verdict.
+        self.confirmation: Confirmation | None = None
         self._acquire: Script = load_script(client, "acquire")
         self._renew: Script = load_script(client, "renew")
         self._release: Script = load_script(client, "release")
@@ -269,9 +275,35 @@ class Lease:
         return self._fenced(self.store._attempt, lua_keys, args)
 
     def mark_inflight(self, note: InflightNote) -> None:
-        """Note the send about to go out (crash search reads it after a death)."""
+        """Note the send about to go out (crash search reads it after a death), confirmed
+        at the workspace's durability level before the POST (audit F5).
+
+        A note the level does not vouch for could vanish in a failover or a restart
+        while the send happens, and the next drain would send again. So when it cannot
+        be confirmed the send does not go out: the note is cleared, fenced (nothing was
+        sent, so there is nothing ambiguous), and StoreUnavailable raised. Should the
+        clear fail too, the next drain finds the note and dead-letters the send as
+        ambiguous: never sent twice, at worst not sent at all.
+        """
         args = [self.token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
-        self._fenced(self.store._inflight, [self.shard.inflight, self.shard.lease], args)
+        lua_keys = [self.shard.inflight, self.shard.lease]
+        try:
+            with store_errors("noting a send"):
+                result = int(
+                    durability.run_confirmed(
+                        self.store.redis,
+                        self.store.confirmation,
+                        self.store._inflight,
+                        lua_keys,
+                        args,
+                    )
+                )
+        except StoreUnavailable:
+            with contextlib.suppress(StoreUnavailable, LeaseLost):
+                self.clear_inflight()
+            raise
+        if result < 0:
+            raise LeaseLost(self.shard.tag)
 
     def clear_inflight(self) -> None:
         """Forget the note of the last send: it got an answer, or the shard is handed over."""

@@ -40,7 +40,13 @@ from redis.exceptions import (
 
 from service.errors import StoredUnconfirmed, StoreUnavailable
 from service.store import durability
-from service.store.connections import AsyncStore, lua_source, node_options, store_errors
+from service.store.connections import (
+    AsyncRetryIfNotRun,
+    AsyncStore,
+    lua_source,
+    node_options,
+    store_errors,
+)
 from service.store.durability import Confirmation
 
 log = logging.getLogger("cioq.slots")
@@ -219,7 +225,9 @@ class SlotWriter:
                 if isinstance(self.client, AsyncRedisCluster)
                 else {}
             )
-            client = aioredis.Redis.from_url(_node_url(self._seed_url, *node), **tls)
+            client = aioredis.Redis.from_url(
+                _node_url(self._seed_url, *node), retry=AsyncRetryIfNotRun(), **tls
+            )
             self._nodes[name] = client
         return client
 

@@ -1,0 +1,30 @@
+"""Issue 22, acceptance 3: keyed sends, 4 producers each, ambiguous and 503 faults, a
+worker SIGKILLed every 5 s, Redis SIGKILLed once and restarted from its AOF at the
+``fsync`` level. Every send reaches the sandbox at most once; every one that did not is
+dead-lettered once as ``ambiguous``; every producer of a send is given the same job; a
+producer sees a 5xx only while Redis is down (nothing can be stored then).
+
+Short form here (150 sends); ``scripts/never-twice`` runs 1,000.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from tests.support.never_twice import run, summary, violations
+from tests.support.stack import Stack
+
+SENDS = 1000 if os.environ.get("CIOQ_NEVER_TWICE") == "full" else 150
+
+
+def test_keyed_sends_reach_customerio_at_most_once_through_kills_and_a_redis_restart(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(upstream_timeout_s=1, shards=16, durability="fsync", redis_fsync="always")
+    stack.start_api()
+    stack.start_sweeper()
+    evidence = run(stack, "nt", SENDS)
+    print("\n" + summary(evidence))
+    assert violations(evidence) == []
+    assert evidence.kills >= 1 and evidence.redis_down[1] > 0
