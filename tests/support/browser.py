@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import TypeVar
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -65,20 +66,46 @@ def wait_for(driver: WebDriver, check: Callable[[WebDriver], T], timeout_s: floa
     return result
 
 
-def click_and_load(driver: WebDriver, element: WebElement, timeout_s: float = 30) -> None:
-    """Click something that loads a new page; return once the new page has loaded.
+def click_and_load(
+    driver: WebDriver,
+    by: str,
+    value: str,
+    *,
+    within: WebElement | None = None,
+    timeout_s: float = 30,
+) -> None:
+    """Find and click something that loads a new page; return once the new page has loaded.
 
     Waiting for an element both pages have would find the old page's (a filter submit
     returned the previous page's rows), so this waits for the old document to go stale.
+    Chromium sometimes refuses a click on an element found a moment before ("does not belong
+    to the document") without dispatching it: while the old document is still there, the
+    element is found again and clicked again.
     """
     old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(
-        expected_conditions.staleness_of(old)
-    )
+    scope: WebDriver | WebElement = within if within is not None else driver
+    deadline_s = time.monotonic() + timeout_s
+    while True:
+        try:
+            scope.find_element(by, value).click()
+            break
+        except WebDriverException:
+            if _stale(old):
+                break  # the click went through and navigated
+            if time.monotonic() > deadline_s:
+                raise
+    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(lambda _: _stale(old))
     wait_for(
         driver, lambda d: d.execute_script("return document.readyState") == "complete", timeout_s
     )
+
+
+def _stale(element: WebElement) -> bool:
+    try:
+        element.is_enabled()
+    except WebDriverException:  # stale, or a node of a document that is gone
+        return True
+    return False
 
 
 def screenshot(driver: WebDriver, name: str) -> Path:

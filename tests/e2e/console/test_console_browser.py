@@ -58,7 +58,7 @@ def _sign_in(driver: WebDriver, base: str, key: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{base}/console/sign-in")
     driver.find_element(By.ID, "key").send_keys(key)
-    click_and_load(driver, driver.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
+    click_and_load(driver, By.CSS_SELECTOR, "form button[type=submit]")
 
 
 def _letter(person: str, cls: str, reason: str, status: int | None, message: str) -> DeadLetter:
@@ -140,7 +140,7 @@ def test_operator_flows_in_a_real_browser(
     # Pause the lane by hand; a backlog builds and the overview shows it on its own.
     Select(browser.find_element(By.NAME, "workspace")).select_by_visible_text("default")
     browser.find_element(By.NAME, "reason").send_keys("Customer.io incident #4512")
-    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'button[value="pause"]'))
+    click_and_load(browser, By.CSS_SELECTOR, 'button[value="pause"]')
     wait_for(browser, lambda d: "Lane paused." in d.page_source)
     assert "paused by hand by alice" in _cell(browser, "state")
     ops = [
@@ -186,24 +186,22 @@ def test_operator_flows_in_a_real_browser(
     assert len(browser.find_elements(By.CSS_SELECTOR, "#letters tbody tr[data-id]")) == 6
     screenshot(browser, "dead-letters")
     browser.find_element(By.NAME, "person").send_keys("buyer-207")
-    click_and_load(
-        browser, browser.find_element(By.CSS_SELECTOR, "#filter-form button[type=submit]")
-    )
+    click_and_load(browser, By.CSS_SELECTOR, "#filter-form button[type=submit]")
     rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr[data-id]")
     assert len(rows) == 1
     assert "id=buyer-207" in rows[0].find_element(By.CSS_SELECTOR, ".person").text
     assert "207" in rows[0].text
-    click_and_load(browser, rows[0].find_element(By.CSS_SELECTOR, "a.open"))
+    click_and_load(browser, By.CSS_SELECTOR, "a.open", within=rows[0])
     payload = browser.find_element(By.ID, "payload")
     assert EVENT_ID in payload.text and '"sandbox_poison": "207"' in payload.text
     assert browser.find_element(By.ID, "message").text == "poisoned"
     screenshot(browser, "dead-letter")
-    click_and_load(browser, browser.find_element(By.ID, "replay-one"))
+    click_and_load(browser, By.ID, "replay-one")
     matched = browser.find_element(By.ID, "matched")
     assert matched.get_attribute("data-matched") == "1"
     assert len(_classes(store)) == 6  # the dry run changed nothing
     screenshot(browser, "confirm")
-    click_and_load(browser, browser.find_element(By.ID, "confirm"))
+    click_and_load(browser, By.ID, "confirm")
     result = browser.find_element(By.ID, "result")
     assert result.text == "1 queued again"
     screenshot(browser, "result")
@@ -217,10 +215,10 @@ def test_operator_flows_in_a_real_browser(
     assert _classes(store) == ["crash", "crash", "invalid", "invalid", "invalid"]
     browser.get(f"{base}/console/dead-letters?class=crash")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#letters tr[data-id]")) == 2
-    click_and_load(browser, browser.find_element(By.CSS_SELECTOR, 'button[value="purge-matching"]'))
+    click_and_load(browser, By.CSS_SELECTOR, 'button[value="purge-matching"]')
     matched = browser.find_element(By.ID, "matched")
     assert matched.get_attribute("data-matched") == "2" and "class = crash" in matched.text
-    click_and_load(browser, browser.find_element(By.ID, "confirm"))
+    click_and_load(browser, By.ID, "confirm")
     assert browser.find_element(By.ID, "result").text == "2 purged"
     assert _classes(store) == ["invalid", "invalid", "invalid"]
 

@@ -47,6 +47,10 @@ def _clean_env() -> dict[str, str]:
     }
 
 
+#: One worker builds the image venv once for every test of the module.
+pytestmark = pytest.mark.xdist_group("image")
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The venv holding what the production image holds, built as the Dockerfile builds it."""

@@ -1,4 +1,4 @@
-"""Rate limits, real processes: 2 workers x 2 concurrency drain 2,000 queued sends into a
+"""Rate limits, real processes: 2 workers x 2 concurrency drain 600 queued sends into a
 sandbox that answers 429 past 100 sends/s. No second holds more than 100 sends at the
 sandbox, no 429 is provoked, every send arrives exactly once, sends do not stall, and
 triggers of one broadcast arrive at least 10 s apart. The rate against the limit is a
@@ -16,7 +16,7 @@ from tests.support.app_load import queue_sends, settle
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, Stack
 
-SENDS = 2000
+SENDS = 600
 LIMIT = 100
 TRIGGERS = 3
 
