@@ -41,8 +41,13 @@ _MAX_KEY_IN_PATH = 64
 
 
 def key_path(prefix: str, key: str) -> str:
-    """A path naming a user-chosen key, cut short when the key is very long."""
-    if len(key) > _MAX_KEY_IN_PATH:
+    """A path naming a user-chosen key, cut short when the key is very long.
+
+    An empty key is shown as ``""`` so that the error still names a field.
+    """
+    if not key:
+        key = '""'
+    elif len(key) > _MAX_KEY_IN_PATH:
         key = key[: _MAX_KEY_IN_PATH - 3] + "..."
     return f"{prefix}.{key}" if prefix else key
 

@@ -199,6 +199,7 @@ INVALID: list[tuple[str, object, list[tuple[str, str]]]] = [
         [("identifiers.phone", "format")],
     ),
     ("unknown-top-level", person("delete", name="x"), [("name", "unknown_field")]),
+    ("unknown-empty-key", person("delete", **{"": 1}), [('""', "unknown_field")]),
     (
         "event-data-is-v1-name",
         person("event", name="x", data={"a": 1}),
@@ -626,6 +627,7 @@ FIELDS = st.sampled_from(
         "secondary",
         "anonymous_id",
         "extra",
+        "",
     ]
 )
 
@@ -641,3 +643,5 @@ def test_validate_op_is_total(kind: str, action: str, fields: dict[str, Any]) ->
     errors = validate_op({"type": kind, "action": action, **fields}, where="batch[0]")
     assert all(isinstance(e, FieldError) for e in errors)
     assert all(e.field.startswith("batch[0]") and e.message.startswith(e.field) for e in errors)
+    bare = validate_op({"type": kind, "action": action, **fields})
+    assert all(e.field and e.message.startswith(e.field) for e in bare)
