@@ -254,8 +254,8 @@ class Settings(BaseSettings):
     startup_redis_wait_s: float = Field(
         default=30.0,
         ge=0,
-        description="How long a worker or sweeper waits for Redis at start-up before giving "
-        "up (the api starts anyway and answers 503 until Redis is up and checked).",
+        description="How long a worker waits for Redis at start-up before refusing to start "
+        "(the api starts anyway and answers 503 until Redis is up and checked).",
     )
     # Backpressure: ingest answers 503 while a workspace's backlog is over either mark.
     backlog_max_entries: int = Field(
