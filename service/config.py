@@ -231,7 +231,8 @@ class Settings(BaseSettings):
         default=None,
         description="PEM bundle of the CA that signed the Redis servers' certificates, for a "
         "private CA (default: the system trust store). With `rediss://` the store and the "
-        "broker always verify the certificate and host name.",
+        "broker always verify the certificate and host name "
+        "(`tests/e2e/store/test_redis_tls.py`).",
     )
     durability: Literal["write", "replica", "fsync", "replicated"] = Field(
         default="write",
