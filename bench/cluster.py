@@ -2,7 +2,7 @@
 
 All nodes share this machine's cores with the api and the load generator, so the ratios
 show the cost of cluster mode (per-node pipelines, the cluster client), not the capacity
-a cluster of real machines adds: that grows with the primaries (README "Redis Cluster").
+a cluster of real machines adds: that grows with the primaries (docs/redis-cluster.md).
 
 Also measured here: the latency cost of the durability levels. ``write``, ``fsync`` and
 ``replicated`` apis, one request at a time, against one Valkey primary with a replica
@@ -69,7 +69,7 @@ def _cluster_vs_standalone(tmp: Path, *, quick: bool) -> list[Figure]:
             stack.close()
         cluster.stop()
     return [
-        # Goals: half the ratios measured on a loaded machine (README "Redis Cluster": 0.78x,
+        # Goals: half the ratios measured on a loaded machine (docs/redis-cluster.md: 0.78x,
         # 0.91x, 1.38x), so only a real loss of cluster-mode ingest or drain misses them.
         _ratio("cluster: ingest single-op", single, "req/s", 1, 0.4),
         _ratio("cluster: ingest bulk (1,000-op v2 batches)", bulk, "ops/s", 1000, 0.45),
@@ -157,8 +157,8 @@ def _levels(tmp: Path, *, quick: bool) -> list[Figure]:
             "ms",
             "write",
             base.percentile_s(0.5) * 1000,
-            # One fsync wait and/or replica round trip per request (README 2.8 / 6.6 /
-            # 5.7 ms p50): ten times write's p50 means each request waits for more.
+            # One fsync wait and/or replica round trip per request (docs/redis-cluster.md:
+            # 2.8 / 6.6 / 5.7 ms p50): ten times write's p50 means each request waits for more.
             "<= 10x write's p50",
             found[level].percentile_s(0.5) <= 10 * base.percentile_s(0.5),
             f"p99 {found[level].percentile_s(0.99) * 1000:.2f} ms vs "
@@ -196,7 +196,8 @@ def _memory(tmp: Path) -> Figure:
         "B",
         "payload",
         payload,
-        # README's sizing table says ~590 B for a 512-B op: stream overhead, not copies.
+        # docs/redis-cluster.md's sizing table says ~590 B for a 512-B op: stream overhead,
+        # not copies.
         "<= 2x payload",
         per_job <= 2 * payload,
         f"{stored:,} jobs over {SHARDS} shards; ~{1e9 / per_job / 1e6:.2f} M jobs per GB",

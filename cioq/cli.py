@@ -154,7 +154,9 @@ def sweeper(log_level: str = "info") -> None:
 @app.command()
 def sandbox(
     host: str = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="CIOQ_SANDBOX_PORT")] = 8001,
+    port: Annotated[
+        int, typer.Option(envvar="CIOQ_SANDBOX_PORT", help="The sandbox's port")
+    ] = 8001,
     site_id: Annotated[list[str] | None, typer.Option(help="Accepted site id (repeatable)")] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Its API key (repeatable)")] = None,
     write_key: Annotated[

@@ -59,29 +59,76 @@ class Workspace(BaseModel):
 
     model_config = {"frozen": True}
 
-    name: str = "default"
-    site_id: str
-    api_key: SecretStr
-    region: Literal["us", "eu"] = "us"
-    track_url: str | None = None
-    ingest_keys: tuple[SecretStr, ...] = ()
-    #: Keys whose requests are bulk traffic (README "Live and bulk traffic").
-    bulk_ingest_keys: tuple[SecretStr, ...] = ()
-    #: Customer.io's id of the workspace, echoed by ``GET /api/v1/accounts/region``.
-    environment_id: int | None = None
-    #: Pipelines (CDP) write key; without one the workspace refuses Pipelines calls.
-    cdp_api_key: SecretStr | None = None
-    cdp_url: str | None = None
-    #: App API key (Bearer); without one the workspace refuses App API sends and reads.
-    app_api_key: SecretStr | None = None
-    app_url: str | None = None
-    #: Resend a send whose outcome is unknown (read timeout, reset, 500/502/504): MAY
-    #: DELIVER TWICE. Off by default: such sends go to the dead letters as ``ambiguous``.
-    app_resend_ambiguous: bool = False
-    #: cioq's checks beyond Customer.io's (docs/validation-rules.md "Opt-in strictness"):
-    #: refuse at ingest what Customer.io would silently drop or has no stated rule for.
-    #: Off by default, so a conforming call Customer.io takes is taken here too.
-    strict_validation: bool = False
+    name: str = Field(
+        default="default",
+        description="The workspace's name in cioq: Redis keys, metric labels, the CLI, the "
+        "console and the admin API use it. Matches `[a-z0-9][a-z0-9_-]{0,39}`; the default "
+        "workspace is `default`.",
+    )
+    site_id: str = Field(
+        description="Customer.io site id: the user name of the Track API's Basic auth."
+    )
+    api_key: SecretStr = Field(
+        description="Track API key (secret): the password of the Track API's Basic auth."
+    )
+    region: Literal["us", "eu"] = Field(
+        default="us",
+        description="Customer.io's data center: `us` sends to `https://track.customer.io`, "
+        "`https://cdp.customer.io` and `https://api.customer.io`; `eu` to their `-eu` hosts.",
+    )
+    track_url: str | None = Field(
+        default=None,
+        description="Overrides the region's Track API base URL (e.g. the sandbox); `http://` "
+        "or `https://`.",
+    )
+    ingest_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="Keys the workspace's producers send (Basic `site_id:key`, Basic `key:` "
+        "or `Bearer key`); the key picks the workspace, so each belongs to one workspace only.",
+    )
+    bulk_ingest_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="Ingest keys whose requests are bulk traffic whatever `X-Cioq-Traffic` "
+        "says (docs/live-and-bulk.md).",
+    )
+    environment_id: int | None = Field(
+        default=None,
+        description="Customer.io's id of the workspace, echoed as `environment_id` by "
+        "`GET /api/v1/accounts/region` (`null` when unset).",
+    )
+    cdp_api_key: SecretStr | None = Field(
+        default=None,
+        description="Pipelines (CDP) write key (secret). Without one the workspace refuses "
+        "Pipelines calls with 403 (`rule: lane_disabled`): cioq accepts nothing it cannot "
+        "deliver.",
+    )
+    cdp_url: str | None = Field(
+        default=None,
+        description="Overrides the region's Pipelines host (`us`: `https://cdp.customer.io`, "
+        "`eu`: `https://cdp-eu.customer.io`).",
+    )
+    app_api_key: SecretStr | None = Field(
+        default=None,
+        description="App API key (secret, sent as `Bearer`). Without one the workspace refuses "
+        "App API sends, broadcast triggers and reads with 403.",
+    )
+    app_url: str | None = Field(
+        default=None,
+        description="Overrides the region's App API host (`us`: `https://api.customer.io`, "
+        "`eu`: `https://api-eu.customer.io`).",
+    )
+    app_resend_ambiguous: bool = Field(
+        default=False,
+        description="Resend App sends whose outcome is unknown (read timeout, reset, "
+        "500/502/504): MAY DELIVER TWICE. Off, such sends are dead-lettered as `ambiguous` "
+        "for an operator (docs/app.md).",
+    )
+    strict_validation: bool = Field(
+        default=False,
+        description="cioq's checks beyond Customer.io's (docs/validation-rules.md, \"Opt-in "
+        'strictness"): refuse at ingest what Customer.io would silently drop or has no stated '
+        "rule for. Off, a conforming call Customer.io takes is taken here too.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -137,7 +184,8 @@ def _split_csv(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    """Every setting of cioq; see README "Configuration" for each one's meaning."""
+    """Every setting of cioq. Each field's description is its documentation:
+    `scripts/gen-config-docs` renders them into docs/configuration.md."""
 
     model_config = SettingsConfigDict(
         env_prefix="CIOQ_",
@@ -146,126 +194,439 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    env: Literal["development", "production"] = "development"
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses to start with empty, development or `CHANGE_ME` "
+        "placeholder keys, and with an evicting Redis (development only logs a warning).",
+    )
 
     # Redis and Celery
     # URLs may carry a Redis password; keep them out of repr.
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
-    broker_url: str | None = Field(default=None, repr=False)
-    # Redis Cluster: redis_url names any seed node; the broker must be a standalone Redis.
-    redis_cluster: bool = False
-    shards: int = Field(default=32, ge=1, le=4096)
-    # TLS (rediss://) is always verified; a private CA's bundle for the store and the broker.
-    redis_ca_file: str | None = None
-    # write: Redis applied it; replica: also received by a replica (no AOF needed);
-    # fsync: on the primary's disk; replicated: on disk and received by a replica.
-    durability: Literal["write", "replica", "fsync", "replicated"] = "write"
-    durability_timeout_ms: int = Field(default=5000, ge=1)
-    redis_timeout_s: float = Field(default=5.0, gt=0)
-    startup_redis_wait_s: float = Field(default=30.0, ge=0)
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        repr=False,
+        description="The queue's Redis: streams, leases, dead letters (`rediss://` for TLS). "
+        "In cluster mode any seed node or the configuration endpoint.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        repr=False,
+        description="Celery broker for the drain triggers; unset, `CIOQ_REDIS_URL`. In cluster "
+        "mode a separate standalone Redis (required; Celery's Redis broker cannot use a "
+        "cluster).",
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="The queue's Redis is a Redis/Valkey Cluster; `CIOQ_REDIS_URL` names any "
+        "seed node (docs/redis-cluster.md).",
+    )
+    shards: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Streams per workspace and lane; at least the total worker concurrency. "
+        "Drain the queue before changing it.",
+    )
+    redis_ca_file: str | None = Field(
+        default=None,
+        description="PEM bundle of the CA that signed the Redis servers' certificates, for a "
+        "private CA (default: the system trust store). With `rediss://` the store and the "
+        "broker always verify the certificate and host name "
+        "(`tests/e2e/store/test_redis_tls.py`).",
+    )
+    durability: Literal["write", "replica", "fsync", "replicated"] = Field(
+        default="write",
+        description="What a 2xx promises: `write` (applied in Redis), `replica` (also received "
+        "by a replica; no AOF needed), `fsync` (on the primary's disk) or `replicated` (on "
+        "disk and on a replica). Start-up refuses a Redis that cannot keep it "
+        '(docs/deploy.md, "Durability per provider").',
+    )
+    durability_timeout_ms: int = Field(
+        default=5000,
+        ge=1,
+        description="How long a write waits for `WAITAOF`/`WAIT` before ingest answers 503.",
+    )
+    redis_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Socket connect and read timeout of every store connection (api, workers, "
+        "sweeper, CLI, start-up checks).",
+    )
+    startup_redis_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long a worker waits for Redis at start-up before refusing to start "
+        "(the api starts anyway and answers 503 until Redis is up and checked).",
+    )
     # Backpressure: ingest answers 503 while a workspace's backlog is over either mark.
-    backlog_max_entries: int = Field(default=1_000_000, ge=1)
-    backlog_max_age_s: float = Field(default=3600.0, gt=0)
-    backlog_refresh_ms: int = Field(default=500, ge=0)
-    backlog_retry_after_s: int = Field(default=5, ge=1)
+    backlog_max_entries: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Per workspace: over this many waiting jobs, ingest answers 503 with "
+        "`Retry-After`.",
+    )
+    backlog_max_age_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Per workspace: while the oldest waiting job is older than this, ingest "
+        "answers 503 with `Retry-After`.",
+    )
+    backlog_refresh_ms: int = Field(
+        default=500,
+        ge=0,
+        description="How long an api process reuses a workspace's backlog reading, so "
+        "backpressure costs no Redis round trip per request.",
+    )
+    backlog_retry_after_s: int = Field(
+        default=5, ge=1, description="`Retry-After` of a backpressure 503."
+    )
 
     # Default workspace
-    site_id: str = DEV_SITE_ID
-    api_key: SecretStr = SecretStr(DEV_API_KEY)
-    region: Literal["us", "eu"] = "us"
-    track_url: str | None = None
-    environment_id: int | None = None
-    cdp_api_key: SecretStr | None = None
-    cdp_url: str | None = None
-    app_api_key: SecretStr | None = None
-    app_url: str | None = None
-    app_resend_ambiguous: bool = False
-    # cioq's checks beyond Customer.io's, for the default workspace (docs/validation-rules.md).
-    strict_validation: bool = False
-    ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_INGEST_KEY),)
-    bulk_ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    site_id: str = Field(
+        default=DEV_SITE_ID, description="The default workspace's Customer.io site id."
+    )
+    api_key: SecretStr = Field(
+        default=SecretStr(DEV_API_KEY),
+        description="The default workspace's Track API key (secret).",
+    )
+    region: Literal["us", "eu"] = Field(
+        default="us",
+        description="The default workspace's data center: `us` sends to "
+        "`https://track.customer.io` (and the `cdp.`/`api.` hosts), `eu` to their `-eu` hosts.",
+    )
+    track_url: str | None = Field(
+        default=None,
+        description="Overrides the region's Track API base URL (e.g. the sandbox).",
+    )
+    environment_id: int | None = Field(
+        default=None,
+        description="Customer.io's id of the default workspace, echoed as `environment_id` by "
+        "`GET /api/v1/accounts/region` (`null` when unset).",
+    )
+    cdp_api_key: SecretStr | None = Field(
+        default=None,
+        description="The default workspace's Pipelines write key (secret); unset, Pipelines "
+        "calls are refused with 403.",
+    )
+    cdp_url: str | None = Field(
+        default=None,
+        description="Overrides the Pipelines host (`us`: `https://cdp.customer.io`, `eu`: "
+        "`https://cdp-eu.customer.io`).",
+    )
+    app_api_key: SecretStr | None = Field(
+        default=None,
+        description="The default workspace's App API key (secret); unset, App API sends, "
+        "triggers and reads are refused with 403.",
+    )
+    app_url: str | None = Field(
+        default=None,
+        description="Overrides the App API host (`us`: `https://api.customer.io`, `eu`: "
+        "`https://api-eu.customer.io`).",
+    )
+    app_resend_ambiguous: bool = Field(
+        default=False,
+        description="Resend the default workspace's App sends whose outcome is unknown: MAY "
+        "DELIVER TWICE. Off, they are dead-lettered as `ambiguous`.",
+    )
+    strict_validation: bool = Field(
+        default=False,
+        description="cioq's checks beyond Customer.io's for the default workspace "
+        "(docs/validation-rules.md).",
+    )
+    ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(SecretStr(DEV_INGEST_KEY),),
+        description="Comma-separated keys the default workspace's producers send (Basic "
+        "`site_id:key`, Basic `key:` or `Bearer key`).",
+    )
+    bulk_ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated ingest keys of the default workspace whose requests are "
+        "bulk traffic (docs/live-and-bulk.md).",
+    )
     workspaces_json: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json"),
         repr=False,  # holds API and ingest keys in clear
+        description="More workspaces, as JSON inline or `@/path/to/file.json`: a list of "
+        'objects with the fields under "Workspaces" below, or an object of them by name.',
     )
-    # Entries are ``name:key`` or a bare key (named by its fingerprint): the audit says who.
-    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = (SecretStr(DEV_ADMIN_KEY),)
-    # Operator console (service/console): signs session cookies; unset, a digest of the admin keys.
-    console_secret: SecretStr | None = None
-    console_session_s: int = Field(default=28_800, ge=60)
+    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(SecretStr(DEV_ADMIN_KEY),),
+        description="Comma-separated keys of the admin API and the console, distinct from "
+        "every ingest key; `name:key` names a key in the audit (a bare key is named by its "
+        "fingerprint).",
+    )
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the console's session cookies (secret). Unset, a digest of the "
+        "admin keys: the same on every replica, and it changes when the admin keys do.",
+    )
+    console_session_s: int = Field(
+        default=28_800, ge=60, description="How long a console sign-in lasts."
+    )
 
     # Ingest API
-    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "CIOQ_PORT", "port"))
-    host: str = "127.0.0.1"
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    # Addresses or networks (comma-separated, e.g. 10.0.0.0/8) whose X-Forwarded-Proto/For
-    # are believed: the ingress that terminates TLS. Empty: the headers are ignored.
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    max_request_bytes: int = Field(default=5_000_000, gt=0)
+    port: int = Field(
+        default=8000,
+        validation_alias=AliasChoices("PORT", "CIOQ_PORT", "port"),
+        description="The api's port (`PORT` is the Procfile convention).",
+    )
+    host: str = Field(
+        default="127.0.0.1", description="The api's bind address (`cioq api --host` overrides)."
+    )
+    tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate: with `CIOQ_TLS_KEY`, the api serves HTTPS (the official "
+        "Track SDK speaks only https).",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="PEM private key of `CIOQ_TLS_CERT`; set both or neither."
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated addresses or networks (`10.0.0.0/8`) whose "
+        "`X-Forwarded-Proto`/`X-Forwarded-For` are believed: the ingress that terminates TLS. "
+        'Unset, the headers are ignored from everyone (docs/operations.md, "Behind a '
+        'proxy").',
+    )
+    max_request_bytes: int = Field(
+        default=5_000_000,
+        gt=0,
+        description="Ingest request body cap (413 beyond; for gzip bodies, the inflated size). "
+        "A batch bigger than Customer.io's limit is re-packed by the drain.",
+    )
     # Listener limits (service/api/listener.py): slow or bloated requests cannot hold it.
-    header_timeout_s: float = Field(default=10.0, gt=0)
-    body_timeout_s: float = Field(default=30.0, gt=0)
-    max_header_count: int = Field(default=100, ge=8)
-    max_header_bytes: int = Field(default=16_384, ge=1024)
-    idempotency_window_s: float = Field(default=86_400.0, gt=0)
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="The request line and headers must arrive within this, else 408 and the "
+        "connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A request body slower than this is cut off with 408.",
+    )
+    max_header_count: int = Field(
+        default=100,
+        ge=8,
+        description="More headers than this: 431 and the connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        description="A request head larger than this: 431 as soon as the limit is crossed, "
+        "and the connection is closed.",
+    )
+    idempotency_window_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="How long an `Idempotency-Key`'s first answer, and its per-shard request "
+        "markers, are kept; also how long a dead-letter replay's marker guards against a "
+        "second replay.",
+    )
 
     # Packing and delivery
-    max_batch_bytes: int = Field(default=500_000, ge=1024)
-    max_op_bytes: int = Field(default=32_768, ge=256)
-    linger_ms: int = Field(default=1000, ge=0)
-    max_ops_per_read: int = Field(default=4000, ge=1)
-    # Merge back-to-back identifies of one person inside a batch (service/lanes/track/coalesce.py).
-    coalesce: bool = False
-    # Pipelines limits: "500 KB" per batch and "32 KB" per call, read as 1000-byte KB (README).
-    cdp_max_batch_bytes: int = Field(default=500_000, ge=1024)
-    cdp_max_call_bytes: int = Field(default=32_000, ge=256)
-    # Stamp a call's accept time where the producer sent none (README "Time of a call").
-    stamp_timestamps: bool = True
-    upstream_timeout_s: float = Field(default=20.0, gt=0)
-    lease_ms: int = Field(default=60_000, ge=1000)
-    #: Accept a lease shorter than one send step (tests and chaos runs that provoke lease
-    #: loss on purpose, for fast takeovers); refused otherwise.
-    allow_short_lease: bool = False
-    # Fill a request from the heads of several shards of a workspace (README "Packing
-    # across shards"); false packs each shard on its own (the design before, for benches).
-    pack_across_shards: bool = True
+    max_batch_bytes: int = Field(
+        default=500_000,
+        ge=1024,
+        description="Largest Track `/api/v2/batch` body the drain sends, envelope included.",
+    )
+    max_op_bytes: int = Field(
+        default=32_768,
+        ge=256,
+        description="Largest Track operation, checked at ingest.",
+    )
+    linger_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="How long a request that is not full may wait for more ops, from its "
+        "oldest op (whichever shard holds it).",
+    )
+    max_ops_per_read: int = Field(
+        default=4000,
+        ge=1,
+        description="Entries a drain reads from a shard's stream at a time; a shard holding "
+        "at least this many is a backlog, left to drains of its own.",
+    )
+    coalesce: bool = Field(
+        default=False,
+        description="Merge back-to-back identifies of one person inside a Track batch "
+        "(`cioq_ops_coalesced_total` counts the ops saved).",
+    )
+    cdp_max_batch_bytes: int = Field(
+        default=500_000,
+        ge=1024,
+        description="Largest Pipelines `/v1/batch` body the drain sends, envelope included "
+        '(Customer.io\'s "500 KB", read as 1000-byte KB).',
+    )
+    cdp_max_call_bytes: int = Field(
+        default=32_000,
+        ge=256,
+        description="Largest Pipelines call, checked at ingest on the stamped call "
+        '(Customer.io\'s "32 KB", same reading).',
+    )
+    stamp_timestamps: bool = Field(
+        default=True,
+        description="Stamp the accept time on calls and ops that carry none (Pipelines: "
+        "ISO-8601; Track identify/event/page/screen: Unix seconds). Ids are always stamped.",
+    )
+    upstream_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Customer.io request timeout; must be below `CIOQ_SHUTDOWN_GRACE_S`.",
+    )
+    lease_ms: int = Field(
+        default=60_000,
+        ge=1000,
+        description="Shard lease: a crashed drain's shard is taken over after this. Refused "
+        "at start-up below 1.5 times one send step (App rate wait + upstream connect + read: "
+        "46,500 ms at the defaults).",
+    )
+    allow_short_lease: bool = Field(
+        default=False,
+        description="Accept a `CIOQ_LEASE_MS` shorter than one send step (tests and chaos "
+        "runs that provoke lease loss on purpose).",
+    )
+    pack_across_shards: bool = Field(
+        default=True,
+        description="Fill a request from the heads of several shards of a workspace lane; "
+        "`false` packs shard by shard (kept for `bench/live.py`).",
+    )
     # How long one drain may hold a worker process: a drain triggered by live traffic, and
     # one working through a backlog or bulk jobs (short, so live triggers get a process).
-    drain_budget_s: float = Field(default=2.0, gt=0)
-    bulk_drain_budget_s: float = Field(default=0.25, gt=0)
-    sweep_interval_ms: int = Field(default=1000, ge=10)
+    drain_budget_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="A drain triggered by live traffic hands its shards back after this, for "
+        "fairness.",
+    )
+    bulk_drain_budget_s: float = Field(
+        default=0.25,
+        gt=0,
+        description="The same for drains from the bulk queue (backlogs, bulk traffic): short, "
+        "so a live trigger waits for a worker process about this long at most.",
+    )
+    sweep_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        description="The sweeper's period: how often it re-triggers shards with work and no drain.",
+    )
 
-    # App API lane (README "App API"): Customer.io's published limits are the defaults.
-    app_send_rps: float = Field(default=100.0, gt=0)
-    app_rps: float = Field(default=10.0, gt=0)
-    app_broadcast_interval_s: float = Field(default=10.0, gt=0)
-    # Share of a limit cioq spends: grant-to-arrival jitter must not push a second over it.
-    app_rate_headroom: float = Field(default=0.95, gt=0, le=1)
-    # How long a send's ingest request waits for Customer.io's answer before answering 202.
-    app_send_wait_ms: int = Field(default=3000, ge=0)
-    # How long a read waits for a token of the 10/s budget before answering 429.
-    app_read_wait_ms: int = Field(default=2000, ge=0)
-    app_outcome_ttl_s: float = Field(default=86_400.0, gt=0)
-    # A drain sleeps for a send token up to this long; longer waits hand the shard back.
-    app_token_wait_max_ms: int = Field(default=1000, ge=0)
+    # App API lane: Customer.io's published limits are the defaults.
+    app_send_rps: float = Field(
+        default=100.0,
+        gt=0,
+        description="App API sends per second per workspace, all processes together.",
+    )
+    app_rps: float = Field(
+        default=10.0,
+        gt=0,
+        description="Other App API calls (reads, message lookups) per second per workspace.",
+    )
+    app_broadcast_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between two triggers of one broadcast.",
+    )
+    app_rate_headroom: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Share of each App API rate limit cioq spends, so the jitter between a "
+        "slot and the request's arrival cannot push a second over the limit.",
+    )
+    app_send_wait_ms: int = Field(
+        default=3000,
+        ge=0,
+        description="How long an App send's ingest request waits for Customer.io's answer "
+        "before answering 202 with a status URL.",
+    )
+    app_read_wait_ms: int = Field(
+        default=2000,
+        ge=0,
+        description="How long a proxied App API read waits for a rate slot before answering "
+        "429 with `Retry-After`.",
+    )
+    app_outcome_ttl_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="How long an App send's outcome (what its status URL answers) is kept.",
+    )
+    app_token_wait_max_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="A drain waits up to this for an App send slot; a longer wait hands the "
+        "shard back until the slot.",
+    )
 
     # Retries, pauses, dead letters
-    retry_base_ms: int = Field(default=1000, ge=0)
-    retry_cap_ms: int = Field(default=300_000, ge=0)
-    retry_max_attempts: int = Field(default=20, ge=1)
-    retry_max_age_s: float = Field(default=86_400.0, gt=0)
-    throttle_pause_ms: int = Field(default=5000, ge=0)
-    setup_pause_ms: int = Field(default=30_000, ge=0)
-    crash_limit: int = Field(default=3, ge=1)
-    shutdown_grace_s: float = Field(default=25.0, gt=0)
+    retry_base_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="Base of the full-jitter backoff after a transient "
+        "failure (408, 5xx, timeouts).",
+    )
+    retry_cap_ms: int = Field(
+        default=300_000, ge=0, description="Longest backoff between two tries."
+    )
+    retry_max_attempts: int = Field(
+        default=20,
+        ge=1,
+        description="Tries before a job is dead-lettered (`max_attempts`).",
+    )
+    retry_max_age_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Age after which a job that still fails is dead-lettered (`max_age`).",
+    )
+    throttle_pause_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="How long a workspace lane pauses after a 429 without `Retry-After`.",
+    )
+    setup_pause_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="How long a workspace lane pauses after a 401/403 (jobs kept), then "
+        "probes again.",
+    )
+    crash_limit: int = Field(
+        default=3,
+        ge=1,
+        description="Deaths without an outcome (worker killed mid-send) of a lone job before "
+        "it is quarantined as `crash_loop`.",
+    )
+    shutdown_grace_s: float = Field(
+        default=25.0,
+        gt=0,
+        description="A stopping worker's warm-shutdown budget; set the pod's "
+        "`terminationGracePeriodSeconds` above it.",
+    )
 
-    # Metrics (see README "Operations")
-    worker_metrics_host: str = "127.0.0.1"
-    worker_metrics_port: int = Field(default=9100, ge=1, le=65535)
-    metrics_redis_timeout_s: float = Field(default=0.5, gt=0)
-    drain_rate_window_s: int = Field(default=60, ge=1)
+    # Metrics
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of a worker's `/metrics` server.",
+    )
+    worker_metrics_port: int = Field(
+        default=9100,
+        ge=1,
+        le=65535,
+        description="Port of a worker's `/metrics` server (the Celery main process adds up "
+        "its prefork children).",
+    )
+    metrics_redis_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How long a scrape of the api's `/metrics` waits for the queue gauges "
+        "from Redis; beyond it `cioq_queue_state_up` is 0.",
+    )
+    drain_rate_window_s: int = Field(
+        default=60,
+        ge=1,
+        description="Window of the drain rate behind `cioq_backlog_seconds`, the scaling signal.",
+    )
 
     @field_validator("ingest_keys", "bulk_ingest_keys", "admin_keys", mode="before")
     @classmethod

@@ -54,7 +54,7 @@ class Traffic(StrEnum):
 
     Live jobs (the default) are drained first; bulk jobs (backfills, imports) live in
     streams of their own and drain with the capacity live traffic leaves. Per-person
-    order holds within a class, not across the two (see README "Live and bulk traffic").
+    order holds within a class, not across the two (docs/live-and-bulk.md).
     """
 
     LIVE = "live"

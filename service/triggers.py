@@ -37,7 +37,7 @@ class WorkerQueues(StrEnum):
     #: Both, live first: the default, and what one pool of workers should run.
     ALL = "all"
     #: Live triggers only: a pool of its own for live traffic, when backfills would
-    #: otherwise take the CPU the live drains need (README "Live traffic and bulk traffic").
+    #: otherwise take the CPU the live drains need (docs/live-and-bulk.md).
     LIVE = "live"
     #: Bulk triggers only (backlogs and bulk traffic): the other pool of such a split.
     BULK = "bulk"

@@ -1,8 +1,8 @@
 """A real headless Chromium (Debian's chromium + chromium-driver) driven by Selenium.
 
 `scripts/test` installs both packages when missing; without them the browser tests skip
-locally and fail in CI. Pages are rendered at 1280x800, the size of the screenshots the
-README shows (`docs/screenshots/`).
+locally and fail in CI. Pages are rendered at 1280x800, the size of the screenshots
+docs/dead-letters-and-console.md shows (`docs/screenshots/`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The flows an operator runs (sign in, watch a paused backlog drain after resume, find a
 dead letter by filter and replay it, purge by class) on the whole stack; producer values
 that are hostile markup stay text in the DOM. Each page is saved at 1280x800 to
-docs/screenshots/ (README "Operator console").
+docs/screenshots/ (docs/dead-letters-and-console.md, "Operator console").
 """
 
 from __future__ import annotations

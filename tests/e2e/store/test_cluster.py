@@ -125,7 +125,7 @@ def test_partial_write_is_completed_by_its_retry(
 
     With an Idempotency-Key the retry stores exactly the missing parts. Without one it
     stores the whole request again: the parts on the reachable nodes are duplicated
-    (the README quotes the figure printed here).
+    (docs/redis-cluster.md quotes the figure printed here).
     """
     stack = make_stack(
         cluster=slow_cluster, shards=16, redis_timeout_s=0.5, backlog_refresh_ms=600_000
@@ -171,9 +171,9 @@ def test_failover_of_a_primary_during_traffic(
     """SIGKILL a primary while ingesting and draining; its replica takes over.
 
     Ingest answers only 2xx or 503 throughout. At ``replicated`` no acknowledged job is
-    lost and per-person order holds; at ``write`` the loss is counted and printed (the
-    README quotes it). The killed node is restarted and rejoins as a replica, so
-    ``replicated`` has a replica again for the promoted primary.
+    lost and per-person order holds; at ``write`` the loss is counted and printed
+    (docs/redis-cluster.md quotes it). The killed node is restarted and rejoins as a replica,
+    so ``replicated`` has a replica again for the promoted primary.
     """
     cluster = Cluster(tmp_path / "cluster", fsync="always")
     try:

@@ -7,8 +7,8 @@ letter. Negative mode: every refusal is a 4xx naming a field. Nothing is ever a 
 
 Each test runs a fixed seed and a rotating one (printed, so a failure can be replayed
 with CIOQ_CONFORMANCE_SEED). CIOQ_CONFORMANCE_EXAMPLES sets the examples per operation
-(default 10, to keep the suite short; the acceptance figure uses 100: README "Drop-in
-by Customer.io's contract").
+(default 10, to keep the suite short; the acceptance figure uses 100: docs/validation-rules.md
+"Checking it").
 """
 
 from __future__ import annotations

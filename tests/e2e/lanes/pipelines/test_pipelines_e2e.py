@@ -1,7 +1,7 @@
 """End to end with real processes: Pipelines and Track jobs for the same people, both lanes.
 
-Each lane keeps its own streams, so order is checked per person per lane (README
-"Pipelines": order across lanes is not promised).
+Each lane keeps its own streams, so order is checked per person per lane (docs/pipelines.md,
+"Lanes, streams and order": order across lanes is not promised).
 """
 
 from __future__ import annotations
