@@ -125,6 +125,9 @@ class Cluster:
 
     def stop(self) -> None:
         for node in self.nodes:
+            if node.proc is not None:
+                node.proc.terminate()
+        for node in self.nodes:
             node.stop()
 
 

@@ -309,7 +309,10 @@ def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False)
             timeout_s=60,
             what="every live probe delivered",
         )
-    for worker in workers[1:] if kill_one else workers:
+    stopping = workers[1:] if kill_one else workers
+    for worker in stopping:
+        worker.terminate()
+    for worker in stopping:
         worker.stop()
         stack.workers.remove(worker)
     latencies = latencies_ms(stack.received_from(SITE_ID), accepted) if probes else []

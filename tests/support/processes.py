@@ -61,6 +61,7 @@ class Proc:
         self.popen = subprocess.Popen(
             argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -78,9 +79,15 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting: `stop` then waits, so several processes stop at once."""
+        if self.alive() and not self._terminated:
+            self.popen.send_signal(signal.SIGTERM)
+            self._terminated = True
+
     def stop(self, timeout_s: float = 15) -> int | None:
         if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:

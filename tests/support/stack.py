@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,13 @@ class Stack:
         return "\n".join(f"===== {p.name}\n{p.log()[-4000:]}" for p in self.procs)
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop(timeout_s=10)
+        # cioq's processes all at once (one by one, each waited out its shutdown in turn),
+        # then what they talk to: a worker finishing a send needs the sandbox and Redis.
+        ours = [proc for proc in reversed(self.procs) if proc is not self.sandbox]
+        for proc in ours:
+            proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in ours:
+            proc.stop(timeout_s=max(0.1, deadline - time.monotonic()))
+        self.sandbox.stop(timeout_s=10)
         self.redis.stop()

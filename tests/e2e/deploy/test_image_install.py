@@ -51,7 +51,9 @@ def _clean_env() -> dict[str, str]:
 pytestmark = pytest.mark.xdist_group("image")
 
 
-@pytest.fixture(scope="module")
+# Session scope: xdist's loadgroup runs the group's tests on one worker but may put another
+# module's test between them, which would tear a module fixture down and build it again.
+@pytest.fixture(scope="session")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The venv holding what the production image holds, built as the Dockerfile builds it."""
     tmp = tmp_path_factory.mktemp("image")
