@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from service import keys
 from service.config import Settings
-from service.jobs import UNBATCHED, Lane, Traffic
+from service.jobs import Lane, Traffic, lane_traits
 from service.store.connections import SyncStore
 from service.triggers import Triggers
 from workers import liveness
@@ -66,7 +66,9 @@ class Sweeper:
         now_ms = int(self.clock() * 1000)
         lengths = [int(length) for length in results[1::3]]
         # The drain's rule (is_backlog), so a live drain never gets a shard it hands over.
-        backlog = lane not in UNBATCHED and is_backlog(sum(lengths), Limits.of(lane, self.settings))
+        backlog = lane_traits(lane).batches and is_backlog(
+            sum(lengths), Limits.of(lane, self.settings)
+        )
         due: list[tuple[int, bool]] = []
         for shard in shards:
             length, busy, not_before = results[1 + 3 * shard : 4 + 3 * shard]

@@ -30,12 +30,13 @@ from service import keys
 from service.config import Settings
 from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
-from service.store.workspace_control import MANUAL_CAUSE
+from service.store.shards import PauseCause
+from service.stream_ids import id_ms
 
 log = logging.getLogger("cioq.metrics")
 
-#: Pause causes as labels (an operator's pause is `MANUAL_CAUSE`); anything else is "other".
-PAUSE_CAUSES = ("throttle", "setup", MANUAL_CAUSE, "other")
+#: Pause causes as labels (an operator's pause is `PauseCause.MANUAL`).
+PAUSE_CAUSES = tuple(PauseCause)
 
 
 def record_drained(
@@ -144,12 +145,10 @@ class QueueStateCollector(Collector):
         for i, lane in enumerate(lanes):
             part = results[i * per_lane : (i + 1) * per_lane]
             streams = part[:-2]
-            heads = [int(rows[0][0].split(b"-", 1)[0]) for rows in streams[1::2] if rows]
+            heads = [id_ms(rows[0][0]) for rows in streams[1::2] if rows]
             lengths = [int(length) for length in streams[0::2]]
             cause_raw, pttl_ms = part[-2:]
-            cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
-            if cause and cause not in PAUSE_CAUSES:
-                cause = "other"
+            cause = PauseCause.of(cause_raw.decode()) if cause_raw else ""
             states.append(
                 LaneState(
                     lane=lane,

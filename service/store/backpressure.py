@@ -26,6 +26,7 @@ from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
 from service.jobs import Traffic
 from service.store.connections import AsyncStore, lua_source, store_errors
+from service.stream_ids import id_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,6 @@ class Reading:
 class _Failure:
     message: str
     taken_s: float
-
-
-def _entry_ms(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])
 
 
 class Backpressure:
@@ -163,6 +160,6 @@ class Backpressure:
         for length, head in zip(results[0::2], results[1::2], strict=True):
             entries += int(length)
             if head:
-                ms = _entry_ms(head[0][0])
+                ms = id_ms(head[0][0])
                 oldest_ms = ms if oldest_ms < 0 else min(oldest_ms, ms)
         return entries, oldest_ms, int(seconds) * 1000 + int(micros) // 1000

@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from service.config import Settings, Workspace
-from service.delivery.client import AppProxy
 from service.delivery.outcomes import Transport
 from service.errors import FieldError, InvalidRequest
+from service.lanes.app.client import AppProxy
 from service.lanes.app.rate_limit import AsyncRateLimiter, LimitClass
 from service.store.connections import AsyncStore
 from service.web.http import Request, Response, Route, error_response

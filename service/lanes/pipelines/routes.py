@@ -24,7 +24,8 @@ from typing import Any
 
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidRequest
-from service.jobs import Job, cdp_job, cdp_route, new_event_id
+from service.jobs import Job, new_event_id
+from service.lanes.pipelines.jobs import cdp_job, cdp_route
 from service.lanes.pipelines.validation import CALL_TYPES, validate_call
 from service.store.queue import Queue
 from service.web.http import OK, Request, Response, Route
