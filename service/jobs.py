@@ -67,6 +67,13 @@ class Job:
         return job_kind(self.kind).lane_of(self.route)
 
 
+def request_job(kind: str, request: dict[str, Any], *, route: str, op_type: str) -> Job:
+    """A job that is one request sent alone, stored as its `request` envelope; the route and
+    op type ride along so a dead-lettered job can be replayed to its shard."""
+    envelope = {**request, "route": route, "op_type": op_type}
+    return Job(kind=kind, route=route, payload=dumps(envelope), op_type=op_type)
+
+
 def identifier_values(data: Any) -> set[str]:
     """Every identifier value a Customer.io ``identifiers``/``primary``/``secondary``
     object in `data` names."""
@@ -112,6 +119,17 @@ class JobKind:
         return self.lane if self.by_route is None else self.by_route(route)
 
 
+def request_kind(name: str, entry_field: bytes, lane: Lane, **traits: Any) -> JobKind:
+    """A kind of `request_job`: each job is one request, sent alone."""
+
+    def restore(payload: bytes) -> Job:
+        data = orjson.loads(payload)
+        route, op_type = str(data.get("route", "unrouted")), str(data.get("op_type", ""))
+        return Job(name, route, payload, op_type)
+
+    return JobKind(name, entry_field, lane, batches=False, restore=restore, **traits)
+
+
 @dataclass(frozen=True, slots=True)
 class LaneTraits:
     """What the shared layers know of a lane: its name, kinds, whether it batches, and
@@ -141,8 +159,9 @@ def register_lane(traits: LaneTraits) -> None:
 def unregister_lane(lane: Lane) -> None:
     """Forget a lane registered for a while (a test's lane)."""
     traits = _LANES.pop(lane)
+    kept = {kind.name for other in _LANES.values() for kind in other.kinds}
     for kind in traits.kinds:
-        if _KINDS.get(kind.name) is kind:
+        if kind.name not in kept:
             del _KINDS[kind.name]
             del _BY_FIELD[kind.field]
 

@@ -56,7 +56,7 @@ def http_client(
     *,
     timeout_s: float,
     transport: httpx.BaseTransport | None,
-    limits: httpx.Limits = _DEFAULT_POOL,
+    limits: httpx.Limits,
 ) -> httpx.Client:
     """A kept-alive connection to one Customer.io API, never following redirects."""
     return httpx.Client(
@@ -74,6 +74,8 @@ class Upstream(ABC):
 
     #: Whether a 200/207 body may name refused items by ``batch_index`` (Track v2 only).
     item_errors = True
+    #: The connection pool (httpx's default unless a lane says otherwise).
+    limits = _DEFAULT_POOL
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class Upstream(ABC):
             {**headers, "Content-Type": JSON, "User-Agent": USER_AGENT},
             timeout_s=timeout_s,
             transport=transport,
+            limits=self.limits,
         )
 
     @staticmethod

@@ -64,6 +64,8 @@ class Transform:
 
 @dataclass(frozen=True, slots=True)
 class LaneSpec:
+    """Everything that differs per lane (see the module docstring)."""
+
     lane: Lane
     #: Job kinds stored in this lane's streams.
     kinds: tuple[JobKind, ...]

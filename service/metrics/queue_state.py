@@ -30,8 +30,8 @@ from service import keys
 from service.config import Settings
 from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
+from service.store.shard_state import ask_fill, stream_fills
 from service.store.shards import PauseCause
-from service.stream_ids import id_ms
 
 log = logging.getLogger("cioq.metrics")
 
@@ -128,11 +128,14 @@ class QueueStateCollector(Collector):
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
             # Each shard's live and bulk streams, summed per shard number below.
-            for traffic in Traffic:
-                for shard in shards:
-                    stream = keys.shard_keys(workspace, shard, lane, traffic).stream
-                    pipe.xlen(stream)
-                    pipe.xrange(stream, count=1)
+            ask_fill(
+                pipe,
+                [
+                    keys.shard_keys(workspace, shard, lane, traffic).stream
+                    for traffic in Traffic
+                    for shard in shards
+                ],
+            )
             pipe.get(keys.pause(workspace, lane))
             pipe.pttl(keys.pause(workspace, lane))
         pipe.xlen(keys.dead_letters(workspace))
@@ -144,9 +147,9 @@ class QueueStateCollector(Collector):
         states: list[LaneState] = []
         for i, lane in enumerate(lanes):
             part = results[i * per_lane : (i + 1) * per_lane]
-            streams = part[:-2]
-            heads = [id_ms(rows[0][0]) for rows in streams[1::2] if rows]
-            lengths = [int(length) for length in streams[0::2]]
+            fills = stream_fills(part[:-2])
+            heads = [fill.oldest_ms for fill in fills if fill.oldest_ms is not None]
+            lengths = [fill.length for fill in fills]
             cause_raw, pttl_ms = part[-2:]
             cause = PauseCause.of(cause_raw.decode()) if cause_raw else ""
             states.append(

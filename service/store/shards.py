@@ -24,6 +24,7 @@ from service.jobs import Lane, Traffic, kind_of_field
 from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
+from service.store.shard_state import ShardLook, look_at
 from service.stream_ids import id_ms, next_id
 
 
@@ -80,16 +81,6 @@ def _entry(shard: keys.ShardKeys, raw_id: bytes, fields: dict[bytes, bytes]) -> 
     # One field per entry (`enqueue.lua`): its name says the job's kind.
     ((name, payload),) = fields.items()
     return Entry(raw_id, kind_of_field(name).name, payload, shard)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardLook:
-    """A glance at a shard another drain might pack with its own."""
-
-    shard: keys.ShardKeys
-    length: int
-    leased: bool
-    not_before_ms: int
 
 
 class ShardStore:
@@ -156,17 +147,7 @@ class ShardStore:
 
     def look(self, shards: list[keys.ShardKeys]) -> list[ShardLook]:
         """Length, lease and retry wait of each shard, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in shards:
-            pipe.xlen(shard.stream)
-            pipe.exists(shard.lease)
-            pipe.hget(shard.retry, "not_before_ms")
-        with store_errors("looking at shards"):
-            raw = pipe.execute()
-        return [
-            ShardLook(shard, int(raw[3 * n]), bool(raw[3 * n + 1]), int(raw[3 * n + 2] or 0))
-            for n, shard in enumerate(shards)
-        ]
+        return look_at(self.redis, shards)
 
     def inflight_note(self, shard: keys.ShardKeys) -> InflightNote:
         return self.inflight_notes([shard])[0]

@@ -27,7 +27,8 @@ from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
 from service.jobs import Lane, job_kind
 from service.lanes.registry import LANES
-from service.store.shards import Entry, Lease, ShardLook, ShardStore
+from service.store.shard_state import ShardLook
+from service.store.shards import Entry, Lease, ShardStore
 from service.stream_ids import id_key
 from workers.drain.send import OutgoingUnit
 

@@ -7,57 +7,33 @@ from __future__ import annotations
 import httpx
 
 from service.config import Workspace
-from service.delivery.upstream import (
-    JSON,
-    USER_AGENT,
-    Answer,
-    aexchange,
-    exchange,
-    http_client,
-    timeout,
-)
+from service.delivery.upstream import USER_AGENT, Answer, Upstream, aexchange, exchange, timeout
 
 #: Idle kept-alive connections are dropped well before a server's usual 5 s keep-alive
 #: timeout: a send written into a connection the server is closing is ambiguous.
 _APP_KEEPALIVE_S = 2.0
 
 
-def _app_headers(workspace: Workspace) -> dict[str, str]:
+def _bearer(workspace: Workspace) -> dict[str, str]:
     if workspace.app_api_key is None:
         raise ValueError(f"workspace {workspace.name!r} has no App API key")
-    return {
-        "Authorization": f"Bearer {workspace.app_api_key.get_secret_value()}",
-        "User-Agent": USER_AGENT,
-    }
+    return {"Authorization": f"Bearer {workspace.app_api_key.get_secret_value()}"}
 
 
-class AppClient:
+class AppClient(Upstream):
     """Sends App API requests (transactional sends, broadcast triggers) for one workspace.
 
     Never raises for upstream trouble and never retries by itself: one call, one request.
     """
 
-    def __init__(
-        self,
-        workspace: Workspace,
-        *,
-        timeout_s: float,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.workspace = workspace
-        self._http = http_client(
-            workspace.app_base_url,
-            {**_app_headers(workspace), "Content-Type": JSON},
-            timeout_s=timeout_s,
-            transport=transport,
-            limits=httpx.Limits(keepalive_expiry=_APP_KEEPALIVE_S),
-        )
+    limits = httpx.Limits(keepalive_expiry=_APP_KEEPALIVE_S)
+
+    @staticmethod
+    def _endpoint(workspace: Workspace) -> tuple[str, dict[str, str]]:
+        return workspace.app_base_url, _bearer(workspace)
 
     def send(self, method: str, path: str, body: bytes) -> Answer:
         return exchange(self._http, method, path, body)
-
-    def close(self) -> None:
-        self._http.close()
 
 
 class AppProxy:
@@ -74,7 +50,7 @@ class AppProxy:
             base_url=workspace.app_base_url,
             timeout=timeout(timeout_s),
             transport=transport,
-            headers=_app_headers(workspace),
+            headers={**_bearer(workspace), "User-Agent": USER_AGENT},
             limits=httpx.Limits(keepalive_expiry=_APP_KEEPALIVE_S),
             follow_redirects=False,
         )

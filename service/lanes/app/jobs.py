@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from service.jobs import Job, JobKind, Lane, dumps, identifier_values
+from service.jobs import Job, Lane, identifier_values, request_job, request_kind
 
 #: Stream entry field holding an App API request envelope (a send or a broadcast trigger),
 #: sent alone: ``{"id","method","path","body","limit","bucket","route","op_type"}``.
@@ -29,22 +27,15 @@ def app_job(
 
     `job_id` names the job's outcome record; `limit` and `bucket` name its rate budget.
     """
-    envelope = {
+    request = {
         "id": job_id,
         "method": "POST",
         "path": path,
         "body": body,
         "limit": limit,
         "bucket": bucket,
-        "route": route,
-        "op_type": op_type,
     }
-    return Job(kind="app", route=route, payload=dumps(envelope), op_type=op_type)
-
-
-def _restore(payload: bytes) -> Job:
-    data = orjson.loads(payload)
-    return Job("app", str(data.get("route", "unrouted")), payload, str(data.get("op_type", "")))
+    return request_job("app", request, route=route, op_type=op_type)
 
 
 def _subjects(data: Any) -> set[str]:
@@ -58,13 +49,6 @@ def _lane_of(route: str) -> Lane:
     return Lane.BROADCASTS if route.startswith(BROADCAST_ROUTE) else Lane.APP
 
 
-APP = JobKind(
-    "app",
-    FIELD_APP,
-    Lane.APP,
-    batches=False,
-    restore=_restore,
-    subjects=_subjects,
-    at_most_once=True,
-    by_route=_lane_of,
+APP = request_kind(
+    "app", FIELD_APP, Lane.APP, subjects=_subjects, at_most_once=True, by_route=_lane_of
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from service.jobs import Job, JobKind, Lane, dumps
+from service.jobs import Job, JobKind, Lane, dumps, request_job, request_kind
 
 #: Stream entry field holding a v2 operation's JSON bytes.
 FIELD_OP = b"o"
@@ -47,26 +47,13 @@ def v2_job(op: dict[str, Any]) -> Job:
 
 def v1_job(method: str, path: str, body: Any, *, route: str, op_type: str, query: str = "") -> Job:
     """Wrap a v1 request that has no v2 equivalent as a job, forwarded to the same path."""
-    # Route and op type ride along so a dead-lettered v1 job can be replayed to its shard.
-    envelope = {
-        "method": method,
-        "path": path,
-        "query": query,
-        "body": body,
-        "route": route,
-        "op_type": op_type,
-    }
-    return Job(kind="v1", route=route, payload=dumps(envelope), op_type=op_type)
+    request = {"method": method, "path": path, "query": query, "body": body}
+    return request_job("v1", request, route=route, op_type=op_type)
 
 
 def _restore_v2(payload: bytes) -> Job:
     data = orjson.loads(payload)
     return Job("v2", route_of(data), payload, str(data.get("action")))
-
-
-def _restore_v1(payload: bytes) -> Job:
-    data = orjson.loads(payload)
-    return Job("v1", str(data.get("route", "unrouted")), payload, str(data.get("op_type", "")))
 
 
 def _v1_subjects(data: Any) -> set[str]:
@@ -85,12 +72,4 @@ V2 = JobKind(
     batches=True,
     restore=_restore_v2,
 )
-V1 = JobKind(
-    "v1",
-    FIELD_V1,
-    Lane.TRACK,
-    batches=False,
-    restore=_restore_v1,
-    subjects=_v1_subjects,
-    person=_v1_person,
-)
+V1 = request_kind("v1", FIELD_V1, Lane.TRACK, subjects=_v1_subjects, person=_v1_person)
