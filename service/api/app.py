@@ -13,10 +13,12 @@ import logging
 import time
 from typing import Any
 
+from starlette.applications import Starlette
+
 from service.api import openapi
 from service.api.admin import Admin
 from service.config import Settings, Workspace
-from service.console.routes import Console
+from service.console.app import create_console
 from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavailable
 from service.jobs import Traffic
 from service.lanes.registry import ingest_routes
@@ -259,12 +261,12 @@ class IngestApp:
             self.triggers.close()
 
 
-def console_for(app: IngestApp, settings: Settings) -> Console:
+def console_for(app: IngestApp, settings: Settings) -> Starlette:
     """The operator console over the app's Redis, dead-letter admin and scrape client."""
     control = WorkspaceControl(app.redis, settings, app.triggers)
     state = QueueStateCollector(settings, app.metrics.redis)
     overview = Overview(settings, state, app.redis, app.admin.dlq, control)
-    return Console(settings, app.auth, app.admin.dlq, control, overview)
+    return create_console(settings, app.auth, app.admin.dlq, control, overview)
 
 
 def create_app(settings: Settings, **kwargs: Any) -> IngestApp:
