@@ -19,12 +19,12 @@ from service.api import openapi
 from service.api.admin import Admin
 from service.config import Settings, Workspace
 from service.console.app import create_console
+from service.console.overview import Overview
 from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavailable
 from service.jobs import Traffic
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
 from service.metrics.export import ApiMetrics
-from service.metrics.overview import Overview
 from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
 from service.store.connections import AsyncStore, connect_async

@@ -36,11 +36,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import Settings
+from service.console.overview import Overview
 from service.console.pages import Form, Pages, redirect
 from service.console.routes import Console, OperatorPage, PublicPage
 from service.console.session import Sessions
 from service.errors import FieldError, InvalidRequest, StoreUnavailable
-from service.metrics.overview import Overview
 from service.store.dead_letter_admin import DeadLetterAdmin
 from service.store.workspace_control import WorkspaceControl
 from service.web.auth import Authenticator

@@ -19,10 +19,10 @@ from starlette.responses import Response
 
 from service.config import Settings
 from service.console import views
+from service.console.overview import Overview
 from service.console.pages import Form, Pages, query_of, redirect
 from service.console.session import Session
 from service.errors import ConfigError, FieldError, InvalidRequest
-from service.metrics.overview import Overview
 from service.store.dead_letter_admin import (
     MAY_DELIVER_TWICE,
     DeadLetterAdmin,

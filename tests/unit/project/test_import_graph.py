@@ -54,9 +54,11 @@ def test_no_cycle_between_service_subpackages(packages: list[str]) -> None:
     """The layers of `service` import one way: lanes on web on store, api on lanes.
 
     One known loop is left: the store counts into `service.metrics` (jobs accepted, dead
-    lettered) and the metrics' overview and queue-state gauges read the store. Its modules
-    do not loop (the module test below), and undoing it means moving counting out of the
-    store into every caller.
+    lettered), and the metrics reach Redis through the store's `connections` (the activity
+    tally, the drain counts and queue-state gauges, the ``/metrics`` scrape client) and read
+    its `MANUAL_CAUSE`. Its modules do not loop (the module test below). The console's read
+    model is out of it (`service.console.overview`); what is left goes when the Redis
+    connections sit below both packages, or counting leaves the store for every caller.
     """
     assert cycles(build(packages), depth=2) == [["service.metrics", "service.store"]]
 
