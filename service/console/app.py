@@ -17,7 +17,7 @@ exception handlers:
     BodyRefused        413 or 408: the form is over `MAX_FORM_BYTES` or arrived too slowly
     InvalidRequest     its status, naming the fields
     StoreUnavailable   503
-    Exception          500, logged (Starlette then re-raises it to the server)
+    Exception          500 (Starlette then re-raises it to the server, which logs it)
 """
 
 from __future__ import annotations
@@ -143,9 +143,8 @@ def _error_pages(pages: Pages) -> dict[Any, Callable[[Request, Any], Awaitable[R
         return pages.error(request, 503, "Redis unavailable")
 
     async def internal(request: Request, exc: Exception) -> Response:
-        log.error(
-            "console: unexpected error on %s %s", request.method, request.url.path, exc_info=exc
-        )
+        # No traceback here: Starlette re-raises the exception to the server, which logs it.
+        log.error("console: unexpected error on %s %s: %r", request.method, request.url.path, exc)
         response = pages.error(request, 500, "Internal error")
         # Starlette answers this one outside the middleware, so the headers are added here.
         response.raw_headers.extend(SECURITY_HEADERS)
