@@ -87,6 +87,23 @@ class SecurityHeaders:
         await self.app(scope, receive, send_secured)
 
 
+class TrailingSlash:
+    """Serves ``/console/overview/`` as ``/console/overview``, as the api's own router does.
+
+    Starlette would redirect instead, to an absolute URL built from the scheme the pod
+    sees, which behind a TLS-terminating proxy is not the one the browser used.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
 async def _form(request: Request, timeout_s: float) -> Form:
     """The request's form, read within the console's size and time caps."""
     headers = dict(request.scope["headers"])
@@ -185,6 +202,6 @@ def create_console(
     routes.append(Mount("/console/static", StaticFiles(packages=[("service.console", "static")])))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(TrailingSlash)],
         exception_handlers=_error_pages(pages),
     )

@@ -86,3 +86,10 @@ def test_an_unknown_workspace_names_the_field(client: httpx.Client) -> None:
     response = client.get("/console/dead-letters/nope/1-0")
     assert response.status_code == 404
     assert "<strong>workspace</strong>" in response.text
+
+
+def test_a_trailing_slash_reaches_the_same_page(client: httpx.Client) -> None:
+    """No redirect to an absolute URL: behind a proxy its scheme could be the wrong one."""
+    response = client.get("/console/")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/sign-in"
