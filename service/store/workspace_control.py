@@ -30,7 +30,6 @@ from service.stream_ids import id_ms
 #: The built-in lanes, as the console offers them; each can be paused on its own (so can
 #: any registered lane, by name).
 LANES = tuple(lane.value for lane in Lane)
-MANUAL_CAUSE = PauseCause.MANUAL
 AUDIT_MAX_ENTRIES = 10_000
 MAX_PAUSE_MS = 7 * 86_400_000
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
@@ -140,7 +139,7 @@ class WorkspaceControl:
         reason = check_reason(reason)
         note = keys.pause_note(workspace, lane)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(pause_key(workspace, lane), MANUAL_CAUSE, px=duration_ms)
+        pipe.set(pause_key(workspace, lane), PauseCause.MANUAL, px=duration_ms)
         pipe.delete(note)
         pipe.hset(note, mapping={"reason": reason, "who": who, "at_ms": _now_ms()})
         pipe.pexpire(note, duration_ms)
