@@ -27,7 +27,7 @@ from service.store.shards import PauseCause
 from service.store.workspace_control import WorkspaceControl
 
 #: How the drain's pause causes read to an operator.
-PAUSE_LABELS = {
+PAUSE_LABELS: dict[str, str] = {
     PauseCause.THROTTLE: "429 from Customer.io",
     PauseCause.SETUP: "credentials refused (401/403)",
     PauseCause.MANUAL: "paused by hand",
