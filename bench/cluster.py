@@ -24,7 +24,8 @@ from bench.figures import Figure
 from bench.loadgen import LoadResult, run_load
 from bench.stack import BenchStack
 from service import keys
-from service.jobs import shard_for, v2_job
+from service.jobs import shard_for
+from service.lanes.track.jobs import v2_job
 from tests.support.cluster import Cluster
 from tests.support.processes import RedisServer
 from tests.support.valkey import primary_with_replica

@@ -21,8 +21,9 @@ from bench.figures import Figure
 from bench.stack import API_KEY, SITE_ID, BenchStack, rss_bytes, sandbox_requests, sandbox_stats
 from service import keys
 from service.delivery.packing import ENVELOPE_BYTES, batch_body
-from service.jobs import Job, Lane, v2_job
-from service.store.shards import next_id
+from service.jobs import Job, Lane
+from service.lanes.track.jobs import v2_job
+from service.stream_ids import next_id
 
 PAD = "p" * 360  # v2 ops of ~500 bytes
 #: Fewer shards than the default 32: one worker drains them, and each ends in a part-full

@@ -22,7 +22,8 @@ from bench.figures import Figure
 from bench.ingest import best_rounds, bulk_op
 from bench.loadgen import LoadResult, build_request
 from bench.stack import AUTH_HEADER, BenchStack, sandbox_requests
-from service.jobs import Job, Lane, cdp_job, cdp_route
+from service.jobs import Job, Lane
+from service.lanes.pipelines.jobs import cdp_job, cdp_route
 
 ITEMS_PER_BODY = 100
 PAD = "p" * 330

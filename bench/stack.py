@@ -18,7 +18,8 @@ import httpx
 import redis
 
 from service import keys
-from service.jobs import Job, Lane, shard_for, v2_job
+from service.jobs import Job, Lane, shard_for
+from service.lanes.track.jobs import v2_job
 from tests.support.cluster import Cluster
 from tests.support.processes import Proc, RedisServer, cioq_proc, free_port, wait_http
 

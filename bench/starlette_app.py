@@ -5,7 +5,8 @@ Redis writes as ``cioq api`` (the collaborators are taken from a real `IngestApp
 HTTP layer differs: Starlette's router, `Request` and `Response`, with the raw-path routing
 middleware the sandbox uses (`sandbox.app.RawPathRouting`), so ``a%2Fb`` stays one
 segment. Served by the same uvicorn settings as ``cioq api``, so `bench/framework.py`
-measures what Starlette would cost. The checks mirror `IngestApp._dispatch` on purpose.
+measures what Starlette would cost. The checks and the error table (`JSON_ERRORS`) mirror
+`IngestApp` on purpose.
 
 ``python -m bench.starlette_app --port P`` (settings from the ``CIOQ_*`` environment)
 """
@@ -26,12 +27,13 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route as StarletteRoute
 
 from sandbox.app import RawPathRouting
-from service.api.app import STORE_UNAVAILABLE, UNAUTHORIZED, IngestApp, create_app
+from service.api.app import INGEST_KEY_REQUIRED, IngestApp, create_app
 from service.config import load_settings
-from service.errors import FieldError, InvalidRequest, Overloaded, StoreUnavailable
+from service.errors import InvalidRequest
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
-from service.web.http import Request, Response, Route, base_url_of, error_response, split_path
+from service.web.errors import JSON_ERRORS
+from service.web.http import BodyRefused, Request, Response, Route, base_url_of, split_path
 
 
 def _to_starlette(response: Response) -> StarletteResponse:
@@ -47,28 +49,22 @@ def _endpoint(
 
     async def endpoint(request: StarletteRequest) -> StarletteResponse:
         started_s = time.perf_counter()
-        response = await handle(request)
+        try:
+            response = await handle(request)
+        except Exception as exc:
+            response = JSON_ERRORS.response(request.scope, exc)
         metrics.observe_ingest(route.name, response.status, time.perf_counter() - started_s)
         return _to_starlette(response)
 
     async def handle(request: StarletteRequest) -> Response:
         workspace = core.auth.workspace(request.headers.get("authorization"))
         if workspace is None:
-            return UNAUTHORIZED
-        try:
-            await core.gate.ensure()
-            await core.backpressure.check(workspace.name)
-        except Overloaded as exc:
-            retry_after = str(exc.retry_after_s).encode()
-            return error_response(503, [exc.mark], headers=((b"retry-after", retry_after),))
-        except StoreUnavailable:
-            return STORE_UNAVAILABLE
+            raise InvalidRequest([INGEST_KEY_REQUIRED], status=401)
+        await core.gate.ensure()
+        await core.backpressure.check(workspace.name)
         body = await request.body()
         if len(body) > settings.max_request_bytes:
-            limit = settings.max_request_bytes
-            return error_response(
-                413, [FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)]
-            )
+            raise BodyRefused.too_large(settings.max_request_bytes)
         scope = request.scope
         cioq_request = Request(
             request.method,
@@ -80,12 +76,7 @@ def _endpoint(
             route.name,
             base_url_of(scope),
         )
-        try:
-            return await route.handler(cioq_request, workspace)
-        except InvalidRequest as exc:
-            return error_response(exc.status, exc.errors)
-        except StoreUnavailable:
-            return STORE_UNAVAILABLE
+        return await route.handler(cioq_request, workspace)
 
     return endpoint
 

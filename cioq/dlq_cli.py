@@ -18,8 +18,11 @@ from rich.table import Table
 
 from service.config import Settings
 from service.errors import CioqError, InvalidRequest
+from service.jobs import job_kind
+from service.lanes import registry
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
+from service.store.dead_letters import LetterClass
 from service.store.queue import Queue
 from service.store.startup_checks import check_async
 from service.triggers import Triggers
@@ -35,12 +38,12 @@ T = TypeVar("T")
 Workspace = Annotated[str, typer.Option("--workspace", "-w", help="Workspace name")]
 LaneName = Annotated[
     str | None,
-    typer.Option("--lane", help="Only this lane's jobs: track, pipelines, app, broadcasts"),
+    typer.Option("--lane", help=f"Only this lane's jobs: {', '.join(registry.LANES)}"),
 ]
 Reason = Annotated[str | None, typer.Option(help="Only this reason, e.g. crash_loop")]
 Class = Annotated[
     str | None,
-    typer.Option("--class", help="Only this class: partial, invalid, transient, crash, ambiguous"),
+    typer.Option("--class", help=f"Only this class: {', '.join(LetterClass)}"),
 ]
 OpType = Annotated[str | None, typer.Option("--op", help="Only this op type, e.g. identify")]
 Person = Annotated[str | None, typer.Option(help="Only jobs naming this identifier value")]
@@ -192,7 +195,7 @@ async def _count_sends(dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter) -> 
     count, after = 0, None
     while True:
         page = await dlq.page(ws, flt, limit=1000, after=after)
-        count += sum(1 for stored in page.letters if stored.letter.kind == "app")
+        count += sum(job_kind(stored.letter.kind).at_most_once for stored in page.letters)
         if not page.next_after:
             return count
         after = page.next_after

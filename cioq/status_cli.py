@@ -1,6 +1,6 @@
 """``cioq status``, ``cioq pause`` and ``cioq resume``: the console's overview and lane actions.
 
-They read and write Redis with the same code as the console (`service.metrics.overview`,
+They read and write Redis with the same code as the console (`service.console.overview`,
 `service.store.workspace_control`), so both show the same numbers and audit the same way;
 the CLI audits as ``cli:<login name>``.
 """
@@ -19,8 +19,8 @@ from rich.table import Table
 from cioq.dlq_cli import run_reporting
 from service.config import Settings
 from service.console import views
+from service.console.overview import LaneOverview, Overview
 from service.errors import CioqError
-from service.metrics.overview import LaneOverview, Overview
 from service.metrics.queue_state import QueueStateCollector
 from service.store.connections import connect_async, connect_sync
 from service.store.dead_letter_admin import DeadLetterAdmin

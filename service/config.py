@@ -25,7 +25,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.errors import ConfigError
-from service.jobs import Lane
+from service.jobs import Lane, lanes_serving
 
 REGION_TRACK_URLS: dict[str, str] = {
     "us": "https://track.customer.io",
@@ -158,13 +158,8 @@ class Workspace(BaseModel):
 
     @property
     def lanes(self) -> tuple[Lane, ...]:
-        """The lanes this workspace delivers: Track always, the others with their keys."""
-        found = [Lane.TRACK]
-        if self.cdp_api_key is not None:
-            found.append(Lane.PIPELINES)
-        if self.app_api_key is not None:
-            found += [Lane.APP, Lane.BROADCASTS]
-        return tuple(found)
+        """The registered lanes this workspace delivers (Track always, others with their keys)."""
+        return lanes_serving(self)
 
     @property
     def cdp_base_url(self) -> str:
@@ -687,7 +682,7 @@ class Settings(BaseSettings):
     @property
     def send_step_max_ms(self) -> int:
         """The longest one send can hold a drain: the App rate wait, then one request's
-        connect and read timeouts (`service.delivery.client`)."""
+        connect and read timeouts (`service.delivery.upstream`)."""
         request_s = min(self.upstream_timeout_s, 10.0) + self.upstream_timeout_s
         return self.app_token_wait_max_ms + int(request_s * 1000)
 

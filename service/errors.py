@@ -12,7 +12,7 @@
 Customer.io's answers are values, not exceptions (`service.delivery.outcomes.Outcome`):
 a failed request is an outcome the drain's policies act on. Third-party exceptions are
 translated in one place each: redis-py's by `service.store.connections.store_errors`,
-httpx's in `service.delivery.client`.
+httpx's in `service.delivery.upstream`.
 """
 
 from __future__ import annotations

@@ -1,34 +1,33 @@
 """Jobs: what ingest stores in a shard's stream and what a drain reads back.
 
-A job is either a v2 operation (sent in ``POST /api/v2/batch`` bodies, byte for byte as
-stored) or a v1 request that has no v2 equivalent (sent alone to its v1 path). Its
+A job is one unit of work of some *kind* (a Track v2 operation, a v1 request, a
+Pipelines call, an App API request...), stored as one field of a stream entry. Its
 *route* names the person, object or delivery it concerns; every job of one route goes
 to one shard, so their order is kept.
+
+Each lane declares its kinds (`JobKind`) in its own folder and `service.lanes.registry`
+registers them here, so the shared layers below the lanes (store, dead letters,
+metrics) read a stored job through this table and never switch on a kind themselves.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from ulid import ULID
 
-#: Stream entry field holding a v2 operation's JSON bytes.
-FIELD_OP = b"o"
-#: Stream entry field holding a v1 request envelope ``{"method","path","query","body"}``.
-FIELD_V1 = b"v1"
-#: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
-FIELD_CDP = b"c"
-#: Stream entry field holding an App API request envelope (a send or a broadcast trigger),
-#: sent alone: ``{"id","method","path","body","limit","bucket","route","op_type"}``.
-FIELD_APP = b"a"
-
 
 class Lane(StrEnum):
-    """An upstream API family (Track, Pipelines, App API); `service.lanes` holds each one."""
+    """An upstream API family (Track, Pipelines, App API); `service.lanes` holds each one.
+
+    A lane registered outside this list (`service.lanes.registry.register`) is named by
+    its plain string: every shared layer only stores, labels and compares the name.
+    """
 
     TRACK = "track"
     PIPELINES = "pipelines"
@@ -36,17 +35,6 @@ class Lane(StrEnum):
     #: App API broadcast triggers: their own streams, because a broadcast's triggers leave
     #: 10 s apart and must not hold back the sends queued behind them in a shared shard.
     BROADCASTS = "broadcasts"
-
-
-#: Lanes whose jobs go out one request each: nothing to wait for before draining them.
-UNBATCHED = frozenset({Lane.APP, Lane.BROADCASTS})
-
-
-JobKind = Literal["v2", "v1", "cdp", "app"]
-#: The route prefix of a broadcast trigger: App jobs routed so live in `Lane.BROADCASTS`.
-BROADCAST_ROUTE = "broadcast:"
-_FIELDS: dict[str, bytes] = {"v2": FIELD_OP, "v1": FIELD_V1, "cdp": FIELD_CDP, "app": FIELD_APP}
-_LANES: dict[str, Lane] = {"cdp": Lane.PIPELINES, "app": Lane.APP}
 
 
 class Traffic(StrEnum):
@@ -65,25 +53,167 @@ class Traffic(StrEnum):
 class Job:
     """One accepted unit of work, serialized once at ingest."""
 
-    kind: JobKind
+    kind: str
     route: str
     payload: bytes
     op_type: str
 
     @property
     def field(self) -> bytes:
-        return _FIELDS[self.kind]
+        return job_kind(self.kind).field
 
     @property
     def lane(self) -> Lane:
-        if self.kind == "app" and self.route.startswith(BROADCAST_ROUTE):
-            return Lane.BROADCASTS
-        return lane_of(self.kind)
+        return job_kind(self.kind).lane_of(self.route)
 
 
-def lane_of(kind: str) -> Lane:
-    """The lane whose streams hold jobs of `kind`."""
-    return _LANES.get(kind, Lane.TRACK)
+def request_job(kind: str, request: dict[str, Any], *, route: str, op_type: str) -> Job:
+    """A job that is one request sent alone, stored as its `request` envelope; the route and
+    op type ride along so a dead-lettered job can be replayed to its shard."""
+    envelope = {**request, "route": route, "op_type": op_type}
+    return Job(kind=kind, route=route, payload=dumps(envelope), op_type=op_type)
+
+
+def identifier_values(data: Any) -> set[str]:
+    """Every identifier value a Customer.io ``identifiers``/``primary``/``secondary``
+    object in `data` names."""
+    found: set[str] = set()
+    for name in ("identifiers", "primary", "secondary"):
+        ident = data.get(name) if isinstance(data, dict) else None
+        if isinstance(ident, dict):
+            found.update(str(v) for v in ident.values())
+    return found
+
+
+def identified_person(data: Any) -> str:
+    """Who `data`'s ``identifiers`` (else ``primary``) name, as an operator reads it."""
+    ident = (data.get("identifiers") or data.get("primary")) if isinstance(data, dict) else None
+    if isinstance(ident, dict):
+        return ", ".join(f"{k}={v}" for k, v in ident.items())
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobKind:
+    """One kind of job a lane stores, and what the shared layers may ask of it."""
+
+    name: str
+    #: The stream entry field that holds its payload (one field per entry).
+    field: bytes
+    #: The lane whose streams hold it.
+    lane: Lane
+    #: Whether jobs of the kind travel together in one request body (else one each).
+    batches: bool
+    #: The job a stored payload came from (a dead letter replays it unchanged).
+    restore: Callable[[bytes], Job]
+    #: Who a stored payload concerns, by every identifier value it names (a filter).
+    subjects: Callable[[Any], set[str]] = identifier_values
+    #: Who a stored payload concerns, as an operator reads it (``id=42``).
+    person: Callable[[Any], str] = identified_person
+    #: Whether a replay may repeat an action Customer.io already took (no idempotency).
+    at_most_once: bool = False
+    #: The lane of a job by its route, when the kind's jobs live in more than one lane.
+    by_route: Callable[[str], Lane] | None = None
+
+    def lane_of(self, route: str) -> Lane:
+        return self.lane if self.by_route is None else self.by_route(route)
+
+
+def request_kind(name: str, entry_field: bytes, lane: Lane, **traits: Any) -> JobKind:
+    """A kind of `request_job`: each job is one request, sent alone."""
+
+    def restore(payload: bytes) -> Job:
+        data = orjson.loads(payload)
+        route, op_type = str(data.get("route", "unrouted")), str(data.get("op_type", ""))
+        return Job(name, route, payload, op_type)
+
+    return JobKind(name, entry_field, lane, batches=False, restore=restore, **traits)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneTraits:
+    """What the shared layers know of a lane: its name, kinds, whether it batches, and
+    which workspaces it serves (those with its credentials)."""
+
+    lane: Lane
+    kinds: tuple[JobKind, ...]
+    #: Whether its jobs wait (linger) to fill batch requests; else each goes out at once.
+    batches: bool
+    #: Whether a workspace (a `service.config.Workspace`) delivers this lane.
+    serves: Callable[[Any], bool]
+
+
+_LANES: dict[Lane, LaneTraits] = {}
+_KINDS: dict[str, JobKind] = {}
+_BY_FIELD: dict[bytes, JobKind] = {}
+
+
+def register_lane(traits: LaneTraits) -> None:
+    """Make a lane and its kinds known to the shared layers (`service.lanes.registry`)."""
+    _LANES[traits.lane] = traits
+    for kind in traits.kinds:
+        _KINDS[kind.name] = kind
+        _BY_FIELD[kind.field] = kind
+
+
+def unregister_lane(lane: Lane) -> None:
+    """Forget a lane registered for a while (a test's lane)."""
+    traits = _LANES.pop(lane)
+    kept = {kind.name for other in _LANES.values() for kind in other.kinds}
+    for kind in traits.kinds:
+        if kind.name not in kept:
+            del _KINDS[kind.name]
+            del _BY_FIELD[kind.field]
+
+
+def registered_lanes() -> tuple[Lane, ...]:
+    """Every registered lane, in registration order."""
+    return tuple(_LANES)
+
+
+def lane_traits(lane: Lane) -> LaneTraits:
+    return _LANES[lane]
+
+
+def find_lane(name: str) -> Lane | None:
+    """The registered lane named `name`, or None."""
+    return next((lane for lane in _LANES if lane == name), None)
+
+
+def lane_named(name: str) -> Lane:
+    """The registered lane named `name`; ValueError when there is none."""
+    found = find_lane(name)
+    if found is None:
+        raise ValueError(f"no lane named {name!r} is registered")
+    return found
+
+
+def lanes_serving(workspace: Any) -> tuple[Lane, ...]:
+    """The registered lanes `workspace` delivers."""
+    return tuple(t.lane for t in _LANES.values() if t.serves(workspace))
+
+
+def job_kind(name: str) -> JobKind:
+    """The registered kind `name` (`service.lanes.registry` registers every lane's)."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise KeyError(f"no lane registered the job kind {name!r}") from None
+
+
+def kind_of_field(entry_field: bytes) -> JobKind:
+    """The kind a stream entry's field holds."""
+    return _BY_FIELD[entry_field]
+
+
+def restore_job(kind: str, payload: bytes) -> Job:
+    """The job a stored payload came from, e.g. to replay a dead letter unchanged."""
+    return job_kind(kind).restore(payload)
+
+
+def op_type_of(kind: str, payload: bytes) -> str:
+    """The operation type of a stored payload (v2 action, or the v1 call's name)."""
+    return restore_job(kind, payload).op_type
 
 
 def new_event_id() -> str:
@@ -99,115 +229,3 @@ def shard_for(workspace: str, route: str, shards: int) -> int:
 def dumps(value: Any) -> bytes:
     """JSON bytes exactly as cioq stores and sends them."""
     return orjson.dumps(value)
-
-
-def route_of(op: dict[str, Any]) -> str:
-    """The routing key of a validated v2 operation.
-
-    People route by their one identifier (merge by its primary), objects by type and
-    id, deliveries by delivery id; so each one's operations stay in order.
-    """
-    kind = op.get("type")
-    if kind == "person":
-        ident = op.get("primary") if op.get("action") == "merge" else op.get("identifiers")
-        if isinstance(ident, dict) and ident:
-            name, value = next(iter(ident.items()))
-            return f"person:{name}:{value}"
-    elif kind == "object":
-        ident = op.get("identifiers")
-        if isinstance(ident, dict):
-            if "cio_object_id" in ident:
-                return f"object:cio:{ident['cio_object_id']}"
-            return f"object:{ident.get('object_type_id')}:{ident.get('object_id')}"
-    elif kind == "delivery":
-        ident = op.get("identifiers")
-        if isinstance(ident, dict):
-            return f"delivery:{ident.get('id')}"
-    return "unrouted"
-
-
-def v2_job(op: dict[str, Any]) -> Job:
-    """Wrap a validated v2 operation as a job."""
-    return Job(kind="v2", route=route_of(op), payload=dumps(op), op_type=str(op.get("action")))
-
-
-def v1_job(method: str, path: str, body: Any, *, route: str, op_type: str, query: str = "") -> Job:
-    """Wrap a v1 request that has no v2 equivalent as a job, forwarded to the same path."""
-    # Route and op type ride along so a dead-lettered v1 job can be replayed to its shard.
-    envelope = {
-        "method": method,
-        "path": path,
-        "query": query,
-        "body": body,
-        "route": route,
-        "op_type": op_type,
-    }
-    return Job(kind="v1", route=route, payload=dumps(envelope), op_type=op_type)
-
-
-def cdp_job(call: dict[str, Any], *, route: str) -> Job:
-    """Wrap a validated, stamped Pipelines call as a job."""
-    return Job(kind="cdp", route=route, payload=dumps(call), op_type=str(call.get("type")))
-
-
-def cdp_route(call: dict[str, Any]) -> str:
-    """The routing key of a Pipelines call: its person (userId, else anonymousId, else an
-    identify's email), else the delivery a delivery event reports on.
-
-    The names match Track's (``person:id:<id>``), so one person maps to the same shard
-    number in both lanes.
-    """
-    for name, label in (("userId", "id"), ("anonymousId", "anonymous_id")):
-        value = call.get(name)
-        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
-            return f"person:{label}:{value}"
-    traits = call.get("traits")
-    if call.get("type") == "identify" and isinstance(traits, dict) and traits.get("email"):
-        return f"person:email:{traits['email']}"
-    props = call.get("properties")
-    if isinstance(props, dict) and props.get("deliveryId"):
-        return f"delivery:{props['deliveryId']}"
-    return "unrouted"
-
-
-def app_job(
-    job_id: str,
-    path: str,
-    body: Any,
-    *,
-    limit: str,
-    route: str,
-    op_type: str,
-    bucket: str = "",
-) -> Job:
-    """Wrap a validated App API send or trigger as a job: one request, sent alone.
-
-    `job_id` names the job's outcome record; `limit` and `bucket` name its rate budget.
-    """
-    envelope = {
-        "id": job_id,
-        "method": "POST",
-        "path": path,
-        "body": body,
-        "limit": limit,
-        "bucket": bucket,
-        "route": route,
-        "op_type": op_type,
-    }
-    return Job(kind="app", route=route, payload=dumps(envelope), op_type=op_type)
-
-
-def restore_job(kind: str, payload: bytes) -> Job:
-    """The job a stored payload came from, e.g. to replay a dead letter unchanged."""
-    data = orjson.loads(payload)
-    if kind == "v1" or kind == "app":
-        route, op_type = str(data.get("route", "unrouted")), str(data.get("op_type", ""))
-        return Job("app" if kind == "app" else "v1", route, payload, op_type)
-    if kind == "cdp":
-        return cdp_job(data, route=cdp_route(data))
-    return Job("v2", route_of(data), payload, str(data.get("action")))
-
-
-def op_type_of(kind: str, payload: bytes) -> str:
-    """The operation type of a stored payload (v2 action, or the v1 call's name)."""
-    return restore_job(kind, payload).op_type

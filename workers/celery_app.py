@@ -18,7 +18,7 @@ from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
 from service.config import Settings
-from service.jobs import Lane, Traffic
+from service.jobs import Lane, Traffic, lane_named
 from service.lanes.registry import clients
 from service.metrics import definitions as metrics
 from service.store.connections import connect_sync
@@ -132,7 +132,7 @@ def create_celery(settings: Settings) -> Celery:
     ) -> dict[str, Any]:
         # Triggers sent before lanes (or bulk traffic) existed carry fewer arguments.
         report = runtime.drainer().drain(
-            workspace, int(shard), Lane(lane), Traffic(traffic), bulk=bulk
+            workspace, int(shard), lane_named(lane), Traffic(traffic), bulk=bulk
         )
         metrics.drain_finished(workspace, report.stopped, report.lane)
         if report.requests or report.dead_lettered:

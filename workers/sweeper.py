@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 from service import keys
 from service.config import Settings
-from service.jobs import UNBATCHED, Lane, Traffic
+from service.jobs import Lane, Traffic, lane_traits
 from service.store.connections import SyncStore
+from service.store.shard_state import look_at
 from service.triggers import Triggers
 from workers import liveness
 from workers.drain.heads import Limits, is_backlog
@@ -52,26 +53,24 @@ class Sweeper:
         return triggered
 
     def _sweep_lane(self, workspace: str, lane: Lane, traffic: Traffic) -> list[tuple[str, int]]:
-        shards = range(self.settings.shards)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.pttl(keys.pause(workspace, lane))
-        for shard in shards:
-            k = keys.shard_keys(workspace, shard, lane, traffic)
-            pipe.xlen(k.stream)
-            pipe.exists(k.lease, k.trigger)
-            pipe.hget(k.retry, "not_before_ms")
-        results = pipe.execute()
-        if int(results[0]) > 0:
+        if int(self.redis.pttl(keys.pause(workspace, lane))) > 0:
             return []
+        shards = [
+            keys.shard_keys(workspace, shard, lane, traffic)
+            for shard in range(self.settings.shards)
+        ]
+        looks = look_at(self.redis, shards, triggers=True)
         now_ms = int(self.clock() * 1000)
-        lengths = [int(length) for length in results[1::3]]
         # The drain's rule (is_backlog), so a live drain never gets a shard it hands over.
-        backlog = lane not in UNBATCHED and is_backlog(sum(lengths), Limits.of(lane, self.settings))
+        backlog = lane_traits(lane).batches and is_backlog(
+            sum(look.length for look in looks), Limits.of(lane, self.settings)
+        )
         due: list[tuple[int, bool]] = []
-        for shard in shards:
-            length, busy, not_before = results[1 + 3 * shard : 4 + 3 * shard]
-            if length and not busy and int(not_before or 0) <= now_ms:
-                due.append((shard, backlog or int(length) >= self.settings.max_ops_per_read))
+        for look in looks:
+            busy = look.leased or look.triggered
+            if look.length and not busy and look.not_before_ms <= now_ms:
+                full = look.length >= self.settings.max_ops_per_read
+                due.append((look.shard.shard, backlog or full))
         if not due:
             return []
         pipe = self.redis.pipeline(transaction=False)

@@ -1,7 +1,10 @@
 """The admin HTTP API: dead-letter list, show, replay and purge, behind admin keys only.
 
 Ingest keys never open these routes and admin keys never open ingest routes, so a
-leaked producer key cannot read or replay other people's dead letters.
+leaked producer key cannot read or replay other people's dead letters. The routes are the
+JSON API's (in ``/openapi.json``, raw-path routed, keys checked before the body is read), so
+they are served by its dispatcher and answer errors through its table
+(`service.web.errors.JSON_ERRORS`); the HTML console is the Starlette app.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from service.store.dead_letter_admin import (
     SelectionResult,
     check_ids,
 )
-from service.web.http import Request, Response, Route, error_response, json_response
+from service.web.http import Request, Response, Route, json_response
 
 MAX_PAGE = 1000
 
@@ -97,7 +100,7 @@ class Admin:
         workspace = self._workspace(request)
         stored = await self.dlq.get(workspace, request.params[1])
         if stored is None:
-            return error_response(404, [FieldError("id", "unknown", "no such dead letter")])
+            raise InvalidRequest.of("id", "unknown", "no such dead letter", status=404)
         return json_response(200, stored.as_dict())
 
     async def replay(self, request: Request, _: Any) -> Response:

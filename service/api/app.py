@@ -1,9 +1,9 @@
 """The ingest API as one ASGI application: `create_app(settings)`.
 
-Every error leaves through `_dispatch`, which maps cioq's exceptions to HTTP once:
-InvalidRequest → its 4xx with field errors; StoreUnavailable → 503 with Retry-After (the
-job was not stored, so the producer must retry); Overloaded (a backlog over its
-high-water mark, `service.store.backpressure`) → 503 naming the mark; anything else → 500, logged.
+`_dispatch` raises every refusal (no route, no key, a body too large or too slow, a broken
+rule, a backlog over its high-water mark, Redis unreachable) and `__call__` answers it through
+the one table of `service.web.errors.JSON_ERRORS`. The operator console is a Starlette app
+of its own (`service.console.app`), handed every ``/console`` request.
 Start-up refuses a Redis that cannot keep the durability promise (`service.store.startup_checks`).
 """
 
@@ -13,16 +13,18 @@ import logging
 import time
 from typing import Any
 
+from starlette.applications import Starlette
+
 from service.api import openapi
 from service.api.admin import Admin
 from service.config import Settings, Workspace
-from service.console.routes import Console
-from service.errors import ConfigError, FieldError, InvalidRequest, Overloaded, StoreUnavailable
+from service.console.app import create_console
+from service.console.overview import Overview
+from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavailable
 from service.jobs import Traffic
 from service.lanes.registry import ingest_routes
 from service.metrics import definitions as metrics
 from service.metrics.export import ApiMetrics
-from service.metrics.overview import Overview
 from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
 from service.store.connections import AsyncStore, connect_async
@@ -33,8 +35,8 @@ from service.store.workspace_control import WorkspaceControl
 from service.triggers import Triggers
 from service.web import idempotency
 from service.web.auth import Authenticator
+from service.web.errors import JSON_ERRORS, ROUTE_SCOPE_KEY
 from service.web.http import (
-    BodyRefused,
     Receive,
     Request,
     Response,
@@ -44,7 +46,6 @@ from service.web.http import (
     Send,
     base_url_of,
     decode_body,
-    error_response,
     json_response,
     read_body,
     send_response,
@@ -53,26 +54,14 @@ from service.web.http import (
 
 log = logging.getLogger("cioq.api")
 
-#: Where `_dispatch` leaves the matched route's name, for the request metrics.
-ROUTE_SCOPE_KEY = "cioq.route"
-
-UNAUTHORIZED = error_response(
-    401,
-    [FieldError("authorization", "required", "a valid ingest key is required (Basic or Bearer)")],
+INGEST_KEY_REQUIRED = FieldError(
+    "authorization", "required", "a valid ingest key is required (Basic or Bearer)"
 )
-
-STORE_UNAVAILABLE = error_response(
-    503,
-    [FieldError("store", "unavailable", "the queue is unavailable; retry later")],
-    headers=((b"retry-after", b"1"),),
+ADMIN_KEY_REQUIRED = FieldError(
+    "authorization", "required", "an admin key is required (CIOQ_ADMIN_KEYS)"
 )
 
 READY = json_response(200, {"status": "ready"})
-
-ADMIN_UNAUTHORIZED = error_response(
-    401,
-    [FieldError("authorization", "required", "an admin key is required (CIOQ_ADMIN_KEYS)")],
-)
 
 
 #: Producers mark a request's jobs as bulk with ``X-Cioq-Traffic: bulk`` (or a bulk key).
@@ -136,84 +125,83 @@ class IngestApp:
             await self.console(scope, receive, send)  # HTML pages, outside the JSON API
             return
         started_s = time.perf_counter()
-        response = await self._dispatch(scope, receive)
+        try:
+            response = await self._dispatch(scope, receive)
+        except Exception as exc:
+            response = JSON_ERRORS.response(scope, exc)
         route = scope.get(ROUTE_SCOPE_KEY, "unmatched")
         metrics.observe_ingest(route, response.status, time.perf_counter() - started_s)
         await send_response(send, response)
 
-    async def _admit(self, workspace: Workspace, headers: dict[bytes, bytes]) -> Response | bool:
-        """The 503 for a request that may not go on (a high-water mark, or the store
-        unreadable for a request without an Idempotency-Key); else whether the store was
-        unreadable (then only a keyed repeat's remembered answer can be given)."""
+    async def _admit(
+        self, workspace: Workspace, headers: dict[bytes, bytes]
+    ) -> StoreUnavailable | None:
+        """Raises when the request may not go on (a high-water mark; the store unreadable
+        for a request without an Idempotency-Key); else the store's error when it was
+        unreadable, for only a keyed repeat's remembered answer can be given then."""
         try:
             await self.gate.ensure()
             await self.backpressure.check(workspace.name)
-        except Overloaded as exc:
-            retry_after = str(exc.retry_after_s).encode()
-            return error_response(503, [exc.mark], headers=((b"retry-after", retry_after),))
         except StoreUnavailable as exc:
-            log.warning("store unavailable: %s", exc)
             if headers.get(idempotency.HEADER) is None:
-                return STORE_UNAVAILABLE
-            return True
-        return False
+                raise
+            log.warning("store unavailable: %s", exc)
+            return exc
+        return None
 
-    async def _remembered(self, workspace: Workspace, request: Request) -> Response:
+    async def _remembered(
+        self, workspace: Workspace, request: Request, unreadable: StoreUnavailable
+    ) -> Response:
         """A keyed repeat's first answer while the store is unsteady, else the 503."""
-        try:
-            first = await idempotency.remembered(self.redis, workspace, request)
-        except InvalidRequest as exc:
-            return error_response(exc.status, exc.errors)
-        return STORE_UNAVAILABLE if first is None else first
+        first = await idempotency.remembered(self.redis, workspace, request)
+        if first is None:
+            raise unreadable
+        return first
+
+    def _producer(
+        self, authorization: str | None, headers: dict[bytes, bytes]
+    ) -> tuple[Workspace, Traffic]:
+        """The ingest key's workspace and the request's traffic class."""
+        workspace = self.auth.workspace(authorization)
+        if workspace is None:
+            raise InvalidRequest([INGEST_KEY_REQUIRED], status=401)
+        found = traffic_of(headers.get(TRAFFIC_HEADER), self.auth.is_bulk_key(authorization))
+        if isinstance(found, FieldError):
+            raise InvalidRequest([found])
+        return workspace, found
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+        """The route's answer; every refusal is raised, for `JSON_ERRORS` to answer."""
         method: str = scope["method"]
         segments = split_path(scope.get("raw_path") or scope["path"].encode())
         route, params, path_found = self.router.match(method, segments)
         scope[ROUTE_SCOPE_KEY] = route.name if route else "unmatched"
         if route is None:
-            status = 405 if path_found else 404
-            rule = "method" if path_found else "path"
-            text = f"{method} is not allowed here" if path_found else "no such route"
-            return error_response(status, [FieldError("path", rule, text)])
+            if path_found:
+                raise InvalidRequest.of(
+                    "path", "method", f"{method} is not allowed here", status=405
+                )
+            raise InvalidRequest.of("path", "path", "no such route", status=404)
         headers = dict(scope["headers"])
         raw_auth = headers.get(b"authorization")
         authorization = raw_auth.decode("latin-1") if raw_auth is not None else None
         # Keys are checked before the body is read: no stranger makes us read 5 MB.
         workspace = None
         traffic = Traffic.LIVE
-        gate_failed = False
+        unreadable = None
         if route.auth == "ingest":
-            workspace = self.auth.workspace(authorization)
-            if workspace is None:
-                return UNAUTHORIZED
-            found = traffic_of(headers.get(TRAFFIC_HEADER), self.auth.is_bulk_key(authorization))
-            if isinstance(found, FieldError):
-                return error_response(400, [found])
-            traffic = found
-            refused = await self._admit(workspace, headers)
-            if isinstance(refused, Response):
-                return refused
-            # The gate could not read the store: a keyed repeat may still be answered.
-            gate_failed = refused
+            workspace, traffic = self._producer(authorization, headers)
+            unreadable = await self._admit(workspace, headers)
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
-            return ADMIN_UNAUTHORIZED
+            raise InvalidRequest([ADMIN_KEY_REQUIRED], status=401)
         limit = self.settings.max_request_bytes
-        try:
-            body = await read_body(
-                receive, headers, max_bytes=limit, timeout_s=self.settings.body_timeout_s
-            )
-        except BodyRefused as exc:
-            return self._body_refused(exc.status)
+        body = await read_body(
+            receive, headers, max_bytes=limit, timeout_s=self.settings.body_timeout_s
+        )
         encoding = headers.get(b"content-encoding")
-        try:
-            decoded = decode_body(
-                body, encoding.decode("latin-1") if encoding else None, max_bytes=limit
-            )
-        except InvalidRequest as exc:
-            return error_response(exc.status, exc.errors)
-        if decoded is None:
-            return self._body_refused(413)
+        decoded = decode_body(
+            body, encoding.decode("latin-1") if encoding else None, max_bytes=limit
+        )
         request = Request(
             method,
             segments,
@@ -225,28 +213,9 @@ class IngestApp:
             base_url_of(scope),
             traffic,
         )
-        if gate_failed and workspace is not None:
-            return await self._remembered(workspace, request)
-        try:
-            return await route.handler(request, workspace)
-        except InvalidRequest as exc:
-            return error_response(exc.status, exc.errors)
-        except StoreUnavailable as exc:
-            log.warning("store unavailable: %s", exc)
-            return STORE_UNAVAILABLE
-        except Exception:
-            log.exception("unexpected error on %s %s", method, route.name)
-            return error_response(500, [FieldError("server", "internal", "internal error")])
-
-    def _body_refused(self, status: int) -> Response:
-        """413 or 408, closing the connection: the rest of the body is not worth reading."""
-        if status == 413:
-            limit = self.settings.max_request_bytes
-            error = FieldError("body", "max_bytes", f"request body over {limit} bytes", limit)
-        else:
-            deadline = self.settings.body_timeout_s
-            error = FieldError("body", "timeout", f"request body not received in {deadline} s")
-        return error_response(status, [error], headers=((b"connection", b"close"),))
+        if unreadable is not None and workspace is not None:
+            return await self._remembered(workspace, request, unreadable)
+        return await route.handler(request, workspace)
 
     async def healthz(self, request: Request, workspace: Any) -> Response:
         return json_response(200, {"status": "ok"})
@@ -292,12 +261,12 @@ class IngestApp:
             self.triggers.close()
 
 
-def console_for(app: IngestApp, settings: Settings) -> Console:
+def console_for(app: IngestApp, settings: Settings) -> Starlette:
     """The operator console over the app's Redis, dead-letter admin and scrape client."""
     control = WorkspaceControl(app.redis, settings, app.triggers)
     state = QueueStateCollector(settings, app.metrics.redis)
     overview = Overview(settings, state, app.redis, app.admin.dlq, control)
-    return Console(settings, app.auth, app.admin.dlq, control, overview)
+    return create_console(settings, app.auth, app.admin.dlq, control, overview)
 
 
 def create_app(settings: Settings, **kwargs: Any) -> IngestApp:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from service.metrics.overview import PAUSE_LABELS, LaneOverview
+from service.console.overview import PAUSE_LABELS, LaneOverview
 
 
 def age(seconds: float) -> str:

@@ -13,11 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
-def id_key(entry_id: bytes) -> tuple[int, int]:
-    """A stream id as a sortable (ms, seq) pair."""
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
+from service.stream_ids import id_key
 
 
 @dataclass(frozen=True, slots=True)

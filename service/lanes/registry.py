@@ -1,54 +1,125 @@
-"""What differs per lane, in one table; everything else (store, drain engine, leases,
-backoff, crash search, pauses, dead letters, metrics) is shared and takes a `Lane`.
+"""Every lane, in one table: what differs per lane, behind one seam.
 
-A lane is registered here with:
+The engine (`workers.drain`), the store, dead letters and metrics know a lane only
+through this table (and the kinds it registers in `service.jobs`): none of them switch
+on a lane or a job kind. A lane is registered with:
 
+* its job kinds (`service.jobs.JobKind`: stream field, restore, subjects, person) and
+  whether it batches: batch kinds from several heads share one request body, the
+  others go out one job per request;
 * its ingest routes (a factory given the queue and settings);
-* the job kinds its streams hold (the ordering key is each job's ``route``, built at
-  ingest: a person's calls share one route, hence one shard, hence one order);
-* how stored jobs become requests: the ``{"batch":[...]}`` envelope and the byte limits
-  a body and a single job must keep (measured on the exact bytes sent);
-* the upstream client for a workspace (None when the workspace has no credentials for
-  the lane), whose class also owns the lane's outcome parsing.
+* the byte limits a request body and a single job must keep (measured on the exact
+  bytes sent);
+* a transform of a batch before it goes out (Track's coalescing) and how an answer
+  about the rewritten body maps back to the stored jobs;
+* what a send cut off without an answer means: by default the job may have killed its
+  worker and crash search finds out (`service.delivery.crash_search`); a lane that is
+  never resent (App) says instead whether the job was delivered;
+* what follows a dead letter (the App lane makes the producer's outcome final);
+* the upstream client for a workspace (None when the workspace has no credentials
+  for the lane), whose class also owns the lane's outcome parsing.
 
-Adding a lane is a folder under ``service/lanes/`` plus one `LaneSpec` here.
+Adding a lane is a folder under ``service/lanes/`` plus one `LaneSpec` given to
+`register`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from service.config import Settings, Workspace
-from service.delivery.client import PipelinesClient, TrackClient
 from service.delivery.outcomes import Outcome
-from service.jobs import Lane
+from service.delivery.upstream import LaneClient
+from service.jobs import JobKind, Lane, LaneTraits, register_lane, unregister_lane
+from service.lanes.app import jobs as app_jobs
 from service.lanes.app.routes import AppIngest
 from service.lanes.app.sender import AppSender
+from service.lanes.pipelines import jobs as pipelines_jobs
+from service.lanes.pipelines.client import PipelinesClient
 from service.lanes.pipelines.routes import PipelinesIngest
+from service.lanes.track import jobs as track_jobs
+from service.lanes.track.client import TrackClient, send_unit
+from service.lanes.track.coalesce import Coalesced, coalesce_batch, expand_item_errors
 from service.lanes.track.routes import Ingest
 from service.store.queue import Queue
 from service.web.http import Route
 
 
-class BatchClient(Protocol):
-    """The upstream call a batch lane's drain makes."""
+def _send_batch(client: LaneClient, kind: str, body: bytes, op_count: int) -> Outcome:
+    return client.send_batch(body, op_count=op_count)
 
-    def send_batch(self, body: bytes, *, op_count: int) -> Outcome: ...
 
-    def close(self) -> None: ...
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """A lane's rewrite of a batch's ops before they go out, and its way back."""
+
+    #: Whether the settings turn the rewrite on.
+    enabled: Callable[[Settings], bool]
+    #: The ops to send instead, and for each stored op the index of the sent op carrying it.
+    merge: Callable[[Sequence[bytes], int], Coalesced]
+    #: An answer about the sent ops, restated per stored op (by the same origin indexes).
+    expand: Callable[[Outcome, tuple[int, ...]], Outcome]
 
 
 @dataclass(frozen=True, slots=True)
 class LaneSpec:
+    """Everything that differs per lane (see the module docstring)."""
+
     lane: Lane
     #: Job kinds stored in this lane's streams.
-    kinds: frozenset[str]
+    kinds: tuple[JobKind, ...]
+    #: Whether drains wait (linger) to fill batch requests and pack other shards' heads.
+    batches: bool
     routes: Callable[[Queue, Settings], list[Route]]
     max_batch_bytes: Callable[[Settings], int]
     max_item_bytes: Callable[[Settings], int]
-    client: Callable[[Workspace, Settings], BatchClient | None]
+    client: Callable[[Workspace, Settings], LaneClient | None]
+    #: Whether a workspace delivers this lane (it has the lane's credentials).
+    serves: Callable[[Workspace], bool] = lambda ws: True
+    #: How the client sends a unit of a job kind (its body, how many jobs it carries).
+    send: Callable[[LaneClient, str, bytes, int], Outcome] = _send_batch
+    transform: Transform | None = None
+    #: For a lane whose jobs are never sent twice: whether the job a cut-off send left
+    #: was delivered, given the client and its payload. None: crash search resends.
+    interrupted: Callable[[LaneClient, bytes], bool] | None = None
+    #: Called with the client, a dead-lettered job's payload, its class and message.
+    after_dead_letter: Callable[[LaneClient, bytes, str, str], None] | None = None
+
+    @property
+    def traits(self) -> LaneTraits:
+        return LaneTraits(self.lane, self.kinds, self.batches, self.serves)
+
+
+LANES: dict[Lane, LaneSpec] = {}
+
+
+def register(spec: LaneSpec) -> None:
+    """Make a lane known to ingest, the engine, the store and metrics."""
+    LANES[spec.lane] = spec
+    register_lane(spec.traits)
+
+
+def unregister(lane: Lane) -> None:
+    """Forget a lane registered for a while (a test's)."""
+    del LANES[lane]
+    unregister_lane(lane)
+
+
+def ingest_routes(queue: Queue, settings: Settings) -> list[Route]:
+    """Every lane's ingest routes, for the one listener."""
+    return [route for spec in LANES.values() for route in spec.routes(queue, settings)]
+
+
+def clients(settings: Settings) -> dict[tuple[str, Lane], LaneClient]:
+    """Each workspace's client per lane it has credentials for."""
+    found: dict[tuple[str, Lane], LaneClient] = {}
+    for ws in settings.workspaces:
+        for spec in LANES.values():
+            client = spec.client(ws, settings)
+            if client is not None:
+                found[(ws.name, spec.lane)] = client
+    return found
 
 
 def _track_client(ws: Workspace, s: Settings) -> TrackClient:
@@ -65,56 +136,68 @@ def _app_sender(ws: Workspace, s: Settings) -> AppSender | None:
     return AppSender(ws, s) if ws.app_api_key is not None else None
 
 
-LANES: dict[Lane, LaneSpec] = {
-    Lane.TRACK: LaneSpec(
+def _sender(client: LaneClient) -> AppSender:
+    assert isinstance(client, AppSender)  # the App lanes' clients are built above
+    return client
+
+
+def _was_delivered(client: LaneClient, payload: bytes) -> bool:
+    return _sender(client).was_delivered(payload)
+
+
+def _app_dead_lettered(
+    client: LaneClient, payload: bytes, outcome_class: str, message: str
+) -> None:
+    # The producer's status URL must say so.
+    _sender(client).dead_lettered(payload, outcome_class=outcome_class, message=message)
+
+
+def _app_lane(lane: Lane, routes: Callable[[Queue, Settings], list[Route]]) -> LaneSpec:
+    """An App API lane: one request per job, never batched, never resent after a cut-off."""
+    return LaneSpec(
+        lane,
+        (app_jobs.APP,),
+        batches=False,
+        routes=routes,
+        max_batch_bytes=lambda s: s.max_request_bytes,
+        max_item_bytes=lambda s: s.max_request_bytes,
+        client=_app_sender,
+        serves=lambda ws: ws.app_api_key is not None,
+        interrupted=_was_delivered,
+        after_dead_letter=_app_dead_lettered,
+    )
+
+
+register(
+    LaneSpec(
         Lane.TRACK,
-        frozenset({"v2", "v1"}),
-        lambda queue, s: Ingest(queue, s).routes(),
-        lambda s: s.max_batch_bytes,
-        lambda s: s.max_op_bytes,
-        _track_client,
-    ),
-    Lane.PIPELINES: LaneSpec(
+        (track_jobs.V2, track_jobs.V1),
+        batches=True,
+        routes=lambda queue, s: Ingest(queue, s).routes(),
+        max_batch_bytes=lambda s: s.max_batch_bytes,
+        max_item_bytes=lambda s: s.max_op_bytes,
+        client=_track_client,
+        send=send_unit,
+        transform=Transform(
+            enabled=lambda s: s.coalesce,
+            merge=lambda ops, max_op_bytes: coalesce_batch(ops, max_op_bytes=max_op_bytes),
+            expand=expand_item_errors,
+        ),
+    )
+)
+register(
+    LaneSpec(
         Lane.PIPELINES,
-        frozenset({"cdp"}),
-        lambda queue, s: PipelinesIngest(queue, s).routes(),
-        lambda s: s.cdp_max_batch_bytes,
-        lambda s: s.cdp_max_call_bytes,
-        _pipelines_client,
-    ),
-    # One request per job, never batched (the drain sends an "app" head alone).
-    Lane.APP: LaneSpec(
-        Lane.APP,
-        frozenset({"app"}),
-        lambda queue, s: AppIngest(queue, s).routes(),
-        lambda s: s.max_request_bytes,
-        lambda s: s.max_request_bytes,
-        _app_sender,
-    ),
-    # Broadcast triggers: App jobs in streams of their own (`service.jobs.Job.lane`);
-    # their routes are the App lane's.
-    Lane.BROADCASTS: LaneSpec(
-        Lane.BROADCASTS,
-        frozenset({"app"}),
-        lambda queue, s: [],
-        lambda s: s.max_request_bytes,
-        lambda s: s.max_request_bytes,
-        _app_sender,
-    ),
-}
-
-
-def ingest_routes(queue: Queue, settings: Settings) -> list[Route]:
-    """Every lane's ingest routes, for the one listener."""
-    return [route for spec in LANES.values() for route in spec.routes(queue, settings)]
-
-
-def clients(settings: Settings) -> dict[tuple[str, Lane], BatchClient]:
-    """Each workspace's client per lane it has credentials for."""
-    found: dict[tuple[str, Lane], BatchClient] = {}
-    for ws in settings.workspaces:
-        for spec in LANES.values():
-            client = spec.client(ws, settings)
-            if client is not None:
-                found[(ws.name, spec.lane)] = client
-    return found
+        (pipelines_jobs.CDP,),
+        batches=True,
+        routes=lambda queue, s: PipelinesIngest(queue, s).routes(),
+        max_batch_bytes=lambda s: s.cdp_max_batch_bytes,
+        max_item_bytes=lambda s: s.cdp_max_call_bytes,
+        client=_pipelines_client,
+        serves=lambda ws: ws.cdp_api_key is not None,
+    )
+)
+register(_app_lane(Lane.APP, lambda queue, s: AppIngest(queue, s).routes()))
+# Broadcast triggers: App jobs in streams of their own (`service.lanes.app.jobs`);
+# their routes are the App lane's.
+register(_app_lane(Lane.BROADCASTS, lambda queue, s: []))

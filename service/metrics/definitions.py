@@ -22,8 +22,10 @@ from functools import cache
 from prometheus_client import Counter, Gauge, Histogram
 
 from service.delivery.outcomes import Outcome
-from service.jobs import Job, Lane, lane_of
+from service.jobs import Job, Lane, job_kind
 from service.metrics.activity import TALLY, activity_name
+from service.store import events
+from service.store.shards import PauseCause
 
 NAMESPACE = "cioq"
 
@@ -235,19 +237,18 @@ def upstream_request(
     `lane` is the drain's (App jobs of kind ``app`` drain in two lanes); the Prometheus
     label stays the kind's lane, so broadcasts count under ``app`` there.
     """
-    label = lane_of(kind)
+    job = job_kind(kind)
+    label = job.lane
     UPSTREAM_REQUESTS.labels(workspace, label, kind, outcome.status_class).inc()
     status = str(outcome.status) if outcome.status is not None else outcome.status_class
     TALLY.add(workspace, activity_name(lane or label, f"status:{status}"))
     UPSTREAM_DURATION.labels(workspace, label, kind).observe(duration_s)
-    if kind in ("v2", "cdp"):  # v1 and App API requests are one job each, not batches
+    if job.batches:  # v1 and App API requests are one job each, not batches
         BATCH_BYTES.labels(workspace, label).observe(body_bytes)
         BATCH_OPS.labels(workspace, label).observe(ops)
 
 
-def delivered(
-    workspace: str, accepted_ms: Iterable[int], now_ms: int, lane: Lane = Lane.TRACK
-) -> None:
+def delivered(workspace: str, accepted_ms: Iterable[int], now_ms: int, lane: Lane) -> None:
     """Jobs Customer.io accepted; `accepted_ms` holds each one's ingest time."""
     latency = DELIVERY_LATENCY.labels(workspace)
     count = 0
@@ -278,9 +279,9 @@ def dead_letters_handled(workspace: str, action: str, count: int) -> None:
         DEAD_LETTERS_HANDLED.labels(workspace, action).inc(count)
 
 
-def paused(workspace: str, cause: str, lane: Lane = Lane.TRACK) -> None:
-    """A worker paused `workspace`'s `lane`; `cause` is ``throttle`` or ``setup[:status]``."""
-    PAUSES.labels(workspace, lane, cause.partition(":")[0]).inc()
+def paused(workspace: str, cause: PauseCause, lane: Lane) -> None:
+    """A worker paused `workspace`'s `lane`."""
+    PAUSES.labels(workspace, lane, cause).inc()
 
 
 def ops_coalesced(workspace: str, count: int) -> None:
@@ -288,6 +289,17 @@ def ops_coalesced(workspace: str, count: int) -> None:
         OPS_COALESCED.labels(workspace).inc(count)
 
 
-def drain_finished(workspace: str, stopped: str | None, lane: Lane = Lane.TRACK) -> None:
+def drain_finished(workspace: str, stopped: str | None, lane: Lane) -> None:
     DRAINS.labels(workspace, lane, stopped or "none").inc()
     _process_drains().inc()
+
+
+class _StoreCounts:
+    """Counts what the store reports (`service.store.events`)."""
+
+    jobs_accepted = staticmethod(jobs_accepted)
+    dead_lettered = staticmethod(dead_lettered)
+    dead_letters_handled = staticmethod(dead_letters_handled)
+
+
+events.listen(_StoreCounts())

@@ -30,12 +30,13 @@ from service import keys
 from service.config import Settings
 from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
-from service.store.workspace_control import MANUAL_CAUSE
+from service.store.shard_state import ask_fill, stream_fills
+from service.store.shards import PauseCause
 
 log = logging.getLogger("cioq.metrics")
 
-#: Pause causes as labels (an operator's pause is `MANUAL_CAUSE`); anything else is "other".
-PAUSE_CAUSES = ("throttle", "setup", MANUAL_CAUSE, "other")
+#: Pause causes as labels (an operator's pause is `PauseCause.MANUAL`).
+PAUSE_CAUSES = tuple(PauseCause)
 
 
 def record_drained(
@@ -127,11 +128,14 @@ class QueueStateCollector(Collector):
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
             # Each shard's live and bulk streams, summed per shard number below.
-            for traffic in Traffic:
-                for shard in shards:
-                    stream = keys.shard_keys(workspace, shard, lane, traffic).stream
-                    pipe.xlen(stream)
-                    pipe.xrange(stream, count=1)
+            ask_fill(
+                pipe,
+                [
+                    keys.shard_keys(workspace, shard, lane, traffic).stream
+                    for traffic in Traffic
+                    for shard in shards
+                ],
+            )
             pipe.get(keys.pause(workspace, lane))
             pipe.pttl(keys.pause(workspace, lane))
         pipe.xlen(keys.dead_letters(workspace))
@@ -143,13 +147,11 @@ class QueueStateCollector(Collector):
         states: list[LaneState] = []
         for i, lane in enumerate(lanes):
             part = results[i * per_lane : (i + 1) * per_lane]
-            streams = part[:-2]
-            heads = [int(rows[0][0].split(b"-", 1)[0]) for rows in streams[1::2] if rows]
-            lengths = [int(length) for length in streams[0::2]]
+            fills = stream_fills(part[:-2])
+            heads = [fill.oldest_ms for fill in fills if fill.oldest_ms is not None]
+            lengths = [fill.length for fill in fills]
             cause_raw, pttl_ms = part[-2:]
-            cause = cause_raw.decode().partition(":")[0] if cause_raw else ""
-            if cause and cause not in PAUSE_CAUSES:
-                cause = "other"
+            cause = PauseCause.of(cause_raw.decode()) if cause_raw else ""
             states.append(
                 LaneState(
                     lane=lane,

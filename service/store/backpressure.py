@@ -26,6 +26,7 @@ from service.config import Settings
 from service.errors import FieldError, Overloaded, StoreUnavailable
 from service.jobs import Traffic
 from service.store.connections import AsyncStore, lua_source, store_errors
+from service.store.shard_state import ask_fill, stream_fills
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,6 @@ class Reading:
 class _Failure:
     message: str
     taken_s: float
-
-
-def _entry_ms(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])
 
 
 class Backpressure:
@@ -153,16 +150,11 @@ class Backpressure:
     async def _read_per_key(self, streams: list[str]) -> tuple[int, int, int]:
         """The cluster's reading: a stream per slot, so two commands per stream."""
         pipe = self.redis.pipeline(transaction=False)
-        for stream in streams:
-            pipe.xlen(stream)
-            pipe.xrange(stream, count=1)
+        ask_fill(pipe, streams)
         # TIME apart: a cluster pipeline refuses keyless commands.
         seconds, micros = await self.redis.time()
-        results = await pipe.execute()
-        entries, oldest_ms = 0, -1
-        for length, head in zip(results[0::2], results[1::2], strict=True):
-            entries += int(length)
-            if head:
-                ms = _entry_ms(head[0][0])
-                oldest_ms = ms if oldest_ms < 0 else min(oldest_ms, ms)
+        fills = stream_fills(await pipe.execute())
+        heads = [fill.oldest_ms for fill in fills if fill.oldest_ms is not None]
+        oldest_ms = min(heads) if heads else -1
+        entries = sum(fill.length for fill in fills)
         return entries, oldest_ms, int(seconds) * 1000 + int(micros) // 1000

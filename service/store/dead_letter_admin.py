@@ -20,8 +20,8 @@ from typing import Any
 
 from service import keys
 from service.errors import FieldError, InvalidRequest
-from service.jobs import Lane, restore_job
-from service.metrics import definitions as metrics
+from service.jobs import Lane, find_lane, job_kind, registered_lanes, restore_job
+from service.store import events
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letters import DeadLetter, StoredDeadLetter
 from service.store.queue import Queue
@@ -129,12 +129,12 @@ class DeadLetterFilter:
         def when(value: str | None, field_name: str) -> int | None:
             return None if value is None else parse_time_ms(value, field_name=field_name)
 
-        lanes = tuple(str(each) for each in Lane)
+        lanes = tuple(str(each) for each in registered_lanes())
         if lane is not None and lane not in lanes:
             raise InvalidRequest.of("lane", "one_of", f"lane must be one of {', '.join(lanes)}")
         return cls(
             ids=check_ids(ids),
-            lane=None if lane is None else Lane(lane),
+            lane=None if lane is None else find_lane(lane),
             reason=reason,
             outcome_class=outcome_class,
             op_type=op_type,
@@ -266,7 +266,7 @@ class DeadLetterAdmin:
         if not dry_run and not may_deliver_twice:
             sends = 0
             async for stored in self.scan(workspace, flt):
-                sends += stored.letter.kind == "app"
+                sends += job_kind(stored.letter.kind).at_most_once
             if sends:
                 raise sends_unconfirmed(sends)
 
@@ -301,7 +301,7 @@ class DeadLetterAdmin:
         chunk: list[StoredDeadLetter] = []
         async for stored in self.scan(workspace, flt):
             outcome.matched += 1
-            outcome.sends += stored.letter.kind == "app"
+            outcome.sends += job_kind(stored.letter.kind).at_most_once
             outcome.ids.append(stored.id)
             if dry_run:
                 continue
@@ -311,7 +311,7 @@ class DeadLetterAdmin:
                 chunk = []
         if chunk:
             outcome.done += await act(chunk)
-        metrics.dead_letters_handled(workspace, action, outcome.done)
+        events.dead_letters_handled(workspace, action, outcome.done)
         return outcome
 
     async def scan(

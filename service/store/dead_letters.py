@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -18,11 +19,42 @@ from redis.commands.core import Script
 
 from service import keys
 from service.errors import LeaseLost
-from service.jobs import Lane, lane_of, op_type_of, restore_job
-from service.metrics import definitions as metrics
-from service.store import durability
+from service.jobs import Lane, job_kind, op_type_of
+from service.store import durability, events
 from service.store.connections import SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
+
+
+class LetterReason(StrEnum):
+    """Why cioq dead-lettered a job (stored as ``reason``; the console and CLI filter on it).
+
+    A job Customer.io refused by item (a 207) keeps Customer.io's own reason instead.
+    """
+
+    #: Over its lane's size limit: never sent.
+    OP_TOO_LARGE = "op_too_large"
+    #: Customer.io refused it (4xx).
+    INVALID = "invalid"
+    #: Customer.io may have acted on it (App lane); never resent by cioq.
+    AMBIGUOUS = "ambiguous"
+    #: It took its worker down `crash_limit` times.
+    CRASH_LOOP = "crash_loop"
+    #: Its retries outlasted ``retry_max_age_s``.
+    MAX_AGE = "max_age"
+    #: Its retries reached ``retry_max_attempts``.
+    MAX_ATTEMPTS = "max_attempts"
+
+
+class LetterClass(StrEnum):
+    """What kind of failure a dead letter records (stored as ``cls``)."""
+
+    #: Refused by item inside a batch Customer.io otherwise took (207).
+    PARTIAL = "partial"
+    INVALID = "invalid"
+    #: Retried until the retry budget ran out.
+    TRANSIENT = "transient"
+    CRASH = "crash"
+    AMBIGUOUS = "ambiguous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +64,9 @@ class DeadLetter:
     kind: str
     payload: bytes
     source: str
+    #: A `LetterReason`, or Customer.io's own reason for an item it refused.
     reason: str
+    #: A `LetterClass`.
     outcome_class: str
     status: int | None = None
     message: str = ""
@@ -47,12 +81,13 @@ class DeadLetter:
     @property
     def lane(self) -> Lane:
         """The lane the job came from (a broadcast trigger's is `Lane.BROADCASTS`)."""
-        if self.kind != "app":  # only App jobs split over two lanes, by their route
-            return lane_of(self.kind)
+        kind = job_kind(self.kind)
+        if kind.by_route is None:  # only a kind that spans lanes needs its route
+            return kind.lane
         try:
-            return restore_job(self.kind, self.payload).lane
+            return kind.restore(self.payload).lane
         except orjson.JSONDecodeError:
-            return Lane.APP
+            return kind.lane
 
     def to_fields(self) -> dict[str, bytes | str | int]:
         return {
@@ -115,21 +150,7 @@ class StoredDeadLetter:
             data = orjson.loads(self.letter.payload)
         except orjson.JSONDecodeError:
             return set()
-        if self.letter.kind == "v1":
-            route = str(data.get("route", ""))
-            return {route, route.partition(":")[2]}
-        if self.letter.kind == "cdp":
-            names = ("userId", "anonymousId", "previousId", "groupId")
-            return {str(data[n]) for n in names if data.get(n) not in (None, "")}
-        found: set[str] = set()
-        if self.letter.kind == "app":  # the job id, the broadcast, the person sent to
-            found = {str(data.get("id", "")), str(data.get("route", ""))}
-            data = data.get("body") if isinstance(data.get("body"), dict) else {}
-        for name in ("identifiers", "primary", "secondary"):
-            ident = data.get(name)
-            if isinstance(ident, dict):
-                found.update(str(v) for v in ident.values())
-        return found
+        return job_kind(self.letter.kind).subjects(data)
 
     @property
     def person(self) -> str:
@@ -140,12 +161,7 @@ class StoredDeadLetter:
             return ""
         if not isinstance(data, dict):
             return ""
-        if self.letter.kind == "v1":
-            return str(data.get("route", ""))
-        ident = data.get("identifiers") or data.get("primary")
-        if isinstance(ident, dict):
-            return ", ".join(f"{k}={v}" for k, v in ident.items())
-        return ""
+        return job_kind(self.letter.kind).person(data)
 
     def as_dict(self) -> dict[str, Any]:
         letter = self.letter
@@ -230,7 +246,7 @@ class DeadLetterStore:
             raise LeaseLost("dead letters of a shard another drain holds")
         added = [x for x, flag in zip(found, reply, strict=True) if int(flag)]
         if added:
-            metrics.dead_lettered(workspace, [(x.reason, x.lane) for x in added])
+            events.dead_lettered(workspace, [(x.reason, x.lane) for x in added])
         return len(added)
 
     def _check(self, fences: Sequence[tuple[str, int]]) -> None:

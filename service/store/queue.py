@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from service import keys
 from service.config import Settings
 from service.errors import StoredUnconfirmed, StoreUnavailable
-from service.jobs import UNBATCHED, Job, Traffic
-from service.metrics import definitions as metrics
+from service.jobs import Job, Traffic, lane_traits
+from service.store import events
 from service.store.connections import AsyncStore, store_errors
 from service.store.durability import Confirmation
 from service.store.group_commit import GroupCommit, Stored
@@ -78,7 +78,7 @@ class Queue:
         marker: bytes = b"1",
     ) -> Stored:
         stored = await self._group_commit.store(workspace, jobs, request_id, traffic, marker)
-        metrics.jobs_accepted(workspace, stored.jobs)
+        events.jobs_accepted(workspace, stored.jobs)
         if stored.fresh:
             await self._trigger(stored.fresh, stored.behind)
         return stored
@@ -200,8 +200,9 @@ class Queue:
         linger_s = self.settings.linger_ms / 1000
         for shard in shards:
             # A batch lane's drain would only wait for its batch to fill; a lone send not.
-            late = shard in behind and shard.lane not in UNBATCHED
-            countdown_s = 0.0 if shard.lane in UNBATCHED or late else linger_s
+            batches = lane_traits(shard.lane).batches
+            late = shard in behind and batches
+            countdown_s = linger_s if batches and not late else 0.0
             self.triggers.send(
                 shard.workspace,
                 shard.shard,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -19,10 +20,38 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost, StoreUnavailable
-from service.jobs import FIELD_APP, FIELD_CDP, FIELD_OP, FIELD_V1, JobKind, Lane, Traffic
+from service.jobs import Lane, Traffic, kind_of_field
 from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
+from service.store.shard_state import ShardLook, look_at
+from service.stream_ids import id_ms, next_id
+
+
+class PauseCause(StrEnum):
+    """Why a workspace's lane is paused: the pause key's value (`keys.pause`).
+
+    A setup pause stores its status too (``setup:401``); `of` reads either form back.
+    """
+
+    #: Customer.io answered 429.
+    THROTTLE = "throttle"
+    #: Customer.io refused the lane's credentials or URL (401/403/404).
+    SETUP = "setup"
+    #: An operator paused it (`service.store.workspace_control`).
+    MANUAL = "manual"
+    #: A value no cause writes (for labels; never stored).
+    OTHER = "other"
+
+    def stored(self, status: int | None = None) -> str:
+        """The pause key's value: the cause, and the status that set it when there is one."""
+        return self.value if status is None else f"{self.value}:{status}"
+
+    @classmethod
+    def of(cls, stored: str) -> PauseCause:
+        """The cause of a stored pause value; OTHER for one no cause writes."""
+        name = stored.partition(":")[0]
+        return cls(name) if name in cls._value2member_map_ else cls.OTHER
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +59,13 @@ class Entry:
     """One stream entry: its id (``<ms>-<seq>``), kind, payload bytes and shard."""
 
     id: bytes
-    kind: JobKind
+    kind: str
     payload: bytes
     shard: keys.ShardKeys
 
     @property
     def accepted_ms(self) -> int:
-        return int(self.id.split(b"-", 1)[0])
+        return id_ms(self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,33 +77,10 @@ class RetryState:
     history: tuple[tuple[int, str], ...]
 
 
-def next_id(entry_id: bytes) -> bytes:
-    """The smallest stream id greater than `entry_id`, for ``XTRIM MINID``."""
-    ms, seq = entry_id.split(b"-", 1)
-    return ms + b"-" + str(int(seq) + 1).encode()
-
-
 def _entry(shard: keys.ShardKeys, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    op = fields.get(FIELD_OP)
-    if op is not None:
-        return Entry(raw_id, "v2", op, shard)
-    call = fields.get(FIELD_CDP)
-    if call is not None:
-        return Entry(raw_id, "cdp", call, shard)
-    request = fields.get(FIELD_APP)
-    if request is not None:
-        return Entry(raw_id, "app", request, shard)
-    return Entry(raw_id, "v1", fields.get(FIELD_V1, b"null"), shard)
-
-
-@dataclass(frozen=True, slots=True)
-class ShardLook:
-    """A glance at a shard another drain might pack with its own."""
-
-    shard: keys.ShardKeys
-    length: int
-    leased: bool
-    not_before_ms: int
+    # One field per entry (`enqueue.lua`): its name says the job's kind.
+    ((name, payload),) = fields.items()
+    return Entry(raw_id, kind_of_field(name).name, payload, shard)
 
 
 class ShardStore:
@@ -141,17 +147,7 @@ class ShardStore:
 
     def look(self, shards: list[keys.ShardKeys]) -> list[ShardLook]:
         """Length, lease and retry wait of each shard, in one round trip."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in shards:
-            pipe.xlen(shard.stream)
-            pipe.exists(shard.lease)
-            pipe.hget(shard.retry, "not_before_ms")
-        with store_errors("looking at shards"):
-            raw = pipe.execute()
-        return [
-            ShardLook(shard, int(raw[3 * n]), bool(raw[3 * n + 1]), int(raw[3 * n + 2] or 0))
-            for n, shard in enumerate(shards)
-        ]
+        return look_at(self.redis, shards)
 
     def inflight_note(self, shard: keys.ShardKeys) -> InflightNote:
         return self.inflight_notes([shard])[0]

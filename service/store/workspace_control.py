@@ -22,12 +22,14 @@ from typing import Any, Protocol
 from service import keys
 from service.config import Settings
 from service.errors import FieldError, InvalidRequest
-from service.jobs import Lane, Traffic
+from service.jobs import Lane, Traffic, find_lane, registered_lanes
 from service.store.connections import AsyncStore, store_errors
+from service.store.shards import PauseCause
+from service.stream_ids import id_ms
 
-#: The lanes a workspace has; each can be paused on its own. Adding a lane adds its name.
+#: The built-in lanes, as the console offers them; each can be paused on its own (so can
+#: any registered lane, by name).
 LANES = tuple(lane.value for lane in Lane)
-MANUAL_CAUSE = "manual"
 AUDIT_MAX_ENTRIES = 10_000
 MAX_PAUSE_MS = 7 * 86_400_000
 _DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
@@ -40,21 +42,23 @@ class TriggerSender(Protocol):
         workspace: str,
         shard: int,
         *,
-        lane: Lane = Lane.TRACK,
+        lane: Lane,
         traffic: Traffic = Traffic.LIVE,
         countdown_s: float = 0.0,
     ) -> None: ...
 
 
-def check_lane(lane: str) -> str:
-    if lane not in LANES:
-        raise InvalidRequest.of("lane", "unknown", f"lanes are {', '.join(LANES)}")
-    return lane
+def check_lane(lane: str) -> Lane:
+    found = find_lane(lane)
+    if found is None:
+        names = ", ".join(registered_lanes())
+        raise InvalidRequest.of("lane", "unknown", f"lanes are {names}")
+    return found
 
 
 def pause_key(workspace: str, lane: str) -> str:
     """The pause the drain of `lane` honours."""
-    return keys.pause(workspace, Lane(check_lane(lane)))
+    return keys.pause(workspace, check_lane(lane))
 
 
 def parse_duration_ms(text: str, *, field_name: str = "for") -> int:
@@ -135,7 +139,7 @@ class WorkspaceControl:
         reason = check_reason(reason)
         note = keys.pause_note(workspace, lane)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(pause_key(workspace, lane), MANUAL_CAUSE, px=duration_ms)
+        pipe.set(pause_key(workspace, lane), PauseCause.MANUAL, px=duration_ms)
         pipe.delete(note)
         pipe.hset(note, mapping={"reason": reason, "who": who, "at_ms": _now_ms()})
         pipe.pexpire(note, duration_ms)
@@ -151,7 +155,7 @@ class WorkspaceControl:
         cause = cause_raw.decode() if cause_raw else "none"
         await self._call(self.redis.delete(key, keys.pause_note(workspace, lane)))
         await self.record(who, "resume", workspace, lane, f"lifted {cause}: {reason}")
-        await self._trigger_backlog(workspace, Lane(lane))
+        await self._trigger_backlog(workspace, check_lane(lane))
         return cause
 
     async def note(self, workspace: str, lane: str) -> PauseNote | None:
@@ -188,7 +192,7 @@ class WorkspaceControl:
             out.append(
                 AuditEntry(
                     id=entry_id,
-                    at_ms=int(entry_id.split("-", 1)[0]),
+                    at_ms=id_ms(entry_id),
                     who=text("who"),
                     action=text("action"),
                     workspace=text("workspace"),

@@ -14,7 +14,10 @@ import binascii
 import hashlib
 import hmac
 
+from pydantic import SecretStr
+
 from service.config import Settings, Workspace, admin_key_entries
+from service.errors import InvalidRequest
 
 
 def _digest(key: str) -> bytes:
@@ -83,3 +86,16 @@ class Authenticator:
     @property
     def admin_names(self) -> frozenset[str]:
         return frozenset(name for name, _ in self._admin)
+
+
+def require_lane_key(
+    ws: Workspace, key: SecretStr | None, *, field: str, key_name: str, calls: str
+) -> None:
+    """A workspace without a lane's key (its `field`) refuses the lane's calls with 403
+    ``lane_disabled``, never accepting what it could not deliver."""
+    if key is None:
+        message = (
+            f"workspace {ws.name!r} has no {key_name} "
+            f"(CIOQ_{field.upper()}, or {field} in CIOQ_WORKSPACES); {calls} are refused"
+        )
+        raise InvalidRequest.of("authorization", "lane_disabled", message, status=403)

@@ -165,11 +165,23 @@ def split_path(raw_path: bytes) -> list[str]:
 
 
 class BodyRefused(Exception):
-    """The body is over the size cap (413) or arrived too slowly (408)."""
+    """The body is over the size cap (413) or arrived too slowly (408); `error` says which."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, error: FieldError) -> None:
         super().__init__(status)
         self.status = status
+        self.error = error
+
+    @classmethod
+    def too_large(cls, max_bytes: int) -> BodyRefused:
+        message = f"request body over {max_bytes} bytes"
+        return cls(413, FieldError("body", "max_bytes", message, max_bytes))
+
+    @classmethod
+    def too_slow(cls, timeout_s: float) -> BodyRefused:
+        return cls(
+            408, FieldError("body", "timeout", f"request body not received in {timeout_s} s")
+        )
 
 
 async def read_body(
@@ -181,12 +193,12 @@ async def read_body(
     """
     declared = headers.get(b"content-length", b"").strip()
     if declared.isdigit() and int(declared) > max_bytes:
-        raise BodyRefused(413)
+        raise BodyRefused.too_large(max_bytes)
     try:
         async with asyncio.timeout(timeout_s):
             return await _read_all(receive, max_bytes)
     except TimeoutError:
-        raise BodyRefused(408) from None
+        raise BodyRefused.too_slow(timeout_s) from None
 
 
 async def _read_all(receive: Receive, max_bytes: int) -> bytes:
@@ -200,14 +212,15 @@ async def _read_all(receive: Receive, max_bytes: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
-            raise BodyRefused(413)
+            raise BodyRefused.too_large(max_bytes)
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
 
 
-def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes | None:
-    """The body with its ``Content-Encoding`` undone; None once it inflates past `max_bytes`.
+def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes:
+    """The body with its ``Content-Encoding`` undone; BodyRefused once it inflates past
+    `max_bytes`.
 
     gzip is what Customer.io's Python Pipelines library sends when asked to compress; the
     cap applies to the inflated bytes, so a small bomb cannot make us hold gigabytes.
@@ -225,7 +238,7 @@ def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes |
     except zlib.error as exc:
         raise InvalidRequest.of("body", "gzip", f"the body is not valid gzip: {exc}") from exc
     if len(out) > max_bytes:
-        return None
+        raise BodyRefused.too_large(max_bytes)
     if not inflater.eof:
         raise InvalidRequest.of("body", "gzip", "the gzip body is truncated")
     return out

@@ -36,7 +36,8 @@ import redis.client as sync_client
 
 from service import keys
 from service.config import Settings
-from service.jobs import FIELD_APP, Lane
+from service.jobs import Lane
+from service.lanes.app.jobs import FIELD_APP
 from tests.support.drain import build_drainer
 from tests.support.streams import stream_fields
 

@@ -11,8 +11,9 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.jobs import shard_for, v2_job
+from service.jobs import shard_for
 from service.lanes.registry import clients as lane_clients
+from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.streams import Fields, stream_fields

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from service import keys
-from service.jobs import Traffic, shard_for, v2_job
+from service.jobs import Traffic, shard_for
+from service.lanes.track.jobs import v2_job
 from service.triggers import BULK_QUEUE, DRAIN_QUEUE
 from tests.support.live import latencies_ms, live_events, percentile
 from tests.support.processes import wait_until

@@ -2,11 +2,12 @@
 
 `engine.Drainer` runs one drain (what a Celery trigger asks for): it leases the shard it
 was triggered for, `heads.HeldShards` adds the heads of other shards of the workspace
-when that shard alone would send a small request, and `workers.send.Delivery` sends each
+when that shard alone would send a small request, and `send.Delivery` sends each
 unit and resolves its ops under each shard's own lease. `blocked` holds the policies for
 an outcome that stops delivery (throttle, setup, transient).
 """
 
-from workers.drain.engine import MAX_COUNTDOWN_S, Drainer, DrainReport, StopReason
+from workers.drain.engine import MAX_COUNTDOWN_S, Drainer, DrainReport
+from workers.drain.stop import StopReason
 
 __all__ = ["MAX_COUNTDOWN_S", "DrainReport", "Drainer", "StopReason"]

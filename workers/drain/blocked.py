@@ -25,18 +25,19 @@ from service.config import Settings
 from service.delivery.backoff import backoff_ms
 from service.delivery.outcomes import Outcome, OutcomeClass
 from service.metrics import definitions as metrics
-from service.store.shards import ShardStore
-from workers.send import Delivery, OutgoingUnit
+from service.store.dead_letters import LetterReason
+from service.store.shards import PauseCause, ShardStore
+from workers.drain.send import Delivery, OutgoingUnit
+from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
 
 
 @dataclass(frozen=True, slots=True)
 class Blocked:
-    """How a blocked drain stops: ``rate_limited``, ``throttled``, ``setup``, ``backoff`` or
-    ``exhausted``."""
+    """How a blocked drain stops: rate limited, throttled, setup, backoff or exhausted."""
 
-    reason: str
+    reason: StopReason
     retrigger_s: float
 
 
@@ -58,7 +59,7 @@ class BlockPolicy:
             # App lane: no rate-limit slot soon enough. Nothing was sent, so no attempt
             # is recorded; the shard waits for its slot.
             self._clear_inflight(delivery, unit)
-            return Blocked("rate_limited", outcome.retry_after_s or 0.0)
+            return Blocked(StopReason.RATE_LIMITED, outcome.retry_after_s or 0.0)
         if outcome.outcome_class is OutcomeClass.THROTTLE:
             return self._throttle(delivery, unit, outcome)
         if outcome.outcome_class is OutcomeClass.SETUP:
@@ -75,10 +76,11 @@ class BlockPolicy:
             )
             wait_ms = jittered or s.throttle_pause_ms
         workspace, lane = delivery.workspace, delivery.lane
-        self.store.pause(workspace, cause="throttle", duration_ms=wait_ms, lane=lane)
-        metrics.paused(workspace, "throttle", lane)
+        cause = PauseCause.THROTTLE
+        self.store.pause(workspace, cause=cause.stored(), duration_ms=wait_ms, lane=lane)
+        metrics.paused(workspace, cause, lane)
         self._clear_inflight(delivery, unit)
-        return Blocked("throttled", wait_ms / 1000)
+        return Blocked(StopReason.THROTTLED, wait_ms / 1000)
 
     def _pause_setup(self, delivery: Delivery, unit: OutgoingUnit, outcome: Outcome) -> Blocked:
         s = self.settings
@@ -92,11 +94,11 @@ class BlockPolicy:
             outcome.detail,
             s.setup_pause_ms,
         )
-        cause = f"setup:{outcome.status}"
+        cause = PauseCause.SETUP.stored(outcome.status)
         self.store.pause(workspace, cause=cause, duration_ms=s.setup_pause_ms, lane=lane)
-        metrics.paused(workspace, "setup", lane)
+        metrics.paused(workspace, PauseCause.SETUP, lane)
         self._clear_inflight(delivery, unit)
-        return Blocked("setup", s.setup_pause_ms / 1000)
+        return Blocked(StopReason.SETUP, s.setup_pause_ms / 1000)
 
     def _back_off_or_exhaust(
         self, delivery: Delivery, unit: OutgoingUnit, outcome: Outcome
@@ -124,14 +126,14 @@ class BlockPolicy:
             )
             too_old = now_ms - head.accepted_ms >= s.retry_max_age_s * 1000
             if attempts >= s.retry_max_attempts or too_old:
-                reason = "max_age" if too_old else "max_attempts"
+                reason = LetterReason.MAX_AGE if too_old else LetterReason.MAX_ATTEMPTS
                 delivery.exhausted(entries, outcome, reason=reason)
             else:
                 backing_off = True
         if not backing_off:
-            return Blocked("exhausted", 0.0)
+            return Blocked(StopReason.EXHAUSTED, 0.0)
         metrics.retry_scheduled(delivery.workspace, outcome.status_class)
-        return Blocked("backoff", wait_ms / 1000)
+        return Blocked(StopReason.BACKOFF, wait_ms / 1000)
 
     def _clear_inflight(self, delivery: Delivery, unit: OutgoingUnit) -> None:
         # The send got an answer: nothing died, so crash search has nothing to find. Fenced:

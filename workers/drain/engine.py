@@ -31,19 +31,20 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 from service import keys
 from service.config import Settings
+from service.delivery.upstream import LaneClient
 from service.errors import LeaseLost
-from service.jobs import UNBATCHED, Lane, Traffic
-from service.lanes.registry import BatchClient
+from service.jobs import Lane, Traffic
+from service.lanes.registry import LANES
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Limits, Quarantine, fills_alone
-from workers.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
+from workers.drain.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
+from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
 
@@ -54,32 +55,13 @@ MAX_COUNTDOWN_S = 60.0
 PAUSE_CHECK_S = 0.1
 
 
-class StopReason(StrEnum):
-    """Why a drain handed its shards back; also the bounded ``stopped`` metrics label."""
-
-    BUSY = "busy"  # another drain holds the lease
-    COVERED = "covered"  # the workspace's lingering drain will pack this shard in time
-    EMPTY = "empty"
-    LINGER = "linger"  # the heads may wait for more ops
-    BUDGET = "budget"  # the drain's budget is spent; handed back for fairness
-    BACKLOG = "backlog"  # a live drain found a backlog and handed it to the bulk queue
-    PAUSED = "paused"  # the workspace is paused (by another drain or an operator)
-    BACKOFF = "backoff"
-    THROTTLED = "throttled"
-    SETUP = "setup"
-    EXHAUSTED = "exhausted"
-    SHUTDOWN = "shutdown"
-    LEASE_LOST = "lease_lost"
-    RATE_LIMITED = "rate_limited"  # App lane: no rate-limit slot soon enough
-
-
 @dataclass
 class DrainReport:
     """What one drain did, for logs, metrics and tests."""
 
     workspace: str
     shard: int
-    lane: Lane = Lane.TRACK
+    lane: Lane
     traffic: Traffic = Traffic.LIVE
     #: Triggered from the bulk queue: runs on `bulk_drain_budget_s`.
     bulk: bool = False
@@ -122,7 +104,7 @@ class Drainer:
         settings: Settings,
         store: ShardStore,
         dead: DeadLetterStore,
-        clients: Mapping[tuple[str, Lane], BatchClient],
+        clients: Mapping[tuple[str, Lane], LaneClient],
         triggers: Triggers | None,
         *,
         clock: Callable[[], float] = time.time,
@@ -144,7 +126,7 @@ class Drainer:
 
     def _packs_across(self, lane: Lane) -> bool:
         """Whether drains of `lane` pack other shards' heads (a lane that batches)."""
-        return self.settings.pack_across_shards and lane not in UNBATCHED
+        return self.settings.pack_across_shards and LANES[lane].batches
 
     def drain(
         self,
@@ -248,7 +230,7 @@ class Drainer:
         s = self.settings
         budget_s = s.bulk_drain_budget_s if report.bulk else s.drain_budget_s
         deadline = self.clock() + budget_s
-        batches = held.primary.lane not in UNBATCHED
+        batches = LANES[held.primary.lane].batches
         packs = self._packs_across(held.primary.lane)
         sent = sent_full = False
         pace = _Pace(self.clock, s.lease_ms / 1000)
@@ -293,7 +275,7 @@ class Drainer:
                 # and exhaustion must not dead-letter ops that were delivered.
                 rest = _unresolved(unit, result.resolved)
                 blocked = self.policy.apply(delivery, rest, result.blocked)
-                return report.stop(StopReason(blocked.reason), blocked.retrigger_s)
+                return report.stop(blocked.reason, blocked.retrigger_s)
             held.advance(result.resolved)
             sent, sent_full = True, unit.full
 

@@ -7,8 +7,8 @@ the same workspace and traffic class that have work, no holder and no retry wait
 with a backlog of its own is left to its own drain, so under backlog every shard still
 fills requests by itself and workers drain different shards in parallel.
 
-A shard's head goes out alone (never packed with other shards) when it is a v1 job, an
-App API send or trigger (its lane has no batch endpoint), an op over the size limit, or
+A shard's head goes out alone (never packed with other shards) when its kind does not
+batch (a v1 job, an App API send or trigger), it is over its lane's size limit, or
 under crash search: a send from it died without an outcome,
 so each shard of a request that died is then searched on its own and a job that kills
 workers is quarantined without taking other shards' jobs with it.
@@ -23,23 +23,21 @@ from dataclasses import dataclass, replace
 from service import keys
 from service.config import Settings
 from service.delivery.across_shards import ShardHead, pack_heads
-from service.delivery.crash_search import InflightNote, id_key, next_send
+from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
-from service.jobs import Lane
+from service.jobs import Lane, job_kind
 from service.lanes.registry import LANES
-from service.lanes.track.coalesce import coalesce_batch
-from service.store.shards import Entry, Lease, ShardLook, ShardStore
-from workers.send import OutgoingUnit, UnitKind
-
-#: Job kinds that travel in batches; anything else (a v1 call) goes alone.
-BATCH_KINDS = frozenset({"v2", "cdp"})
+from service.store.shard_state import ShardLook
+from service.store.shards import Entry, Lease, ShardStore
+from service.stream_ids import id_key
+from workers.drain.send import OutgoingUnit
 
 #: Op size assumed for a shard not read yet, to decide how many shards to lease.
 GUESS_OP_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
-class Send:
+class NextRequest:
     """The next request: its unit, and the inflight note to store per shard first."""
 
     unit: OutgoingUnit
@@ -48,7 +46,7 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Interrupted:
-    """An App API job whose send started and never came back: it is never sent again."""
+    """A job of a lane never resent (App) whose send started and never came back."""
 
     entry: Entry
 
@@ -75,6 +73,7 @@ class HeldShards:
         self.store = store
         self.settings = settings
         self.primary = primary.shard
+        self.spec = LANES[primary.shard.lane]
         self.limits = Limits.of(primary.shard.lane, settings)
         self.leases: dict[keys.ShardKeys, Lease] = {primary.shard: primary}
         self.buffers: dict[keys.ShardKeys, list[Entry]] = {primary.shard: []}
@@ -148,7 +147,7 @@ class HeldShards:
             self.leases[lease.shard] = lease
             self.buffers[lease.shard] = found
 
-    def next_step(self) -> Send | Interrupted | Quarantine | None:
+    def next_step(self) -> NextRequest | Interrupted | Quarantine | None:
         """What goes out next from the held heads; None when they are all empty."""
         waiting = [shard for shard, buffer in self.buffers.items() if buffer]
         if not waiting:
@@ -158,7 +157,7 @@ class HeldShards:
         for shard, note in zip(waiting, self.store.inflight_notes(waiting), strict=True):
             buffer = self.buffers[shard]
             head = buffer[0]
-            if head.kind == "app" and note.head == head.id:
+            if self.spec.interrupted is not None and note.head == head.id:
                 return Interrupted(head)
             plan = next_send(
                 note,
@@ -169,7 +168,7 @@ class HeldShards:
             if plan is None:
                 return Quarantine(head, self.settings.crash_limit)
             oversize = len(head.payload) > self.limits.item_bytes
-            if head.kind not in BATCH_KINDS or oversize or plan.suspect_last is not None:
+            if not job_kind(head.kind).batches or oversize or plan.suspect_last is not None:
                 alone.append((id_key(head.id), shard, plan))
             else:
                 packable.append((shard, plan))
@@ -178,19 +177,19 @@ class HeldShards:
             return self._send_alone(shard, plan)
         return self._pack(packable)
 
-    def _send_alone(self, shard: keys.ShardKeys, plan: InflightNote) -> Send:
+    def _send_alone(self, shard: keys.ShardKeys, plan: InflightNote) -> NextRequest:
         head = self.buffers[shard][0]
-        if head.kind == "v1" or head.kind == "app":
+        if not job_kind(head.kind).batches:
             unit = OutgoingUnit(entries=[head], body=head.payload, kind=head.kind, full=True)
         elif len(head.payload) > self.limits.item_bytes:
-            unit = OutgoingUnit(entries=[head], body=head.payload, kind="oversize", full=True)
+            unit = OutgoingUnit([head], head.payload, head.kind, full=True, oversize=True)
         else:
             return self._pack([(shard, plan)], cap=plan.count)
-        return Send(unit, {shard: replace(plan, count=1)})
+        return NextRequest(unit, {shard: replace(plan, count=1)})
 
     def _pack(
         self, packable: list[tuple[keys.ShardKeys, InflightNote]], cap: int | None = None
-    ) -> Send:
+    ) -> NextRequest:
         s = self.settings
         heads = []
         for shard, _ in packable:
@@ -218,14 +217,15 @@ class HeldShards:
             for (shard, plan), taken in zip(packable, packed.taken, strict=True)
             if taken
         }
-        ops = [e.payload for e in entries]
-        kind: UnitKind = "cdp" if entries and entries[0].kind == "cdp" else "v2"
-        if s.coalesce and kind == "v2":
-            merged = coalesce_batch(ops, max_op_bytes=self.limits.item_bytes)
+        kind = entries[0].kind if entries else self.spec.kinds[0].name
+        transform = self.spec.transform
+        if transform is not None and transform.enabled(s):
+            merged = transform.merge([e.payload for e in entries], self.limits.item_bytes)
             if merged.saved:
                 body = batch_body(merged.ops)
-                return Send(OutgoingUnit(entries, body, "v2", full, origin=merged.origin), notes)
-        return Send(OutgoingUnit(entries, packed.body, kind, full), notes)
+                unit = OutgoingUnit(entries, body, kind, full, origin=merged.origin)
+                return NextRequest(unit, notes)
+        return NextRequest(OutgoingUnit(entries, packed.body, kind, full), notes)
 
     def advance(self, resolved: dict[keys.ShardKeys, int]) -> None:
         """Drop what a send resolved from the front of each shard's buffer."""
@@ -260,7 +260,7 @@ def _batch_run(buffer: list[Entry]) -> list[Entry]:
     """The head's leading batch jobs (Track v2 ops or Pipelines calls): what a batch may
     carry from this shard; a lane's streams hold one batch kind."""
     for n, entry in enumerate(buffer):
-        if entry.kind not in BATCH_KINDS:
+        if not job_kind(entry.kind).batches:
             return buffer[:n]
     return buffer
 

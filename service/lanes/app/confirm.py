@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from service import keys
 from service.config import Workspace
-from service.delivery.client import AppClient
+from service.lanes.app.client import AppClient
 from service.lanes.app.outcomes import decode_body
 from service.lanes.app.rate_limit import LimitClass, RateLimiter
 from service.store.connections import SyncStore, store_errors

@@ -17,11 +17,12 @@ import time
 from typing import Any
 
 from service.config import Settings, Workspace
-from service.delivery.client import AppProxy
 from service.delivery.outcomes import Transport
-from service.errors import FieldError, InvalidRequest
+from service.errors import FieldError
+from service.lanes.app.client import AppProxy
 from service.lanes.app.rate_limit import AsyncRateLimiter, LimitClass
 from service.store.connections import AsyncStore
+from service.web.auth import require_lane_key
 from service.web.http import Request, Response, Route, error_response
 
 #: (method, path under /v1) of every read served; ``{x}`` is a path parameter.
@@ -62,12 +63,9 @@ _DEFAULT_HOLD_MS = 1000
 
 def require_app_key(ws: Workspace) -> None:
     """A workspace without an App API key refuses App API calls it could never make."""
-    if ws.app_api_key is None:
-        message = (
-            f"workspace {ws.name!r} has no App API key "
-            "(CIOQ_APP_API_KEY, or app_api_key in CIOQ_WORKSPACES); App API calls are refused"
-        )
-        raise InvalidRequest.of("authorization", "lane_disabled", message, status=403)
+    require_lane_key(
+        ws, ws.app_api_key, field="app_api_key", key_name="App API key", calls="App API calls"
+    )
 
 
 class AppReads:

@@ -25,7 +25,8 @@ import orjson
 
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
-from service.jobs import BROADCAST_ROUTE, app_job, new_event_id
+from service.jobs import new_event_id
+from service.lanes.app.jobs import BROADCAST_ROUTE, app_job
 from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass
 from service.lanes.app.reads import AppReads, require_app_key

@@ -29,9 +29,10 @@ from typing import Any
 import orjson
 
 from service.config import Settings, Workspace
-from service.delivery.client import AppAnswer, AppClient
 from service.delivery.outcomes import Outcome, OutcomeClass
+from service.delivery.upstream import Answer
 from service.lanes.app import confirm
+from service.lanes.app.client import AppClient
 from service.lanes.app.outcomes import FINAL, Outcomes, State, decode_body, delivered
 from service.lanes.app.outcomes import Outcome as Record
 from service.lanes.app.policy import Verdict, decide
@@ -45,7 +46,7 @@ log = logging.getLogger("cioq.app")
 _DEFAULT_HOLD_S = 1.0
 
 
-def _error_text(answer: AppAnswer) -> str:
+def _error_text(answer: Answer) -> str:
     body = decode_body(answer.body)
     if isinstance(body, dict):
         meta = body.get("meta")
@@ -57,7 +58,7 @@ def _error_text(answer: AppAnswer) -> str:
     return str(body)[:500] if body else ""
 
 
-def describe(answer: AppAnswer) -> str:
+def describe(answer: Answer) -> str:
     """Everything known about an attempt, for the dead letter an operator reads."""
     what = f"HTTP {answer.status}" if answer.status is not None else str(answer.transport)
     text = _error_text(answer) if answer.status is not None else answer.detail
@@ -72,7 +73,7 @@ class _Job:
 
 
 class AppSender:
-    """Sends one workspace's App lane jobs; the engine's `BatchClient` for the App lane."""
+    """Sends one workspace's App lane jobs; the engine's `LaneClient` for the App lanes."""
 
     def __init__(self, workspace: Workspace, settings: Settings) -> None:
         self.workspace = workspace
@@ -144,7 +145,7 @@ class AppSender:
         )
 
     def _ambiguous(
-        self, job: _Job, envelope: dict[str, Any], answer: AppAnswer, sent_at_s: float
+        self, job: _Job, envelope: dict[str, Any], answer: Answer, sent_at_s: float
     ) -> Outcome:
         """Customer.io may have acted: delivered if the message lookup finds exactly this
         send's message, else dead-lettered as ambiguous; never sent again."""
@@ -174,7 +175,7 @@ class AppSender:
         self._record(job, State.AMBIGUOUS, answer, text)
         return Outcome(OutcomeClass.AMBIGUOUS, answer.status, text)
 
-    def _record(self, job: _Job, state: State, answer: AppAnswer, detail: str) -> None:
+    def _record(self, job: _Job, state: State, answer: Answer, detail: str) -> None:
         body = decode_body(answer.body)
         record = Record(job.id, state, job.kind, answer.status, body, detail)
         self.outcomes.record(job.workspace, record)

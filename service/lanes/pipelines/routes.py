@@ -24,9 +24,11 @@ from typing import Any
 
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidRequest
-from service.jobs import Job, cdp_job, cdp_route, new_event_id
+from service.jobs import Job, new_event_id
+from service.lanes.pipelines.jobs import cdp_job, cdp_route
 from service.lanes.pipelines.validation import CALL_TYPES, validate_call
 from service.store.queue import Queue
+from service.web.auth import require_lane_key
 from service.web.http import OK, Request, Response, Route
 from service.web.idempotency import Idempotency
 
@@ -137,9 +139,7 @@ def _with_shared(call: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]
 
 def _require_key(ws: Workspace) -> None:
     """A workspace without a Pipelines key refuses, never accepting what it cannot deliver."""
-    if ws.cdp_api_key is None:
-        message = (
-            f"workspace {ws.name!r} has no Pipelines write key "
-            "(CIOQ_CDP_API_KEY, or cdp_api_key in CIOQ_WORKSPACES); Pipelines calls are refused"
-        )
-        raise InvalidRequest.of("authorization", "lane_disabled", message, status=403)
+    key_name = "Pipelines write key"
+    require_lane_key(
+        ws, ws.cdp_api_key, field="cdp_api_key", key_name=key_name, calls="Pipelines calls"
+    )

@@ -12,8 +12,9 @@ from typing import Any
 
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidRequest
-from service.jobs import Job, v1_job, v2_job
+from service.jobs import Job
 from service.lanes.track import delivery_events, translate
+from service.lanes.track.jobs import v1_job, v2_job
 from service.lanes.track.limits import Limits
 from service.lanes.track.validation import drop_unknown, op_size_error, validate_op
 from service.store.queue import Queue

@@ -26,7 +26,7 @@ from selenium.webdriver.support.ui import Select
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.jobs import v2_job
+from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from tests.support.browser import chromium, click_and_load, screenshot, wait_for
 from tests.support.http_server import serve_in_thread

@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.jobs import Job, Lane, shard_for, v2_job
+from service.jobs import Job, Lane, shard_for
+from service.lanes.track.jobs import v2_job
 from service.store.group_commit import GroupCommit, Stored
 from service.store.queue import Queue
 from service.store.slots import SlotWriter

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cioq.cli import app
 from service import keys
-from service.jobs import v2_job
+from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 
 

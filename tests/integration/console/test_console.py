@@ -19,7 +19,7 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.console.session import COOKIE, Sessions
-from service.jobs import v2_job
+from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from tests.support.http_server import serve_in_thread
 from tests.support.streams import stream_entries

@@ -14,7 +14,10 @@ from typer.testing import CliRunner
 from cioq.cli import app
 from service import keys
 from service.config import Settings
-from service.jobs import Job, Lane, app_job, cdp_job, v2_job
+from service.jobs import Job, Lane
+from service.lanes.app.jobs import app_job
+from service.lanes.pipelines.jobs import cdp_job
+from service.lanes.track.jobs import v2_job
 from service.metrics import definitions
 from service.metrics.activity import Tally
 from service.store.dead_letters import DeadLetter, DeadLetterStore

@@ -15,7 +15,8 @@ import redis
 from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
-from service.jobs import Traffic, shard_for, v2_job
+from service.jobs import Traffic, shard_for
+from service.lanes.track.jobs import v2_job
 from service.store.shards import ShardStore
 from service.triggers import Triggers
 from tests.support.drain import Clock, build_drainer, dlq, received_ns

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from service import keys
 from service.config import Settings
-from service.jobs import Job, v2_job
+from service.jobs import Job
+from service.lanes.track.jobs import v2_job
 from service.store.connections import connect_async
 from service.store.queue import Queue
 from tests.support.streams import stream_fields

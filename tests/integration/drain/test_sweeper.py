@@ -10,7 +10,8 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.jobs import Traffic, v2_job
+from service.jobs import Traffic
+from service.lanes.track.jobs import v2_job
 from service.triggers import Triggers
 from tests.support.triggers import RecordingTriggers
 from workers.sweeper import Sweeper

@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
-from service.jobs import v2_job
 from service.lanes.registry import clients as lane_clients
+from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from workers.drain import Drainer

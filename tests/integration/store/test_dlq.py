@@ -17,7 +17,8 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.errors import InvalidRequest
-from service.jobs import FIELD_OP, FIELD_V1, Lane, v1_job, v2_job
+from service.jobs import Lane
+from service.lanes.track.jobs import FIELD_OP, FIELD_V1, v1_job, v2_job
 from service.store.connections import connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, parse_time_ms
 from service.store.dead_letters import DeadLetter, DeadLetterStore
@@ -364,7 +365,8 @@ def test_cli_replay_of_app_sends_asks_first(
     """An ambiguous send may have been delivered: replay asks, ``--yes`` skips the question,
     and the job goes back to its own lane (a trigger to the broadcasts lane)."""
     from cioq.cli import app
-    from service.jobs import Lane, app_job
+    from service.jobs import Lane
+    from service.lanes.app.jobs import app_job
 
     send = app_job(
         "j-1",

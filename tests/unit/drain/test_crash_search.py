@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.delivery.crash_search import InflightNote, id_key, next_send
+from service.delivery.crash_search import InflightNote, next_send
+from service.stream_ids import id_key
 
 IDS = [f"100-{i}".encode() for i in range(8)]
 

@@ -17,7 +17,8 @@ import redis
 from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
-from service.jobs import BROADCAST_ROUTE, Job, app_job
+from service.jobs import Job
+from service.lanes.app.jobs import BROADCAST_ROUTE, app_job
 from service.store.shards import ShardStore
 from tests.support.drain import build_drainer, dlq
 

@@ -17,7 +17,7 @@ import redis
 from sandbox import SandboxConfig, create_sandbox_app
 from service.api.app import create_app
 from service.config import Settings
-from service.jobs import FIELD_APP
+from service.lanes.app.jobs import FIELD_APP
 from service.lanes.app.outcomes import Outcome, Outcomes, State
 from tests.support.http_server import serve_in_thread
 from tests.support.streams import stream_fields

@@ -12,8 +12,8 @@ import pytest
 
 from service.config import Settings
 from service.delivery.outcomes import OutcomeClass
-from service.jobs import app_job
 from service.lanes.app.confirm import matches
+from service.lanes.app.jobs import app_job
 from service.lanes.app.outcomes import Outcomes, State
 from service.lanes.app.sender import AppSender
 

@@ -18,7 +18,8 @@ from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
 from service.errors import StoreUnavailable
-from service.jobs import Job, app_job
+from service.jobs import Job
+from service.lanes.app.jobs import app_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from service.store.durability import Confirmation
 from service.store.shards import ShardStore

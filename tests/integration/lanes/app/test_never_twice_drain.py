@@ -20,12 +20,13 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.delivery.client import AppClient
 from service.delivery.crash_search import InflightNote
 from service.delivery.outcomes import Outcome, OutcomeClass
 from service.errors import StoreUnavailable
-from service.jobs import Job, Lane, app_job
+from service.jobs import Job, Lane
+from service.lanes.app.client import AppClient
 from service.lanes.app.confirm import Confirmer
+from service.lanes.app.jobs import app_job
 from service.lanes.app.rate_limit import RateLimiter
 from service.lanes.app.sender import AppSender
 from service.store.connections import connect_async
@@ -148,7 +149,7 @@ def test_a_letter_is_added_once_per_entry_even_when_its_write_is_retried(
     head = store.read(shard, after=None, count=1)[0]
     lease = store.acquire(shard, lease_ms=60_000)
     assert lease is not None
-    from workers.send import Delivery
+    from workers.drain.send import Delivery
 
     drainer = build_drainer(settings, redis_client)
     client = drainer.clients[("default", shard.lane)]

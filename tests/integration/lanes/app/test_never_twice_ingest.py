@@ -25,7 +25,8 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.errors import StoredUnconfirmed
-from service.jobs import FIELD_APP, Job, app_job
+from service.jobs import Job
+from service.lanes.app.jobs import FIELD_APP, app_job
 from service.lanes.app.outcomes import AsyncOutcomes
 from service.store import durability
 from service.store.connections import connect_async

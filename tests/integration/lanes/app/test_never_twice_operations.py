@@ -21,7 +21,7 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.delivery.outcomes import MAX_RETRY_AFTER_S, parse_retry_after
-from service.jobs import FIELD_APP, app_job
+from service.lanes.app.jobs import FIELD_APP, app_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from tests.support.http_server import serve_in_thread
 from tests.support.streams import stream_fields

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.jobs import v2_job
+from service.lanes.track.jobs import v2_job
 from service.store.queue import Queue
 from tests.support.drain import build_drainer
 from tests.support.http_server import serve_in_thread

@@ -8,8 +8,8 @@ import socket
 import httpx
 import pytest
 
-from service.delivery.client import transport_failure
 from service.delivery.outcomes import Transport
+from service.delivery.upstream import transport_failure
 from service.lanes.app.policy import NOT_SENT, Decision, Verdict, decide
 
 T = Transport

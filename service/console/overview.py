@@ -23,14 +23,15 @@ from service.metrics.activity import lane_activity, per_minute
 from service.metrics.queue_state import QueueStateCollector, WorkspaceState
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
-from service.store.workspace_control import MANUAL_CAUSE, WorkspaceControl
+from service.store.shards import PauseCause
+from service.store.workspace_control import WorkspaceControl
 
 #: How the drain's pause causes read to an operator.
-PAUSE_LABELS = {
-    "throttle": "429 from Customer.io",
-    "setup": "credentials refused (401/403)",
-    MANUAL_CAUSE: "paused by hand",
-    "other": "paused",
+PAUSE_LABELS: dict[str, str] = {
+    PauseCause.THROTTLE: "429 from Customer.io",
+    PauseCause.SETUP: "credentials refused (401/403)",
+    PauseCause.MANUAL: "paused by hand",
+    PauseCause.OTHER: "paused",
 }
 
 
@@ -121,7 +122,7 @@ class Overview:
         mine = next((s for s in state.lanes if s.lane == lane), None)
         lane_cause = mine.pause_cause if mine else ""
         lane_remaining_s = mine.pause_remaining_s if mine else 0.0
-        cause = MANUAL_CAUSE if note else lane_cause
+        cause = PauseCause.MANUAL if note else lane_cause
         return LaneOverview(
             workspace=workspace,
             lane=lane,

@@ -18,29 +18,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import orjson
 
 from service import keys
 from service.config import Settings
-from service.delivery.client import TrackClient
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
+from service.delivery.upstream import LaneClient
 from service.jobs import Lane
-from service.lanes.app.sender import AppSender
-from service.lanes.registry import LANES, BatchClient
-from service.lanes.track.coalesce import expand_item_errors
+from service.lanes.registry import LANES
 from service.metrics import definitions as metrics
 from service.metrics.queue_state import record_drained
-from service.store.dead_letters import DeadLetter, DeadLetterStore
+from service.store.dead_letters import DeadLetter, DeadLetterStore, LetterClass, LetterReason
 from service.store.shards import Entry, Lease, ShardStore
 
 log = logging.getLogger("cioq.delivery")
-
-#: A Track v2 batch, a Pipelines ``/v1/batch``, a lone v1 request, a lone App API send or
-#: trigger, or a job over its lane's size limit (never sent).
-UnitKind = Literal["v2", "cdp", "v1", "app", "oversize"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +40,14 @@ class OutgoingUnit:
 
     entries: list[Entry]
     body: bytes
-    kind: UnitKind
+    #: The entries' job kind: a batch kind's body holds them all, any other is one job.
+    kind: str
     full: bool
-    #: When coalesced: for each entry, the index of the op in `body` that carries it.
+    #: When transformed (coalesced): for each entry, the index of the op in `body` that
+    #: carries it.
     origin: tuple[int, ...] = ()
+    #: A job over its lane's size limit: never sent, dead-lettered.
+    oversize: bool = False
 
     @property
     def count(self) -> int:
@@ -106,13 +101,14 @@ class Delivery:
         store: ShardStore,
         leases: Mapping[keys.ShardKeys, Lease],
         dead: DeadLetterStore,
-        client: BatchClient,
+        client: LaneClient,
         settings: Settings,
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.workspace = workspace
         self.lane = lane
+        self.spec = LANES[lane]
         #: The drain's held leases; it adds shards as it packs them.
         self.leases = leases
         self.store = store
@@ -125,19 +121,20 @@ class Delivery:
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
         """Send `unit` and resolve what the answer allows."""
-        if unit.kind == "oversize":
+        if unit.oversize:
             size = len(unit.entries[0].payload)
-            limit = LANES[self.lane].max_item_bytes(self.settings)
+            limit = self.spec.max_item_bytes(self.settings)
             self._dead_letter(
                 unit.entries[:1],
-                reason="op_too_large",
-                outcome_class="invalid",
+                reason=LetterReason.OP_TOO_LARGE,
+                outcome_class=LetterClass.INVALID,
                 message=f"job is {size} bytes, over the {self.lane} lane's {limit}",
             )
             return Delivered(self._resolve(unit.entries[:1]))
         outcome = self._send(unit.entries, unit.body, unit.kind)
         if unit.origin:
-            outcome = expand_item_errors(outcome, unit.origin)
+            assert self.spec.transform is not None  # only a transform sets an origin
+            outcome = self.spec.transform.expand(outcome, unit.origin)
             if outcome.outcome_class in RESOLVED:
                 saved = unit.count - len(set(unit.origin))
                 metrics.ops_coalesced(self.workspace, saved)
@@ -145,18 +142,10 @@ class Delivery:
             return self._isolate(unit.entries, unit.kind)
         return self._settle(unit.entries, outcome)
 
-    def _send(self, entries: list[Entry], body: bytes, kind: UnitKind) -> Outcome:
+    def _send(self, entries: list[Entry], body: bytes, kind: str) -> Outcome:
         self.counts.requests += 1
         started_s = time.perf_counter()
-        if kind == "v1":
-            # v1 jobs live in the Track lane only, whose client is a TrackClient.
-            assert isinstance(self.client, TrackClient)
-            envelope: dict[str, Any] = orjson.loads(entries[0].payload)
-            outcome = self.client.send_v1(
-                envelope["method"], envelope["path"], envelope.get("query", ""), envelope["body"]
-            )
-        else:
-            outcome = self.client.send_batch(body, op_count=len(entries))
+        outcome = self.spec.send(self.client, kind, body, len(entries))
         elapsed_s = time.perf_counter() - started_s
         metrics.upstream_request(
             self.workspace,
@@ -182,8 +171,8 @@ class Delivery:
             for index, err in failed.items():
                 self._dead_letter(
                     [entries[index]],
-                    reason=err.reason or "invalid",
-                    outcome_class="partial",
+                    reason=err.reason or LetterReason.INVALID,
+                    outcome_class=LetterClass.PARTIAL,
                     status=outcome.status,
                     message=err.message,
                     field=err.field,
@@ -196,15 +185,15 @@ class Delivery:
             # Ambiguous (App lane): Customer.io may have acted; an operator decides.
             self._dead_letter(
                 entries,
-                reason=outcome.outcome_class,
-                outcome_class=outcome.outcome_class,
+                reason=LetterReason(outcome.outcome_class.value),
+                outcome_class=LetterClass(outcome.outcome_class.value),
                 status=outcome.status,
                 message=outcome.detail,
             )
             return Delivered(self._resolve(entries))
         return Delivered({}, blocked=outcome)
 
-    def _isolate(self, entries: list[Entry], kind: UnitKind) -> Delivered:
+    def _isolate(self, entries: list[Entry], kind: str) -> Delivered:
         """Bisect a rejected batch until each rejected op stands alone."""
         n = len(entries)
         shards = list(by_shard(entries))
@@ -233,13 +222,13 @@ class Delivery:
                 return done
         return done
 
-    def exhausted(self, entries: list[Entry], last: Outcome, *, reason: str) -> None:
+    def exhausted(self, entries: list[Entry], last: Outcome, *, reason: LetterReason) -> None:
         """A shard's retry budget is spent: dead-letter its `entries` with every attempt."""
         retry = self.store.retry_state(entries[0].shard)
         self._dead_letter(
             entries,
             reason=reason,
-            outcome_class="transient",
+            outcome_class=LetterClass.TRANSIENT,
             status=last.status,
             message=last.detail,
             attempts=retry.history,
@@ -247,15 +236,15 @@ class Delivery:
         self._resolve(entries)
 
     def interrupted(self, entry: Entry) -> Delivered:
-        """An App lane job whose send died without an outcome: never sent again.
+        """A job of a lane never resent (App) whose send died without an outcome.
 
-        Delivered if its outcome record says Customer.io answered 2xx (the worker died
-        after the answer, before deleting the job); otherwise dead-lettered as ambiguous.
+        Delivered if the lane says Customer.io answered 2xx (the worker died after the
+        answer, before deleting the job); otherwise dead-lettered as ambiguous.
         """
-        assert isinstance(self.client, AppSender)
+        assert self.spec.interrupted is not None  # `HeldShards` checks the lane
         # The note stays until the head is trimmed (resolve keeps it, and it no longer
         # names the next head): a failure before that leaves the job noted, never resent.
-        if self.client.was_delivered(entry.payload):
+        if self.spec.interrupted(self.client, entry.payload):
             self.counts.delivered += 1
             return Delivered(self._resolve([entry]))
         log.error(
@@ -263,8 +252,8 @@ class Delivery:
         )
         self._dead_letter(
             [entry],
-            reason="ambiguous",
-            outcome_class="ambiguous",
+            reason=LetterReason.AMBIGUOUS,
+            outcome_class=LetterClass.AMBIGUOUS,
             message="the worker died during the send: Customer.io may have acted on it",
         )
         return Delivered(self._resolve([entry]))
@@ -274,8 +263,8 @@ class Delivery:
         log.error("quarantining %r of %s after %d crashes", entry.id, entry.shard.tag, crashes)
         self._dead_letter(
             [entry],
-            reason="crash_loop",
-            outcome_class="crash",
+            reason=LetterReason.CRASH_LOOP,
+            outcome_class=LetterClass.CRASH,
             message=f"worker died {crashes} times while delivering this job",
         )
         return Delivered(self._resolve([entry]))
@@ -303,9 +292,9 @@ class Delivery:
         attempts: tuple[tuple[int, str], ...] = (),
     ) -> None:
         now = self.now_ms()
-        if isinstance(self.client, AppSender):  # the producer's status URL must say so
+        if self.spec.after_dead_letter is not None:
             for e in entries:
-                self.client.dead_lettered(e.payload, outcome_class=outcome_class, message=message)
+                self.spec.after_dead_letter(self.client, e.payload, outcome_class, message)
         history = attempts or ((now, str(status) if status is not None else outcome_class),)
         fences = [self.leases[shard].fence for shard in by_shard(entries)]
         self.dead.add(

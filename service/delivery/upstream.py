@@ -1,0 +1,201 @@
+"""The one place cioq talks HTTP to Customer.io; each lane's client builds on it.
+
+No httpx exception leaves this module. `Upstream` (the Track and Pipelines clients'
+base) sends prepared bodies for one workspace over a kept-alive connection and turns
+every answer, and every transport failure, into an `Outcome`. `exchange`/`aexchange`
+(the App lane's clients) return Customer.io's answer as it came, or the exact
+`Transport` failure, since the App lane's at-most-once policy (`service.lanes.app.policy`)
+must tell "never left" from "may have been acted on". One boundary keeps timeouts,
+error mapping and connection handling identical across lanes, which differ only in
+host, auth header and paths (`service/lanes/<lane>/client.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from service.config import Workspace
+from service.delivery.outcomes import Outcome, Transport, classify, parse_retry_after
+
+USER_AGENT = "cioq/0.1 (+https://github.com/cioq)"
+JSON = "application/json"
+
+
+class LaneClient(Protocol):
+    """The upstream call a lane's drain makes: a batch body (or one job) for one workspace."""
+
+    def send_batch(self, body: bytes, *, op_count: int) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def basic_auth_header(site_id: str, api_key: str) -> str:
+    token = base64.b64encode(f"{site_id}:{api_key}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def timeout(timeout_s: float) -> httpx.Timeout:
+    """A request's timeout; connecting gives up sooner."""
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+
+
+#: httpx's own default pool.
+_DEFAULT_POOL = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+def http_client(
+    base_url: str,
+    headers: dict[str, str],
+    *,
+    timeout_s: float,
+    transport: httpx.BaseTransport | None,
+    limits: httpx.Limits,
+) -> httpx.Client:
+    """A kept-alive connection to one Customer.io API, never following redirects."""
+    return httpx.Client(
+        base_url=base_url,
+        timeout=timeout(timeout_s),
+        transport=transport,
+        headers=headers,
+        follow_redirects=False,
+        limits=limits,
+    )
+
+
+class Upstream(ABC):
+    """One workspace's kept-alive connection to one Customer.io API; never raises."""
+
+    #: Whether a 200/207 body may name refused items by ``batch_index`` (Track v2 only).
+    item_errors = True
+    #: The connection pool (httpx's default unless a lane says otherwise).
+    limits = _DEFAULT_POOL
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        timeout_s: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.workspace = workspace
+        base_url, headers = self._endpoint(workspace)
+        self.base_url = base_url
+        self._http = http_client(
+            base_url,
+            {**headers, "Content-Type": JSON, "User-Agent": USER_AGENT},
+            timeout_s=timeout_s,
+            transport=transport,
+            limits=self.limits,
+        )
+
+    @staticmethod
+    @abstractmethod
+    def _endpoint(workspace: Workspace) -> tuple[str, dict[str, str]]:
+        """The lane's base URL and auth headers for `workspace`."""
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(workspace={self.workspace.name!r}, base_url={self.base_url!r})"
+        )
+
+    def _send(self, method: str, url: str, content: bytes, *, op_count: int) -> Outcome:
+        try:
+            response = self._http.request(method, url, content=content)
+        except httpx.TimeoutException:
+            return classify(None, transport_error="timeout")
+        except httpx.TransportError:
+            return classify(None, transport_error="connection")
+        except httpx.HTTPError:
+            return classify(None, transport_error="protocol")
+        return classify(
+            response.status_code,
+            response.content,
+            op_count=op_count if self.item_errors else 0,
+            retry_after=response.headers.get("retry-after"),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Customer.io's answer to one request, as it came, or how the request failed."""
+
+    status: int | None
+    body: bytes = b""
+    retry_after_s: float | None = None
+    transport: Transport | None = None
+    detail: str = ""
+    elapsed_s: float = 0.0
+    content_type: str = JSON
+
+
+def transport_failure(exc: httpx.HTTPError) -> Transport:
+    """Which `Transport` failure an httpx exception is; the at-most-once line runs here."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return Transport.CONNECT_TIMEOUT
+    if isinstance(exc, httpx.PoolTimeout):
+        return Transport.POOL_TIMEOUT
+    if isinstance(exc, httpx.ConnectError):
+        cause: BaseException | None = exc
+        while cause is not None:
+            if isinstance(cause, socket.gaierror):
+                return Transport.DNS
+            cause = cause.__cause__ or cause.__context__
+        return Transport.CONNECT_REFUSED
+    if isinstance(exc, httpx.ReadTimeout):
+        return Transport.READ_TIMEOUT
+    if isinstance(exc, httpx.WriteTimeout | httpx.WriteError):
+        return Transport.WRITE_ERROR
+    if isinstance(exc, httpx.ReadError):
+        return Transport.RESET
+    return Transport.PROTOCOL
+
+
+def _answer(response: httpx.Response, started_s: float) -> Answer:
+    return Answer(
+        response.status_code,
+        response.content,
+        parse_retry_after(response.headers.get("retry-after")),
+        elapsed_s=time.perf_counter() - started_s,
+        content_type=response.headers.get("content-type", JSON),
+    )
+
+
+def _failure(exc: httpx.HTTPError, started_s: float) -> Answer:
+    return Answer(
+        None,
+        transport=transport_failure(exc),
+        detail=f"{type(exc).__name__}: {exc}",
+        elapsed_s=time.perf_counter() - started_s,
+    )
+
+
+def exchange(http: httpx.Client, method: str, url: str, body: bytes) -> Answer:
+    """One request, one answer; never retried, never raises."""
+    started_s = time.perf_counter()
+    try:
+        response = http.request(method, url, content=body)
+    except httpx.HTTPError as exc:
+        return _failure(exc, started_s)
+    return _answer(response, started_s)
+
+
+async def aexchange(
+    http: httpx.AsyncClient, method: str, url: str, body: bytes, headers: dict[str, str]
+) -> Answer:
+    """`exchange` for the asyncio ingest API."""
+    started_s = time.perf_counter()
+    try:
+        response = await http.request(method, url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return _failure(exc, started_s)
+    return _answer(response, started_s)

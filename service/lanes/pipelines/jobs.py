@@ -1,0 +1,50 @@
+"""The Pipelines lane's jobs: calls sent in ``/v1/batch`` bodies, byte for byte as stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.jobs import Job, JobKind, Lane, dumps
+
+#: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
+FIELD_CDP = b"c"
+
+
+def cdp_job(call: dict[str, Any], *, route: str) -> Job:
+    """Wrap a validated, stamped Pipelines call as a job."""
+    return Job(kind="cdp", route=route, payload=dumps(call), op_type=str(call.get("type")))
+
+
+def cdp_route(call: dict[str, Any]) -> str:
+    """The routing key of a Pipelines call: its person (userId, else anonymousId, else an
+    identify's email), else the delivery a delivery event reports on.
+
+    The names match Track's (``person:id:<id>``), so one person maps to the same shard
+    number in both lanes.
+    """
+    for name, label in (("userId", "id"), ("anonymousId", "anonymous_id")):
+        value = call.get(name)
+        if isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+            return f"person:{label}:{value}"
+    traits = call.get("traits")
+    if call.get("type") == "identify" and isinstance(traits, dict) and traits.get("email"):
+        return f"person:email:{traits['email']}"
+    props = call.get("properties")
+    if isinstance(props, dict) and props.get("deliveryId"):
+        return f"delivery:{props['deliveryId']}"
+    return "unrouted"
+
+
+def _restore(payload: bytes) -> Job:
+    data = orjson.loads(payload)
+    return cdp_job(data, route=cdp_route(data))
+
+
+def _subjects(data: Any) -> set[str]:
+    names = ("userId", "anonymousId", "previousId", "groupId")
+    return {str(data[n]) for n in names if data.get(n) not in (None, "")}
+
+
+CDP = JobKind("cdp", FIELD_CDP, Lane.PIPELINES, batches=True, restore=_restore, subjects=_subjects)

@@ -1,0 +1,75 @@
+"""The Track lane's jobs: v2 operations (sent in ``POST /api/v2/batch`` bodies, byte for
+byte as stored) and v1 requests that have no v2 equivalent (sent alone to their path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from service.jobs import Job, JobKind, Lane, dumps, request_job, request_kind
+
+#: Stream entry field holding a v2 operation's JSON bytes.
+FIELD_OP = b"o"
+#: Stream entry field holding a v1 request envelope ``{"method","path","query","body"}``.
+FIELD_V1 = b"v1"
+
+
+def route_of(op: dict[str, Any]) -> str:
+    """The routing key of a validated v2 operation.
+
+    People route by their one identifier (merge by its primary), objects by type and
+    id, deliveries by delivery id; so each one's operations stay in order.
+    """
+    kind = op.get("type")
+    if kind == "person":
+        ident = op.get("primary") if op.get("action") == "merge" else op.get("identifiers")
+        if isinstance(ident, dict) and ident:
+            name, value = next(iter(ident.items()))
+            return f"person:{name}:{value}"
+    elif kind == "object":
+        ident = op.get("identifiers")
+        if isinstance(ident, dict):
+            if "cio_object_id" in ident:
+                return f"object:cio:{ident['cio_object_id']}"
+            return f"object:{ident.get('object_type_id')}:{ident.get('object_id')}"
+    elif kind == "delivery":
+        ident = op.get("identifiers")
+        if isinstance(ident, dict):
+            return f"delivery:{ident.get('id')}"
+    return "unrouted"
+
+
+def v2_job(op: dict[str, Any]) -> Job:
+    """Wrap a validated v2 operation as a job."""
+    return Job(kind="v2", route=route_of(op), payload=dumps(op), op_type=str(op.get("action")))
+
+
+def v1_job(method: str, path: str, body: Any, *, route: str, op_type: str, query: str = "") -> Job:
+    """Wrap a v1 request that has no v2 equivalent as a job, forwarded to the same path."""
+    request = {"method": method, "path": path, "query": query, "body": body}
+    return request_job("v1", request, route=route, op_type=op_type)
+
+
+def _restore_v2(payload: bytes) -> Job:
+    data = orjson.loads(payload)
+    return Job("v2", route_of(data), payload, str(data.get("action")))
+
+
+def _v1_subjects(data: Any) -> set[str]:
+    route = str(data.get("route", ""))
+    return {route, route.partition(":")[2]}
+
+
+def _v1_person(data: Any) -> str:
+    return str(data.get("route", "")) if isinstance(data, dict) else ""
+
+
+V2 = JobKind(
+    "v2",
+    FIELD_OP,
+    Lane.TRACK,
+    batches=True,
+    restore=_restore_v2,
+)
+V1 = request_kind("v1", FIELD_V1, Lane.TRACK, subjects=_v1_subjects, person=_v1_person)
