@@ -8,6 +8,8 @@ redis-py exception, and a change of client library touches this module only.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -179,20 +181,79 @@ AsyncStore = aioredis.Redis | AsyncRedisCluster
 SyncStore = redis.Redis | redis.RedisCluster
 
 
+#: The first and the longest pause between two tries to reach Redis during an outage.
+_RECONNECT_FIRST_S = 0.05
+_RECONNECT_MAX_S = 0.5
+
+
+def rides_out_outages(
+    base: type[aioredis.connection.AbstractConnection], wait_s: float
+) -> type[aioredis.connection.AbstractConnection]:
+    """`base` (a redis-py asyncio connection class) made to keep trying to connect for
+    `wait_s` before it gives up.
+
+    A connection that is not up has sent nothing: the command waiting for it did not
+    run, so trying again cannot apply it twice, and a Redis restart (a second or so of
+    "connection refused", then ``LOADING`` while it reads its AOF) costs the producer a
+    slower answer instead of a 503. A ``PING`` ends the connect, so a Redis still
+    loading counts as not up yet. Once a command is written nothing here retries it
+    (`AsyncRetryIfNotRun` decides).
+
+    A pooled connection Redis closed while it sat idle is reconnected here, before a
+    command is written to it: redis-py 8's pool skips its own check of that when
+    "maintenance notifications" are on, and they are by default ("auto").
+    """
+
+    class RidesOutOutages(base):  # type: ignore[valid-type,misc]
+        async def connect(self) -> None:
+            if self.is_connected:
+                reader = getattr(self, "_reader", None)
+                if reader is None or not reader.at_eof():
+                    return
+                await self.disconnect()
+            deadline_s = time.monotonic() + wait_s
+            pause_s = _RECONNECT_FIRST_S
+            while True:
+                try:
+                    await super().connect()
+                    await self.send_command("PING", check_health=False)
+                    await self.read_response()
+                    return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    await self.disconnect()
+                    if time.monotonic() + pause_s > deadline_s:
+                        raise
+                await asyncio.sleep(pause_s)
+                pause_s = min(pause_s * 2, _RECONNECT_MAX_S)
+
+    RidesOutOutages.__name__ = f"RidesOutOutages{base.__name__}"
+    return RidesOutOutages
+
+
 def connect_async(settings: Settings) -> AsyncStore:
     """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node.
     It never sends a command again after a timeout (`RetryIfNotRun`): the API's enqueue
-    is not idempotent for an unkeyed request."""
+    is not idempotent for an unkeyed request. On one Redis it waits up to
+    ``CIOQ_REDIS_OUTAGE_WAIT_S`` for a connection (`rides_out_outages`); a cluster
+    client's own failover handling is left as it is."""
     if settings.redis_cluster:
         return AsyncRedisCluster.from_url(
             settings.redis_url, retry=AsyncRetryIfNotRun(), **_options(settings)
         )
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         settings.redis_url,
         health_check_interval=30,
         retry=AsyncRetryIfNotRun(),
         **_options(settings),
     )
+    if settings.redis_outage_wait_s > 0:
+        # Set on the pool, after from_url: a rediss:// or unix:// URL picks its own
+        # connection class there, which a connection_class argument would not override.
+        pool = client.connection_pool
+        pool.connection_class = rides_out_outages(
+            pool.connection_class, settings.redis_outage_wait_s
+        )
+    return client
 
 
 def connect_sync(settings: Settings) -> SyncStore:
