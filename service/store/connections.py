@@ -199,16 +199,15 @@ def rides_out_outages(
     loading counts as not up yet. Once a command is written nothing here retries it
     (`AsyncRetryIfNotRun` decides).
 
-    A pooled connection Redis closed while it sat idle is reconnected here, before a
-    command is written to it: redis-py 8's pool skips its own check of that when
+    A pooled connection Redis closed or reset while it sat idle is reconnected here,
+    before a command is written to it: redis-py 8's pool skips its own check of that when
     "maintenance notifications" are on, and they are by default ("auto").
     """
 
     class RidesOutOutages(base):  # type: ignore[valid-type,misc]
         async def connect(self) -> None:
             if self.is_connected:
-                reader = getattr(self, "_reader", None)
-                if reader is None or not reader.at_eof():
+                if not _closed_by_peer(self):
                     return
                 await self.disconnect()
             deadline_s = time.monotonic() + wait_s
@@ -228,6 +227,16 @@ def rides_out_outages(
 
     RidesOutOutages.__name__ = f"RidesOutOutages{base.__name__}"
     return RidesOutOutages
+
+
+def _closed_by_peer(connection: aioredis.connection.AbstractConnection) -> bool:
+    """Whether Redis closed `connection` (a FIN read, or a reset: a Redis killed while it
+    had unread bytes from us resets the link instead of closing it)."""
+    reader = getattr(connection, "_reader", None)
+    writer = getattr(connection, "_writer", None)
+    if reader is None or writer is None:
+        return False
+    return bool(reader.at_eof() or reader.exception() is not None or writer.is_closing())
 
 
 def connect_async(settings: Settings) -> AsyncStore:

@@ -11,6 +11,14 @@ makes the N-th one fail the way redis-py would fail it:
 - ``stall``: the drain is paused there past its lease: the lease expires and a second
   drain runs to the end before the first goes on (sync calls, the drain's, only).
 
+On a Redis Cluster (`CLUSTER_MODES`) two more, where redis-py's cluster client meets them:
+
+- ``moved``: from this round trip on, every cluster client's map of slots is stale (as
+  after a resharding or a failover): each command goes to a node that answers MOVED,
+  and redis-py (or the store's own pipelines) follows the redirect;
+- ``tryagain``: redis-py gives up on a slot in migration (``TryAgainError``) before the
+  command ran, as it does once its redirect budget is spent.
+
 `SendPath.run` drives one keyed send from the producer's POST (stored, outcome created,
 the answer's short outcome wait) through one drain (lease, read, in-flight note, rate
 slot, POST to the sandbox, outcome record, trim), then lets the system recover (leases
@@ -32,23 +40,33 @@ import httpx
 import orjson
 import redis
 import redis.asyncio.client as async_client
+import redis.asyncio.cluster as async_cluster
 import redis.client as sync_client
+import redis.cluster as sync_cluster
+from redis.exceptions import TryAgainError
 
 from service import keys
 from service.config import Settings
 from service.jobs import FIELD_APP, Lane
+from service.store.connections import SyncStore
+from service.store.durability import Confirmation
 from tests.support.drain import build_drainer
 from tests.support.streams import stream_fields
 
 MODES = ("reset", "timeout", "noscript", "stall")
+CLUSTER_MODES = (*MODES, "moved", "tryagain")
 EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
 
 
 class Faults:
     """Counts this process's Redis round trips and fails the armed one."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, primaries: Callable[[], list[str]] | None = None) -> None:
         self._url = redis_url
+        #: The URLs whose script caches ``noscript`` empties (a cluster's primaries).
+        self._primaries = primaries or (lambda: [redis_url])
+        #: The cluster clients seen running commands: ``moved`` makes their slot maps stale.
+        self._clusters: list[Any] = []
         self._lock = threading.Lock()
         self._local = threading.local()
         self.count = 0
@@ -78,9 +96,11 @@ class Faults:
         finally:
             self._local.bypass = before
 
-    def _due(self, name: str, *, sync: bool) -> str | None:
+    def _due(self, name: str, *, sync: bool, client: Any = None) -> str | None:
         if getattr(self._local, "bypass", False):
             return None
+        if client is not None and all(client is not c for c in self._clusters):
+            self._clusters.append(client)
         with self._lock:
             if not self.targets:
                 return None
@@ -95,9 +115,15 @@ class Faults:
     def _before(self, mode: str | None) -> None:
         if mode == "reset":
             raise redis.ConnectionError("Connection reset by peer (injected)")
+        if mode == "tryagain":
+            raise TryAgainError("Multiple keys request during rehashing of slot (injected)")
+        if mode == "moved":
+            for client in self._clusters:
+                _stale_slots(client.nodes_manager.slots_cache)
         if mode == "noscript":
-            with self.bypass(), redis.Redis.from_url(self._url) as raw:
-                raw.script_flush()
+            for url in self._primaries():
+                with self.bypass(), redis.Redis.from_url(url) as raw:
+                    raw.script_flush()
         if mode == "stall":
             with self.bypass():
                 self.on_stall()
@@ -147,6 +173,65 @@ class Faults:
         patch(sync_client.Pipeline, "execute", pipeline)
         patch(async_client.Redis, "execute_command", aexecute)
         patch(async_client.Pipeline, "execute", apipeline)
+        self._install_cluster(patch)
+
+    def _install_cluster(self, patch: Callable[[Any, str, Any], None]) -> None:
+        """The cluster clients' own entry points (they reach nodes without the plain
+        clients' execute_command); their pipelines are the store's transactions."""
+        faults = self
+        sync_execute = sync_cluster.RedisCluster.execute_command
+        sync_pipeline = sync_cluster.ClusterPipeline.execute
+        async_execute = async_cluster.RedisCluster.execute_command
+        async_pipeline = async_cluster.ClusterPipeline.execute
+
+        def execute(self: Any, *args: Any, **options: Any) -> Any:
+            mode = faults._due(str(args[0]), sync=True, client=self)
+            faults._before(mode)
+            reply = sync_execute(self, *args, **options)
+            faults._after(mode)
+            return reply
+
+        def pipeline(self: Any, raise_on_error: bool = True) -> Any:
+            mode = faults._due(_stack_name(self.command_stack), sync=True)
+            faults._before(mode)
+            reply = sync_pipeline(self, raise_on_error)
+            faults._after(mode)
+            return reply
+
+        async def aexecute(self: Any, *args: Any, **options: Any) -> Any:
+            mode = faults._due(str(args[0]), sync=False, client=self)
+            faults._before(mode)
+            reply = await async_execute(self, *args, **options)
+            faults._after(mode)
+            return reply
+
+        async def apipeline(
+            self: Any, raise_on_error: bool = True, allow_redirections: bool = True
+        ) -> Any:
+            mode = faults._due(_stack_name(getattr(self, "command_stack", [])), sync=False)
+            faults._before(mode)
+            reply = await async_pipeline(self, raise_on_error, allow_redirections)
+            faults._after(mode)
+            return reply
+
+        patch(sync_cluster.RedisCluster, "execute_command", execute)
+        patch(sync_cluster.ClusterPipeline, "execute", pipeline)
+        patch(async_cluster.RedisCluster, "execute_command", aexecute)
+        patch(async_cluster.ClusterPipeline, "execute", apipeline)
+
+
+def _stale_slots(cache: dict[int, list[Any]]) -> None:
+    """Point every slot of `cache` at the next primary's nodes: each command then meets a
+    MOVED, which is how a client learns of a resharding or a failover."""
+    by_primary: dict[str, list[Any]] = {}
+    for nodes in cache.values():
+        by_primary.setdefault(nodes[0].name, nodes)
+    names = sorted(by_primary)
+    if len(names) < 2:
+        return
+    shifted = {name: by_primary[names[(i + 1) % len(names)]] for i, name in enumerate(names)}
+    for slot, nodes in list(cache.items()):
+        cache[slot] = shifted[nodes[0].name]
 
 
 def _stack_name(stack: list[Any]) -> str:
@@ -208,8 +293,10 @@ class SendPath:
         settings: Settings,
         api_url: str,
         sandbox: httpx.Client,
-        client: redis.Redis,
+        client: SyncStore,
         faults: Faults,
+        *,
+        confirmation: Confirmation | None = None,
     ) -> None:
         self.settings = settings
         self.api_url = api_url
@@ -221,6 +308,10 @@ class SendPath:
         # first drains under faults, the second takes over stalled drains and recovers.
         self._first = build_drainer(settings, client)
         self._second = build_drainer(settings, client)
+        # As a worker does (workers/celery_app.py): the in-flight note and the dead
+        # letters confirmed at the level ingest confirms jobs at (WAIT/WAITAOF).
+        for drainer in (self._first, self._second):
+            drainer.store.confirmation = drainer.dead.confirmation = confirmation
         self._api = httpx.Client(base_url=api_url, timeout=15)
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from service import keys
 from service.config import Settings
 from service.jobs import shard_for, v2_job
 from service.lanes.registry import clients as lane_clients
+from service.store.connections import SyncStore
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.streams import Fields, stream_fields
@@ -30,7 +31,7 @@ class Clock:
 
 
 def build_drainer(
-    settings: Settings, client: redis.Redis, clock: Callable[[], float] = time.time
+    settings: Settings, client: SyncStore, clock: Callable[[], float] = time.time
 ) -> Drainer:
     """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
     clients = lane_clients(settings)

@@ -1,0 +1,126 @@
+"""Every Redis round trip of the App send path on a real Redis Cluster, failed in turn.
+
+The standalone sweep (tests/integration/crash_points) again, on 3 primaries with a
+replica each, at durability ``replica``: every ingest write, in-flight note and dead
+letter is confirmed by a ``WAIT 1`` pipelined behind it (`service.store.durability`), so
+those confirmations are round trips of the sweep too. Two modes more than standalone
+(`CLUSTER_MODES`): the clients' slot maps going stale (real MOVED replies, followed by
+redis-py or by the store's pipelines) and redis-py giving up on a slot in migration
+(TRYAGAIN). Short form: each round trip once per mode; the full form
+(``CIOQ_CRASH_POINTS=full``, `scripts/crash-points`) adds a repeated send.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from service.api.app import create_app
+from service.config import Settings
+from service.store.durability import Confirmation
+from tests.support.cluster import Cluster
+from tests.support.crash_points import CLUSTER_MODES, Faults, RunResult, SendPath, violations
+from tests.support.http_server import serve_in_thread
+from tests.support.triggers import RecordingTriggers
+
+FULL = os.environ.get("CIOQ_CRASH_POINTS") == "full"
+pytestmark = [pytest.mark.xdist_group("cluster")]
+DURABILITY_TIMEOUT_MS = 2000
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def path(
+    cluster: Cluster,
+    app_sandbox: httpx.Client,
+    app_sandbox_url: str,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[SendPath]:
+    settings = Settings(
+        redis_url=cluster.url,
+        redis_cluster=True,
+        broker_url=redis_url,  # start-up checks reach it; triggers are recorded, not sent
+        durability="replica",
+        durability_timeout_ms=DURABILITY_TIMEOUT_MS,
+        app_api_key=SecretStr("dev-app-key"),
+        app_url=app_sandbox_url,
+        upstream_timeout_s=2,
+        app_send_wait_ms=20,
+        shards=2,
+        linger_ms=0,
+    )
+    faults = Faults(cluster.url, primaries=lambda: [n.url for n in cluster.primaries()])
+    client = cluster.client()
+    with serve_in_thread(create_app(settings, triggers=RecordingTriggers())) as url:
+        faults.install(monkeypatch.setattr)
+        path = SendPath(
+            settings,
+            url,
+            app_sandbox,
+            client,
+            faults,
+            confirmation=Confirmation(False, 1, DURABILITY_TIMEOUT_MS),
+        )
+        yield path
+        path.close()
+    client.close()
+
+
+def _sweep(path: SendPath, *, repeats: int = 1) -> tuple[int, list[RunResult]]:
+    clean = path.run(0, "none", repeats=repeats)
+    assert violations(clean) == [] and clean.sends == 1 and clean.delivered
+    path.run(10**9, "none", repeats=repeats)  # a point never reached: counts only
+    points = path.faults.count
+    runs = [path.run(n, m, repeats=repeats) for m in CLUSTER_MODES for n in range(1, points + 6)]
+    return points, runs
+
+
+def _check(points: int, results: list[RunResult]) -> None:
+    broken = [(r.point, r.mode, r.hit, violations(r)) for r in results if violations(r)]
+    assert broken == []
+    for mode in CLUSTER_MODES:
+        fired = sum(1 for r in results if r.mode == mode and r.hit)
+        assert fired >= (5 if mode == "stall" else points * 4 // 5), mode
+    hit = {r.hit for r in results if r.hit}
+    print(
+        f"\ncluster crash points: {points} round trips x {len(CLUSTER_MODES)} modes "
+        f"= {len(results)} runs"
+    )
+    print("round trips failed:", sorted(hit))
+
+
+def _moved_replies(cluster: Cluster) -> int:
+    """MOVED errors the nodes answered (Redis 7's error statistics)."""
+    total = 0
+    for node in cluster.live():
+        stats = node.client().info("errorstats")
+        total += int(stats.get("errorstat_MOVED", {}).get("count", 0))
+    return total
+
+
+def test_every_round_trip_of_a_send_on_a_cluster_failed_in_every_mode_sends_at_most_once(
+    path: SendPath, cluster: Cluster
+) -> None:
+    before = _moved_replies(cluster)
+    _check(*_sweep(path))
+    moved = _moved_replies(cluster) - before
+    print(f"MOVED replies followed: {moved}")
+    assert moved > 0  # the stale slot maps really met redirects
+
+
+@pytest.mark.skipif(not FULL, reason="full form: CIOQ_CRASH_POINTS=full (scripts/crash-points)")
+def test_every_round_trip_of_a_repeated_send_on_a_cluster_sends_at_most_once(
+    path: SendPath,
+) -> None:
+    _check(*_sweep(path, repeats=2))
