@@ -1,4 +1,4 @@
-"""Crash points: fail the N-th Redis round trip of the App send path, for every N.
+"""Crash points: fail the N-th Redis round trip of a path through cioq, for every N.
 
 `Faults` wraps redis-py in this process (sync and asyncio, single commands and
 pipelines, so Lua script calls too) and counts every round trip. Armed at point N, it
@@ -19,13 +19,10 @@ On a Redis Cluster (`CLUSTER_MODES`) two more, where redis-py's cluster client m
 - ``tryagain``: redis-py gives up on a slot in migration (``TryAgainError``) before the
   command ran, as it does once its redirect budget is spent.
 
-`SendPath.run` drives one keyed send from the producer's POST (stored, outcome created,
-the answer's short outcome wait) through one drain (lease, read, in-flight note, rate
-slot, POST to the sandbox, outcome record, trim), then lets the system recover (leases
-expire, pauses end, drains run without faults) and returns what happened, for
-`violations` to judge: the sandbox got the send at most once; the job is exactly one of
-delivered, dead-lettered once or still queued; no producer answer was a 5xx while the
-job was stored.
+`DrainedPath` is what every path shares: the api in a thread, two drainers (one drains
+under faults, the other takes over a stalled drain and recovers), and recovery (leases
+expire, pauses end, drains run without faults). The paths: the App send
+(`tests.support.app_send_path`), Track and Pipelines (`tests.support.ordered_paths`).
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -47,7 +43,7 @@ from redis.exceptions import TryAgainError
 
 from service import keys
 from service.config import Settings
-from service.jobs import FIELD_APP, Lane
+from service.jobs import Lane
 from service.store.connections import SyncStore
 from service.store.durability import Confirmation
 from tests.support.drain import build_drainer
@@ -55,7 +51,6 @@ from tests.support.streams import stream_fields
 
 MODES = ("reset", "timeout", "noscript", "stall")
 CLUSTER_MODES = (*MODES, "moved", "tryagain")
-EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
 
 
 class Faults:
@@ -149,6 +144,8 @@ class Faults:
             return reply
 
         def pipeline(self: Any, raise_on_error: bool = True) -> Any:
+            if not self.command_stack:  # redis-py sends nothing
+                return sync_pipeline(self, raise_on_error)
             mode = faults._due(_stack_name(self.command_stack), sync=True)
             faults._before(mode)
             reply = sync_pipeline(self, raise_on_error)
@@ -163,6 +160,8 @@ class Faults:
             return reply
 
         async def apipeline(self: Any, raise_on_error: bool = True) -> Any:
+            if not self.command_stack:  # redis-py sends nothing
+                return await async_pipeline(self, raise_on_error)
             mode = faults._due(_stack_name(self.command_stack), sync=False)
             faults._before(mode)
             reply = await async_pipeline(self, raise_on_error)
@@ -192,6 +191,8 @@ class Faults:
             return reply
 
         def pipeline(self: Any, raise_on_error: bool = True) -> Any:
+            if not self.command_stack:  # redis-py sends nothing
+                return sync_pipeline(self, raise_on_error)
             mode = faults._due(_stack_name(self.command_stack), sync=True)
             faults._before(mode)
             reply = sync_pipeline(self, raise_on_error)
@@ -242,65 +243,21 @@ def _stack_name(stack: list[Any]) -> str:
     return "PIPELINE[" + ",".join(names) + "]"
 
 
-@dataclass
-class RunResult:
-    """What one run of the send path came to."""
-
-    point: int
-    mode: str
-    hit: str | None
-    answers: list[int] = field(default_factory=list)
-    #: Answers that were a 5xx while the job was already stored.
-    stored_5xx: int = 0
-    job_id: str | None = None
-    #: Repeats answered with another job than the first try's.
-    other_job_ids: int = 0
-    sends: int = 0
-    queued: int = 0
-    letters: int = 0
-    delivered: bool = False
-
-
-def violations(result: RunResult) -> list[str]:
-    """The at-most-once properties `result` breaks (empty: none)."""
-    found = []
-    if result.sends > 1:
-        found.append(f"sent {result.sends} times")
-    if result.stored_5xx:
-        found.append(f"{result.stored_5xx} 5xx answer(s) for a stored job")
-    states = [result.delivered, result.letters > 0, result.queued > 0]
-    accepted = any(200 <= a < 300 for a in result.answers)
-    if result.letters > 1:
-        found.append(f"{result.letters} dead letters")
-    if result.queued > 1:
-        found.append(f"queued {result.queued} times")
-    if sum(states) > 1:
-        found.append(f"in {sum(states)} states at once: {states}")
-    if accepted and not any(states):
-        found.append("accepted (2xx) and then lost")
-    if result.other_job_ids:
-        found.append("a repeat of the request named another job")
-    if result.delivered and result.sends == 0:
-        found.append("reported delivered without a send")
-    return found
-
-
-class SendPath:
-    """One keyed App send, producer to outcome, run in this process against `settings`."""
+class DrainedPath:
+    """A path of `lane` run in this process: the api at `api_url`, drains against `client`."""
 
     def __init__(
         self,
+        lane: Lane,
         settings: Settings,
         api_url: str,
-        sandbox: httpx.Client,
         client: SyncStore,
         faults: Faults,
         *,
         confirmation: Confirmation | None = None,
     ) -> None:
+        self.lane = lane
         self.settings = settings
-        self.api_url = api_url
-        self.sandbox = sandbox
         self.redis = client
         self.faults = faults
         faults.on_stall = self._stalled
@@ -320,58 +277,17 @@ class SendPath:
             for sender in drainer.clients.values():
                 sender.close()
 
-    def run(
-        self,
-        point: int,
-        mode: str,
-        *,
-        key: str = "order-1",
-        repeats: int = 1,
-        also: int | None = None,
-    ) -> RunResult:
-        """One run failing round trip `point` (and `also`) in `mode`; the producer sends
-        the request `repeats` times (a repeat after an answer, as a client whose answer
-        was lost). Two drain passes run under faults (the sweeper's re-trigger)."""
+    def _reset(self) -> None:
         with self.faults.bypass():
-            self.redis.flushdb()
-            self.sandbox.post("/_sandbox/reset").raise_for_status()
-        result = RunResult(point, mode, None)
-        self.faults.arm(frozenset({point} if also is None else {point, also}), mode)
-        try:
-            for _ in range(repeats):
-                self._produce(result, key)
-            self._drain_once()
-            with self.faults.bypass():
-                self._expire()
-            self._drain_once()
-        finally:
-            result.hit = self.faults.hit
-            self.faults.disarm()
-        with self.faults.bypass():
-            self._recover()
-            self._observe(result)
-        return result
-
-    def _produce(self, result: RunResult, key: str) -> None:
-        headers = {"Authorization": "Bearer dev-ingest-key", "Idempotency-Key": key}
-        for _ in range(3):  # as the official clients do on a 5xx
-            answer = self._api.post("/v1/send/email", json=EMAIL, headers=headers)
-            result.answers.append(answer.status_code)
-            if answer.status_code < 500:
-                if answer.status_code < 300:
-                    job_id = str(answer.json()["job_id"])
-                    if result.job_id not in (None, job_id):
-                        result.other_job_ids += 1
-                    result.job_id = job_id
-                return
-            with self.faults.bypass():
-                if self._queued_ids():
-                    result.stored_5xx += 1
+            if isinstance(self.redis, redis.RedisCluster):
+                self.redis.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+            else:
+                self.redis.flushdb()
 
     def _drain_once(self) -> None:
         for shard in range(self.settings.shards):
             try:
-                self._first.drain("default", shard, Lane.APP)
+                self._first.drain("default", shard, self.lane)
             except Exception:  # the worker task dies (Celery logs it); recovery follows
                 continue
 
@@ -383,15 +299,15 @@ class SendPath:
 
     def _drain_all(self) -> None:
         for shard in range(self.settings.shards):
-            shard_keys = keys.shard_keys("default", shard, Lane.APP)
+            shard_keys = keys.shard_keys("default", shard, self.lane)
             if self.redis.xlen(shard_keys.stream):
-                self._second.drain("default", shard, Lane.APP)
+                self._second.drain("default", shard, self.lane)
 
     def _recover(self) -> None:
         """Time passes without faults: leases expire, pauses end, drains run again."""
-        for _ in range(4):
+        for _ in range(6):
             self._expire()
-            if not self._queued_ids():
+            if not self._queued():
                 return
             self._drain_all()
 
@@ -401,26 +317,17 @@ class SendPath:
             for key in self.redis.scan_iter(match=pattern):
                 self.redis.delete(key)
 
-    def _queued_ids(self) -> list[str]:
-        found = []
-        for key in self.redis.scan_iter(match="cioq:q:*"):
-            for fields in stream_fields(self.redis, key):
-                if FIELD_APP in fields:
-                    found.append(str(orjson.loads(fields[FIELD_APP])["id"]))
+    def _queued(self) -> list[dict[str, Any]]:
+        """Every job still queued in the lane's streams (its payload)."""
+        found: list[dict[str, Any]] = []
+        for shard in range(self.settings.shards):
+            stream = keys.shard_keys("default", shard, self.lane).stream
+            for fields in stream_fields(self.redis, stream):
+                found.extend(orjson.loads(value) for value in fields.values())
         return found
 
-    def _observe(self, result: RunResult) -> None:
-        records = self.sandbox.get("/_sandbox/received").json()["records"]
-        result.sends = len(records)  # the sandbox records the sends it acted on
-        queued = self._queued_ids()
-        result.queued = len(queued)
-        letters = [
-            str(orjson.loads(fields[b"payload"])["id"])
+    def _letters(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(fields[b"payload"])
             for fields in stream_fields(self.redis, keys.dead_letters("default"))
         ]
-        result.letters = len(letters)
-        job_id = result.job_id or next(iter(queued + letters), None)
-        if job_id is not None:
-            raw = self.redis.hget(keys.app_outcome("default", job_id), "record")
-            state = orjson.loads(raw).get("state") if raw else None
-            result.delivered = state == "delivered" and not letters and not queued

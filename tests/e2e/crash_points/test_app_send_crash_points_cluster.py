@@ -22,8 +22,9 @@ from pydantic import SecretStr
 from service.api.app import create_app
 from service.config import Settings
 from service.store.durability import Confirmation
+from tests.support.app_send_path import RunResult, SendPath, violations
 from tests.support.cluster import Cluster
-from tests.support.crash_points import CLUSTER_MODES, Faults, RunResult, SendPath, violations
+from tests.support.crash_points import CLUSTER_MODES, Faults
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 

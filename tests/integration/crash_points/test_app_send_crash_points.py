@@ -19,7 +19,8 @@ import redis
 
 from service.api.app import create_app
 from service.config import Settings
-from tests.support.crash_points import MODES, Faults, RunResult, SendPath, violations
+from tests.support.app_send_path import RunResult, SendPath, violations
+from tests.support.crash_points import MODES, Faults
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 
