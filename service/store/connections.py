@@ -186,6 +186,12 @@ _RECONNECT_FIRST_S = 0.05
 _RECONNECT_MAX_S = 0.5
 
 
+class _Outage:
+    """When the current outage began (monotonic seconds), None while Redis answers."""
+
+    began_s: float | None = None
+
+
 def rides_out_outages(
     base: type[aioredis.connection.AbstractConnection], wait_s: float
 ) -> type[aioredis.connection.AbstractConnection]:
@@ -199,10 +205,16 @@ def rides_out_outages(
     loading counts as not up yet. Once a command is written nothing here retries it
     (`AsyncRetryIfNotRun` decides).
 
+    The wait is one per outage, not one per connection: it runs from the first failed
+    connect, so a request that needs several store calls waits about `wait_s` in all,
+    and once it is spent every connect tries once (a 503 at once, no pile of held
+    requests) until one succeeds.
+
     A pooled connection Redis closed or reset while it sat idle is reconnected here,
     before a command is written to it: redis-py 8's pool skips its own check of that when
     "maintenance notifications" are on, and they are by default ("auto").
     """
+    outage = _Outage()
 
     class RidesOutOutages(base):  # type: ignore[valid-type,misc]
         async def connect(self) -> None:
@@ -210,17 +222,20 @@ def rides_out_outages(
                 if not _closed_by_peer(self):
                     return
                 await self.disconnect()
-            deadline_s = time.monotonic() + wait_s
             pause_s = _RECONNECT_FIRST_S
             while True:
                 try:
                     await super().connect()
                     await self.send_command("PING", check_health=False)
                     await self.read_response()
+                    outage.began_s = None
                     return
                 except (redis.ConnectionError, redis.TimeoutError):
                     await self.disconnect()
-                    if time.monotonic() + pause_s > deadline_s:
+                    now_s = time.monotonic()
+                    if outage.began_s is None:
+                        outage.began_s = now_s
+                    if now_s + pause_s > outage.began_s + wait_s:
                         raise
                 await asyncio.sleep(pause_s)
                 pause_s = min(pause_s * 2, _RECONNECT_MAX_S)
