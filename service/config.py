@@ -256,9 +256,10 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0,
         description="How long ingest keeps trying to reach a Redis that refuses connections "
-        "(a restart, a failover of one Redis) before it answers 503 with `Retry-After`: only "
-        "commands not yet sent are held, never one that may have run. 0 answers 503 at once. "
-        "Keep it under the producers' HTTP timeout.",
+        "(a restart, a failover of one Redis), counted from the outage's first failed "
+        "connect, before it answers 503 with `Retry-After` (then at once, until Redis is "
+        "back): only commands not yet sent are held, never one that may have run. 0 answers "
+        "503 at once. Keep it under the producers' HTTP timeout.",
     )
     startup_redis_wait_s: float = Field(
         default=30.0,
