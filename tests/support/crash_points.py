@@ -209,7 +209,11 @@ class Faults:
         async def apipeline(
             self: Any, raise_on_error: bool = True, allow_redirections: bool = True
         ) -> Any:
-            mode = faults._due(_stack_name(getattr(self, "command_stack", [])), sync=False)
+            # redis-py keeps an asyncio cluster pipeline's commands in its strategy.
+            queue = getattr(self._execution_strategy, "_command_queue", [])
+            if not queue:  # redis-py sends nothing
+                return await async_pipeline(self, raise_on_error, allow_redirections)
+            mode = faults._due(_stack_name(queue), sync=False)
             faults._before(mode)
             reply = await async_pipeline(self, raise_on_error, allow_redirections)
             faults._after(mode)

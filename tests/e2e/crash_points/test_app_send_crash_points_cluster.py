@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from service.api.app import create_app
 from service.config import Settings
 from service.store.durability import Confirmation
-from tests.support.app_send_path import RunResult, SendPath, violations
+from tests.support.app_send_path import SendPath, check, sweep
 from tests.support.cluster import Cluster
 from tests.support.crash_points import CLUSTER_MODES, Faults
 from tests.support.http_server import serve_in_thread
@@ -78,29 +78,6 @@ def path(
     client.close()
 
 
-def _sweep(path: SendPath, *, repeats: int = 1) -> tuple[int, list[RunResult]]:
-    clean = path.run(0, "none", repeats=repeats)
-    assert violations(clean) == [] and clean.sends == 1 and clean.delivered
-    path.run(10**9, "none", repeats=repeats)  # a point never reached: counts only
-    points = path.faults.count
-    runs = [path.run(n, m, repeats=repeats) for m in CLUSTER_MODES for n in range(1, points + 6)]
-    return points, runs
-
-
-def _check(points: int, results: list[RunResult]) -> None:
-    broken = [(r.point, r.mode, r.hit, violations(r)) for r in results if violations(r)]
-    assert broken == []
-    for mode in CLUSTER_MODES:
-        fired = sum(1 for r in results if r.mode == mode and r.hit)
-        assert fired >= (5 if mode == "stall" else points * 4 // 5), mode
-    hit = {r.hit for r in results if r.hit}
-    print(
-        f"\ncluster crash points: {points} round trips x {len(CLUSTER_MODES)} modes "
-        f"= {len(results)} runs"
-    )
-    print("round trips failed:", sorted(hit))
-
-
 def _moved_replies(cluster: Cluster) -> int:
     """MOVED errors the nodes answered (Redis 7's error statistics)."""
     total = 0
@@ -114,7 +91,7 @@ def test_every_round_trip_of_a_send_on_a_cluster_failed_in_every_mode_sends_at_m
     path: SendPath, cluster: Cluster
 ) -> None:
     before = _moved_replies(cluster)
-    _check(*_sweep(path))
+    check(*sweep(path, CLUSTER_MODES), CLUSTER_MODES, "cluster crash points")
     moved = _moved_replies(cluster) - before
     print(f"MOVED replies followed: {moved}")
     assert moved > 0  # the stale slot maps really met redirects
@@ -124,4 +101,4 @@ def test_every_round_trip_of_a_send_on_a_cluster_failed_in_every_mode_sends_at_m
 def test_every_round_trip_of_a_repeated_send_on_a_cluster_sends_at_most_once(
     path: SendPath,
 ) -> None:
-    _check(*_sweep(path, repeats=2))
+    check(*sweep(path, CLUSTER_MODES, repeats=2), CLUSTER_MODES, "cluster crash points, repeated")
