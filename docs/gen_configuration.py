@@ -39,6 +39,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "redis_cluster",
             "redis_ca_file",
             "redis_timeout_s",
+            "redis_outage_wait_s",
             "startup_redis_wait_s",
         ),
     ),
