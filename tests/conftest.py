@@ -17,6 +17,7 @@ from service.config import Settings
 from tests.support import tiers
 from tests.support.drain import Clock
 from tests.support.http_server import serve_in_thread
+from tests.support.processes import RedisServer
 from tests.support.sandbox import KEY, OTHER_KEY, OTHER_SITE, SITE
 from tests.support.stack import ADMIN_KEY, Stack
 from tests.support.triggers import RecordingTriggers
@@ -141,6 +142,16 @@ def _load_tests_run_unmeasured(
     if request.node.get_closest_marker("load") is not None:
         for name in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the module's own (no persistence), for tests that change what is
+    server-wide: an emptied script cache fails every other test's scripts on the shared
+    Redis. A module asks for it by overriding ``redis_url`` with `own_redis_url`."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -181,3 +181,11 @@ def wait_http(url: str, *, timeout_s: float = 30, verify: bool | str = True) -> 
             return False
 
     wait_until(up, timeout_s=timeout_s, interval_s=0.1, what=url)
+
+
+def own_redis_url(server: RedisServer) -> str:
+    """`server`'s URL, its data flushed: the body of a module's ``redis_url`` override
+    (with the ``own_redis`` fixture of tests/conftest.py)."""
+    with server.client() as client:
+        client.flushall()
+    return server.url

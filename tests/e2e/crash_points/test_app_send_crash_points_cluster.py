@@ -1,6 +1,6 @@
 """Every Redis round trip of the App send path on a real Redis Cluster, failed in turn.
 
-The standalone sweep (tests/integration/crash_points) again, on 3 primaries with a
+The standalone sweep (tests/e2e/crash_points) again, on 3 primaries with a
 replica each, at durability ``replica``: every ingest write, in-flight note and dead
 letter is confirmed by a ``WAIT 1`` pipelined behind it (`service.store.durability`), so
 those confirmations are round trips of the sweep too. Two modes more than standalone

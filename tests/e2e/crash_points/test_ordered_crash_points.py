@@ -20,7 +20,14 @@ from service.jobs import Lane
 from tests.support.crash_points import MODES, Faults
 from tests.support.http_server import serve_in_thread
 from tests.support.ordered_paths import OrderedPath, OrderedResult, violations
+from tests.support.processes import RedisServer, own_redis_url
 from tests.support.triggers import RecordingTriggers
+
+
+@pytest.fixture
+def redis_url(own_redis: RedisServer) -> str:
+    """The sweep's own redis-server: its noscript mode empties the script cache."""
+    return own_redis_url(own_redis)
 
 
 @pytest.fixture(params=[Lane.TRACK, Lane.PIPELINES], ids=["track", "pipelines"])

@@ -22,9 +22,16 @@ from service.config import Settings
 from tests.support.app_send_path import SendPath, baseline, check, sweep, violations
 from tests.support.crash_points import MODES, Faults
 from tests.support.http_server import serve_in_thread
+from tests.support.processes import RedisServer, own_redis_url
 from tests.support.triggers import RecordingTriggers
 
 FULL = os.environ.get("CIOQ_CRASH_POINTS") == "full"
+
+
+@pytest.fixture
+def redis_url(own_redis: RedisServer) -> str:
+    """The sweep's own redis-server: its noscript mode empties the script cache."""
+    return own_redis_url(own_redis)
 
 
 @pytest.fixture
