@@ -53,9 +53,9 @@ def _run(work: Callable[[Settings, WorkspaceControl, Overview], Awaitable[T]]) -
     settings = _loader()
 
     async def main() -> T:
-        client = connect_async(settings)
-        sync_client = connect_sync(settings)
-        triggers = Triggers.for_settings(settings)
+        client = connect_async(settings.redis)
+        sync_client = connect_sync(settings.redis)
+        triggers = Triggers.for_settings(settings.redis)
         try:
             control = WorkspaceControl(client, settings, triggers)
             dlq = DeadLetterAdmin(client, Queue(client, settings, None))

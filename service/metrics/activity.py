@@ -92,7 +92,7 @@ class Tally:
         if not counts or self._settings is None:
             return
         if self._client is None:
-            self._client = connect_metrics(self._settings)
+            self._client = connect_metrics(self._settings.redis)
         minute = minute_of(time.time() if now_s is None else now_s)
         pipe = self._client.pipeline(transaction=False)
         for (workspace, name), count in counts.items():

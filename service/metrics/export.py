@@ -100,7 +100,7 @@ class ApiMetrics:
     """The api's ``/metrics``: its own counters plus the queue state read from Redis."""
 
     def __init__(self, settings: Settings) -> None:
-        self.redis = connect_metrics(settings)
+        self.redis = connect_metrics(settings.redis)
         self.registry = process_registry(QueueStateCollector(settings, self.redis))
 
     async def serve(self, send: Any) -> None:

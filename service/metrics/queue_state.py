@@ -54,7 +54,7 @@ def record_drained(
     write, so no field outlives its use. The jobs are already resolved when this runs:
     a failure here only costs accuracy of the rate, so it is logged, never raised.
     """
-    window_s = settings.drain_rate_window_s
+    window_s = settings.metrics.drain_rate_window_s
     second = int(time.time() if now_s is None else now_s)
     key = keys.drain_rate(workspace)
     pipe = client.pipeline(transaction=True)
@@ -123,7 +123,7 @@ class QueueStateCollector(Collector):
         return []
 
     def read(self, workspace: str) -> WorkspaceState:
-        shards = range(self.settings.shards)
+        shards = range(self.settings.queue.shards)
         lanes = self.settings.workspace(workspace).lanes
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
@@ -168,7 +168,7 @@ class QueueStateCollector(Collector):
             oldest_age_s=max((s.oldest_age_s for s in states), default=0.0),
             dead_letters=int(dead),
             drain_rate_per_s=drain_rate_per_s(
-                rate, now_s=now_s, window_s=self.settings.drain_rate_window_s
+                rate, now_s=now_s, window_s=self.settings.metrics.drain_rate_window_s
             ),
         )
 

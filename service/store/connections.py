@@ -30,7 +30,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from service.config import Settings
+from service.config import RedisSettings
 from service.errors import StoreUnavailable
 
 #: What redis-py raises for store trouble. RedisClusterException (no node for a slot,
@@ -73,7 +73,7 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
     return tb.tb_frame.f_code.co_filename.startswith(_REDIS_PY_DIR)
 
 
-def tls_options(url: str, settings: Settings) -> dict[str, Any]:
+def tls_options(url: str, conf: RedisSettings) -> dict[str, Any]:
     """redis-py's TLS options for `url`: none for ``redis://``; for ``rediss://`` the
     certificate and host name are verified, against ``CIOQ_REDIS_CA_FILE`` when set
     (a private CA), else the system's trust store. Said explicitly rather than left to
@@ -81,8 +81,8 @@ def tls_options(url: str, settings: Settings) -> dict[str, Any]:
     if urlsplit(url).scheme != "rediss":
         return {}
     options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    if settings.redis_ca_file:
-        options["ssl_ca_certs"] = settings.redis_ca_file
+    if conf.redis_ca_file:
+        options["ssl_ca_certs"] = conf.redis_ca_file
     return options
 
 
@@ -165,12 +165,12 @@ class AsyncRetryIfNotRun(AsyncRetry):
         )
 
 
-def _options(settings: Settings) -> dict[str, Any]:
-    timeout_s = settings.redis_timeout_s
+def _options(conf: RedisSettings) -> dict[str, Any]:
+    timeout_s = conf.redis_timeout_s
     return {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        **tls_options(settings.redis_url, settings),
+        **tls_options(conf.redis_url, conf),
     }
 
 
@@ -179,49 +179,47 @@ AsyncStore = aioredis.Redis | AsyncRedisCluster
 SyncStore = redis.Redis | redis.RedisCluster
 
 
-def connect_async(settings: Settings) -> AsyncStore:
+def connect_async(conf: RedisSettings) -> AsyncStore:
     """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node.
     It never sends a command again after a timeout (`RetryIfNotRun`): the API's enqueue
     is not idempotent for an unkeyed request."""
-    if settings.redis_cluster:
+    if conf.redis_cluster:
         return AsyncRedisCluster.from_url(
-            settings.redis_url, retry=AsyncRetryIfNotRun(), **_options(settings)
+            conf.redis_url, retry=AsyncRetryIfNotRun(), **_options(conf)
         )
     return aioredis.Redis.from_url(
-        settings.redis_url,
+        conf.redis_url,
         health_check_interval=30,
         retry=AsyncRetryIfNotRun(),
-        **_options(settings),
+        **_options(conf),
     )
 
 
-def connect_sync(settings: Settings) -> SyncStore:
+def connect_sync(conf: RedisSettings) -> SyncStore:
     """The store's blocking client (workers, sweeper, CLI); a cluster client in cluster mode.
     It never sends a command again after a timeout (`RetryIfNotRun`): a drain's lease,
     dead letters and attempt counts are not idempotent."""
-    if settings.redis_cluster:
-        return redis.RedisCluster.from_url(
-            settings.redis_url, retry=RetryIfNotRun(), **_options(settings)
-        )
+    if conf.redis_cluster:
+        return redis.RedisCluster.from_url(conf.redis_url, retry=RetryIfNotRun(), **_options(conf))
     return redis.Redis.from_url(
-        settings.redis_url, health_check_interval=30, retry=RetryIfNotRun(), **_options(settings)
+        conf.redis_url, health_check_interval=30, retry=RetryIfNotRun(), **_options(conf)
     )
 
 
-def connect_metrics(settings: Settings) -> SyncStore:
+def connect_metrics(conf: RedisSettings) -> SyncStore:
     """A blocking client for scrapes and the activity tally: one short timeout, no retries,
     so ``/metrics`` answers quickly; a cluster client in cluster mode (a plain one would get
     MOVED for every key on another primary)."""
-    timeout_s = settings.metrics_redis_timeout_s
+    timeout_s = conf.metrics_redis_timeout_s
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 0),
-        **tls_options(settings.redis_url, settings),
+        **tls_options(conf.redis_url, conf),
     }
-    if settings.redis_cluster:
-        return redis.RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    if conf.redis_cluster:
+        return redis.RedisCluster.from_url(conf.redis_url, **options)
+    return redis.Redis.from_url(conf.redis_url, **options)
 
 
 def lua_source(name: str) -> str:

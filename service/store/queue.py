@@ -41,8 +41,8 @@ class Queue:
         self.redis = client
         self.settings = settings
         self.triggers = triggers
-        self._writer = SlotWriter(client, "enqueue", seed_url=settings.redis_url)
-        self._group_commit = GroupCommit(self._writer, settings)
+        self._writer = SlotWriter(client, "enqueue", seed_url=settings.redis.redis_url)
+        self._group_commit = GroupCommit(self._writer, settings.queue)
 
     @property
     def confirmation(self) -> Confirmation | None:
@@ -197,7 +197,7 @@ class Queue:
         restart waited in the live queue behind all of them (issue 27).
         """
         assert self.triggers is not None
-        linger_s = self.settings.linger_ms / 1000
+        linger_s = self.settings.queue.linger_ms / 1000
         for shard in shards:
             # A batch lane's drain would only wait for its batch to fill; a lone send not.
             batches = lane_traits(shard.lane).batches

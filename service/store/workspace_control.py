@@ -209,7 +209,7 @@ class WorkspaceControl:
         shards = [
             keys.shard_keys(workspace, shard, lane, traffic)
             for traffic in Traffic
-            for shard in range(self.settings.shards)
+            for shard in range(self.settings.queue.shards)
         ]
         pipe = self.redis.pipeline(transaction=False)
         for shard_keys in shards:

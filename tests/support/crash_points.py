@@ -279,7 +279,7 @@ class SendPath:
                     result.stored_5xx += 1
 
     def _drain_once(self) -> None:
-        for shard in range(self.settings.shards):
+        for shard in range(self.settings.queue.shards):
             try:
                 self._first.drain("default", shard, Lane.APP)
             except Exception:  # the worker task dies (Celery logs it); recovery follows
@@ -292,7 +292,7 @@ class SendPath:
         self._drain_all()
 
     def _drain_all(self) -> None:
-        for shard in range(self.settings.shards):
+        for shard in range(self.settings.queue.shards):
             shard_keys = keys.shard_keys("default", shard, Lane.APP)
             if self.redis.xlen(shard_keys.stream):
                 self._second.drain("default", shard, Lane.APP)

@@ -119,14 +119,14 @@ class Drainer:
         self.clock = clock
         self.rng = rng
         self.should_stop = should_stop
-        self.policy = BlockPolicy(settings, store, self.now_ms, rng)
+        self.policy = BlockPolicy(settings.retry, store, self.now_ms, rng)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def _packs_across(self, lane: Lane) -> bool:
         """Whether drains of `lane` pack other shards' heads (a lane that batches)."""
-        return self.settings.pack_across_shards and LANES[lane].batches
+        return self.settings.drain.pack_across_shards and LANES[lane].batches
 
     def drain(
         self,
@@ -143,7 +143,7 @@ class Drainer:
         if self._covered(primary, report):
             report.stop(StopReason.COVERED)
             return report
-        lease = self.store.acquire(primary, lease_ms=self.settings.lease_ms)
+        lease = self.store.acquire(primary, lease_ms=self.settings.drain.lease_ms)
         if lease is None:
             report.stop(StopReason.BUSY)
             return report
@@ -183,12 +183,12 @@ class Drainer:
         chain = self.store.linger_chain(primary.workspace, primary.lane, primary.traffic)
         if chain is None or chain[0] == primary.shard:
             return False
-        if self.store.look([primary])[0].length >= self.settings.max_ops_per_read:
+        if self.store.look([primary])[0].length >= self.settings.queue.max_ops_per_read:
             return False
-        head = self.store.read(primary, after=None, count=self.settings.max_ops_per_read)
+        head = self.store.read(primary, after=None, count=self.settings.queue.max_ops_per_read)
         if fills_alone(head, self.settings, Limits.of(primary.lane, self.settings)):
             return False
-        self.store.hold_marker(primary, chain[1] + self.settings.trigger_ttl_ms)
+        self.store.hold_marker(primary, chain[1] + self.settings.queue.trigger_ttl_ms)
         return True
 
     def _held_back(
@@ -228,12 +228,12 @@ class Drainer:
 
     def _loop(self, held: HeldShards, delivery: Delivery, report: DrainReport) -> None:
         s = self.settings
-        budget_s = s.bulk_drain_budget_s if report.bulk else s.drain_budget_s
+        budget_s = s.drain.bulk_drain_budget_s if report.bulk else s.drain.drain_budget_s
         deadline = self.clock() + budget_s
         batches = LANES[held.primary.lane].batches
         packs = self._packs_across(held.primary.lane)
         sent = sent_full = False
-        pace = _Pace(self.clock, s.lease_ms / 1000)
+        pace = _Pace(self.clock, s.drain.lease_ms / 1000)
         while True:
             if self._held_back(held, report, pace, check_retry=not sent):
                 return
@@ -259,8 +259,8 @@ class Drainer:
                 continue
             unit = step.unit
             age_ms = now_ms - min(e.accepted_ms for e in unit.entries)
-            if not unit.full and age_ms < s.linger_ms:
-                return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
+            if not unit.full and age_ms < s.queue.linger_ms:
+                return report.stop(StopReason.LINGER, (s.queue.linger_ms - age_ms) / 1000)
             if batches and not report.bulk and sent_full and unit.full:
                 return report.stop(StopReason.BACKLOG, 0.0)
             if self._stops_before_send(held, report, deadline, batches=batches):
@@ -282,7 +282,7 @@ class Drainer:
     def _late(self, held: HeldShards, now_ms: int) -> bool:
         """Whether the primary's head has waited longer than a trigger marker lives."""
         head = held.buffers[held.primary]
-        return bool(head) and now_ms - head[0].accepted_ms > self.settings.trigger_ttl_ms
+        return bool(head) and now_ms - head[0].accepted_ms > self.settings.queue.trigger_ttl_ms
 
     def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
         """Release every lease and schedule the triggers the remaining work needs.
@@ -323,7 +323,7 @@ class Drainer:
         """
         if countdown_s is None or self.triggers is None:
             return 0
-        return int(countdown_s * 1000) + self.settings.trigger_ttl_ms
+        return int(countdown_s * 1000) + self.settings.queue.trigger_ttl_ms
 
     def _trigger(self, shard: keys.ShardKeys, countdown_s: float, *, bulk: bool) -> None:
         if self.triggers is None:

@@ -88,7 +88,7 @@ class HeldShards:
 
     def refresh(self) -> None:
         """Top up every held shard's buffer to `max_ops_per_read`, in one round trip."""
-        limit = self.settings.max_ops_per_read
+        limit = self.settings.queue.max_ops_per_read
         wanted = [
             (shard, buffer[-1].id if buffer else None, limit - len(buffer))
             for shard, buffer in self.buffers.items()
@@ -102,7 +102,7 @@ class HeldShards:
         """Look at every shard of the workspace (one round trip): how much waits where."""
         s = self.settings
         p = self.primary
-        shards = [keys.shard_keys(p.workspace, n, p.lane, p.traffic) for n in range(s.shards)]
+        shards = [keys.shard_keys(p.workspace, n, p.lane, p.traffic) for n in range(s.queue.shards)]
         self.looks = self.store.look(shards)
         read = [e for buffer in self.buffers.values() for e in buffer]
         self.op_bytes = sum(len(e.payload) for e in read) // len(read) if read else GUESS_OP_BYTES
@@ -128,7 +128,7 @@ class HeldShards:
             and look.length
             and not look.leased
             and look.not_before_ms <= now_ms
-            and look.length < s.max_ops_per_read  # a backlog: its own drain fills requests
+            and look.length < s.queue.max_ops_per_read  # a backlog: its own drain fills requests
         ]
         start = int(self.rng() * len(looks)) if looks else 0
         chosen: list[keys.ShardKeys] = []
@@ -137,8 +137,10 @@ class HeldShards:
                 break
             chosen.append(look.shard)
             size += look.length * (self.op_bytes + 1)
-        leases = [lease for lease in self.store.acquire_many(chosen, lease_ms=s.lease_ms) if lease]
-        wanted = [(lease.shard, None, s.max_ops_per_read) for lease in leases]
+        leases = [
+            lease for lease in self.store.acquire_many(chosen, lease_ms=s.drain.lease_ms) if lease
+        ]
+        wanted = [(lease.shard, None, s.queue.max_ops_per_read) for lease in leases]
         for lease, found in zip(leases, self.store.read_many(wanted), strict=True):
             if fills_alone(found, s, self.limits):
                 lease.release()
@@ -163,10 +165,10 @@ class HeldShards:
                 note,
                 [e.id for e in buffer],
                 max(len(_batch_run(buffer)), 1),
-                crash_limit=self.settings.crash_limit,
+                crash_limit=self.settings.drain.crash_limit,
             )
             if plan is None:
-                return Quarantine(head, self.settings.crash_limit)
+                return Quarantine(head, self.settings.drain.crash_limit)
             oversize = len(head.payload) > self.limits.item_bytes
             if not job_kind(head.kind).batches or oversize or plan.suspect_last is not None:
                 alone.append((id_key(head.id), shard, plan))
@@ -210,7 +212,7 @@ class HeldShards:
         # Full: some op was left behind (no room, or a v1 job or oversize op next), or
         # a buffer holds a whole read: the request goes now, without lingering.
         full = any(count < len(self.buffers[shard]) for shard, count in taken.items()) or any(
-            len(buffer) >= s.max_ops_per_read for buffer in self.buffers.values()
+            len(buffer) >= s.queue.max_ops_per_read for buffer in self.buffers.values()
         )
         notes = {
             shard: replace(plan, count=taken)
@@ -250,7 +252,7 @@ class HeldShards:
 
 def fills_alone(buffer: list[Entry], s: Settings, limits: Limits) -> bool:
     """Whether a shard's buffered head fills a request by itself (a backlog)."""
-    if len(buffer) >= s.max_ops_per_read:
+    if len(buffer) >= s.queue.max_ops_per_read:
         return True
     run = _batch_run(buffer)
     return batch_size_bytes([len(e.payload) for e in run]) > limits.batch_bytes

@@ -73,7 +73,7 @@ class AppReads:
 
     def __init__(self, client: AsyncStore, settings: Settings) -> None:
         self.settings = settings
-        self.limiter = AsyncRateLimiter(client, settings)
+        self.limiter = AsyncRateLimiter(client, settings.app)
         self._proxies: dict[str, AppProxy] = {}
 
     def routes(self) -> list[Route]:
@@ -85,7 +85,7 @@ class AppReads:
     def _proxy(self, ws: Workspace) -> AppProxy:
         proxy = self._proxies.get(ws.name)
         if proxy is None:
-            proxy = AppProxy(ws, timeout_s=self.settings.upstream_timeout_s)
+            proxy = AppProxy(ws, timeout_s=self.settings.drain.upstream_timeout_s)
             self._proxies[ws.name] = proxy
         return proxy
 
@@ -93,7 +93,7 @@ class AppReads:
         """Forward once a slot is free; a 429 from Customer.io (it did nothing) holds the
         workspace's budget and is tried once more if the wait still fits the read's."""
         require_app_key(ws)
-        deadline_s = time.monotonic() + self.settings.app_read_wait_ms / 1000
+        deadline_s = time.monotonic() + self.settings.app.app_read_wait_ms / 1000
         url = req.raw_path + (f"?{req.query}" if req.query else "")
         for attempt in range(2):
             left_ms = max(int((deadline_s - time.monotonic()) * 1000), 0)
@@ -125,7 +125,7 @@ class AppReads:
                 FieldError(
                     "rate_limit",
                     "app_rps",
-                    f"the workspace's App API budget ({self.settings.app_rps}/s) is spent",
+                    f"the workspace's App API budget ({self.settings.app.app_rps}/s) is spent",
                 )
             ],
             headers=((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),),

@@ -78,10 +78,10 @@ class AppSender:
     def __init__(self, workspace: Workspace, settings: Settings) -> None:
         self.workspace = workspace
         self.settings = settings
-        self.client = AppClient(workspace, timeout_s=settings.upstream_timeout_s)
-        self.redis = connect_sync(settings)
-        self.limiter = RateLimiter(self.redis, settings)
-        self.outcomes = Outcomes(self.redis, settings)
+        self.client = AppClient(workspace, timeout_s=settings.drain.upstream_timeout_s)
+        self.redis = connect_sync(settings.redis)
+        self.limiter = RateLimiter(self.redis, settings.app)
+        self.outcomes = Outcomes(self.redis, settings.app)
         self.confirmer = confirm.Confirmer(self.redis, self.limiter, self.client, workspace)
 
     def send_batch(self, body: bytes, *, op_count: int) -> Outcome:
@@ -93,7 +93,7 @@ class AppSender:
             ws,
             limit_class,
             name=str(envelope.get("bucket", "")),
-            max_wait_ms=self.settings.app_token_wait_max_ms,
+            max_wait_ms=self.settings.app.app_token_wait_max_ms,
         )
         if not slot.granted:
             metrics.rate_deferred(ws, limit_class)

@@ -73,7 +73,7 @@ def stored(url: str) -> dict[int, list[bytes]]:
 async def _run_concurrently(url: str, requests: list[list[Job]], **kwargs: int) -> list[Stored]:
     client = aioredis.Redis.from_url(url)
     writer = SlotWriter(client, "enqueue", seed_url=url)
-    commit = GroupCommit(writer, Settings(redis_url=url, shards=SHARDS), **kwargs)
+    commit = GroupCommit(writer, Settings(redis_url=url, shards=SHARDS).queue, **kwargs)
     try:
         return list(await asyncio.gather(*(commit.store("default", jobs) for jobs in requests)))
     finally:

@@ -63,7 +63,7 @@ def test_keyed_requests_are_stored_once_however_often_sent(
     order = [n % len(requests) for n in sends]
 
     async def send_all() -> None:
-        client = connect_async(make_settings(shards=SHARDS))
+        client = connect_async(make_settings(shards=SHARDS).redis)
         queue = Queue(client, make_settings(shards=SHARDS), None)
         try:
             await asyncio.gather(

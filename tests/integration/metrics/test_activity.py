@@ -18,7 +18,7 @@ MINUTE_S = 29_000_000 * 60.0  # the start of an epoch minute
 
 def _read(settings: Settings, now_s: float) -> dict[str, float]:
     async def main() -> dict[str, float]:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         try:
             return await per_minute(client, "default", now_s=now_s)
         finally:

@@ -49,7 +49,7 @@ def job(job_id: str, body: dict[str, Any], path: str = "/v1/send/email", **kw: A
 
 
 def record(s: AppSender, job_id: str) -> Any:
-    found = Outcomes(s.redis, s.settings).get("default", job_id)
+    found = Outcomes(s.redis, s.settings.app).get("default", job_id)
     assert found is not None
     return found
 

@@ -64,7 +64,7 @@ def received(app_sandbox: httpx.Client) -> list[Any]:
 
 def replay_ambiguous(settings: Settings) -> int:
     async def run() -> int:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         admin = DeadLetterAdmin(client, Queue(client, settings, None))
         result = await admin.replay(
             "default",
@@ -134,7 +134,7 @@ def test_a_stale_drain_adds_no_second_letter_and_replay_sends_once(
     assert [orjson.loads(f[b"payload"])["id"] for f in letters] == ["s1"]
 
     assert replay_ambiguous(settings) == 1  # the operator replays class ambiguous
-    for n in range(settings.shards):
+    for n in range(settings.queue.shards):
         build_drainer(settings, redis_client).drain("default", n, shard.lane)
     assert len(received(app_sandbox)) == 1
 
@@ -218,7 +218,7 @@ def test_one_message_confirms_one_of_two_concurrent_ambiguous_sends(
 
     ws = settings.workspaces[0]
     app = AppClient(ws, timeout_s=2, transport=httpx.MockTransport(handler))
-    limiter = RateLimiter(redis_client, settings)
+    limiter = RateLimiter(redis_client, settings.app)
     c1 = Confirmer(redis_client, limiter, app, ws)
     c2 = Confirmer(redis_client, limiter, app, ws)
     env = {"path": "/v1/send/email", "body": EMAIL}
