@@ -298,7 +298,7 @@ class KeySettings(BaseModel):
         validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json"),
         repr=False,  # holds API and ingest keys in clear
         description="More workspaces, as JSON inline or `@/path/to/file.json`: a list of "
-        'objects with the fields under "Workspaces" below, or an object of them by name.',
+        'objects with the fields under "Workspace fields" below, or an object of them by name.',
     )
     admin_keys: CsvSecrets = Field(
         default=(SecretStr(DEV_ADMIN_KEY),),
@@ -742,7 +742,7 @@ class Settings(BaseSettings):
     )
     keys: KeySettings = Field(
         default_factory=KeySettings,
-        title="More workspaces and the operators' keys",
+        title="More workspaces and admin keys",
         description="Workspaces beyond the default one, and the keys of the admin API and "
         "the console.",
     )
@@ -902,13 +902,27 @@ def group_fields(group: str) -> dict[str, FieldInfo]:
     return dict(fields)
 
 
-_GROUP_OF: dict[str, str] = {}
-for _group in setting_groups():
-    for _name, _field in group_fields(_group).items():
-        _alias = _field.validation_alias
-        _choices = _alias.choices if isinstance(_alias, AliasChoices) else ()
-        for _key in (_name, *(c for c in _choices if isinstance(c, str))):
-            _GROUP_OF[_key] = _group
+def setting_fields() -> dict[str, tuple[str, FieldInfo]]:
+    """Every setting by its flat name (``CIOQ_<NAME>``), with the group that holds it."""
+    return {
+        name: (group, field)
+        for group in setting_groups()
+        for name, field in group_fields(group).items()
+    }
+
+
+def _groups_by_name() -> dict[str, str]:
+    """The group of each name a flat value may come under: field names and their aliases."""
+    found: dict[str, str] = {}
+    for name, (group, field) in setting_fields().items():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else ()
+        for key in (name, *(c for c in choices if isinstance(c, str))):
+            found[key] = group
+    return found
+
+
+_GROUP_OF = _groups_by_name()
 
 
 @cache
@@ -916,9 +930,7 @@ def _flat_settings_class() -> type[BaseSettings]:
     """Every setting as one flat field, for pydantic-settings' environment source only: it
     finds and decodes each variable exactly as it did for the flat settings class."""
     fields: dict[str, Any] = {
-        name: (field.annotation, field)
-        for group in setting_groups()
-        for name, field in group_fields(group).items()
+        name: (field.annotation, field) for name, (_, field) in setting_fields().items()
     }
 
     class FlatBase(BaseSettings):
