@@ -24,7 +24,8 @@ from service.store.connections import SyncStore
 from service.store.shard_state import look_at
 from service.triggers import Triggers
 from workers import liveness
-from workers.drain.heads import Limits, is_backlog
+from workers.drain.heads import is_backlog
+from workers.drain.send import Limits
 
 log = logging.getLogger("cioq.sweeper")
 

@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service import keys
-from service.config import Settings
+from service.config import MetricsSettings, Settings
 from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
 from service.store.shard_state import ask_fill, stream_fills
@@ -43,7 +43,7 @@ def record_drained(
     client: SyncStore,
     workspace: str,
     count: int,
-    settings: Settings,
+    metrics: MetricsSettings,
     *,
     now_s: float | None = None,
 ) -> None:
@@ -54,7 +54,7 @@ def record_drained(
     write, so no field outlives its use. The jobs are already resolved when this runs:
     a failure here only costs accuracy of the rate, so it is logged, never raised.
     """
-    window_s = settings.metrics.drain_rate_window_s
+    window_s = metrics.drain_rate_window_s
     second = int(time.time() if now_s is None else now_s)
     key = keys.drain_rate(workspace)
     pipe = client.pipeline(transaction=True)

@@ -73,8 +73,8 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
     assert got[("cioq_workspace_paused", (("cause", "other"), *track, *ws))] == 0
     assert 59 <= got[("cioq_workspace_pause_remaining_seconds", (*track, *ws))] <= 60
 
-    record_drained(redis_client, "default", 15, settings, now_s=now_s - 1)
-    record_drained(redis_client, "default", 5, settings, now_s=now_s - 2)
+    record_drained(redis_client, "default", 15, settings.metrics, now_s=now_s - 1)
+    record_drained(redis_client, "default", 5, settings.metrics, now_s=now_s - 2)
     got = samples(generate_latest(process_registry(collector)).decode())
     assert got[("cioq_drain_rate_ops_per_second", ws)] == 2.0
     assert got[("cioq_backlog_seconds", ws)] == 1.5
@@ -108,8 +108,8 @@ def test_old_drain_counts_leave_the_window_and_the_key(
 ) -> None:
     settings = make_settings(drain_rate_window_s=10)
     key = keys.drain_rate("default")
-    record_drained(redis_client, "default", 7, settings, now_s=1_000)
-    record_drained(redis_client, "default", 3, settings, now_s=1_011)
+    record_drained(redis_client, "default", 7, settings.metrics, now_s=1_000)
+    record_drained(redis_client, "default", 3, settings.metrics, now_s=1_011)
     assert redis_client.hgetall(key) == {b"1011": b"3"}
     assert 0 < redis_client.ttl(key) <= 20
 

@@ -149,7 +149,7 @@ def test_a_letter_is_added_once_per_entry_even_when_its_write_is_retried(
     head = store.read(shard, after=None, count=1)[0]
     lease = store.acquire(shard, lease_ms=60_000)
     assert lease is not None
-    from workers.drain.send import Delivery
+    from workers.drain.send import Delivery, Limits
 
     drainer = build_drainer(settings, redis_client)
     client = drainer.clients[("default", shard.lane)]
@@ -160,7 +160,8 @@ def test_a_letter_is_added_once_per_entry_even_when_its_write_is_retried(
         {shard: lease},
         DeadLetterStore(redis_client),
         client,
-        settings,
+        Limits.of(shard.lane, settings),
+        settings.metrics,
         lambda: int(time.time() * 1000),
     )
     for _ in range(2):
