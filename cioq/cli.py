@@ -76,7 +76,7 @@ def api(
 
     settings = _settings()
     _logging(log_level)
-    TALLY.configure(settings)
+    TALLY.configure(settings.redis)
     config = uvicorn_config(
         create_app(settings),
         settings.listener,
@@ -115,7 +115,7 @@ def worker(
     settings = _settings()
     _logging(log_level)
     _check_redis(settings)
-    TALLY.configure(settings)  # prefork children inherit it and flush on their own
+    TALLY.configure(settings.redis)  # prefork children inherit it and flush on their own
     celery = create_celery(settings)
     serve_metrics(settings.metrics)
     try:

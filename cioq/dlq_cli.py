@@ -78,7 +78,7 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
     async def main() -> T:
         client = connect_async(settings.redis)
         triggers = Triggers.for_settings(settings.redis)
-        queue = Queue(client, settings, triggers)
+        queue = Queue(client, settings.redis, settings.queue, triggers)
         try:
             # Replayed jobs are confirmed at the durability level, as ingest's are.
             queue.confirmation = (await check_async(client, settings.redis, wait_s=0)).confirmation

@@ -879,10 +879,15 @@ class Settings(BaseSettings):
 
     def workspace(self, name: str) -> Workspace:
         """The workspace called `name`; ConfigError if there is none."""
-        for ws in self.workspaces:
-            if ws.name == name:
-                return ws
-        raise ConfigError(f"unknown workspace {name!r}")
+        return find_workspace(self.workspaces, name)
+
+
+def find_workspace(workspaces: tuple[Workspace, ...], name: str) -> Workspace:
+    """The workspace called `name`; ConfigError if there is none."""
+    for ws in workspaces:
+        if ws.name == name:
+            return ws
+    raise ConfigError(f"unknown workspace {name!r}")
 
 
 def setting_groups() -> dict[str, type[BaseModel]]:

@@ -95,12 +95,12 @@ class IngestApp:
         self.redis = redis_client or connect_async(settings.redis)
         self._own_triggers = triggers is None
         self.triggers = triggers or Triggers.for_settings(settings.redis)
-        self.queue = Queue(self.redis, settings, self.triggers)
+        self.queue = Queue(self.redis, settings.redis, settings.queue, self.triggers)
         self.backpressure = Backpressure(
             self.redis, settings.backlog, settings.queue, settings.workspaces
         )
         self.gate = StartupGate(self.redis, settings.redis, self.queue)
-        self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
+        self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings.workspaces)
         self.metrics = ApiMetrics(settings)
         self.console = console_for(self, settings)
         self.router = Router(
@@ -265,9 +265,11 @@ class IngestApp:
 
 def console_for(app: IngestApp, settings: Settings) -> Starlette:
     """The operator console over the app's Redis, dead-letter admin and scrape client."""
-    control = WorkspaceControl(app.redis, settings, app.triggers)
-    state = QueueStateCollector(settings, app.metrics.redis)
-    overview = Overview(settings, state, app.redis, app.admin.dlq, control)
+    control = WorkspaceControl(app.redis, settings.queue, app.triggers)
+    state = QueueStateCollector(
+        settings.queue, settings.metrics, settings.workspaces, app.metrics.redis
+    )
+    overview = Overview(settings.workspaces, state, app.redis, app.admin.dlq, control)
     return create_console(settings, app.auth, app.admin.dlq, control, overview)
 
 

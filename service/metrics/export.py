@@ -101,7 +101,9 @@ class ApiMetrics:
 
     def __init__(self, settings: Settings) -> None:
         self.redis = connect_metrics(settings.redis)
-        self.registry = process_registry(QueueStateCollector(settings, self.redis))
+        self.registry = process_registry(
+            QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, self.redis)
+        )
 
     async def serve(self, send: Any) -> None:
         await metrics_asgi(self.registry, send)

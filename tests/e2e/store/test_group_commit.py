@@ -114,7 +114,8 @@ def test_redis_down_fails_every_waiting_request(tmp_path: Path) -> None:
 
     async def main() -> list[object]:
         client = aioredis.Redis.from_url(dead, socket_connect_timeout=1)
-        queue = Queue(client, Settings(redis_url=dead, shards=SHARDS), None)
+        settings = Settings(redis_url=dead, shards=SHARDS)
+        queue = Queue(client, settings.redis, settings.queue, None)
         try:
             return await asyncio.gather(
                 *(queue.enqueue("default", [job(r, 0)]) for r in range(5)),

@@ -64,7 +64,8 @@ def test_keyed_requests_are_stored_once_however_often_sent(
 
     async def send_all() -> None:
         client = connect_async(make_settings(shards=SHARDS).redis)
-        queue = Queue(client, make_settings(shards=SHARDS), None)
+        settings = make_settings(shards=SHARDS)
+        queue = Queue(client, settings.redis, settings.queue, None)
         try:
             await asyncio.gather(
                 *(

@@ -53,7 +53,9 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
     redis_client.xadd(keys.dead_letters("default"), {"reason": "invalid"})
     redis_client.set(keys.pause("default"), "setup:401", px=60_000)
     client = connect_metrics(settings.redis)
-    collector = QueueStateCollector(settings, client, clock=lambda: now_s)
+    collector = QueueStateCollector(
+        settings.queue, settings.metrics, settings.workspaces, client, clock=lambda: now_s
+    )
 
     got = samples(generate_latest(process_registry(collector)).decode())
     ws = (("workspace", "default"),)
@@ -92,7 +94,13 @@ def test_pause_cause_label(
     settings = make_settings()
     redis_client.set(keys.pause("default"), stored, px=60_000)
     client = connect_metrics(settings.redis)
-    got = samples(generate_latest(process_registry(QueueStateCollector(settings, client))).decode())
+    got = samples(
+        generate_latest(
+            process_registry(
+                QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, client)
+            )
+        ).decode()
+    )
     client.close()
     track_ws = (("lane", "track"), ("workspace", "default"))
     paused = {
@@ -149,7 +157,9 @@ def test_backlog_seconds(
 def test_unreachable_redis_leaves_metrics_working(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(redis_url="redis://127.0.0.1:1/0", metrics_redis_timeout_s=0.2)
     client = connect_metrics(settings.redis)
-    registry = process_registry(QueueStateCollector(settings, client))
+    registry = process_registry(
+        QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, client)
+    )
     metrics.observe_ingest("v1.track", 200, 0.01)
     started = time.monotonic()
     text = generate_latest(registry).decode()
@@ -217,7 +227,9 @@ def test_queue_state_has_a_series_per_lane(
     redis_client.xadd(keys.shard_keys("default", 2, Lane.PIPELINES).stream, {"c": b"{}"})
     redis_client.xadd(keys.shard_keys("default", 1).stream, {"o": b"{}"})
     redis_client.set(keys.pause("default", Lane.PIPELINES), "setup:401", px=60_000)
-    collector = QueueStateCollector(settings, connect_metrics(settings.redis))
+    collector = QueueStateCollector(
+        settings.queue, settings.metrics, settings.workspaces, connect_metrics(settings.redis)
+    )
     got = samples(generate_latest(process_registry(collector)).decode())
     ws = (("workspace", "default"),)
     assert got[("cioq_backlog_entries", ws)] == 2

@@ -86,7 +86,9 @@ def _run(settings: Settings, work: Callable[[DeadLetterAdmin], Any]) -> Any:
     async def main() -> Any:
         client = connect_async(settings.redis)
         try:
-            return await work(DeadLetterAdmin(client, Queue(client, settings, None)))
+            return await work(
+                DeadLetterAdmin(client, Queue(client, settings.redis, settings.queue, None))
+            )
         finally:
             await client.aclose()
 
@@ -196,7 +198,9 @@ def test_racing_replays_queue_each_letter_once(
     async def race() -> list[int]:
         clients = [connect_async(settings.redis) for _ in range(2)]
         try:
-            admins = [DeadLetterAdmin(c, Queue(c, settings, None)) for c in clients]
+            admins = [
+                DeadLetterAdmin(c, Queue(c, settings.redis, settings.queue, None)) for c in clients
+            ]
             outcomes = await asyncio.gather(
                 *(a.replay("default", DeadLetterFilter(), dry_run=False) for a in admins)
             )

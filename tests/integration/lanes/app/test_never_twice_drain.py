@@ -65,7 +65,7 @@ def received(app_sandbox: httpx.Client) -> list[Any]:
 def replay_ambiguous(settings: Settings) -> int:
     async def run() -> int:
         client = connect_async(settings.redis)
-        admin = DeadLetterAdmin(client, Queue(client, settings, None))
+        admin = DeadLetterAdmin(client, Queue(client, settings.redis, settings.queue, None))
         result = await admin.replay(
             "default",
             DeadLetterFilter(outcome_class="ambiguous"),

@@ -144,7 +144,7 @@ def test_concurrent_repeats_store_once(
 
     async def race() -> list[bytes | None]:
         client = aioredis.Redis.from_url(redis_url, max_connections=64)
-        queue = Queue(client, settings, None)
+        queue = Queue(client, settings.redis, settings.queue, None)
         try:
             return await asyncio.gather(
                 *(
