@@ -214,6 +214,7 @@ class RedisSettings(BaseModel):
         description="`production` refuses to start with empty, development or `CHANGE_ME` "
         "placeholder keys, and with an evicting Redis (development only logs a warning).",
     )
+    # URLs may carry a Redis password; keep them out of repr.
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         repr=False,
@@ -539,6 +540,8 @@ class DrainSettings(BaseModel):
         description="Fill a request from the heads of several shards of a workspace lane; "
         "`false` packs shard by shard (kept for `bench/live.py`).",
     )
+    # How long one drain may hold a worker process: a drain triggered by live traffic, and
+    # one working through a backlog or bulk jobs (short, so live triggers get a process).
     drain_budget_s: float = Field(
         default=2.0,
         gt=0,
@@ -894,7 +897,8 @@ def setting_groups() -> dict[str, type[BaseModel]]:
     """Each group of `Settings` by its attribute name, in the order the docs show them."""
     groups: dict[str, type[BaseModel]] = {}
     for name, field in Settings.model_fields.items():
-        assert isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            raise TypeError(f"Settings.{name} is no group: every setting belongs to one")
         groups[name] = field.annotation
     return groups
 

@@ -133,7 +133,9 @@ def _pipelines_client(ws: Workspace, s: Settings) -> PipelinesClient | None:
 
 
 def _app_sender(ws: Workspace, s: Settings) -> AppSender | None:
-    return AppSender(ws, s) if ws.app_api_key is not None else None
+    if ws.app_api_key is None:
+        return None
+    return AppSender(ws, s.app, s.redis, timeout_s=s.drain.upstream_timeout_s)
 
 
 def _sender(client: LaneClient) -> AppSender:

@@ -54,7 +54,9 @@ class AppIngest:
         self.idempotency = Idempotency(queue, settings.queue)
         self.outcomes = AsyncOutcomes(queue.redis, settings.app)
         self.wait_ms = settings.app.app_send_wait_ms
-        self.reads = AppReads(queue.redis, settings)
+        self.reads = AppReads(
+            queue.redis, settings.app, timeout_s=settings.drain.upstream_timeout_s
+        )
 
     def routes(self) -> list[Route]:
         sends = [

@@ -127,7 +127,12 @@ def test_a_stale_drain_adds_no_second_letter_and_replay_sends_once(
 
     a = build_drainer(settings, redis_client)
     ws = settings.workspaces[0]
-    a.clients = {**a.clients, ("default", shard.lane): SlowAmbiguous(ws, settings)}
+    a.clients = {
+        **a.clients,
+        ("default", shard.lane): SlowAmbiguous(
+            ws, settings.app, settings.redis, timeout_s=settings.drain.upstream_timeout_s
+        ),
+    }
     report = a.drain("default", 0, shard.lane)
     assert report.stopped == "lease_lost"
     letters = dlq(redis_client)
@@ -191,7 +196,12 @@ def test_a_stale_throttled_drain_keeps_the_new_holders_note(
 
     a = build_drainer(settings, redis_client)
     ws = settings.workspaces[0]
-    a.clients = {**a.clients, ("default", shard.lane): SlowThrottled(ws, settings)}
+    a.clients = {
+        **a.clients,
+        ("default", shard.lane): SlowThrottled(
+            ws, settings.app, settings.redis, timeout_s=settings.drain.upstream_timeout_s
+        ),
+    }
     report = a.drain("default", 0, shard.lane)
     assert report.stopped == "lease_lost"  # A notices it lost the lease
     assert redis_client.hget(shard.inflight, "head") == h2.id  # ... and B's note is kept
