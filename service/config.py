@@ -246,6 +246,15 @@ class RedisSettings(BaseModel):
         description="Socket connect and read timeout of every store connection (api, workers, "
         "sweeper, CLI, start-up checks).",
     )
+    redis_outage_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long ingest keeps trying to reach a Redis that refuses connections "
+        "(a restart, a failover of one Redis), counted from the outage's first failed "
+        "connect, before it answers 503 with `Retry-After` (then at once, until Redis is "
+        "back): only commands not yet sent are held, never one that may have run. 0 answers "
+        "503 at once. Keep it under the producers' HTTP timeout.",
+    )
     startup_redis_wait_s: float = Field(
         default=30.0,
         ge=0,

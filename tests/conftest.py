@@ -45,6 +45,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     tiers.mark(items)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under ``--dist loadgroup``, each ``xdist_group`` test's id must carry its group.
+
+    pytest-xdist marks it on the worker; with pytest 9.2 that mark silently did nothing (a
+    module's grouped tests ran on both workers: two Redis Clusters at once, the image venv
+    built twice), so a pair of versions that loses the grouping stops the run here.
+    """
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [
+        item.nodeid
+        for item in session.items
+        if any(True for _ in item.iter_markers("xdist_group")) and "@" not in item.nodeid
+    ]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(lost)} tests (e.g. {lost[0]}): the locked pytest "
+            "and pytest-xdist disagree on node ids"
+        )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     tiers.enter(item)

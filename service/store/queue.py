@@ -28,6 +28,10 @@ from service.store.group_commit import GroupCommit, Stored
 from service.store.slots import SlotWriter
 from service.triggers import Triggers
 
+#: How often a keyed store is tried when the link breaks and its markers show nothing
+#: stored (each try waits for a Redis that is down, up to ``CIOQ_REDIS_OUTAGE_WAIT_S``).
+_KEYED_STORE_TRIES = 2
+
 log = logging.getLogger("cioq.queue")
 
 #: Marker ids of dead-letter replays start with this, so they never meet a request's.
@@ -144,20 +148,28 @@ class Queue:
         if first is not None:
             return _as_bytes(first)
         request_id = hashlib.sha256(key.encode()).hexdigest()[:32]
-        try:
-            stored = await self._store(workspace, jobs, request_id, traffic, marker=answer)
-        except StoredUnconfirmed as exc:
-            if exc.earlier is not None and exc.earlier != b"1":
-                raise StoredUnconfirmed(str(exc), earlier=exc.earlier) from exc
-            raise
-        except StoreUnavailable as exc:
-            # The link broke (a timeout, a reset): the jobs may be stored. Their markers
-            # say; stored, the write is at least unconfirmed, and an App send may say so.
-            marker = await self._markers(workspace, jobs, request_id, traffic)
-            if marker is None:
+        for tries_left in reversed(range(_KEYED_STORE_TRIES)):
+            try:
+                stored = await self._store(workspace, jobs, request_id, traffic, marker=answer)
+                break
+            except StoredUnconfirmed as exc:
+                if exc.earlier is not None and exc.earlier != b"1":
+                    raise StoredUnconfirmed(str(exc), earlier=exc.earlier) from exc
                 raise
-            earlier = None if marker in (answer, b"1") else marker
-            raise StoredUnconfirmed(str(exc), earlier=earlier) from exc
+            except StoreUnavailable as exc:
+                # The link broke (a timeout, a reset): the jobs may be stored. Their
+                # markers say; stored, the write is at least unconfirmed, and an App send
+                # may say so.
+                marker = await self._markers(workspace, jobs, request_id, traffic)
+                if marker is not None:
+                    earlier = None if marker in (answer, b"1") else marker
+                    raise StoredUnconfirmed(str(exc), earlier=earlier) from exc
+                # Not stored, or not yet (a write still in flight may land later). Storing
+                # again is what the producer's resend with its key would do, and as safe:
+                # the markers store each part once whichever try lands first. Done here,
+                # a Redis restart that broke the link costs the producer no 503.
+                if tries_left == 0:
+                    raise
         remembered = answer if stored.earlier in (None, b"1") else stored.earlier
         assert remembered is not None
         try:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -94,9 +94,36 @@ def click_and_load(
                 break  # the click went through and navigated
             if time.monotonic() > deadline_s:
                 raise
-    WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(lambda _: _stale(old))
+    try:
+        WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(lambda _: _stale(old))
+    except TimeoutException:
+        raise AssertionError(
+            f"no new page {timeout_s} s after clicking {value!r}: {_page_state(driver, by, value)}"
+        ) from None
     wait_for(
         driver, lambda d: d.execute_script("return document.readyState") == "complete", timeout_s
+    )
+
+
+def _page_state(driver: WebDriver, by: str, value: str) -> object:
+    """What the page says about a click that loaded nothing: where it is, and whether the
+    clicked control's form would submit (a required field left empty blocks it)."""
+    try:
+        element = driver.find_element(by, value)
+    except WebDriverException:
+        return {"url": driver.current_url, "control": "gone"}
+    return driver.execute_script(
+        """
+        const el = arguments[0], form = el.form;
+        return {
+          url: location.href,
+          ready: document.readyState,
+          invalid: form
+            ? [...form.elements].filter((e) => !e.checkValidity()).map((e) => e.name)
+            : null,
+        };
+        """,
+        element,
     )
 
 

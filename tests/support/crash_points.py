@@ -1,4 +1,4 @@
-"""Crash points: fail the N-th Redis round trip of the App send path, for every N.
+"""Crash points: fail the N-th Redis round trip of a path through cioq, for every N.
 
 `Faults` wraps redis-py in this process (sync and asyncio, single commands and
 pipelines, so Lua script calls too) and counts every round trip. Armed at point N, it
@@ -11,13 +11,18 @@ makes the N-th one fail the way redis-py would fail it:
 - ``stall``: the drain is paused there past its lease: the lease expires and a second
   drain runs to the end before the first goes on (sync calls, the drain's, only).
 
-`SendPath.run` drives one keyed send from the producer's POST (stored, outcome created,
-the answer's short outcome wait) through one drain (lease, read, in-flight note, rate
-slot, POST to the sandbox, outcome record, trim), then lets the system recover (leases
-expire, pauses end, drains run without faults) and returns what happened, for
-`violations` to judge: the sandbox got the send at most once; the job is exactly one of
-delivered, dead-lettered once or still queued; no producer answer was a 5xx while the
-job was stored.
+On a Redis Cluster (`CLUSTER_MODES`) two more, where redis-py's cluster client meets them:
+
+- ``moved``: from this round trip on, every cluster client's map of slots is stale (as
+  after a resharding or a failover): each command goes to a node that answers MOVED,
+  and redis-py (or the store's own pipelines) follows the redirect;
+- ``tryagain``: redis-py gives up on a slot in migration (``TryAgainError``) before the
+  command ran, as it does once its redirect budget is spent.
+
+`DrainedPath` is what every path shares: the api in a thread, two drainers (one drains
+under faults, the other takes over a stalled drain and recovers), and recovery (leases
+expire, pauses end, drains run without faults). The paths: the App send
+(`tests.support.app_send_path`), Track and Pipelines (`tests.support.ordered_paths`).
 """
 
 from __future__ import annotations
@@ -25,31 +30,38 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
 import redis
 import redis.asyncio.client as async_client
+import redis.asyncio.cluster as async_cluster
 import redis.client as sync_client
+import redis.cluster as sync_cluster
+from redis.exceptions import TryAgainError
 
 from service import keys
 from service.config import Settings
 from service.jobs import Lane
-from service.lanes.app.jobs import FIELD_APP
+from service.store.connections import SyncStore
+from service.store.durability import Confirmation
 from tests.support.drain import build_drainer
 from tests.support.streams import stream_fields
 
 MODES = ("reset", "timeout", "noscript", "stall")
-EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
+CLUSTER_MODES = (*MODES, "moved", "tryagain")
 
 
 class Faults:
     """Counts this process's Redis round trips and fails the armed one."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, primaries: Callable[[], list[str]] | None = None) -> None:
         self._url = redis_url
+        #: The URLs whose script caches ``noscript`` empties (a cluster's primaries).
+        self._primaries = primaries or (lambda: [redis_url])
+        #: The cluster clients seen running commands: ``moved`` makes their slot maps stale.
+        self._clusters: list[Any] = []
         self._lock = threading.Lock()
         self._local = threading.local()
         self.count = 0
@@ -79,9 +91,11 @@ class Faults:
         finally:
             self._local.bypass = before
 
-    def _due(self, name: str, *, sync: bool) -> str | None:
+    def _due(self, name: str, *, sync: bool, client: Any = None) -> str | None:
         if getattr(self._local, "bypass", False):
             return None
+        if client is not None and all(client is not c for c in self._clusters):
+            self._clusters.append(client)
         with self._lock:
             if not self.targets:
                 return None
@@ -96,9 +110,15 @@ class Faults:
     def _before(self, mode: str | None) -> None:
         if mode == "reset":
             raise redis.ConnectionError("Connection reset by peer (injected)")
+        if mode == "tryagain":
+            raise TryAgainError("Multiple keys request during rehashing of slot (injected)")
+        if mode == "moved":
+            for client in self._clusters:
+                _stale_slots(client.nodes_manager.slots_cache)
         if mode == "noscript":
-            with self.bypass(), redis.Redis.from_url(self._url) as raw:
-                raw.script_flush()
+            for url in self._primaries():
+                with self.bypass(), redis.Redis.from_url(url) as raw:
+                    raw.script_flush()
         if mode == "stall":
             with self.bypass():
                 self.on_stall()
@@ -124,6 +144,8 @@ class Faults:
             return reply
 
         def pipeline(self: Any, raise_on_error: bool = True) -> Any:
+            if not self.command_stack:  # redis-py sends nothing
+                return sync_pipeline(self, raise_on_error)
             mode = faults._due(_stack_name(self.command_stack), sync=True)
             faults._before(mode)
             reply = sync_pipeline(self, raise_on_error)
@@ -138,6 +160,8 @@ class Faults:
             return reply
 
         async def apipeline(self: Any, raise_on_error: bool = True) -> Any:
+            if not self.command_stack:  # redis-py sends nothing
+                return await async_pipeline(self, raise_on_error)
             mode = faults._due(_stack_name(self.command_stack), sync=False)
             faults._before(mode)
             reply = await async_pipeline(self, raise_on_error)
@@ -148,6 +172,71 @@ class Faults:
         patch(sync_client.Pipeline, "execute", pipeline)
         patch(async_client.Redis, "execute_command", aexecute)
         patch(async_client.Pipeline, "execute", apipeline)
+        self._install_cluster(patch)
+
+    def _install_cluster(self, patch: Callable[[Any, str, Any], None]) -> None:
+        """The cluster clients' own entry points (they reach nodes without the plain
+        clients' execute_command); their pipelines are the store's transactions."""
+        faults = self
+        sync_execute = sync_cluster.RedisCluster.execute_command
+        sync_pipeline = sync_cluster.ClusterPipeline.execute
+        async_execute = async_cluster.RedisCluster.execute_command
+        async_pipeline = async_cluster.ClusterPipeline.execute
+
+        def execute(self: Any, *args: Any, **options: Any) -> Any:
+            mode = faults._due(str(args[0]), sync=True, client=self)
+            faults._before(mode)
+            reply = sync_execute(self, *args, **options)
+            faults._after(mode)
+            return reply
+
+        def pipeline(self: Any, raise_on_error: bool = True) -> Any:
+            if not self.command_stack:  # redis-py sends nothing
+                return sync_pipeline(self, raise_on_error)
+            mode = faults._due(_stack_name(self.command_stack), sync=True)
+            faults._before(mode)
+            reply = sync_pipeline(self, raise_on_error)
+            faults._after(mode)
+            return reply
+
+        async def aexecute(self: Any, *args: Any, **options: Any) -> Any:
+            mode = faults._due(str(args[0]), sync=False, client=self)
+            faults._before(mode)
+            reply = await async_execute(self, *args, **options)
+            faults._after(mode)
+            return reply
+
+        async def apipeline(
+            self: Any, raise_on_error: bool = True, allow_redirections: bool = True
+        ) -> Any:
+            # redis-py keeps an asyncio cluster pipeline's commands in its strategy.
+            queue = getattr(self._execution_strategy, "_command_queue", [])
+            if not queue:  # redis-py sends nothing
+                return await async_pipeline(self, raise_on_error, allow_redirections)
+            mode = faults._due(_stack_name(queue), sync=False)
+            faults._before(mode)
+            reply = await async_pipeline(self, raise_on_error, allow_redirections)
+            faults._after(mode)
+            return reply
+
+        patch(sync_cluster.RedisCluster, "execute_command", execute)
+        patch(sync_cluster.ClusterPipeline, "execute", pipeline)
+        patch(async_cluster.RedisCluster, "execute_command", aexecute)
+        patch(async_cluster.ClusterPipeline, "execute", apipeline)
+
+
+def _stale_slots(cache: dict[int, list[Any]]) -> None:
+    """Point every slot of `cache` at the next primary's nodes: each command then meets a
+    MOVED, which is how a client learns of a resharding or a failover."""
+    by_primary: dict[str, list[Any]] = {}
+    for nodes in cache.values():
+        by_primary.setdefault(nodes[0].name, nodes)
+    names = sorted(by_primary)
+    if len(names) < 2:
+        return
+    shifted = {name: by_primary[names[(i + 1) % len(names)]] for i, name in enumerate(names)}
+    for slot, nodes in list(cache.items()):
+        cache[slot] = shifted[nodes[0].name]
 
 
 def _stack_name(stack: list[Any]) -> str:
@@ -158,63 +247,21 @@ def _stack_name(stack: list[Any]) -> str:
     return "PIPELINE[" + ",".join(names) + "]"
 
 
-@dataclass
-class RunResult:
-    """What one run of the send path came to."""
-
-    point: int
-    mode: str
-    hit: str | None
-    answers: list[int] = field(default_factory=list)
-    #: Answers that were a 5xx while the job was already stored.
-    stored_5xx: int = 0
-    job_id: str | None = None
-    #: Repeats answered with another job than the first try's.
-    other_job_ids: int = 0
-    sends: int = 0
-    queued: int = 0
-    letters: int = 0
-    delivered: bool = False
-
-
-def violations(result: RunResult) -> list[str]:
-    """The at-most-once properties `result` breaks (empty: none)."""
-    found = []
-    if result.sends > 1:
-        found.append(f"sent {result.sends} times")
-    if result.stored_5xx:
-        found.append(f"{result.stored_5xx} 5xx answer(s) for a stored job")
-    states = [result.delivered, result.letters > 0, result.queued > 0]
-    accepted = any(200 <= a < 300 for a in result.answers)
-    if result.letters > 1:
-        found.append(f"{result.letters} dead letters")
-    if result.queued > 1:
-        found.append(f"queued {result.queued} times")
-    if sum(states) > 1:
-        found.append(f"in {sum(states)} states at once: {states}")
-    if accepted and not any(states):
-        found.append("accepted (2xx) and then lost")
-    if result.other_job_ids:
-        found.append("a repeat of the request named another job")
-    if result.delivered and result.sends == 0:
-        found.append("reported delivered without a send")
-    return found
-
-
-class SendPath:
-    """One keyed App send, producer to outcome, run in this process against `settings`."""
+class DrainedPath:
+    """A path of `lane` run in this process: the api at `api_url`, drains against `client`."""
 
     def __init__(
         self,
+        lane: Lane,
         settings: Settings,
         api_url: str,
-        sandbox: httpx.Client,
-        client: redis.Redis,
+        client: SyncStore,
         faults: Faults,
+        *,
+        confirmation: Confirmation | None = None,
     ) -> None:
+        self.lane = lane
         self.settings = settings
-        self.api_url = api_url
-        self.sandbox = sandbox
         self.redis = client
         self.faults = faults
         faults.on_stall = self._stalled
@@ -222,6 +269,10 @@ class SendPath:
         # first drains under faults, the second takes over stalled drains and recovers.
         self._first = build_drainer(settings, client)
         self._second = build_drainer(settings, client)
+        # As a worker does (workers/celery_app.py): the in-flight note and the dead
+        # letters confirmed at the level ingest confirms jobs at (WAIT/WAITAOF).
+        for drainer in (self._first, self._second):
+            drainer.store.confirmation = drainer.dead.confirmation = confirmation
         self._api = httpx.Client(base_url=api_url, timeout=15)
 
     def close(self) -> None:
@@ -230,58 +281,17 @@ class SendPath:
             for sender in drainer.clients.values():
                 sender.close()
 
-    def run(
-        self,
-        point: int,
-        mode: str,
-        *,
-        key: str = "order-1",
-        repeats: int = 1,
-        also: int | None = None,
-    ) -> RunResult:
-        """One run failing round trip `point` (and `also`) in `mode`; the producer sends
-        the request `repeats` times (a repeat after an answer, as a client whose answer
-        was lost). Two drain passes run under faults (the sweeper's re-trigger)."""
+    def _reset(self) -> None:
         with self.faults.bypass():
-            self.redis.flushdb()
-            self.sandbox.post("/_sandbox/reset").raise_for_status()
-        result = RunResult(point, mode, None)
-        self.faults.arm(frozenset({point} if also is None else {point, also}), mode)
-        try:
-            for _ in range(repeats):
-                self._produce(result, key)
-            self._drain_once()
-            with self.faults.bypass():
-                self._expire()
-            self._drain_once()
-        finally:
-            result.hit = self.faults.hit
-            self.faults.disarm()
-        with self.faults.bypass():
-            self._recover()
-            self._observe(result)
-        return result
-
-    def _produce(self, result: RunResult, key: str) -> None:
-        headers = {"Authorization": "Bearer dev-ingest-key", "Idempotency-Key": key}
-        for _ in range(3):  # as the official clients do on a 5xx
-            answer = self._api.post("/v1/send/email", json=EMAIL, headers=headers)
-            result.answers.append(answer.status_code)
-            if answer.status_code < 500:
-                if answer.status_code < 300:
-                    job_id = str(answer.json()["job_id"])
-                    if result.job_id not in (None, job_id):
-                        result.other_job_ids += 1
-                    result.job_id = job_id
-                return
-            with self.faults.bypass():
-                if self._queued_ids():
-                    result.stored_5xx += 1
+            if isinstance(self.redis, redis.RedisCluster):
+                self.redis.flushdb(target_nodes=redis.RedisCluster.PRIMARIES)
+            else:
+                self.redis.flushdb()
 
     def _drain_once(self) -> None:
         for shard in range(self.settings.queue.shards):
             try:
-                self._first.drain("default", shard, Lane.APP)
+                self._first.drain("default", shard, self.lane)
             except Exception:  # the worker task dies (Celery logs it); recovery follows
                 continue
 
@@ -293,15 +303,15 @@ class SendPath:
 
     def _drain_all(self) -> None:
         for shard in range(self.settings.queue.shards):
-            shard_keys = keys.shard_keys("default", shard, Lane.APP)
+            shard_keys = keys.shard_keys("default", shard, self.lane)
             if self.redis.xlen(shard_keys.stream):
-                self._second.drain("default", shard, Lane.APP)
+                self._second.drain("default", shard, self.lane)
 
     def _recover(self) -> None:
         """Time passes without faults: leases expire, pauses end, drains run again."""
-        for _ in range(4):
+        for _ in range(6):
             self._expire()
-            if not self._queued_ids():
+            if not self._queued():
                 return
             self._drain_all()
 
@@ -311,26 +321,17 @@ class SendPath:
             for key in self.redis.scan_iter(match=pattern):
                 self.redis.delete(key)
 
-    def _queued_ids(self) -> list[str]:
-        found = []
-        for key in self.redis.scan_iter(match="cioq:q:*"):
-            for fields in stream_fields(self.redis, key):
-                if FIELD_APP in fields:
-                    found.append(str(orjson.loads(fields[FIELD_APP])["id"]))
+    def _queued(self) -> list[dict[str, Any]]:
+        """Every job still queued in the lane's streams (its payload)."""
+        found: list[dict[str, Any]] = []
+        for shard in range(self.settings.queue.shards):
+            stream = keys.shard_keys("default", shard, self.lane).stream
+            for fields in stream_fields(self.redis, stream):
+                found.extend(orjson.loads(value) for value in fields.values())
         return found
 
-    def _observe(self, result: RunResult) -> None:
-        records = self.sandbox.get("/_sandbox/received").json()["records"]
-        result.sends = len(records)  # the sandbox records the sends it acted on
-        queued = self._queued_ids()
-        result.queued = len(queued)
-        letters = [
-            str(orjson.loads(fields[b"payload"])["id"])
+    def _letters(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(fields[b"payload"])
             for fields in stream_fields(self.redis, keys.dead_letters("default"))
         ]
-        result.letters = len(letters)
-        job_id = result.job_id or next(iter(queued + letters), None)
-        if job_id is not None:
-            raw = self.redis.hget(keys.app_outcome("default", job_id), "record")
-            state = orjson.loads(raw).get("state") if raw else None
-            result.delivered = state == "delivered" and not letters and not queued

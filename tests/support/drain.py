@@ -14,6 +14,7 @@ from service.config import Settings
 from service.jobs import shard_for
 from service.lanes.registry import clients as lane_clients
 from service.lanes.track.jobs import v2_job
+from service.store.connections import SyncStore
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.streams import Fields, stream_fields
@@ -31,7 +32,7 @@ class Clock:
 
 
 def build_drainer(
-    settings: Settings, client: redis.Redis, clock: Callable[[], float] = time.time
+    settings: Settings, client: SyncStore, clock: Callable[[], float] = time.time
 ) -> Drainer:
     """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
     clients = lane_clients(settings)

@@ -154,12 +154,14 @@ def violations(evidence: Evidence) -> list[str]:
             )
         if evidence.letters_per_job[job_id] > 1:
             found.append(f"send {n}: {evidence.letters_per_job[job_id]} letters")
-    down_at, up_at = evidence.redis_down
     for at, status in evidence.server_errors:
-        # While Redis is down nothing can be stored: a 503 then is the truth, and the
-        # producer's resend with its key is answered 202 once Redis is back.
-        if not down_at - 1 <= at <= up_at + 10:
-            found.append(f"a {status} at {at:.1f}, outside Redis's downtime")
+        # Ingest holds a request while Redis restarts (CIOQ_REDIS_OUTAGE_WAIT_S), so even
+        # the restart costs a producer a slower answer, not a 5xx.
+        down_at, up_at = evidence.redis_down
+        found.append(
+            f"a {status} {at - down_at:+.1f} s after Redis's kill "
+            f"(it answered again {up_at - down_at:.1f} s after it)"
+        )
     return found
 
 

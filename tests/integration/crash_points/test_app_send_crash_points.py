@@ -19,7 +19,8 @@ import redis
 
 from service.api.app import create_app
 from service.config import Settings
-from tests.support.crash_points import MODES, Faults, RunResult, SendPath, violations
+from tests.support.app_send_path import SendPath, baseline, check, sweep, violations
+from tests.support.crash_points import MODES, Faults
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 
@@ -50,50 +51,22 @@ def path(
         path.close()
 
 
-def _baseline(path: SendPath, *, repeats: int = 1) -> int:
-    """Run the path clean; how many round trips it made."""
-    clean = path.run(0, "none", repeats=repeats)
-    assert violations(clean) == [] and clean.sends == 1 and clean.delivered
-    path.run(10**9, "none", repeats=repeats)  # a point never reached: counts only
-    return path.faults.count
-
-
-def _sweep(path: SendPath, *, repeats: int = 1) -> tuple[int, list[RunResult]]:
-    """Fail each round trip in every mode; a few points over the clean count, as the
-    count varies a little (a rate slot's wait, the api's periodic backlog read)."""
-    points = _baseline(path, repeats=repeats)
-    runs = [path.run(n, m, repeats=repeats) for m in MODES for n in range(1, points + 6)]
-    return points, runs
-
-
-def _check(points: int, results: list[RunResult]) -> None:
-    broken = [(r.point, r.mode, r.hit, violations(r)) for r in results if violations(r)]
-    assert broken == []
-    for mode in MODES:
-        fired = sum(1 for r in results if r.mode == mode and r.hit)
-        # Nearly every point fires (a stall only where the drain, a sync client, runs).
-        assert fired >= (5 if mode == "stall" else points * 4 // 5), mode
-    hit = {r.hit for r in results if r.hit}
-    print(f"\ncrash points: {points} round trips x {len(MODES)} modes = {len(results)} runs")
-    print("round trips failed:", sorted(hit))
-
-
 def test_every_round_trip_of_a_send_failed_in_every_mode_sends_at_most_once(
     path: SendPath,
 ) -> None:
-    _check(*_sweep(path))
+    check(*sweep(path, MODES), MODES, "crash points")
 
 
 @pytest.mark.skipif(not FULL, reason="full form: CIOQ_CRASH_POINTS=full (scripts/crash-points)")
 def test_every_round_trip_of_a_repeated_send_sends_at_most_once(path: SendPath) -> None:
     """The producer sends the request twice (its first answer lost): every point again."""
-    _check(*_sweep(path, repeats=2))
+    check(*sweep(path, MODES, repeats=2), MODES, "crash points, repeated")
 
 
 @pytest.mark.skipif(not FULL, reason="full form: CIOQ_CRASH_POINTS=full (scripts/crash-points)")
 def test_every_pair_of_round_trips_timing_out_sends_at_most_once(path: SendPath) -> None:
     """Two faults in one run (a worker dies, and its successor meets a Redis error)."""
-    points = _baseline(path)
+    points = baseline(path)
     results = [
         path.run(n, "timeout", also=m)
         for n in range(1, points + 1)

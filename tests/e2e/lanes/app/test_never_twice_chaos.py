@@ -1,8 +1,9 @@
 """Issue 22, acceptance 3: keyed sends, 4 producers each, ambiguous and 503 faults, a
 worker SIGKILLed every 5 s, Redis SIGKILLed once and restarted from its AOF at the
 ``fsync`` level. Every send reaches the sandbox at most once; every one that did not is
-dead-lettered once as ``ambiguous``; every producer of a send is given the same job; a
-producer sees a 5xx only while Redis is down (nothing can be stored then).
+dead-lettered once as ``ambiguous``; every producer of a send is given the same job; no
+producer gets a 5xx, not even while Redis restarts (ingest waits for it, up to
+``CIOQ_REDIS_OUTAGE_WAIT_S``).
 
 Short form here (150 sends); ``scripts/never-twice`` runs 1,000.
 """
