@@ -1,5 +1,6 @@
 """Every relative link of the README and docs/ leads to a file of the repository, and every
-``#anchor`` to a heading of its page, as GitHub renders them; the README stays short."""
+``#anchor`` to a heading of its page, as GitHub renders them; every repository path the
+pages name in code spans exists; the README stays short."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ _FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 _CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
+#: A code span that names a file or folder under one of the repository's top-level folders,
+#: optionally followed by ``::test`` or ``:line``. A span with a placeholder (``<lane>``,
+#: ``*``, ``{…}``) or a space (a command line) names no one path and is not checked.
+_REPO_PATH = re.compile(
+    r"((?:\.ci|bench|cioq|deploy|docs|sandbox|scripts|service|tests|workers)(?:/[\w.\-]+)*/?)"
+    r"(?:::\w+|:\d+)?"
+)
 
 
 def _prose(text: str) -> str:
@@ -55,9 +63,22 @@ def broken_links(page: Path, root: Path = ROOT) -> list[str]:
     return broken
 
 
+def missing_paths(page: Path, root: Path = ROOT) -> list[str]:
+    """The repository paths named in the page's code spans that do not exist."""
+    spans = _CODE.findall(_FENCE.sub("", page.read_text()))
+    named = [m.group(1) for span in spans if (m := _REPO_PATH.fullmatch(span.strip("`")))]
+    return [path for path in named if not (root / path).exists()]
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_resolves(page: Path) -> None:
     assert broken_links(page) == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_backticked_repository_path_exists(page: Path) -> None:
+    """A file moved or renamed without the docs leaves its old path here."""
+    assert missing_paths(page) == []
 
 
 def test_the_readme_stays_short() -> None:
@@ -91,4 +112,21 @@ def test_the_checker_sees_github_anchors_and_broken_links(tmp_path: Path) -> Non
         "other.md#nope: no heading with that anchor",
         "missing.md: no such file",
         "../outside.md: outside the repository",
+    ]
+
+
+def test_the_path_checker_sees_paths_in_code_spans_only(tmp_path: Path) -> None:
+    (tmp_path / "service" / "store").mkdir(parents=True)
+    (tmp_path / "service" / "store" / "queue.py").write_text("")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "`service/store/queue.py` `service/store/queue.py:60` `service/store/` `service`\n"
+        "`service/gone.py` `tests/unit/test_x.py::test_y` `workers/drain/send.py`\n"
+        "`service/lanes/<lane>/client.py` `scripts/test -k packing` `lanes/track`\n"
+        "service/prose.py is no code span\n```\n`service/in_a_fence.py`\n```\n"
+    )
+    assert missing_paths(page, root=tmp_path) == [
+        "service/gone.py",
+        "tests/unit/test_x.py",
+        "workers/drain/send.py",
     ]
