@@ -63,8 +63,8 @@ def _endpoint(
         await core.gate.ensure()
         await core.backpressure.check(workspace.name)
         body = await request.body()
-        if len(body) > settings.max_request_bytes:
-            raise BodyRefused.too_large(settings.max_request_bytes)
+        if len(body) > settings.listener.max_request_bytes:
+            raise BodyRefused.too_large(settings.listener.max_request_bytes)
         scope = request.scope
         cioq_request = Request(
             request.method,

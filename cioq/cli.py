@@ -47,9 +47,9 @@ def _check_redis(settings: Settings) -> None:
     from service.store.connections import connect_sync
     from service.store.startup_checks import check_sync
 
-    client = connect_sync(settings)
+    client = connect_sync(settings.redis)
     try:
-        check_sync(client, settings)
+        check_sync(client, settings.redis)
     except (ConfigError, StoreUnavailable) as exc:
         typer.echo(f"cioq: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -76,19 +76,19 @@ def api(
 
     settings = _settings()
     _logging(log_level)
-    TALLY.configure(settings)
+    TALLY.configure(settings.redis)
     config = uvicorn_config(
         create_app(settings),
-        settings,
-        host=host or settings.host,
-        port=port or settings.port,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        settings.listener,
+        host=host or settings.listener.host,
+        port=port or settings.listener.port,
+        ssl_certfile=str(settings.listener.tls_cert) if settings.listener.tls_cert else None,
+        ssl_keyfile=str(settings.listener.tls_key) if settings.listener.tls_key else None,
         log_level=log_level,
         # X-Forwarded-Proto/For only from CIOQ_TRUSTED_PROXIES (uvicorn would otherwise
         # trust 127.0.0.1 by default, or FORWARDED_ALLOW_IPS).
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies),
+        proxy_headers=bool(settings.listener.trusted_proxies),
+        forwarded_allow_ips=list(settings.listener.trusted_proxies),
     )
     uvicorn.Server(config).run()
 
@@ -115,9 +115,9 @@ def worker(
     settings = _settings()
     _logging(log_level)
     _check_redis(settings)
-    TALLY.configure(settings)  # prefork children inherit it and flush on their own
+    TALLY.configure(settings.redis)  # prefork children inherit it and flush on their own
     celery = create_celery(settings)
-    serve_metrics(settings)
+    serve_metrics(settings.metrics)
     try:
         celery.worker_main(
             worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level, queues=queues)
@@ -138,15 +138,15 @@ def sweeper(log_level: str = "info") -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    triggers = Triggers.for_settings(settings)
+    triggers = Triggers.for_settings(settings.redis)
     logging.getLogger("cioq.sweeper").info(
         "sweeping %d workspace(s) x %d shards every %d ms",
         len(settings.workspaces),
-        settings.shards,
-        settings.sweep_interval_ms,
+        settings.queue.shards,
+        settings.drain.sweep_interval_ms,
     )
     try:
-        Sweeper(settings, connect_sync(settings), triggers).run(stop)
+        Sweeper(settings, connect_sync(settings.redis), triggers).run(stop)
     finally:
         triggers.close()
 

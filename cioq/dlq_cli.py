@@ -76,12 +76,12 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
         raise typer.Exit(2) from exc
 
     async def main() -> T:
-        client = connect_async(settings)
-        triggers = Triggers.for_settings(settings)
-        queue = Queue(client, settings, triggers)
+        client = connect_async(settings.redis)
+        triggers = Triggers.for_settings(settings.redis)
+        queue = Queue(client, settings.redis, settings.queue, triggers)
         try:
             # Replayed jobs are confirmed at the durability level, as ingest's are.
-            queue.confirmation = (await check_async(client, settings, wait_s=0)).confirmation
+            queue.confirmation = (await check_async(client, settings.redis, wait_s=0)).confirmation
             return await work(DeadLetterAdmin(client, queue))
         finally:
             triggers.close()

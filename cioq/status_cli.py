@@ -53,14 +53,16 @@ def _run(work: Callable[[Settings, WorkspaceControl, Overview], Awaitable[T]]) -
     settings = _loader()
 
     async def main() -> T:
-        client = connect_async(settings)
-        sync_client = connect_sync(settings)
-        triggers = Triggers.for_settings(settings)
+        client = connect_async(settings.redis)
+        sync_client = connect_sync(settings.redis)
+        triggers = Triggers.for_settings(settings.redis)
         try:
-            control = WorkspaceControl(client, settings, triggers)
-            dlq = DeadLetterAdmin(client, Queue(client, settings, None))
-            state = QueueStateCollector(settings, sync_client)
-            overview = Overview(settings, state, client, dlq, control)
+            control = WorkspaceControl(client, settings.queue, triggers)
+            dlq = DeadLetterAdmin(client, Queue(client, settings.redis, settings.queue, None))
+            state = QueueStateCollector(
+                settings.queue, settings.metrics, settings.workspaces, sync_client
+            )
+            overview = Overview(settings.workspaces, state, client, dlq, control)
             return await work(settings, control, overview)
         finally:
             triggers.close()

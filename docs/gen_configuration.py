@@ -1,9 +1,9 @@
 """Renders docs/configuration.md from the settings' own descriptions (`service/config.py`).
 
 A setting is documented where it is declared, in its ``Field(description=...)``; this module
-only lays the descriptions out, grouped by what the settings are about, so the page cannot
-drift from the code. `tests/unit/project/test_configuration_docs.py` fails when the page
-differs from what `render()` makes.
+only lays the descriptions out, one section per group of `Settings` (the code that reads
+them), so the page cannot drift from the code. `tests/unit/project/test_configuration_docs.py`
+fails when the page differs from what `render()` makes.
 
     scripts/gen-config-docs            rewrite docs/configuration.md
     scripts/gen-config-docs --check    exit 1 when it is stale
@@ -12,7 +12,7 @@ differs from what `render()` makes.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -23,145 +23,33 @@ from pydantic import AliasChoices, BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
 from cioq.cli import app as cli_app
-from service.config import Settings, Workspace
+from service.config import (
+    DEFAULT_WORKSPACE_FIELDS,
+    Settings,
+    Workspace,
+    group_fields,
+    setting_groups,
+)
 
 PAGE = Path(__file__).resolve().parent / "configuration.md"
 
-#: (title, what the group is about, the settings' field names in the order shown).
-GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    (
-        "Environment and Redis",
-        "Where the queue lives and how cioq talks to it.",
-        (
-            "env",
-            "redis_url",
-            "broker_url",
-            "redis_cluster",
-            "redis_ca_file",
-            "redis_timeout_s",
-            "redis_outage_wait_s",
-            "startup_redis_wait_s",
-        ),
-    ),
-    (
-        "Durability",
-        "What a 2xx from ingest promises; start-up refuses a Redis that cannot keep it.",
-        ("durability", "durability_timeout_ms"),
-    ),
-    (
-        "Workspaces and keys",
-        "The default workspace and its keys, more workspaces as JSON, and the operators' keys. "
-        "Each default-workspace setting has a field of the same name in `CIOQ_WORKSPACES` "
-        "entries ([Workspace fields](#workspace-fields)).",
-        (
-            "site_id",
-            "api_key",
-            "region",
-            "track_url",
-            "environment_id",
-            "ingest_keys",
-            "bulk_ingest_keys",
-            "cdp_api_key",
-            "cdp_url",
-            "app_api_key",
-            "app_url",
-            "app_resend_ambiguous",
-            "strict_validation",
-            "workspaces_json",
-            "admin_keys",
-        ),
-    ),
-    (
-        "Listener",
-        "The api process: address, TLS, proxies, and the limits that keep slow or bloated "
-        "requests from holding it.",
-        (
-            "port",
-            "host",
-            "tls_cert",
-            "tls_key",
-            "trusted_proxies",
-            "max_request_bytes",
-            "header_timeout_s",
-            "body_timeout_s",
-            "max_header_count",
-            "max_header_bytes",
-            "idempotency_window_s",
-        ),
-    ),
-    (
-        "Backpressure",
-        "Ingest answers 503 with `Retry-After` while a workspace's backlog is over either mark.",
-        ("backlog_max_entries", "backlog_max_age_s", "backlog_refresh_ms", "backlog_retry_after_s"),
-    ),
-    (
-        "Limits, stamping and packing",
-        "What a call and a request to Customer.io may hold, and how the drain fills requests.",
-        (
-            "max_op_bytes",
-            "max_batch_bytes",
-            "cdp_max_call_bytes",
-            "cdp_max_batch_bytes",
-            "stamp_timestamps",
-            "linger_ms",
-            "pack_across_shards",
-            "max_ops_per_read",
-            "coalesce",
-        ),
-    ),
-    (
-        "Shards, drains and workers",
-        "How the queue is split and how long a drain may hold a shard and a worker process.",
-        (
-            "shards",
-            "lease_ms",
-            "allow_short_lease",
-            "drain_budget_s",
-            "bulk_drain_budget_s",
-            "sweep_interval_ms",
-            "upstream_timeout_s",
-            "shutdown_grace_s",
-        ),
-    ),
-    (
-        "Retries, pauses and dead letters",
-        "What a failed send leads to: backoff, a paused workspace lane, or a dead letter.",
-        (
-            "retry_base_ms",
-            "retry_cap_ms",
-            "retry_max_attempts",
-            "retry_max_age_s",
-            "throttle_pause_ms",
-            "setup_pause_ms",
-            "crash_limit",
-        ),
-    ),
-    (
-        "App API lane",
-        "Customer.io's published App API limits are the defaults, spent cluster-wide.",
-        (
-            "app_send_rps",
-            "app_rps",
-            "app_broadcast_interval_s",
-            "app_rate_headroom",
-            "app_send_wait_ms",
-            "app_read_wait_ms",
-            "app_outcome_ttl_s",
-            "app_token_wait_max_ms",
-        ),
-    ),
-    ("Console", "The operator console under `/console`.", ("console_secret", "console_session_s")),
-    (
-        "Metrics",
-        "Prometheus metrics of the api and the workers.",
-        (
-            "worker_metrics_host",
-            "worker_metrics_port",
-            "metrics_redis_timeout_s",
-            "drain_rate_window_s",
-        ),
-    ),
-)
+#: (title, what the group is about, its class, its settings by name): the groups of
+#: `Settings`, in their order, each headed by its field's `title` and `description`.
+Group = tuple[str, str, type[BaseModel], dict[str, FieldInfo]]
+
+
+def groups() -> list[Group]:
+    """The sections of the page: one per group of `Settings`."""
+    found: list[Group] = []
+    for name, model in setting_groups().items():
+        field = Settings.model_fields[name]
+        if not (field.title and field.description):
+            raise ValueError(f"Settings.{name} needs a title and a description to head its section")
+        found.append((field.title, field.description, model, group_fields(name)))
+    return found
+
+
+GROUPS = groups()
 
 INTRO = """\
 # Configuration
@@ -171,9 +59,11 @@ those, then run it. tests/unit/project/test_configuration_docs.py fails when thi
 
 Every process reads its settings once, at start-up, from environment variables
 (`service/config.py`, `load_settings()`); an empty value counts as unset, and a value that
-breaks a rule stops the process with `configuration error` naming the setting. The
-Kubernetes overlays set them in `deploy/k8s/base/config.env` and each overlay's
-`secrets.env`; the local stack in `local.env`.
+breaks a rule stops the process with `configuration error` naming the setting. Each section
+below is one group of settings, named for the code that reads it; the variables are flat
+(`CIOQ_<FIELD>`), whatever group holds them. The Kubernetes overlays set them in
+`deploy/k8s/base/config.env` and each overlay's `secrets.env`; the local stack in
+`local.env`.
 """
 
 
@@ -246,9 +136,13 @@ def _value(value: object) -> str:
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
-    if field.default is None:
+    return _shown(field.default)
+
+
+def _shown(value: object) -> str:
+    if value is None:
         return "unset"
-    shown = _value(field.default)
+    shown = _value(value)
     return f"`{shown}`" if shown else "none"
 
 
@@ -262,26 +156,21 @@ def _description(owner: str, name: str, field: FieldInfo) -> str:
     return _cell(field.description)
 
 
-def _settings_rows(names: Iterable[str]) -> Iterator[str]:
-    for name in names:
-        field = Settings.model_fields[name]
+def _settings_rows(group: Group) -> Iterator[str]:
+    _, _, model, fields = group
+    # What a setting holds when no variable sets it: the default workspace's defaults are
+    # the development values, not the `Workspace` field's own.
+    defaults = next(
+        Settings.model_fields[name].get_default(call_default_factory=True)
+        for name, cls in setting_groups().items()
+        if cls is model
+    )
+    for name, field in fields.items():
         first, *others = settings_env_names(name, field)
         variable = f"`{first}`" + "".join(f" (or `{o}`)" for o in others)
         kind = _type(field.annotation) + _bounds(field)
-        description = _description("Settings", name, field)
-        yield f"| {variable} | {kind} | {_default(field)} | {description} |"
-
-
-def _check_groups() -> None:
-    listed = [name for _, _, names in GROUPS for name in names]
-    twice = sorted({n for n in listed if listed.count(n) > 1})
-    missing = sorted(set(Settings.model_fields) - set(listed))
-    unknown = sorted(set(listed) - set(Settings.model_fields))
-    if twice or missing or unknown:
-        raise ValueError(
-            f"GROUPS in {__name__} must list every setting once: in no group {missing}, "
-            f"twice {twice}, not a setting {unknown}"
-        )
+        description = _description(model.__name__, name, field)
+        yield f"| {variable} | {kind} | {_shown(getattr(defaults, name))} | {description} |"
 
 
 def _workspace_rows(model: type[BaseModel]) -> Iterator[str]:
@@ -290,8 +179,9 @@ def _workspace_rows(model: type[BaseModel]) -> Iterator[str]:
         if name in ("ingest_keys", "bulk_ingest_keys"):
             kind += " (a JSON list or one comma-separated string)"
         default = "`default`" if name == "name" else _default(field)
-        setting = Settings.model_fields.get(name)
-        from_default = f"`{settings_env_names(name, setting)[0]}`" if setting else "—"
+        from_default = (
+            f"`{settings_env_names(name, field)[0]}`" if name in DEFAULT_WORKSPACE_FIELDS else "—"
+        )
         description = _description(model.__name__, name, field)
         yield f"| `{name}` | {_cell(kind)} | {default} | {from_default} | {description} |"
 
@@ -305,14 +195,15 @@ def _cli_rows() -> Iterator[str]:
 
 def render() -> str:
     """The whole of docs/configuration.md."""
-    _check_groups()
     lines = [INTRO, "## Contents", ""]
-    anchors = [title for title, _, _ in GROUPS] + ["Workspace fields", "Command-line options"]
+    anchors = [title for title, _, _, _ in GROUPS] + ["Workspace fields", "Command-line options"]
     lines += [f"- [{t}](#{t.lower().replace(' ', '-').replace(',', '')})" for t in anchors]
-    for title, about, names in GROUPS:
-        lines += ["", f"## {title}", "", about, ""]
+    for group in GROUPS:
+        title, about, model, _ = group
+        code = f"In code: `{model.__name__}`. {_cell(model.__doc__ or '')}"
+        lines += ["", f"## {title}", "", about, "", code, ""]
         lines += ["| variable | type | default | description |", "|---|---|---|---|"]
-        lines += _settings_rows(names)
+        lines += _settings_rows(group)
     lines += [
         "",
         "## Workspace fields",

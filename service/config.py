@@ -1,8 +1,11 @@
 """Settings: every knob cioq has, read once at process start.
 
-One `Settings` class reads the environment (prefix ``CIOQ_``). Nothing reads it at
-import time: entry points call `load_settings()` and pass the result down, and tests
-build their own `Settings(...)`.
+One `Settings` class reads the environment (prefix ``CIOQ_``), in groups by the code
+that reads them (`RedisSettings`, `DrainSettings`, `RetrySettings`...); each consumer is
+handed its group only. The variables stay flat: a setting is read from ``CIOQ_<FIELD>``
+whichever group holds it. Nothing reads the environment at import time: entry points call
+`load_settings()` and pass the result down, and tests build their own `Settings(...)`
+with the same flat names (``Settings(shards=4)``).
 
 A *workspace* is one Customer.io account (site id + Track API key + region). The
 default workspace comes from ``CIOQ_SITE_ID``/``CIOQ_API_KEY``/``CIOQ_REGION``/
@@ -16,13 +19,30 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from service.errors import ConfigError
 from service.jobs import Lane, lanes_serving
@@ -54,6 +74,18 @@ PLACEHOLDER = "CHANGE_ME"
 _WORKSPACE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+#: Keys in one variable or JSON string, comma-separated (`a,b`), or a list.
+CsvSecrets = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_csv)]
+#: Addresses or networks, comma-separated, or a list.
+CsvStrings = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_csv)]
+
+
 class Workspace(BaseModel):
     """One Customer.io workspace and the keys its producers authenticate with."""
 
@@ -81,12 +113,12 @@ class Workspace(BaseModel):
         description="Overrides the region's Track API base URL (e.g. the sandbox); `http://` "
         "or `https://`.",
     )
-    ingest_keys: tuple[SecretStr, ...] = Field(
+    ingest_keys: CsvSecrets = Field(
         default=(),
         description="Keys the workspace's producers send (Basic `site_id:key`, Basic `key:` "
         "or `Bearer key`); the key picks the workspace, so each belongs to one workspace only.",
     )
-    bulk_ingest_keys: tuple[SecretStr, ...] = Field(
+    bulk_ingest_keys: CsvSecrets = Field(
         default=(),
         description="Ingest keys whose requests are bulk traffic whatever `X-Cioq-Traffic` "
         "says (docs/live-and-bulk.md).",
@@ -172,30 +204,16 @@ class Workspace(BaseModel):
         return self.app_url or REGION_APP_URLS[self.region]
 
 
-def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
+class RedisSettings(BaseModel):
+    """Read by the store's connections and start-up checks and by the trigger broker."""
 
-
-class Settings(BaseSettings):
-    """Every setting of cioq. Each field's description is its documentation:
-    `scripts/gen-config-docs` renders them into docs/configuration.md."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="CIOQ_",
-        env_ignore_empty=True,
-        extra="ignore",
-        populate_by_name=True,
-    )
+    model_config = ConfigDict(frozen=True)
 
     env: Literal["development", "production"] = Field(
         default="development",
         description="`production` refuses to start with empty, development or `CHANGE_ME` "
         "placeholder keys, and with an evicting Redis (development only logs a warning).",
     )
-
-    # Redis and Celery
     # URLs may carry a Redis password; keep them out of repr.
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -215,31 +233,12 @@ class Settings(BaseSettings):
         description="The queue's Redis is a Redis/Valkey Cluster; `CIOQ_REDIS_URL` names any "
         "seed node (docs/redis-cluster.md).",
     )
-    shards: int = Field(
-        default=32,
-        ge=1,
-        le=4096,
-        description="Streams per workspace and lane; at least the total worker concurrency. "
-        "Drain the queue before changing it.",
-    )
     redis_ca_file: str | None = Field(
         default=None,
         description="PEM bundle of the CA that signed the Redis servers' certificates, for a "
         "private CA (default: the system trust store). With `rediss://` the store and the "
         "broker always verify the certificate and host name "
         "(`tests/e2e/store/test_redis_tls.py`).",
-    )
-    durability: Literal["write", "replica", "fsync", "replicated"] = Field(
-        default="write",
-        description="What a 2xx promises: `write` (applied in Redis), `replica` (also received "
-        "by a replica; no AOF needed), `fsync` (on the primary's disk) or `replicated` (on "
-        "disk and on a replica). Start-up refuses a Redis that cannot keep it "
-        '(docs/deploy.md, "Durability per provider").',
-    )
-    durability_timeout_ms: int = Field(
-        default=5000,
-        ge=1,
-        description="How long a write waits for `WAITAOF`/`WAIT` before ingest answers 503.",
     )
     redis_timeout_s: float = Field(
         default=5.0,
@@ -262,104 +261,68 @@ class Settings(BaseSettings):
         description="How long a worker waits for Redis at start-up before refusing to start "
         "(the api starts anyway and answers 503 until Redis is up and checked).",
     )
-    # Backpressure: ingest answers 503 while a workspace's backlog is over either mark.
-    backlog_max_entries: int = Field(
-        default=1_000_000,
-        ge=1,
-        description="Per workspace: over this many waiting jobs, ingest answers 503 with "
-        "`Retry-After`.",
-    )
-    backlog_max_age_s: float = Field(
-        default=3600.0,
+    metrics_redis_timeout_s: float = Field(
+        default=0.5,
         gt=0,
-        description="Per workspace: while the oldest waiting job is older than this, ingest "
-        "answers 503 with `Retry-After`.",
+        description="How long a scrape of the api's `/metrics` waits for the queue gauges "
+        "from Redis; beyond it `cioq_queue_state_up` is 0.",
     )
-    backlog_refresh_ms: int = Field(
-        default=500,
-        ge=0,
-        description="How long an api process reuses a workspace's backlog reading, so "
-        "backpressure costs no Redis round trip per request.",
+    durability: Literal["write", "replica", "fsync", "replicated"] = Field(
+        default="write",
+        description="What a 2xx promises: `write` (applied in Redis), `replica` (also received "
+        "by a replica; no AOF needed), `fsync` (on the primary's disk) or `replicated` (on "
+        "disk and on a replica). Start-up refuses a Redis that cannot keep it "
+        '(docs/deploy.md, "Durability per provider").',
     )
-    backlog_retry_after_s: int = Field(
-        default=5, ge=1, description="`Retry-After` of a backpressure 503."
+    durability_timeout_ms: int = Field(
+        default=5000,
+        ge=1,
+        description="How long a write waits for `WAITAOF`/`WAIT` before ingest answers 503.",
     )
 
-    # Default workspace
-    site_id: str = Field(
-        default=DEV_SITE_ID, description="The default workspace's Customer.io site id."
-    )
-    api_key: SecretStr = Field(
-        default=SecretStr(DEV_API_KEY),
-        description="The default workspace's Track API key (secret).",
-    )
-    region: Literal["us", "eu"] = Field(
-        default="us",
-        description="The default workspace's data center: `us` sends to "
-        "`https://track.customer.io` (and the `cdp.`/`api.` hosts), `eu` to their `-eu` hosts.",
-    )
-    track_url: str | None = Field(
-        default=None,
-        description="Overrides the region's Track API base URL (e.g. the sandbox).",
-    )
-    environment_id: int | None = Field(
-        default=None,
-        description="Customer.io's id of the default workspace, echoed as `environment_id` by "
-        "`GET /api/v1/accounts/region` (`null` when unset).",
-    )
-    cdp_api_key: SecretStr | None = Field(
-        default=None,
-        description="The default workspace's Pipelines write key (secret); unset, Pipelines "
-        "calls are refused with 403.",
-    )
-    cdp_url: str | None = Field(
-        default=None,
-        description="Overrides the Pipelines host (`us`: `https://cdp.customer.io`, `eu`: "
-        "`https://cdp-eu.customer.io`).",
-    )
-    app_api_key: SecretStr | None = Field(
-        default=None,
-        description="The default workspace's App API key (secret); unset, App API sends, "
-        "triggers and reads are refused with 403.",
-    )
-    app_url: str | None = Field(
-        default=None,
-        description="Overrides the App API host (`us`: `https://api.customer.io`, `eu`: "
-        "`https://api-eu.customer.io`).",
-    )
-    app_resend_ambiguous: bool = Field(
-        default=False,
-        description="Resend the default workspace's App sends whose outcome is unknown: MAY "
-        "DELIVER TWICE. Off, they are dead-lettered as `ambiguous`.",
-    )
-    strict_validation: bool = Field(
-        default=False,
-        description="cioq's checks beyond Customer.io's for the default workspace "
-        "(docs/validation-rules.md).",
-    )
-    ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        default=(SecretStr(DEV_INGEST_KEY),),
-        description="Comma-separated keys the default workspace's producers send (Basic "
-        "`site_id:key`, Basic `key:` or `Bearer key`).",
-    )
-    bulk_ingest_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
-        default=(),
-        description="Comma-separated ingest keys of the default workspace whose requests are "
-        "bulk traffic (docs/live-and-bulk.md).",
-    )
+    @model_validator(mode="after")
+    def _check_redis(self) -> RedisSettings:
+        if self.redis_ca_file is not None and not Path(self.redis_ca_file).is_file():
+            raise ValueError(f"CIOQ_REDIS_CA_FILE {self.redis_ca_file!r} is not a readable file")
+        if self.redis_cluster and self.broker_url in (None, self.redis_url):
+            # Celery's Redis transport speaks to one node; on a cluster it would get MOVED.
+            raise ValueError(
+                "CIOQ_REDIS_CLUSTER=true needs CIOQ_BROKER_URL naming a separate standalone "
+                "Redis: Celery's Redis broker does not support Redis Cluster"
+            )
+        return self
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker for drain triggers: its own setting, else the queue's Redis."""
+        return self.broker_url or self.redis_url
+
+
+class KeySettings(BaseModel):
+    """Read at start-up (`Settings.workspaces`), by the admin API's and the console's auth."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
     workspaces_json: str | None = Field(
         default=None,
         validation_alias=AliasChoices("CIOQ_WORKSPACES", "workspaces_json"),
         repr=False,  # holds API and ingest keys in clear
         description="More workspaces, as JSON inline or `@/path/to/file.json`: a list of "
-        'objects with the fields under "Workspaces" below, or an object of them by name.',
+        'objects with the fields under "Workspace fields" below, or an object of them by name.',
     )
-    admin_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+    admin_keys: CsvSecrets = Field(
         default=(SecretStr(DEV_ADMIN_KEY),),
         description="Comma-separated keys of the admin API and the console, distinct from "
         "every ingest key; `name:key` names a key in the audit (a bare key is named by its "
         "fingerprint).",
     )
+
+
+class ConsoleSettings(BaseModel):
+    """Read by the console's sessions."""
+
+    model_config = ConfigDict(frozen=True)
+
     console_secret: SecretStr | None = Field(
         default=None,
         description="Signs the console's session cookies (secret). Unset, a digest of the "
@@ -369,7 +332,12 @@ class Settings(BaseSettings):
         default=28_800, ge=60, description="How long a console sign-in lasts."
     )
 
-    # Ingest API
+
+class ListenerSettings(BaseModel):
+    """Read by the api process: `cioq api`, the listener and the ingest app."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
     port: int = Field(
         default=8000,
         validation_alias=AliasChoices("PORT", "CIOQ_PORT", "port"),
@@ -386,7 +354,7 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(
         default=None, description="PEM private key of `CIOQ_TLS_CERT`; set both or neither."
     )
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+    trusted_proxies: CsvStrings = Field(
         default=(),
         description="Comma-separated addresses or networks (`10.0.0.0/8`) whose "
         "`X-Forwarded-Proto`/`X-Forwarded-For` are believed: the ingress that terminates TLS. "
@@ -399,7 +367,6 @@ class Settings(BaseSettings):
         description="Ingest request body cap (413 beyond; for gzip bodies, the inflated size). "
         "A batch bigger than Customer.io's limit is re-packed by the drain.",
     )
-    # Listener limits (service/api/listener.py): slow or bloated requests cannot hold it.
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
@@ -422,24 +389,114 @@ class Settings(BaseSettings):
         description="A request head larger than this: 431 as soon as the limit is crossed, "
         "and the connection is closed.",
     )
-    idempotency_window_s: float = Field(
-        default=86_400.0,
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # uvicorn would take a typo for a literal host name and silently trust nobody.
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"CIOQ_TRUSTED_PROXIES: {entry!r} is no address or network"
+                ) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ListenerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
+        return self
+
+
+class BacklogSettings(BaseModel):
+    """Read by ingest's backpressure (`service/store/backpressure.py`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backlog_max_entries: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Per workspace: over this many waiting jobs, ingest answers 503 with "
+        "`Retry-After`.",
+    )
+    backlog_max_age_s: float = Field(
+        default=3600.0,
         gt=0,
-        description="How long an `Idempotency-Key`'s first answer, and its per-shard request "
-        "markers, are kept; also how long a dead-letter replay's marker guards against a "
-        "second replay.",
+        description="Per workspace: while the oldest waiting job is older than this, ingest "
+        "answers 503 with `Retry-After`.",
+    )
+    backlog_refresh_ms: int = Field(
+        default=500,
+        ge=0,
+        description="How long an api process reuses a workspace's backlog reading, so "
+        "backpressure costs no Redis round trip per request.",
+    )
+    backlog_retry_after_s: int = Field(
+        default=5, ge=1, description="`Retry-After` of a backpressure 503."
     )
 
-    # Packing and delivery
+
+class LimitSettings(BaseModel):
+    """Read by the lanes (`service/lanes/`): what ingest checks and how a request is built."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_op_bytes: int = Field(
+        default=32_768,
+        ge=256,
+        description="Largest Track operation, checked at ingest.",
+    )
     max_batch_bytes: int = Field(
         default=500_000,
         ge=1024,
         description="Largest Track `/api/v2/batch` body the drain sends, envelope included.",
     )
-    max_op_bytes: int = Field(
-        default=32_768,
+    cdp_max_call_bytes: int = Field(
+        default=32_000,
         ge=256,
-        description="Largest Track operation, checked at ingest.",
+        description="Largest Pipelines call, checked at ingest on the stamped call "
+        '(Customer.io\'s "32 KB", same reading).',
+    )
+    cdp_max_batch_bytes: int = Field(
+        default=500_000,
+        ge=1024,
+        description="Largest Pipelines `/v1/batch` body the drain sends, envelope included "
+        '(Customer.io\'s "500 KB", read as 1000-byte KB).',
+    )
+    stamp_timestamps: bool = Field(
+        default=True,
+        description="Stamp the accept time on calls and ops that carry none (Pipelines: "
+        "ISO-8601; Track identify/event/page/screen: Unix seconds). Ids are always stamped.",
+    )
+    coalesce: bool = Field(
+        default=False,
+        description="Merge back-to-back identifies of one person inside a Track batch "
+        "(`cioq_ops_coalesced_total` counts the ops saved).",
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> LimitSettings:
+        if self.max_op_bytes + 12 > self.max_batch_bytes:
+            raise ValueError("max_batch_bytes must hold at least one op of max_op_bytes")
+        if self.cdp_max_call_bytes + 12 > self.cdp_max_batch_bytes:
+            raise ValueError("cdp_max_batch_bytes must hold one call of cdp_max_call_bytes")
+        return self
+
+
+class QueueSettings(BaseModel):
+    """Read by the store's writers and readers, the sweeper and the drain: the shape of the
+    queue and how long its markers last."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shards: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Streams per workspace and lane; at least the total worker concurrency. "
+        "Drain the queue before changing it.",
     )
     linger_ms: int = Field(
         default=1000,
@@ -453,33 +510,28 @@ class Settings(BaseSettings):
         description="Entries a drain reads from a shard's stream at a time; a shard holding "
         "at least this many is a backlog, left to drains of its own.",
     )
-    coalesce: bool = Field(
-        default=False,
-        description="Merge back-to-back identifies of one person inside a Track batch "
-        "(`cioq_ops_coalesced_total` counts the ops saved).",
-    )
-    cdp_max_batch_bytes: int = Field(
-        default=500_000,
-        ge=1024,
-        description="Largest Pipelines `/v1/batch` body the drain sends, envelope included "
-        '(Customer.io\'s "500 KB", read as 1000-byte KB).',
-    )
-    cdp_max_call_bytes: int = Field(
-        default=32_000,
-        ge=256,
-        description="Largest Pipelines call, checked at ingest on the stamped call "
-        '(Customer.io\'s "32 KB", same reading).',
-    )
-    stamp_timestamps: bool = Field(
-        default=True,
-        description="Stamp the accept time on calls and ops that carry none (Pipelines: "
-        "ISO-8601; Track identify/event/page/screen: Unix seconds). Ids are always stamped.",
-    )
-    upstream_timeout_s: float = Field(
-        default=20.0,
+    idempotency_window_s: float = Field(
+        default=86_400.0,
         gt=0,
-        description="Customer.io request timeout; must be below `CIOQ_SHUTDOWN_GRACE_S`.",
+        description="How long an `Idempotency-Key`'s first answer, and its per-shard request "
+        "markers, are kept; also how long a dead-letter replay's marker guards against a "
+        "second replay.",
     )
+
+    @property
+    def trigger_ttl_ms(self) -> int:
+        """How long a shard's trigger marker debounces further triggers.
+
+        It outlives the linger wait, so a burst of writes to one shard sends one trigger.
+        """
+        return max(2 * self.linger_ms, 1000)
+
+
+class DrainSettings(BaseModel):
+    """Read by the drain, the sweeper, the worker process and the lanes' clients."""
+
+    model_config = ConfigDict(frozen=True)
+
     lease_ms: int = Field(
         default=60_000,
         ge=1000,
@@ -516,8 +568,78 @@ class Settings(BaseSettings):
         ge=10,
         description="The sweeper's period: how often it re-triggers shards with work and no drain.",
     )
+    crash_limit: int = Field(
+        default=3,
+        ge=1,
+        description="Deaths without an outcome (worker killed mid-send) of a lone job before "
+        "it is quarantined as `crash_loop`.",
+    )
+    upstream_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Customer.io request timeout; must be below `CIOQ_SHUTDOWN_GRACE_S`.",
+    )
+    shutdown_grace_s: float = Field(
+        default=25.0,
+        gt=0,
+        description="A stopping worker's warm-shutdown budget; set the pod's "
+        "`terminationGracePeriodSeconds` above it.",
+    )
 
-    # App API lane: Customer.io's published limits are the defaults.
+    @model_validator(mode="after")
+    def _check_grace(self) -> DrainSettings:
+        if self.upstream_timeout_s >= self.shutdown_grace_s:
+            # A stopping worker finishes the request in flight; it must fit the grace period.
+            raise ValueError(
+                "CIOQ_UPSTREAM_TIMEOUT_S must be below CIOQ_SHUTDOWN_GRACE_S, so a stopping "
+                "worker can finish its request in flight"
+            )
+        return self
+
+
+class RetrySettings(BaseModel):
+    """Read by the drain's failure handling (`workers/drain/blocked.py`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    retry_base_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="Base of the full-jitter backoff after a transient "
+        "failure (408, 5xx, timeouts).",
+    )
+    retry_cap_ms: int = Field(
+        default=300_000, ge=0, description="Longest backoff between two tries."
+    )
+    retry_max_attempts: int = Field(
+        default=20,
+        ge=1,
+        description="Tries before a job is dead-lettered (`max_attempts`).",
+    )
+    retry_max_age_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="Age after which a job that still fails is dead-lettered (`max_age`).",
+    )
+    throttle_pause_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="How long a workspace lane pauses after a 429 without `Retry-After`.",
+    )
+    setup_pause_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="How long a workspace lane pauses after a 401/403 (jobs kept), then "
+        "probes again.",
+    )
+
+
+class AppLaneSettings(BaseModel):
+    """Read by the App API lane (`service/lanes/app/`): Customer.io's published limits are
+    the defaults."""
+
+    model_config = ConfigDict(frozen=True)
+
     app_send_rps: float = Field(
         default=100.0,
         gt=0,
@@ -564,51 +686,12 @@ class Settings(BaseSettings):
         "shard back until the slot.",
     )
 
-    # Retries, pauses, dead letters
-    retry_base_ms: int = Field(
-        default=1000,
-        ge=0,
-        description="Base of the full-jitter backoff after a transient "
-        "failure (408, 5xx, timeouts).",
-    )
-    retry_cap_ms: int = Field(
-        default=300_000, ge=0, description="Longest backoff between two tries."
-    )
-    retry_max_attempts: int = Field(
-        default=20,
-        ge=1,
-        description="Tries before a job is dead-lettered (`max_attempts`).",
-    )
-    retry_max_age_s: float = Field(
-        default=86_400.0,
-        gt=0,
-        description="Age after which a job that still fails is dead-lettered (`max_age`).",
-    )
-    throttle_pause_ms: int = Field(
-        default=5000,
-        ge=0,
-        description="How long a workspace lane pauses after a 429 without `Retry-After`.",
-    )
-    setup_pause_ms: int = Field(
-        default=30_000,
-        ge=0,
-        description="How long a workspace lane pauses after a 401/403 (jobs kept), then "
-        "probes again.",
-    )
-    crash_limit: int = Field(
-        default=3,
-        ge=1,
-        description="Deaths without an outcome (worker killed mid-send) of a lone job before "
-        "it is quarantined as `crash_loop`.",
-    )
-    shutdown_grace_s: float = Field(
-        default=25.0,
-        gt=0,
-        description="A stopping worker's warm-shutdown budget; set the pod's "
-        "`terminationGracePeriodSeconds` above it.",
-    )
 
-    # Metrics
+class MetricsSettings(BaseModel):
+    """Read by the workers' `/metrics` server and the queue gauges."""
+
+    model_config = ConfigDict(frozen=True)
+
     worker_metrics_host: str = Field(
         default="127.0.0.1",
         description="Bind address of a worker's `/metrics` server.",
@@ -620,71 +703,162 @@ class Settings(BaseSettings):
         description="Port of a worker's `/metrics` server (the Celery main process adds up "
         "its prefork children).",
     )
-    metrics_redis_timeout_s: float = Field(
-        default=0.5,
-        gt=0,
-        description="How long a scrape of the api's `/metrics` waits for the queue gauges "
-        "from Redis; beyond it `cioq_queue_state_up` is 0.",
-    )
     drain_rate_window_s: int = Field(
         default=60,
         ge=1,
         description="Window of the drain rate behind `cioq_backlog_seconds`, the scaling signal.",
     )
 
-    @field_validator("ingest_keys", "bulk_ingest_keys", "admin_keys", mode="before")
-    @classmethod
-    def _parse_keys(cls, value: object) -> object:
-        return _split_csv(value)
 
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _parse_proxies(cls, value: object) -> object:
-        return _split_csv(value)
+#: What the default workspace holds where no variable says otherwise: development values,
+#: which production refuses (`check_keys`). A `CIOQ_WORKSPACES` entry has no such defaults.
+DEV_WORKSPACE: dict[str, object] = {
+    "name": "default",
+    "site_id": DEV_SITE_ID,
+    "api_key": SecretStr(DEV_API_KEY),
+    "ingest_keys": (SecretStr(DEV_INGEST_KEY),),
+}
 
-    @field_validator("trusted_proxies")
+#: The default workspace's fields that a variable sets: every field of a `CIOQ_WORKSPACES`
+#: entry but its name (``CIOQ_SITE_ID`` sets ``site_id``...).
+DEFAULT_WORKSPACE_FIELDS: tuple[str, ...] = tuple(n for n in Workspace.model_fields if n != "name")
+
+
+class Settings(BaseSettings):
+    """Every setting of cioq, in groups by the code that reads them; each consumer is
+    handed its group. Each field's description is its documentation: `scripts/gen-config-docs`
+    renders the groups, in this order, into docs/configuration.md (a group field's `title`
+    and `description` head its section).
+
+    The environment stays flat: every setting is read from ``CIOQ_<FIELD>``, whatever group
+    holds it, and ``Settings(shards=4, lease_ms=...)`` takes the same flat names."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CIOQ_",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    redis: RedisSettings = Field(
+        default_factory=RedisSettings,
+        title="Environment and Redis",
+        description="Where the queue lives, how cioq talks to it, and what a 2xx from ingest "
+        "promises; start-up refuses a Redis that cannot keep it.",
+    )
+    default_workspace: Workspace = Field(
+        default_factory=lambda: Workspace.model_validate(DEV_WORKSPACE),
+        title="Default workspace",
+        description="The workspace named `default`: each field of a `CIOQ_WORKSPACES` entry "
+        "([Workspace fields](#workspace-fields)) but its name is read from `CIOQ_<FIELD>`.",
+    )
+    keys: KeySettings = Field(
+        default_factory=KeySettings,
+        title="More workspaces and admin keys",
+        description="Workspaces beyond the default one, and the keys of the admin API and "
+        "the console.",
+    )
+    listener: ListenerSettings = Field(
+        default_factory=ListenerSettings,
+        title="Listener",
+        description="The api process: address, TLS, proxies, and the limits that keep slow "
+        "or bloated requests from holding it.",
+    )
+    backlog: BacklogSettings = Field(
+        default_factory=BacklogSettings,
+        title="Backpressure",
+        description="Ingest answers 503 with `Retry-After` while a workspace's backlog is "
+        "over either mark.",
+    )
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings,
+        title="Limits, stamping and packing",
+        description="What a call and a request to Customer.io may hold, and what ingest adds.",
+    )
+    queue: QueueSettings = Field(
+        default_factory=QueueSettings,
+        title="Shards and markers",
+        description="How the queue is split, how long a request lingers for more, and how "
+        "long idempotency markers last.",
+    )
+    drain: DrainSettings = Field(
+        default_factory=DrainSettings,
+        title="Drains and workers",
+        description="How long a drain may hold a shard and a worker process, and how long "
+        "one request to Customer.io may take.",
+    )
+    retry: RetrySettings = Field(
+        default_factory=RetrySettings,
+        title="Retries, pauses and dead letters",
+        description="What a failed send leads to: backoff, a paused workspace lane, or a "
+        "dead letter.",
+    )
+    app: AppLaneSettings = Field(
+        default_factory=AppLaneSettings,
+        title="App API lane",
+        description="Customer.io's published App API limits are the defaults, spent cluster-wide.",
+    )
+    console: ConsoleSettings = Field(
+        default_factory=ConsoleSettings,
+        title="Console",
+        description="The operator console under `/console`.",
+    )
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings,
+        title="Metrics",
+        description="Prometheus metrics of the workers and the queue gauges.",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        # Typed as flat keywords: ``Settings(shards=4)`` names a setting, not a group.
+        super().__init__(**values)
+
     @classmethod
-    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        # uvicorn would take a typo for a literal host name and silently trust nobody.
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError as exc:
-                raise ValueError(
-                    f"CIOQ_TRUSTED_PROXIES: {entry!r} is no address or network"
-                ) from exc
-        return value
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # pydantic-settings would read a group from CIOQ_<GROUP>__<FIELD>; the flat source
+        # reads every field of every group from CIOQ_<FIELD>, as before the groups.
+        return init_settings, EnvSettingsSource(_flat_settings_class())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_flat_names(cls, data: object) -> object:
+        """Moves each flat value (from the environment or ``Settings(shards=4)``) into its
+        group; a flat value wins over the same field given inside a group."""
+        if not isinstance(data, dict):
+            return data
+        grouped: dict[str, object] = {}
+        flat: dict[str, dict[str, object]] = {}
+        for key, value in data.items():
+            group = _GROUP_OF.get(key)
+            if group is None:
+                grouped[key] = value
+            else:
+                flat.setdefault(group, {})[key] = value
+        for group, values in flat.items():
+            given = grouped.get(group)
+            base = dict(given) if isinstance(given, (dict, BaseModel)) else {}
+            if group == "default_workspace" and given is None:
+                base = dict(DEV_WORKSPACE)
+            grouped[group] = {**base, **values}
+        return grouped
 
     @model_validator(mode="after")
-    def _check_shard_and_size(self) -> Settings:
-        if self.max_op_bytes + 12 > self.max_batch_bytes:
-            raise ValueError("max_batch_bytes must hold at least one op of max_op_bytes")
-        if self.cdp_max_call_bytes + 12 > self.cdp_max_batch_bytes:
-            raise ValueError("cdp_max_batch_bytes must hold one call of cdp_max_call_bytes")
-        if self.upstream_timeout_s >= self.shutdown_grace_s:
-            # A stopping worker finishes the request in flight; it must fit the grace period.
-            raise ValueError(
-                "CIOQ_UPSTREAM_TIMEOUT_S must be below CIOQ_SHUTDOWN_GRACE_S, so a stopping "
-                "worker can finish its request in flight"
-            )
-        if self.lease_ms < self.min_lease_ms and not self.allow_short_lease:
+    def _check_lease(self) -> Settings:
+        if self.drain.lease_ms < self.min_lease_ms and not self.drain.allow_short_lease:
             # A drain renews once a third of its lease has passed, so a step may start
             # with two thirds left; a lease shorter than that makes lease loss routine.
             # (Lease loss never sends twice: every drain write is fenced; it only costs.)
             raise ValueError(
-                f"CIOQ_LEASE_MS={self.lease_ms} is shorter than one send step can take "
+                f"CIOQ_LEASE_MS={self.drain.lease_ms} is shorter than one send step can take "
                 f"(rate wait + connect + read = {self.send_step_max_ms} ms, which must fit "
                 f"in two thirds of the lease): set it to at least {self.min_lease_ms}"
-            )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("CIOQ_TLS_CERT and CIOQ_TLS_KEY must be set together")
-        if self.redis_ca_file is not None and not Path(self.redis_ca_file).is_file():
-            raise ValueError(f"CIOQ_REDIS_CA_FILE {self.redis_ca_file!r} is not a readable file")
-        if self.redis_cluster and self.broker_url in (None, self.redis_url):
-            # Celery's Redis transport speaks to one node; on a cluster it would get MOVED.
-            raise ValueError(
-                "CIOQ_REDIS_CLUSTER=true needs CIOQ_BROKER_URL naming a separate standalone "
-                "Redis: Celery's Redis broker does not support Redis Cluster"
             )
         return self
 
@@ -692,47 +866,21 @@ class Settings(BaseSettings):
     def send_step_max_ms(self) -> int:
         """The longest one send can hold a drain: the App rate wait, then one request's
         connect and read timeouts (`service.delivery.upstream`)."""
-        request_s = min(self.upstream_timeout_s, 10.0) + self.upstream_timeout_s
-        return self.app_token_wait_max_ms + int(request_s * 1000)
+        timeout_s = self.drain.upstream_timeout_s
+        request_s = min(timeout_s, 10.0) + timeout_s
+        return self.app.app_token_wait_max_ms + int(request_s * 1000)
 
     @property
     def min_lease_ms(self) -> int:
         return (3 * self.send_step_max_ms + 1) // 2
 
-    @property
-    def trigger_ttl_ms(self) -> int:
-        """How long a shard's trigger marker debounces further triggers.
-
-        It outlives the linger wait, so a burst of writes to one shard sends one trigger.
-        """
-        return max(2 * self.linger_ms, 1000)
-
-    @property
-    def celery_broker_url(self) -> str:
-        """The broker for drain triggers: its own setting, else the queue's Redis."""
-        return self.broker_url or self.redis_url
-
     @cached_property
     def workspaces(self) -> tuple[Workspace, ...]:
         """The default workspace first, then those of ``CIOQ_WORKSPACES``."""
-        default = Workspace(
-            name="default",
-            site_id=self.site_id,
-            api_key=self.api_key,
-            region=self.region,
-            track_url=self.track_url,
-            ingest_keys=self.ingest_keys,
-            bulk_ingest_keys=self.bulk_ingest_keys,
-            environment_id=self.environment_id,
-            cdp_api_key=self.cdp_api_key,
-            cdp_url=self.cdp_url,
-            app_api_key=self.app_api_key,
-            app_url=self.app_url,
-            app_resend_ambiguous=self.app_resend_ambiguous,
-            strict_validation=self.strict_validation,
+        extra = _load_workspaces(self.keys.workspaces_json)
+        found = (
+            extra if any(w.name == "default" for w in extra) else (self.default_workspace, *extra)
         )
-        extra = _load_workspaces(self.workspaces_json)
-        found = (default, *extra) if not any(w.name == "default" for w in extra) else extra
         names = [w.name for w in found]
         if len(names) != len(set(names)):
             raise ConfigError(f"workspace names must be unique, got {names}")
@@ -743,10 +891,71 @@ class Settings(BaseSettings):
 
     def workspace(self, name: str) -> Workspace:
         """The workspace called `name`; ConfigError if there is none."""
-        for ws in self.workspaces:
-            if ws.name == name:
-                return ws
-        raise ConfigError(f"unknown workspace {name!r}")
+        return find_workspace(self.workspaces, name)
+
+
+def find_workspace(workspaces: tuple[Workspace, ...], name: str) -> Workspace:
+    """The workspace called `name`; ConfigError if there is none."""
+    for ws in workspaces:
+        if ws.name == name:
+            return ws
+    raise ConfigError(f"unknown workspace {name!r}")
+
+
+def setting_groups() -> dict[str, type[BaseModel]]:
+    """Each group of `Settings` by its attribute name, in the order the docs show them."""
+    groups: dict[str, type[BaseModel]] = {}
+    for name, field in Settings.model_fields.items():
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            raise TypeError(f"Settings.{name} is no group: every setting belongs to one")
+        groups[name] = field.annotation
+    return groups
+
+
+def group_fields(group: str) -> dict[str, FieldInfo]:
+    """The settings of one group, each read from ``CIOQ_<FIELD>`` (or its aliases)."""
+    fields = setting_groups()[group].model_fields
+    if group == "default_workspace":
+        return {name: fields[name] for name in DEFAULT_WORKSPACE_FIELDS}
+    return dict(fields)
+
+
+def setting_fields() -> dict[str, tuple[str, FieldInfo]]:
+    """Every setting by its flat name (``CIOQ_<NAME>``), with the group that holds it."""
+    return {
+        name: (group, field)
+        for group in setting_groups()
+        for name, field in group_fields(group).items()
+    }
+
+
+def _groups_by_name() -> dict[str, str]:
+    """The group of each name a flat value may come under: field names and their aliases."""
+    found: dict[str, str] = {}
+    for name, (group, field) in setting_fields().items():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else ()
+        for key in (name, *(c for c in choices if isinstance(c, str))):
+            found[key] = group
+    return found
+
+
+_GROUP_OF = _groups_by_name()
+
+
+@cache
+def _flat_settings_class() -> type[BaseSettings]:
+    """Every setting as one flat field, for pydantic-settings' environment source only: it
+    finds and decodes each variable exactly as it did for the flat settings class."""
+    fields: dict[str, Any] = {
+        name: (field.annotation, field) for name, (_, field) in setting_fields().items()
+    }
+
+    class FlatBase(BaseSettings):
+        model_config = Settings.model_config
+
+    flat: type[BaseSettings] = create_model("FlatSettings", __base__=FlatBase, **fields)
+    return flat
 
 
 def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
@@ -761,20 +970,16 @@ def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
         data = [{"name": name, **spec} for name, spec in data.items()]
     if not isinstance(data, list):
         raise ConfigError("CIOQ_WORKSPACES must be a JSON list or object of workspaces")
-    for item in data:
-        for field in ("ingest_keys", "bulk_ingest_keys"):
-            if isinstance(item, dict) and isinstance(item.get(field), str):
-                item[field] = _split_csv(item[field])
     return tuple(Workspace.model_validate(item) for item in data)
 
 
 _ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
 
 
-def admin_key_entries(settings: Settings) -> tuple[tuple[str, str], ...]:
+def admin_key_entries(keys: KeySettings) -> tuple[tuple[str, str], ...]:
     """Each admin key as ``(name, key)``: ``name:key`` entries, else a fingerprint name."""
     out: list[tuple[str, str]] = []
-    for entry in settings.admin_keys:
+    for entry in keys.admin_keys:
         name, sep, key = entry.get_secret_value().partition(":")
         if not (sep and key and _ADMIN_NAME.match(name)):
             key = entry.get_secret_value()
@@ -791,10 +996,10 @@ def check_keys(settings: Settings) -> None:
         for ws in settings.workspaces
         for k in (*ws.ingest_keys, *ws.bulk_ingest_keys)
     }
-    admin = {key for _, key in admin_key_entries(settings)}
+    admin = {key for _, key in admin_key_entries(settings.keys)}
     if ingest & admin:
         raise ConfigError("CIOQ_ADMIN_KEYS must not share a key with any workspace's ingest keys")
-    if settings.env != "production":
+    if settings.redis.env != "production":
         return
     problems: list[str] = []
     if not admin or admin & {"", DEV_ADMIN_KEY}:
@@ -821,9 +1026,9 @@ def check_keys(settings: Settings) -> None:
 def _placeholders(settings: Settings) -> list[str]:
     """The settings whose value still holds the example Secrets' placeholder."""
     values: dict[str, str] = {
-        "CIOQ_REDIS_URL": settings.redis_url,
-        "CIOQ_BROKER_URL": settings.broker_url or "",
-        "CIOQ_ADMIN_KEYS": ",".join(k.get_secret_value() for k in settings.admin_keys),
+        "CIOQ_REDIS_URL": settings.redis.redis_url,
+        "CIOQ_BROKER_URL": settings.redis.broker_url or "",
+        "CIOQ_ADMIN_KEYS": ",".join(k.get_secret_value() for k in settings.keys.admin_keys),
     }
     for ws in settings.workspaces:
         where = "" if ws.name == "default" else f" (workspace {ws.name})"

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 
-from service.config import Settings
+from service.config import RedisSettings
 from service.jobs import Lane, Traffic
 
 DRAIN_TASK = "cioq.drain"
@@ -84,15 +84,15 @@ def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) 
     }
 
 
-def broker_tls(settings: Settings) -> dict[str, Any] | None:
+def broker_tls(redis: RedisSettings) -> dict[str, Any] | None:
     """Celery's ``broker_use_ssl`` for the drain-trigger broker. kombu, given no options
     for ``rediss://``, connects with ``CERT_NONE`` (it only logs a warning), so the
     broker's password would cross TLS that anyone on the path can intercept."""
-    if urlsplit(settings.celery_broker_url).scheme != "rediss":
+    if urlsplit(redis.celery_broker_url).scheme != "rediss":
         return None
     options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
-    if settings.redis_ca_file:
-        options["ssl_ca_certs"] = settings.redis_ca_file
+    if redis.redis_ca_file:
+        options["ssl_ca_certs"] = redis.redis_ca_file
     return options
 
 
@@ -114,9 +114,9 @@ class Triggers:
         self.app = app
 
     @classmethod
-    def for_settings(cls, settings: Settings) -> Triggers:
+    def for_settings(cls, redis: RedisSettings) -> Triggers:
         """A producer for the configured broker, with its TLS verified (``rediss://``)."""
-        return cls(settings.celery_broker_url, broker_ssl=broker_tls(settings))
+        return cls(redis.celery_broker_url, broker_ssl=broker_tls(redis))
 
     def send(
         self,

@@ -68,10 +68,10 @@ class WorkerRuntime:
     def drainer(self) -> Drainer:
         if self._drainer is None or self._pid != os.getpid():
             s = self.settings
-            client = connect_sync(s)
+            client = connect_sync(s.redis)
             # The in-flight note and dead letters are confirmed at the durability level
             # the API confirms jobs at (audit F5, F9).
-            confirmation = check_sync(client, s).confirmation
+            confirmation = check_sync(client, s.redis).confirmation
             shards, letters = ShardStore(client), DeadLetterStore(client)
             shards.confirmation = letters.confirmation = confirmation
             self._drainer = Drainer(
@@ -79,7 +79,7 @@ class WorkerRuntime:
                 shards,
                 letters,
                 clients(s),
-                Triggers(s.celery_broker_url, app=self.app),
+                Triggers(s.redis.celery_broker_url, app=self.app),
                 should_stop=_stopping,
             )
             self._pid = os.getpid()
@@ -117,8 +117,10 @@ class ConsumerHeartbeat(bootsteps.StartStopStep):
 def create_celery(settings: Settings) -> Celery:
     """The worker's Celery app for `settings`, with the drain task registered."""
     app = Celery("cioq")
-    app.conf.update(celery_config(settings.celery_broker_url, broker_ssl=broker_tls(settings)))
-    app.conf.worker_soft_shutdown_timeout = settings.shutdown_grace_s
+    app.conf.update(
+        celery_config(settings.redis.celery_broker_url, broker_ssl=broker_tls(settings.redis))
+    )
+    app.conf.worker_soft_shutdown_timeout = settings.drain.shutdown_grace_s
     app.steps["consumer"].add(ConsumerHeartbeat)
     runtime = WorkerRuntime(settings, app)
 

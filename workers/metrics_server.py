@@ -17,7 +17,7 @@ from wsgiref.simple_server import WSGIServer
 from celery.signals import worker_process_shutdown
 from prometheus_client import start_http_server
 
-from service.config import Settings
+from service.config import MetricsSettings
 from service.metrics.export import mark_process_dead, process_registry
 
 log = logging.getLogger("cioq.worker")
@@ -28,13 +28,13 @@ def multiprocess_dir(main_pid: int) -> Path:
     return Path(tempfile.gettempdir()) / f"cioq-metrics-{main_pid}"
 
 
-def serve_metrics(settings: Settings) -> WSGIServer | None:
+def serve_metrics(metrics: MetricsSettings) -> WSGIServer | None:
     """Serve ``/metrics`` on the worker metrics port; a busy port is logged, not fatal.
 
     A worker that drains without metrics is better than one that does not drain; the
     "no worker up" alert notices the missing scrape target.
     """
-    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    host, port = metrics.worker_metrics_host, metrics.worker_metrics_port
     try:
         server, _ = start_http_server(port, addr=host, registry=process_registry())
     except OSError as exc:

@@ -24,7 +24,8 @@ from service.store.connections import SyncStore
 from service.store.shard_state import look_at
 from service.triggers import Triggers
 from workers import liveness
-from workers.drain.heads import Limits, is_backlog
+from workers.drain.heads import is_backlog
+from workers.drain.send import Limits
 
 log = logging.getLogger("cioq.sweeper")
 
@@ -57,7 +58,7 @@ class Sweeper:
             return []
         shards = [
             keys.shard_keys(workspace, shard, lane, traffic)
-            for shard in range(self.settings.shards)
+            for shard in range(self.settings.queue.shards)
         ]
         looks = look_at(self.redis, shards, triggers=True)
         now_ms = int(self.clock() * 1000)
@@ -69,7 +70,7 @@ class Sweeper:
         for look in looks:
             busy = look.leased or look.triggered
             if look.length and not busy and look.not_before_ms <= now_ms:
-                full = look.length >= self.settings.max_ops_per_read
+                full = look.length >= self.settings.queue.max_ops_per_read
                 due.append((look.shard.shard, backlog or full))
         if not due:
             return []
@@ -79,7 +80,7 @@ class Sweeper:
                 keys.shard_keys(workspace, shard, lane, traffic).trigger,
                 1,
                 nx=True,
-                px=self.settings.trigger_ttl_ms,
+                px=self.settings.queue.trigger_ttl_ms,
             )
         sent: list[tuple[str, int]] = []
         for (shard, backlog), was_set in zip(due, pipe.execute(), strict=True):
@@ -90,7 +91,7 @@ class Sweeper:
 
     def run(self, stop: threading.Event) -> None:
         """Sweep until `stop` is set; Redis or broker trouble is logged and retried."""
-        interval_s = self.settings.sweep_interval_ms / 1000
+        interval_s = self.settings.drain.sweep_interval_ms / 1000
         while not stop.is_set():
             try:
                 sent = self.sweep_once()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from service.config import Settings
+from service.config import Workspace, find_workspace
 from service.errors import ConfigError, FieldError, InvalidRequest
 from service.store.dead_letter_admin import (
     MAY_DELIVER_TWICE,
@@ -36,9 +36,9 @@ def _outcome(outcome: SelectionResult, verb: str) -> Response:
 class Admin:
     """Handlers for ``/admin/v1``; each takes the workspace from the path."""
 
-    def __init__(self, dlq: DeadLetterAdmin, settings: Settings) -> None:
+    def __init__(self, dlq: DeadLetterAdmin, workspaces: tuple[Workspace, ...]) -> None:
         self.dlq = dlq
-        self.settings = settings
+        self.workspace_list = workspaces
 
     def routes(self) -> list[Route]:
         ws = ("admin", "v1", "workspaces")
@@ -55,7 +55,7 @@ class Admin:
     def _workspace(self, request: Request) -> str:
         name = request.params[0]
         try:
-            return self.settings.workspace(name).name
+            return find_workspace(self.workspace_list, name).name
         except ConfigError:
             raise InvalidRequest(
                 [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
@@ -64,7 +64,7 @@ class Admin:
     async def workspaces(self, request: Request, _: Any) -> Response:
         out = [
             {"name": ws.name, "site_id": ws.site_id, "dead_letters": await self.dlq.size(ws.name)}
-            for ws in self.settings.workspaces
+            for ws in self.workspace_list
         ]
         return json_response(200, {"workspaces": out})
 

@@ -90,15 +90,17 @@ class IngestApp:
         triggers: Triggers | None = None,
     ) -> None:
         self.settings = settings
-        self.auth = Authenticator(settings)
+        self.auth = Authenticator(settings.workspaces, settings.keys)
         self._own_redis = redis_client is None
-        self.redis = redis_client or connect_async(settings)
+        self.redis = redis_client or connect_async(settings.redis)
         self._own_triggers = triggers is None
-        self.triggers = triggers or Triggers.for_settings(settings)
-        self.queue = Queue(self.redis, settings, self.triggers)
-        self.backpressure = Backpressure(self.redis, settings)
-        self.gate = StartupGate(self.redis, settings, self.queue)
-        self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings)
+        self.triggers = triggers or Triggers.for_settings(settings.redis)
+        self.queue = Queue(self.redis, settings.redis, settings.queue, self.triggers)
+        self.backpressure = Backpressure(
+            self.redis, settings.backlog, settings.queue, settings.workspaces
+        )
+        self.gate = StartupGate(self.redis, settings.redis, self.queue)
+        self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings.workspaces)
         self.metrics = ApiMetrics(settings)
         self.console = console_for(self, settings)
         self.router = Router(
@@ -194,9 +196,9 @@ class IngestApp:
             unreadable = await self._admit(workspace, headers)
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             raise InvalidRequest([ADMIN_KEY_REQUIRED], status=401)
-        limit = self.settings.max_request_bytes
+        limit = self.settings.listener.max_request_bytes
         body = await read_body(
-            receive, headers, max_bytes=limit, timeout_s=self.settings.body_timeout_s
+            receive, headers, max_bytes=limit, timeout_s=self.settings.listener.body_timeout_s
         )
         encoding = headers.get(b"content-encoding")
         decoded = decode_body(
@@ -263,9 +265,11 @@ class IngestApp:
 
 def console_for(app: IngestApp, settings: Settings) -> Starlette:
     """The operator console over the app's Redis, dead-letter admin and scrape client."""
-    control = WorkspaceControl(app.redis, settings, app.triggers)
-    state = QueueStateCollector(settings, app.metrics.redis)
-    overview = Overview(settings, state, app.redis, app.admin.dlq, control)
+    control = WorkspaceControl(app.redis, settings.queue, app.triggers)
+    state = QueueStateCollector(
+        settings.queue, settings.metrics, settings.workspaces, app.metrics.redis
+    )
+    overview = Overview(settings.workspaces, state, app.redis, app.admin.dlq, control)
     return create_console(settings, app.auth, app.admin.dlq, control, overview)
 
 

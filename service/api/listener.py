@@ -24,7 +24,7 @@ import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.config import Settings
+from service.config import ListenerSettings
 
 _REFUSALS = {
     408: ("Request Timeout", "timeout", "the request line and headers did not arrive in time"),
@@ -39,8 +39,8 @@ class HeaderLimits:
     timeout_s: float
 
     @classmethod
-    def of(cls, settings: Settings) -> HeaderLimits:
-        return cls(settings.max_header_count, settings.max_header_bytes, settings.header_timeout_s)
+    def of(cls, listener: ListenerSettings) -> HeaderLimits:
+        return cls(listener.max_header_count, listener.max_header_bytes, listener.header_timeout_s)
 
 
 class _LimitExceeded(Exception):
@@ -133,11 +133,11 @@ def limited_protocol(limits: HeaderLimits) -> type[LimitedHttpToolsProtocol]:
     return type("LimitedHttpTools", (LimitedHttpToolsProtocol,), {"limits": limits})
 
 
-def uvicorn_config(app: Any, settings: Settings, **options: Any) -> uvicorn.Config:
+def uvicorn_config(app: Any, listener: ListenerSettings, **options: Any) -> uvicorn.Config:
     """uvicorn's config for the ingest API, with the listener limits of `settings`."""
     return uvicorn.Config(
         app,
-        http=limited_protocol(HeaderLimits.of(settings)),
+        http=limited_protocol(HeaderLimits.of(listener)),
         ws="none",
         access_log=False,
         lifespan="on",

@@ -188,9 +188,9 @@ def create_console(
     sessions: Sessions | None = None,
 ) -> Starlette:
     """The console app; `sessions` may be given to control the clock in tests."""
-    pages = Pages(sessions or Sessions(settings), auth)
-    console = Console(settings, pages, dlq, control, overview)
-    timeout_s = settings.body_timeout_s
+    pages = Pages(sessions or Sessions(settings.console, settings.keys), auth)
+    console = Console(settings.workspaces, pages, dlq, control, overview)
+    timeout_s = settings.listener.body_timeout_s
     routes: list[BaseRoute] = [
         Route(path, _public(handler, timeout_s), methods=[method])
         for method, path, handler in console.public_pages()

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.config import Settings
+from service.config import Workspace
 from service.errors import StoreUnavailable
 from service.metrics.activity import lane_activity, per_minute
 from service.metrics.queue_state import QueueStateCollector, WorkspaceState
@@ -79,13 +79,13 @@ class Overview:
 
     def __init__(
         self,
-        settings: Settings,
+        workspaces: tuple[Workspace, ...],
         state: QueueStateCollector,
         client: AsyncStore,
         dlq: DeadLetterAdmin,
         control: WorkspaceControl,
     ) -> None:
-        self.settings = settings
+        self.workspaces = workspaces
         self.state = state
         self.redis = client
         self.dlq = dlq
@@ -94,7 +94,7 @@ class Overview:
 
     async def read(self) -> list[LaneOverview]:
         rows: list[LaneOverview] = []
-        for ws in self.settings.workspaces:
+        for ws in self.workspaces:
             # One read of the workspace's queue state and counts serves all its lanes.
             try:
                 state = await asyncio.to_thread(self.state.read, ws.name)

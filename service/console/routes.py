@@ -17,7 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.config import Settings
+from service.config import Workspace, find_workspace
 from service.console import views
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, query_of, redirect
@@ -48,13 +48,13 @@ class Console:
 
     def __init__(
         self,
-        settings: Settings,
+        workspaces: tuple[Workspace, ...],
         pages: Pages,
         dlq: DeadLetterAdmin,
         control: WorkspaceControl,
         overview: Overview,
     ) -> None:
-        self.settings = settings
+        self.workspaces = workspaces
         self.pages = pages
         self.dlq = dlq
         self.control = control
@@ -84,7 +84,7 @@ class Console:
 
     def _workspace(self, name: str) -> str:
         try:
-            return self.settings.workspace(name or "default").name
+            return find_workspace(self.workspaces, name or "default").name
         except ConfigError:
             raise InvalidRequest(
                 [FieldError("workspace", "unknown", "no workspace of that name")], status=404
@@ -125,7 +125,7 @@ class Console:
             session,
             rows=rows,
             notice=notice,
-            workspaces=[ws.name for ws in self.settings.workspaces],
+            workspaces=[ws.name for ws in self.workspaces],
             lanes=LANES,
             pause_choices=PAUSE_CHOICES,
             updated=views.when(int(time.time() * 1000)),
@@ -180,8 +180,8 @@ class Console:
             "dead_letters.html",
             session,
             workspace=workspace,
-            workspaces=[ws.name for ws in self.settings.workspaces],
-            lanes=[str(lane) for lane in self.settings.workspace(workspace).lanes],
+            workspaces=[ws.name for ws in self.workspaces],
+            lanes=[str(lane) for lane in find_workspace(self.workspaces, workspace).lanes],
             filters=filters,
             letters=page.letters,
             next_link=next_link,

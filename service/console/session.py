@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.config import Settings, admin_key_entries
+from service.config import ConsoleSettings, KeySettings, admin_key_entries
 
 COOKIE = "cioq_console"
 PATH = "/console"
@@ -34,11 +34,11 @@ class Session:
     nonce: str
 
 
-def console_secret(settings: Settings) -> bytes:
-    if settings.console_secret is not None:
-        return settings.console_secret.get_secret_value().encode()
-    keys = sorted(key for _, key in admin_key_entries(settings))
-    return hashlib.sha256(("cioq-console\n" + "\n".join(keys)).encode()).digest()
+def console_secret(console: ConsoleSettings, keys: KeySettings) -> bytes:
+    if console.console_secret is not None:
+        return console.console_secret.get_secret_value().encode()
+    admin = sorted(key for _, key in admin_key_entries(keys))
+    return hashlib.sha256(("cioq-console\n" + "\n".join(admin)).encode()).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -52,9 +52,15 @@ def _unb64(text: str) -> bytes:
 class Sessions:
     """Issues and checks session cookies and CSRF tokens."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
-        self._secret = console_secret(settings)
-        self.lifetime_s = settings.console_session_s
+    def __init__(
+        self,
+        console: ConsoleSettings,
+        keys: KeySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = console_secret(console, keys)
+        self.lifetime_s = console.console_session_s
         self.clock = clock
 
     def _sign(self, payload: str) -> str:

@@ -123,17 +123,19 @@ def clients(settings: Settings) -> dict[tuple[str, Lane], LaneClient]:
 
 
 def _track_client(ws: Workspace, s: Settings) -> TrackClient:
-    return TrackClient(ws, timeout_s=s.upstream_timeout_s)
+    return TrackClient(ws, timeout_s=s.drain.upstream_timeout_s)
 
 
 def _pipelines_client(ws: Workspace, s: Settings) -> PipelinesClient | None:
     if ws.cdp_api_key is None:
         return None
-    return PipelinesClient(ws, timeout_s=s.upstream_timeout_s)
+    return PipelinesClient(ws, timeout_s=s.drain.upstream_timeout_s)
 
 
 def _app_sender(ws: Workspace, s: Settings) -> AppSender | None:
-    return AppSender(ws, s) if ws.app_api_key is not None else None
+    if ws.app_api_key is None:
+        return None
+    return AppSender(ws, s.app, s.redis, timeout_s=s.drain.upstream_timeout_s)
 
 
 def _sender(client: LaneClient) -> AppSender:
@@ -159,8 +161,8 @@ def _app_lane(lane: Lane, routes: Callable[[Queue, Settings], list[Route]]) -> L
         (app_jobs.APP,),
         batches=False,
         routes=routes,
-        max_batch_bytes=lambda s: s.max_request_bytes,
-        max_item_bytes=lambda s: s.max_request_bytes,
+        max_batch_bytes=lambda s: s.listener.max_request_bytes,
+        max_item_bytes=lambda s: s.listener.max_request_bytes,
         client=_app_sender,
         serves=lambda ws: ws.app_api_key is not None,
         interrupted=_was_delivered,
@@ -174,12 +176,12 @@ register(
         (track_jobs.V2, track_jobs.V1),
         batches=True,
         routes=lambda queue, s: Ingest(queue, s).routes(),
-        max_batch_bytes=lambda s: s.max_batch_bytes,
-        max_item_bytes=lambda s: s.max_op_bytes,
+        max_batch_bytes=lambda s: s.limits.max_batch_bytes,
+        max_item_bytes=lambda s: s.limits.max_op_bytes,
         client=_track_client,
         send=send_unit,
         transform=Transform(
-            enabled=lambda s: s.coalesce,
+            enabled=lambda s: s.limits.coalesce,
             merge=lambda ops, max_op_bytes: coalesce_batch(ops, max_op_bytes=max_op_bytes),
             expand=expand_item_errors,
         ),
@@ -191,8 +193,8 @@ register(
         (pipelines_jobs.CDP,),
         batches=True,
         routes=lambda queue, s: PipelinesIngest(queue, s).routes(),
-        max_batch_bytes=lambda s: s.cdp_max_batch_bytes,
-        max_item_bytes=lambda s: s.cdp_max_call_bytes,
+        max_batch_bytes=lambda s: s.limits.cdp_max_batch_bytes,
+        max_item_bytes=lambda s: s.limits.cdp_max_call_bytes,
         client=_pipelines_client,
         serves=lambda ws: ws.cdp_api_key is not None,
     )

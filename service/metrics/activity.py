@@ -22,7 +22,7 @@ import time
 from collections import Counter
 
 from service import keys
-from service.config import Settings
+from service.config import RedisSettings
 from service.store.connections import STORE_ERRORS, AsyncStore, SyncStore, connect_metrics
 
 log = logging.getLogger("cioq.metrics")
@@ -53,18 +53,18 @@ class Tally:
     def __init__(self, *, background: bool = True) -> None:
         """`background`: a daemon thread flushes every second; else the caller flushes."""
         self._background = background
-        self._settings: Settings | None = None
+        self._redis_settings: RedisSettings | None = None
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._pid = 0
         self._client: SyncStore | None = None
 
-    def configure(self, settings: Settings) -> None:
+    def configure(self, redis: RedisSettings) -> None:
         """Start recording for this process (and children it forks) to `settings`' Redis."""
-        self._settings = settings
+        self._redis_settings = redis
 
     def add(self, workspace: str, name: str, count: int = 1) -> None:
-        if self._settings is None or count <= 0:
+        if self._redis_settings is None or count <= 0:
             return
         if self._pid != os.getpid():
             self._start()
@@ -89,10 +89,10 @@ class Tally:
         """Add the counts so far to Redis; on a Redis error they are dropped, and logged."""
         with self._lock:
             counts, self._counts = self._counts, Counter()
-        if not counts or self._settings is None:
+        if not counts or self._redis_settings is None:
             return
         if self._client is None:
-            self._client = connect_metrics(self._settings)
+            self._client = connect_metrics(self._redis_settings)
         minute = minute_of(time.time() if now_s is None else now_s)
         pipe = self._client.pipeline(transaction=False)
         for (workspace, name), count in counts.items():

@@ -100,8 +100,10 @@ class ApiMetrics:
     """The api's ``/metrics``: its own counters plus the queue state read from Redis."""
 
     def __init__(self, settings: Settings) -> None:
-        self.redis = connect_metrics(settings)
-        self.registry = process_registry(QueueStateCollector(settings, self.redis))
+        self.redis = connect_metrics(settings.redis)
+        self.registry = process_registry(
+            QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, self.redis)
+        )
 
     async def serve(self, send: Any) -> None:
         await metrics_asgi(self.registry, send)

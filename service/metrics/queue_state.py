@@ -27,7 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service import keys
-from service.config import Settings
+from service.config import MetricsSettings, QueueSettings, Workspace, find_workspace
 from service.jobs import Lane, Traffic
 from service.store.connections import STORE_ERRORS, SyncStore
 from service.store.shard_state import ask_fill, stream_fills
@@ -43,7 +43,7 @@ def record_drained(
     client: SyncStore,
     workspace: str,
     count: int,
-    settings: Settings,
+    metrics: MetricsSettings,
     *,
     now_s: float | None = None,
 ) -> None:
@@ -54,7 +54,7 @@ def record_drained(
     write, so no field outlives its use. The jobs are already resolved when this runs:
     a failure here only costs accuracy of the rate, so it is logged, never raised.
     """
-    window_s = settings.drain_rate_window_s
+    window_s = metrics.drain_rate_window_s
     second = int(time.time() if now_s is None else now_s)
     key = keys.drain_rate(workspace)
     pipe = client.pipeline(transaction=True)
@@ -109,12 +109,16 @@ class QueueStateCollector(Collector):
 
     def __init__(
         self,
-        settings: Settings,
+        queue: QueueSettings,
+        metrics: MetricsSettings,
+        workspaces: tuple[Workspace, ...],
         client: SyncStore,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
+        self.shards = queue.shards
+        self.window_s = metrics.drain_rate_window_s
+        self.workspaces = workspaces
         self.redis = client
         self.clock = clock
 
@@ -123,8 +127,8 @@ class QueueStateCollector(Collector):
         return []
 
     def read(self, workspace: str) -> WorkspaceState:
-        shards = range(self.settings.shards)
-        lanes = self.settings.workspace(workspace).lanes
+        shards = range(self.shards)
+        lanes = find_workspace(self.workspaces, workspace).lanes
         pipe = self.redis.pipeline(transaction=False)
         for lane in lanes:
             # Each shard's live and bulk streams, summed per shard number below.
@@ -167,9 +171,7 @@ class QueueStateCollector(Collector):
             lanes=tuple(states),
             oldest_age_s=max((s.oldest_age_s for s in states), default=0.0),
             dead_letters=int(dead),
-            drain_rate_per_s=drain_rate_per_s(
-                rate, now_s=now_s, window_s=self.settings.drain_rate_window_s
-            ),
+            drain_rate_per_s=drain_rate_per_s(rate, now_s=now_s, window_s=self.window_s),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -178,7 +180,7 @@ class QueueStateCollector(Collector):
             "cioq_queue_state_up", "1 if the last scrape could read queue state from Redis."
         )
         try:
-            states = [self.read(ws.name) for ws in self.settings.workspaces]
+            states = [self.read(ws.name) for ws in self.workspaces]
         except STORE_ERRORS as exc:
             log.warning("queue state unavailable for /metrics: %s", exc)
             up.add_metric([], 0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from service import keys
-from service.config import Settings
+from service.config import BacklogSettings, QueueSettings, Workspace
 from service.errors import FieldError, Overloaded, StoreUnavailable
 from service.jobs import Traffic
 from service.store.connections import AsyncStore, lua_source, store_errors
@@ -50,12 +50,16 @@ class Backpressure:
     def __init__(
         self,
         client: AsyncStore,
-        settings: Settings,
+        backlog: BacklogSettings,
+        queue: QueueSettings,
+        workspaces: tuple[Workspace, ...],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = client
-        self.settings = settings
+        self.backlog = backlog
+        self.shards = queue.shards
+        self.lanes = {ws.name: ws.lanes for ws in workspaces}
         self.clock = clock
         self._last: dict[str, Reading | _Failure] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -69,7 +73,7 @@ class Backpressure:
         found = await self.reading(workspace)
         marks = self.marks_crossed(found)
         if marks:
-            raise Overloaded(marks[0], self.settings.backlog_retry_after_s)
+            raise Overloaded(marks[0], self.backlog.backlog_retry_after_s)
 
     async def reading(self, workspace: str) -> Reading:
         """The cached reading, refreshed when older than `backlog_refresh_ms`."""
@@ -86,7 +90,7 @@ class Backpressure:
 
     def marks_crossed(self, found: Reading) -> list[FieldError]:
         """The marks `found` is over, as the field errors of the 503 body."""
-        s = self.settings
+        s = self.backlog
         crossed: list[FieldError] = []
         if found.entries > s.backlog_max_entries:
             crossed.append(
@@ -117,15 +121,15 @@ class Backpressure:
         if last is None:
             return None
         age_ms = (self.clock() - last.taken_s) * 1000
-        return last if age_ms < self.settings.backlog_refresh_ms else None
+        return last if age_ms < self.backlog.backlog_refresh_ms else None
 
     async def _refresh(self, workspace: str) -> Reading | _Failure:
         # Every lane's streams count, live and bulk: the marks bound the whole backlog.
         streams = [
             keys.shard_keys(workspace, shard, lane, traffic).stream
-            for lane in self.settings.workspace(workspace).lanes
+            for lane in self.lanes[workspace]
             for traffic in Traffic
-            for shard in range(self.settings.shards)
+            for shard in range(self.shards)
         ]
         taken_s = self.clock()
         try:

@@ -32,7 +32,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from service.config import Settings
+from service.config import RedisSettings
 from service.errors import StoreUnavailable
 
 #: What redis-py raises for store trouble. RedisClusterException (no node for a slot,
@@ -75,7 +75,7 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
     return tb.tb_frame.f_code.co_filename.startswith(_REDIS_PY_DIR)
 
 
-def tls_options(url: str, settings: Settings) -> dict[str, Any]:
+def tls_options(url: str, conf: RedisSettings) -> dict[str, Any]:
     """redis-py's TLS options for `url`: none for ``redis://``; for ``rediss://`` the
     certificate and host name are verified, against ``CIOQ_REDIS_CA_FILE`` when set
     (a private CA), else the system's trust store. Said explicitly rather than left to
@@ -83,8 +83,8 @@ def tls_options(url: str, settings: Settings) -> dict[str, Any]:
     if urlsplit(url).scheme != "rediss":
         return {}
     options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    if settings.redis_ca_file:
-        options["ssl_ca_certs"] = settings.redis_ca_file
+    if conf.redis_ca_file:
+        options["ssl_ca_certs"] = conf.redis_ca_file
     return options
 
 
@@ -167,12 +167,12 @@ class AsyncRetryIfNotRun(AsyncRetry):
         )
 
 
-def _options(settings: Settings) -> dict[str, Any]:
-    timeout_s = settings.redis_timeout_s
+def _options(conf: RedisSettings) -> dict[str, Any]:
+    timeout_s = conf.redis_timeout_s
     return {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        **tls_options(settings.redis_url, settings),
+        **tls_options(conf.redis_url, conf),
     }
 
 
@@ -254,59 +254,55 @@ def _closed_by_peer(connection: aioredis.connection.AbstractConnection) -> bool:
     return bool(reader.at_eof() or reader.exception() is not None or writer.is_closing())
 
 
-def connect_async(settings: Settings) -> AsyncStore:
+def connect_async(conf: RedisSettings) -> AsyncStore:
     """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node.
     It never sends a command again after a timeout (`RetryIfNotRun`): the API's enqueue
     is not idempotent for an unkeyed request. On one Redis it waits up to
     ``CIOQ_REDIS_OUTAGE_WAIT_S`` for a connection (`rides_out_outages`); a cluster
     client's own failover handling is left as it is."""
-    if settings.redis_cluster:
+    if conf.redis_cluster:
         return AsyncRedisCluster.from_url(
-            settings.redis_url, retry=AsyncRetryIfNotRun(), **_options(settings)
+            conf.redis_url, retry=AsyncRetryIfNotRun(), **_options(conf)
         )
     client = aioredis.Redis.from_url(
-        settings.redis_url,
+        conf.redis_url,
         health_check_interval=30,
         retry=AsyncRetryIfNotRun(),
-        **_options(settings),
+        **_options(conf),
     )
-    if settings.redis_outage_wait_s > 0:
+    if conf.redis_outage_wait_s > 0:
         # Set on the pool, after from_url: a rediss:// or unix:// URL picks its own
         # connection class there, which a connection_class argument would not override.
         pool = client.connection_pool
-        pool.connection_class = rides_out_outages(
-            pool.connection_class, settings.redis_outage_wait_s
-        )
+        pool.connection_class = rides_out_outages(pool.connection_class, conf.redis_outage_wait_s)
     return client
 
 
-def connect_sync(settings: Settings) -> SyncStore:
+def connect_sync(conf: RedisSettings) -> SyncStore:
     """The store's blocking client (workers, sweeper, CLI); a cluster client in cluster mode.
     It never sends a command again after a timeout (`RetryIfNotRun`): a drain's lease,
     dead letters and attempt counts are not idempotent."""
-    if settings.redis_cluster:
-        return redis.RedisCluster.from_url(
-            settings.redis_url, retry=RetryIfNotRun(), **_options(settings)
-        )
+    if conf.redis_cluster:
+        return redis.RedisCluster.from_url(conf.redis_url, retry=RetryIfNotRun(), **_options(conf))
     return redis.Redis.from_url(
-        settings.redis_url, health_check_interval=30, retry=RetryIfNotRun(), **_options(settings)
+        conf.redis_url, health_check_interval=30, retry=RetryIfNotRun(), **_options(conf)
     )
 
 
-def connect_metrics(settings: Settings) -> SyncStore:
+def connect_metrics(conf: RedisSettings) -> SyncStore:
     """A blocking client for scrapes and the activity tally: one short timeout, no retries,
     so ``/metrics`` answers quickly; a cluster client in cluster mode (a plain one would get
     MOVED for every key on another primary)."""
-    timeout_s = settings.metrics_redis_timeout_s
+    timeout_s = conf.metrics_redis_timeout_s
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 0),
-        **tls_options(settings.redis_url, settings),
+        **tls_options(conf.redis_url, conf),
     }
-    if settings.redis_cluster:
-        return redis.RedisCluster.from_url(settings.redis_url, **options)
-    return redis.Redis.from_url(settings.redis_url, **options)
+    if conf.redis_cluster:
+        return redis.RedisCluster.from_url(conf.redis_url, **options)
+    return redis.Redis.from_url(conf.redis_url, **options)
 
 
 def lua_source(name: str) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service import keys
-from service.config import Settings
+from service.config import QueueSettings
 from service.errors import StoredUnconfirmed
 from service.jobs import Job, Traffic, shard_for
 from service.store.slots import Part, SlotWriter
@@ -64,12 +64,12 @@ class GroupCommit:
     """Stores requests' jobs in their shards' streams, several requests per round trip."""
 
     def __init__(
-        self, writer: SlotWriter, settings: Settings, *, max_jobs: int = MAX_GROUP_JOBS
+        self, writer: SlotWriter, queue: QueueSettings, *, max_jobs: int = MAX_GROUP_JOBS
     ) -> None:
         self._writer = writer
-        self._shards = settings.shards
-        self._trigger_ttl_ms = settings.trigger_ttl_ms
-        self._marker_ttl_ms = int(settings.idempotency_window_s * 1000)
+        self._shards = queue.shards
+        self._trigger_ttl_ms = queue.trigger_ttl_ms
+        self._marker_ttl_ms = int(queue.idempotency_window_s * 1000)
         self._max_jobs = max_jobs
         self._waiting: list[_Waiter] = []
         self._busy = False  # a call is in flight; new requests wait for the next one

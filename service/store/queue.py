@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 
 from service import keys
-from service.config import Settings
+from service.config import QueueSettings, RedisSettings
 from service.errors import StoredUnconfirmed, StoreUnavailable
 from service.jobs import Job, Traffic, lane_traits
 from service.store import events
@@ -41,12 +41,18 @@ REPLAY_PREFIX = "dlq:"
 class Queue:
     """Durable writes of accepted jobs into their shards' streams."""
 
-    def __init__(self, client: AsyncStore, settings: Settings, triggers: Triggers | None) -> None:
+    def __init__(
+        self,
+        client: AsyncStore,
+        redis: RedisSettings,
+        queue: QueueSettings,
+        triggers: Triggers | None,
+    ) -> None:
         self.redis = client
-        self.settings = settings
+        self.linger_ms = queue.linger_ms
         self.triggers = triggers
-        self._writer = SlotWriter(client, "enqueue", seed_url=settings.redis_url)
-        self._group_commit = GroupCommit(self._writer, settings)
+        self._writer = SlotWriter(client, "enqueue", seed_url=redis.redis_url)
+        self._group_commit = GroupCommit(self._writer, queue)
 
     @property
     def confirmation(self) -> Confirmation | None:
@@ -209,7 +215,7 @@ class Queue:
         restart waited in the live queue behind all of them (issue 27).
         """
         assert self.triggers is not None
-        linger_s = self.settings.linger_ms / 1000
+        linger_s = self.linger_ms / 1000
         for shard in shards:
             # A batch lane's drain would only wait for its batch to fill; a lone send not.
             batches = lane_traits(shard.lane).batches

@@ -34,7 +34,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from service.config import Settings
+from service.config import RedisSettings
 from service.errors import ConfigError, StoreUnavailable
 from service.store.connections import AsyncStore, SyncStore, node_options, tls_options
 from service.store.durability import Confirmation
@@ -89,7 +89,7 @@ def facts_from(
     )
 
 
-def evaluate(facts: RedisFacts, settings: Settings) -> Verdict:
+def evaluate(facts: RedisFacts, conf: RedisSettings) -> Verdict:
     """The verdict for `facts` under `settings`; ConfigError when cioq must not start."""
     warnings: list[str] = []
     if facts.maxmemory_policy != "noeviction":
@@ -97,17 +97,17 @@ def evaluate(facts: RedisFacts, settings: Settings) -> Verdict:
             f"{facts.name} maxmemory-policy is {facts.maxmemory_policy!r}; it must be "
             "'noeviction', or Redis may evict accepted jobs when memory runs out"
         )
-        if settings.env == "production":
+        if conf.env == "production":
             raise ConfigError(message)
         warnings.append(message)
-    level = settings.durability
+    level = conf.durability
     if level == "write":
         return Verdict(None, tuple(warnings))
     if level == "replica":
         # No disk involved: the promise is "a second server holds it", which a managed
         # service without AOF (ElastiCache, Memorystore) can keep.
         _need_a_replica(facts, level)
-        return Verdict(Confirmation(False, 1, settings.durability_timeout_ms), tuple(warnings))
+        return Verdict(Confirmation(False, 1, conf.durability_timeout_ms), tuple(warnings))
     if not facts.appendonly:
         raise ConfigError(
             f"CIOQ_DURABILITY={level} needs Redis with 'appendonly yes'; {facts.name} has AOF off"
@@ -123,7 +123,7 @@ def evaluate(facts: RedisFacts, settings: Settings) -> Verdict:
     replicas = 1 if level == "replicated" else 0
     if replicas:
         _need_a_replica(facts, level)
-    return Verdict(Confirmation(waitaof, replicas, settings.durability_timeout_ms), tuple(warnings))
+    return Verdict(Confirmation(waitaof, replicas, conf.durability_timeout_ms), tuple(warnings))
 
 
 def _need_a_replica(facts: RedisFacts, level: str) -> None:
@@ -134,9 +134,9 @@ def _need_a_replica(facts: RedisFacts, level: str) -> None:
         )
 
 
-def evaluate_all(found: list[RedisFacts], settings: Settings) -> Verdict:
+def evaluate_all(found: list[RedisFacts], conf: RedisSettings) -> Verdict:
     """One verdict for every primary of a cluster: each must pass, and all alike."""
-    verdicts = [evaluate(facts, settings) for facts in found]
+    verdicts = [evaluate(facts, conf) for facts in found]
     confirmations = {v.confirmation for v in verdicts}
     if len(confirmations) > 1:
         raise ConfigError(
@@ -171,9 +171,9 @@ def _gather_sync(client: SyncStore) -> list[RedisFacts]:
     return [_facts_sync(client, "Redis")]
 
 
-def check_sync(client: SyncStore, settings: Settings) -> Verdict:
+def check_sync(client: SyncStore, conf: RedisSettings) -> Verdict:
     """Read the facts (waiting up to `startup_redis_wait_s` for Redis) and judge them."""
-    deadline = time.monotonic() + settings.startup_redis_wait_s
+    deadline = time.monotonic() + conf.startup_redis_wait_s
     while True:
         try:
             found = _gather_sync(client)
@@ -182,18 +182,18 @@ def check_sync(client: SyncStore, settings: Settings) -> Verdict:
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"Redis unreachable at start-up: {exc}") from exc
             time.sleep(_RETRY_INTERVAL_S)
-    check_broker(settings)
-    return _report(evaluate_all(found, settings))
+    check_broker(conf)
+    return _report(evaluate_all(found, conf))
 
 
-def check_broker(settings: Settings) -> None:
+def check_broker(conf: RedisSettings) -> None:
     """In cluster mode, refuse a broker that is a cluster node (Celery cannot use one)."""
-    if not settings.redis_cluster:
+    if not conf.redis_cluster:
         return
     broker = redis.Redis.from_url(
-        settings.celery_broker_url,
-        socket_timeout=settings.redis_timeout_s,
-        **tls_options(settings.celery_broker_url, settings),
+        conf.celery_broker_url,
+        socket_timeout=conf.redis_timeout_s,
+        **tls_options(conf.celery_broker_url, conf),
     )
     try:
         enabled = int(broker.info("cluster").get("cluster_enabled", 0))
@@ -232,10 +232,10 @@ async def _gather_async(client: AsyncStore) -> list[RedisFacts]:
 
 
 async def check_async(
-    client: AsyncStore, settings: Settings, *, wait_s: float | None = None
+    client: AsyncStore, conf: RedisSettings, *, wait_s: float | None = None
 ) -> Verdict:
     """`check_sync` for an event loop; waits `wait_s` (default: the setting) for Redis."""
-    deadline = time.monotonic() + (settings.startup_redis_wait_s if wait_s is None else wait_s)
+    deadline = time.monotonic() + (conf.startup_redis_wait_s if wait_s is None else wait_s)
     while True:
         try:
             found = await _gather_async(client)
@@ -244,8 +244,8 @@ async def check_async(
             if time.monotonic() > deadline:
                 raise StoreUnavailable(f"Redis unreachable at start-up: {exc}") from exc
             await asyncio.sleep(_RETRY_INTERVAL_S)
-    await asyncio.to_thread(check_broker, settings)
-    return _report(evaluate_all(found, settings))
+    await asyncio.to_thread(check_broker, conf)
+    return _report(evaluate_all(found, conf))
 
 
 def _decoded(config: dict[Any, Any] | None) -> dict[str, Any] | None:
@@ -267,9 +267,9 @@ class StartupGate:
     reason is logged, because a running server cannot refuse to start any more.
     """
 
-    def __init__(self, client: AsyncStore, settings: Settings, queue: Queue) -> None:
+    def __init__(self, client: AsyncStore, conf: RedisSettings, queue: Queue) -> None:
         self.client = client
-        self.settings = settings
+        self.conf = conf
         self.queue = queue
         self.verdict: Verdict | None = None
 
@@ -291,6 +291,6 @@ class StartupGate:
             raise StoreUnavailable(f"Redis cannot keep the durability promise: {exc}") from exc
 
     async def _check(self) -> None:
-        verdict = await check_async(self.client, self.settings, wait_s=0)
+        verdict = await check_async(self.client, self.conf, wait_s=0)
         self.queue.confirmation = verdict.confirmation
         self.verdict = verdict

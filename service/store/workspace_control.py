@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service import keys
-from service.config import Settings
+from service.config import QueueSettings
 from service.errors import FieldError, InvalidRequest
 from service.jobs import Lane, Traffic, find_lane, registered_lanes
 from service.store.connections import AsyncStore, store_errors
@@ -126,10 +126,10 @@ class WorkspaceControl:
     """Pause, resume and the audit list, over the queue's Redis (asyncio client)."""
 
     def __init__(
-        self, client: AsyncStore, settings: Settings, triggers: TriggerSender | None
+        self, client: AsyncStore, queue: QueueSettings, triggers: TriggerSender | None
     ) -> None:
         self.redis = client
-        self.settings = settings
+        self.shards = queue.shards
         self.triggers = triggers
 
     async def pause(
@@ -209,7 +209,7 @@ class WorkspaceControl:
         shards = [
             keys.shard_keys(workspace, shard, lane, traffic)
             for traffic in Traffic
-            for shard in range(self.settings.shards)
+            for shard in range(self.shards)
         ]
         pipe = self.redis.pipeline(transaction=False)
         for shard_keys in shards:

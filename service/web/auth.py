@@ -16,7 +16,7 @@ import hmac
 
 from pydantic import SecretStr
 
-from service.config import Settings, Workspace, admin_key_entries
+from service.config import KeySettings, Workspace, admin_key_entries
 from service.errors import InvalidRequest
 
 
@@ -48,16 +48,16 @@ def key_from_header(value: str | None) -> str | None:
 class Authenticator:
     """Maps presented keys to workspaces (ingest) or to the admin role."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, workspaces: tuple[Workspace, ...], keys: KeySettings) -> None:
         self._ingest: dict[bytes, Workspace] = {}
         self._bulk: set[bytes] = set()
-        for ws in settings.workspaces:
+        for ws in workspaces:
             for key in ws.ingest_keys:
                 self._ingest[_digest(key.get_secret_value())] = ws
             for key in ws.bulk_ingest_keys:
                 self._ingest[_digest(key.get_secret_value())] = ws
                 self._bulk.add(_digest(key.get_secret_value()))
-        self._admin = [(name, _digest(key)) for name, key in admin_key_entries(settings)]
+        self._admin = [(name, _digest(key)) for name, key in admin_key_entries(keys)]
 
     def workspace(self, authorization: str | None) -> Workspace | None:
         key = key_from_header(authorization)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import orjson
 
 from service import keys
-from service.config import Settings, Workspace
+from service.config import QueueSettings, Workspace
 from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
 from service.jobs import Job
 from service.store.connections import AsyncStore, store_errors
@@ -94,9 +94,9 @@ def _replay(stored: bytes, request: str) -> Response:
 class Idempotency:
     """Stores a request's jobs once per (workspace, Idempotency-Key) within the window."""
 
-    def __init__(self, queue: Queue, settings: Settings) -> None:
+    def __init__(self, queue: Queue, markers: QueueSettings) -> None:
         self.queue = queue
-        self.window_ms = int(settings.idempotency_window_s * 1000)
+        self.window_ms = int(markers.idempotency_window_s * 1000)
 
     async def store(
         self, req: Request, ws: Workspace, key: str, jobs: Sequence[Job], answer: Response

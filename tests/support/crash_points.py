@@ -289,7 +289,7 @@ class DrainedPath:
                 self.redis.flushdb()
 
     def _drain_once(self) -> None:
-        for shard in range(self.settings.shards):
+        for shard in range(self.settings.queue.shards):
             try:
                 self._first.drain("default", shard, self.lane)
             except Exception:  # the worker task dies (Celery logs it); recovery follows
@@ -302,7 +302,7 @@ class DrainedPath:
         self._drain_all()
 
     def _drain_all(self) -> None:
-        for shard in range(self.settings.shards):
+        for shard in range(self.settings.queue.shards):
             shard_keys = keys.shard_keys("default", shard, self.lane)
             if self.redis.xlen(shard_keys.stream):
                 self._second.drain("default", shard, self.lane)
@@ -324,7 +324,7 @@ class DrainedPath:
     def _queued(self) -> list[dict[str, Any]]:
         """Every job still queued in the lane's streams (its payload)."""
         found: list[dict[str, Any]] = []
-        for shard in range(self.settings.shards):
+        for shard in range(self.settings.queue.shards):
             stream = keys.shard_keys("default", shard, self.lane).stream
             for fields in stream_fields(self.redis, stream):
                 found.extend(orjson.loads(value) for value in fields.values())

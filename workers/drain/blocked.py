@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.config import Settings
+from service.config import RetrySettings
 from service.delivery.backoff import backoff_ms
 from service.delivery.outcomes import Outcome, OutcomeClass
 from service.metrics import definitions as metrics
@@ -44,12 +44,12 @@ class Blocked:
 class BlockPolicy:
     def __init__(
         self,
-        settings: Settings,
+        retry: RetrySettings,
         store: ShardStore,
         now_ms: Callable[[], int],
         rng: Callable[[], float],
     ) -> None:
-        self.settings = settings
+        self.retry = retry
         self.store = store
         self.now_ms = now_ms
         self.rng = rng
@@ -67,7 +67,7 @@ class BlockPolicy:
         return self._back_off_or_exhaust(delivery, unit, outcome)
 
     def _throttle(self, delivery: Delivery, unit: OutgoingUnit, outcome: Outcome) -> Blocked:
-        s = self.settings
+        s = self.retry
         if outcome.retry_after_s is not None:
             wait_ms = int(outcome.retry_after_s * 1000)
         else:
@@ -83,7 +83,7 @@ class BlockPolicy:
         return Blocked(StopReason.THROTTLED, wait_ms / 1000)
 
     def _pause_setup(self, delivery: Delivery, unit: OutgoingUnit, outcome: Outcome) -> Blocked:
-        s = self.settings
+        s = self.retry
         workspace, lane = delivery.workspace, delivery.lane
         log.error(
             "Customer.io refused workspace %r %s credentials or URL (status %s: %s); "
@@ -103,7 +103,7 @@ class BlockPolicy:
     def _back_off_or_exhaust(
         self, delivery: Delivery, unit: OutgoingUnit, outcome: Outcome
     ) -> Blocked:
-        s = self.settings
+        s = self.retry
         now_ms = self.now_ms()
         parts = unit.by_shard()
         retries = {shard: self.store.retry_state(shard) for shard in parts}

@@ -42,8 +42,8 @@ from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
-from workers.drain.heads import HeldShards, Interrupted, Limits, Quarantine, fills_alone
-from workers.drain.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
+from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
+from workers.drain.send import Delivered, Delivery, DeliveryCounts, Limits, OutgoingUnit
 from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
@@ -111,7 +111,11 @@ class Drainer:
         rng: Callable[[], float] = random.random,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.settings = settings
+        self.drain_settings = settings.drain
+        self.queue_settings = settings.queue
+        self.metrics_settings = settings.metrics
+        # A lane's spec reads its limits from the settings as a whole (any group).
+        self._lane_settings = settings
         self.store = store
         self.dead = dead
         self.clients = clients
@@ -119,14 +123,14 @@ class Drainer:
         self.clock = clock
         self.rng = rng
         self.should_stop = should_stop
-        self.policy = BlockPolicy(settings, store, self.now_ms, rng)
+        self.policy = BlockPolicy(settings.retry, store, self.now_ms, rng)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def _packs_across(self, lane: Lane) -> bool:
         """Whether drains of `lane` pack other shards' heads (a lane that batches)."""
-        return self.settings.pack_across_shards and LANES[lane].batches
+        return self.drain_settings.pack_across_shards and LANES[lane].batches
 
     def drain(
         self,
@@ -143,11 +147,20 @@ class Drainer:
         if self._covered(primary, report):
             report.stop(StopReason.COVERED)
             return report
-        lease = self.store.acquire(primary, lease_ms=self.settings.lease_ms)
+        lease = self.store.acquire(primary, lease_ms=self.drain_settings.lease_ms)
         if lease is None:
             report.stop(StopReason.BUSY)
             return report
-        held = HeldShards(self.store, self.settings, lease, self.now_ms, self.rng)
+        limits = Limits.of(lane, self._lane_settings)
+        held = HeldShards(
+            self.store,
+            self.queue_settings,
+            self.drain_settings,
+            limits,
+            lease,
+            self.now_ms,
+            self.rng,
+        )
         delivery = Delivery(
             workspace,
             lane,
@@ -155,7 +168,8 @@ class Drainer:
             held.leases,
             self.dead,
             self.clients[(workspace, lane)],
-            self.settings,
+            limits,
+            self.metrics_settings,
             self.now_ms,
             should_stop=self.should_stop,
         )
@@ -183,12 +197,13 @@ class Drainer:
         chain = self.store.linger_chain(primary.workspace, primary.lane, primary.traffic)
         if chain is None or chain[0] == primary.shard:
             return False
-        if self.store.look([primary])[0].length >= self.settings.max_ops_per_read:
+        max_ops = self.queue_settings.max_ops_per_read
+        if self.store.look([primary])[0].length >= max_ops:
             return False
-        head = self.store.read(primary, after=None, count=self.settings.max_ops_per_read)
-        if fills_alone(head, self.settings, Limits.of(primary.lane, self.settings)):
+        head = self.store.read(primary, after=None, count=max_ops)
+        if fills_alone(head, max_ops, Limits.of(primary.lane, self._lane_settings)):
             return False
-        self.store.hold_marker(primary, chain[1] + self.settings.trigger_ttl_ms)
+        self.store.hold_marker(primary, chain[1] + self.queue_settings.trigger_ttl_ms)
         return True
 
     def _held_back(
@@ -227,7 +242,7 @@ class Drainer:
         return batches and self._paused(held, report)
 
     def _loop(self, held: HeldShards, delivery: Delivery, report: DrainReport) -> None:
-        s = self.settings
+        s = self.drain_settings
         budget_s = s.bulk_drain_budget_s if report.bulk else s.drain_budget_s
         deadline = self.clock() + budget_s
         batches = LANES[held.primary.lane].batches
@@ -259,8 +274,9 @@ class Drainer:
                 continue
             unit = step.unit
             age_ms = now_ms - min(e.accepted_ms for e in unit.entries)
-            if not unit.full and age_ms < s.linger_ms:
-                return report.stop(StopReason.LINGER, (s.linger_ms - age_ms) / 1000)
+            linger_ms = self.queue_settings.linger_ms
+            if not unit.full and age_ms < linger_ms:
+                return report.stop(StopReason.LINGER, (linger_ms - age_ms) / 1000)
             if batches and not report.bulk and sent_full and unit.full:
                 return report.stop(StopReason.BACKLOG, 0.0)
             if self._stops_before_send(held, report, deadline, batches=batches):
@@ -282,7 +298,7 @@ class Drainer:
     def _late(self, held: HeldShards, now_ms: int) -> bool:
         """Whether the primary's head has waited longer than a trigger marker lives."""
         head = held.buffers[held.primary]
-        return bool(head) and now_ms - head[0].accepted_ms > self.settings.trigger_ttl_ms
+        return bool(head) and now_ms - head[0].accepted_ms > self.queue_settings.trigger_ttl_ms
 
     def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
         """Release every lease and schedule the triggers the remaining work needs.
@@ -323,7 +339,7 @@ class Drainer:
         """
         if countdown_s is None or self.triggers is None:
             return 0
-        return int(countdown_s * 1000) + self.settings.trigger_ttl_ms
+        return int(countdown_s * 1000) + self.queue_settings.trigger_ttl_ms
 
     def _trigger(self, shard: keys.ShardKeys, countdown_s: float, *, bulk: bool) -> None:
         if self.triggers is None:

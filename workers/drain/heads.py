@@ -21,16 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from service import keys
-from service.config import Settings
+from service.config import DrainSettings, QueueSettings
 from service.delivery.across_shards import ShardHead, pack_heads
 from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
-from service.jobs import Lane, job_kind
+from service.jobs import job_kind
 from service.lanes.registry import LANES
 from service.store.shard_state import ShardLook
 from service.store.shards import Entry, Lease, ShardStore
 from service.stream_ids import id_key
-from workers.drain.send import OutgoingUnit
+from workers.drain.send import Limits, OutgoingUnit
 
 #: Op size assumed for a shard not read yet, to decide how many shards to lease.
 GUESS_OP_BYTES = 256
@@ -65,16 +65,20 @@ class HeldShards:
     def __init__(
         self,
         store: ShardStore,
-        settings: Settings,
+        queue: QueueSettings,
+        drain: DrainSettings,
+        limits: Limits,
         primary: Lease,
         now_ms: Callable[[], int],
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
-        self.settings = settings
+        self.max_ops_per_read = queue.max_ops_per_read
+        self.shards = queue.shards
+        self.drain = drain
         self.primary = primary.shard
         self.spec = LANES[primary.shard.lane]
-        self.limits = Limits.of(primary.shard.lane, settings)
+        self.limits = limits
         self.leases: dict[keys.ShardKeys, Lease] = {primary.shard: primary}
         self.buffers: dict[keys.ShardKeys, list[Entry]] = {primary.shard: []}
         self.now_ms = now_ms
@@ -88,7 +92,7 @@ class HeldShards:
 
     def refresh(self) -> None:
         """Top up every held shard's buffer to `max_ops_per_read`, in one round trip."""
-        limit = self.settings.max_ops_per_read
+        limit = self.max_ops_per_read
         wanted = [
             (shard, buffer[-1].id if buffer else None, limit - len(buffer))
             for shard, buffer in self.buffers.items()
@@ -100,9 +104,8 @@ class HeldShards:
 
     def survey(self) -> None:
         """Look at every shard of the workspace (one round trip): how much waits where."""
-        s = self.settings
         p = self.primary
-        shards = [keys.shard_keys(p.workspace, n, p.lane, p.traffic) for n in range(s.shards)]
+        shards = [keys.shard_keys(p.workspace, n, p.lane, p.traffic) for n in range(self.shards)]
         self.looks = self.store.look(shards)
         read = [e for buffer in self.buffers.values() for e in buffer]
         self.op_bytes = sum(len(e.payload) for e in read) // len(read) if read else GUESS_OP_BYTES
@@ -114,8 +117,7 @@ class HeldShards:
 
     def gather(self) -> None:
         """Lease other shards with work until their heads could fill a request."""
-        s = self.settings
-        if fills_alone(self.buffers[self.primary], s, self.limits):
+        if fills_alone(self.buffers[self.primary], self.max_ops_per_read, self.limits):
             return
         size = sum(batch_size_bytes([len(e.payload) for e in b]) for b in self.buffers.values())
         if size >= self.limits.batch_bytes:
@@ -128,7 +130,7 @@ class HeldShards:
             and look.length
             and not look.leased
             and look.not_before_ms <= now_ms
-            and look.length < s.max_ops_per_read  # a backlog: its own drain fills requests
+            and look.length < self.max_ops_per_read  # a backlog: its own drain fills requests
         ]
         start = int(self.rng() * len(looks)) if looks else 0
         chosen: list[keys.ShardKeys] = []
@@ -137,10 +139,14 @@ class HeldShards:
                 break
             chosen.append(look.shard)
             size += look.length * (self.op_bytes + 1)
-        leases = [lease for lease in self.store.acquire_many(chosen, lease_ms=s.lease_ms) if lease]
-        wanted = [(lease.shard, None, s.max_ops_per_read) for lease in leases]
+        leases = [
+            lease
+            for lease in self.store.acquire_many(chosen, lease_ms=self.drain.lease_ms)
+            if lease
+        ]
+        wanted = [(lease.shard, None, self.max_ops_per_read) for lease in leases]
         for lease, found in zip(leases, self.store.read_many(wanted), strict=True):
-            if fills_alone(found, s, self.limits):
+            if fills_alone(found, self.max_ops_per_read, self.limits):
                 lease.release()
                 self.backlogged.append(lease.shard)
                 continue
@@ -163,10 +169,10 @@ class HeldShards:
                 note,
                 [e.id for e in buffer],
                 max(len(_batch_run(buffer)), 1),
-                crash_limit=self.settings.crash_limit,
+                crash_limit=self.drain.crash_limit,
             )
             if plan is None:
-                return Quarantine(head, self.settings.crash_limit)
+                return Quarantine(head, self.drain.crash_limit)
             oversize = len(head.payload) > self.limits.item_bytes
             if not job_kind(head.kind).batches or oversize or plan.suspect_last is not None:
                 alone.append((id_key(head.id), shard, plan))
@@ -190,7 +196,6 @@ class HeldShards:
     def _pack(
         self, packable: list[tuple[keys.ShardKeys, InflightNote]], cap: int | None = None
     ) -> NextRequest:
-        s = self.settings
         heads = []
         for shard, _ in packable:
             run = _batch_run(self.buffers[shard])
@@ -210,7 +215,7 @@ class HeldShards:
         # Full: some op was left behind (no room, or a v1 job or oversize op next), or
         # a buffer holds a whole read: the request goes now, without lingering.
         full = any(count < len(self.buffers[shard]) for shard, count in taken.items()) or any(
-            len(buffer) >= s.max_ops_per_read for buffer in self.buffers.values()
+            len(buffer) >= self.max_ops_per_read for buffer in self.buffers.values()
         )
         notes = {
             shard: replace(plan, count=taken)
@@ -219,7 +224,7 @@ class HeldShards:
         }
         kind = entries[0].kind if entries else self.spec.kinds[0].name
         transform = self.spec.transform
-        if transform is not None and transform.enabled(s):
+        if transform is not None and self.limits.transform_on:
             merged = transform.merge([e.payload for e in entries], self.limits.item_bytes)
             if merged.saved:
                 body = batch_body(merged.ops)
@@ -248,9 +253,9 @@ class HeldShards:
         }
 
 
-def fills_alone(buffer: list[Entry], s: Settings, limits: Limits) -> bool:
+def fills_alone(buffer: list[Entry], max_ops_per_read: int, limits: Limits) -> bool:
     """Whether a shard's buffered head fills a request by itself (a backlog)."""
-    if len(buffer) >= s.max_ops_per_read:
+    if len(buffer) >= max_ops_per_read:
         return True
     run = _batch_run(buffer)
     return batch_size_bytes([len(e.payload) for e in run]) > limits.batch_bytes
@@ -276,16 +281,3 @@ def is_backlog(waiting_ops: int, limits: Limits, op_bytes: int = GUESS_OP_BYTES)
     served only when the live one is empty, never ran.
     """
     return waiting_ops * (op_bytes + 1) > 2 * limits.batch_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """A lane's byte limits: a request body, and a single job."""
-
-    batch_bytes: int
-    item_bytes: int
-
-    @classmethod
-    def of(cls, lane: Lane, s: Settings) -> Limits:
-        spec = LANES[lane]
-        return cls(spec.max_batch_bytes(s), spec.max_item_bytes(s))

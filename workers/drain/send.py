@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service import keys
-from service.config import Settings
+from service.config import MetricsSettings, Settings
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
 from service.delivery.upstream import LaneClient
@@ -32,6 +32,22 @@ from service.store.dead_letters import DeadLetter, DeadLetterStore, LetterClass,
 from service.store.shards import Entry, Lease, ShardStore
 
 log = logging.getLogger("cioq.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A lane's byte limits (a request body, a single job) and whether its transform is on,
+    as the lane's spec reads them from the settings."""
+
+    batch_bytes: int
+    item_bytes: int
+    transform_on: bool = False
+
+    @classmethod
+    def of(cls, lane: Lane, s: Settings) -> Limits:
+        spec = LANES[lane]
+        transform_on = spec.transform is not None and spec.transform.enabled(s)
+        return cls(spec.max_batch_bytes(s), spec.max_item_bytes(s), transform_on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +118,8 @@ class Delivery:
         leases: Mapping[keys.ShardKeys, Lease],
         dead: DeadLetterStore,
         client: LaneClient,
-        settings: Settings,
+        limits: Limits,
+        metrics: MetricsSettings,
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -114,7 +131,8 @@ class Delivery:
         self.store = store
         self.dead = dead
         self.client = client
-        self.settings = settings
+        self.limits = limits
+        self.metrics = metrics
         self.now_ms = now_ms
         self.should_stop = should_stop
         self.counts = DeliveryCounts()
@@ -123,7 +141,7 @@ class Delivery:
         """Send `unit` and resolve what the answer allows."""
         if unit.oversize:
             size = len(unit.entries[0].payload)
-            limit = self.spec.max_item_bytes(self.settings)
+            limit = self.limits.item_bytes
             self._dead_letter(
                 unit.entries[:1],
                 reason=LetterReason.OP_TOO_LARGE,
@@ -277,7 +295,7 @@ class Delivery:
             if removed != len(own):
                 log.error("resolved %d entries of %s, expected %d", removed, shard.tag, len(own))
             resolved[shard] = len(own)
-        record_drained(self.store.redis, self.workspace, len(entries), self.settings)
+        record_drained(self.store.redis, self.workspace, len(entries), self.metrics)
         return resolved
 
     def _dead_letter(

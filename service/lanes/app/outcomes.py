@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from service import keys
-from service.config import Settings
+from service.config import AppLaneSettings
 from service.store.connections import AsyncStore, SyncStore, store_errors
 
 
@@ -92,9 +92,9 @@ def _decode(found: list[Any]) -> Outcome | None:
 class AsyncOutcomes:
     """The ingest side: create the queued record, wait for the final one, read it."""
 
-    def __init__(self, client: AsyncStore, settings: Settings) -> None:
+    def __init__(self, client: AsyncStore, app: AppLaneSettings) -> None:
         self.redis = client
-        self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
+        self.ttl_ms = int(app.app_outcome_ttl_s * 1000)
 
     async def create(self, workspace: str, outcome: Outcome) -> None:
         # NX: a fast worker may have written the final record already.
@@ -126,9 +126,9 @@ class AsyncOutcomes:
 class Outcomes:
     """The worker side: record attempts and the final outcome, waking the waiting request."""
 
-    def __init__(self, client: SyncStore, settings: Settings) -> None:
+    def __init__(self, client: SyncStore, app: AppLaneSettings) -> None:
         self.redis = client
-        self.ttl_ms = int(settings.app_outcome_ttl_s * 1000)
+        self.ttl_ms = int(app.app_outcome_ttl_s * 1000)
 
     def record(
         self,

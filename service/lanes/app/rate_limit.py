@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from service import keys
-from service.config import Settings
+from service.config import AppLaneSettings
 from service.store.connections import load_script, store_errors
 
 
@@ -39,14 +39,14 @@ class Limit:
     burst: int = 1
 
 
-def limit_for(limit_class: LimitClass, settings: Settings) -> Limit:
+def limit_for(limit_class: LimitClass, app: AppLaneSettings) -> Limit:
     """The spacing a class's bucket enforces under `settings`."""
-    headroom = settings.app_rate_headroom
+    headroom = app.app_rate_headroom
     if limit_class is LimitClass.SEND:
-        return Limit(round(1_000_000 / (settings.app_send_rps * headroom)))
+        return Limit(round(1_000_000 / (app.app_send_rps * headroom)))
     if limit_class is LimitClass.APP:
-        return Limit(round(1_000_000 / (settings.app_rps * headroom)))
-    return Limit(round(settings.app_broadcast_interval_s * 1_000_000 / headroom))
+        return Limit(round(1_000_000 / (app.app_rps * headroom)))
+    return Limit(round(app.app_broadcast_interval_s * 1_000_000 / headroom))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +64,14 @@ def _reservation(raw: Any) -> Reservation:
 
 
 class _Buckets:
-    def __init__(self, client: Any, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, client: Any, app: AppLaneSettings) -> None:
+        self.app = app
         self._script = load_script(client, "token_bucket")
 
     def _call(
         self, workspace: str, limit_class: LimitClass, name: str, max_wait_ms: int, hold_ms: int
     ) -> Any:
-        limit = limit_for(limit_class, self.settings)
+        limit = limit_for(limit_class, self.app)
         args: list[int] = [limit.interval_us, limit.burst, max_wait_ms * 1000]
         if hold_ms:
             args.append(hold_ms * 1000)

@@ -16,7 +16,7 @@ import math
 import time
 from typing import Any
 
-from service.config import Settings, Workspace
+from service.config import AppLaneSettings, Workspace
 from service.delivery.outcomes import Transport
 from service.errors import FieldError
 from service.lanes.app.client import AppProxy
@@ -71,9 +71,10 @@ def require_app_key(ws: Workspace) -> None:
 class AppReads:
     """The read proxy: one `AppProxy` per workspace, one shared budget per workspace."""
 
-    def __init__(self, client: AsyncStore, settings: Settings) -> None:
-        self.settings = settings
-        self.limiter = AsyncRateLimiter(client, settings)
+    def __init__(self, client: AsyncStore, app: AppLaneSettings, *, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.limiter = AsyncRateLimiter(client, app)
         self._proxies: dict[str, AppProxy] = {}
 
     def routes(self) -> list[Route]:
@@ -85,7 +86,7 @@ class AppReads:
     def _proxy(self, ws: Workspace) -> AppProxy:
         proxy = self._proxies.get(ws.name)
         if proxy is None:
-            proxy = AppProxy(ws, timeout_s=self.settings.upstream_timeout_s)
+            proxy = AppProxy(ws, timeout_s=self.timeout_s)
             self._proxies[ws.name] = proxy
         return proxy
 
@@ -93,7 +94,7 @@ class AppReads:
         """Forward once a slot is free; a 429 from Customer.io (it did nothing) holds the
         workspace's budget and is tried once more if the wait still fits the read's."""
         require_app_key(ws)
-        deadline_s = time.monotonic() + self.settings.app_read_wait_ms / 1000
+        deadline_s = time.monotonic() + self.app.app_read_wait_ms / 1000
         url = req.raw_path + (f"?{req.query}" if req.query else "")
         for attempt in range(2):
             left_ms = max(int((deadline_s - time.monotonic()) * 1000), 0)
@@ -125,7 +126,7 @@ class AppReads:
                 FieldError(
                     "rate_limit",
                     "app_rps",
-                    f"the workspace's App API budget ({self.settings.app_rps}/s) is spent",
+                    f"the workspace's App API budget ({self.app.app_rps}/s) is spent",
                 )
             ],
             headers=((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),),

@@ -51,10 +51,12 @@ class AppIngest:
     """Handlers for the producer-facing App API: sends, triggers, job status, reads."""
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
-        self.idempotency = Idempotency(queue, settings)
-        self.outcomes = AsyncOutcomes(queue.redis, settings)
-        self.wait_ms = settings.app_send_wait_ms
-        self.reads = AppReads(queue.redis, settings)
+        self.idempotency = Idempotency(queue, settings.queue)
+        self.outcomes = AsyncOutcomes(queue.redis, settings.app)
+        self.wait_ms = settings.app.app_send_wait_ms
+        self.reads = AppReads(
+            queue.redis, settings.app, timeout_s=settings.drain.upstream_timeout_s
+        )
 
     def routes(self) -> list[Route]:
         sends = [

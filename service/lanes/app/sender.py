@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from service.config import Settings, Workspace
+from service.config import AppLaneSettings, RedisSettings, Workspace
 from service.delivery.outcomes import Outcome, OutcomeClass
 from service.delivery.upstream import Answer
 from service.lanes.app import confirm
@@ -75,13 +75,20 @@ class _Job:
 class AppSender:
     """Sends one workspace's App lane jobs; the engine's `LaneClient` for the App lanes."""
 
-    def __init__(self, workspace: Workspace, settings: Settings) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        app: AppLaneSettings,
+        redis: RedisSettings,
+        *,
+        timeout_s: float,
+    ) -> None:
         self.workspace = workspace
-        self.settings = settings
-        self.client = AppClient(workspace, timeout_s=settings.upstream_timeout_s)
-        self.redis = connect_sync(settings)
-        self.limiter = RateLimiter(self.redis, settings)
-        self.outcomes = Outcomes(self.redis, settings)
+        self.app = app
+        self.client = AppClient(workspace, timeout_s=timeout_s)
+        self.redis = connect_sync(redis)
+        self.limiter = RateLimiter(self.redis, app)
+        self.outcomes = Outcomes(self.redis, app)
         self.confirmer = confirm.Confirmer(self.redis, self.limiter, self.client, workspace)
 
     def send_batch(self, body: bytes, *, op_count: int) -> Outcome:
@@ -93,7 +100,7 @@ class AppSender:
             ws,
             limit_class,
             name=str(envelope.get("bucket", "")),
-            max_wait_ms=self.settings.app_token_wait_max_ms,
+            max_wait_ms=self.app.app_token_wait_max_ms,
         )
         if not slot.granted:
             metrics.rate_deferred(ws, limit_class)

@@ -47,9 +47,9 @@ class PipelinesIngest:
     """Handlers for the producer-facing Pipelines API."""
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
-        self.idempotency = Idempotency(queue, settings)
-        self.max_call_bytes = settings.cdp_max_call_bytes
-        self.stamp_timestamps = settings.stamp_timestamps
+        self.idempotency = Idempotency(queue, settings.queue)
+        self.max_call_bytes = settings.limits.cdp_max_call_bytes
+        self.stamp_timestamps = settings.limits.stamp_timestamps
 
     def routes(self) -> list[Route]:
         calls = [

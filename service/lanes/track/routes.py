@@ -48,10 +48,10 @@ class Ingest:
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.queue = queue
-        self.idempotency = idempotency.Idempotency(queue, settings)
-        self.loose_limits = Limits(max_op_bytes=settings.max_op_bytes)
-        self.strict_limits = Limits(max_op_bytes=settings.max_op_bytes, strict=True)
-        self.stamp_timestamps = settings.stamp_timestamps
+        self.idempotency = idempotency.Idempotency(queue, settings.queue)
+        self.loose_limits = Limits(max_op_bytes=settings.limits.max_op_bytes)
+        self.strict_limits = Limits(max_op_bytes=settings.limits.max_op_bytes, strict=True)
+        self.stamp_timestamps = settings.limits.stamp_timestamps
 
     def _limits(self, ws: Workspace) -> Limits:
         return self.strict_limits if ws.strict_validation else self.loose_limits

@@ -94,12 +94,12 @@ def test_the_default_level_starts_and_confirms_on_a_cluster_without_aof(
     for node in aof_less_cluster.nodes:
         assert node.client().info("persistence")["aof_enabled"] == 0
     settings = _settings(aof_less_cluster, redis_url, overlay_level)
-    client = connect_sync(settings)
+    client = connect_sync(settings.redis)
     try:
-        verdict = check_sync(client, settings)  # the worker's start-up check
+        verdict = check_sync(client, settings.redis)  # the worker's start-up check
     finally:
         client.close()
-    assert verdict.confirmation == Confirmation(False, 1, settings.durability_timeout_ms)
+    assert verdict.confirmation == Confirmation(False, 1, settings.redis.durability_timeout_ms)
     outcomes = asyncio.run(_enqueue(settings))  # the api's start-up gate, then writes
     assert [o for o in outcomes if isinstance(o, BaseException)] == []
     stored = sum(
@@ -112,9 +112,9 @@ def test_the_default_level_starts_and_confirms_on_a_cluster_without_aof(
 
 def test_replicated_refuses_to_start_there(aof_less_cluster: Cluster, redis_url: str) -> None:
     settings = _settings(aof_less_cluster, redis_url, "replicated")
-    client = connect_sync(settings)
+    client = connect_sync(settings.redis)
     try:
         with pytest.raises(ConfigError, match="appendonly yes"):
-            check_sync(client, settings)
+            check_sync(client, settings.redis)
     finally:
         client.close()

@@ -250,7 +250,7 @@ def test_the_example_secret_is_refused_by_the_production_check(
     for name, value in secret_env(rendered[overlay]).items():
         monkeypatch.setenv(name, value.replace(PLACEHOLDER, f"real-{name.lower()}"))
     settings = load_settings()
-    assert settings.env == "production" and settings.worker_metrics_port == 9100
+    assert settings.redis.env == "production" and settings.metrics.worker_metrics_port == 9100
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -311,15 +311,15 @@ def test_start_up_checks_every_primary_and_the_broker(cluster: Cluster, tmp_path
         settings = Settings(
             redis_url=cluster.url, redis_cluster=True, broker_url=broker.url, durability="fsync"
         )
-        client = connect_sync(settings)
+        client = connect_sync(settings.redis)
         with pytest.raises(ConfigError, match=r"primary 127\.0\.0\.1:\d+ has appendfsync everysec"):
-            check_sync(client, settings)
+            check_sync(client, settings.redis)
         for node in cluster.primaries():
             node.client().config_set("appendfsync", "always")
-        verdict = check_sync(client, settings.model_copy(update={"durability": "replicated"}))
+        verdict = check_sync(client, settings.redis.model_copy(update={"durability": "replicated"}))
         assert verdict.confirmation is not None and verdict.confirmation.replicas == 1
         other_node = f"redis://127.0.0.1:{cluster.nodes[1].port}/0"
-        as_broker = settings.model_copy(update={"broker_url": other_node})
+        as_broker = settings.redis.model_copy(update={"broker_url": other_node})
         with pytest.raises(ConfigError, match="does not support Redis Cluster"):
             check_sync(client, as_broker)
         client.close()

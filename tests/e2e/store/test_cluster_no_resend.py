@@ -65,7 +65,7 @@ def test_the_blocking_cluster_client_does_not_resend_a_timed_out_script(
     cluster: Cluster,
 ) -> None:
     key = "f10:sync"
-    client = connect_sync(_settings(cluster))
+    client = connect_sync(_settings(cluster).redis)
     try:
         slow = client.register_script(SLOW_COUNT)
         with pytest.raises(StoreUnavailable), store_errors("slow"):
@@ -82,7 +82,7 @@ def test_the_asyncio_cluster_client_does_not_resend_a_timed_out_script(
     key = "f10:async"
 
     async def run() -> None:
-        client = connect_async(_settings(cluster))
+        client = connect_async(_settings(cluster).redis)
         try:
             slow = client.register_script(SLOW_COUNT)
             with pytest.raises(StoreUnavailable), store_errors("slow"):
@@ -98,7 +98,7 @@ def test_the_asyncio_cluster_client_does_not_resend_a_timed_out_script(
 def test_a_transaction_sent_to_a_moved_slot_follows_the_redirect(cluster: Cluster) -> None:
     """MOVED proves the transaction did not run, so the policy sends it again."""
     shard = keys.shard_keys("default", 1)
-    client = connect_sync(_settings(cluster))
+    client = connect_sync(_settings(cluster).redis)
     try:
         client.set(shard.stream, b"before")  # the client learns the slot's owner
         source = cluster.node_of(shard.stream)

@@ -32,7 +32,7 @@ def test_a_part_sent_to_a_slot_that_moved_follows_the_redirect(cluster: Cluster)
     part = Part([shard.stream, shard.trigger], [1000, 60_000, 0, 1, b"o", b"{}"])
 
     async def write_before_and_after() -> list[object]:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         writer = SlotWriter(client, "enqueue", seed_url=cluster.url)
         try:
             first = await writer.run([part])

@@ -75,11 +75,11 @@ def test_a_send_whose_note_is_not_fsynced_does_not_go_out(
     """F5 at ``fsync``: the note must be on disk before the POST; it is not, so no POST,
     and the note is cleared (the send waits, queued, for a drain that can note it)."""
     settings = _settings(unfsynced, "fsync", app_sandbox_url)
-    client = connect_sync(settings)
+    client = connect_sync(settings.redis)
     shard = _put_send(unfsynced)
     assert isinstance(client, redis.Redis)
     drainer = build_drainer(settings, client)
-    drainer.store.confirmation = check_sync(client, settings).confirmation
+    drainer.store.confirmation = check_sync(client, settings.redis).confirmation
     with pytest.raises(StoreUnavailable):
         drainer.drain("default", 0, shard.lane)
     assert _received(app_sandbox) == []
@@ -95,8 +95,8 @@ def test_the_note_and_a_letter_are_on_the_replica_when_their_writes_return(
     primary, replica = primary_with_replica(tmp_path, fsync="always")
     try:
         settings = _settings(primary, level, app_sandbox_url)
-        client = connect_sync(settings)
-        confirmation = check_sync(client, settings).confirmation
+        client = connect_sync(settings.redis)
+        confirmation = check_sync(client, settings.redis).confirmation
         assert confirmation is not None and confirmation.replicas == 1
         shard = _put_send(primary)
         store = ShardStore(client)

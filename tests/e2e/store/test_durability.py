@@ -66,12 +66,12 @@ def test_start_up_verdicts(
     warned: bool,
 ) -> None:
     """Each Redis configuration is accepted (with or without WAITAOF), warned about, or refused."""
-    settings = Settings(env=env, durability=durability)  # type: ignore[arg-type]
+    settings = Settings(env=env, durability=durability)
     if refusal is not None:
         with pytest.raises(ConfigError, match=refusal):
-            evaluate(found, settings)
+            evaluate(found, settings.redis)
         return
-    verdict = evaluate(found, settings)
+    verdict = evaluate(found, settings.redis)
     assert _waitaof(verdict) is waitaof
     assert bool(verdict.warnings) is warned
 
@@ -90,14 +90,14 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def test_check_reads_a_real_redis(own_redis: RedisServer) -> None:
     """Against a live Redis 7.0: everysec is refused for fsync, always is accepted."""
     settings = Settings(redis_url=own_redis.url, durability="fsync")
-    client = connect_sync(settings)
+    client = connect_sync(settings.redis)
     with pytest.raises(ConfigError, match="appendfsync everysec"):
-        check_sync(client, settings)
+        check_sync(client, settings.redis)
     client.config_set("appendfsync", "always")
-    assert _waitaof(check_sync(client, settings)) is False
+    assert _waitaof(check_sync(client, settings.redis)) is False
     client.config_set("maxmemory-policy", "allkeys-lru")
     with pytest.raises(ConfigError, match="noeviction"):
-        check_sync(client, settings.model_copy(update={"env": "production"}))
+        check_sync(client, settings.redis.model_copy(update={"env": "production"}))
     client.close()
 
 

@@ -132,7 +132,9 @@ def test_levels_acknowledge_when_the_server_confirms(
     """With fsync and a live replica, the same concurrent enqueues are all acknowledged."""
     primary, replica = primary_with_replica(tmp_path)
     try:
-        settings = _settings(primary, level).model_copy(update={"durability_timeout_ms": 5000})
+        base = _settings(primary, level)
+        redis_conf = base.redis.model_copy(update={"durability_timeout_ms": 5000})
+        settings = base.model_copy(update={"redis": redis_conf})
         acknowledged, _ = asyncio.run(_enqueue_concurrently(settings))
         assert acknowledged == CONCURRENT
         client = primary.client()

@@ -73,7 +73,7 @@ def stored(url: str) -> dict[int, list[bytes]]:
 async def _run_concurrently(url: str, requests: list[list[Job]], **kwargs: int) -> list[Stored]:
     client = aioredis.Redis.from_url(url)
     writer = SlotWriter(client, "enqueue", seed_url=url)
-    commit = GroupCommit(writer, Settings(redis_url=url, shards=SHARDS), **kwargs)
+    commit = GroupCommit(writer, Settings(redis_url=url, shards=SHARDS).queue, **kwargs)
     try:
         return list(await asyncio.gather(*(commit.store("default", jobs) for jobs in requests)))
     finally:
@@ -114,7 +114,8 @@ def test_redis_down_fails_every_waiting_request(tmp_path: Path) -> None:
 
     async def main() -> list[object]:
         client = aioredis.Redis.from_url(dead, socket_connect_timeout=1)
-        queue = Queue(client, Settings(redis_url=dead, shards=SHARDS), None)
+        settings = Settings(redis_url=dead, shards=SHARDS)
+        queue = Queue(client, settings.redis, settings.queue, None)
         try:
             return await asyncio.gather(
                 *(queue.enqueue("default", [job(r, 0)]) for r in range(5)),

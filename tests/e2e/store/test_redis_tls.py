@@ -70,21 +70,21 @@ def settings_for(url: str, ca_file: Path | None, **extra: object) -> Settings:
         redis_ca_file=str(ca_file) if ca_file else None,
         redis_timeout_s=2,
         metrics_redis_timeout_s=2,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
 def test_the_store_clients_connect_with_the_right_ca(tls_redis: TlsRedis) -> None:
     settings = settings_for(tls_redis.url, tls_redis.good_ca)
     for connect in (connect_sync, connect_metrics):
-        client = connect(settings)
+        client = connect(settings.redis)
         try:
             assert client.ping() is True
         finally:
             client.close()
 
     async def ping_async() -> bool:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         try:
             return bool(await client.ping())
         finally:
@@ -100,7 +100,7 @@ def test_the_store_clients_refuse_a_certificate_they_cannot_verify(
     ca = tls_redis.wrong_ca if which == "wrong CA" else None
     settings = settings_for(tls_redis.url, ca)
     for connect in (connect_sync, connect_metrics):
-        client = connect(settings)
+        client = connect(settings.redis)
         try:
             with pytest.raises(redis.ConnectionError) as refused:
                 client.ping()
@@ -109,7 +109,7 @@ def test_the_store_clients_refuse_a_certificate_they_cannot_verify(
             client.close()
 
     async def ping_async() -> None:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         try:
             await client.ping()
         finally:
@@ -124,7 +124,7 @@ def test_the_broker_delivers_triggers_over_verified_tls(tls_redis: TlsRedis) -> 
     plain = tls_redis.server.client()
     plain.flushdb()
     settings = settings_for("redis://127.0.0.1:1/0", tls_redis.good_ca, broker_url=tls_redis.url)
-    triggers = Triggers.for_settings(settings)
+    triggers = Triggers.for_settings(settings.redis)
     try:
         triggers.send("ws", 3)
         wait_until(lambda: plain.llen(DRAIN_QUEUE) == 1, timeout_s=10, what="the trigger")
@@ -156,7 +156,7 @@ def test_the_broker_refuses_a_certificate_it_cannot_verify(tls_redis: TlsRedis) 
         app.close()
     assert isinstance(refused.value, OperationalError)
     assert caused_by(refused.value, ssl.SSLCertVerificationError)
-    triggers = Triggers.for_settings(settings)
+    triggers = Triggers.for_settings(settings.redis)
     try:
         with pytest.raises(OperationalError) as refused_send:
             triggers.send("ws", 3)

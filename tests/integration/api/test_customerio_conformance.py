@@ -138,7 +138,7 @@ def test_conforming_requests_are_accepted_and_reach_customerio(
     assert sum(tally.accepted.values()) > 0
     lane = Lane.TRACK if which == "track" else Lane.PIPELINES
     drainer = build_drainer(settings, redis_client)
-    for shard in range(settings.shards):
+    for shard in range(settings.queue.shards):
         assert drainer.drain("default", shard, lane, bulk=True).stopped == "empty"
     assert dlq(redis_client) == []
     assert client.get("/_sandbox/received", params={"limit": 1}).json()["records"]

@@ -58,7 +58,7 @@ def test_start_up_key_rules(
     for name, value in {**PRODUCTION, **change}.items():
         monkeypatch.setenv(name, value)
     if problem is None:
-        assert load_settings().env in ("production", "development")
+        assert load_settings().redis.env in ("production", "development")
         return
     with pytest.raises(ConfigError, match=re.escape(problem)):
         load_settings()
@@ -80,8 +80,8 @@ def test_repr_and_errors_hide_secrets() -> None:
     )
     s = Settings(
         api_key=SecretStr(API_KEY),
-        ingest_keys=INGEST_KEY,  # type: ignore[arg-type]
-        admin_keys=ADMIN_KEY,  # type: ignore[arg-type]
+        ingest_keys=INGEST_KEY,
+        admin_keys=ADMIN_KEY,
         workspaces_json=workspaces,
         redis_url="redis://:redis-pass-Qw3@127.0.0.1:6379/0",
     )
@@ -89,7 +89,14 @@ def test_repr_and_errors_hide_secrets() -> None:
     for secret in (*SECRETS, "redis-pass-Qw3"):
         assert secret not in shown
     with pytest.raises(ConfigError) as caught:
-        check_keys(s.model_copy(update={"env": "production", "admin_keys": ()}))
+        check_keys(
+            s.model_copy(
+                update={
+                    "redis": s.redis.model_copy(update={"env": "production"}),
+                    "keys": s.keys.model_copy(update={"admin_keys": ()}),
+                }
+            )
+        )
     assert not any(secret in str(caught.value) for secret in SECRETS)
 
 

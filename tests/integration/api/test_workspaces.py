@@ -98,7 +98,7 @@ def test_each_producer_reaches_only_its_own_workspace(
 
     drainer = build_drainer(settings, redis_client)
     for ws in ("default", "a", "b"):
-        for shard in range(settings.shards):
+        for shard in range(settings.queue.shards):
             assert drainer.drain(ws, shard).stopped == "empty"
 
     for name, (site, _, _) in SITES.items():

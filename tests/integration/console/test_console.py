@@ -127,13 +127,13 @@ def _tamper(value: str) -> str:
 
 def test_forged_and_expired_cookies_are_refused(console: tuple[str, Settings]) -> None:
     url, settings = console
-    past = Sessions(settings, clock=lambda: 1_000_000.0)
+    past = Sessions(settings.console, settings.keys, clock=lambda: 1_000_000.0)
     _, expired = past.issue("alice")
-    _, good = Sessions(settings).issue("alice")
+    _, good = Sessions(settings.console, settings.keys).issue("alice")
     _, other_secret = Sessions(
-        settings.model_copy(update={"console_secret": SecretStr("x" * 32)})
+        settings.console.model_copy(update={"console_secret": SecretStr("x" * 32)}), settings.keys
     ).issue("alice")
-    _, unknown_name = Sessions(settings).issue("mallory")
+    _, unknown_name = Sessions(settings.console, settings.keys).issue("mallory")
     with _client(url) as client:
         client.cookies.set(COOKIE, good)
         assert client.get("/console/overview").status_code == 200
@@ -228,7 +228,7 @@ def test_bare_admin_keys_are_named_by_fingerprint(make_settings: Callable[..., S
     from service.config import admin_key_entries
 
     settings = make_settings(admin_keys="plainkey,bob:bobs-key,:odd")
-    names = [name for name, _ in admin_key_entries(settings)]
+    names = [name for name, _ in admin_key_entries(settings.keys)]
     assert names[0].startswith("key-") and len(names[0]) == 12
     assert names[1] == "bob"
-    assert [key for _, key in admin_key_entries(settings)] == ["plainkey", "bobs-key", ":odd"]
+    assert [key for _, key in admin_key_entries(settings.keys)] == ["plainkey", "bobs-key", ":odd"]

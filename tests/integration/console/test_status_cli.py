@@ -106,7 +106,7 @@ def test_each_lane_shows_its_own_age_rates_and_dead_letters(
     monkeypatch.setenv("CIOQ_CDP_API_KEY", "cdp-key")
     monkeypatch.setenv("CIOQ_APP_API_KEY", "app-key")
     tally = Tally(background=False)
-    tally.configure(make_settings())
+    tally.configure(make_settings().redis)
     monkeypatch.setattr(definitions, "TALLY", tally)
     jobs = _lane_jobs()
     now_ms = int(time.time() * 1000)

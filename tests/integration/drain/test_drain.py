@@ -306,7 +306,7 @@ def test_crash_loop_quarantines_a_head_that_died_alone(
     lease = store.acquire(shard, lease_ms=1000)
     assert lease
     # The last holder died sending the head alone, for the limit's last time but one.
-    note = InflightNote(head.id, 1, settings.crash_limit - 1, head.id)
+    note = InflightNote(head.id, 1, settings.drain.crash_limit - 1, head.id)
     lease.mark_inflight(note)
     redis_client.delete(shard.lease)
     assert store.inflight_note(shard) == note

@@ -305,7 +305,7 @@ def test_a_live_drain_whose_head_outwaited_the_trigger_marker_hands_over_without
     queue at once. A full request per such trigger held the live events queued behind
     them for seconds after an outage (issue 27)."""
     enqueue(redis_client, [op(n, pad="x" * 900) for n in range(800)])  # ~4 full requests
-    clock.offset_s += 2 * settings.trigger_ttl_ms / 1000
+    clock.offset_s += 2 * settings.queue.trigger_ttl_ms / 1000
     triggers = RecordingTriggers()
     drainer = build_drainer(settings, redis_client, clock)
     drainer.triggers = cast(Triggers, triggers)

@@ -63,7 +63,7 @@ def test_marker_outlives_a_drain_only_until_its_own_retrigger(
     ttl_ms = int(redis_client.pttl(shard.trigger))
     if marker_kept:
         assert report.retrigger_s is not None
-        expected = report.retrigger_s * 1000 + settings.trigger_ttl_ms
+        expected = report.retrigger_s * 1000 + settings.queue.trigger_ttl_ms
         assert expected - 1000 < ttl_ms <= expected
         assert redis_client.llen(DRAIN_QUEUE) == 1  # the drain's own re-trigger
     else:

@@ -63,8 +63,9 @@ def test_keyed_requests_are_stored_once_however_often_sent(
     order = [n % len(requests) for n in sends]
 
     async def send_all() -> None:
-        client = connect_async(make_settings(shards=SHARDS))
-        queue = Queue(client, make_settings(shards=SHARDS), None)
+        client = connect_async(make_settings(shards=SHARDS).redis)
+        settings = make_settings(shards=SHARDS)
+        queue = Queue(client, settings.redis, settings.queue, None)
         try:
             await asyncio.gather(
                 *(

@@ -18,7 +18,7 @@ MINUTE_S = 29_000_000 * 60.0  # the start of an epoch minute
 
 def _read(settings: Settings, now_s: float) -> dict[str, float]:
     async def main() -> dict[str, float]:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         try:
             return await per_minute(client, "default", now_s=now_s)
         finally:
@@ -32,7 +32,7 @@ def test_counts_reach_redis_per_minute_and_expire(
 ) -> None:
     settings = make_settings()
     tally = Tally(background=False)
-    tally.configure(settings)
+    tally.configure(settings.redis)
     tally.add("default", "accepted", 5)
     tally.add("default", "accepted", 2)
     tally.add("default", "status:200")
@@ -58,7 +58,7 @@ def test_the_last_minute_counts_for_the_part_still_in_the_window(
 ) -> None:
     settings = make_settings()
     tally = Tally(background=False)
-    tally.configure(settings)
+    tally.configure(settings.redis)
     tally.add("default", "delivered", 60)
     tally.flush(now_s=MINUTE_S + 30)
     tally.add("default", "delivered", 4)
@@ -73,7 +73,7 @@ def test_an_unconfigured_tally_records_nothing(
 ) -> None:
     tally = Tally(background=False)
     tally.add("default", "accepted", 5)
-    tally.configure(make_settings())
+    tally.configure(make_settings().redis)
     tally.flush(now_s=MINUTE_S)
     assert redis_client.keys("cioq:act:*") == []
 
@@ -82,7 +82,7 @@ def test_a_redis_error_drops_the_counts_without_raising(
     make_settings: Callable[..., Settings],
 ) -> None:
     tally = Tally(background=False)
-    tally.configure(make_settings(redis_url="redis://127.0.0.1:1/0"))
+    tally.configure(make_settings(redis_url="redis://127.0.0.1:1/0").redis)
     tally.add("default", "accepted", 5)
     tally.flush(now_s=MINUTE_S)  # logged, not raised: counting must never stop delivery
     tally.flush(now_s=MINUTE_S)

@@ -52,8 +52,10 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
     redis_client.xadd(keys.shard_keys("default", 3).stream, {"o": b"{}"})
     redis_client.xadd(keys.dead_letters("default"), {"reason": "invalid"})
     redis_client.set(keys.pause("default"), "setup:401", px=60_000)
-    client = connect_metrics(settings)
-    collector = QueueStateCollector(settings, client, clock=lambda: now_s)
+    client = connect_metrics(settings.redis)
+    collector = QueueStateCollector(
+        settings.queue, settings.metrics, settings.workspaces, client, clock=lambda: now_s
+    )
 
     got = samples(generate_latest(process_registry(collector)).decode())
     ws = (("workspace", "default"),)
@@ -73,8 +75,8 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
     assert got[("cioq_workspace_paused", (("cause", "other"), *track, *ws))] == 0
     assert 59 <= got[("cioq_workspace_pause_remaining_seconds", (*track, *ws))] <= 60
 
-    record_drained(redis_client, "default", 15, settings, now_s=now_s - 1)
-    record_drained(redis_client, "default", 5, settings, now_s=now_s - 2)
+    record_drained(redis_client, "default", 15, settings.metrics, now_s=now_s - 1)
+    record_drained(redis_client, "default", 5, settings.metrics, now_s=now_s - 2)
     got = samples(generate_latest(process_registry(collector)).decode())
     assert got[("cioq_drain_rate_ops_per_second", ws)] == 2.0
     assert got[("cioq_backlog_seconds", ws)] == 1.5
@@ -91,8 +93,14 @@ def test_pause_cause_label(
     """Each pause shows under its own cause, an operator's as `manual`; one label is 1."""
     settings = make_settings()
     redis_client.set(keys.pause("default"), stored, px=60_000)
-    client = connect_metrics(settings)
-    got = samples(generate_latest(process_registry(QueueStateCollector(settings, client))).decode())
+    client = connect_metrics(settings.redis)
+    got = samples(
+        generate_latest(
+            process_registry(
+                QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, client)
+            )
+        ).decode()
+    )
     client.close()
     track_ws = (("lane", "track"), ("workspace", "default"))
     paused = {
@@ -108,8 +116,8 @@ def test_old_drain_counts_leave_the_window_and_the_key(
 ) -> None:
     settings = make_settings(drain_rate_window_s=10)
     key = keys.drain_rate("default")
-    record_drained(redis_client, "default", 7, settings, now_s=1_000)
-    record_drained(redis_client, "default", 3, settings, now_s=1_011)
+    record_drained(redis_client, "default", 7, settings.metrics, now_s=1_000)
+    record_drained(redis_client, "default", 3, settings.metrics, now_s=1_011)
     assert redis_client.hgetall(key) == {b"1011": b"3"}
     assert 0 < redis_client.ttl(key) <= 20
 
@@ -148,8 +156,10 @@ def test_backlog_seconds(
 
 def test_unreachable_redis_leaves_metrics_working(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(redis_url="redis://127.0.0.1:1/0", metrics_redis_timeout_s=0.2)
-    client = connect_metrics(settings)
-    registry = process_registry(QueueStateCollector(settings, client))
+    client = connect_metrics(settings.redis)
+    registry = process_registry(
+        QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, client)
+    )
     metrics.observe_ingest("v1.track", 200, 0.01)
     started = time.monotonic()
     text = generate_latest(registry).decode()
@@ -217,7 +227,9 @@ def test_queue_state_has_a_series_per_lane(
     redis_client.xadd(keys.shard_keys("default", 2, Lane.PIPELINES).stream, {"c": b"{}"})
     redis_client.xadd(keys.shard_keys("default", 1).stream, {"o": b"{}"})
     redis_client.set(keys.pause("default", Lane.PIPELINES), "setup:401", px=60_000)
-    collector = QueueStateCollector(settings, connect_metrics(settings))
+    collector = QueueStateCollector(
+        settings.queue, settings.metrics, settings.workspaces, connect_metrics(settings.redis)
+    )
     got = samples(generate_latest(process_registry(collector)).decode())
     ws = (("workspace", "default"),)
     assert got[("cioq_backlog_entries", ws)] == 2

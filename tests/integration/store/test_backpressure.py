@@ -61,7 +61,7 @@ def event(person: str, seq: int) -> dict[str, Any]:
 def test_marks_crossed(entries: int, age_s: float, fields: list[str]) -> None:
     """A mark is crossed only when the reading is strictly above it; each names its field."""
     settings = Settings(backlog_max_entries=100, backlog_max_age_s=60)
-    bp = Backpressure(aioredis.Redis(), settings)
+    bp = Backpressure(aioredis.Redis(), settings.backlog, settings.queue, settings.workspaces)
     crossed = bp.marks_crossed(Reading(entries, age_s, 0.0))
     assert [m.field for m in crossed] == fields
     assert all(m.limit is not None and m.actual is not None for m in crossed)
@@ -76,8 +76,10 @@ def test_reading_is_cached_for_the_refresh_period(
     stream = keys.shard_keys("default", 0).stream
 
     async def run() -> list[str]:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        bp = Backpressure(client, settings, clock=lambda: now[0])
+        client = aioredis.Redis.from_url(settings.redis.redis_url)
+        bp = Backpressure(
+            client, settings.backlog, settings.queue, settings.workspaces, clock=lambda: now[0]
+        )
         outcomes: list[str] = []
         for advance_s in (0.0, 0.5, 1.0):
             now[0] += advance_s
@@ -114,9 +116,11 @@ def test_reading_counts_every_lane_and_traffic_class(
             redis_client.xadd(stream, {"o": b"{}"})
 
     async def read() -> Reading:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = aioredis.Redis.from_url(settings.redis.redis_url)
         try:
-            return await Backpressure(client, settings).reading("default")
+            return await Backpressure(
+                client, settings.backlog, settings.queue, settings.workspaces
+            ).reading("default")
         finally:
             await client.aclose()
 

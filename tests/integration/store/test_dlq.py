@@ -84,9 +84,11 @@ def letters(redis_client: redis.Redis) -> list[DeadLetter]:
 
 def _run(settings: Settings, work: Callable[[DeadLetterAdmin], Any]) -> Any:
     async def main() -> Any:
-        client = connect_async(settings)
+        client = connect_async(settings.redis)
         try:
-            return await work(DeadLetterAdmin(client, Queue(client, settings, None)))
+            return await work(
+                DeadLetterAdmin(client, Queue(client, settings.redis, settings.queue, None))
+            )
         finally:
             await client.aclose()
 
@@ -180,7 +182,7 @@ def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
     assert _handled("replayed") - before == 5
     assert redis_client.xlen(keys.dead_letters("default")) == 0
     queued: list[bytes] = []
-    for shard in range(settings.shards):
+    for shard in range(settings.queue.shards):
         for fields in stream_fields(redis_client, keys.shard_keys("default", shard).stream):
             queued.append(fields.get(FIELD_OP) or fields[FIELD_V1])
     assert sorted(queued) == sorted(letter.payload for letter in letters)
@@ -194,9 +196,11 @@ def test_racing_replays_queue_each_letter_once(
     DeadLetterStore(redis_client).add("default", [_identify(f"r{i}") for i in range(600)])
 
     async def race() -> list[int]:
-        clients = [connect_async(settings) for _ in range(2)]
+        clients = [connect_async(settings.redis) for _ in range(2)]
         try:
-            admins = [DeadLetterAdmin(c, Queue(c, settings, None)) for c in clients]
+            admins = [
+                DeadLetterAdmin(c, Queue(c, settings.redis, settings.queue, None)) for c in clients
+            ]
             outcomes = await asyncio.gather(
                 *(a.replay("default", DeadLetterFilter(), dry_run=False) for a in admins)
             )
@@ -209,7 +213,7 @@ def test_racing_replays_queue_each_letter_once(
     assert sum(done) == 600
     queued = [
         fields[FIELD_OP]
-        for shard in range(settings.shards)
+        for shard in range(settings.queue.shards)
         for fields in stream_fields(redis_client, keys.shard_keys("default", shard).stream)
     ]
     assert len(queued) == len(set(queued)) == 600
@@ -225,7 +229,8 @@ def test_dry_runs_change_nothing(
     assert (replay.matched, replay.done, purge.matched, purge.done) == (5, 0, 5, 0)
     assert redis_client.xlen(keys.dead_letters("default")) == 5
     assert not any(
-        redis_client.exists(keys.shard_keys("default", s).stream) for s in range(settings.shards)
+        redis_client.exists(keys.shard_keys("default", s).stream)
+        for s in range(settings.queue.shards)
     )
 
 

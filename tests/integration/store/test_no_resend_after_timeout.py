@@ -33,7 +33,7 @@ def proxy(redis_url: str) -> Iterator[LossyProxy]:
 def test_the_blocking_client_does_not_resend_a_script_whose_reply_was_lost(
     proxy: LossyProxy, make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:
-    client = connect_sync(make_settings(redis_url=proxy.url, redis_timeout_s=0.3))
+    client = connect_sync(make_settings(redis_url=proxy.url, redis_timeout_s=0.3).redis)
     script = client.register_script(COUNT_RUNS)
     assert script(keys=["runs"]) == 1  # loads the script; the connection is open
 
@@ -50,7 +50,7 @@ def test_the_asyncio_client_does_not_resend_a_script_whose_reply_was_lost(
     proxy: LossyProxy, make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:
     async def run() -> int:
-        client = connect_async(make_settings(redis_url=proxy.url, redis_timeout_s=0.3))
+        client = connect_async(make_settings(redis_url=proxy.url, redis_timeout_s=0.3).redis)
         script = client.register_script(COUNT_RUNS)
         try:
             assert await script(keys=["runs"]) == 1

@@ -29,8 +29,8 @@ def test_bad_combinations_are_refused(overrides: dict[str, Any], message: str) -
 
 def test_defaults_are_consistent() -> None:
     settings = Settings()
-    assert settings.upstream_timeout_s < settings.shutdown_grace_s
-    assert settings.max_op_bytes + 12 <= settings.max_batch_bytes
+    assert settings.drain.upstream_timeout_s < settings.drain.shutdown_grace_s
+    assert settings.limits.max_op_bytes + 12 <= settings.limits.max_batch_bytes
 
 
 @pytest.mark.parametrize(

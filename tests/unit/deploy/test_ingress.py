@@ -90,7 +90,7 @@ def test_the_examples_validate_and_terminate_tls(public: dict[str, Any]) -> None
     assert internal["spec"]["ingressClassName"] != public["spec"]["ingressClassName"]
     body_mb = public["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
     # Bigger than cioq's own request cap (5 MB), so cioq answers 413 itself, with a body.
-    assert int(body_mb.removesuffix("m")) * 1_000_000 > Settings().max_request_bytes
+    assert int(body_mb.removesuffix("m")) * 1_000_000 > Settings().listener.max_request_bytes
 
 
 def test_every_producer_route_of_every_lane_reaches_cioq(

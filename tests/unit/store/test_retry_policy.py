@@ -90,14 +90,14 @@ def test_the_cluster_clients_own_send_again_loops_get_zero_tries(
 
 def test_the_store_clients_use_the_policy() -> None:
     settings = Settings(redis_url="redis://127.0.0.1:1/0", broker_url="redis://x:1/0")
-    sync_client = connect_sync(settings)
+    sync_client = connect_sync(settings.redis)
     assert isinstance(sync_client, redis.Redis)
     assert isinstance(sync_client.connection_pool.connection_kwargs["retry"], RetryIfNotRun)
-    async_client = connect_async(settings)
+    async_client = connect_async(settings.redis)
     assert isinstance(async_client, aioredis.Redis)
     assert isinstance(async_client.connection_pool.connection_kwargs["retry"], AsyncRetryIfNotRun)
     # The blocking cluster client reads the topology when built: tested on a real cluster
     # in tests/e2e/store/test_cluster_no_resend.py.
-    cluster_client = connect_async(settings.model_copy(update={"redis_cluster": True}))
+    cluster_client = connect_async(settings.redis.model_copy(update={"redis_cluster": True}))
     assert isinstance(cluster_client, AsyncRedisCluster)
     assert isinstance(cluster_client.retry, AsyncRetryIfNotRun)

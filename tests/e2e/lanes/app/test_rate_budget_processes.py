@@ -19,7 +19,7 @@ def _send_times(
     out: multiprocessing.Queue[list[float]],
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    limiter = RateLimiter(client, Settings(redis_url=redis_url, app_send_rps=100))
+    limiter = RateLimiter(client, Settings(redis_url=redis_url, app_send_rps=100).app)
     client.ping()
     # Spawned processes come up a second or more apart on a loaded machine; the rate
     # is measured only once all of them are sending.

@@ -71,7 +71,7 @@ def settle_soon(redis_url: str, settings: Settings, outcome: Callable[[str], Out
         while time.monotonic() < deadline:
             jobs = stored_jobs(client)
             if jobs:
-                Outcomes(client, settings).record("default", outcome(jobs[0]["id"]))
+                Outcomes(client, settings.app).record("default", outcome(jobs[0]["id"]))
                 return
             time.sleep(0.01)
 

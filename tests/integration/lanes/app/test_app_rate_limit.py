@@ -34,7 +34,7 @@ from service.lanes.app.rate_limit import LimitClass, RateLimiter, limit_for
 def test_limits_follow_settings(
     limit_class: LimitClass, overrides: dict[str, Any], interval_us: int
 ) -> None:
-    assert limit_for(limit_class, Settings(**overrides)).interval_us == interval_us
+    assert limit_for(limit_class, Settings(**overrides).app).interval_us == interval_us
 
 
 @settings(
@@ -45,7 +45,7 @@ def test_reserved_slots_are_at_least_one_interval_apart(
     make_settings: Callable[..., Settings], redis_client: redis.Redis, rps: float, count: int
 ) -> None:
     redis_client.flushdb()
-    limiter = RateLimiter(redis_client, make_settings(app_send_rps=rps, app_rate_headroom=1.0))
+    limiter = RateLimiter(redis_client, make_settings(app_send_rps=rps, app_rate_headroom=1.0).app)
     key = keys.rate_bucket("ws", LimitClass.SEND)
     slots = []
     for _ in range(count):
@@ -53,14 +53,14 @@ def test_reserved_slots_are_at_least_one_interval_apart(
         assert reservation.granted
         # The bucket holds the next free slot (Redis's clock, µs); this one is a step before.
         slots.append(int(redis_client.get(key) or 0))
-    interval_us = limit_for(LimitClass.SEND, limiter.settings).interval_us
+    interval_us = limit_for(LimitClass.SEND, limiter.app).interval_us
     assert all(b - a >= interval_us for a, b in itertools.pairwise(slots))
 
 
 def test_refusal_reserves_nothing_and_says_how_long(
     make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:
-    limiter = RateLimiter(redis_client, make_settings(app_rps=1, app_rate_headroom=1.0))
+    limiter = RateLimiter(redis_client, make_settings(app_rps=1, app_rate_headroom=1.0).app)
     assert limiter.reserve("ws", LimitClass.APP, max_wait_ms=0).wait_s == 0
     refused = limiter.reserve("ws", LimitClass.APP, max_wait_ms=100)
     assert not refused.granted and 0.8 < refused.wait_s <= 0.9
@@ -71,7 +71,7 @@ def test_refusal_reserves_nothing_and_says_how_long(
 def test_buckets_are_per_workspace_class_and_broadcast(
     make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:
-    limiter = RateLimiter(redis_client, make_settings())
+    limiter = RateLimiter(redis_client, make_settings().app)
     for workspace, limit_class, name in [
         ("a", LimitClass.BROADCAST, "1"),
         ("a", LimitClass.BROADCAST, "2"),
@@ -85,7 +85,7 @@ def test_buckets_are_per_workspace_class_and_broadcast(
 def test_hold_delays_every_caller(
     make_settings: Callable[..., Settings], redis_client: redis.Redis
 ) -> None:
-    limiter = RateLimiter(redis_client, make_settings())
+    limiter = RateLimiter(redis_client, make_settings().app)
     limiter.hold("ws", LimitClass.SEND, hold_ms=700)
     reservation = limiter.reserve("ws", LimitClass.SEND, max_wait_ms=5000)
     assert reservation.granted and 0.6 < reservation.wait_s <= 0.7

@@ -33,7 +33,14 @@ def sender(
             "upstream_timeout_s": 0.5,
         }
         settings = make_settings(**{**values, **overrides})
-        made.append(AppSender(settings.workspaces[0], settings))
+        made.append(
+            AppSender(
+                settings.workspaces[0],
+                settings.app,
+                settings.redis,
+                timeout_s=settings.drain.upstream_timeout_s,
+            )
+        )
         return made[-1]
 
     yield build
@@ -49,7 +56,7 @@ def job(job_id: str, body: dict[str, Any], path: str = "/v1/send/email", **kw: A
 
 
 def record(s: AppSender, job_id: str) -> Any:
-    found = Outcomes(s.redis, s.settings).get("default", job_id)
+    found = Outcomes(s.redis, s.app).get("default", job_id)
     assert found is not None
     return found
 
@@ -158,7 +165,12 @@ def test_error_statuses(
 
 def test_closed_port_is_resent(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(app_api_key="k", app_url="http://127.0.0.1:9", upstream_timeout_s=1)
-    s = AppSender(settings.workspaces[0], settings)
+    s = AppSender(
+        settings.workspaces[0],
+        settings.app,
+        settings.redis,
+        timeout_s=settings.drain.upstream_timeout_s,
+    )
     try:
         outcome = s.send_batch(job("j9", EMAIL), op_count=1)
     finally:

@@ -64,8 +64,8 @@ def received(app_sandbox: httpx.Client) -> list[Any]:
 
 def replay_ambiguous(settings: Settings) -> int:
     async def run() -> int:
-        client = connect_async(settings)
-        admin = DeadLetterAdmin(client, Queue(client, settings, None))
+        client = connect_async(settings.redis)
+        admin = DeadLetterAdmin(client, Queue(client, settings.redis, settings.queue, None))
         result = await admin.replay(
             "default",
             DeadLetterFilter(outcome_class="ambiguous"),
@@ -127,14 +127,19 @@ def test_a_stale_drain_adds_no_second_letter_and_replay_sends_once(
 
     a = build_drainer(settings, redis_client)
     ws = settings.workspaces[0]
-    a.clients = {**a.clients, ("default", shard.lane): SlowAmbiguous(ws, settings)}
+    a.clients = {
+        **a.clients,
+        ("default", shard.lane): SlowAmbiguous(
+            ws, settings.app, settings.redis, timeout_s=settings.drain.upstream_timeout_s
+        ),
+    }
     report = a.drain("default", 0, shard.lane)
     assert report.stopped == "lease_lost"
     letters = dlq(redis_client)
     assert [orjson.loads(f[b"payload"])["id"] for f in letters] == ["s1"]
 
     assert replay_ambiguous(settings) == 1  # the operator replays class ambiguous
-    for n in range(settings.shards):
+    for n in range(settings.queue.shards):
         build_drainer(settings, redis_client).drain("default", n, shard.lane)
     assert len(received(app_sandbox)) == 1
 
@@ -149,7 +154,7 @@ def test_a_letter_is_added_once_per_entry_even_when_its_write_is_retried(
     head = store.read(shard, after=None, count=1)[0]
     lease = store.acquire(shard, lease_ms=60_000)
     assert lease is not None
-    from workers.drain.send import Delivery
+    from workers.drain.send import Delivery, Limits
 
     drainer = build_drainer(settings, redis_client)
     client = drainer.clients[("default", shard.lane)]
@@ -160,7 +165,8 @@ def test_a_letter_is_added_once_per_entry_even_when_its_write_is_retried(
         {shard: lease},
         DeadLetterStore(redis_client),
         client,
-        settings,
+        Limits.of(shard.lane, settings),
+        settings.metrics,
         lambda: int(time.time() * 1000),
     )
     for _ in range(2):
@@ -190,7 +196,12 @@ def test_a_stale_throttled_drain_keeps_the_new_holders_note(
 
     a = build_drainer(settings, redis_client)
     ws = settings.workspaces[0]
-    a.clients = {**a.clients, ("default", shard.lane): SlowThrottled(ws, settings)}
+    a.clients = {
+        **a.clients,
+        ("default", shard.lane): SlowThrottled(
+            ws, settings.app, settings.redis, timeout_s=settings.drain.upstream_timeout_s
+        ),
+    }
     report = a.drain("default", 0, shard.lane)
     assert report.stopped == "lease_lost"  # A notices it lost the lease
     assert redis_client.hget(shard.inflight, "head") == h2.id  # ... and B's note is kept
@@ -218,7 +229,7 @@ def test_one_message_confirms_one_of_two_concurrent_ambiguous_sends(
 
     ws = settings.workspaces[0]
     app = AppClient(ws, timeout_s=2, transport=httpx.MockTransport(handler))
-    limiter = RateLimiter(redis_client, settings)
+    limiter = RateLimiter(redis_client, settings.app)
     c1 = Confirmer(redis_client, limiter, app, ws)
     c2 = Confirmer(redis_client, limiter, app, ws)
     env = {"path": "/v1/send/email", "body": EMAIL}

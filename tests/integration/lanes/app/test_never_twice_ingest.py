@@ -179,8 +179,8 @@ def test_unconfirmed_retries_of_one_request_id_store_once(
     s = make_settings(app_api_key="k", shards=64)
 
     async def run() -> None:
-        client = connect_async(s)
-        q = Queue(client, s, None)
+        client = connect_async(s.redis)
+        q = Queue(client, s.redis, s.queue, None)
         q.confirmation = Confirmation(waitaof=False, replicas=1, timeout_ms=50)
         with pytest.raises(StoredUnconfirmed):
             await q.enqueue("default", [_keyed("s1")], request_id="k1")

@@ -165,5 +165,5 @@ def test_a_lease_shorter_than_one_send_step_is_refused(
     with pytest.raises(ValidationError, match="CIOQ_LEASE_MS"):
         make_settings(lease_ms=10_000)
     s = make_settings(lease_ms=10_000, upstream_timeout_s=2)  # a step is 1 + 2 + 2 s
-    assert s.lease_ms >= s.min_lease_ms
-    assert make_settings(lease_ms=3000, allow_short_lease=True).lease_ms == 3000
+    assert s.drain.lease_ms >= s.min_lease_ms
+    assert make_settings(lease_ms=3000, allow_short_lease=True).drain.lease_ms == 3000

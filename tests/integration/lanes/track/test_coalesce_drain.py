@@ -81,7 +81,7 @@ def test_coalescing_is_off_by_default(
     ops = workload()
     enqueue(redis_client, ops)
     settings = make_settings(shards=1, track_url=sandbox_url)
-    assert settings.coalesce is False
+    assert settings.limits.coalesce is False
     assert build_drainer(settings, redis_client).drain("default", 0).stopped == "empty"
     assert received_ops(sandbox) == ops
 

@@ -144,7 +144,7 @@ def test_concurrent_repeats_store_once(
 
     async def race() -> list[bytes | None]:
         client = aioredis.Redis.from_url(redis_url, max_connections=64)
-        queue = Queue(client, settings, None)
+        queue = Queue(client, settings.redis, settings.queue, None)
         try:
             return await asyncio.gather(
                 *(
@@ -211,7 +211,7 @@ def test_batch_over_500_kb_is_accepted_and_repacked(
         r = httpx.post(f"{url}/api/v2/batch", content=body, auth=AUTH, timeout=60)
     assert r.status_code == 200, r.text
     drainer = build_drainer(settings, redis_client)
-    for shard in range(settings.shards):
+    for shard in range(settings.queue.shards):
         # A backlog drains on the bulk queue's terms (a live drain hands it over).
         assert drainer.drain("default", shard, bulk=True).stopped == "empty"
     records = client.get("/_sandbox/received", params={"limit": 1000}).json()["records"]
@@ -227,7 +227,7 @@ def test_batch_over_the_request_cap_is_413(
 ) -> None:
     """Beyond CIOQ_MAX_REQUEST_BYTES (default 5 MB) the answer is 413 with a JSON error."""
     settings = make_settings()
-    assert settings.max_request_bytes == 5_000_000
+    assert settings.listener.max_request_bytes == 5_000_000
     with serve_in_thread(create_app(settings, triggers=triggers)) as url:
         r = httpx.post(f"{url}/api/v2/batch", content=b" " * 5_000_001, auth=AUTH, timeout=60)
     assert r.status_code == 413
