@@ -170,16 +170,21 @@ class Queue:
                 # a Redis restart that broke the link costs the producer no 503.
                 if tries_left == 0:
                     raise
-        remembered = answer if stored.earlier in (None, b"1") else stored.earlier
+        mine = stored.earlier in (None, b"1")
+        remembered = answer if mine else stored.earlier
         assert remembered is not None
         try:
             with store_errors("idempotency"):
                 if await self.redis.set(key, remembered, px=window_ms, nx=True):
-                    return None if remembered is answer else remembered
+                    return None if mine else remembered
                 first = await self.redis.get(key)
         except StoreUnavailable:
             log.warning("idempotency answer not remembered; the request markers still are")
-            return None if remembered is answer else remembered
+            return None if mine else remembered
+        if mine:
+            # This try stored the jobs, so its answer is the first one even when a repeat
+            # that found its markers wrote the same answer under the key before it did.
+            return None
         return remembered if first is None else _as_bytes(first)
 
     async def _markers(

@@ -165,6 +165,42 @@ def test_concurrent_repeats_store_once(
     assert len(queued(redis_client)) == 5
 
 
+def test_the_storing_try_answers_first_when_a_repeat_remembers_its_answer_before_it(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """A repeat that found the jobs' markers writes the answer under the key before the try
+    that stored them: that try is still the original (not `idempotent-replayed`)."""
+    settings = make_settings()
+    jobs = [v2_job({"type": "person", "action": "delete", "identifiers": {"id": "p1"}})]
+
+    async def interleaved() -> tuple[bytes | None, bytes | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        queue = Queue(client, settings.redis, settings.queue, None)
+        real_set = client.set
+        repeat: list[bytes | None] = []
+
+        async def set_after_the_repeat(*args: Any, **kwargs: Any) -> Any:
+            if not repeat:  # the original's SET: the repeat runs to its end first
+                client.set = real_set  # type: ignore[method-assign]
+                repeat.append(
+                    await queue.enqueue_once(
+                        "default", jobs, key="k", answer=b"second", window_ms=60_000
+                    )
+                )
+            return await real_set(*args, **kwargs)
+
+        client.set = set_after_the_repeat  # type: ignore[method-assign]
+        try:
+            first = await queue.enqueue_once(
+                "default", jobs, key="k", answer=b"first", window_ms=60_000
+            )
+        finally:
+            await client.aclose()
+        return first, repeat[0]
+
+    assert asyncio.run(interleaved()) == (None, b"first")
+
+
 def test_concurrent_http_repeats_store_once(api: httpx.Client, redis_client: redis.Redis) -> None:
     """Concurrent identical requests over HTTP: all 200, one op queued."""
 
