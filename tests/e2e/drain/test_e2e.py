@@ -54,20 +54,22 @@ def test_a_backlog_arrives_once_in_order_in_full_batches(stack: Stack) -> None:
 
 
 @pytest.mark.load
-def test_sigkill_mid_drain_loses_nothing(stack: Stack) -> None:
+def test_sigkill_mid_drain_loses_nothing(make_stack: Callable[..., Stack]) -> None:
     """A worker SIGKILLed while draining, then replaced, loses no accepted job."""
+    # A 500 KB request holds the whole backlog (~300 KB), so the first send could finish the
+    # drain before the kill (CI on 2dc2132): small requests, each slowed to a second, make
+    # the backlog a dozen sends.
+    stack = make_stack(max_op_bytes=4096, max_batch_bytes=24_000)
     stack.start_api()
     stack.start_sweeper()
     with stack.sandbox_client() as sandbox:
-        # Requests carry several shards' ops, so there are few: slow each one down so
-        # that the kill lands mid-drain.
         sandbox.post("/_sandbox/faults", json={"latency_ms": 1000}).raise_for_status()
     people = [f"k-{i}" for i in range(sized(100, 200))]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=15))
     worker = stack.start_worker(concurrency=2)
     wait_until(lambda: len(stack.received()) > 0, timeout_s=60, what="draining to start")
-    assert len(stack.received()) < produced.total
     worker.kill()
+    assert len(stack.received()) < produced.total, "the drain finished before the kill"
     with stack.sandbox_client() as sandbox:
         # The kill has landed; at full speed again, the next holder's crash search (a halved
         # send per shard the dead unit touched, then halves of what is left) takes seconds.
