@@ -1,4 +1,4 @@
-"""Never twice, real processes: 1,000 sends while the sandbox injects ambiguous failures on
+"""Never twice, real processes: 400 sends (1,000 in the soak) while the sandbox injects ambiguous failures on
 10% (answer withheld past the client timeout after recording, resets after and before
 recording) and 503 with Retry-After on another 10%.
 
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.support.app_load import queue_sends, settle
+from tests.support.scale import sized
 from tests.support.stack import Stack
 
-SENDS = 1000
+SENDS = sized(400, 1000)
 FAULTS = {
     "hang_rate": 0.04,
     "reset_rate": 0.03,
@@ -27,6 +30,7 @@ FAULTS = {
 }
 
 
+@pytest.mark.load
 def test_sends_arrive_at_most_once_under_ambiguous_failures(
     make_stack: Callable[..., Stack],
 ) -> None:
@@ -60,7 +64,8 @@ def test_sends_arrive_at_most_once_under_ambiguous_failures(
 
     faults = [e["fault"] for e in got.send_log]
     retried = faults.count("status")
-    assert retried >= 50, faults  # about 10% of ~1,100 requests
+    # About 10% of the requests (~1.1 per send) were 503s: 44 of 400 sends, sd 6.3.
+    assert retried >= SENDS // 20, faults
     # Each request the sandbox saw was one attempt of one job; a 503 costs one more.
     assert sum(o["attempts"] for o in got.outcomes.values()) == len(got.send_log)
     # Every 503 was followed by a resend: no job ended on a 503.
