@@ -1,6 +1,6 @@
-"""Never twice, real processes: 400 sends (1,000 in the soak) while the sandbox injects ambiguous failures on
-10% (answer withheld past the client timeout after recording, resets after and before
-recording) and 503 with Retry-After on another 10%.
+"""Never twice, real processes: 400 sends (1,000 in the soak) while the sandbox injects
+ambiguous failures on 10% (answer withheld past the client timeout after recording, resets
+after and before recording) and 503 with Retry-After on another 10%.
 
 Every send arrives at most once; every send that did not arrive is in the dead letters
 as ``ambiguous`` (an ambiguous one that did arrive is either confirmed by the message
