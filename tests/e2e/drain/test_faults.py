@@ -221,8 +221,16 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
 ) -> None:
     """SIGTERM while busy: the worker exits within its grace period, shards released."""
     grace_s = 10
-    stack = stack_with(shutdown_grace_s=grace_s, upstream_timeout_s=5, shards=8)
-    _faults(stack, latency_ms=1500)  # few, full requests: each slow, so SIGTERM lands mid-drain
+    # 24 KB requests, each slowed to 1.5 s, make the ~400 KB backlog many sends: with 500 KB
+    # ones, two sends could drain it all before the SIGTERM landed (seen on a loaded machine).
+    stack = stack_with(
+        shutdown_grace_s=grace_s,
+        upstream_timeout_s=5,
+        shards=8,
+        max_op_bytes=4096,
+        max_batch_bytes=24_000,
+    )
+    _faults(stack, latency_ms=1500)
     people = [f"g-{i}" for i in range(200)]
     produced = asyncio.run(produce(stack.api_url, (SITE_ID, INGEST_KEY), people, per_person=10))
     worker = stack.start_worker(concurrency=2)
@@ -238,7 +246,8 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
     worker.popen.wait(grace_s + 5)
     assert time.monotonic() - started <= grace_s
     assert leased() == []
-    assert len(stack.received()) < produced.total
+    assert len(stack.received()) < produced.total, "the drain finished before the SIGTERM"
+    _faults(stack, latency_ms=0)  # the stop is tested; the rest drains at full speed
     stack.start_worker(concurrency=2)
     wait_until(
         lambda: len(stack.received()) >= produced.total,
