@@ -183,17 +183,30 @@ def test_reads_are_proxied_with_the_app_key(
 
 
 def test_reads_over_budget_wait_then_429_with_retry_after(
-    make_api: Callable[..., httpx.Client],
+    make_api: Callable[..., httpx.Client], app_sandbox: str
 ) -> None:
-    """At 2/s with a 600 ms wait, 5 reads at once: slots at 0 and 0.5 s, the rest refused."""
+    """At 2/s with a 600 ms wait, 5 reads at once: slots at 0 and 0.5 s, the rest refused.
+
+    On a loaded machine the five may reach cioq spread out, and a late one then fits a later
+    slot: so at least the first two are answered, at least one is refused, and only the
+    answered ones reach Customer.io."""
     api = make_api(app_rps=2, app_rate_headroom=1.0, app_read_wait_ms=600)
+    start = threading.Barrier(5)
+
+    def read(_: int) -> httpx.Response:
+        start.wait()
+        return api.get("/v1/segments")
+
     with ThreadPoolExecutor(5) as pool:
-        statuses = list(pool.map(lambda _: api.get("/v1/segments"), range(5)))
-    codes = sorted(a.status_code for a in statuses)
-    assert codes == [200, 200, 429, 429, 429]
-    refused = next(a for a in statuses if a.status_code == 429)
-    assert int(refused.headers["retry-after"]) >= 1
-    assert refused.json()["errors"][0]["field"] == "rate_limit"
+        statuses = list(pool.map(read, range(5)))
+    codes = [a.status_code for a in statuses]
+    assert set(codes) <= {200, 429}
+    assert codes.count(200) >= 2 and codes.count(429) >= 1, codes
+    for refused in (a for a in statuses if a.status_code == 429):
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["errors"][0]["field"] == "rate_limit"
+    log = httpx.get(f"{app_sandbox}/_sandbox/requests").json()["records"]
+    assert len(log) == codes.count(200)
 
 
 def test_upstream_429_on_a_read_holds_the_budget_and_is_tried_again(
