@@ -265,16 +265,20 @@ def test_a_shard_with_a_backlog_of_its_own_is_left_to_its_own_drain(
 
 
 def test_a_live_drain_sends_once_before_it_hands_a_backlog_to_the_bulk_queue(
-    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client, clock: Clock
 ) -> None:
     """Every live drain moves a backlogged lane on by a request, then hands it over.
 
     Handing over first made no progress when the workers were all busy with live
     triggers, since the bulk queue runs only when the live one is empty.
     """
+    enqueued_s = time.time()
     enqueue(redis_client, [op(n, pad="x" * 900) for n in range(800)])  # ~4 full requests
+    # The drain runs as if at once: a loaded machine's slow enqueue must not age the head past
+    # the trigger marker, which is the next test's case (handed over without a send).
+    clock.offset_s = enqueued_s - time.time()
     triggers = RecordingTriggers()
-    drainer = build_drainer(settings, redis_client)
+    drainer = build_drainer(settings, redis_client, clock)
     drainer.triggers = cast(Triggers, triggers)
     report = drainer.drain("default", 0)
     assert report.stopped == "backlog"
