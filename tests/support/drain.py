@@ -11,7 +11,7 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.jobs import shard_for
+from service.jobs import Lane, shard_for
 from service.lanes.registry import clients as lane_clients
 from service.lanes.track.jobs import v2_job
 from service.store.connections import SyncStore
@@ -60,7 +60,7 @@ def enqueue(client: redis.Redis, ops: list[dict[str, Any]], shards: int = 1) -> 
     for op in ops:
         job = v2_job(op)
         shard = shard_for("default", job.route, shards)
-        client.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
+        client.xadd(keys.shard_keys("default", shard, Lane.TRACK).stream, {job.field: job.payload})
 
 
 def dlq(client: redis.Redis) -> list[Fields]:

@@ -136,7 +136,7 @@ class Drainer:
         self,
         workspace: str,
         shard: int,
-        lane: Lane = Lane.TRACK,
+        lane: Lane,
         traffic: Traffic = Traffic.LIVE,
         *,
         bulk: bool = False,

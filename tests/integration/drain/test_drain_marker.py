@@ -10,6 +10,7 @@ import redis
 from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
 from service.config import Settings
+from service.jobs import Lane
 from service.lanes.registry import clients as lane_clients
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
@@ -51,11 +52,11 @@ def test_marker_outlives_a_drain_only_until_its_own_retrigger(
 ) -> None:
     settings = make_settings(shards=1, track_url=sandbox_url, linger_ms=5000, broker_url=redis_url)
     triggers = Triggers(redis_url) if with_triggers else None
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     enqueue(redis_client, [person_op(i) for i in range(ops)])
     redis_client.set(shard.trigger, 1)
     try:
-        report = drainer(settings, redis_client, triggers).drain("default", 0)
+        report = drainer(settings, redis_client, triggers).drain("default", 0, Lane.TRACK)
     finally:
         if triggers is not None:
             triggers.close()
