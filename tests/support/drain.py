@@ -18,7 +18,7 @@ from service.store.connections import SyncStore
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.streams import Fields, stream_fields
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 
 class Clock:
@@ -37,7 +37,7 @@ def build_drainer(
     """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
     clients = lane_clients(settings)
     return Drainer(
-        settings,
+        DrainerSettings.of(settings),
         ShardStore(client),
         DeadLetterStore(client),
         clients,

@@ -18,7 +18,7 @@ from service.triggers import DRAIN_QUEUE, Triggers
 from tests.support.drain import enqueue, person_op
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, SITE
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 
 @pytest.fixture
@@ -29,7 +29,9 @@ def sandbox_url() -> Iterator[str]:
 
 def drainer(settings: Settings, client: redis.Redis, triggers: Triggers | None) -> Drainer:
     clients = lane_clients(settings)
-    return Drainer(settings, ShardStore(client), DeadLetterStore(client), clients, triggers)
+    return Drainer(
+        DrainerSettings.of(settings), ShardStore(client), DeadLetterStore(client), clients, triggers
+    )
 
 
 @pytest.mark.parametrize(

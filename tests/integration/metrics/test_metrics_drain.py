@@ -18,7 +18,7 @@ from service.lanes.registry import clients as lane_clients
 from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 WS = {"workspace": "default"}
 WSL = {**WS, "lane": "track"}  # metrics that carry a lane
@@ -31,7 +31,7 @@ def drainer(
     settings = make_settings(shards=1, track_url=sandbox_url, retry_base_ms=1000)
     clients = lane_clients(settings)
     return Drainer(
-        settings,
+        DrainerSettings.of(settings),
         ShardStore(redis_client),
         DeadLetterStore(redis_client),
         clients,
