@@ -31,45 +31,15 @@ from service.config.ingest import (
 from service.config.loading import check_keys, load_settings
 from service.config.settings import Settings, group_fields, setting_fields, setting_groups
 from service.config.store import QueueSettings, RedisSettings
-from service.config.values import (
-    DEV_ADMIN_KEY,
-    DEV_API_KEY,
-    DEV_APP_API_KEY,
-    DEV_CDP_API_KEY,
-    DEV_INGEST_KEY,
-    DEV_SITE_ID,
-    PLACEHOLDER,
-    CsvSecrets,
-    CsvStrings,
-)
-from service.config.workspace import (
-    DEFAULT_WORKSPACE_FIELDS,
-    DEV_WORKSPACE,
-    REGION_APP_URLS,
-    REGION_CDP_URLS,
-    REGION_TRACK_URLS,
-    Workspace,
-    find_workspace,
-)
+from service.config.values import PLACEHOLDER
+from service.config.workspace import DEFAULT_WORKSPACE_FIELDS, Workspace, find_workspace
 
 __all__ = [
     "DEFAULT_WORKSPACE_FIELDS",
-    "DEV_ADMIN_KEY",
-    "DEV_API_KEY",
-    "DEV_APP_API_KEY",
-    "DEV_CDP_API_KEY",
-    "DEV_INGEST_KEY",
-    "DEV_SITE_ID",
-    "DEV_WORKSPACE",
     "PLACEHOLDER",
-    "REGION_APP_URLS",
-    "REGION_CDP_URLS",
-    "REGION_TRACK_URLS",
     "AppLaneSettings",
     "BacklogSettings",
     "ConsoleSettings",
-    "CsvSecrets",
-    "CsvStrings",
     "DrainSettings",
     "KeySettings",
     "LimitSettings",
