@@ -24,7 +24,7 @@ from bench.figures import Figure
 from bench.loadgen import LoadResult, run_load
 from bench.stack import BenchStack
 from service import keys
-from service.jobs import shard_for
+from service.jobs import Lane, shard_for
 from service.lanes.track.jobs import v2_job
 from tests.support.cluster import Cluster
 from tests.support.processes import RedisServer
@@ -182,7 +182,9 @@ def _memory(tmp: Path) -> Figure:
             pipe = client.pipeline(transaction=False)
             for job in jobs:
                 shard = shard_for("default", job.route, SHARDS)
-                pipe.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
+                pipe.xadd(
+                    keys.shard_keys("default", shard, Lane.TRACK).stream, {job.field: job.payload}
+                )
             pipe.execute()
         after = int(client.info("memory")["used_memory"])
         client.close()

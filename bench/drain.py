@@ -86,7 +86,7 @@ def bare_drain(client: redis.Redis, url: str) -> None:
     headers = {"content-type": "application/json"}
     with httpx.Client(base_url=url, auth=auth, headers=headers, timeout=30) as http:
         for shard in range(SHARDS):
-            stream = keys.shard_keys("default", shard).stream
+            stream = keys.shard_keys("default", shard, Lane.TRACK).stream
             rows = _head(client, stream)
             while rows:
                 ops = [fields[b"o"] for _, fields in rows]

@@ -141,6 +141,9 @@ class LaneTraits:
     batches: bool
     #: Whether a workspace (a `service.config.Workspace`) delivers this lane.
     serves: Callable[[Any], bool]
+    #: What names the lane in its Redis keys (`service.keys`): ``:<lane>``, or nothing for
+    #: a lane whose keys predate lanes (Track's: queues in production are written under them).
+    key_infix: str
 
 
 _LANES: dict[Lane, LaneTraits] = {}

@@ -12,14 +12,15 @@ cluster; a request that spans shards is written one slot at a time
 
 Each lane has its own streams (its own shard key space): a lane paused by Customer.io
 (a Pipelines 401) must not hold back the jobs of another lane that share a shard number.
-Track keeps its original keys, so a queue written before lanes existed drains unchanged.
+A lane's registration says how its keys name it (`LaneTraits.key_infix`): Track keeps its
+original keys, so a queue written before lanes existed drains unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.jobs import Lane, Traffic
+from service.jobs import Lane, Traffic, lane_traits
 
 PREFIX = "cioq"
 
@@ -30,16 +31,14 @@ class ShardKeys:
 
     workspace: str
     shard: int
-    lane: Lane = Lane.TRACK
+    lane: Lane
     #: Bulk jobs have streams of their own, so a backfill never sits ahead of live jobs.
     traffic: Traffic = Traffic.LIVE
 
     @property
     def tag(self) -> str:
         bulk = ":bulk" if self.traffic is Traffic.BULK else ""
-        if self.lane is Lane.TRACK:
-            return f"{{{self.workspace}{bulk}:{self.shard}}}"
-        return f"{{{self.workspace}:{self.lane}{bulk}:{self.shard}}}"
+        return f"{{{self.workspace}{lane_traits(self.lane).key_infix}{bulk}:{self.shard}}}"
 
     @property
     def stream(self) -> str:
@@ -77,7 +76,7 @@ class ShardKeys:
 
 
 def shard_keys(
-    workspace: str, shard: int, lane: Lane = Lane.TRACK, traffic: Traffic = Traffic.LIVE
+    workspace: str, shard: int, lane: Lane, traffic: Traffic = Traffic.LIVE
 ) -> ShardKeys:
     return ShardKeys(workspace, shard, lane, traffic)
 
@@ -90,11 +89,9 @@ def linger_chain(workspace: str, lane: Lane, traffic: Traffic) -> str:
     return f"{PREFIX}:linger:{{{workspace}}}:{lane}:{traffic}"
 
 
-def pause(workspace: str, lane: Lane = Lane.TRACK) -> str:
+def pause(workspace: str, lane: Lane) -> str:
     """Set while a workspace's lane must not be sent to (429 or bad credentials), with a TTL."""
-    if lane is Lane.TRACK:
-        return f"{PREFIX}:pause:{{{workspace}}}"
-    return f"{PREFIX}:pause:{{{workspace}}}:{lane}"
+    return f"{PREFIX}:pause:{{{workspace}}}{lane_traits(lane).key_infix}"
 
 
 def dead_letters(workspace: str) -> str:

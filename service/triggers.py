@@ -123,7 +123,7 @@ class Triggers:
         workspace: str,
         shard: int,
         *,
-        lane: Lane = Lane.TRACK,
+        lane: Lane,
         traffic: Traffic = Traffic.LIVE,
         bulk: bool = False,
         countdown_s: float = 0.0,

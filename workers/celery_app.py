@@ -33,7 +33,7 @@ from service.triggers import (
     celery_config,
 )
 from workers import liveness
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 log = logging.getLogger("cioq.worker")
 
@@ -75,7 +75,7 @@ class WorkerRuntime:
             shards, letters = ShardStore(client), DeadLetterStore(client)
             shards.confirmation = letters.confirmation = confirmation
             self._drainer = Drainer(
-                s,
+                DrainerSettings.of(s),
                 shards,
                 letters,
                 clients(s),

@@ -25,7 +25,7 @@ from service.store.shard_state import look_at
 from service.triggers import Triggers
 from workers import liveness
 from workers.drain.heads import is_backlog
-from workers.drain.send import Limits
+from workers.drain.settings import Limits
 
 log = logging.getLogger("cioq.sweeper")
 

@@ -85,10 +85,14 @@ class LaneSpec:
     interrupted: Callable[[LaneClient, bytes], bool] | None = None
     #: Called with the client, a dead-lettered job's payload, its class and message.
     after_dead_letter: Callable[[LaneClient, bytes, str, str], None] | None = None
+    #: Whether the lane's Redis keys name it (`service.keys`). Track's do not: they predate
+    #: lanes, and the queues already in Redis are written under them.
+    named_in_keys: bool = True
 
     @property
     def traits(self) -> LaneTraits:
-        return LaneTraits(self.lane, self.kinds, self.batches, self.serves)
+        key_infix = f":{self.lane}" if self.named_in_keys else ""
+        return LaneTraits(self.lane, self.kinds, self.batches, self.serves, key_infix)
 
 
 LANES: dict[Lane, LaneSpec] = {}
@@ -185,6 +189,7 @@ register(
             merge=lambda ops, max_op_bytes: coalesce_batch(ops, max_op_bytes=max_op_bytes),
             expand=expand_item_errors,
         ),
+        named_in_keys=False,
     )
 )
 register(

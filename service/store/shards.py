@@ -208,14 +208,12 @@ class ShardStore:
         """Keep the shard's trigger marker `duration_ms`: a drain is due that covers it."""
         self._run(lambda: self.redis.set(shard.trigger, 1, px=max(duration_ms, 1)))
 
-    def pause_remaining_ms(self, workspace: str, lane: Lane = Lane.TRACK) -> int:
+    def pause_remaining_ms(self, workspace: str, lane: Lane) -> int:
         """How long the workspace's lane stays paused, 0 if it is not."""
         ttl = int(self._run(lambda: self.redis.pttl(keys.pause(workspace, lane))))
         return max(ttl, 0)
 
-    def pause(
-        self, workspace: str, *, cause: str, duration_ms: int, lane: Lane = Lane.TRACK
-    ) -> None:
+    def pause(self, workspace: str, lane: Lane, *, cause: str, duration_ms: int) -> None:
         """Stop every worker from sending to `workspace`'s `lane` for `duration_ms`.
 
         A longer pause already set (an operator's, or a later Retry-After) stays as it is.

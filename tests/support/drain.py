@@ -11,14 +11,14 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.jobs import shard_for
+from service.jobs import Lane, shard_for
 from service.lanes.registry import clients as lane_clients
 from service.lanes.track.jobs import v2_job
 from service.store.connections import SyncStore
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.streams import Fields, stream_fields
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 
 class Clock:
@@ -37,7 +37,7 @@ def build_drainer(
     """A Drainer on real Redis with a fixed random source (backoff = its ceiling)."""
     clients = lane_clients(settings)
     return Drainer(
-        settings,
+        DrainerSettings.of(settings),
         ShardStore(client),
         DeadLetterStore(client),
         clients,
@@ -60,7 +60,7 @@ def enqueue(client: redis.Redis, ops: list[dict[str, Any]], shards: int = 1) -> 
     for op in ops:
         job = v2_job(op)
         shard = shard_for("default", job.route, shards)
-        client.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
+        client.xadd(keys.shard_keys("default", shard, Lane.TRACK).stream, {job.field: job.payload})
 
 
 def dlq(client: redis.Redis) -> list[Fields]:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from service import keys
-from service.jobs import Traffic, shard_for
+from service.jobs import Lane, Traffic, shard_for
 from service.lanes.track.jobs import v2_job
 from service.triggers import BULK_QUEUE, DRAIN_QUEUE
 from tests.support.live import latencies_ms, live_events, percentile
@@ -98,7 +98,9 @@ def _fill(stack: Stack, workspace: str, traffic: Traffic, ops: int) -> None:
             "attributes": {"n": n, "plan": "imported"},
         }
         job = v2_job(op)
-        shard = keys.shard_keys(workspace, shard_for(workspace, job.route, SHARDS), traffic=traffic)
+        shard = keys.shard_keys(
+            workspace, shard_for(workspace, job.route, SHARDS), Lane.TRACK, traffic=traffic
+        )
         pipe.xadd(shard.stream, {job.field: job.payload})
         if n % 5000 == 4999:
             pipe.execute()
@@ -110,7 +112,7 @@ def _backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
     client = stack.redis.client()
     pipe = client.pipeline(transaction=False)
     for shard in range(SHARDS):
-        pipe.xlen(keys.shard_keys(workspace, shard, traffic=traffic).stream)
+        pipe.xlen(keys.shard_keys(workspace, shard, Lane.TRACK, traffic=traffic).stream)
     total = sum(int(n) for n in pipe.execute())
     client.close()
     return total

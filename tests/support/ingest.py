@@ -8,6 +8,7 @@ import orjson
 import redis
 
 from service import keys
+from service.jobs import Lane
 from tests.support.streams import stream_fields
 
 #: Basic auth with the default development ingest key (any site id is accepted with it).
@@ -19,5 +20,5 @@ def queued(client: redis.Redis, shards: int = 4) -> list[dict[str, Any]]:
     return [
         orjson.loads(fields[b"o"])
         for shard in range(shards)
-        for fields in stream_fields(client, keys.shard_keys("default", shard).stream)
+        for fields in stream_fields(client, keys.shard_keys("default", shard, Lane.TRACK).stream)
     ]

@@ -19,7 +19,7 @@ class RecordingTriggers:
         workspace: str,
         shard: int,
         *,
-        lane: Lane = Lane.TRACK,
+        lane: Lane,
         traffic: Traffic = Traffic.LIVE,
         bulk: bool = False,
         countdown_s: float = 0.0,

@@ -8,6 +8,7 @@ an outcome that stops delivery (throttle, setup, transient).
 """
 
 from workers.drain.engine import MAX_COUNTDOWN_S, Drainer, DrainReport
+from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 
-__all__ = ["MAX_COUNTDOWN_S", "DrainReport", "Drainer", "StopReason"]
+__all__ = ["MAX_COUNTDOWN_S", "DrainReport", "Drainer", "DrainerSettings", "StopReason"]

@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service import keys
-from service.config import Settings
 from service.delivery.upstream import LaneClient
 from service.errors import LeaseLost
 from service.jobs import Lane, Traffic
@@ -43,7 +42,8 @@ from service.store.shards import ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
-from workers.drain.send import Delivered, Delivery, DeliveryCounts, Limits, OutgoingUnit
+from workers.drain.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
+from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
@@ -101,7 +101,7 @@ class Drainer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DrainerSettings,
         store: ShardStore,
         dead: DeadLetterStore,
         clients: Mapping[tuple[str, Lane], LaneClient],
@@ -114,8 +114,7 @@ class Drainer:
         self.drain_settings = settings.drain
         self.queue_settings = settings.queue
         self.metrics_settings = settings.metrics
-        # A lane's spec reads its limits from the settings as a whole (any group).
-        self._lane_settings = settings
+        self.limits = settings.limits
         self.store = store
         self.dead = dead
         self.clients = clients
@@ -136,7 +135,7 @@ class Drainer:
         self,
         workspace: str,
         shard: int,
-        lane: Lane = Lane.TRACK,
+        lane: Lane,
         traffic: Traffic = Traffic.LIVE,
         *,
         bulk: bool = False,
@@ -151,7 +150,7 @@ class Drainer:
         if lease is None:
             report.stop(StopReason.BUSY)
             return report
-        limits = Limits.of(lane, self._lane_settings)
+        limits = self.limits[lane]
         held = HeldShards(
             self.store,
             self.queue_settings,
@@ -201,7 +200,7 @@ class Drainer:
         if self.store.look([primary])[0].length >= max_ops:
             return False
         head = self.store.read(primary, after=None, count=max_ops)
-        if fills_alone(head, max_ops, Limits.of(primary.lane, self._lane_settings)):
+        if fills_alone(head, max_ops, self.limits[primary.lane]):
             return False
         self.store.hold_marker(primary, chain[1] + self.queue_settings.trigger_ttl_ms)
         return True

@@ -30,7 +30,8 @@ from service.lanes.registry import LANES
 from service.store.shard_state import ShardLook
 from service.store.shards import Entry, Lease, ShardStore
 from service.stream_ids import id_key
-from workers.drain.send import Limits, OutgoingUnit
+from workers.drain.send import OutgoingUnit
+from workers.drain.settings import Limits
 
 #: Op size assumed for a shard not read yet, to decide how many shards to lease.
 GUESS_OP_BYTES = 256

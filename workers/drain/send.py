@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service import keys
-from service.config import MetricsSettings, Settings
+from service.config import MetricsSettings
 from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
 from service.delivery.packing import batch_body
 from service.delivery.upstream import LaneClient
@@ -30,24 +30,9 @@ from service.metrics import definitions as metrics
 from service.metrics.queue_state import record_drained
 from service.store.dead_letters import DeadLetter, DeadLetterStore, LetterClass, LetterReason
 from service.store.shards import Entry, Lease, ShardStore
+from workers.drain.settings import Limits
 
 log = logging.getLogger("cioq.delivery")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """A lane's byte limits (a request body, a single job) and whether its transform is on,
-    as the lane's spec reads them from the settings."""
-
-    batch_bytes: int
-    item_bytes: int
-    transform_on: bool = False
-
-    @classmethod
-    def of(cls, lane: Lane, s: Settings) -> Limits:
-        spec = LANES[lane]
-        transform_on = spec.transform is not None and spec.transform.enabled(s)
-        return cls(spec.max_batch_bytes(s), spec.max_item_bytes(s), transform_on)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from bench.ingest import _single
 from bench.loadgen import run_load
 from bench.stack import AUTH_HEADER, BenchStack, rss_bytes, sandbox_stats
 from service import keys
+from service.jobs import Lane
 from tests.support.streams import stream_fields
 
 
@@ -56,7 +57,9 @@ def test_starlette_variant_serves_the_same_ingest(tmp_path: Path) -> None:
         identifiers = [
             orjson.loads(fields[b"o"])["identifiers"]
             for shard in range(32)
-            for fields in stream_fields(client, keys.shard_keys("default", shard).stream)
+            for fields in stream_fields(
+                client, keys.shard_keys("default", shard, Lane.TRACK).stream
+            )
         ]
         client.close()
         assert identifiers.count({"id": "a/b"}) == 1

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from service import keys
+from service.jobs import Lane
 from tests.support.load import produce, received_by_person, seq_of
 from tests.support.processes import wait_until
 from tests.support.stack import ADMIN_KEY, API_KEY, INGEST_KEY, SITE_ID, Stack
@@ -237,7 +238,9 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
     redis = stack.redis.client()
 
     def leased() -> list[int]:
-        return [s for s in range(8) if redis.exists(keys.shard_keys("default", s).lease)]
+        return [
+            s for s in range(8) if redis.exists(keys.shard_keys("default", s, Lane.TRACK).lease)
+        ]
 
     # A drain may hold several shards (packing across shards); two drains are running.
     wait_until(lambda: len(leased()) >= 2, timeout_s=60, what="two drains running")

@@ -17,6 +17,7 @@ import pytest
 from service import keys
 from service.config import Settings
 from service.errors import StoreUnavailable
+from service.jobs import Lane
 from service.store.connections import connect_async, connect_sync, store_errors
 from tests.support.cluster import Cluster, reshard
 from tests.support.processes import wait_until
@@ -97,7 +98,7 @@ def test_the_asyncio_cluster_client_does_not_resend_a_timed_out_script(
 @pytest.mark.xdist_group("cluster")
 def test_a_transaction_sent_to_a_moved_slot_follows_the_redirect(cluster: Cluster) -> None:
     """MOVED proves the transaction did not run, so the policy sends it again."""
-    shard = keys.shard_keys("default", 1)
+    shard = keys.shard_keys("default", 1, Lane.TRACK)
     client = connect_sync(_settings(cluster).redis)
     try:
         client.set(shard.stream, b"before")  # the client learns the slot's owner

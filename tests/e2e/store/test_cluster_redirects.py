@@ -10,6 +10,7 @@ import pytest
 
 from service import keys
 from service.config import Settings
+from service.jobs import Lane
 from service.store.connections import connect_async
 from service.store.slots import Part, SlotWriter
 from tests.support.cluster import Cluster, reshard
@@ -25,7 +26,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 @pytest.mark.xdist_group("cluster")
 def test_a_part_sent_to_a_slot_that_moved_follows_the_redirect(cluster: Cluster) -> None:
     """A writer whose topology predates a reshard gets MOVED, re-reads, and stores the part."""
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     source = cluster.node_of(shard.stream)
     target = next(n for n in cluster.primaries() if n is not source)
     settings = Settings(redis_url=cluster.url, redis_cluster=True, broker_url="redis://x:1/0")

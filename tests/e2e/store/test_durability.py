@@ -19,6 +19,7 @@ from tests.support.load import produce, seq_of
 from tests.support.processes import RedisServer, wait_until
 from tests.support.scale import sized
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
+from tests.support.triggers import RecordingTriggers
 
 OLD = (7, 0, 15)
 NEW = (7, 2, 4)
@@ -101,14 +102,6 @@ def test_check_reads_a_real_redis(own_redis: RedisServer) -> None:
     client.close()
 
 
-class NoTriggers:
-    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_api_started_without_redis_checks_it_before_the_first_write(tmp_path: Path) -> None:
     """Redis down at start-up: the api starts, refuses writes until Redis is up *and* fit."""
     server = RedisServer(tmp_path / "redis", appendonly=True, fsync="everysec")
@@ -116,7 +109,7 @@ def test_api_started_without_redis_checks_it_before_the_first_write(tmp_path: Pa
     settings = Settings(
         redis_url=server.url, durability="fsync", redis_timeout_s=0.5, backlog_refresh_ms=0
     )
-    app = create_app(settings, triggers=NoTriggers())
+    app = create_app(settings, triggers=RecordingTriggers())
     auth = ("site", "dev-ingest-key")
     try:
         with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=auth) as api:

@@ -64,7 +64,7 @@ def stored(url: str) -> dict[int, list[bytes]]:
     out: dict[int, list[bytes]] = {}
     for shard in range(SHARDS):
         rows: list[tuple[bytes, dict[bytes, bytes]]]
-        rows = client.xrange(keys.shard_keys("default", shard).stream)  # type: ignore[assignment]
+        rows = client.xrange(keys.shard_keys("default", shard, Lane.TRACK).stream)  # type: ignore[assignment]
         out[shard] = [fields[b"o"] for _, fields in rows]
     client.close()
     return out

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from service import keys
+from service.jobs import Lane
 from service.store.slots import Part, SlotWriter
 from tests.support.processes import RedisServer, own_redis_url
 
@@ -28,8 +29,8 @@ def test_noscript_on_one_part_resends_only_that_part(redis_url: str) -> None:
         client = aioredis.Redis.from_url(redis_url)
         other = aioredis.Redis.from_url(redis_url)  # another api process
         writer = SlotWriter(client, "enqueue", seed_url=redis_url)
-        a = keys.shard_keys("default", 0)
-        b = keys.shard_keys("default", 1)
+        a = keys.shard_keys("default", 0, Lane.TRACK)
+        b = keys.shard_keys("default", 1, Lane.TRACK)
         parts = [
             Part([a.stream, a.trigger], [1000, 1000, 0, 1, "op", b"x"]),
             Part([b.stream, b.trigger], [1000, 1000, 0, 1, "op", b"y"]),

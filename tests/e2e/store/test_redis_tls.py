@@ -21,6 +21,7 @@ import trustme
 from kombu.exceptions import OperationalError
 
 from service.config import Settings
+from service.jobs import Lane
 from service.store.connections import connect_async, connect_metrics, connect_sync
 from service.triggers import DRAIN_QUEUE, Triggers
 from tests.support.processes import RedisServer, free_port, wait_until
@@ -126,7 +127,7 @@ def test_the_broker_delivers_triggers_over_verified_tls(tls_redis: TlsRedis) -> 
     settings = settings_for("redis://127.0.0.1:1/0", tls_redis.good_ca, broker_url=tls_redis.url)
     triggers = Triggers.for_settings(settings.redis)
     try:
-        triggers.send("ws", 3)
+        triggers.send("ws", 3, lane=Lane.TRACK)
         wait_until(lambda: plain.llen(DRAIN_QUEUE) == 1, timeout_s=10, what="the trigger")
     finally:
         triggers.close()
@@ -159,7 +160,7 @@ def test_the_broker_refuses_a_certificate_it_cannot_verify(tls_redis: TlsRedis) 
     triggers = Triggers.for_settings(settings.redis)
     try:
         with pytest.raises(OperationalError) as refused_send:
-            triggers.send("ws", 3)
+            triggers.send("ws", 3, lane=Lane.TRACK)
     finally:
         triggers.close()
     assert caused_by(refused_send.value, ssl.SSLCertVerificationError)

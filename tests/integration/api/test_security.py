@@ -17,6 +17,7 @@ from service.config import Settings, check_keys, load_settings
 from service.errors import ConfigError
 from service.web.http import Route
 from tests.support.http_server import serve_in_thread
+from tests.support.triggers import RecordingTriggers
 
 API_KEY = "sec-api-key-7Qx2vN"
 INGEST_KEY = "sec-ingest-key-Lm4pR8"
@@ -154,18 +155,10 @@ def fuzz_target(make_settings: Callable[..., Settings]) -> Iterator[tuple[str, l
             admin_keys=(ADMIN_KEY,),
             track_url="http://127.0.0.1:9",
         ),
-        triggers=_NoTriggers(),
+        triggers=RecordingTriggers(),
     )
     with serve_in_thread(app) as base:
         yield base, list(app.router.routes)
-
-
-class _NoTriggers:
-    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _path(route: Route, params: list[str]) -> str:

@@ -13,7 +13,7 @@ import redis
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
-from service.jobs import Traffic
+from service.jobs import Lane, Traffic
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 
@@ -31,7 +31,7 @@ def url(make_settings: Callable[..., Settings], triggers: RecordingTriggers) -> 
 def counts(client: redis.Redis) -> dict[Traffic, int]:
     return {
         traffic: sum(
-            int(client.xlen(keys.shard_keys("default", s, traffic=traffic).stream))
+            int(client.xlen(keys.shard_keys("default", s, Lane.TRACK, traffic=traffic).stream))
             for s in range(4)
         )
         for traffic in Traffic
@@ -127,7 +127,7 @@ def test_a_shard_whose_head_outwaited_the_trigger_marker_is_triggered_on_the_bul
     if head_age_ms:
         old_ms = int(time.time() * 1000) - head_age_ms
         for s in range(4):  # whichever shard the event lands on
-            stream = keys.shard_keys("default", s).stream
+            stream = keys.shard_keys("default", s, Lane.TRACK).stream
             redis_client.xadd(stream, {"v2": b"{}"}, id=f"{old_ms}-0")
     r = httpx.post(f"{url}/api/v2/batch", json={"batch": [event(1)]}, auth=AUTH, timeout=10)
     assert r.status_code == 200

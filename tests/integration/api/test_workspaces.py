@@ -20,6 +20,7 @@ import redis
 from sandbox import SandboxConfig, create_sandbox_app
 from service.api.app import create_app
 from service.config import load_settings
+from service.jobs import Lane
 from tests.support.drain import build_drainer
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
@@ -99,7 +100,7 @@ def test_each_producer_reaches_only_its_own_workspace(
     drainer = build_drainer(settings, redis_client)
     for ws in ("default", "a", "b"):
         for shard in range(settings.queue.shards):
-            assert drainer.drain(ws, shard).stopped == "empty"
+            assert drainer.drain(ws, shard, Lane.TRACK).stopped == "empty"
 
     for name, (site, _, _) in SITES.items():
         records = _records(upstreams[name], "/_sandbox/received")

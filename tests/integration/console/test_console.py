@@ -19,6 +19,7 @@ from service import keys
 from service.api.app import create_app
 from service.config import Settings
 from service.console.session import COOKIE, Sessions
+from service.jobs import Lane
 from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from tests.support.http_server import serve_in_thread
@@ -161,13 +162,13 @@ def test_a_post_without_a_valid_csrf_token_changes_nothing(
                 target = "/console/lanes" if "action" in form else "/console/dead-letters/action"
                 response = client.post(target, data=data)
                 assert response.status_code == 403, (target, token)
-        assert redis_client.get(keys.pause("default")) is None
+        assert redis_client.get(keys.pause("default", Lane.TRACK)) is None
         assert redis_client.xlen(keys.dead_letters("default")) == 1
         assert redis_client.xlen(keys.audit()) == 0
         # The same forms with the session's token do act.
         csrf = _csrf(client)
         assert client.post("/console/lanes", data={**pause, "csrf": csrf}).status_code == 303
-        assert redis_client.get(keys.pause("default")) == b"manual"
+        assert redis_client.get(keys.pause("default", Lane.TRACK)) == b"manual"
         response = client.post("/console/dead-letters/action", data={**purge, "csrf": csrf})
         assert response.status_code == 200 and 'data-done="1"' in response.text
         assert redis_client.xlen(keys.dead_letters("default")) == 0
@@ -200,20 +201,20 @@ def test_pause_and_resume_are_audited_with_the_key_name(
     console: tuple[str, Settings], redis_client: redis.Redis, triggers: RecordingTriggers
 ) -> None:
     url, _ = console
-    redis_client.xadd(keys.shard_keys("default", 2).stream, {"v2": b"{}"})
+    redis_client.xadd(keys.shard_keys("default", 2, Lane.TRACK).stream, {"v2": b"{}"})
     with _client(url) as client:
         _sign_in(client)
         csrf = _csrf(client)
         form = {"csrf": csrf, "workspace": "default", "lane": "track", "for": "4h"}
         client.post("/console/lanes", data={**form, "action": "pause", "reason": "incident 42"})
-        ttl_ms = redis_client.pttl(keys.pause("default"))
+        ttl_ms = redis_client.pttl(keys.pause("default", Lane.TRACK))
         assert 4 * 3_600_000 - 60_000 < ttl_ms <= 4 * 3_600_000
         numbers = client.get("/console/overview.json").json()
         (row,) = numbers["rows"]
         assert row["paused"] and row["cells"]["waiting"] == "1"
         assert row["cells"]["state"].startswith("paused by hand by alice: incident 42")
         client.post("/console/lanes", data={**form, "action": "resume", "reason": "over"})
-        assert redis_client.get(keys.pause("default")) is None
+        assert redis_client.get(keys.pause("default", Lane.TRACK)) is None
         assert ("default", 2, 0.0) in triggers.sent
         audit = client.get("/console/audit").text
         assert audit.count("<td><strong>alice</strong></td>") == 2

@@ -40,7 +40,9 @@ def _backlog(client: redis.Redis, counts: dict[int, int]) -> None:
         for i in range(count):
             op = {"type": "person", "action": "identify", "identifiers": {"id": f"p{i}"}}
             job = v2_job(op)
-            client.xadd(keys.shard_keys("default", shard).stream, {job.field: job.payload})
+            client.xadd(
+                keys.shard_keys("default", shard, Lane.TRACK).stream, {job.field: job.payload}
+            )
 
 
 def _letter(cls: str, person: str) -> DeadLetter:
@@ -63,7 +65,7 @@ def test_status_shows_backlog_pause_and_dead_letters_by_class(
     DeadLetterStore(redis_client).add(
         "default", [_letter("invalid", "a"), _letter("invalid", "b"), _letter("crash", "c")]
     )
-    ShardStore(redis_client).pause("default", cause="throttle", duration_ms=30_000)
+    ShardStore(redis_client).pause("default", Lane.TRACK, cause="throttle", duration_ms=30_000)
     row = _status(cli)
     assert row["workspace"] == "default" and row["lane"] == "track"
     assert row["waiting"] == 7
@@ -165,7 +167,7 @@ def test_pause_and_resume_use_the_drains_pause_and_are_audited(
     )
     assert result.exit_code == 0, result.output
     # The drain's own check sees the pause, with the time asked for.
-    remaining_ms = ShardStore(redis_client).pause_remaining_ms("default")
+    remaining_ms = ShardStore(redis_client).pause_remaining_ms("default", Lane.TRACK)
     assert 2 * 3_600_000 - 60_000 < remaining_ms <= 2 * 3_600_000
     row = _status(cli)
     assert row["paused"] == "manual"
@@ -175,7 +177,7 @@ def test_pause_and_resume_use_the_drains_pause_and_are_audited(
     result = cli.invoke(app, ["resume", "default", "--lane", "track", "--reason", "fixed"])
     assert result.exit_code == 0, result.output
     assert "lifted: manual" in result.output
-    assert ShardStore(redis_client).pause_remaining_ms("default") == 0
+    assert ShardStore(redis_client).pause_remaining_ms("default", Lane.TRACK) == 0
     assert _status(cli)["paused"] == ""
     # One drain trigger per shard with backlog went to the broker (the same Redis here).
     assert redis_client.llen(DRAIN_QUEUE) == 2
@@ -210,7 +212,7 @@ def test_bad_pause_and_resume_change_nothing(
     result = cli.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert redis_client.get(keys.pause("default")) is None
+    assert redis_client.get(keys.pause("default", Lane.TRACK)) is None
     assert redis_client.xlen(keys.audit()) == 0
 
 

@@ -14,6 +14,7 @@ from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost
+from service.jobs import Lane
 from service.store.shards import ShardStore
 from tests.support.drain import Clock, build_drainer, dlq, enqueue, person_op, received_ns
 from tests.support.sandbox import KEY, SITE
@@ -47,13 +48,13 @@ def test_drains_everything_in_order_in_full_batches(
 ) -> None:
     """All ops leave in order, in batches filled to the byte limit, and the stream empties."""
     enqueue(redis_client, [person_op(i) for i in range(300)])
-    report = drainer.drain("default", 0, bulk=True)
+    report = drainer.drain("default", 0, Lane.TRACK, bulk=True)
     assert report.stopped == "empty"
     assert received_ns(sandbox) == list(range(300))
     sizes = [r["body_bytes"] for r in sandbox.get("/_sandbox/requests").json()["records"]]
     assert max(sizes) <= 20_000
     assert all(s > 20_000 - 300 for s in sizes[:-1])
-    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 0
+    assert redis_client.xlen(keys.shard_keys("default", 0, Lane.TRACK).stream) == 0
 
 
 def test_lingers_when_batch_not_full(
@@ -67,7 +68,7 @@ def test_lingers_when_batch_not_full(
         make_settings(shards=1, track_url=sandbox_url, linger_ms=60_000), redis_client
     )
     enqueue(redis_client, [person_op(1)])
-    report = d.drain("default", 0)
+    report = d.drain("default", 0, Lane.TRACK)
     assert report.stopped == "linger"
     assert report.retrigger_s is not None and 0 < report.retrigger_s <= 60
     assert received_ns(sandbox) == []
@@ -79,15 +80,15 @@ def test_busy_shard_is_left_to_its_lease_holder(
     """A second drain of a leased shard returns at once and touches nothing."""
     enqueue(redis_client, [person_op(1)])
     store = ShardStore(redis_client)
-    assert store.acquire(keys.shard_keys("default", 0), lease_ms=10_000)
-    assert drainer.drain("default", 0).stopped == "busy"
-    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 1
+    assert store.acquire(keys.shard_keys("default", 0, Lane.TRACK), lease_ms=10_000)
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "busy"
+    assert redis_client.xlen(keys.shard_keys("default", 0, Lane.TRACK).stream) == 1
 
 
 def test_stale_lease_holder_is_fenced_out(redis_client: redis.Redis) -> None:
     """After a lease expires and is retaken, the old token can neither resolve nor renew."""
     store = ShardStore(redis_client)
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     enqueue(redis_client, [person_op(1)])
     old = store.acquire(shard, lease_ms=1000)
     assert old
@@ -112,16 +113,16 @@ def test_transient_error_backs_off_then_delivers(
     """A 503 keeps the ops, records the attempt, and the shard retries after the backoff."""
     enqueue(redis_client, [person_op(i) for i in range(5)])
     sandbox.post("/_sandbox/faults", json={"status_sequence": [503]})
-    first = drainer.drain("default", 0)
+    first = drainer.drain("default", 0, Lane.TRACK)
     assert first.stopped == "backoff"
     assert first.retrigger_s == 1.0  # base 1000 ms, rng fixed at 1.0
-    state = ShardStore(redis_client).retry_state(keys.shard_keys("default", 0))
+    state = ShardStore(redis_client).retry_state(keys.shard_keys("default", 0, Lane.TRACK))
     assert state.attempts == 1 and state.history[0][1] == "503"
-    assert drainer.drain("default", 0).stopped == "backoff"  # too early: nothing sent
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "backoff"  # too early: nothing sent
     clock.offset_s += 1.5
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     assert received_ns(sandbox) == list(range(5))
-    assert not redis_client.exists(keys.shard_keys("default", 0).retry)
+    assert not redis_client.exists(keys.shard_keys("default", 0, Lane.TRACK).retry)
 
 
 def test_retry_budget_spent_dead_letters_with_history(
@@ -137,14 +138,14 @@ def test_retry_budget_spent_dead_letters_with_history(
     enqueue(redis_client, [person_op(i) for i in range(2)])
     sandbox.post("/_sandbox/faults", json={"status_sequence": [500, 502, 503]})
     for _ in range(3):
-        d.drain("default", 0)
+        d.drain("default", 0, Lane.TRACK)
         clock.offset_s += 1
     letters = dlq(redis_client)
     assert len(letters) == 2
     attempts = orjson.loads(letters[0][b"attempts"])
     assert [a["status"] for a in attempts] == ["500", "502", "503"]
     assert letters[0][b"reason"] == b"max_attempts"
-    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 0
+    assert redis_client.xlen(keys.shard_keys("default", 0, Lane.TRACK).stream) == 0
 
 
 def test_partial_207_dead_letters_only_named_ops(
@@ -155,7 +156,7 @@ def test_partial_207_dead_letters_only_named_ops(
     for i in (3, 17, 41):
         ops[i]["attributes"]["sandbox_poison"] = "207"
     enqueue(redis_client, ops)
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     assert sorted(received_ns(sandbox)) == [i for i in range(50) if i not in (3, 17, 41)]
     letters = dlq(redis_client)
     assert sorted(orjson.loads(f[b"payload"])["attributes"]["n"] for f in letters) == [3, 17, 41]
@@ -183,7 +184,7 @@ def test_whole_batch_400_is_bisected_to_the_poison_ops(
     for i in (123, 877):
         ops[i]["attributes"]["sandbox_poison"] = "400"
     enqueue(redis_client, ops)
-    report = d.drain("default", 0)
+    report = d.drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     assert sorted(received_ns(sandbox)) == [i for i in range(1000) if i not in (123, 877)]
     assert sorted(orjson.loads(f[b"payload"])["attributes"]["n"] for f in dlq(redis_client)) == [
@@ -206,12 +207,12 @@ def test_stop_during_bisection_hands_the_rest_back(
     enqueue(redis_client, ops)
     stopping = build_drainer(s, redis_client)
     stopping.should_stop = lambda: len(sandbox.get("/_sandbox/requests").json()["records"]) >= 3
-    report = stopping.drain("default", 0)
+    report = stopping.drain("default", 0, Lane.TRACK)
     assert report.stopped == "shutdown"
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     assert not redis_client.exists(shard.lease) and not redis_client.exists(shard.inflight)
     assert redis_client.xlen(shard.stream) == 64 - len(received_ns(sandbox)) > 0
-    assert build_drainer(s, redis_client).drain("default", 0).stopped == "empty"
+    assert build_drainer(s, redis_client).drain("default", 0, Lane.TRACK).stopped == "empty"
     assert received_ns(sandbox) == [i for i in range(64) if i != 40]
     assert [orjson.loads(f[b"payload"])["attributes"]["n"] for f in dlq(redis_client)] == [40]
 
@@ -222,11 +223,11 @@ def test_429_pauses_the_workspace_for_retry_after(
     """A 429 with Retry-After: 2 pauses every shard of the workspace for 2 s."""
     enqueue(redis_client, [person_op(1)])
     sandbox.post("/_sandbox/faults", json={"status_sequence": [429], "retry_after_s": 2})
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "throttled"
-    pttl = redis_client.pttl(keys.pause("default"))
+    pttl = redis_client.pttl(keys.pause("default", Lane.TRACK))
     assert 1000 < pttl <= 2000
-    assert drainer.drain("default", 0).stopped == "paused"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "paused"
     assert dlq(redis_client) == []
 
 
@@ -242,12 +243,12 @@ def test_429_pauses_the_workspace_for_retry_after(
 def test_a_pause_is_never_shortened(
     redis_client: redis.Redis, first_ms: int | None, then_ms: int, kept: str
 ) -> None:
-    store, key = ShardStore(redis_client), keys.pause("default")
+    store, key = ShardStore(redis_client), keys.pause("default", Lane.TRACK)
     if first_ms is None:
         redis_client.set(key, "first")
     elif first_ms:
-        store.pause("default", cause="first", duration_ms=first_ms)
-    store.pause("default", cause="then", duration_ms=then_ms)
+        store.pause("default", Lane.TRACK, cause="first", duration_ms=first_ms)
+    store.pause("default", Lane.TRACK, cause="then", duration_ms=then_ms)
     assert redis_client.get(key) == kept.encode()
     expected_ms = {None: -1, 0: then_ms}.get(first_ms, max(first_ms or 0, then_ms))
     assert expected_ms - 1000 < redis_client.pttl(key) <= expected_ms
@@ -270,11 +271,13 @@ def test_a_pause_set_mid_drain_stops_the_next_send(
         nonlocal calls
         calls += 1
         if calls == 2:  # after the first send: the loop's second turn
-            ShardStore(redis_client).pause("default", cause="throttle", duration_ms=5000)
+            ShardStore(redis_client).pause(
+                "default", Lane.TRACK, cause="throttle", duration_ms=5000
+            )
         return False
 
     drainer.should_stop = another_worker_is_throttled
-    report = drainer.drain("default", 0, bulk=True)
+    report = drainer.drain("default", 0, Lane.TRACK, bulk=True)
     assert report.stopped == "paused"
     assert len(sandbox.get("/_sandbox/requests").json()["records"]) == 1
     assert 0 < len(received_ns(sandbox)) < 300
@@ -286,12 +289,12 @@ def test_401_pauses_keeps_jobs_and_resumes_when_fixed(
     """Bad credentials pause the workspace, dead-letter nothing, and delivery resumes."""
     enqueue(redis_client, [person_op(i) for i in range(3)])
     sandbox.post("/_sandbox/credentials", json={"site_id": SITE, "api_key": "rotated"})
-    assert drainer.drain("default", 0).stopped == "setup"
-    assert redis_client.get(keys.pause("default")) == b"setup:401"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "setup"
+    assert redis_client.get(keys.pause("default", Lane.TRACK)) == b"setup:401"
     assert dlq(redis_client) == []
     sandbox.post("/_sandbox/credentials", json={"site_id": SITE, "api_key": KEY})
-    redis_client.delete(keys.pause("default"))  # the pause ran out
-    assert drainer.drain("default", 0).stopped == "empty"
+    redis_client.delete(keys.pause("default", Lane.TRACK))  # the pause ran out
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     assert received_ns(sandbox) == [0, 1, 2]
 
 
@@ -301,7 +304,7 @@ def test_crash_loop_quarantines_a_head_that_died_alone(
     """A head whose lone sends keep dying is quarantined as crash_loop; the rest flow."""
     enqueue(redis_client, [person_op(i) for i in range(4)])
     store = ShardStore(redis_client)
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     head = store.read(shard, after=None, count=1)[0]
     lease = store.acquire(shard, lease_ms=1000)
     assert lease
@@ -310,7 +313,7 @@ def test_crash_loop_quarantines_a_head_that_died_alone(
     lease.mark_inflight(note)
     redis_client.delete(shard.lease)
     assert store.inflight_note(shard) == note
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     letters = dlq(redis_client)
     assert [f[b"reason"] for f in letters] == [b"crash_loop"]
     assert received_ns(sandbox) == [1, 2, 3]
@@ -322,13 +325,13 @@ def test_send_after_a_death_is_halved(
     """The next holder sends half of what died, then goes on to the rest."""
     enqueue(redis_client, [person_op(i) for i in range(8)])
     store = ShardStore(redis_client)
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     head = store.read(shard, after=None, count=1)[0]
     lease = store.acquire(shard, lease_ms=1000)
     assert lease
     lease.mark_inflight(InflightNote(head.id, 8))
     redis_client.delete(shard.lease)
-    assert drainer.drain("default", 0, bulk=True).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK, bulk=True).stopped == "empty"
     sizes = [r["op_count"] for r in sandbox.get("/_sandbox/requests").json()["records"]]
     assert sizes[0] == 4 and sum(sizes) == 8
     assert received_ns(sandbox) == list(range(8))
@@ -339,6 +342,6 @@ def test_oversize_op_is_dead_lettered_never_sent(
 ) -> None:
     """An op over max_op_bytes (limits tightened after it was queued) is reported, not sent."""
     enqueue(redis_client, [person_op(0), person_op(1, big="y" * 40_000), person_op(2)])
-    assert drainer.drain("default", 0, bulk=True).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK, bulk=True).stopped == "empty"
     assert received_ns(sandbox) == [0, 2]
     assert [f[b"reason"] for f in dlq(redis_client)] == [b"op_too_large"]

@@ -15,7 +15,7 @@ import redis
 from service import keys
 from service.config import Settings
 from service.delivery.crash_search import InflightNote
-from service.jobs import Traffic, shard_for
+from service.jobs import Lane, Traffic, shard_for
 from service.lanes.track.jobs import v2_job
 from service.store.shards import ShardStore
 from service.triggers import Triggers
@@ -59,7 +59,7 @@ def enqueue(
 ) -> None:
     for item in ops:
         job = v2_job(item)
-        stream = keys.shard_keys("default", shard_of(item), traffic=traffic).stream
+        stream = keys.shard_keys("default", shard_of(item), Lane.TRACK, traffic=traffic).stream
         client.xadd(stream, {job.field: job.payload})
 
 
@@ -75,13 +75,15 @@ def received(sandbox: httpx.Client) -> list[dict[str, Any]]:
 
 def backlog(client: redis.Redis, traffic: Traffic = Traffic.LIVE) -> int:
     return sum(
-        int(client.xlen(keys.shard_keys("default", s, traffic=traffic).stream))
+        int(client.xlen(keys.shard_keys("default", s, Lane.TRACK, traffic=traffic).stream))
         for s in range(SHARDS)
     )
 
 
 def leased(client: redis.Redis) -> list[int]:
-    return [s for s in range(SHARDS) if client.exists(keys.shard_keys("default", s).lease)]
+    return [
+        s for s in range(SHARDS) if client.exists(keys.shard_keys("default", s, Lane.TRACK).lease)
+    ]
 
 
 def test_one_request_carries_every_shards_waiting_ops(
@@ -90,7 +92,7 @@ def test_one_request_carries_every_shards_waiting_ops(
     ops = [op(n) for n in range(40)]
     assert len({shard_of(o) for o in ops}) == SHARDS
     enqueue(redis_client, ops)
-    report = build_drainer(settings, redis_client).drain("default", 0)
+    report = build_drainer(settings, redis_client).drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     assert report.shards_held == SHARDS
     assert [r["op_count"] for r in requests(sandbox)] == [40]
@@ -107,7 +109,7 @@ def test_per_shard_packing_stays_available_behind_a_setting(
     s = make_settings(shards=SHARDS, track_url=sandbox_url, pack_across_shards=False)
     ops = [op(n) for n in range(40)]
     enqueue(redis_client, ops)
-    report = build_drainer(s, redis_client).drain("default", 0)
+    report = build_drainer(s, redis_client).drain("default", 0, Lane.TRACK)
     assert report.shards_held == 1
     own = [o["attributes"]["n"] for o in ops if shard_of(o) == 0]
     assert received_ns(sandbox) == own
@@ -125,16 +127,18 @@ def test_linger_counts_from_the_oldest_op_whichever_shard_holds_it(
     now_ms = int(time.time() * 1000)
     job = v2_job(old)
     redis_client.xadd(
-        keys.shard_keys("default", 2).stream, {job.field: job.payload}, id=f"{now_ms - 500}-0"
+        keys.shard_keys("default", 2, Lane.TRACK).stream,
+        {job.field: job.payload},
+        id=f"{now_ms - 500}-0",
     )
     enqueue(redis_client, [fresh])
     drainer = build_drainer(s, redis_client, clock)
-    first = drainer.drain("default", 0)
+    first = drainer.drain("default", 0, Lane.TRACK)
     assert first.stopped == "linger"
     # The drain's own op has just come; the other shard's op has waited 500 ms already.
     assert first.retrigger_s is not None and first.retrigger_s <= 0.5
     clock.offset_s += 0.6
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     assert [r["op_count"] for r in requests(sandbox)] == [2]
 
 
@@ -146,7 +150,7 @@ def test_207_batch_index_lands_on_the_right_shards_op(
     for n in poisoned:
         ops[n]["attributes"]["sandbox_poison"] = "207"
     enqueue(redis_client, ops)
-    assert build_drainer(settings, redis_client).drain("default", 0).stopped == "empty"
+    assert build_drainer(settings, redis_client).drain("default", 0, Lane.TRACK).stopped == "empty"
     assert len(requests(sandbox)) == 1
     assert sorted(received_ns(sandbox)) == [n for n in range(60) if n not in poisoned]
     letters = dlq(redis_client)
@@ -166,7 +170,7 @@ def test_400_is_bisected_across_shards_in_each_persons_order(
         ops[n]["attributes"]["sandbox_poison"] = "400"
     assert shard_of(ops[37]) != shard_of(ops[190])
     enqueue(redis_client, ops)
-    report = build_drainer(settings, redis_client).drain("default", 0)
+    report = build_drainer(settings, redis_client).drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     assert report.bisect_requests <= 2 * 8 * 2
     records = sandbox.get("/_sandbox/received", params={"limit": 1000}).json()["records"]
@@ -196,14 +200,14 @@ def test_a_request_that_died_is_searched_shard_by_shard(
     store = ShardStore(redis_client)
     died = {}
     for s in (0, 2):
-        shard = keys.shard_keys("default", s)
+        shard = keys.shard_keys("default", s, Lane.TRACK)
         entries = store.read(shard, after=None, count=100)
         lease = store.acquire(shard, lease_ms=1000)
         assert lease
         lease.mark_inflight(InflightNote(entries[0].id, len(entries)))
         redis_client.delete(shard.lease)
         died[s] = len(entries)
-    report = build_drainer(settings, redis_client).drain("default", 0, bulk=True)
+    report = build_drainer(settings, redis_client).drain("default", 0, Lane.TRACK, bulk=True)
     assert report.stopped == "empty"
     sent = requests(sandbox)
     # First the two suspect shards, each alone with half of what died, then the rest.
@@ -221,9 +225,12 @@ def test_a_backing_off_shard_is_never_packed_into_another_request(
 ) -> None:
     ops = [op(n) for n in range(40)]
     enqueue(redis_client, ops)
-    waiting = keys.shard_keys("default", 2)
+    waiting = keys.shard_keys("default", 2, Lane.TRACK)
     redis_client.hset(waiting.retry, mapping={"not_before_ms": int(time.time() * 1000) + 60_000})
-    assert build_drainer(settings, redis_client, clock).drain("default", 0).stopped == "empty"
+    assert (
+        build_drainer(settings, redis_client, clock).drain("default", 0, Lane.TRACK).stopped
+        == "empty"
+    )
     assert sorted(received_ns(sandbox)) == sorted(
         o["attributes"]["n"] for o in ops if shard_of(o) != 2
     )
@@ -238,14 +245,14 @@ def test_a_transient_failure_backs_off_every_shard_of_the_request(
     triggers = RecordingTriggers()
     drainer = build_drainer(settings, redis_client, clock)
     drainer.triggers = cast(Triggers, triggers)  # records what it is asked to send
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "backoff"
     store = ShardStore(redis_client)
     for s in range(SHARDS):
-        state = store.retry_state(keys.shard_keys("default", s))
+        state = store.retry_state(keys.shard_keys("default", s, Lane.TRACK))
         assert state.attempts == 1 and state.not_before_ms > time.time() * 1000
     clock.offset_s += 2
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     assert sorted(received_ns(sandbox)) == list(range(40))
 
 
@@ -259,7 +266,7 @@ def test_a_shard_with_a_backlog_of_its_own_is_left_to_its_own_drain(
     busy = [o for o in map(op, range(2000)) if shard_of(o) == 1][:60]
     mine = on_shard(0)
     enqueue(redis_client, [mine, *busy])
-    report = build_drainer(s, redis_client).drain("default", 0)
+    report = build_drainer(s, redis_client).drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty" and report.shards_held == 1
     assert received_ns(sandbox) == [mine["attributes"]["n"]]
 
@@ -280,7 +287,7 @@ def test_a_live_drain_sends_once_before_it_hands_a_backlog_to_the_bulk_queue(
     triggers = RecordingTriggers()
     drainer = build_drainer(settings, redis_client, clock)
     drainer.triggers = cast(Triggers, triggers)
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "backlog"
     [sent] = requests(sandbox)
     assert sent["body_bytes"] > 0.9 * 200_000
@@ -294,10 +301,10 @@ def test_bulk_jobs_never_share_a_request_with_live_ones(
     enqueue(redis_client, [op(n) for n in range(10)])
     enqueue(redis_client, [op(n) for n in range(100, 110)], Traffic.BULK)
     drainer = build_drainer(settings, redis_client)
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     assert sorted(received_ns(sandbox)) == list(range(10))
     assert backlog(redis_client, Traffic.BULK) == 10
-    report = drainer.drain("default", 0, traffic=Traffic.BULK)
+    report = drainer.drain("default", 0, Lane.TRACK, traffic=Traffic.BULK)
     assert report.stopped == "empty" and report.bulk
     assert sorted(received_ns(sandbox)) == [*range(10), *range(100, 110)]
 
@@ -313,7 +320,7 @@ def test_a_live_drain_whose_head_outwaited_the_trigger_marker_hands_over_without
     triggers = RecordingTriggers()
     drainer = build_drainer(settings, redis_client, clock)
     drainer.triggers = cast(Triggers, triggers)
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "backlog" and report.requests == 0
     assert requests(sandbox) == []
     assert triggers.queues and all(queue == (Traffic.LIVE, True) for queue in triggers.queues)

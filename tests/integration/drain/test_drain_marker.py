@@ -10,6 +10,7 @@ import redis
 from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
 from service.config import Settings
+from service.jobs import Lane
 from service.lanes.registry import clients as lane_clients
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
@@ -17,7 +18,7 @@ from service.triggers import DRAIN_QUEUE, Triggers
 from tests.support.drain import enqueue, person_op
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, SITE
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 
 @pytest.fixture
@@ -28,7 +29,9 @@ def sandbox_url() -> Iterator[str]:
 
 def drainer(settings: Settings, client: redis.Redis, triggers: Triggers | None) -> Drainer:
     clients = lane_clients(settings)
-    return Drainer(settings, ShardStore(client), DeadLetterStore(client), clients, triggers)
+    return Drainer(
+        DrainerSettings.of(settings), ShardStore(client), DeadLetterStore(client), clients, triggers
+    )
 
 
 @pytest.mark.parametrize(
@@ -51,11 +54,11 @@ def test_marker_outlives_a_drain_only_until_its_own_retrigger(
 ) -> None:
     settings = make_settings(shards=1, track_url=sandbox_url, linger_ms=5000, broker_url=redis_url)
     triggers = Triggers(redis_url) if with_triggers else None
-    shard = keys.shard_keys("default", 0)
+    shard = keys.shard_keys("default", 0, Lane.TRACK)
     enqueue(redis_client, [person_op(i) for i in range(ops)])
     redis_client.set(shard.trigger, 1)
     try:
-        report = drainer(settings, redis_client, triggers).drain("default", 0)
+        report = drainer(settings, redis_client, triggers).drain("default", 0, Lane.TRACK)
     finally:
         if triggers is not None:
             triggers.close()

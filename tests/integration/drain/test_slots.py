@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from service import keys
 from service.config import Settings
-from service.jobs import Job
+from service.jobs import Job, Lane
 from service.lanes.track.jobs import v2_job
 from service.store.connections import connect_async
 from service.store.queue import Queue
@@ -35,7 +35,7 @@ def _stored(client: redis.Redis) -> list[bytes]:
     return [
         fields[b"o"]
         for shard in range(SHARDS)
-        for fields in stream_fields(client, keys.shard_keys("default", shard).stream)
+        for fields in stream_fields(client, keys.shard_keys("default", shard, Lane.TRACK).stream)
     ]
 
 

@@ -10,7 +10,7 @@ import redis
 
 from service import keys
 from service.config import Settings
-from service.jobs import Traffic
+from service.jobs import Lane, Traffic
 from service.lanes.track.jobs import v2_job
 from service.triggers import Triggers
 from tests.support.triggers import RecordingTriggers
@@ -23,7 +23,7 @@ def _fill(client: redis.Redis, per_shard: int) -> None:
     op = {"type": "person", "action": "identify", "identifiers": {"id": "p"}}
     job = v2_job(op)
     for shard in range(SHARDS):
-        stream = keys.shard_keys("default", shard).stream
+        stream = keys.shard_keys("default", shard, Lane.TRACK).stream
         pipe = client.pipeline()
         for _ in range(per_shard):
             pipe.xadd(stream, {job.field: job.payload})

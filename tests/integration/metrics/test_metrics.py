@@ -46,12 +46,12 @@ def test_queue_state_is_read_from_redis_at_scrape_time(
 ) -> None:
     settings = make_settings(drain_rate_window_s=10)
     now_s = time.time()
-    first = keys.shard_keys("default", 1).stream
+    first = keys.shard_keys("default", 1, Lane.TRACK).stream
     redis_client.xadd(first, {"o": b"{}"}, id=f"{int((now_s - 40) * 1000)}-0")
     redis_client.xadd(first, {"o": b"{}"}, id="*")
-    redis_client.xadd(keys.shard_keys("default", 3).stream, {"o": b"{}"})
+    redis_client.xadd(keys.shard_keys("default", 3, Lane.TRACK).stream, {"o": b"{}"})
     redis_client.xadd(keys.dead_letters("default"), {"reason": "invalid"})
-    redis_client.set(keys.pause("default"), "setup:401", px=60_000)
+    redis_client.set(keys.pause("default", Lane.TRACK), "setup:401", px=60_000)
     client = connect_metrics(settings.redis)
     collector = QueueStateCollector(
         settings.queue, settings.metrics, settings.workspaces, client, clock=lambda: now_s
@@ -92,7 +92,7 @@ def test_pause_cause_label(
 ) -> None:
     """Each pause shows under its own cause, an operator's as `manual`; one label is 1."""
     settings = make_settings()
-    redis_client.set(keys.pause("default"), stored, px=60_000)
+    redis_client.set(keys.pause("default", Lane.TRACK), stored, px=60_000)
     client = connect_metrics(settings.redis)
     got = samples(
         generate_latest(
@@ -225,7 +225,7 @@ def test_queue_state_has_a_series_per_lane(
     """Pipelines streams count in the workspace's backlog; pauses show their lane."""
     settings = make_settings(cdp_api_key="k")
     redis_client.xadd(keys.shard_keys("default", 2, Lane.PIPELINES).stream, {"c": b"{}"})
-    redis_client.xadd(keys.shard_keys("default", 1).stream, {"o": b"{}"})
+    redis_client.xadd(keys.shard_keys("default", 1, Lane.TRACK).stream, {"o": b"{}"})
     redis_client.set(keys.pause("default", Lane.PIPELINES), "setup:401", px=60_000)
     collector = QueueStateCollector(
         settings.queue, settings.metrics, settings.workspaces, connect_metrics(settings.redis)

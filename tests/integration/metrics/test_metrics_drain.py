@@ -13,11 +13,12 @@ from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
+from service.jobs import Lane
 from service.lanes.registry import clients as lane_clients
 from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
-from workers.drain import Drainer
+from workers.drain import Drainer, DrainerSettings
 
 WS = {"workspace": "default"}
 WSL = {**WS, "lane": "track"}  # metrics that carry a lane
@@ -30,7 +31,7 @@ def drainer(
     settings = make_settings(shards=1, track_url=sandbox_url, retry_base_ms=1000)
     clients = lane_clients(settings)
     return Drainer(
-        settings,
+        DrainerSettings.of(settings),
         ShardStore(redis_client),
         DeadLetterStore(redis_client),
         clients,
@@ -46,7 +47,7 @@ def value(name: str, **labels: str) -> float:
 def enqueue(client: redis.Redis, ops: list[dict[str, Any]]) -> None:
     for op in ops:
         job = v2_job(op)
-        client.xadd(keys.shard_keys("default", 0).stream, {job.field: job.payload})
+        client.xadd(keys.shard_keys("default", 0, Lane.TRACK).stream, {job.field: job.payload})
 
 
 def event(n: int, **attrs: Any) -> dict[str, Any]:
@@ -71,7 +72,7 @@ def test_a_delivered_batch_is_counted_once_with_its_size_and_latency(
         "latency": value("cioq_delivery_latency_seconds_count", **WS),
     }
     enqueue(redis_client, [event(n) for n in range(5)])
-    assert drainer.drain("default", 0).stopped == "empty"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     body_bytes = sandbox.get("/_sandbox/requests").json()["records"][0]["body_bytes"]
     assert value("cioq_delivered_ops_total", **WSL) - before["ops"] == 5
     ok = value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WSL)
@@ -91,7 +92,7 @@ def test_a_transient_failure_schedules_a_counted_retry(
     failed = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WSL)
     sandbox.post("/_sandbox/faults", json={"status_sequence": [503]}).raise_for_status()
     enqueue(redis_client, [event(1)])
-    assert drainer.drain("default", 0).stopped == "backoff"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "backoff"
     assert value("cioq_retries_scheduled_total", status_class="5xx", **WS) - retries == 1
     after = value("cioq_upstream_requests_total", kind="v2", status_class="5xx", **WSL)
     assert after - failed == 1
@@ -104,7 +105,7 @@ def test_a_rejected_batch_counts_bisection_and_its_dead_letter(
     dead = value("cioq_dead_letters_total", reason="invalid", **WS)
     delivered = value("cioq_delivered_ops_total", **WSL)
     enqueue(redis_client, [event(n, sandbox_poison="400" if n == 2 else "no") for n in range(4)])
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     assert value("cioq_bisect_requests_total", **WS) - bisect == report.bisect_requests >= 2
     assert value("cioq_dead_letters_total", reason="invalid", **WS) - dead == 1
@@ -117,5 +118,5 @@ def test_refused_credentials_count_a_setup_pause(
     pauses = value("cioq_pauses_total", cause="setup", **WSL)
     sandbox.post("/_sandbox/faults", json={"status_sequence": [401]}).raise_for_status()
     enqueue(redis_client, [event(1)])
-    assert drainer.drain("default", 0).stopped == "setup"
+    assert drainer.drain("default", 0, Lane.TRACK).stopped == "setup"
     assert value("cioq_pauses_total", cause="setup", **WSL) - pauses == 1

@@ -22,20 +22,11 @@ from service.store.dead_letters import DeadLetterStore
 from service.store.shards import ShardStore
 from tests.support.http_server import serve_in_thread
 from tests.support.sandbox import KEY, SITE
-from workers.drain import Drainer
+from tests.support.triggers import RecordingTriggers
+from workers.drain import Drainer, DrainerSettings
 
 AUTH = ("any-site", "dev-ingest-key")
 SHARDS = 2
-
-
-class NoTriggers:
-    """The test drains by hand, so triggers go nowhere."""
-
-    def send(self, workspace: str, shard: int, *, countdown_s: float = 0.0) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def event(person: str, seq: int) -> dict[str, Any]:
@@ -73,7 +64,7 @@ def test_reading_is_cached_for_the_refresh_period(
     """Ingest reads the backlog at most once per refresh period; then sees the change."""
     now = [100.0]
     settings = make_settings(shards=SHARDS, backlog_max_entries=3, backlog_refresh_ms=1000)
-    stream = keys.shard_keys("default", 0).stream
+    stream = keys.shard_keys("default", 0, Lane.TRACK).stream
 
     async def run() -> list[str]:
         client = aioredis.Redis.from_url(settings.redis.redis_url)
@@ -134,8 +125,8 @@ def test_oldest_entry_age_over_the_mark_is_refused(
 ) -> None:
     """An entry older than the age mark (its id's time is long past) turns ingest away."""
     settings = make_settings(shards=SHARDS, backlog_max_age_s=600, backlog_refresh_ms=0)
-    redis_client.xadd(keys.shard_keys("default", 1).stream, {"o": b"{}"}, id="1-1")
-    app = create_app(settings, triggers=NoTriggers())
+    redis_client.xadd(keys.shard_keys("default", 1, Lane.TRACK).stream, {"o": b"{}"}, id="1-1")
+    app = create_app(settings, triggers=RecordingTriggers())
     with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=AUTH) as api:
         r = api.post("/api/v1/customers/1/events", json={"name": "x"})
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
@@ -162,14 +153,18 @@ def api_and_drain(
     )
     clients = lane_clients(settings)
     drainer = Drainer(
-        settings, ShardStore(redis_client), DeadLetterStore(redis_client), clients, None
+        DrainerSettings.of(settings),
+        ShardStore(redis_client),
+        DeadLetterStore(redis_client),
+        clients,
+        None,
     )
 
     def drain_all() -> None:
         for shard in range(SHARDS):
-            drainer.drain("default", shard)
+            drainer.drain("default", shard, Lane.TRACK)
 
-    app = create_app(settings, triggers=NoTriggers())
+    app = create_app(settings, triggers=RecordingTriggers())
     with serve_in_thread(app) as url, httpx.Client(base_url=url, auth=AUTH, timeout=10) as api:
         yield api, drain_all
 

@@ -183,7 +183,9 @@ def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
     assert redis_client.xlen(keys.dead_letters("default")) == 0
     queued: list[bytes] = []
     for shard in range(settings.queue.shards):
-        for fields in stream_fields(redis_client, keys.shard_keys("default", shard).stream):
+        for fields in stream_fields(
+            redis_client, keys.shard_keys("default", shard, Lane.TRACK).stream
+        ):
             queued.append(fields.get(FIELD_OP) or fields[FIELD_V1])
     assert sorted(queued) == sorted(letter.payload for letter in letters)
 
@@ -214,7 +216,9 @@ def test_racing_replays_queue_each_letter_once(
     queued = [
         fields[FIELD_OP]
         for shard in range(settings.queue.shards)
-        for fields in stream_fields(redis_client, keys.shard_keys("default", shard).stream)
+        for fields in stream_fields(
+            redis_client, keys.shard_keys("default", shard, Lane.TRACK).stream
+        )
     ]
     assert len(queued) == len(set(queued)) == 600
     assert redis_client.xlen(keys.dead_letters("default")) == 0
@@ -229,7 +233,7 @@ def test_dry_runs_change_nothing(
     assert (replay.matched, replay.done, purge.matched, purge.done) == (5, 0, 5, 0)
     assert redis_client.xlen(keys.dead_letters("default")) == 5
     assert not any(
-        redis_client.exists(keys.shard_keys("default", s).stream)
+        redis_client.exists(keys.shard_keys("default", s, Lane.TRACK).stream)
         for s in range(settings.queue.shards)
     )
 

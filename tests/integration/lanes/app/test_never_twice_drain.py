@@ -36,6 +36,7 @@ from service.store.queue import Queue
 from service.store.shards import ShardStore
 from tests.support.drain import build_drainer, dlq, enqueue, person_op
 from workers.drain.engine import Drainer
+from workers.drain.settings import DrainerSettings
 
 EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
 
@@ -154,7 +155,8 @@ def test_a_letter_is_added_once_per_entry_even_when_its_write_is_retried(
     head = store.read(shard, after=None, count=1)[0]
     lease = store.acquire(shard, lease_ms=60_000)
     assert lease is not None
-    from workers.drain.send import Delivery, Limits
+    from workers.drain.send import Delivery
+    from workers.drain.settings import Limits
 
     drainer = build_drainer(settings, redis_client)
     client = drainer.clients[("default", shard.lane)]
@@ -259,7 +261,7 @@ def test_exhaustion_after_a_partial_bisection_letters_only_undelivered_ops(
         def close(self) -> None: ...
 
     d = Drainer(
-        s,
+        DrainerSettings.of(s),
         ShardStore(redis_client),
         DeadLetterStore(redis_client),
         {("default", Lane.TRACK): Scripted()},

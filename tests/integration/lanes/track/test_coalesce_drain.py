@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
+from service.jobs import Lane
 from tests.support.customerio_model import replay
 from tests.support.drain import build_drainer, dlq, enqueue
 
@@ -61,7 +62,7 @@ def test_drain_coalesces_and_leaves_the_same_state(
     enqueue(redis_client, ops)
     before = saved_metric()
     drainer = build_drainer(settings_for(make_settings, sandbox_url, True), redis_client)
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     sent = received_ops(sandbox)
     # p2's event splits its run in two: 4 people x 1 op + p2 x 2 ops + the event.
@@ -69,7 +70,7 @@ def test_drain_coalesces_and_leaves_the_same_state(
     assert replay(sent) == replay(ops)
     assert saved_metric() - before == len(ops) - len(sent)
     assert report.delivered == len(ops)
-    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 0
+    assert redis_client.xlen(keys.shard_keys("default", 0, Lane.TRACK).stream) == 0
 
 
 def test_coalescing_is_off_by_default(
@@ -82,7 +83,7 @@ def test_coalescing_is_off_by_default(
     enqueue(redis_client, ops)
     settings = make_settings(shards=1, track_url=sandbox_url)
     assert settings.limits.coalesce is False
-    assert build_drainer(settings, redis_client).drain("default", 0).stopped == "empty"
+    assert build_drainer(settings, redis_client).drain("default", 0, Lane.TRACK).stopped == "empty"
     assert received_ops(sandbox) == ops
 
 
@@ -95,9 +96,9 @@ def test_item_error_on_a_merged_op_dead_letters_every_op_it_carried(
     ops = [identify(1, a=1), identify(2, b=1), identify(1, sandbox_poison="207"), identify(3, c=1)]
     enqueue(redis_client, ops)
     drainer = build_drainer(settings_for(make_settings, sandbox_url, True), redis_client)
-    report = drainer.drain("default", 0)
+    report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     assert [op["identifiers"]["id"] for op in received_ops(sandbox)] == ["p2", "p3"]
     letters = [orjson.loads(f[b"payload"]) for f in dlq(redis_client)]
     assert letters == [ops[0], ops[2]]
-    assert redis_client.xlen(keys.shard_keys("default", 0).stream) == 0
+    assert redis_client.xlen(keys.shard_keys("default", 0, Lane.TRACK).stream) == 0

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
+from service.jobs import Lane
 from service.lanes.track.jobs import v2_job
 from service.store.queue import Queue
 from tests.support.drain import build_drainer
@@ -249,7 +250,7 @@ def test_batch_over_500_kb_is_accepted_and_repacked(
     drainer = build_drainer(settings, redis_client)
     for shard in range(settings.queue.shards):
         # A backlog drains on the bulk queue's terms (a live drain hands it over).
-        assert drainer.drain("default", shard, bulk=True).stopped == "empty"
+        assert drainer.drain("default", shard, Lane.TRACK, bulk=True).stopped == "empty"
     records = client.get("/_sandbox/received", params={"limit": 1000}).json()["records"]
     assert sorted(rec["op"]["identifiers"]["id"] for rec in records) == sorted(
         f"big{i}" for i in range(60)
