@@ -1,4 +1,5 @@
-"""``cioq dlq list|show|replay|purge``: the operator's dead-letter tools.
+"""``cioq dlq list|show|replay|purge``: the operator's dead-letter tools (``edit`` and
+``repair`` are in `cioq.dlq_edit_cli`).
 
 They talk to Redis directly with the same code as the admin HTTP API
 (`service.store.dead_letter_admin`), so a filter selects the same letters from either side.
@@ -270,3 +271,5 @@ app.command("replay")(
 app.command("purge")(
     _selection_command("purge", "purged", _purge, "Delete matching letters for good.")
 )
+
+from cioq import dlq_edit_cli  # noqa: E402, F401  (registers edit and repair on this app)
