@@ -28,6 +28,7 @@ import orjson
 
 from service.errors import FieldError, InvalidRequest
 from service.jobs import RepairRules, dumps, job_kind, restore_job
+from service.store import events
 from service.store.dead_letter_admin import (
     PAGE_SIZE,
     DeadLetterAdmin,
@@ -243,6 +244,7 @@ class LetterRepair:
             raise InvalidRequest.of(
                 "id", "gone", "the letter was replayed, purged or expired meanwhile", status=409
             )
+        events.dead_letters_handled(workspace, "repaired", 1)
         detail = _detail(f"letter {stored.id}", diff)
         await record_audit(self.dlq.redis, who, "repair", workspace, str(stored.lane), detail)
         return Repaired(stored.id, diff)
@@ -301,6 +303,7 @@ class LetterRepair:
             chunk = fixes[start : start + PAGE_SIZE]
             jobs = [(s.id, restore_job(s.letter.kind, fixed)) for s, fixed in chunk]
             outcome.repaired += len(await self.dlq.queue.replay(workspace, jobs))
+        events.dead_letters_handled(workspace, "repaired", outcome.repaired)
         selection = ", ".join(f"{k}={v}" for k, v in _filter_text(flt).items()) or "every letter"
         detail = _detail(
             f"{rule.text} on {outcome.repaired} of {outcome.fixable} letters ({selection})",

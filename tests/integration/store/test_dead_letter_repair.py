@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from service import keys
 from service.api.app import create_app
@@ -66,6 +67,11 @@ def _queued(client: redis.Redis, settings: Settings, lane: Lane = Lane.TRACK) ->
         for shard in range(settings.queue.shards)
         for fields in stream_fields(client, keys.shard_keys("default", shard, lane).stream)
     ]
+
+
+def _repaired_count() -> float:
+    labels = {"workspace": "default", "action": "repaired"}
+    return REGISTRY.get_sample_value("cioq_dead_letters_handled_total", labels) or 0.0
 
 
 def _audit(client: redis.Redis) -> list[dict[bytes, bytes]]:
@@ -237,7 +243,9 @@ def test_bulk_repair_dry_run_shows_count_and_example_then_fixes_exactly_those(
     assert _letter_ids(redis_client) == ids  # a dry run changes nothing
     assert _queued(redis_client, settings) == []
 
+    before = _repaired_count()
     real = admin.post(f"{BASE}/repair", headers=ADMIN, json=body).json()
+    assert _repaired_count() - before == 3
     assert (real["fixable"], real["repaired"]) == (3, 3)
     assert real["ids"] == dry["ids"]
     assert sorted(q["identifiers"]["id"] for q in _queued(redis_client, settings)) == [
