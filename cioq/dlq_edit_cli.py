@@ -99,6 +99,11 @@ def edit(
         typer.echo(f"cioq dlq: no dead letter {letter_id} in {workspace!r}", err=True)
         raise typer.Exit(1)
     letter = stored.letter
+    if job_kind(letter.kind).repair is None:
+        typer.echo(
+            f"cioq dlq: a {letter.kind} letter cannot be edited; replay or purge it", err=True
+        )
+        raise typer.Exit(2)
     typer.echo(
         f"Customer.io: {letter.status or '-'} {letter.reason}"
         + (f" ({letter.field})" if letter.field else "")

@@ -81,3 +81,21 @@ def test_repair_shows_the_dry_run_then_fixes_exactly_those(
     ]
     bad = runner.invoke(app, ["dlq", "repair", "--rename", "a", "--all"])
     assert bad.exit_code == 2 and "new name" in bad.output
+
+
+def test_edit_refuses_a_kind_without_repair_rules_before_opening_an_editor(
+    runner: CliRunner, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cioq.cli import app
+    from service.lanes.track.jobs import v1_job
+
+    job = v1_job("POST", "/api/v1/segments/7/add_customers", {"ids": ["a"]}, route="s", op_type="x")
+    letter = DeadLetter("v1", job.payload, "default:0:1-0", "invalid", "invalid", 400)
+    DeadLetterStore(redis_client).add("default", [letter])
+    (letter_id,) = [
+        i.decode() for i, _ in stream_entries(redis_client, keys.dead_letters("default"))
+    ]
+    monkeypatch.setenv("EDITOR", "/nonexistent/editor")  # never started
+    result = runner.invoke(app, ["dlq", "edit", letter_id])
+    assert result.exit_code == 2 and "cannot be edited" in result.output
+    assert redis_client.xlen(keys.dead_letters("default")) == 1
