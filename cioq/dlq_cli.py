@@ -31,8 +31,8 @@ from service.triggers import Triggers
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
-    help="List, show, replay or purge dead letters (the same filters as the console and the "
-    "admin API).",
+    help="List, show, replay, purge, edit or repair dead letters (the same filters as the "
+    "console and the admin API).",
 )
 T = TypeVar("T")
 
@@ -271,5 +271,3 @@ app.command("replay")(
 app.command("purge")(
     _selection_command("purge", "purged", _purge, "Delete matching letters for good.")
 )
-
-from cioq import dlq_edit_cli  # noqa: E402, F401  (registers edit and repair on this app)

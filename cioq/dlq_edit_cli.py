@@ -1,4 +1,5 @@
-"""``cioq dlq edit|repair``: fix dead letters and replay them.
+"""``cioq dlq edit|repair``: fix dead letters and replay them (`register` adds them to
+``cioq dlq``).
 
 ``edit`` opens one letter's payload in ``$EDITOR`` (Customer.io's error printed first)
 and replays the saved fix; ``repair`` drops or renames one field on every letter a
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from cioq import dlq_cli
 from cioq.dlq_cli import (
     All,
     Class,
@@ -34,7 +36,6 @@ from cioq.dlq_cli import (
     Yes,
     _filter,
     _run,
-    app,
 )
 from service.config import Settings
 from service.errors import InvalidRequest
@@ -51,8 +52,6 @@ def _who() -> str:
 
 
 def _strict(workspace: str) -> bool:
-    from cioq import dlq_cli
-
     assert dlq_cli._settings is not None
     settings: Settings = dlq_cli._settings()
     return settings.workspace(workspace).strict_validation
@@ -87,7 +86,12 @@ def _twice_confirmed(kind: str, yes: bool, count: int = 1) -> bool:
     raise typer.Exit(1)
 
 
-@app.command()
+def register(app: typer.Typer) -> None:
+    """Add ``edit`` and ``repair`` to the ``cioq dlq`` app."""
+    app.command()(edit)
+    app.command()(repair)
+
+
 def edit(
     letter_id: str,
     workspace: Workspace = "default",
@@ -160,7 +164,6 @@ def _repair_once(
     return done
 
 
-@app.command()
 def repair(
     ids: Ids = None,
     drop: Annotated[str | None, typer.Option(help="Drop this field (dotted path)")] = None,
