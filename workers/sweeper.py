@@ -27,7 +27,7 @@ from service import keys
 from service.config import Settings
 from service.jobs import Lane, Traffic, lane_traits
 from service.store.connections import SyncStore
-from service.store.dead_letter_retention import LetterRemover
+from service.store.dead_letter_retention import PASS_MAX_LETTERS, LetterRemover
 from service.store.shard_state import look_at
 from service.triggers import Triggers
 from workers import liveness
@@ -65,14 +65,19 @@ class Sweeper:
                     triggered.extend(self._sweep_lane(ws.name, lane, traffic))
         return triggered
 
-    def expire_dead_letters(self) -> int:
-        """Remove every workspace's dead letters past their age; returns how many."""
+    def expire_dead_letters(self) -> tuple[int, bool]:
+        """Remove every workspace's dead letters past their age, up to `PASS_MAX_LETTERS`
+        each; returns how many, and whether a workspace may have more due."""
         max_age_s = self.settings.drain.dead_letter_max_age_s
         now_ms = int(self.clock() * 1000)
-        removed = 0
+        removed, more = 0, False
         for ws in self.settings.workspaces:
-            removed += self.letters.expire(ws.name, now_ms=now_ms, max_age_s=max_age_s)
-        return removed
+            count = self.letters.expire(
+                ws.name, now_ms=now_ms, max_age_s=max_age_s, max_read=PASS_MAX_LETTERS
+            )
+            removed += count
+            more = more or count == PASS_MAX_LETTERS
+        return removed, more
 
     def _sweep_lane(self, workspace: str, lane: Lane, traffic: Traffic) -> list[tuple[str, int]]:
         if int(self.redis.pttl(keys.pause(workspace, lane))) > 0:
@@ -124,9 +129,11 @@ class Sweeper:
             if self.clock() >= retention_due_s:
                 retention_due_s = self.clock() + RETENTION_INTERVAL_S
                 try:
-                    expired = self.expire_dead_letters()
+                    expired, more = self.expire_dead_letters()
                     if expired:
                         log.info("removed %d dead letter(s) past their age", expired)
+                    if more:  # cut short: the rest after this sweep, not in a minute
+                        retention_due_s = 0.0
                 except Exception:  # as a sweep: the next pass retries
                     log.warning("dead-letter retention failed; retrying", exc_info=True)
             liveness.beat()

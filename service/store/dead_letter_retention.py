@@ -30,6 +30,10 @@ from service.store.dead_letters import DeadLetter, StoredDeadLetter
 
 #: Letters read and removed per Redis call.
 PAGE_SIZE = 500
+#: Letters one retention pass reads per workspace at most (about a second's work), so a
+#: first pass over a long-kept stream does not hold up the sweeper's triggers; the
+#: sweeper runs the next pass at once when a pass was cut short.
+PASS_MAX_LETTERS = 20 * PAGE_SIZE
 
 
 def cutoff_ms(now_ms: int, max_age_s: int) -> int | None:
@@ -54,8 +58,10 @@ class LetterRemover:
         *,
         before_ms: int | None = None,
         counter: str | None = None,
+        max_read: int | None = None,
     ) -> int:
-        """Remove the letters `select` picks (of those that died before `before_ms`).
+        """Remove the letters `select` picks (of those that died before `before_ms`, of the
+        first `max_read` read when given).
 
         Returns how many this call removed; `counter` (a key in the workspace's slot)
         is incremented by the same number, atomically with the removal.
@@ -63,10 +69,12 @@ class LetterRemover:
         stream = keys.dead_letters(workspace)
         high = "+" if before_ms is None else f"({before_ms}-0"
         low = "-"
-        removed = 0
+        removed = read = 0
         while True:
+            count = PAGE_SIZE if max_read is None else min(PAGE_SIZE, max_read - read)
             with store_errors("dead-letter removal"):
-                rows: Any = self.redis.xrange(stream, low, high, count=PAGE_SIZE)
+                rows: Any = self.redis.xrange(stream, low, high, count=count)
+            read += len(rows)
             picked = [
                 raw_id
                 for raw_id, fields in rows
@@ -76,17 +84,23 @@ class LetterRemover:
                 lua_keys = [stream] if counter is None else [stream, counter]
                 with store_errors("dead-letter removal"):
                     removed += int(self._remove(keys=lua_keys, args=picked))
-            if len(rows) < PAGE_SIZE:
+            if len(rows) < count or read == max_read:
                 return removed
             low = f"({rows[-1][0].decode()}"
 
-    def expire(self, workspace: str, *, now_ms: int, max_age_s: int) -> int:
-        """Remove the workspace's letters older than `max_age_s`; returns how many."""
+    def expire(
+        self, workspace: str, *, now_ms: int, max_age_s: int, max_read: int | None = None
+    ) -> int:
+        """Remove the workspace's letters older than `max_age_s` (of the first `max_read`);
+        returns how many."""
         cutoff = cutoff_ms(now_ms, max_age_s)
         if cutoff is None:
             return 0
         return self.remove(
-            workspace, before_ms=cutoff, counter=keys.dead_letters_expired(workspace)
+            workspace,
+            before_ms=cutoff,
+            counter=keys.dead_letters_expired(workspace),
+            max_read=max_read,
         )
 
     def expired_total(self, workspace: str) -> int:

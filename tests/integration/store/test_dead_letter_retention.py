@@ -74,6 +74,18 @@ def test_retention_removes_exactly_the_letters_past_the_age_across_pages(
     assert remover.expired_total("default") == len(old)
 
 
+def test_a_pass_reads_at_most_its_share_and_the_next_takes_the_rest(
+    redis_client: redis.Redis,
+) -> None:
+    ids = [_add(redis_client, CUTOFF_MS - 100, i) for i in range(PAGE_SIZE + 10)]
+    remover = LetterRemover(redis_client)
+    first = remover.expire("default", now_ms=NOW_MS, max_age_s=MAX_AGE_S, max_read=PAGE_SIZE)
+    assert first == PAGE_SIZE
+    assert _ids(redis_client) == ids[PAGE_SIZE:]
+    assert remover.expire("default", now_ms=NOW_MS, max_age_s=MAX_AGE_S, max_read=PAGE_SIZE) == 10
+    assert _ids(redis_client) == []
+
+
 def test_zero_keeps_every_letter(redis_client: redis.Redis) -> None:
     _add(redis_client, 1)
     assert LetterRemover(redis_client).expire("default", now_ms=NOW_MS, max_age_s=0) == 0
@@ -111,7 +123,7 @@ def test_the_sweeper_expires_letters_and_the_metrics_endpoint_counts_them(
     sweeper = Sweeper(
         settings, redis_client, cast(Triggers, RecordingTriggers()), clock=lambda: NOW_MS / 1000
     )
-    assert sweeper.expire_dead_letters() == 3
+    assert sweeper.expire_dead_letters() == (3, False)
     assert _ids(redis_client) == [kept]
     collector = QueueStateCollector(
         settings.queue, settings.metrics, settings.workspaces, redis_client
