@@ -1,4 +1,5 @@
-"""``cioq dlq list|show|replay|purge``: the operator's dead-letter tools.
+"""``cioq dlq list|show|replay|purge``: the operator's dead-letter tools (``edit`` and
+``repair`` are in `cioq.dlq_edit_cli`).
 
 They talk to Redis directly with the same code as the admin HTTP API
 (`service.store.dead_letter_admin`), so a filter selects the same letters from either side.
@@ -30,8 +31,8 @@ from service.triggers import Triggers
 app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
-    help="List, show, replay or purge dead letters (the same filters as the console and the "
-    "admin API).",
+    help="List, show, replay, purge, edit or repair dead letters (the same filters as the "
+    "console and the admin API).",
 )
 T = TypeVar("T")
 

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from ulid import ULID
 
+from service.errors import FieldError
+
 
 class Lane(StrEnum):
     """An upstream API family (Track, Pipelines, App API); `service.lanes` holds each one.
@@ -94,6 +96,22 @@ def identified_person(data: Any) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RepairRules:
+    """How an operator may edit a dead letter of a kind before replaying it."""
+
+    #: Every ingest rule a stored payload breaks as a new call of the kind (payload as
+    #: JSON, the workspace's strictness); fields named as the stored payload names them.
+    check: Callable[[Any, bool], list[FieldError]]
+    #: Top-level payload fields a repair keeps from the letter: the ids Customer.io
+    #: de-duplicates on, the accept time stamped at ingest, where a request goes. A fix
+    #: that leaves one out gets the letter's back; one that changes it is refused.
+    kept: tuple[str, ...] = ()
+    #: What ingest stores of a call before checking it (a loose workspace's Track op
+    #: loses its unknown fields), given the workspace's strictness.
+    prepare: Callable[[Any, bool], Any] = lambda data, strict: data
+
+
+@dataclass(frozen=True, slots=True)
 class JobKind:
     """One kind of job a lane stores, and what the shared layers may ask of it."""
 
@@ -114,6 +132,8 @@ class JobKind:
     at_most_once: bool = False
     #: The lane of a job by its route, when the kind's jobs live in more than one lane.
     by_route: Callable[[str], Lane] | None = None
+    #: How a dead letter of the kind is repaired; None: it can only be replayed as it is.
+    repair: RepairRules | None = None
 
     def lane_of(self, route: str) -> Lane:
         return self.lane if self.by_route is None else self.by_route(route)

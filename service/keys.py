@@ -95,8 +95,15 @@ def pause(workspace: str, lane: Lane) -> str:
 
 
 def dead_letters(workspace: str) -> str:
-    """The workspace's dead-letter stream; never trimmed automatically."""
+    """The workspace's dead-letter stream; letters past ``CIOQ_DEAD_LETTER_MAX_AGE_S`` are
+    removed by the sweeper (`service.store.dead_letter_retention`), never by length."""
     return f"{PREFIX}:dlq:{{{workspace}}}"
+
+
+def dead_letters_expired(workspace: str) -> str:
+    """How many of the workspace's dead letters retention removed, ever (a counter the
+    metrics endpoint exports: the sweeper that removes them serves no metrics)."""
+    return f"{PREFIX}:dlq-expired:{{{workspace}}}"
 
 
 def dead_letter_once(workspace: str, source: str) -> str:

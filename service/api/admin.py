@@ -1,4 +1,4 @@
-"""The admin HTTP API: dead-letter list, show, replay and purge, behind admin keys only.
+"""The admin HTTP API: dead-letter list, show, replay, purge and repair, behind admin keys only.
 
 Ingest keys never open these routes and admin keys never open ingest routes, so a
 leaked producer key cannot read or replay other people's dead letters. The routes are the
@@ -9,6 +9,7 @@ they are served by its dispatcher and answer errors through its table
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,6 +22,7 @@ from service.store.dead_letter_admin import (
     SelectionResult,
     check_ids,
 )
+from service.store.dead_letter_repair import FieldRule, LetterRepair
 from service.web.http import Request, Response, Route, json_response
 
 MAX_PAGE = 1000
@@ -36,9 +38,17 @@ def _outcome(outcome: SelectionResult, verb: str) -> Response:
 class Admin:
     """Handlers for ``/admin/v1``; each takes the workspace from the path."""
 
-    def __init__(self, dlq: DeadLetterAdmin, workspaces: tuple[Workspace, ...]) -> None:
+    def __init__(
+        self,
+        dlq: DeadLetterAdmin,
+        workspaces: tuple[Workspace, ...],
+        who: Callable[[Request], str] = lambda _: "admin",
+    ) -> None:
         self.dlq = dlq
         self.workspace_list = workspaces
+        self.repairs = LetterRepair(dlq)
+        #: The name the audit gives the caller (its admin key's).
+        self.who = who
 
     def routes(self) -> list[Route]:
         ws = ("admin", "v1", "workspaces")
@@ -49,13 +59,18 @@ class Admin:
             Route("GET", (*dl, "summary"), "admin.dlq_summary", self.summary, auth="admin"),
             Route("POST", (*dl, "replay"), "admin.dlq_replay", self.replay, auth="admin"),
             Route("POST", (*dl, "purge"), "admin.dlq_purge", self.purge, auth="admin"),
+            Route("POST", (*dl, "repair"), "admin.dlq_bulk_repair", self.bulk_repair, auth="admin"),
             Route("GET", (*dl, "{id}"), "admin.dlq_show", self.show, auth="admin"),
+            Route("PATCH", (*dl, "{id}"), "admin.dlq_repair", self.repair, auth="admin"),
         ]
 
     def _workspace(self, request: Request) -> str:
+        return self._find(request).name
+
+    def _find(self, request: Request) -> Workspace:
         name = request.params[0]
         try:
-            return find_workspace(self.workspace_list, name).name
+            return find_workspace(self.workspace_list, name)
         except ConfigError:
             raise InvalidRequest(
                 [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
@@ -106,13 +121,46 @@ class Admin:
     async def replay(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)
         flt, dry_run = self._selection(request)
-        body = request.json() or {}
-        twice = body.get(MAY_DELIVER_TWICE, False)
-        if not isinstance(twice, bool):
-            message = f"{MAY_DELIVER_TWICE} must be true or false"
-            raise InvalidRequest.of(MAY_DELIVER_TWICE, "type", message)
+        twice = _twice(_object(request))
         outcome = await self.dlq.replay(workspace, flt, dry_run=dry_run, may_deliver_twice=twice)
         return _outcome(outcome, "replayed")
+
+    async def repair(self, request: Request, _: Any) -> Response:
+        """``{"payload": {...}}``: check the fix as a new call, replay it, audit the diff."""
+        ws = self._find(request)
+        body = _object(request)
+        unknown = sorted(set(body) - {"payload", MAY_DELIVER_TWICE})
+        if unknown:
+            raise InvalidRequest.of(unknown[0], "unknown_field", "a repair takes payload")
+        if "payload" not in body:
+            raise InvalidRequest.of("payload", "required", "send the fixed payload as payload")
+        done = await self.repairs.repair(
+            ws.name,
+            check_ids((request.params[1],))[0],
+            body["payload"],
+            strict=ws.strict_validation,
+            who=self.who(request),
+            may_deliver_twice=_twice(body),
+        )
+        return json_response(200, {"id": done.id, "replayed": True, "changes": done.changes})
+
+    async def bulk_repair(self, request: Request, _: Any) -> Response:
+        """Drop or rename one field on every selected letter that has it (``dry_run`` first)."""
+        ws = self._find(request)
+        body = _object(request)
+        rule = FieldRule.parse(body.get("action"), body.get("field"), body.get("to"))
+        selection = {k: v for k, v in body.items() if k not in ("action", "field", "to")}
+        flt, dry_run = self._selection(request, selection)
+        outcome = await self.repairs.bulk(
+            ws.name,
+            flt,
+            rule,
+            strict=ws.strict_validation,
+            who=self.who(request),
+            dry_run=dry_run,
+            may_deliver_twice=_twice(body),
+        )
+        return json_response(200, outcome.as_dict())
 
     async def purge(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)
@@ -120,11 +168,11 @@ class Admin:
         return _outcome(await self.dlq.purge(workspace, flt, dry_run=dry_run), "purged")
 
     @staticmethod
-    def _selection(request: Request) -> tuple[DeadLetterFilter, bool]:
+    def _selection(
+        request: Request, fields: dict[str, Any] | None = None
+    ) -> tuple[DeadLetterFilter, bool]:
         """The letters a replay/purge acts on; an empty selection needs ``"all": true``."""
-        body = request.json() or {}
-        if not isinstance(body, dict):
-            raise InvalidRequest.of("body", "type", "the body must be a JSON object")
+        body = _object(request) if fields is None else fields
         ids = body.get("ids", [])
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise InvalidRequest.of("ids", "type", "ids must be a list of strings")
@@ -143,3 +191,19 @@ class Admin:
                 ]
             )
         return flt, bool(body.get("dry_run", False))
+
+
+def _object(request: Request) -> dict[str, Any]:
+    body = request.json() or {}
+    if not isinstance(body, dict):
+        raise InvalidRequest.of("body", "type", "the body must be a JSON object")
+    return body
+
+
+def _twice(body: dict[str, Any]) -> bool:
+    twice = body.get(MAY_DELIVER_TWICE, False)
+    if not isinstance(twice, bool):
+        raise InvalidRequest.of(
+            MAY_DELIVER_TWICE, "type", f"{MAY_DELIVER_TWICE} must be true or false"
+        )
+    return twice

@@ -34,7 +34,7 @@ from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
 from service.triggers import Triggers
 from service.web import idempotency
-from service.web.auth import Authenticator
+from service.web.auth import Authenticator, key_from_header
 from service.web.errors import JSON_ERRORS, ROUTE_SCOPE_KEY
 from service.web.http import (
     Receive,
@@ -100,7 +100,9 @@ class IngestApp:
             self.redis, settings.backlog, settings.queue, settings.workspaces
         )
         self.gate = StartupGate(self.redis, settings.redis, self.queue)
-        self.admin = Admin(DeadLetterAdmin(self.redis, self.queue), settings.workspaces)
+        self.admin = Admin(
+            DeadLetterAdmin(self.redis, self.queue), settings.workspaces, who=self._admin_name
+        )
         self.metrics = ApiMetrics(settings)
         self.console = console_for(self, settings)
         self.router = Router(
@@ -218,6 +220,11 @@ class IngestApp:
         if unreadable is not None and workspace is not None:
             return await self._remembered(workspace, request, unreadable)
         return await route.handler(request, workspace)
+
+    def _admin_name(self, request: Request) -> str:
+        """The caller's admin key's name, for the audit (the route already checked the key)."""
+        key = key_from_header(request.header(b"authorization"))
+        return (self.auth.admin_name(key) if key else None) or "admin"
 
     async def healthz(self, request: Request, workspace: Any) -> Response:
         return json_response(200, {"status": "ok"})

@@ -57,7 +57,9 @@ _ERRORS: dict[int, str] = {
     404: "no such resource",
     413: "the body is over CIOQ_MAX_REQUEST_BYTES",
     415: "Content-Encoding other than gzip",
-    422: "the Idempotency-Key was already used for a different request",
+    409: "App sends among the letters and no may_deliver_twice, or the letter is gone",
+    422: "the Idempotency-Key was already used for a different request (ingest), or a "
+    "dead-letter repair still breaks a rule of its lane (admin; the fields are named)",
     429: "the workspace's App API budget is spent for now (or Customer.io's); Retry-After",
     502: "Customer.io could not be reached or broke the connection",
     504: "Customer.io did not answer in time",
@@ -112,6 +114,28 @@ OPERATIONS: dict[str, Operation] = {
         True,
         answer=_DLQ_OUTCOME,
         errors=(400, 401, 404, 413, 503),
+    ),
+    "admin.dlq_repair": Operation(
+        "Repair a dead letter's payload and replay it (checked as a new call; 422 names the "
+        "broken rules)",
+        obj(("payload",), payload=OBJECT, may_deliver_twice={"type": "boolean"}),
+        True,
+        answer=obj(("id", "replayed", "changes"), id=STR, replayed={"type": "boolean"}),
+        errors=(400, 401, 404, 409, 413, 422, 503),
+    ),
+    "admin.dlq_bulk_repair": Operation(
+        "Drop or rename one field on every selected letter that has it, and replay them",
+        obj(
+            ("action", "field"),
+            action={"enum": ["drop", "rename"]},
+            field=STR,
+            to=STR,
+            may_deliver_twice={"type": "boolean"},
+            **_DLQ_SELECTION["properties"],
+        ),
+        True,
+        answer=obj(("matched", "fixable", "repaired", "dry_run"), matched=INT, fixable=INT),
+        errors=(400, 401, 404, 409, 413, 503),
     ),
 }
 OPERATIONS.update(

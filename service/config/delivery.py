@@ -48,6 +48,13 @@ class DrainSettings(BaseModel):
         ge=10,
         description="The sweeper's period: how often it re-triggers shards with work and no drain.",
     )
+    dead_letter_max_age_s: int = Field(
+        default=2_592_000,
+        ge=0,
+        description="Dead letters older than this (from when they died) are removed by the "
+        "sweeper and counted in `cioq_dead_letters_expired_total`; 0 keeps them until an "
+        "operator replays or purges them. Default 30 days.",
+    )
     crash_limit: int = Field(
         default=3,
         ge=1,

@@ -1,4 +1,5 @@
-"""The console's pages: sign in and out, the overview and lanes, dead letters, the audit.
+"""The console's pages: sign in and out, the overview and lanes, dead letters (their repair
+form is `service.console.repair`), the audit.
 
 Each handler gets the Starlette request, the signed-in session (None on public pages) and
 the request's form, once `service.console.app` has checked the session and the CSRF token;
@@ -21,6 +22,7 @@ from service.config import Workspace, find_workspace
 from service.console import views
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, query_of, redirect
+from service.console.repair import RepairPages
 from service.console.session import Session
 from service.errors import ConfigError, FieldError, InvalidRequest
 from service.store.dead_letter_admin import (
@@ -59,6 +61,7 @@ class Console:
         self.dlq = dlq
         self.control = control
         self.overview = overview
+        self.repair = RepairPages(workspaces, pages, dlq, self._workspace)
 
     def public_pages(self) -> list[tuple[str, str, PublicPage]]:
         """(method, path, handler) of the pages before signing in."""
@@ -79,6 +82,7 @@ class Console:
             ("GET", dl, self.dead_letters),
             ("POST", f"{dl}/action", self.action),
             ("GET", f"{dl}/{{workspace}}/{{id}}", self.letter),
+            *self.repair.operator_pages(),
             ("GET", "/console/audit", self.audit),
         ]
 

@@ -128,7 +128,8 @@ DEAD_LETTERS = Counter(
 )
 DEAD_LETTERS_HANDLED = Counter(
     "dead_letters_handled",
-    "Dead letters an operator replayed into the queue or purged (cioq dlq, admin API).",
+    "Dead letters an operator replayed into the queue, repaired and replayed, or purged "
+    "(cioq dlq, admin API, console).",
     ["workspace", "action"],
     namespace=NAMESPACE,
 )

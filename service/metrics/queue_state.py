@@ -1,10 +1,10 @@
 """Queue-state gauges read from Redis at scrape time, and the drain-rate record behind them.
 
 The api's ``/metrics`` runs `QueueStateCollector` on each scrape: per workspace it reads
-every shard's length and head entry, the pause key, the dead-letter stream's length and
-the recent drain rate, in one pipelined round trip. A Redis that is slow or gone costs
-one short timeout and shows as ``cioq_queue_state_up 0``; the rest of the scrape is
-unaffected.
+every shard's length and head entry, the pause key, the dead-letter stream's length, the
+letters retention removed (a counter the sweeper keeps in Redis) and the recent drain
+rate, in one pipelined round trip. A Redis that is slow or gone costs one short timeout
+and shows as ``cioq_queue_state_up 0``; the rest of the scrape is unaffected.
 
 ``cioq_backlog_seconds`` is the autoscaling signal: backlog ÷ the workspace's recent
 drain rate, i.e. how long the current workers would take to empty the queue. When
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service import keys
@@ -90,6 +90,8 @@ class WorkspaceState:
     oldest_age_s: float
     dead_letters: int
     drain_rate_per_s: float
+    #: Dead letters retention removed, ever (kept in Redis by the sweeper that removes them).
+    dead_letters_expired: int = 0
 
     @property
     def backlog(self) -> int:
@@ -144,6 +146,7 @@ class QueueStateCollector(Collector):
             pipe.pttl(keys.pause(workspace, lane))
         pipe.xlen(keys.dead_letters(workspace))
         pipe.hgetall(keys.drain_rate(workspace))
+        pipe.get(keys.dead_letters_expired(workspace))
         results = pipe.execute()
         now_s = self.clock()
         n = len(shards)
@@ -165,13 +168,14 @@ class QueueStateCollector(Collector):
                     oldest_age_s=max(now_s - min(heads) / 1000, 0.0) if heads else 0.0,
                 )
             )
-        dead, rate = results[len(lanes) * per_lane :]
+        dead, rate, expired = results[len(lanes) * per_lane :]
         return WorkspaceState(
             workspace=workspace,
             lanes=tuple(states),
             oldest_age_s=max((s.oldest_age_s for s in states), default=0.0),
             dead_letters=int(dead),
             drain_rate_per_s=drain_rate_per_s(rate, now_s=now_s, window_s=self.window_s),
+            dead_letters_expired=int(expired or 0),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -228,6 +232,11 @@ def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
     dlq = GaugeMetricFamily(
         "cioq_dead_letter_entries", "Jobs in the dead-letter stream.", labels=ws
     )
+    expired = CounterMetricFamily(
+        "cioq_dead_letters_expired",
+        "Dead letters removed for being older than CIOQ_DEAD_LETTER_MAX_AGE_S.",
+        labels=ws,
+    )
     paused = GaugeMetricFamily(
         "cioq_workspace_paused",
         "1 while delivery to a workspace's lane is paused, by cause (throttle: 429, "
@@ -252,4 +261,6 @@ def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
         seconds.add_metric(name, state.backlog_seconds)
         rate.add_metric(name, state.drain_rate_per_s)
         dlq.add_metric(name, state.dead_letters)
-    yield from (backlog, lane_backlog, shard_backlog, oldest, seconds, rate, dlq, paused, remaining)
+        expired.add_metric(name, state.dead_letters_expired)
+    yield from (backlog, lane_backlog, shard_backlog, oldest, seconds, rate, dlq, expired)
+    yield from (paused, remaining)

@@ -7,7 +7,7 @@ so a manual pause needs a duration like the others; the reason and who set it si
 note beside it that expires with it. Resume deletes whatever pause is set and triggers
 the shards that have work, since a paused drain's own re-trigger may be a minute away.
 
-Every operator action (pause, resume, replay, purge) is appended to one audit stream,
+Every operator action (pause, resume, replay, purge, repair) is appended to one audit stream,
 capped at `AUDIT_MAX_ENTRIES`, so the console and the CLI can say who did what, when.
 """
 
@@ -122,6 +122,19 @@ def _audit_fields(who: str, action: str, workspace: str, lane: str, detail: str)
     return {"who": who, "action": action, "workspace": workspace, "lane": lane, "detail": detail}
 
 
+async def record_audit(
+    client: AsyncStore, who: str, action: str, workspace: str, lane: str, detail: str
+) -> None:
+    """Append one operator action to the audit list (a repair records its own)."""
+    with store_errors("workspace control"):
+        await client.xadd(
+            keys.audit(),
+            _audit_fields(who, action, workspace, lane, detail),
+            maxlen=AUDIT_MAX_ENTRIES,
+            approximate=True,
+        )
+
+
 class WorkspaceControl:
     """Pause, resume and the audit list, over the queue's Redis (asyncio client)."""
 
@@ -170,14 +183,7 @@ class WorkspaceControl:
 
     async def record(self, who: str, action: str, workspace: str, lane: str, detail: str) -> None:
         """Append one operator action to the audit list."""
-        await self._call(
-            self.redis.xadd(
-                keys.audit(),
-                _audit_fields(who, action, workspace, lane, detail),
-                maxlen=AUDIT_MAX_ENTRIES,
-                approximate=True,
-            )
-        )
+        await record_audit(self.redis, who, action, workspace, lane, detail)
 
     async def audit_list(self, limit: int = 200) -> list[AuditEntry]:
         """The newest `limit` audit entries, newest first."""

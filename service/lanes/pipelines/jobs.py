@@ -6,7 +6,9 @@ from typing import Any
 
 import orjson
 
-from service.jobs import Job, JobKind, Lane, dumps
+from service.errors import FieldError
+from service.jobs import Job, JobKind, Lane, RepairRules, dumps
+from service.lanes.pipelines.validation import validate_call
 
 #: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
 FIELD_CDP = b"c"
@@ -47,4 +49,17 @@ def _subjects(data: Any) -> set[str]:
     return {str(data[n]) for n in names if data.get(n) not in (None, "")}
 
 
-CDP = JobKind("cdp", FIELD_CDP, Lane.PIPELINES, batches=True, restore=_restore, subjects=_subjects)
+def _check(call: Any, strict: bool) -> list[FieldError]:
+    return validate_call(call, call_type=None, strict=strict)
+
+
+CDP = JobKind(
+    "cdp",
+    FIELD_CDP,
+    Lane.PIPELINES,
+    batches=True,
+    restore=_restore,
+    subjects=_subjects,
+    # messageId is Customer.io's de-duplication key; timestamp the accept time.
+    repair=RepairRules(_check, kept=("messageId", "timestamp")),
+)

@@ -7,7 +7,10 @@ from typing import Any
 
 import orjson
 
-from service.jobs import Job, JobKind, Lane, dumps, request_job, request_kind
+from service.errors import FieldError
+from service.jobs import Job, JobKind, Lane, RepairRules, dumps, request_job, request_kind
+from service.lanes.track.limits import Limits
+from service.lanes.track.validation import drop_unknown, op_size_error, validate_op
 
 #: Stream entry field holding a v2 operation's JSON bytes.
 FIELD_OP = b"o"
@@ -65,11 +68,25 @@ def _v1_person(data: Any) -> str:
     return str(data.get("route", "")) if isinstance(data, dict) else ""
 
 
+def _check_v2(op: Any, strict: bool) -> list[FieldError]:
+    """Ingest's rules for one v2 operation (a repaired letter's), size included."""
+    limits = Limits(strict=strict)
+    errors = validate_op(op, limits=limits)
+    size = op_size_error(dumps(op), where="", limits=limits)
+    return errors if size is None else [*errors, size]
+
+
 V2 = JobKind(
     "v2",
     FIELD_OP,
     Lane.TRACK,
     batches=True,
     restore=_restore_v2,
+    # An event's id is what Customer.io de-duplicates on; the timestamp is the accept time.
+    repair=RepairRules(
+        _check_v2,
+        kept=("id", "timestamp"),
+        prepare=lambda op, strict: op if strict else drop_unknown(op),
+    ),
 )
 V1 = request_kind("v1", FIELD_V1, Lane.TRACK, subjects=_v1_subjects, person=_v1_person)
