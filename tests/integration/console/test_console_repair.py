@@ -16,6 +16,7 @@ import redis
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
+from service.jobs import Lane
 from service.lanes.app.jobs import app_job
 from service.lanes.track.jobs import FIELD_OP, v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
@@ -70,7 +71,7 @@ def _queued(client: redis.Redis) -> list[Any]:
     return [
         orjson.loads(fields[FIELD_OP])
         for shard in range(4)
-        for fields in stream_fields(client, keys.shard_keys("default", shard).stream)
+        for fields in stream_fields(client, keys.shard_keys("default", shard, Lane.TRACK).stream)
     ]
 
 

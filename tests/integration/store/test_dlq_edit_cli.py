@@ -10,6 +10,7 @@ import redis
 from typer.testing import CliRunner
 
 from service import keys
+from service.jobs import Lane
 from service.lanes.track.jobs import FIELD_OP, v2_job
 from service.store.dead_letters import DeadLetter, DeadLetterStore
 from tests.support.streams import stream_entries, stream_fields
@@ -48,7 +49,7 @@ def _queued(client: redis.Redis) -> list[Any]:
     return [
         orjson.loads(fields[FIELD_OP])
         for shard in range(SHARDS)
-        for fields in stream_fields(client, keys.shard_keys("default", shard).stream)
+        for fields in stream_fields(client, keys.shard_keys("default", shard, Lane.TRACK).stream)
     ]
 
 
