@@ -246,7 +246,11 @@ def rides_out_outages(
 
 def _closed_by_peer(connection: aioredis.connection.AbstractConnection) -> bool:
     """Whether Redis closed `connection` (a FIN read, or a reset: a Redis killed while it
-    had unread bytes from us resets the link instead of closing it)."""
+    had unread bytes from us resets the link instead of closing it).
+
+    It reads redis-py's private streams: its only public check (``can_read_destructive``,
+    deprecated in redis-py 8) reads from the socket. tests/integration/store/
+    test_closed_by_peer.py fails if an upgrade renames or retypes them."""
     reader = getattr(connection, "_reader", None)
     writer = getattr(connection, "_writer", None)
     if reader is None or writer is None:
