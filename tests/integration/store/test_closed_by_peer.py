@@ -1,6 +1,6 @@
 """The api's pooled connections notice a Redis that closed them (`_closed_by_peer`).
 
-`service.store.connections._closed_by_peer` reads redis-py's private ``_reader`` and
+`service.store.outages._closed_by_peer` reads redis-py's private ``_reader`` and
 ``_writer`` (asyncio's StreamReader and StreamWriter): redis-py 8 offers no public check
 that does not read from the socket. If an upgrade renames or retypes them, the check would
 quietly always say "open" and a connection Redis closed while idle would get a command
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio as aioredis
 
-from service.store.connections import _closed_by_peer, rides_out_outages
+from service.store.outages import _closed_by_peer, rides_out_outages
 
 DEADLINE_S = 5.0
 
