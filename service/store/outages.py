@@ -104,8 +104,8 @@ def fails_fast_when_down(
     base: type[aioredis.connection.AbstractConnection],
 ) -> type[aioredis.connection.AbstractConnection]:
     """`base` (a cluster node's connection class) made to raise `NotConnected` when it
-    cannot come up (refused, timed out, or ``LOADING``: a ``PING`` ends the connect), and
-    to reconnect, before a command is written, a connection the node closed while idle.
+    cannot come up (refused, timed out, or ``LOADING``: a ``PING`` ends the connect), or
+    when the node closed it while it sat idle, before a command is written to it.
 
     It does not wait: waiting for the node it was given would outlast a failover that
     moved the node's slots elsewhere. `RidesOutFailovers` waits, and re-reads the
@@ -127,7 +127,11 @@ def fails_fast_when_down(
 
         async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
             if self.is_connected and _closed_by_peer(self):
-                await self.disconnect()  # connected again below, before the write
+                # Not reconnected here: a WATCH on it died with it, and an EXEC on a new
+                # connection would run unguarded. Nothing is written: the caller may
+                # send the command again, on a connection it asks for anew.
+                await self.disconnect()
+                raise NotConnected("the node closed the connection while it was idle")
             await super().send_packed_command(*args, **kwargs)
 
     FailsFastWhenDown.__name__ = f"FailsFastWhenDown{base.__name__}"

@@ -13,8 +13,8 @@ makes the N-th one fail the way redis-py would fail it:
 
 At durability ``fsync`` on a server with WAITAOF (`FSYNC_MODES`) one more:
 
-- ``unfsynced``: the armed round trip, if it carries a ``WAITAOF``, gets the answer of
-  one whose timeout ran out before an fsync (``[0, 0]``): the write applied, unconfirmed.
+- ``unfsynced``: the N-th round trip that carries a ``WAITAOF`` gets the answer of one
+  whose timeout ran out before an fsync (``[0, 0]``): the write applied, unconfirmed.
 
 On a Redis Cluster (`CLUSTER_MODES`) two more, where redis-py's cluster client meets them:
 
@@ -73,6 +73,8 @@ class Faults:
         self.count = 0
         self.targets: frozenset[int] = frozenset()
         self.mode = ""
+        #: Round trips carrying a WAITAOF so far (``unfsynced`` counts its points in these).
+        self.confirmations = 0
         #: What the armed point hit (a command name, or PIPELINE[...]), once it fired.
         self.hit: str | None = None
         self.on_stall: Callable[[], None] = lambda: None
@@ -81,6 +83,7 @@ class Faults:
         """Fail the round trips numbered `targets` (1 = the first) in `mode`."""
         with self._lock:
             self.count, self.targets, self.mode, self.hit = 0, targets, mode, None
+            self.confirmations = 0
 
     def disarm(self) -> int:
         with self._lock:
@@ -106,11 +109,17 @@ class Faults:
             if not self.targets:
                 return None
             self.count += 1
-            if self.count not in self.targets:
+            if self.mode == "unfsynced":
+                # Numbered among the round trips that carry a WAITAOF, so each of them is
+                # hit whatever the api's periodic reads add around it.
+                if "WAITAOF" not in name:
+                    return None
+                self.confirmations += 1
+                if self.confirmations not in self.targets:
+                    return None
+            elif self.count not in self.targets:
                 return None
             if self.mode == "stall" and not sync:
-                return None
-            if self.mode == "unfsynced" and "WAITAOF" not in name:
                 return None
             self.hit = name
             return self.mode
