@@ -16,6 +16,7 @@ never retried here (`service.store.connections.RetryIfNotRun`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -24,11 +25,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline as AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.cluster import READ_COMMANDS
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 
 #: The first and the longest pause between two tries to reach Redis during an outage.
 _RECONNECT_FIRST_S = 0.05
 _RECONNECT_MAX_S = 0.5
+
+log = logging.getLogger("cioq.redis_outage")
 
 
 class _Outage:
@@ -169,6 +172,14 @@ class RidesOutFailovers(AsyncRedisCluster):
         pipe = super().pipeline(transaction, shard_hint)  # refuses a shard hint
         return _RidingPipeline(self, pipe._transaction)  # type: ignore[abstract]  # as redis-py
 
+    async def reread_topology(self) -> None:
+        """Ask a live node which node serves which slot (a failed read is logged and
+        left to the next try)."""
+        try:
+            await self.nodes_manager.initialize()
+        except (redis.RedisError, RedisClusterException) as exc:
+            log.warning("cluster topology could not be re-read: %s", exc)
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         pause_s = _RECONNECT_FIRST_S
         while True:
@@ -241,6 +252,9 @@ class _RidingPipeline(AsyncClusterPipeline):
                 return replies
             await asyncio.sleep(pause_s)
             pause_s = min(pause_s * 2, _RECONNECT_MAX_S)
+            # redis-py re-reads the topology after a command's connection error, not a
+            # pipeline's: without this every try would go to the dead node again.
+            await client.reread_topology()
             # What RedisCluster.pipeline builds (mypy takes its class for abstract).
             pipe = AsyncClusterPipeline(client, self._transaction)  # type: ignore[abstract]
             for args, kwargs in queued:

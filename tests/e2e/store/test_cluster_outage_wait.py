@@ -9,6 +9,7 @@ holds exactly one job per request answered 200 after the kill.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
+from service.store.connections import connect_async
 from tests.support.cluster import Cluster
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import wait_until
@@ -95,3 +98,45 @@ def test_a_primary_killed_is_ridden_out_without_a_5xx_and_nothing_twice(
     client = primary.client()
     stored = wait_until(lambda: client.xlen(STREAM) or None, timeout_s=10, what="the stream")
     assert stored - len(answers) in (0, 1), (stored, len(answers))
+
+
+def test_only_what_cannot_apply_twice_is_sent_again(cluster: Cluster, redis_url: str) -> None:
+    """With the primary of one slot dead, until its replica takes over: a pipeline of
+    writes (it could span nodes, some reached) fails at once; a transaction (one node,
+    never sent) and a pipeline of reads wait for the promoted replica, and the
+    transaction's INCR is applied once."""
+    settings = Settings(
+        redis_url=cluster.url,
+        redis_cluster=True,
+        broker_url=redis_url,
+        redis_timeout_s=2,
+        redis_outage_wait_s=WAIT_S,
+    )
+    tag = keys.shard_keys("default", 0).tag
+    counter, value = f"probe:{tag}:counter", f"probe:{tag}:value"
+    victim = cluster.node_of(STREAM)
+
+    async def run() -> None:
+        client = connect_async(settings.redis)
+        try:
+            assert await client.get(counter) is None  # connected, topology read
+            assert victim.proc is not None
+            victim.proc.kill()
+            writes = client.pipeline(transaction=False)
+            writes.set(value, "x")
+            started_s = time.monotonic()
+            with pytest.raises(redis.ConnectionError):
+                await writes.execute()
+            assert time.monotonic() - started_s < WAIT_S / 4  # given up, not held
+            transaction = client.pipeline(transaction=True)
+            transaction.incr(counter)
+            reads = client.pipeline(transaction=False)
+            reads.get(counter)
+            applied, read = await asyncio.gather(transaction.execute(), reads.execute())
+            assert applied == [1] and read in ([None], [b"1"])
+            assert await client.get(counter) == b"1"  # once
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+    cluster.wait_failover(victim)
