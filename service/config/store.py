@@ -56,10 +56,11 @@ class RedisSettings(BaseModel):
         default=5.0,
         ge=0,
         description="How long ingest keeps trying to reach a Redis that refuses connections "
-        "(a restart, a failover of one Redis), counted from the outage's first failed "
-        "connect, before it answers 503 with `Retry-After` (then at once, until Redis is "
-        "back): only commands not yet sent are held, never one that may have run. 0 answers "
-        "503 at once. Keep it under the producers' HTTP timeout.",
+        "(a restart, a failover of one Redis, a cluster primary restarted or replaced by its "
+        "replica: the slot map is re-read between tries), counted from the outage's first "
+        "failed connect, before it answers 503 with `Retry-After` (then at once, until Redis "
+        "is back): only commands that provably did not run are sent again, never one that "
+        "may have. 0 answers 503 at once. Keep it under the producers' HTTP timeout.",
     )
     startup_redis_wait_s: float = Field(
         default=30.0,

@@ -8,8 +8,6 @@ redis-py exception, and a change of client library touches this module only.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -34,6 +32,7 @@ from redis.retry import Retry
 
 from service.config import RedisSettings
 from service.errors import StoreUnavailable
+from service.store.outages import RidesOutFailovers, rides_out_outages
 
 #: What redis-py raises for store trouble. RedisClusterException (no node for a slot,
 #: topology unreadable) is not a RedisError, but it is store trouble all the same.
@@ -181,89 +180,23 @@ AsyncStore = aioredis.Redis | AsyncRedisCluster
 SyncStore = redis.Redis | redis.RedisCluster
 
 
-#: The first and the longest pause between two tries to reach Redis during an outage.
-_RECONNECT_FIRST_S = 0.05
-_RECONNECT_MAX_S = 0.5
-
-
-class _Outage:
-    """When the current outage began (monotonic seconds), None while Redis answers."""
-
-    began_s: float | None = None
-
-
-def rides_out_outages(
-    base: type[aioredis.connection.AbstractConnection], wait_s: float
-) -> type[aioredis.connection.AbstractConnection]:
-    """`base` (a redis-py asyncio connection class) made to keep trying to connect for
-    `wait_s` before it gives up.
-
-    A connection that is not up has sent nothing: the command waiting for it did not
-    run, so trying again cannot apply it twice, and a Redis restart (a second or so of
-    "connection refused", then ``LOADING`` while it reads its AOF) costs the producer a
-    slower answer instead of a 503. A ``PING`` ends the connect, so a Redis still
-    loading counts as not up yet. Once a command is written nothing here retries it
-    (`AsyncRetryIfNotRun` decides).
-
-    The wait is one per outage, not one per connection: it runs from the first failed
-    connect, so a request that needs several store calls waits about `wait_s` in all,
-    and once it is spent every connect tries once (a 503 at once, no pile of held
-    requests) until one succeeds.
-
-    A pooled connection Redis closed or reset while it sat idle is reconnected here,
-    before a command is written to it: redis-py 8's pool skips its own check of that when
-    "maintenance notifications" are on, and they are by default ("auto").
-    """
-    outage = _Outage()
-
-    class RidesOutOutages(base):  # type: ignore[valid-type,misc]
-        async def connect(self) -> None:
-            if self.is_connected:
-                if not _closed_by_peer(self):
-                    return
-                await self.disconnect()
-            pause_s = _RECONNECT_FIRST_S
-            while True:
-                try:
-                    await super().connect()
-                    await self.send_command("PING", check_health=False)
-                    await self.read_response()
-                    outage.began_s = None
-                    return
-                except (redis.ConnectionError, redis.TimeoutError):
-                    await self.disconnect()
-                    now_s = time.monotonic()
-                    if outage.began_s is None:
-                        outage.began_s = now_s
-                    if now_s + pause_s > outage.began_s + wait_s:
-                        raise
-                await asyncio.sleep(pause_s)
-                pause_s = min(pause_s * 2, _RECONNECT_MAX_S)
-
-    RidesOutOutages.__name__ = f"RidesOutOutages{base.__name__}"
-    return RidesOutOutages
-
-
-def _closed_by_peer(connection: aioredis.connection.AbstractConnection) -> bool:
-    """Whether Redis closed `connection` (a FIN read, or a reset: a Redis killed while it
-    had unread bytes from us resets the link instead of closing it)."""
-    reader = getattr(connection, "_reader", None)
-    writer = getattr(connection, "_writer", None)
-    if reader is None or writer is None:
-        return False
-    return bool(reader.at_eof() or reader.exception() is not None or writer.is_closing())
-
-
 def connect_async(conf: RedisSettings) -> AsyncStore:
     """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node.
     It never sends a command again after a timeout (`RetryIfNotRun`): the API's enqueue
     is not idempotent for an unkeyed request. On one Redis it waits up to
-    ``CIOQ_REDIS_OUTAGE_WAIT_S`` for a connection (`rides_out_outages`); a cluster
-    client's own failover handling is left as it is."""
+    ``CIOQ_REDIS_OUTAGE_WAIT_S`` for a connection (`rides_out_outages`); on a cluster,
+    for a node restarted or failed over (`RidesOutFailovers`)."""
     if conf.redis_cluster:
-        return AsyncRedisCluster.from_url(
+        if conf.redis_outage_wait_s <= 0:
+            return AsyncRedisCluster.from_url(
+                conf.redis_url, retry=AsyncRetryIfNotRun(), **_options(conf)
+            )
+        cluster = RidesOutFailovers.from_url(
             conf.redis_url, retry=AsyncRetryIfNotRun(), **_options(conf)
         )
+        assert isinstance(cluster, RidesOutFailovers)
+        cluster.outage_wait_s = conf.redis_outage_wait_s
+        return cluster
     client = aioredis.Redis.from_url(
         conf.redis_url,
         health_check_interval=30,

@@ -48,13 +48,20 @@ from service.store.connections import (
     store_errors,
 )
 from service.store.durability import Confirmation
+from service.store.outages import NotConnected, RidesOutFailovers, fails_fast_when_down
 
 log = logging.getLogger("cioq.slots")
 
 #: Rounds of sending refused parts again after a topology change, and the first pause.
 REDIRECT_ROUNDS = 6
 REDIRECT_PAUSE_S = 0.05
-_REFUSED = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
+REDIRECT_PAUSE_MAX_S = 0.8
+#: Replies that wrote nothing (MovedError is an AskError), and a node that could not be
+#: reached at all (no connection came up: nothing was sent).
+_REFUSED = (AskError, TryAgainError, ClusterDownError, NotConnected)
+#: Of those, what an outage gives (a node down, the cluster without quorum while a
+#: replica is promoted): sent again for up to the outage wait, not a few rounds.
+_OUTAGE = (NotConnected, ClusterDownError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +97,33 @@ class SlotWriter:
         pending = list(range(len(parts)))
         pause_s = REDIRECT_PAUSE_S
         asking: dict[int, tuple[str, int]] = {}
-        for round_no in range(REDIRECT_ROUNDS):
+        round_no = 0
+        while True:
             refused = await self._round(parts, pending, asking, results)
             if not refused:
+                if isinstance(self.client, RidesOutFailovers):
+                    self.client.outage.began_s = None
                 return results
             pending = refused
-            if round_no < REDIRECT_ROUNDS - 1:
-                await asyncio.sleep(pause_s)
-                pause_s *= 2
-                await self._reread_topology()
+            round_no += 1
+            if round_no >= REDIRECT_ROUNDS and not self._rides_out(pending, results, pause_s):
+                break
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, REDIRECT_PAUSE_MAX_S)
+            await self._reread_topology()
         for index in pending:
             results[index] = StoreUnavailable(f"slot kept moving: {results[index]}")
         return results
+
+    def _rides_out(self, pending: list[int], results: list[Any], pause_s: float) -> bool:
+        """Whether to keep sending parts whose node could not be reached or whose cluster
+        was down: within the outage wait of a client that rides out failovers (the node
+        may come back, or a replica take over its slots)."""
+        if not isinstance(self.client, RidesOutFailovers):
+            return False
+        if not any(isinstance(results[i], _OUTAGE) for i in pending):
+            return False
+        return self.client.outage.may_wait(pause_s, self.client.outage_wait_s)
 
     async def _round(
         self,
@@ -202,6 +224,8 @@ class SlotWriter:
             pipe.execute_command(*command)
         try:
             replies = await pipe.execute(raise_on_error=False)
+        except NotConnected as exc:
+            return [exc] * len(parts), None  # nothing sent: each part is refused
         except redis.RedisError as exc:
             # The connection broke: any part may or may not be stored. Re-read the
             # topology, so the producer's retry finds a promoted replica.
@@ -228,6 +252,9 @@ class SlotWriter:
             client = aioredis.Redis.from_url(
                 _node_url(self._seed_url, *node), retry=AsyncRetryIfNotRun(), **tls
             )
+            if isinstance(self.client, RidesOutFailovers):
+                pool = client.connection_pool
+                pool.connection_class = fails_fast_when_down(pool.connection_class)
             self._nodes[name] = client
         return client
 

@@ -42,7 +42,7 @@ from service.store.queue import Queue
 
 log = logging.getLogger("cioq.redis_checks")
 
-#: The first Redis with WAITAOF.
+#: The first Redis with WAITAOF. Every Valkey has it: Valkey began as a fork of Redis 7.2.4.
 WAITAOF_VERSION = (7, 2, 0)
 _RETRY_INTERVAL_S = 0.5
 
@@ -79,8 +79,12 @@ def facts_from(
     if config is not None:
         value = config.get("appendfsync")
         appendfsync = str(value) if value is not None else None
+    # Valkey reports ``redis_version:7.2.4`` (the Redis it is compatible with) beside its
+    # own ``valkey_version``; its own is read, so a Valkey that stops reporting the first
+    # (or reports one older than 7.2) is not taken for a Redis without WAITAOF.
+    version = info.get("valkey_version", info.get("redis_version", "0"))
     return RedisFacts(
-        version=_version(str(info.get("redis_version", "0"))),
+        version=_version(str(version)),
         appendonly=int(info.get("aof_enabled", 0)) == 1,
         appendfsync=appendfsync,
         maxmemory_policy=str(info.get("maxmemory_policy", "unknown")),

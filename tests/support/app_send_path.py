@@ -183,8 +183,11 @@ def check(points: int, results: list[RunResult], modes: tuple[str, ...], label: 
     assert broken == []
     for mode in modes:
         fired = sum(1 for r in results if r.mode == mode and r.hit)
-        # Nearly every point fires (a stall only where the drain, a sync client, runs).
-        assert fired >= (5 if mode == "stall" else points * 4 // 5), mode
+        # Nearly every point fires (a stall only where the drain, a sync client, runs;
+        # unfsynced only where a write is confirmed: the enqueue, the in-flight note).
+        least = {"stall": 5, "unfsynced": 2}.get(mode, points * 4 // 5)
+        assert fired >= least, (mode, fired)
     hit = {r.hit for r in results if r.hit}
     print(f"\n{label}: {points} round trips x {len(modes)} modes = {len(results)} runs")
+    print("points fired:", {m: sum(1 for r in results if r.mode == m and r.hit) for m in modes})
     print("round trips failed:", sorted(hit))

@@ -11,6 +11,11 @@ makes the N-th one fail the way redis-py would fail it:
 - ``stall``: the drain is paused there past its lease: the lease expires and a second
   drain runs to the end before the first goes on (sync calls, the drain's, only).
 
+At durability ``fsync`` on a server with WAITAOF (`FSYNC_MODES`) one more:
+
+- ``unfsynced``: the N-th round trip that carries a ``WAITAOF`` gets the answer of one
+  whose timeout ran out before an fsync (``[0, 0]``): the write applied, unconfirmed.
+
 On a Redis Cluster (`CLUSTER_MODES`) two more, where redis-py's cluster client meets them:
 
 - ``moved``: from this round trip on, every cluster client's map of slots is stale (as
@@ -51,6 +56,7 @@ from tests.support.streams import stream_fields
 
 MODES = ("reset", "timeout", "noscript", "stall")
 CLUSTER_MODES = (*MODES, "moved", "tryagain")
+FSYNC_MODES = (*MODES, "unfsynced")
 
 
 class Faults:
@@ -67,6 +73,8 @@ class Faults:
         self.count = 0
         self.targets: frozenset[int] = frozenset()
         self.mode = ""
+        #: Round trips carrying a WAITAOF so far (``unfsynced`` counts its points in these).
+        self.confirmations = 0
         #: What the armed point hit (a command name, or PIPELINE[...]), once it fired.
         self.hit: str | None = None
         self.on_stall: Callable[[], None] = lambda: None
@@ -75,6 +83,7 @@ class Faults:
         """Fail the round trips numbered `targets` (1 = the first) in `mode`."""
         with self._lock:
             self.count, self.targets, self.mode, self.hit = 0, targets, mode, None
+            self.confirmations = 0
 
     def disarm(self) -> int:
         with self._lock:
@@ -100,7 +109,15 @@ class Faults:
             if not self.targets:
                 return None
             self.count += 1
-            if self.count not in self.targets:
+            if self.mode == "unfsynced":
+                # Numbered among the round trips that carry a WAITAOF, so each of them is
+                # hit whatever the api's periodic reads add around it.
+                if "WAITAOF" not in name:
+                    return None
+                self.confirmations += 1
+                if self.confirmations not in self.targets:
+                    return None
+            elif self.count not in self.targets:
                 return None
             if self.mode == "stall" and not sync:
                 return None
@@ -124,105 +141,72 @@ class Faults:
                 self.on_stall()
 
     @staticmethod
-    def _after(mode: str | None) -> None:
+    def _after(mode: str | None, names: list[str] | None, reply: Any) -> Any:
+        """The reply the caller gets; `names` are a pipeline's commands (None: one command)."""
         if mode == "timeout":
             raise redis.TimeoutError("Timeout reading from socket (injected)")
+        if mode == "unfsynced":
+            # WAITAOF's answer when no fsync came within its timeout: [local AOFs, replicas].
+            if names is None:
+                return [0, 0]
+            return [[0, 0] if n == "WAITAOF" else r for n, r in zip(names, reply, strict=True)]
+        return reply
 
     def install(self, patch: Callable[[Any, str, Any], None]) -> None:
-        """Wrap redis-py's round trips; `patch` is pytest's ``monkeypatch.setattr``."""
+        """Wrap redis-py's round trips, of the standalone and the cluster clients, sync and
+        asyncio; `patch` is pytest's ``monkeypatch.setattr``. The cluster clients reach
+        their nodes without the plain clients' execute_command, so each is wrapped too;
+        their pipelines are the store's transactions."""
+        for client_class, pipeline_class, sync, cluster in (
+            (sync_client.Redis, sync_client.Pipeline, True, False),
+            (async_client.Redis, async_client.Pipeline, False, False),
+            (sync_cluster.RedisCluster, sync_cluster.ClusterPipeline, True, True),
+            (async_cluster.RedisCluster, async_cluster.ClusterPipeline, False, True),
+        ):
+            execute = client_class.execute_command
+            execute_pipeline = pipeline_class.execute
+            patch(client_class, "execute_command", self._wrap(execute, sync, cluster=cluster))
+            patch(pipeline_class, "execute", self._wrap(execute_pipeline, sync, pipeline=True))
+
+    def _wrap(
+        self, original: Any, sync: bool, *, pipeline: bool = False, cluster: bool = False
+    ) -> Callable[..., Any]:
+        """`original` (a client's execute_command or a pipeline's execute) counting its
+        round trips and failing the armed one. A cluster client is remembered, for
+        ``moved``; an empty pipeline sends nothing, so it is passed through uncounted."""
         faults = self
-        sync_execute = sync_client.Redis.execute_command
-        sync_pipeline = sync_client.Pipeline.execute
-        async_execute = async_client.Redis.execute_command
-        async_pipeline = async_client.Pipeline.execute
 
-        def execute(self: Any, *args: Any, **options: Any) -> Any:
-            mode = faults._due(str(args[0]), sync=True)
+        def due(client: Any, args: tuple[Any, ...]) -> tuple[bool, list[str] | None, str | None]:
+            names: list[str] | None = None
+            if pipeline:
+                names = _stack_names(client)
+                if not names:
+                    return False, names, None
+                name = "PIPELINE[" + ",".join(names) + "]"
+            else:
+                name = str(args[0])
+            mode = faults._due(name, sync=sync, client=client if cluster else None)
+            return True, names, mode
+
+        if sync:
+
+            def wrapped(client: Any, *args: Any, **options: Any) -> Any:
+                sends, names, mode = due(client, args)
+                if not sends:
+                    return original(client, *args, **options)
+                faults._before(mode)
+                return faults._after(mode, names, original(client, *args, **options))
+
+            return wrapped
+
+        async def awrapped(client: Any, *args: Any, **options: Any) -> Any:
+            sends, names, mode = due(client, args)
+            if not sends:
+                return await original(client, *args, **options)
             faults._before(mode)
-            reply = sync_execute(self, *args, **options)
-            faults._after(mode)
-            return reply
+            return faults._after(mode, names, await original(client, *args, **options))
 
-        def pipeline(self: Any, raise_on_error: bool = True) -> Any:
-            if not self.command_stack:  # redis-py sends nothing
-                return sync_pipeline(self, raise_on_error)
-            mode = faults._due(_stack_name(self.command_stack), sync=True)
-            faults._before(mode)
-            reply = sync_pipeline(self, raise_on_error)
-            faults._after(mode)
-            return reply
-
-        async def aexecute(self: Any, *args: Any, **options: Any) -> Any:
-            mode = faults._due(str(args[0]), sync=False)
-            faults._before(mode)
-            reply = await async_execute(self, *args, **options)
-            faults._after(mode)
-            return reply
-
-        async def apipeline(self: Any, raise_on_error: bool = True) -> Any:
-            if not self.command_stack:  # redis-py sends nothing
-                return await async_pipeline(self, raise_on_error)
-            mode = faults._due(_stack_name(self.command_stack), sync=False)
-            faults._before(mode)
-            reply = await async_pipeline(self, raise_on_error)
-            faults._after(mode)
-            return reply
-
-        patch(sync_client.Redis, "execute_command", execute)
-        patch(sync_client.Pipeline, "execute", pipeline)
-        patch(async_client.Redis, "execute_command", aexecute)
-        patch(async_client.Pipeline, "execute", apipeline)
-        self._install_cluster(patch)
-
-    def _install_cluster(self, patch: Callable[[Any, str, Any], None]) -> None:
-        """The cluster clients' own entry points (they reach nodes without the plain
-        clients' execute_command); their pipelines are the store's transactions."""
-        faults = self
-        sync_execute = sync_cluster.RedisCluster.execute_command
-        sync_pipeline = sync_cluster.ClusterPipeline.execute
-        async_execute = async_cluster.RedisCluster.execute_command
-        async_pipeline = async_cluster.ClusterPipeline.execute
-
-        def execute(self: Any, *args: Any, **options: Any) -> Any:
-            mode = faults._due(str(args[0]), sync=True, client=self)
-            faults._before(mode)
-            reply = sync_execute(self, *args, **options)
-            faults._after(mode)
-            return reply
-
-        def pipeline(self: Any, raise_on_error: bool = True) -> Any:
-            if not self.command_stack:  # redis-py sends nothing
-                return sync_pipeline(self, raise_on_error)
-            mode = faults._due(_stack_name(self.command_stack), sync=True)
-            faults._before(mode)
-            reply = sync_pipeline(self, raise_on_error)
-            faults._after(mode)
-            return reply
-
-        async def aexecute(self: Any, *args: Any, **options: Any) -> Any:
-            mode = faults._due(str(args[0]), sync=False, client=self)
-            faults._before(mode)
-            reply = await async_execute(self, *args, **options)
-            faults._after(mode)
-            return reply
-
-        async def apipeline(
-            self: Any, raise_on_error: bool = True, allow_redirections: bool = True
-        ) -> Any:
-            # redis-py keeps an asyncio cluster pipeline's commands in its strategy.
-            queue = getattr(self._execution_strategy, "_command_queue", [])
-            if not queue:  # redis-py sends nothing
-                return await async_pipeline(self, raise_on_error, allow_redirections)
-            mode = faults._due(_stack_name(queue), sync=False)
-            faults._before(mode)
-            reply = await async_pipeline(self, raise_on_error, allow_redirections)
-            faults._after(mode)
-            return reply
-
-        patch(sync_cluster.RedisCluster, "execute_command", execute)
-        patch(sync_cluster.ClusterPipeline, "execute", pipeline)
-        patch(async_cluster.RedisCluster, "execute_command", aexecute)
-        patch(async_cluster.ClusterPipeline, "execute", apipeline)
+        return awrapped
 
 
 def _stale_slots(cache: dict[int, list[Any]]) -> None:
@@ -239,12 +223,17 @@ def _stale_slots(cache: dict[int, list[Any]]) -> None:
         cache[slot] = shifted[nodes[0].name]
 
 
-def _stack_name(stack: list[Any]) -> str:
+def _stack_names(pipeline: Any) -> list[str]:
+    """The command names a pipeline is about to send (empty: it sends nothing). redis-py
+    keeps an asyncio cluster pipeline's commands in its execution strategy."""
+    stack = getattr(pipeline, "command_stack", None)
+    if stack is None:
+        stack = getattr(pipeline._execution_strategy, "_command_queue", [])
     names = []
     for item in stack:
         args = item[0] if isinstance(item, tuple) else getattr(item, "args", ())
         names.append(str(args[0]) if args else "?")
-    return "PIPELINE[" + ",".join(names) + "]"
+    return names
 
 
 class DrainedPath:

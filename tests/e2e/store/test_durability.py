@@ -20,6 +20,7 @@ from tests.support.processes import RedisServer, wait_until
 from tests.support.scale import sized
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
 from tests.support.triggers import RecordingTriggers
+from tests.support.valkey import valkey_server
 
 OLD = (7, 0, 15)
 NEW = (7, 2, 4)
@@ -100,6 +101,20 @@ def test_check_reads_a_real_redis(own_redis: RedisServer) -> None:
     with pytest.raises(ConfigError, match="noeviction"):
         check_sync(client, settings.redis.model_copy(update={"env": "production"}))
     client.close()
+
+
+def test_check_asks_a_real_valkey_9_for_waitaof(tmp_path: Path) -> None:
+    """Valkey 9 (tests/locks/valkey.lock) says ``redis_version:7.2.4``: fsync at
+    ``appendfsync everysec`` is accepted, confirmed per write by WAITAOF."""
+    server = RedisServer(tmp_path / "valkey", appendonly=True, exe=valkey_server())
+    try:
+        settings = Settings(redis_url=server.url, durability="fsync")
+        client = connect_sync(settings.redis)
+        assert client.info("server")["server_name"] == "valkey"
+        assert _waitaof(check_sync(client, settings.redis)) is True
+        client.close()
+    finally:
+        server.stop()
 
 
 def test_api_started_without_redis_checks_it_before_the_first_write(tmp_path: Path) -> None:

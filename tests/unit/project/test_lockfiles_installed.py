@@ -22,7 +22,9 @@ from tests.support.paths import ROOT
 RUNTIME = ROOT / "requirements.lock"
 BUILD = ROOT / "requirements-build.lock"
 DEV = ROOT / "requirements-dev.lock"
-TOOL_LOCKS = [ROOT / "tests" / "locks" / n for n in ("checkov.lock", "cdp-analytics.lock")]
+TOOL_LOCKS = [
+    ROOT / "tests" / "locks" / n for n in ("checkov.lock", "cdp-analytics.lock", "valkey.lock")
+]
 #: Installed in every venv by `python -m venv` itself, not by a lock.
 SEEDED = {"pip"}
 
