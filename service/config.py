@@ -16,9 +16,11 @@ decides its workspace, so no producer can make cioq send with another's credenti
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -116,12 +118,14 @@ class Workspace(BaseModel):
     ingest_keys: CsvSecrets = Field(
         default=(),
         description="Keys the workspace's producers send (Basic `site_id:key`, Basic `key:` "
-        "or `Bearer key`); the key picks the workspace, so each belongs to one workspace only.",
+        "or `Bearer key`); the key picks the workspace, so each belongs to one workspace only. "
+        "`name:key` names the producer (the service) that sends with it, in metrics, dead "
+        "letters and `cioq status`; a bare key is named by its fingerprint (`key-` and 8 hex).",
     )
     bulk_ingest_keys: CsvSecrets = Field(
         default=(),
         description="Ingest keys whose requests are bulk traffic whatever `X-Cioq-Traffic` "
-        "says (docs/live-and-bulk.md).",
+        "says (docs/live-and-bulk.md); `name:key` as for `ingest_keys`.",
     )
     environment_id: int | None = Field(
         default=None,
@@ -884,7 +888,7 @@ class Settings(BaseSettings):
         names = [w.name for w in found]
         if len(names) != len(set(names)):
             raise ConfigError(f"workspace names must be unique, got {names}")
-        keys = [k.get_secret_value() for w in found for k in (*w.ingest_keys, *w.bulk_ingest_keys)]
+        keys = [entry.key for w in found for entry in ingest_key_entries(w)]
         if len(keys) != len(set(keys)):
             raise ConfigError("an ingest key may belong to one workspace only")
         return found
@@ -976,26 +980,48 @@ def _load_workspaces(raw: str | None) -> tuple[Workspace, ...]:
 _ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
 
 
+def named_key(entry: SecretStr) -> tuple[str, str]:
+    """A configured key as ``(name, key)``: ``name:key``, else named by its fingerprint
+    (never by the key itself, which would leak into labels, audits and listings)."""
+    name, sep, key = entry.get_secret_value().partition(":")
+    if not (sep and key and _ADMIN_NAME.match(name)):
+        key = entry.get_secret_value()
+        name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return name, key
+
+
 def admin_key_entries(keys: KeySettings) -> tuple[tuple[str, str], ...]:
     """Each admin key as ``(name, key)``: ``name:key`` entries, else a fingerprint name."""
-    out: list[tuple[str, str]] = []
-    for entry in keys.admin_keys:
-        name, sep, key = entry.get_secret_value().partition(":")
-        if not (sep and key and _ADMIN_NAME.match(name)):
-            key = entry.get_secret_value()
-            name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
-        out.append((name, key))
-    return tuple(out)
+    return tuple(named_key(entry) for entry in keys.admin_keys)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestKey:
+    """One ingest key of a workspace: the producer (service) it names, and whether it is bulk."""
+
+    producer: str
+    key: str = dataclasses.field(repr=False)
+    bulk: bool = False
+
+
+def ingest_key_entries(ws: Workspace) -> tuple[IngestKey, ...]:
+    """The workspace's ingest keys (then its bulk ones), each with its producer's name."""
+    return tuple(
+        IngestKey(*named_key(entry), bulk=bulk)
+        for keys, bulk in ((ws.ingest_keys, False), (ws.bulk_ingest_keys, True))
+        for entry in keys
+    )
+
+
+def producer_names(workspaces: tuple[Workspace, ...]) -> frozenset[str]:
+    """Every producer name the configuration gives: the only values of a ``producer`` label."""
+    return frozenset(entry.producer for ws in workspaces for entry in ingest_key_entries(ws))
 
 
 def check_keys(settings: Settings) -> None:
     """Refuse admin keys that are also ingest keys, and dev, empty or placeholder secrets in
     production."""
-    ingest = {
-        k.get_secret_value()
-        for ws in settings.workspaces
-        for k in (*ws.ingest_keys, *ws.bulk_ingest_keys)
-    }
+    ingest = {entry.key for ws in settings.workspaces for entry in ingest_key_entries(ws)}
     admin = {key for _, key in admin_key_entries(settings.keys)}
     if ingest & admin:
         raise ConfigError("CIOQ_ADMIN_KEYS must not share a key with any workspace's ingest keys")
@@ -1005,7 +1031,7 @@ def check_keys(settings: Settings) -> None:
     if not admin or admin & {"", DEV_ADMIN_KEY}:
         problems.append("CIOQ_ADMIN_KEYS is empty or holds the development key")
     for ws in settings.workspaces:
-        keys = {k.get_secret_value() for k in ws.ingest_keys}
+        keys = {entry.key for entry in ingest_key_entries(ws) if not entry.bulk}
         if not keys or keys & {"", DEV_INGEST_KEY}:
             problems.append(f"workspace {ws.name!r}: ingest keys are empty or the development key")
         if ws.api_key.get_secret_value() in ("", DEV_API_KEY):
