@@ -171,6 +171,21 @@ def sandbox(
         float, typer.Option(help="Seconds between two triggers of one broadcast before 429")
     ] = 10.0,
     record: str = "full",
+    late_failure_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of accepted identifies and events that fail afterwards, in the "
+            "activity log (GET /v1/activities)",
+        ),
+    ] = 0.0,
+    late_failure_min_delay_s: Annotated[
+        float, typer.Option(min=0.0, help="Shortest delay before a failure appears")
+    ] = 0.5,
+    late_failure_max_delay_s: Annotated[
+        float, typer.Option(min=0.0, help="Longest delay before a failure appears")
+    ] = 5.0,
 ) -> None:
     """Serve a sandbox Customer.io that validates and records what it receives.
 
@@ -179,6 +194,7 @@ def sandbox(
     """
     try:
         from sandbox import SandboxConfig, serve
+        from sandbox.activities import LateFailureConfig
     except ModuleNotFoundError as exc:
         # The production image leaves the fake Customer.io out on purpose.
         typer.echo(
@@ -207,6 +223,16 @@ def sandbox(
     app_keys = frozenset(app_key or ()) or frozenset(
         ws.app_api_key.get_secret_value() for ws in workspaces() if ws.app_api_key
     )
+    try:
+        late = LateFailureConfig.from_json(
+            {
+                "rate": late_failure_rate,
+                "min_delay_s": late_failure_min_delay_s,
+                "max_delay_s": late_failure_max_delay_s,
+            }
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     _logging("info")
     config = SandboxConfig(
         credentials=credentials,
@@ -216,6 +242,7 @@ def sandbox(
         app_rps=app_rps,
         app_broadcast_interval_s=app_broadcast_interval_s,
         record=record,  # type: ignore[arg-type]
+        late_failures=late,
     )
     serve(config, host=host, port=port)
 
