@@ -128,9 +128,11 @@ def worker(
 
 @app.command()
 def sweeper(log_level: str = "info") -> None:
-    """Re-send drain triggers for shards with backlog and no drain."""
+    """Re-send drain triggers for shards with backlog and no drain, and poll the activity
+    logs of workspaces with an App API key for late failures (docs/late-failures.md)."""
     from service.store.connections import connect_sync
     from service.triggers import Triggers
+    from workers.late_polls import LatePolls
     from workers.sweeper import Sweeper
 
     settings = _settings()
@@ -145,9 +147,14 @@ def sweeper(log_level: str = "info") -> None:
         settings.queue.shards,
         settings.drain.sweep_interval_ms,
     )
+    late = LatePolls(settings, connect_sync(settings.redis))
+    polling = late.start(stop)
     try:
         Sweeper(settings, connect_sync(settings.redis), triggers).run(stop)
     finally:
+        if polling is not None:
+            polling.join(timeout=5)  # a walk cut short records nothing: safe to leave
+        late.close()
         triggers.close()
 
 

@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 import orjson
 
 from service import keys
-from service.config import AppLaneSettings, Workspace
+from service.config import AppLaneSettings, Settings, Workspace
 from service.delivery.upstream import Answer
 from service.lanes.app.client import AppClient
 from service.lanes.app.rate_limit import LimitClass, RateLimiter
@@ -225,3 +225,17 @@ class ActivityPoller:
         with store_errors("late poll"):
             self.redis.set(keys.late_backoff(name), until, px=int(backoff_s * 1000) + 1000)
         return PollOutcome.QUOTA
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def workspace_pollers(settings: Settings, client: SyncStore) -> list[ActivityPoller]:
+    """A poller for each workspace with an App API key; `close` each when done."""
+    return [
+        ActivityPoller(
+            client, settings.app, ws, AppClient(ws, timeout_s=settings.drain.upstream_timeout_s)
+        )
+        for ws in settings.workspaces
+        if ws.app_api_key is not None
+    ]

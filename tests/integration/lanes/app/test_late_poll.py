@@ -5,6 +5,7 @@ daily quota's 429 without Retry-After."""
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from service.lanes.app.late_poll import ActivityPoller, PollOutcome
 from tests.support.http_server import serve_in_thread
 from tests.support.processes import wait_until
 from tests.support.streams import stream_fields
+from workers.late_polls import LatePolls
 
 APP_KEY = "dev-app-key"
 
@@ -201,3 +203,25 @@ def test_a_daily_quota_429_backs_off_visibly_and_makes_no_requests_meanwhile(
     redis_client.delete(keys.late_backoff("default"))  # the back-off ran out
     _identifies(sandbox, range(1))
     wait_until(lambda: poller.poll().recorded == 1, timeout_s=30, what="the failure recorded")
+
+
+def test_two_sweepers_poll_with_one_holder(
+    sandbox: httpx.Client, settings: Settings, redis_client: redis.Redis
+) -> None:
+    sweepers = [LatePolls(settings, redis_client), LatePolls(settings, redis_client)]
+    try:
+        _identifies(sandbox, range(4))
+        assert [s.poll_once() for s in sweepers] == [4, 0]
+        stop = threading.Event()
+        thread = sweepers[1].start(stop)
+        assert thread is not None
+        _identifies(sandbox, range(4, 6))
+        redis_client.delete(keys.late_lease("default"))  # the first sweeper died
+        wait_until(lambda: len(_recorded(redis_client)) == 6, timeout_s=30, what="taken over")
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    finally:
+        for s in sweepers:
+            s.close()
+    assert _recorded(redis_client) == [f"p{n}" for n in range(6)]
