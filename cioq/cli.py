@@ -128,9 +128,11 @@ def worker(
 
 @app.command()
 def sweeper(log_level: str = "info") -> None:
-    """Re-send drain triggers for shards with backlog and no drain."""
+    """Re-send drain triggers for shards with backlog and no drain, and poll the activity
+    logs of workspaces with an App API key for late failures (docs/late-failures.md)."""
     from service.store.connections import connect_sync
     from service.triggers import Triggers
+    from workers.late_polls import LatePolls
     from workers.sweeper import Sweeper
 
     settings = _settings()
@@ -145,9 +147,14 @@ def sweeper(log_level: str = "info") -> None:
         settings.queue.shards,
         settings.drain.sweep_interval_ms,
     )
+    late = LatePolls(settings, connect_sync(settings.redis))
+    polling = late.start(stop)
     try:
         Sweeper(settings, connect_sync(settings.redis), triggers).run(stop)
     finally:
+        if polling is not None:
+            polling.join(timeout=5)  # a walk cut short records nothing: safe to leave
+        late.close()
         triggers.close()
 
 
@@ -171,6 +178,21 @@ def sandbox(
         float, typer.Option(help="Seconds between two triggers of one broadcast before 429")
     ] = 10.0,
     record: str = "full",
+    late_failure_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of accepted identifies and events that fail afterwards, in the "
+            "activity log (GET /v1/activities)",
+        ),
+    ] = 0.0,
+    late_failure_min_delay_s: Annotated[
+        float, typer.Option(min=0.0, help="Shortest delay before a failure appears")
+    ] = 0.5,
+    late_failure_max_delay_s: Annotated[
+        float, typer.Option(min=0.0, help="Longest delay before a failure appears")
+    ] = 5.0,
 ) -> None:
     """Serve a sandbox Customer.io that validates and records what it receives.
 
@@ -179,6 +201,7 @@ def sandbox(
     """
     try:
         from sandbox import SandboxConfig, serve
+        from sandbox.activities import LateFailureConfig
     except ModuleNotFoundError as exc:
         # The production image leaves the fake Customer.io out on purpose.
         typer.echo(
@@ -207,6 +230,16 @@ def sandbox(
     app_keys = frozenset(app_key or ()) or frozenset(
         ws.app_api_key.get_secret_value() for ws in workspaces() if ws.app_api_key
     )
+    try:
+        late = LateFailureConfig.from_json(
+            {
+                "rate": late_failure_rate,
+                "min_delay_s": late_failure_min_delay_s,
+                "max_delay_s": late_failure_max_delay_s,
+            }
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     _logging("info")
     config = SandboxConfig(
         credentials=credentials,
@@ -216,6 +249,7 @@ def sandbox(
         app_rps=app_rps,
         app_broadcast_interval_s=app_broadcast_interval_s,
         record=record,  # type: ignore[arg-type]
+        late_failures=late,
     )
     serve(config, host=host, port=port)
 

@@ -50,6 +50,9 @@ OpType = Annotated[str | None, typer.Option("--op", help="Only this op type, e.g
 Person = Annotated[str | None, typer.Option(help="Only jobs naming this identifier value")]
 Since = Annotated[str | None, typer.Option(help="Dead since: epoch ms, ISO 8601, or an age (2h)")]
 Until = Annotated[str | None, typer.Option(help="Dead until: epoch ms, ISO 8601, or an age")]
+ProducerName = Annotated[
+    str | None, typer.Option("--producer", help="Only jobs this producer (ingest key name) sent")
+]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing")]
 All = Annotated[bool, typer.Option("--all", help="Act on every letter when no filter is given")]
 Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (<ms>-<seq>)")]
@@ -114,6 +117,7 @@ def _filter(
     person: str | None,
     since: str | None,
     until: str | None,
+    producer: str | None = None,
 ) -> DeadLetterFilter:
     try:
         return DeadLetterFilter.parse(
@@ -126,6 +130,7 @@ def _filter(
             since=since,
             until=until,
             time_fields=("--since", "--until"),
+            producer=producer,
         )
     except InvalidRequest as exc:
         raise typer.BadParameter(exc.errors[0].message) from exc
@@ -145,25 +150,27 @@ def list_(
     person: Person = None,
     since: Since = None,
     until: Until = None,
+    producer: ProducerName = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
 ) -> None:
     """List dead letters, oldest first."""
-    flt = _filter(None, lane, reason, outcome_class, op, person, since, until)
+    flt = _filter(None, lane, reason, outcome_class, op, person, since, until, producer)
     page = _run(workspace, lambda dlq: dlq.page(workspace, flt, limit=limit))
     if as_json:
         for stored in page.letters:
             typer.echo(orjson.dumps(stored.as_dict()).decode())
         return
     table = Table(title=f"dead letters of {workspace!r}")
-    columns = ("id", "dead at (UTC)", "lane", "person", "op", "reason", "class", "status")
-    for column in (*columns, "message"):
+    columns = ("id", "dead at (UTC)", "producer", "lane", "person", "op", "reason", "class")
+    for column in (*columns, "status", "message"):
         table.add_column(column, overflow="fold")
     for stored in page.letters:
         letter = stored.letter
         table.add_row(
             stored.id,
             _when(letter.dead_ms),
+            letter.producer,
             str(stored.lane),
             stored.person,
             stored.op_type,
@@ -226,11 +233,12 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
         person: Person = None,
         since: Since = None,
         until: Until = None,
+        producer: ProducerName = None,
         every: All = False,
         dry_run: DryRun = False,
         yes: Yes = False,
     ) -> None:
-        flt = _filter(ids, lane, reason, outcome_class, op, person, since, until)
+        flt = _filter(ids, lane, reason, outcome_class, op, person, since, until, producer)
         if flt.is_empty and not every:
             raise typer.BadParameter(f"name ids or a filter, or pass --all to {verb} every letter")
         if verb == "replay" and not dry_run and not yes:

@@ -19,7 +19,7 @@ from rich.table import Table
 from cioq.dlq_cli import run_reporting
 from service.config import Settings
 from service.console import views
-from service.console.overview import LaneOverview, Overview
+from service.console.overview import LaneOverview, Overview, ProducerOverview
 from service.errors import CioqError
 from service.metrics.queue_state import QueueStateCollector
 from service.store.connections import connect_async, connect_sync
@@ -82,8 +82,17 @@ def _workspace_of(settings: Settings, name: str) -> str:
 
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per lane")] = False,
+    by_producer: Annotated[
+        bool,
+        typer.Option(
+            "--by-producer", help="One row per producer (ingest key name) instead of per lane"
+        ),
+    ] = False,
 ) -> None:
     """Show each workspace lane: backlog, oldest job, rates, pause, dead letters."""
+    if by_producer:
+        _producers(as_json)
+        return
 
     async def work(_: Settings, __: WorkspaceControl, overview: Overview) -> list[LaneOverview]:
         return await overview.read()
@@ -116,6 +125,34 @@ def status(
             row.lane,
             *(cells[name] for name, _, _ in columns),
             style="yellow" if row.paused else None,
+        )
+    Console().print(table)
+
+
+def _producers(as_json: bool) -> None:
+    """Each producer's accepted, delivered and dead-lettered jobs per minute, and letters."""
+
+    async def work(_: Settings, __: WorkspaceControl, overview: Overview) -> list[ProducerOverview]:
+        return await overview.producers()
+
+    rows = _run(work)
+    if as_json:
+        for row in rows:
+            typer.echo(orjson.dumps(row.as_dict()).decode())
+        return
+    table = Table(title="cioq status by producer")
+    for heading in ("workspace", "producer"):
+        table.add_column(heading)
+    for heading in ("accepted/min", "delivered/min", "dead/min", "dead letters"):
+        table.add_column(heading, justify="right")
+    for row in rows:
+        table.add_row(
+            row.workspace,
+            row.producer,
+            f"{row.accepted_per_min:.1f}",
+            f"{row.delivered_per_min:.1f}",
+            f"{row.dead_lettered_per_min:.1f}",
+            str(row.dead_letters),
         )
     Console().print(table)
 

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sandbox.activities import LateFailureConfig
 from sandbox.app_state import AppFaultConfig
 from sandbox.controls import control, json_response
 from sandbox.state import SandboxState
@@ -250,6 +251,11 @@ class AppApi:
             response = _error(
                 429, "Your request is over the 10-per-second limit", {"Retry-After": "1"}
             )
+        elif _is_activities(request) and self.state.activities.over_quota(key):
+            # Customer.io's daily quota answers 429 without Retry-After: wait for tomorrow.
+            response = _error(429, "Your request is over the daily limit")
+        elif _is_activities(request):
+            response = self._activities(request, key, now)
         else:
             response = json_response(200, self._read_body(request))
         recorder.log_request(
@@ -266,6 +272,23 @@ class AppApi:
             }
         )
         return response
+
+    def _activities(self, request: Request, key: str, now: float) -> Response:
+        """``GET /v1/activities`` and ``GET /v1/customers/{id}/activities``."""
+        query = dict(request.query_params)
+        parts = request.url.path.rstrip("/").split("/")
+        id_type = query.get("id_type", "id")
+        person = None
+        if len(parts) == 5:
+            person = {id_type: parts[3]}
+        elif query.get("customer_id"):
+            person = {id_type: query["customer_id"]}
+        if id_type not in ("id", "email", "cio_id"):
+            return _error(400, "id_type must be id, email or cio_id")
+        try:
+            return json_response(200, self.state.activities.page(key, query, now, person))
+        except ValueError as exc:
+            return _error(400, str(exc))
 
     def _read_body(self, request: Request) -> Any:
         path = request.url.path.rstrip("/")
@@ -288,7 +311,15 @@ class AppApi:
         return {parts[2][:-1] if parts[2].endswith("s") else parts[2]: {"id": parts[-1]}}
 
 
+def _is_activities(request: Request) -> bool:
+    parts = request.url.path.rstrip("/").split("/")
+    return parts[-1] == "activities" and (
+        len(parts) == 3 or (len(parts) == 5 and parts[2] == "customers")
+    )
+
+
 _READ_PATHS = (
+    ("GET", "/v1/activities"),
     ("GET", "/v1/customers"),
     ("POST", "/v1/customers"),
     ("POST", "/v1/customers/attributes"),
@@ -327,11 +358,24 @@ def app_routes(state: SandboxState) -> list[Route]:
         state.app.set_faults(AppFaultConfig.from_json(doc))
         return state.app.faults.to_json()
 
+    async def set_late_failures(request: Request) -> Any:
+        try:
+            doc = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise ValueError("request body is not valid JSON") from None
+        state.activities.set(LateFailureConfig.from_json(doc))
+        return {**state.activities.config.to_json(), **state.activities.stats()}
+
+    async def late_failures(request: Request) -> Any:
+        return {**state.activities.config.to_json(), **state.activities.stats()}
+
     routes = [
         Route("/v1/send/broadcast", api.alias, methods=["POST"]),
         Route("/v1/send/{kind}", api.send, methods=["POST"]),
         Route("/v1/campaigns/{broadcast_id}/triggers", api.trigger, methods=["POST"]),
         Route("/_sandbox/app_faults", control(set_faults), methods=["POST"]),
+        Route("/_sandbox/late_failures", control(set_late_failures), methods=["POST"]),
+        Route("/_sandbox/late_failures", control(late_failures), methods=["GET"]),
     ]
     routes += [Route(path, api.read, methods=[method]) for method, path in _READ_PATHS]
     return routes

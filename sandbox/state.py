@@ -10,10 +10,12 @@ import random
 import secrets
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import inf
 from typing import Any, Literal, NamedTuple
 
+from sandbox.activities import Activities, LateFailureConfig
 from sandbox.app_state import AppState
 
 __all__ = [
@@ -51,6 +53,8 @@ class SandboxConfig:
     record: Literal["full", "count"] = "full"
     #: Ops (and request-log entries) beyond this are counted as dropped, not kept.
     max_recorded_ops: int = 2_000_000
+    #: Accepted identifies and events that fail afterwards, in the activity log.
+    late_failures: LateFailureConfig = field(default_factory=LateFailureConfig)
 
     def __post_init__(self) -> None:
         if self.record not in ("full", "count"):
@@ -235,6 +239,8 @@ class Recorder:
     def __init__(self, mode: Literal["full", "count"], max_recorded_ops: int) -> None:
         self.keep_ops = mode == "full"
         self.max_recorded_ops = max_recorded_ops
+        #: Told of every accepted request's ops (the late failures draw from them).
+        self.on_ops: Callable[[str, str | None, list[tuple[int, Any]], float], None] | None = None
         self.clear()
 
     def clear(self) -> None:
@@ -277,6 +283,8 @@ class Recorder:
         received_at: float,
     ) -> None:
         """Keep accepted (index, op) pairs of request `seq` in arrival order."""
+        if self.on_ops is not None:
+            self.on_ops(kind, site_id, ops, received_at)
         if kind == "v2":
             self.ops_accepted += len(ops)
         elif kind == "cdp":
@@ -341,6 +349,8 @@ class SandboxState:
         self.credentials = dict(config.credentials)
         self.write_keys = set(config.cdp_write_keys)
         self.app = AppState(config.app_api_keys)
+        self.activities = Activities(config.late_failures)
+        self.recorder.on_ops = self.activities.observe
 
     def authenticate_write_key(self, key: str | None) -> bool:
         """Whether `key` is a configured Pipelines write key."""
@@ -362,3 +372,5 @@ class SandboxState:
         self.credentials = dict(self.config.credentials)
         self.write_keys = set(self.config.cdp_write_keys)
         self.app = AppState(self.config.app_api_keys)
+        self.activities = Activities(self.config.late_failures)
+        self.recorder.on_ops = self.activities.observe

@@ -166,6 +166,12 @@ class LaneTraits:
     key_infix: str
 
 
+#: The stream entry field naming the job's producer (`lua/enqueue.lua`), beside the job's
+#: own field; no kind may use it.
+PRODUCER_FIELD = b"p"
+#: How a job stored without a producer (before producers were recorded) is counted and listed.
+UNKNOWN_PRODUCER = "unknown"
+
 _LANES: dict[Lane, LaneTraits] = {}
 _KINDS: dict[str, JobKind] = {}
 _BY_FIELD: dict[bytes, JobKind] = {}
@@ -173,6 +179,8 @@ _BY_FIELD: dict[bytes, JobKind] = {}
 
 def register_lane(traits: LaneTraits) -> None:
     """Make a lane and its kinds known to the shared layers (`service.lanes.registry`)."""
+    if any(kind.field == PRODUCER_FIELD for kind in traits.kinds):
+        raise ValueError(f"the entry field {PRODUCER_FIELD!r} names producers, not a kind")
     _LANES[traits.lane] = traits
     for kind in traits.kinds:
         _KINDS[kind.name] = kind

@@ -126,6 +126,26 @@ def pause_note(workspace: str, lane: str) -> str:
     return f"{PREFIX}:pausenote:{{{workspace}}}:{lane}"
 
 
+def late_failures(workspace: str) -> str:
+    """The workspace's late failures: calls Customer.io accepted, then failed (capped)."""
+    return f"{PREFIX}:late:{{{workspace}}}"
+
+
+def late_cursor(workspace: str, activity_type: str) -> str:
+    """The newest activity of `activity_type` the poller has recorded (``id|timestamp``)."""
+    return f"{PREFIX}:late:cursor:{{{workspace}}}:{activity_type}"
+
+
+def late_lease(workspace: str) -> str:
+    """Who polls the workspace's activity log: one holder cluster-wide (a fencing token)."""
+    return f"{PREFIX}:late:lease:{{{workspace}}}"
+
+
+def late_backoff(workspace: str) -> str:
+    """Until when (ms) the poller leaves the activity log alone after a daily-quota 429."""
+    return f"{PREFIX}:late:backoff:{{{workspace}}}"
+
+
 def audit() -> str:
     """Stream of operator actions (pause, resume, replay, purge): who, what, when."""
     return f"{PREFIX}:audit"

@@ -34,7 +34,7 @@ from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
 from service.triggers import Triggers
 from service.web import idempotency
-from service.web.auth import Authenticator, key_from_header
+from service.web.auth import Authenticator, Producer, key_from_header
 from service.web.errors import JSON_ERRORS, ROUTE_SCOPE_KEY
 from service.web.http import (
     Receive,
@@ -164,15 +164,15 @@ class IngestApp:
 
     def _producer(
         self, authorization: str | None, headers: dict[bytes, bytes]
-    ) -> tuple[Workspace, Traffic]:
-        """The ingest key's workspace and the request's traffic class."""
-        workspace = self.auth.workspace(authorization)
-        if workspace is None:
+    ) -> tuple[Producer, Traffic]:
+        """The ingest key's producer (and workspace) and the request's traffic class."""
+        producer = self.auth.producer(authorization)
+        if producer is None:
             raise InvalidRequest([INGEST_KEY_REQUIRED], status=401)
-        found = traffic_of(headers.get(TRAFFIC_HEADER), self.auth.is_bulk_key(authorization))
+        found = traffic_of(headers.get(TRAFFIC_HEADER), producer.bulk)
         if isinstance(found, FieldError):
             raise InvalidRequest([found])
-        return workspace, found
+        return producer, found
 
     async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
         """The route's answer; every refusal is raised, for `JSON_ERRORS` to answer."""
@@ -192,9 +192,11 @@ class IngestApp:
         # Keys are checked before the body is read: no stranger makes us read 5 MB.
         workspace = None
         traffic = Traffic.LIVE
+        producer = ""
         unreadable = None
         if route.auth == "ingest":
-            workspace, traffic = self._producer(authorization, headers)
+            found, traffic = self._producer(authorization, headers)
+            workspace, producer = found.workspace, found.name
             unreadable = await self._admit(workspace, headers)
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             raise InvalidRequest([ADMIN_KEY_REQUIRED], status=401)
@@ -216,6 +218,7 @@ class IngestApp:
             route.name,
             base_url_of(scope),
             traffic,
+            producer,
         )
         if unreadable is not None and workspace is not None:
             return await self._remembered(workspace, request, unreadable)

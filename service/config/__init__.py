@@ -29,6 +29,7 @@ from service.config.ingest import (
     admin_key_entries,
 )
 from service.config.loading import check_keys, load_settings
+from service.config.named_keys import IngestKey, ingest_key_entries, named_key, producer_names
 from service.config.settings import Settings, group_fields, setting_fields, setting_groups
 from service.config.store import QueueSettings, RedisSettings
 from service.config.values import PLACEHOLDER
@@ -41,6 +42,7 @@ __all__ = [
     "BacklogSettings",
     "ConsoleSettings",
     "DrainSettings",
+    "IngestKey",
     "KeySettings",
     "LimitSettings",
     "ListenerSettings",
@@ -54,7 +56,10 @@ __all__ = [
     "check_keys",
     "find_workspace",
     "group_fields",
+    "ingest_key_entries",
     "load_settings",
+    "named_key",
+    "producer_names",
     "setting_fields",
     "setting_groups",
 ]

@@ -172,6 +172,24 @@ class AppLaneSettings(BaseModel):
         description="A drain waits up to this for an App send slot; a longer wait hands the "
         "shard back until the slot.",
     )
+    late_poll_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the poller of late failures reads each workspace's activity "
+        "log (`GET /v1/activities`, per failure type), when the workspace has an App API key.",
+    )
+    late_poll_read_share: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Share of the App read budget (`CIOQ_APP_RPS`) the poller of late failures "
+        "may spend; proxied reads and send confirmations keep the rest.",
+    )
+    late_failures_max_entries: int = Field(
+        default=100_000,
+        ge=1,
+        description="Late failures kept per workspace (a capped stream; the oldest go first).",
+    )
 
 
 class MetricsSettings(BaseModel):

@@ -4,9 +4,7 @@ may hold.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import re
 from pathlib import Path
 
 from pydantic import (
@@ -19,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.config.named_keys import named_key
 from service.config.values import DEV_ADMIN_KEY, CsvSecrets, CsvStrings
 
 
@@ -209,16 +208,6 @@ class LimitSettings(BaseModel):
         return self
 
 
-_ADMIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,39}$")
-
-
 def admin_key_entries(keys: KeySettings) -> tuple[tuple[str, str], ...]:
     """Each admin key as ``(name, key)``: ``name:key`` entries, else a fingerprint name."""
-    out: list[tuple[str, str]] = []
-    for entry in keys.admin_keys:
-        name, sep, key = entry.get_secret_value().partition(":")
-        if not (sep and key and _ADMIN_NAME.match(name)):
-            key = entry.get_secret_value()
-            name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
-        out.append((name, key))
-    return tuple(out)
+    return tuple(named_key(entry) for entry in keys.admin_keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.config.ingest import admin_key_entries
+from service.config.named_keys import ingest_key_entries
 from service.config.settings import Settings
 from service.config.values import (
     DEV_ADMIN_KEY,
@@ -19,11 +20,7 @@ from service.errors import ConfigError
 def check_keys(settings: Settings) -> None:
     """Refuse admin keys that are also ingest keys, and dev, empty or placeholder secrets in
     production."""
-    ingest = {
-        k.get_secret_value()
-        for ws in settings.workspaces
-        for k in (*ws.ingest_keys, *ws.bulk_ingest_keys)
-    }
+    ingest = {entry.key for ws in settings.workspaces for entry in ingest_key_entries(ws)}
     admin = {key for _, key in admin_key_entries(settings.keys)}
     if ingest & admin:
         raise ConfigError("CIOQ_ADMIN_KEYS must not share a key with any workspace's ingest keys")
@@ -33,7 +30,7 @@ def check_keys(settings: Settings) -> None:
     if not admin or admin & {"", DEV_ADMIN_KEY}:
         problems.append("CIOQ_ADMIN_KEYS is empty or holds the development key")
     for ws in settings.workspaces:
-        keys = {k.get_secret_value() for k in ws.ingest_keys}
+        keys = {entry.key for entry in ingest_key_entries(ws) if not entry.bulk}
         if not keys or keys & {"", DEV_INGEST_KEY}:
             problems.append(f"workspace {ws.name!r}: ingest keys are empty or the development key")
         if ws.api_key.get_secret_value() in ("", DEV_API_KEY):

@@ -22,6 +22,7 @@ from service.config.ingest import (
     LimitSettings,
     ListenerSettings,
 )
+from service.config.named_keys import ingest_key_entries
 from service.config.store import QueueSettings, RedisSettings
 from service.config.workspace import (
     DEFAULT_WORKSPACE_FIELDS,
@@ -193,7 +194,7 @@ class Settings(BaseSettings):
         names = [w.name for w in found]
         if len(names) != len(set(names)):
             raise ConfigError(f"workspace names must be unique, got {names}")
-        keys = [k.get_secret_value() for w in found for k in (*w.ingest_keys, *w.bulk_ingest_keys)]
+        keys = [entry.key for w in found for entry in ingest_key_entries(w)]
         if len(keys) != len(set(keys)):
             raise ConfigError("an ingest key may belong to one workspace only")
         return found

@@ -62,12 +62,14 @@ class Workspace(BaseModel):
     ingest_keys: CsvSecrets = Field(
         default=(),
         description="Keys the workspace's producers send (Basic `site_id:key`, Basic `key:` "
-        "or `Bearer key`); the key picks the workspace, so each belongs to one workspace only.",
+        "or `Bearer key`); the key picks the workspace, so each belongs to one workspace only. "
+        "`name:key` names the producer (the service) that sends with it, in metrics, dead "
+        "letters and `cioq status`; a bare key is named by its fingerprint (`key-` and 8 hex).",
     )
     bulk_ingest_keys: CsvSecrets = Field(
         default=(),
         description="Ingest keys whose requests are bulk traffic whatever `X-Cioq-Traffic` "
-        "says (docs/live-and-bulk.md).",
+        "says (docs/live-and-bulk.md); `name:key` as for `ingest_keys`.",
     )
     environment_id: int | None = Field(
         default=None,

@@ -17,9 +17,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.config import Workspace
+from service.config import Workspace, ingest_key_entries
 from service.errors import StoreUnavailable
-from service.metrics.activity import lane_activity, per_minute
+from service.jobs import UNKNOWN_PRODUCER
+from service.metrics.activity import lane_activity, per_minute, producers_activity
 from service.metrics.queue_state import QueueStateCollector, WorkspaceState
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
@@ -74,6 +75,28 @@ class LaneOverview:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ProducerOverview:
+    """One producer's share of a workspace: its per-minute counts and its dead letters."""
+
+    workspace: str
+    producer: str
+    accepted_per_min: float
+    delivered_per_min: float
+    dead_lettered_per_min: float
+    dead_letters: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workspace": self.workspace,
+            "producer": self.producer,
+            "accepted_per_min": round(self.accepted_per_min, 1),
+            "delivered_per_min": round(self.delivered_per_min, 1),
+            "dead_lettered_per_min": round(self.dead_lettered_per_min, 1),
+            "dead_letters": self.dead_letters,
+        }
+
+
 class Overview:
     """Reads every workspace lane's overview; one instance per process keeps the DLQ cache."""
 
@@ -91,6 +114,31 @@ class Overview:
         self.dlq = dlq
         self.control = control
         self._dead_cache: dict[str, tuple[Any, dict[str, _LaneLetters]]] = {}
+        self._dead_producers: dict[str, Counter[str]] = {}
+
+    async def producers(self) -> list[ProducerOverview]:
+        """Each workspace's producers: those its keys name, then any others seen (jobs
+        stored without one count as ``unknown``), with their counts and dead letters."""
+        rows: list[ProducerOverview] = []
+        for ws in self.workspaces:
+            with store_errors("activity"):
+                counts = producers_activity(await per_minute(self.redis, ws.name))
+            await self._dead_counts(ws.name)
+            dead = self._dead_producers.get(ws.name, Counter())
+            named = dict.fromkeys(entry.producer for entry in ingest_key_entries(ws))
+            for producer in (*named, *sorted((set(counts) | set(dead)) - set(named))):
+                mine = counts.get(producer, {})
+                rows.append(
+                    ProducerOverview(
+                        ws.name,
+                        producer,
+                        mine.get("accepted", 0.0),
+                        mine.get("delivered", 0.0),
+                        mine.get("dead_lettered", 0.0),
+                        dead.get(producer, 0),
+                    )
+                )
+        return rows
 
     async def read(self) -> list[LaneOverview]:
         rows: list[LaneOverview] = []
@@ -152,7 +200,9 @@ class Overview:
             return cached[1]
         by_class: dict[str, Counter[str]] = defaultdict(Counter)
         by_status: dict[str, Counter[str]] = defaultdict(Counter)
+        by_producer: Counter[str] = Counter()
         async for stored in self.dlq.scan(workspace, DeadLetterFilter()):
+            by_producer[stored.letter.producer or UNKNOWN_PRODUCER] += 1
             lane = str(stored.lane)
             by_class[lane][stored.letter.outcome_class] += 1
             status = stored.letter.status
@@ -166,6 +216,7 @@ class Overview:
             for lane, classes in by_class.items()
         }
         self._dead_cache[workspace] = (stamp, counts)
+        self._dead_producers[workspace] = by_producer
         return counts
 
 

@@ -33,6 +33,7 @@ from service.delivery.outcomes import Outcome
 from service.delivery.upstream import LaneClient
 from service.jobs import JobKind, Lane, LaneTraits, register_lane, unregister_lane
 from service.lanes.app import jobs as app_jobs
+from service.lanes.app.late_poll import ActivityPoller, workspace_pollers
 from service.lanes.app.routes import AppIngest
 from service.lanes.app.sender import AppSender
 from service.lanes.pipelines import jobs as pipelines_jobs
@@ -42,6 +43,7 @@ from service.lanes.track import jobs as track_jobs
 from service.lanes.track.client import TrackClient, send_unit
 from service.lanes.track.coalesce import Coalesced, coalesce_batch, expand_item_errors
 from service.lanes.track.routes import Ingest
+from service.store.connections import SyncStore
 from service.store.queue import Queue
 from service.web.http import Route
 
@@ -113,6 +115,11 @@ def unregister(lane: Lane) -> None:
 def ingest_routes(queue: Queue, settings: Settings) -> list[Route]:
     """Every lane's ingest routes, for the one listener."""
     return [route for spec in LANES.values() for route in spec.routes(queue, settings)]
+
+
+def late_pollers(settings: Settings, client: SyncStore) -> list[ActivityPoller]:
+    """The activity-log pollers of late failures (App lane), one per App-keyed workspace."""
+    return workspace_pollers(settings, client)
 
 
 def clients(settings: Settings) -> dict[tuple[str, Lane], LaneClient]:

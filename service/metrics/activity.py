@@ -37,6 +37,25 @@ def activity_name(lane: str, name: str) -> str:
     return f"{lane}:{name}"
 
 
+#: Starts a producer's tally fields (``@billing:accepted``); no lane name starts with it.
+PRODUCER_MARK = "@"
+
+
+def producer_activity(producer: str, name: str) -> str:
+    """The tally field of one producer's count (across lanes): ``@billing:delivered``."""
+    return f"{PRODUCER_MARK}{producer}:{name}"
+
+
+def producers_activity(counts: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each producer's counts out of a workspace's, under their plain names."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in counts.items():
+        if key.startswith(PRODUCER_MARK):
+            producer, _, name = key[1:].rpartition(":")
+            out.setdefault(producer, {})[name] = value
+    return out
+
+
 def lane_activity(counts: dict[str, float], lane: str) -> dict[str, float]:
     """One lane's counts out of a workspace's, under their plain names."""
     prefix = f"{lane}:"

@@ -51,3 +51,16 @@ def ambiguous(workspace: str, resolution: str) -> None:
     """`resolution`: ``dead_lettered``, ``confirmed`` (the message lookup found it) or
     ``resent`` (the workspace opted in to resending)."""
     APP_AMBIGUOUS.labels(workspace, resolution).inc()
+
+
+LATE_POLLS = Counter(
+    "late_polls",
+    "Reads of the App API activity log by the poller of late failures, by outcome (ok, "
+    "throttled: 429 with Retry-After, quota: 429 without, failed).",
+    ["workspace", "outcome"],
+    namespace=NAMESPACE,
+)
+
+
+def late_poll(workspace: str, outcome: str) -> None:
+    LATE_POLLS.labels(workspace, outcome).inc()

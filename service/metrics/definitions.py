@@ -22,8 +22,8 @@ from functools import cache
 from prometheus_client import Counter, Gauge, Histogram
 
 from service.delivery.outcomes import Outcome
-from service.jobs import Job, Lane, job_kind
-from service.metrics.activity import TALLY, activity_name
+from service.jobs import UNKNOWN_PRODUCER, Job, Lane, job_kind
+from service.metrics.activity import TALLY, activity_name, producer_activity
 from service.store import events
 from service.store.shards import PauseCause
 
@@ -63,8 +63,8 @@ INGEST_DURATION = Histogram(
 )
 JOBS_ACCEPTED = Counter(
     "jobs_accepted",
-    "Jobs stored durably by ingest, by workspace, lane and operation type.",
-    ["workspace", "lane", "op_type"],
+    "Jobs stored durably by ingest, by workspace, lane, operation type and producer.",
+    ["workspace", "lane", "op_type", "producer"],
     namespace=NAMESPACE,
 )
 UPSTREAM_REQUESTS = Counter(
@@ -97,8 +97,8 @@ BATCH_OPS = Histogram(
 )
 DELIVERED_OPS = Counter(
     "delivered_ops",
-    "Jobs Customer.io accepted (2xx), by workspace and lane.",
-    ["workspace", "lane"],
+    "Jobs Customer.io accepted (2xx), by workspace, lane and producer.",
+    ["workspace", "lane", "producer"],
     namespace=NAMESPACE,
 )
 DELIVERY_LATENCY = Histogram(
@@ -122,8 +122,8 @@ BISECT_REQUESTS = Counter(
 )
 DEAD_LETTERS = Counter(
     "dead_letters",
-    "Jobs moved to the dead-letter stream, by reason.",
-    ["workspace", "reason"],
+    "Jobs moved to the dead-letter stream, by reason and producer.",
+    ["workspace", "reason", "producer"],
     namespace=NAMESPACE,
 )
 DEAD_LETTERS_HANDLED = Counter(
@@ -177,6 +177,23 @@ MAX_UPSTREAM_REASONS = 20
 _seen_reasons: set[str] = set()
 
 
+#: Producer labels one process admits before folding the rest into "other": names come
+#: from configuration only, so this bounds what a long-lived worker sees across renames.
+MAX_PRODUCERS = 100
+_seen_producers: set[str] = set()
+
+
+def producer_label(producer: str) -> str:
+    if producer in _seen_producers:
+        return producer
+    if not producer:
+        return UNKNOWN_PRODUCER
+    if len(_seen_producers) < MAX_PRODUCERS:
+        _seen_producers.add(producer)
+        return producer
+    return "other"
+
+
 def _reason_label(reason: str) -> str:
     if reason in _OWN_REASONS or reason in _seen_reasons:
         return reason
@@ -195,13 +212,18 @@ def _ingest_children(route: str, status: int) -> tuple[Counter, Histogram]:
 
 
 @cache
-def _accepted(workspace: str, lane: Lane, op_type: str) -> Counter:
-    return JOBS_ACCEPTED.labels(workspace, lane, op_type)
+def _accepted(workspace: str, lane: Lane, op_type: str, producer: str) -> Counter:
+    return JOBS_ACCEPTED.labels(workspace, lane, op_type, producer_label(producer))
 
 
 @cache
 def _accepted_activity(lane: Lane) -> str:
     return activity_name(lane, "accepted")
+
+
+@cache
+def _producer_activity(producer: str, name: str) -> str:
+    return producer_activity(producer_label(producer), name)
 
 
 def observe_ingest(route: str, status: int, duration_s: float) -> None:
@@ -210,17 +232,18 @@ def observe_ingest(route: str, status: int, duration_s: float) -> None:
     duration.observe(duration_s)
 
 
-def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
+def jobs_accepted(workspace: str, jobs: Sequence[Job], producer: str = "") -> None:
     counts: dict[tuple[Lane, str], int] = {}
     for job in jobs:
         key = (job.lane, job.op_type)
         counts[key] = counts.get(key, 0) + 1
     per_lane: dict[Lane, int] = {}
     for (lane, op_type), count in counts.items():
-        _accepted(workspace, lane, op_type).inc(count)
+        _accepted(workspace, lane, op_type, producer).inc(count)
         per_lane[lane] = per_lane.get(lane, 0) + count
     for lane, count in per_lane.items():
         TALLY.add(workspace, _accepted_activity(lane), count)
+    TALLY.add(workspace, _producer_activity(producer, "accepted"), len(jobs))
 
 
 def upstream_request(
@@ -249,15 +272,17 @@ def upstream_request(
         BATCH_OPS.labels(workspace, label).observe(ops)
 
 
-def delivered(workspace: str, accepted_ms: Iterable[int], now_ms: int, lane: Lane) -> None:
-    """Jobs Customer.io accepted; `accepted_ms` holds each one's ingest time."""
+def delivered(workspace: str, jobs: Iterable[tuple[int, str]], now_ms: int, lane: Lane) -> None:
+    """Jobs Customer.io accepted, as (ingest time in ms, producer) pairs."""
     latency = DELIVERY_LATENCY.labels(workspace)
-    count = 0
-    for at_ms in accepted_ms:
+    per_producer: dict[str, int] = {}
+    for at_ms, producer in jobs:
         latency.observe(max(now_ms - at_ms, 0) / 1000)
-        count += 1
-    DELIVERED_OPS.labels(workspace, lane).inc(count)
-    TALLY.add(workspace, activity_name(lane, "delivered"), count)
+        per_producer[producer] = per_producer.get(producer, 0) + 1
+    for producer, count in per_producer.items():
+        DELIVERED_OPS.labels(workspace, lane, producer_label(producer)).inc(count)
+        TALLY.add(workspace, _producer_activity(producer, "delivered"), count)
+    TALLY.add(workspace, activity_name(lane, "delivered"), sum(per_producer.values()))
 
 
 def retry_scheduled(workspace: str, status_class: str) -> None:
@@ -268,11 +293,12 @@ def bisect_request(workspace: str) -> None:
     BISECT_REQUESTS.labels(workspace).inc()
 
 
-def dead_lettered(workspace: str, letters: Iterable[tuple[str, Lane]]) -> None:
-    """Jobs dead-lettered, as (reason, lane) pairs."""
-    for reason, lane in letters:
-        DEAD_LETTERS.labels(workspace, _reason_label(reason)).inc()
+def dead_lettered(workspace: str, letters: Iterable[tuple[str, Lane, str]]) -> None:
+    """Jobs dead-lettered, as (reason, lane, producer) triples."""
+    for reason, lane, producer in letters:
+        DEAD_LETTERS.labels(workspace, _reason_label(reason), producer_label(producer)).inc()
         TALLY.add(workspace, activity_name(lane, "dead_lettered"))
+        TALLY.add(workspace, _producer_activity(producer, "dead_lettered"))
 
 
 def dead_letters_handled(workspace: str, action: str, count: int) -> None:

@@ -70,7 +70,7 @@ def check_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
 
 
 #: Filter fields as the admin API and the console name them.
-FILTER_FIELDS = ("lane", "reason", "class", "op_type", "person", "since", "until")
+FILTER_FIELDS = ("lane", "reason", "class", "op_type", "person", "since", "until", "producer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,7 @@ class DeadLetterFilter:
     person: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
+    producer: str | None = None
 
     @classmethod
     def from_fields(cls, values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetterFilter:
@@ -108,6 +109,7 @@ class DeadLetterFilter:
             person=values.get("person"),
             since=values.get("since"),
             until=values.get("until"),
+            producer=values.get("producer"),
         )
 
     @classmethod
@@ -123,6 +125,7 @@ class DeadLetterFilter:
         since: str | None = None,
         until: str | None = None,
         time_fields: tuple[str, str] = ("since", "until"),
+        producer: str | None = None,
     ) -> DeadLetterFilter:
         """A filter from an operator's text; InvalidRequest naming `time_fields` or ``ids``."""
 
@@ -141,6 +144,7 @@ class DeadLetterFilter:
             person=person,
             since_ms=when(since, time_fields[0]),
             until_ms=when(until, time_fields[1]),
+            producer=producer,
         )
 
     @property
@@ -155,6 +159,7 @@ class DeadLetterFilter:
                 self.person,
                 self.since_ms,
                 self.until_ms,
+                self.producer,
             )
         )
 
@@ -167,6 +172,7 @@ class DeadLetterFilter:
             and (self.outcome_class is None or letter.outcome_class == self.outcome_class)
             and (self.op_type is None or stored.op_type == self.op_type)
             and (self.person is None or self.person in stored.subjects())
+            and (self.producer is None or letter.producer == self.producer)
         )
 
 
@@ -272,7 +278,8 @@ class DeadLetterAdmin:
 
         async def requeue(chunk: list[StoredDeadLetter]) -> int:
             letters = [(s.id, restore_job(s.letter.kind, s.letter.payload)) for s in chunk]
-            return len(await self.queue.replay(workspace, letters))
+            producers = {s.id: s.letter.producer for s in chunk}
+            return len(await self.queue.replay(workspace, letters, producers))
 
         return await self._in_chunks(workspace, flt, requeue, "replayed", dry_run=dry_run)
 

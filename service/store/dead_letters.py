@@ -3,7 +3,7 @@
 One stream per workspace (`keys.dead_letters`), never trimmed automatically. Each entry
 carries the job's payload and kind, why it died (`reason`, `outcome_class` stored as
 ``cls``, upstream `status`), every attempt's time and status, and where it came from
-(`source` = shard entry id).
+(`source` = shard entry id), and the producer whose ingest key sent it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ class DeadLetter:
     #: The stream entry the job came from, across lanes and traffic classes (its shard's
     #: tag and entry id): one letter per entry. Not stored; empty: no such limit.
     entry: str = ""
+    #: The producer whose ingest key sent the job (empty: not recorded).
+    producer: str = ""
 
     @property
     def lane(self) -> Lane:
@@ -102,6 +104,7 @@ class DeadLetter:
             "attempts": orjson.dumps([{"at_ms": at, "status": s} for at, s in self.attempts]),
             "accepted_ms": self.accepted_ms,
             "dead_ms": self.dead_ms,
+            "producer": self.producer,
         }
 
     @classmethod
@@ -123,6 +126,7 @@ class DeadLetter:
             attempts=tuple((int(a["at_ms"]), str(a["status"])) for a in attempts),
             accepted_ms=int(text("accepted_ms") or 0),
             dead_ms=int(text("dead_ms") or 0),
+            producer=text("producer"),
         )
 
 
@@ -169,6 +173,7 @@ class StoredDeadLetter:
             "id": self.id,
             "person": self.person,
             "kind": letter.kind,
+            "producer": letter.producer,
             "lane": str(self.lane),
             "op_type": self.op_type,
             "reason": letter.reason,
@@ -246,7 +251,7 @@ class DeadLetterStore:
             raise LeaseLost("dead letters of a shard another drain holds")
         added = [x for x, flag in zip(found, reply, strict=True) if int(flag)]
         if added:
-            events.dead_lettered(workspace, [(x.reason, x.lane) for x in added])
+            events.dead_lettered(workspace, [(x.reason, x.lane, x.producer) for x in added])
         return len(added)
 
     def _check(self, fences: Sequence[tuple[str, int]]) -> None:

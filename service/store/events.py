@@ -14,10 +14,11 @@ from service.jobs import Job, Lane
 
 
 class StoreListener(Protocol):
-    def jobs_accepted(self, workspace: str, jobs: Sequence[Job]) -> None: ...
+    def jobs_accepted(self, workspace: str, jobs: Sequence[Job], producer: str) -> None:
+        """Jobs of one request stored, sent by `producer`."""
 
-    def dead_lettered(self, workspace: str, letters: Iterable[tuple[str, Lane]]) -> None:
-        """Jobs dead-lettered, as (reason, lane) pairs."""
+    def dead_lettered(self, workspace: str, letters: Iterable[tuple[str, Lane, str]]) -> None:
+        """Jobs dead-lettered, as (reason, lane, producer) triples."""
 
     def dead_letters_handled(self, workspace: str, action: str, count: int) -> None: ...
 
@@ -29,12 +30,12 @@ def listen(listener: StoreListener) -> None:
     _LISTENERS.append(listener)
 
 
-def jobs_accepted(workspace: str, jobs: Sequence[Job]) -> None:
+def jobs_accepted(workspace: str, jobs: Sequence[Job], producer: str = "") -> None:
     for listener in _LISTENERS:
-        listener.jobs_accepted(workspace, jobs)
+        listener.jobs_accepted(workspace, jobs, producer)
 
 
-def dead_lettered(workspace: str, letters: Sequence[tuple[str, Lane]]) -> None:
+def dead_lettered(workspace: str, letters: Sequence[tuple[str, Lane, str]]) -> None:
     for listener in _LISTENERS:
         listener.dead_lettered(workspace, letters)
 

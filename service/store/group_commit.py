@@ -58,6 +58,7 @@ class _Waiter:
     request_id: str | None
     done: asyncio.Future[Stored]
     marker: bytes = b"1"
+    producer: str = ""
 
 
 class GroupCommit:
@@ -82,16 +83,18 @@ class GroupCommit:
         request_id: str | None = None,
         traffic: Traffic = Traffic.LIVE,
         marker: bytes = b"1",
+        producer: str = "",
     ) -> Stored:
         """Store `jobs` of one request (at most once per `request_id`, when given), in the
         streams of their `traffic` class. `marker` is kept with the request id (the
-        request's answer), and a retry's `Stored.earlier` returns it.
+        request's answer), and a retry's `Stored.earlier` returns it. Each entry records
+        `producer` (one argument per request, not per job: the hot path stays as it was).
 
         Raises StoreUnavailable when any part of the request was not stored and confirmed.
         """
         loop = asyncio.get_running_loop()
         shards = self.shards_of(workspace, jobs, traffic)
-        waiter = _Waiter(jobs, shards, request_id, loop.create_future(), marker)
+        waiter = _Waiter(jobs, shards, request_id, loop.create_future(), marker, producer)
         self._waiting.append(waiter)
         if not self._busy:
             # Nothing in flight: commit in this request's own task, with no hand-off.
@@ -167,7 +170,8 @@ class GroupCommit:
             request_id = group[index].request_id
             if request_id is not None:
                 lua_keys.append(shard_keys.request(request_id))
-            args += (0 if request_id is None else group[index].marker, len(jobs))
+            waiter = group[index]
+            args += (0 if request_id is None else waiter.marker, waiter.producer, len(jobs))
             for job in jobs:
                 args += (job.field, job.payload)
         return Part(lua_keys, args)

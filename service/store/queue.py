@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from service import keys
 from service.config import QueueSettings, RedisSettings
@@ -70,13 +70,14 @@ class Queue:
         *,
         request_id: str | None = None,
         traffic: Traffic = Traffic.LIVE,
+        producer: str = "",
     ) -> int:
         """Store `jobs`; returns how many were stored now. Raises StoreUnavailable.
 
         With a `request_id`, jobs an earlier try of the same request stored are skipped.
-        Bulk jobs go to the workspace's bulk streams.
+        Bulk jobs go to the workspace's bulk streams. Each entry records its `producer`.
         """
-        stored = await self._store(workspace, jobs, request_id, traffic)
+        stored = await self._store(workspace, jobs, request_id, traffic, producer=producer)
         return len(stored.jobs)
 
     async def _store(
@@ -86,15 +87,26 @@ class Queue:
         request_id: str | None,
         traffic: Traffic,
         marker: bytes = b"1",
+        *,
+        producer: str = "",
     ) -> Stored:
-        stored = await self._group_commit.store(workspace, jobs, request_id, traffic, marker)
-        events.jobs_accepted(workspace, stored.jobs)
+        stored = await self._group_commit.store(
+            workspace, jobs, request_id, traffic, marker, producer
+        )
+        events.jobs_accepted(workspace, stored.jobs, producer)
         if stored.fresh:
             await self._trigger(stored.fresh, stored.behind)
         return stored
 
-    async def replay(self, workspace: str, letters: Sequence[tuple[str, Job]]) -> list[str]:
+    async def replay(
+        self,
+        workspace: str,
+        letters: Sequence[tuple[str, Job]],
+        producers: Mapping[str, str] | None = None,
+    ) -> list[str]:
         """Queue dead letters' jobs again, deleting each letter; returns the ids it replayed.
+
+        Each job keeps the producer of its letter (`producers`, by letter id).
 
         A letter already gone (replayed or purged) is skipped. Each letter's job is stored
         under a marker named after the letter, so concurrent or retried replays of one
@@ -108,7 +120,15 @@ class Queue:
             found = await pipe.execute()
         present = [(i, job) for (i, job), rows in zip(letters, found, strict=True) if rows]
         outcomes = await asyncio.gather(
-            *(self.enqueue(workspace, [job], request_id=REPLAY_PREFIX + i) for i, job in present),
+            *(
+                self.enqueue(
+                    workspace,
+                    [job],
+                    request_id=REPLAY_PREFIX + i,
+                    producer=(producers or {}).get(i, ""),
+                )
+                for i, job in present
+            ),
             return_exceptions=True,
         )
         queued = [i for (i, _), o in zip(present, outcomes, strict=True) if isinstance(o, int)]
@@ -130,6 +150,7 @@ class Queue:
         answer: bytes,
         window_ms: int,
         traffic: Traffic = Traffic.LIVE,
+        producer: str = "",
     ) -> bytes | None:
         """Store `jobs` once per `key` and remember `answer` under it for `window_ms`.
 
@@ -150,7 +171,9 @@ class Queue:
         request_id = hashlib.sha256(key.encode()).hexdigest()[:32]
         for tries_left in reversed(range(_KEYED_STORE_TRIES)):
             try:
-                stored = await self._store(workspace, jobs, request_id, traffic, marker=answer)
+                stored = await self._store(
+                    workspace, jobs, request_id, traffic, marker=answer, producer=producer
+                )
                 break
             except StoredUnconfirmed as exc:
                 if exc.earlier is not None and exc.earlier != b"1":

@@ -20,7 +20,7 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost, StoreUnavailable
-from service.jobs import Lane, Traffic, kind_of_field
+from service.jobs import PRODUCER_FIELD, Lane, Traffic, kind_of_field
 from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
@@ -56,12 +56,14 @@ class PauseCause(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry: its id (``<ms>-<seq>``), kind, payload bytes and shard."""
+    """One stream entry: its id (``<ms>-<seq>``), kind, payload bytes, shard, and the
+    producer whose ingest key sent it (empty for entries stored without one)."""
 
     id: bytes
     kind: str
     payload: bytes
     shard: keys.ShardKeys
+    producer: str = ""
 
     @property
     def accepted_ms(self) -> int:
@@ -78,9 +80,10 @@ class RetryState:
 
 
 def _entry(shard: keys.ShardKeys, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    # One field per entry (`enqueue.lua`): its name says the job's kind.
+    # The job's field (its name says the kind), and the producer's when it has one.
+    producer = fields.pop(PRODUCER_FIELD, b"")
     ((name, payload),) = fields.items()
-    return Entry(raw_id, kind_of_field(name).name, payload, shard)
+    return Entry(raw_id, kind_of_field(name).name, payload, shard, producer.decode())
 
 
 class ShardStore:

@@ -4,7 +4,8 @@ Accepted: HTTP Basic ``site_id:key`` (what Customer.io's Track SDKs send; the us
 is not trusted, only the key is), Basic ``key:`` with a blank password (what the
 Pipelines SDKs send: the write key is the username), or ``Authorization: Bearer key``.
 Keys are looked up by their SHA-256 digest, so the lookup time does not depend on how
-much of a guess matched.
+much of a guess matched. Each key names its producer (`service.config.IngestKey`), so
+every job records which service sent it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from service.config import KeySettings, Workspace, admin_key_entries
+from service.config import KeySettings, Workspace, admin_key_entries, ingest_key_entries
 from service.errors import InvalidRequest
 
 
@@ -45,30 +47,40 @@ def key_from_header(value: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """Who an ingest key belongs to: its workspace, the producer it names, whether bulk."""
+
+    workspace: Workspace
+    name: str
+    bulk: bool
+
+
 class Authenticator:
-    """Maps presented keys to workspaces (ingest) or to the admin role."""
+    """Maps presented keys to producers of a workspace (ingest) or to the admin role."""
 
     def __init__(self, workspaces: tuple[Workspace, ...], keys: KeySettings) -> None:
-        self._ingest: dict[bytes, Workspace] = {}
-        self._bulk: set[bytes] = set()
+        self._ingest: dict[bytes, Producer] = {}
         for ws in workspaces:
-            for key in ws.ingest_keys:
-                self._ingest[_digest(key.get_secret_value())] = ws
-            for key in ws.bulk_ingest_keys:
-                self._ingest[_digest(key.get_secret_value())] = ws
-                self._bulk.add(_digest(key.get_secret_value()))
+            for entry in ingest_key_entries(ws):
+                self._ingest[_digest(entry.key)] = Producer(ws, entry.producer, entry.bulk)
         self._admin = [(name, _digest(key)) for name, key in admin_key_entries(keys)]
 
-    def workspace(self, authorization: str | None) -> Workspace | None:
+    def producer(self, authorization: str | None) -> Producer | None:
+        """The presented ingest key's producer, or None when it is no ingest key."""
         key = key_from_header(authorization)
         if key is None:
             return None
         return self._ingest.get(_digest(key))
 
+    def workspace(self, authorization: str | None) -> Workspace | None:
+        found = self.producer(authorization)
+        return None if found is None else found.workspace
+
     def is_bulk_key(self, authorization: str | None) -> bool:
         """Whether the presented key is one of its workspace's bulk ingest keys."""
-        key = key_from_header(authorization)
-        return key is not None and _digest(key) in self._bulk
+        found = self.producer(authorization)
+        return found is not None and found.bulk
 
     def is_admin(self, authorization: str | None) -> bool:
         key = key_from_header(authorization)

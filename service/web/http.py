@@ -46,6 +46,8 @@ class Request:
     base_url: str = ""
     #: Live, or bulk when the producer marked it so (header or bulk ingest key).
     traffic: Traffic = Traffic.LIVE
+    #: The producer (service) its ingest key names; stored with each of its jobs.
+    producer: str = ""
 
     @property
     def raw_path(self) -> str:

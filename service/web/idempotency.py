@@ -111,6 +111,7 @@ class Idempotency:
                 answer=_encode(answer, request),
                 window_ms=self.window_ms,
                 traffic=req.traffic,
+                producer=req.producer,
             )
         except StoredUnconfirmed as exc:
             # Stored (now or by the first try) but not confirmed: the caller decides
@@ -126,7 +127,7 @@ class Idempotency:
         key = key_of(req.header(HEADER))
         if key is not None:
             return await self.store(req, ws, key, jobs, answer)
-        await self.queue.enqueue(ws.name, jobs, traffic=req.traffic)
+        await self.queue.enqueue(ws.name, jobs, traffic=req.traffic, producer=req.producer)
         return answer
 
 

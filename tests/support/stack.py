@@ -58,6 +58,9 @@ class Stack:
             # Short on purpose: a killed worker's shards are taken over within seconds.
             "CIOQ_ALLOW_SHORT_LEASE": "true",
             "CIOQ_SWEEP_INTERVAL_MS": "250",
+            # The sweeper's poller of late failures reads the sandbox's activity log only in
+            # the tests that ask for it (late_poll_interval_s=...): the others count requests.
+            "CIOQ_LATE_POLL_INTERVAL_S": "86400",
             "PORT": str(self.api_port),
         }
         if cluster is not None:

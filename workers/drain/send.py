@@ -166,7 +166,7 @@ class Delivery:
         workspace = self.workspace
         if outcome.outcome_class is OutcomeClass.SUCCESS:
             self.counts.delivered += len(entries)
-            accepted = (e.accepted_ms for e in entries)
+            accepted = ((e.accepted_ms, e.producer) for e in entries)
             metrics.delivered(workspace, accepted, self.now_ms(), self.lane)
             return Delivered(self._resolve(entries))
         if outcome.outcome_class is OutcomeClass.PARTIAL:
@@ -181,7 +181,7 @@ class Delivery:
                     field=err.field,
                 )
             self.counts.delivered += len(entries) - len(failed)
-            ok = (e.accepted_ms for i, e in enumerate(entries) if i not in failed)
+            ok = ((e.accepted_ms, e.producer) for i, e in enumerate(entries) if i not in failed)
             metrics.delivered(workspace, ok, self.now_ms(), self.lane)
             return Delivered(self._resolve(entries))
         if outcome.outcome_class in (OutcomeClass.INVALID, OutcomeClass.AMBIGUOUS):
@@ -315,6 +315,7 @@ class Delivery:
                     attempts=history,
                     accepted_ms=e.accepted_ms,
                     dead_ms=now,
+                    producer=e.producer,
                     entry=f"{e.shard.tag}:{e.id.decode()}",
                 )
                 for e in entries

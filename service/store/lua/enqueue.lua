@@ -6,7 +6,9 @@
 -- its first write, so a request's jobs for this shard are stored whole or not at all.
 -- KEYS: stream, trigger marker, then the request markers of the requests that have one
 -- ARGV: trigger_ttl_ms, request_marker_ttl_ms, then per request:
---       marker value ('0' = no marker; '1' when there is no answer), job count n, then n times: field, payload
+--       marker value ('0' = no marker; '1' when there is no answer), producer name ('' = none),
+--       job count n, then n times: field, payload
+-- Each entry is {field: payload}, plus {p: producer} when the request names one.
 -- The marker keeps the first try's value (its answer), so a retry answers as the first did.
 -- Returns: per request 1 (stored now) or the marker's value (stored by an earlier try),
 -- then whether the trigger marker was set here: 0 no; 1 yes; 2 yes, but the stream's head
@@ -23,13 +25,20 @@ while i <= #ARGV do
     marker = marker + 1
     key = KEYS[marker]
   end
-  local n = tonumber(ARGV[i + 1])
-  i = i + 2
+  local producer = ARGV[i + 1]
+  local n = tonumber(ARGV[i + 2])
+  i = i + 3
   if key and redis.call('PEXPIRE', key, ARGV[2]) == 1 then
     out[#out + 1] = redis.call('GET', key)
   else
-    for j = i, i + 2 * n - 1, 2 do
-      redis.call('XADD', KEYS[1], '*', ARGV[j], ARGV[j + 1])
+    if producer == '' then
+      for j = i, i + 2 * n - 1, 2 do
+        redis.call('XADD', KEYS[1], '*', ARGV[j], ARGV[j + 1])
+      end
+    else
+      for j = i, i + 2 * n - 1, 2 do
+        redis.call('XADD', KEYS[1], '*', ARGV[j], ARGV[j + 1], 'p', producer)
+      end
     end
     if key then
       redis.call('SET', key, value, 'PX', ARGV[2])

@@ -30,7 +30,7 @@ def test_a_part_sent_to_a_slot_that_moved_follows_the_redirect(cluster: Cluster)
     source = cluster.node_of(shard.stream)
     target = next(n for n in cluster.primaries() if n is not source)
     settings = Settings(redis_url=cluster.url, redis_cluster=True, broker_url="redis://x:1/0")
-    part = Part([shard.stream, shard.trigger], [1000, 60_000, 0, 1, b"o", b"{}"])
+    part = Part([shard.stream, shard.trigger], [1000, 60_000, 0, "", 1, b"o", b"{}"])
 
     async def write_before_and_after() -> list[object]:
         client = connect_async(settings.redis)

@@ -32,8 +32,8 @@ def test_noscript_on_one_part_resends_only_that_part(redis_url: str) -> None:
         a = keys.shard_keys("default", 0, Lane.TRACK)
         b = keys.shard_keys("default", 1, Lane.TRACK)
         parts = [
-            Part([a.stream, a.trigger], [1000, 1000, 0, 1, "op", b"x"]),
-            Part([b.stream, b.trigger], [1000, 1000, 0, 1, "op", b"y"]),
+            Part([a.stream, a.trigger], [1000, 1000, 0, "", 1, "op", b"x"]),
+            Part([b.stream, b.trigger], [1000, 1000, 0, "", 1, "op", b"y"]),
         ]
         await client.script_flush()
         real_pipeline = client.pipeline

@@ -5,6 +5,8 @@ Each is an operator's mistake; each must exit non-zero with a message naming wha
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 from typer.testing import CliRunner
@@ -30,6 +32,24 @@ def test_sandbox_wants_one_api_key_per_site_id(runner: CliRunner) -> None:
     result = runner.invoke(app, ["sandbox", "--site-id", "a", "--site-id", "b", "--api-key", "k"])
     assert result.exit_code == 2
     assert "one --api-key per --site-id" in result.output
+
+
+def test_sandbox_late_failure_options_reach_its_config(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sandbox
+
+    served: list[Any] = []
+    monkeypatch.setattr(sandbox, "serve", lambda config, **_: served.append(config))
+    late = ["--late-failure-rate", "0.01", "--late-failure-max-delay-s", "3"]
+    result = runner.invoke(app, ["sandbox", *late])
+    assert result.exit_code == 0, result.output
+    [config] = served
+    got = config.late_failures
+    assert (got.rate, got.min_delay_s, got.max_delay_s) == (0.01, 0.5, 3.0)
+    bad = ["--late-failure-min-delay-s", "5", "--late-failure-max-delay-s", "1"]
+    refused = runner.invoke(app, ["sandbox", *bad])
+    assert refused.exit_code == 2 and "min_delay_s" in refused.output
 
 
 def test_dlq_without_redis_exits_1_and_says_so(runner: CliRunner) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 
 AUTH = ("any-site", "dev-ingest-key")
+#: A bare key is named by its fingerprint, never by itself.
+DEV_INGEST_KEY_NAME = "key-" + hashlib.sha256(b"dev-ingest-key").hexdigest()[:8]
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -176,7 +179,12 @@ def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings])
         before = samples(api.get("/metrics").text)
         key = (
             "cioq_jobs_accepted_total",
-            (("lane", "track"), ("op_type", "event"), ("workspace", "default")),
+            (
+                ("lane", "track"),
+                ("op_type", "event"),
+                ("producer", DEV_INGEST_KEY_NAME),
+                ("workspace", "default"),
+            ),
         )
         assert api.post("/api/v1/customers/7/events", json={"name": "x"}).status_code == 200
         assert api.get("/nope").status_code == 404
@@ -196,7 +204,7 @@ def test_api_serves_metrics_after_ingest(make_settings: Callable[..., Settings])
 @example(["invalid_field\n"])  # `$` in a regex also matches before a final newline
 def test_dead_letter_reason_labels_stay_bounded(reasons: list[str]) -> None:
     for reason in reasons:
-        metrics.dead_lettered("default", [(reason, Lane.TRACK)])
+        metrics.dead_lettered("default", [(reason, Lane.TRACK, "")])
     labels = {
         s.labels["reason"]
         for family in metrics.DEAD_LETTERS.collect()

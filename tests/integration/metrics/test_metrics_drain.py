@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
-from service.jobs import Lane
+from service.jobs import PRODUCER_FIELD, Lane
 from service.lanes.registry import clients as lane_clients
 from service.lanes.track.jobs import v2_job
 from service.store.dead_letters import DeadLetterStore
@@ -22,6 +22,8 @@ from workers.drain import Drainer, DrainerSettings
 
 WS = {"workspace": "default"}
 WSL = {**WS, "lane": "track"}  # metrics that carry a lane
+#: Entries `enqueue` writes name this producer, as ingest's do (`lua/enqueue.lua`).
+PRODUCER = {"producer": "billing"}
 
 
 @pytest.fixture
@@ -47,7 +49,8 @@ def value(name: str, **labels: str) -> float:
 def enqueue(client: redis.Redis, ops: list[dict[str, Any]]) -> None:
     for op in ops:
         job = v2_job(op)
-        client.xadd(keys.shard_keys("default", 0, Lane.TRACK).stream, {job.field: job.payload})
+        stream = keys.shard_keys("default", 0, Lane.TRACK).stream
+        client.xadd(stream, {job.field: job.payload, PRODUCER_FIELD: b"billing"})
 
 
 def event(n: int, **attrs: Any) -> dict[str, Any]:
@@ -64,7 +67,7 @@ def test_a_delivered_batch_is_counted_once_with_its_size_and_latency(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:
     before = {
-        "ops": value("cioq_delivered_ops_total", **WSL),
+        "ops": value("cioq_delivered_ops_total", **WSL, **PRODUCER),
         "ok": value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WSL),
         "batches": value("cioq_batch_ops_count", **WSL),
         "batch_ops": value("cioq_batch_ops_sum", **WSL),
@@ -74,7 +77,7 @@ def test_a_delivered_batch_is_counted_once_with_its_size_and_latency(
     enqueue(redis_client, [event(n) for n in range(5)])
     assert drainer.drain("default", 0, Lane.TRACK).stopped == "empty"
     body_bytes = sandbox.get("/_sandbox/requests").json()["records"][0]["body_bytes"]
-    assert value("cioq_delivered_ops_total", **WSL) - before["ops"] == 5
+    assert value("cioq_delivered_ops_total", **WSL, **PRODUCER) - before["ops"] == 5
     ok = value("cioq_upstream_requests_total", kind="v2", status_class="2xx", **WSL)
     assert ok - before["ok"] == 1
     assert value("cioq_batch_ops_count", **WSL) - before["batches"] == 1
@@ -102,14 +105,14 @@ def test_a_rejected_batch_counts_bisection_and_its_dead_letter(
     drainer: Drainer, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:
     bisect = value("cioq_bisect_requests_total", **WS)
-    dead = value("cioq_dead_letters_total", reason="invalid", **WS)
-    delivered = value("cioq_delivered_ops_total", **WSL)
+    dead = value("cioq_dead_letters_total", reason="invalid", **WS, **PRODUCER)
+    delivered = value("cioq_delivered_ops_total", **WSL, **PRODUCER)
     enqueue(redis_client, [event(n, sandbox_poison="400" if n == 2 else "no") for n in range(4)])
     report = drainer.drain("default", 0, Lane.TRACK)
     assert report.stopped == "empty"
     assert value("cioq_bisect_requests_total", **WS) - bisect == report.bisect_requests >= 2
-    assert value("cioq_dead_letters_total", reason="invalid", **WS) - dead == 1
-    assert value("cioq_delivered_ops_total", **WSL) - delivered == 3
+    assert value("cioq_dead_letters_total", reason="invalid", **WS, **PRODUCER) - dead == 1
+    assert value("cioq_delivered_ops_total", **WSL, **PRODUCER) - delivered == 3
 
 
 def test_refused_credentials_count_a_setup_pause(
