@@ -232,9 +232,9 @@ def job_kind(name: str) -> JobKind:
         raise KeyError(f"no lane registered the job kind {name!r}") from None
 
 
-def kind_of_field(entry_field: bytes) -> JobKind:
-    """The kind a stream entry's field holds."""
-    return _BY_FIELD[entry_field]
+def job_kind_of_field(entry_field: bytes) -> JobKind | None:
+    """The kind a stream entry's field holds; None for a field that holds no job."""
+    return _BY_FIELD.get(entry_field)
 
 
 def restore_job(kind: str, payload: bytes) -> Job:

@@ -20,7 +20,7 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost, StoreUnavailable
-from service.jobs import PRODUCER_FIELD, Lane, Traffic, kind_of_field
+from service.jobs import PRODUCER_FIELD, Lane, Traffic, job_kind_of_field
 from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
@@ -80,10 +80,15 @@ class RetryState:
 
 
 def _entry(shard: keys.ShardKeys, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    # The job's field (its name says the kind), and the producer's when it has one.
-    producer = fields.pop(PRODUCER_FIELD, b"")
-    ((name, payload),) = fields.items()
-    return Entry(raw_id, kind_of_field(name).name, payload, shard, producer.decode())
+    # The job's field (its name says the kind), and the producer's when it has one. A field
+    # this version does not know is a later version's addition: read past it, so after a
+    # rollback the older workers still deliver what the newer api stored. (The version
+    # before this one read exactly one field; docs/deploy.md says what that means.)
+    producer = fields.get(PRODUCER_FIELD, b"")
+    ((kind, payload),) = [
+        (kind, value) for name, value in fields.items() if (kind := job_kind_of_field(name))
+    ]
+    return Entry(raw_id, kind.name, payload, shard, producer.decode())
 
 
 class ShardStore:
