@@ -13,10 +13,11 @@ import itertools
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import redis
 
 from service import keys
 from service.jobs import Traffic, shard_for
@@ -39,6 +40,25 @@ class Drained:
     rate_ops_per_s: float
     took_s: float
     latencies_ms: list[float]
+    #: Epoch seconds: the first live probe's accept, the last probe's arrival upstream, the
+    #: backfill's last op's arrival upstream (0 without probes).
+    first_accept_at: float = 0.0
+    last_probe_at: float = 0.0
+    backfill_last_at: float = 0.0
+    #: Each live probe's accept time (epoch s), by its seq.
+    accepted: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def backfill_after_probes_s(self) -> float:
+        """How long the backfill still flowed after the last live probe arrived (negative:
+        it had drained before)."""
+        return self.backfill_last_at - self.last_probe_at
+
+    @property
+    def backfill_after_first_accept_s(self) -> float:
+        """How long the backfill flowed after the first probe was accepted: a probe queued
+        behind the whole backlog would have waited about this long."""
+        return self.backfill_last_at - self.first_accept_at
 
     @property
     def p50_ms(self) -> float:
@@ -49,9 +69,35 @@ class Drained:
         return percentile(self.latencies_ms, 0.99)
 
 
-def settings() -> dict[str, Any]:
-    """The Stack settings of the scenario."""
-    return {"sites": {BULK_SITE: BULK_KEY}, "shards": SHARDS, "linger_ms": LINGER_MS}
+#: The suite's request cap: about 20 backfill ops a request instead of ~4,000, so a short
+#: backfill is hundreds of 50 ms sends and outlasts the stall guard however fast the
+#: machine (its drain time has a floor of sends x 50 ms / processes), at little CPU a send.
+SHORT_REQUEST_BYTES = 2_400
+
+
+def settings(*, request_bytes: int | None = None) -> dict[str, Any]:
+    """The Stack settings of the scenario; `request_bytes` caps the Track and Pipelines
+    request bodies the drain sends (default: Customer.io's 500 KB)."""
+    chosen: dict[str, Any] = {
+        "sites": {BULK_SITE: BULK_KEY},
+        "shards": SHARDS,
+        "linger_ms": LINGER_MS,
+    }
+    if request_bytes is not None:
+        chosen |= {
+            "max_batch_bytes": request_bytes,
+            "max_op_bytes": 1024,
+            "cdp_max_batch_bytes": request_bytes,
+            "cdp_max_call_bytes": 1024,
+        }
+    return chosen
+
+
+def store(stack: Stack) -> redis.Redis | redis.RedisCluster:
+    """A client of the stack's store: its own Redis, or the cluster it was built with."""
+    if stack.env.get("CIOQ_REDIS_CLUSTER") == "true":
+        return redis.RedisCluster.from_url(stack.env["CIOQ_REDIS_URL"])
+    return stack.redis.client()
 
 
 def backfill_workspaces(count: int) -> tuple[str, ...]:
@@ -88,7 +134,7 @@ def _latency(stack: Stack) -> None:
 
 def _fill(stack: Stack, workspace: str, traffic: Traffic, ops: int) -> None:
     """The backfill, written straight into the workspace's streams (no worker running)."""
-    client = stack.redis.client()
+    client = store(stack)
     pipe = client.pipeline(transaction=False)
     for n in range(ops):
         op = {
@@ -107,7 +153,7 @@ def _fill(stack: Stack, workspace: str, traffic: Traffic, ops: int) -> None:
 
 
 def _backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
-    client = stack.redis.client()
+    client = store(stack)
     pipe = client.pipeline(transaction=False)
     for shard in range(SHARDS):
         pipe.xlen(keys.shard_keys(workspace, shard, traffic=traffic).stream)
@@ -116,11 +162,40 @@ def _backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
     return total
 
 
+#: A request with this many ops or more is the backfill's (live probes go a few at a time).
+BACKFILL_REQUEST_OPS = 5
+
+
 def _backfill_rate(stack: Stack, site: str) -> float:
     """Backfill ops a second, from the sandbox's log of its requests (big batches only)."""
-    log = [r for r in stack.requests() if r["site_id"] == site and r["op_count"] >= 100]
+    log = [
+        r
+        for r in stack.requests()
+        if r["site_id"] == site and r["op_count"] >= BACKFILL_REQUEST_OPS
+    ]
     span_s = log[-1]["received_at"] - log[0]["received_at"]
     return float(sum(r["op_count"] for r in log[1:]) / span_s)
+
+
+def _timed(
+    stack: Stack, rate_ops_per_s: float, took_s: float, accepted: dict[int, float], site: str
+) -> Drained:
+    """The drain's figures, with when the probes and the backfill reached the sandbox."""
+    records = stack.received_from(SITE_ID)
+    probes = [r for r in records if r["op"].get("name") == "live-probe"]
+    if site == SITE_ID:
+        backfill_at = [r["received_at"] for r in records if r["op"].get("name") != "live-probe"]
+    else:
+        backfill_at = [r["received_at"] for r in stack.requests() if r["site_id"] == site]
+    return Drained(
+        rate_ops_per_s,
+        took_s,
+        latencies_ms(records, accepted),
+        first_accept_at=min(accepted.values(), default=0.0),
+        last_probe_at=max((r["received_at"] for r in probes), default=0.0),
+        backfill_last_at=max(backfill_at, default=0.0),
+        accepted=accepted,
+    )
 
 
 def _backfill_started(stack: Stack) -> bool:
@@ -129,10 +204,17 @@ def _backfill_started(stack: Stack) -> bool:
 
 
 def drain(
-    stack: Stack, workspace: str | tuple[str, ...], traffic: Traffic, *, ops: int, live: bool
+    stack: Stack,
+    workspace: str | tuple[str, ...],
+    traffic: Traffic,
+    *,
+    ops: int,
+    live: bool,
+    probes: int | None = None,
 ) -> Drained:
     """Drain the backfill (`ops` in each of the workspaces) with a fresh worker; with
-    `live`, while probes arrive."""
+    `live`, while probes arrive (5/s from when the backfill flows: `probes` of them, or
+    until it has drained)."""
     workspaces = (workspace,) if isinstance(workspace, str) else workspace
     for name in workspaces:
         _fill(stack, name, traffic, ops)
@@ -140,6 +222,7 @@ def drain(
         sandbox.post("/_sandbox/reset").raise_for_status()
     _latency(stack)
     done = threading.Event()
+    sent = itertools.count()
     accepted: dict[int, float] = {}
 
     def probe() -> None:
@@ -149,7 +232,7 @@ def drain(
                     stack.api_url,
                     (SITE_ID, INGEST_KEY),
                     rate_per_s=5,
-                    keep_going=lambda: not done.is_set(),
+                    keep_going=lambda: not done.is_set() and next(sent) != probes,
                 )
             )
         )
@@ -184,11 +267,7 @@ def drain(
     stack.workers.remove(worker)
 
     site = BULK_SITE if workspaces[0].startswith("bulk") else SITE_ID
-    return Drained(
-        _backfill_rate(stack, site),
-        took_s,
-        latencies_ms(stack.received_from(SITE_ID), accepted) if live else [],
-    )
+    return _timed(stack, _backfill_rate(stack, site), took_s, accepted, site)
 
 
 #: The outage shape's backfill: 1,000-op v2 batches of identifies over 5,000 people.
@@ -316,8 +395,7 @@ def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False)
     for worker in stopping:
         worker.stop()
         stack.workers.remove(worker)
-    latencies = latencies_ms(stack.received_from(SITE_ID), accepted) if probes else []
-    drained = Drained(_backfill_rate(stack, BULK_SITE), took_s, latencies)
+    drained = _timed(stack, _backfill_rate(stack, BULK_SITE), took_s, accepted, BULK_SITE)
     return Outage(live_queue, bulk_queue, drained, accepted)
 
 
