@@ -123,11 +123,11 @@ def start(stack: Stack, *, sweeper: bool = True, backfills: int = 1) -> Stack:
     stack.start_api()
     if sweeper:
         stack.start_sweeper()
-    _latency(stack)
+    latency(stack)
     return stack
 
 
-def _latency(stack: Stack) -> None:
+def latency(stack: Stack) -> None:
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/faults", json={"latency_ms": 50}).raise_for_status()
 
@@ -177,7 +177,7 @@ def _backfill_rate(stack: Stack, site: str) -> float:
     return float(sum(r["op_count"] for r in log[1:]) / span_s)
 
 
-def _timed(
+def timed(
     stack: Stack, rate_ops_per_s: float, took_s: float, accepted: dict[int, float], site: str
 ) -> Drained:
     """The drain's figures, with when the probes and the backfill reached the sandbox."""
@@ -198,7 +198,12 @@ def _timed(
     )
 
 
-def _backfill_started(stack: Stack) -> bool:
+def probes_delivered(stack: Stack, accepted: dict[int, float]) -> bool:
+    """Whether every accepted live probe has reached the sandbox."""
+    return len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted)
+
+
+def backfill_started(stack: Stack) -> bool:
     with stack.sandbox_client() as sandbox:
         return int(sandbox.get("/_sandbox/stats").json()["ops_accepted"]) > 0
 
@@ -220,7 +225,7 @@ def drain(
         _fill(stack, name, traffic, ops)
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/reset").raise_for_status()
-    _latency(stack)
+    latency(stack)
     done = threading.Event()
     sent = itertools.count()
     accepted: dict[int, float] = {}
@@ -242,7 +247,7 @@ def drain(
     started = time.monotonic()
     if live:
         # Probes start once the backfill is flowing (not while the worker boots).
-        wait_until(lambda: _backfill_started(stack), timeout_s=180, what="the backfill flowing")
+        wait_until(lambda: backfill_started(stack), timeout_s=180, what="the backfill flowing")
         prober.start()
     try:
         wait_until(
@@ -259,7 +264,7 @@ def drain(
     took_s = time.monotonic() - started
     if live:
         wait_until(
-            lambda: len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted),
+            lambda: probes_delivered(stack, accepted),
             timeout_s=60,
             what="every live probe delivered",
         )
@@ -267,7 +272,7 @@ def drain(
     stack.workers.remove(worker)
 
     site = BULK_SITE if workspaces[0].startswith("bulk") else SITE_ID
-    return _timed(stack, _backfill_rate(stack, site), took_s, accepted, site)
+    return timed(stack, _backfill_rate(stack, site), took_s, accepted, site)
 
 
 #: The outage shape's backfill: 1,000-op v2 batches of identifies over 5,000 people.
@@ -335,7 +340,7 @@ def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False)
     live_queue, bulk_queue = _queue_lengths(stack)
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/reset").raise_for_status()
-    _latency(stack)
+    latency(stack)
     sent = itertools.count()
     accepted: dict[int, float] = {}
 
@@ -385,7 +390,7 @@ def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False)
             prober.join()
     if probes:
         wait_until(
-            lambda: len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted),
+            lambda: probes_delivered(stack, accepted),
             timeout_s=60,
             what="every live probe delivered",
         )
@@ -395,7 +400,7 @@ def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False)
     for worker in stopping:
         worker.stop()
         stack.workers.remove(worker)
-    drained = _timed(stack, _backfill_rate(stack, BULK_SITE), took_s, accepted, BULK_SITE)
+    drained = timed(stack, _backfill_rate(stack, BULK_SITE), took_s, accepted, BULK_SITE)
     return Outage(live_queue, bulk_queue, drained, accepted)
 
 

@@ -14,13 +14,15 @@ stall guard on any machine; `scripts/soak` (``CIOQ_SOAK=1``) runs ten times the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from service.jobs import Traffic
-from tests.support import fairness
+from tests.support import fairness, fairness_lanes
+from tests.support.cluster import Cluster
 from tests.support.scale import sized
 from tests.support.stack import SITE_ID, Stack
 
@@ -38,6 +40,13 @@ STALL_GUARD_MS = 5_000
 
 def _settings() -> dict[str, object]:
     return fairness.settings(request_bytes=fairness.SHORT_REQUEST_BYTES)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path / "cluster")
+    yield nodes
+    nodes.stop()
 
 
 def _check_live_first(drained: fairness.Drained, accepted_count: int) -> None:
@@ -111,6 +120,34 @@ def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
     )
     fairness.probes_once_in_order(stack.received_from(SITE_ID), outage.accepted)
     _check_live_first(outage.drained, len(outage.accepted))
+
+
+@pytest.mark.xdist_group("cluster")
+def test_live_events_after_an_outage_on_a_cluster_do_not_wait_behind_the_backlog(
+    make_stack: Callable[..., Stack], cluster: Cluster
+) -> None:
+    """(5) Shape 1 with the store on a Redis Cluster of 3 primaries (the broker on the
+    stack's own Redis)."""
+    stack = fairness.start(make_stack(cluster=cluster, **_settings()), sweeper=False)
+    outage = fairness.after_outage(stack, ops=OUTAGE_OPS, probes=PROBES)
+    fairness.probes_once_in_order(stack.received_from(SITE_ID), outage.accepted)
+    _check_live_first(outage.drained, len(outage.accepted))
+
+
+def test_a_pipelines_backfill_holds_back_neither_track_events_nor_app_sends(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """(7) The default workspace's Pipelines lane drains a backfill while the same
+    workspace sends 5 Track live events/s and 2 App sends/s: the Track events as in the
+    other shapes, and every App send answered with Customer.io's own 200 within its wait
+    (`CIOQ_APP_SEND_WAIT_MS`, here the stall guard; past it the producer gets a 202)."""
+    stack = fairness.start(make_stack(app_send_wait_ms=STALL_GUARD_MS, **_settings()))
+    sends = PROBES * fairness_lanes.SENDS_PER_S // 5
+    lanes = fairness_lanes.pipelines_backfill(stack, ops=BACKFILL_OPS, probes=PROBES, sends=sends)
+    print(f"App sends (status, wait s): {lanes.app_answers}")
+    fairness.probes_once_in_order(stack.received_from(SITE_ID), lanes.drained.accepted)
+    _check_live_first(lanes.drained, len(lanes.drained.accepted))
+    assert [status for status, _ in lanes.app_answers] == [200] * sends, lanes.app_answers
 
 
 def test_received_from_filters_by_site(make_stack: Callable[..., Stack]) -> None:
