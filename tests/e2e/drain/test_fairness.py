@@ -28,9 +28,16 @@ from tests.support.stack import SITE_ID, Stack
 
 pytestmark = [pytest.mark.load, pytest.mark.timeout(900)]
 
+# Sizes: a drain process sends one request at a time and each takes at least the 50 ms
+# upstream latency, so with 2 processes a backfill of N requests (about 20 ops each, 18
+# for the outage's ops, 16 for Pipelines calls) flows for N x 25 ms or more however fast
+# the machine: (a), (b) and 4: 5,000 ops, 240+ requests, 6 s; 1 and 5: 6,400 ops, 350
+# requests, 8.9 s, of which the probes see the last 6.9 s; 6: 8,000 ops, the first third
+# with 4 processes, 9.3 s; 7: 4,000 calls, 250 requests, 6.2 s. Each beats the 5 s
+# guard, and `_check_live_first` checks that it did.
 #: The backfill of shapes (a) and (b); shape 4 splits it over ten workspaces.
 BACKFILL_OPS = sized(5_000, 50_000)
-#: Shapes 1 and 6: ingested through the API while no worker runs.
+#: Shapes 1, 5 and 6: ingested through the API while no worker runs.
 OUTAGE_OPS = sized(6_400, 64_000)
 PROBES = 15
 #: An order of magnitude above what bench/ reports for live p99 (about 500 ms): only a
@@ -112,7 +119,7 @@ def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
     same with two workers, one SIGKILLed a third of the way through (its leases expire
     while the live events flow)."""
     stack = fairness.start(make_stack(**_settings()), sweeper=False)
-    ops = OUTAGE_OPS * 3 // 2 if kill_one else OUTAGE_OPS
+    ops = OUTAGE_OPS * 5 // 4 if kill_one else OUTAGE_OPS
     outage = fairness.after_outage(stack, ops=ops, probes=PROBES, kill_one=kill_one)
     print(
         f"outage backfill {ops:,} ops; trigger queues at restart: live "
@@ -143,7 +150,9 @@ def test_a_pipelines_backfill_holds_back_neither_track_events_nor_app_sends(
     (`CIOQ_APP_SEND_WAIT_MS`, here the stall guard; past it the producer gets a 202)."""
     stack = fairness.start(make_stack(app_send_wait_ms=STALL_GUARD_MS, **_settings()))
     sends = PROBES * fairness_lanes.SENDS_PER_S // 5
-    lanes = fairness_lanes.pipelines_backfill(stack, ops=BACKFILL_OPS, probes=PROBES, sends=sends)
+    lanes = fairness_lanes.pipelines_backfill(
+        stack, ops=BACKFILL_OPS * 4 // 5, probes=PROBES, sends=sends
+    )
     print(f"App sends (status, wait s): {lanes.app_answers}")
     fairness.probes_once_in_order(stack.received_from(SITE_ID), lanes.drained.accepted)
     _check_live_first(lanes.drained, len(lanes.drained.accepted))
