@@ -5,7 +5,8 @@ backfill was still draining (so a probe queued behind it would have tripped the 
 `bench/run --only fairness` measures the figures (live p50/p99 against linger + 1,000 ms,
 the backfill's rate with live traffic against its rate alone). Shapes (issue 27): (a)
 another workspace's backfill, (b) bulk-marked in the same workspace, (1) piled up while no
-worker ran, (4) ten backfilling workspaces, (6) as (1) with a worker SIGKILLed midway.
+worker ran, (4) ten backfilling workspaces, (5) as (1) on a Redis Cluster, (6) as (1) with
+a worker SIGKILLed midway, (7) a Pipelines backfill beside Track events and App sends.
 
 Short form: requests capped at `fairness.SHORT_REQUEST_BYTES` (about 100 backfill ops), so
 a backfill of a few tens of thousands of ops is hundreds of 50 ms sends and outlasts the
