@@ -8,9 +8,9 @@ another workspace's backfill, (b) bulk-marked in the same workspace, (1) piled u
 worker ran, (4) ten backfilling workspaces, (5) as (1) on a Redis Cluster, (6) as (1) with
 a worker SIGKILLed midway, (7) a Pipelines backfill beside Track events and App sends.
 
-Short form: requests capped at `fairness.SHORT_REQUEST_BYTES` (about 100 backfill ops), so
-a backfill of a few tens of thousands of ops is hundreds of 50 ms sends and outlasts the
-stall guard on any machine; `scripts/soak` (``CIOQ_SOAK=1``) runs ten times the backfill.
+Short form: requests capped at `fairness.SHORT_REQUEST_BYTES` (about 20 backfill ops), so
+a backfill of 4,000 to 8,000 ops is hundreds of 50 ms sends and outlasts the stall guard
+on any machine; `scripts/soak` (``CIOQ_SOAK=1``) runs ten times the backfill.
 """
 
 from __future__ import annotations
