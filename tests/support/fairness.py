@@ -293,15 +293,20 @@ class Outage:
     accepted: dict[int, float]
 
 
-def _ingest(stack: Stack, ops: int) -> None:
-    """The backfill through the API (its triggers and all) while no worker runs."""
+def _ingest(stack: Stack, ops: int, spread_s: float) -> None:
+    """The backfill through the API (its triggers and all) while no worker runs, its
+    batches started evenly over `spread_s` (0: all at once, 4 at a time)."""
+    firsts = range(0, ops, OUTAGE_BATCH_OPS)
+    step_s = spread_s / max(1, len(firsts) - 1)
 
     async def post_all() -> None:
         auth = (BULK_SITE, BULK_INGEST_KEY)
         async with httpx.AsyncClient(base_url=stack.api_url, auth=auth, timeout=60) as client:
             gate = asyncio.Semaphore(4)
 
-            async def post(first: int) -> None:
+            async def post(nth: int, first: int) -> None:
+                # The shape's clock, not a wait for work: the ingest spans `spread_s`.
+                await asyncio.sleep(nth * step_s)
                 batch = [
                     {
                         "type": "person",
@@ -315,7 +320,7 @@ def _ingest(stack: Stack, ops: int) -> None:
                     r = await client.post("/api/v2/batch", json={"batch": batch})
                     r.raise_for_status()
 
-            await asyncio.gather(*(post(n) for n in range(0, ops, OUTAGE_BATCH_OPS)))
+            await asyncio.gather(*(post(nth, first) for nth, first in enumerate(firsts)))
 
     asyncio.run(post_all())
 
@@ -327,16 +332,21 @@ def _queue_lengths(stack: Stack) -> tuple[int, int]:
     return lengths
 
 
-def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False) -> Outage:
+def after_outage(
+    stack: Stack, *, ops: int, probes: int, kill_one: bool = False, ingest_spread_s: float = 0
+) -> Outage:
     """Shape 1 on a fresh stack from `start(stack, sweeper=False)`: the workers are down
     while workspace `bulk` ingests `ops` through the API; then one worker (2 processes) and
     the sweeper start, and `OUTAGE_PROBES_AFTER_S` later `probes` live events arrive at
     5/s (none when `probes` is 0: the backfill's rate alone).
 
+    `ingest_spread_s` spreads the ingest's batches over that long: an ingest longer than
+    a trigger marker lives (1 s) is what once left a live trigger per shard and second.
+
     `kill_one` (shape 6): two workers start, and one is SIGKILLed once a third of the
     backfill is through, so its leases expire while the live events flow.
     """
-    _ingest(stack, ops)
+    _ingest(stack, ops, ingest_spread_s)
     live_queue, bulk_queue = _queue_lengths(stack)
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/reset").raise_for_status()
