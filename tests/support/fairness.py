@@ -13,6 +13,7 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class Drained:
     backfill_last_at: float = 0.0
     #: Each live probe's accept time (epoch s), by its seq.
     accepted: dict[int, float] = field(default_factory=dict)
+    #: Ops still waiting when the wait stopped (0: the backfill drained; see `Watch`).
+    backlog_left: int = 0
 
     @property
     def backfill_after_probes_s(self) -> float:
@@ -178,7 +181,12 @@ def _backfill_rate(stack: Stack, site: str) -> float:
 
 
 def timed(
-    stack: Stack, rate_ops_per_s: float, took_s: float, accepted: dict[int, float], site: str
+    stack: Stack,
+    rate_ops_per_s: float,
+    took_s: float,
+    accepted: dict[int, float],
+    site: str,
+    backlog_left: int = 0,
 ) -> Drained:
     """The drain's figures, with when the probes and the backfill reached the sandbox."""
     records = stack.received_from(SITE_ID)
@@ -195,6 +203,7 @@ def timed(
         last_probe_at=max((r["received_at"] for r in probes), default=0.0),
         backfill_last_at=max(backfill_at, default=0.0),
         accepted=accepted,
+        backlog_left=backlog_left,
     )
 
 
@@ -208,6 +217,38 @@ def backfill_started(stack: Stack) -> bool:
         return int(sandbox.get("/_sandbox/stats").json()["ops_accepted"]) > 0
 
 
+class Watch:
+    """The wait for a drain with probes: until the backlog is empty or, with `enough_s`,
+    until every probe has arrived and the backfill has flowed `enough_s` past the first
+    probe's accept (all a live-first check needs: the rest of the drain shows nothing
+    more, and on a loaded machine takes longest). `left` is what was still waiting."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        backlog: Callable[[], int],
+        accepted: dict[int, float],
+        probes: int | None,
+        enough_s: float | None,
+    ) -> None:
+        self.stack, self.backlog, self.accepted = stack, backlog, accepted
+        self.probes, self.enough_s = probes, enough_s
+        self.left = -1
+
+    def __call__(self) -> bool:
+        # The probes first, the backlog after: a backlog left then was there when the last
+        # probe had arrived. (`accepted` fills when the prober is through.)
+        enough = (
+            self.enough_s is not None
+            and bool(self.probes)
+            and len(self.accepted) >= (self.probes or 0)
+            and time.time() - min(self.accepted.values()) > self.enough_s
+            and probes_delivered(self.stack, self.accepted)
+        )
+        self.left = self.backlog()
+        return self.left == 0 or enough
+
+
 def drain(
     stack: Stack,
     workspace: str | tuple[str, ...],
@@ -216,10 +257,11 @@ def drain(
     ops: int,
     live: bool,
     probes: int | None = None,
+    enough_s: float | None = None,
 ) -> Drained:
     """Drain the backfill (`ops` in each of the workspaces) with a fresh worker; with
     `live`, while probes arrive (5/s from when the backfill flows: `probes` of them, or
-    until it has drained)."""
+    until it has drained). `enough_s`: see `Watch`."""
     workspaces = (workspace,) if isinstance(workspace, str) else workspace
     for name in workspaces:
         _fill(stack, name, traffic, ops)
@@ -251,7 +293,13 @@ def drain(
         prober.start()
     try:
         wait_until(
-            lambda: sum(_backlog(stack, name, traffic) for name in workspaces) == 0,
+            watch := Watch(
+                stack,
+                lambda: sum(_backlog(stack, name, traffic) for name in workspaces),
+                accepted,
+                probes,
+                enough_s,
+            ),
             timeout_s=max(600, len(workspaces) * ops / 200),
             interval_s=0.5,
             what="the backfill drained",
@@ -272,7 +320,7 @@ def drain(
     stack.workers.remove(worker)
 
     site = BULK_SITE if workspaces[0].startswith("bulk") else SITE_ID
-    return timed(stack, _backfill_rate(stack, site), took_s, accepted, site)
+    return timed(stack, _backfill_rate(stack, site), took_s, accepted, site, watch.left)
 
 
 #: The outage shape's backfill: 1,000-op v2 batches of identifies over 5,000 people.
@@ -333,7 +381,13 @@ def _queue_lengths(stack: Stack) -> tuple[int, int]:
 
 
 def after_outage(
-    stack: Stack, *, ops: int, probes: int, kill_one: bool = False, ingest_spread_s: float = 0
+    stack: Stack,
+    *,
+    ops: int,
+    probes: int,
+    kill_one: bool = False,
+    ingest_spread_s: float = 0,
+    enough_s: float | None = None,
 ) -> Outage:
     """Shape 1 on a fresh stack from `start(stack, sweeper=False)`: the workers are down
     while workspace `bulk` ingests `ops` through the API; then one worker (2 processes) and
@@ -388,11 +442,11 @@ def after_outage(
             )
             workers[0].kill()
             stack.workers.remove(workers[0])
+        watch = Watch(
+            stack, lambda: _backlog(stack, "bulk", Traffic.LIVE), accepted, probes, enough_s
+        )
         wait_until(
-            lambda: _backlog(stack, "bulk", Traffic.LIVE) == 0,
-            timeout_s=max(600, ops / 200),
-            interval_s=0.5,
-            what="the backfill drained",
+            watch, timeout_s=max(600, ops / 200), interval_s=0.5, what="the backfill drained"
         )
         took_s = time.monotonic() - started
     finally:
@@ -410,7 +464,8 @@ def after_outage(
     for worker in stopping:
         worker.stop()
         stack.workers.remove(worker)
-    drained = timed(stack, _backfill_rate(stack, BULK_SITE), took_s, accepted, BULK_SITE)
+    rate = _backfill_rate(stack, BULK_SITE)
+    drained = timed(stack, rate, took_s, accepted, BULK_SITE, watch.left)
     return Outage(live_queue, bulk_queue, drained, accepted)
 
 

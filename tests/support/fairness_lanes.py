@@ -96,7 +96,9 @@ async def _app_sends(api_url: str, count: int) -> list[tuple[int, float]]:
     return answers
 
 
-def pipelines_backfill(stack: Stack, *, ops: int, probes: int, sends: int) -> Lanes:
+def pipelines_backfill(
+    stack: Stack, *, ops: int, probes: int, sends: int, enough_s: float | None = None
+) -> Lanes:
     """Drain `ops` Pipelines calls of the default workspace with a fresh worker (2
     processes) while `probes` Track live events and `sends` App sends arrive, from when
     the backfill flows. `stack` comes from `fairness.start`."""
@@ -130,8 +132,9 @@ def pipelines_backfill(stack: Stack, *, ops: int, probes: int, sends: int) -> La
     for thread in threads:
         thread.start()
     try:
+        watch = fairness.Watch(stack, lambda: _pipelines_backlog(stack), accepted, probes, enough_s)
         wait_until(
-            lambda: _pipelines_backlog(stack) == 0,
+            watch,
             timeout_s=max(600, ops / 200),
             interval_s=0.5,
             what="the Pipelines backfill drained",
@@ -150,6 +153,7 @@ def pipelines_backfill(stack: Stack, *, ops: int, probes: int, sends: int) -> La
     records = stack.received()
     backfill_at = [r["received_at"] for r in records if r["kind"] == "cdp"]
     span_s = max(backfill_at) - min(backfill_at)
-    drained = fairness.timed(stack, len(backfill_at) / span_s, took_s, accepted, SITE_ID)
+    rate = len(backfill_at) / span_s
+    drained = fairness.timed(stack, rate, took_s, accepted, SITE_ID, watch.left)
     drained.backfill_last_at = max(backfill_at)
     return Lanes(drained, answers)
