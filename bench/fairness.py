@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.figures import Figure
 from service.jobs import Traffic
-from tests.support import fairness, fairness_lanes
+from tests.support import fairness, fairness_lanes, fairness_outage
 from tests.support.cluster import Cluster
 from tests.support.stack import Stack
 
@@ -48,12 +48,12 @@ APP_SENDS = 40
 
 def _outage(
     tmp: Path, *, ops: int, probes: int, kill_one: bool, on_cluster: bool
-) -> fairness.Outage:
+) -> fairness_outage.Outage:
     cluster = Cluster(tmp / "cluster") if on_cluster else None
     stack = Stack(tmp, cluster=cluster, **fairness.settings())
     try:
         fairness.start(stack, sweeper=False)
-        return fairness.after_outage(stack, ops=ops, probes=probes, kill_one=kill_one)
+        return fairness_outage.after_outage(stack, ops=ops, probes=probes, kill_one=kill_one)
     finally:
         stack.close()
         if cluster is not None:

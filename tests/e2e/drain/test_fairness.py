@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from service.jobs import Traffic
-from tests.support import fairness, fairness_lanes
+from tests.support import fairness, fairness_lanes, fairness_outage
 from tests.support.cluster import Cluster
 from tests.support.scale import SOAK, sized
 from tests.support.stack import SITE_ID, Stack
@@ -134,7 +134,7 @@ def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
     while the live events flow)."""
     stack = fairness.start(make_stack(**_settings()), sweeper=False)
     ops = OUTAGE_OPS * 5 // 4 if kill_one else OUTAGE_OPS
-    outage = fairness.after_outage(
+    outage = fairness_outage.after_outage(
         stack,
         ops=ops,
         probes=PROBES,
@@ -151,7 +151,7 @@ def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
     _check_leftover_triggers(outage)
 
 
-def _check_leftover_triggers(outage: fairness.Outage) -> None:
+def _check_leftover_triggers(outage: fairness_outage.Outage) -> None:
     """At most the first write to each shard left a live trigger, however long the ingest
     (before issue 27's fix, one per shard and second of ingest waited in the live queue,
     each to send a request before a live event's trigger: what held live events 10 s)."""
@@ -168,7 +168,7 @@ def test_live_events_after_an_outage_on_a_cluster_do_not_wait_behind_the_backlog
     """(5) Shape 1 with the store on a Redis Cluster of 3 primaries (the broker on the
     stack's own Redis)."""
     stack = fairness.start(make_stack(cluster=cluster, **_settings()), sweeper=False)
-    outage = fairness.after_outage(
+    outage = fairness_outage.after_outage(
         stack,
         ops=OUTAGE_OPS,
         probes=PROBES,
