@@ -1,9 +1,9 @@
 """Live traffic beside a backfill, real processes: the scenario the fairness test checks for
 stalls and bench/fairness.py measures. One worker with 2 processes, upstream latency 50 ms,
 linger 200 ms, 32 shards; a backfill written straight into the streams (in one workspace,
-or split over ten), then drained while 5 live events a second arrive (`drain`). Shapes 1
-and 6 (`after_outage`) ingest the backfill through the API while no worker runs, so the
-triggers it sent wait in the queues when the workers start, as after a real outage.
+or split over ten), then drained while 5 live events a second arrive (`drain`). The
+outage shapes (1, 5, 6) are in tests/support/fairness_outage.py, the Pipelines one (7) in
+tests/support/fairness_lanes.py.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import itertools
 import json
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import redis
 
 from service import keys
 from service.jobs import Lane, Traffic, shard_for
 from service.lanes.track.jobs import v2_job
-from service.triggers import BULK_QUEUE, DRAIN_QUEUE
 from tests.support.live import latencies_ms, live_events, percentile
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, SITE_ID, Stack
@@ -39,6 +39,27 @@ class Drained:
     rate_ops_per_s: float
     took_s: float
     latencies_ms: list[float]
+    #: Epoch seconds: the first live probe's accept, the last probe's arrival upstream, the
+    #: backfill's last op's arrival upstream (0 without probes).
+    first_accept_at: float = 0.0
+    last_probe_at: float = 0.0
+    backfill_last_at: float = 0.0
+    #: Each live probe's accept time (epoch s), by its seq.
+    accepted: dict[int, float] = field(default_factory=dict)
+    #: Ops still waiting when the wait stopped (0: the backfill drained; see `Watch`).
+    backlog_left: int = 0
+
+    @property
+    def backfill_after_probes_s(self) -> float:
+        """How long the backfill still flowed after the last live probe arrived (negative:
+        it had drained before)."""
+        return self.backfill_last_at - self.last_probe_at
+
+    @property
+    def backfill_after_first_accept_s(self) -> float:
+        """How long the backfill flowed after the first probe was accepted: a probe queued
+        behind the whole backlog would have waited about this long."""
+        return self.backfill_last_at - self.first_accept_at
 
     @property
     def p50_ms(self) -> float:
@@ -49,9 +70,35 @@ class Drained:
         return percentile(self.latencies_ms, 0.99)
 
 
-def settings() -> dict[str, Any]:
-    """The Stack settings of the scenario."""
-    return {"sites": {BULK_SITE: BULK_KEY}, "shards": SHARDS, "linger_ms": LINGER_MS}
+#: The suite's request cap: about 20 backfill ops a request instead of ~4,000, so a short
+#: backfill is hundreds of 50 ms sends and outlasts the stall guard however fast the
+#: machine (its drain time has a floor of sends x 50 ms / processes), at little CPU a send.
+SHORT_REQUEST_BYTES = 2_400
+
+
+def settings(*, request_bytes: int | None = None) -> dict[str, Any]:
+    """The Stack settings of the scenario; `request_bytes` caps the Track and Pipelines
+    request bodies the drain sends (default: Customer.io's 500 KB)."""
+    chosen: dict[str, Any] = {
+        "sites": {BULK_SITE: BULK_KEY},
+        "shards": SHARDS,
+        "linger_ms": LINGER_MS,
+    }
+    if request_bytes is not None:
+        chosen |= {
+            "max_batch_bytes": request_bytes,
+            "max_op_bytes": 1024,
+            "cdp_max_batch_bytes": request_bytes,
+            "cdp_max_call_bytes": 1024,
+        }
+    return chosen
+
+
+def store(stack: Stack) -> redis.Redis | redis.RedisCluster:
+    """A client of the stack's store: its own Redis, or the cluster it was built with."""
+    if stack.env.get("CIOQ_REDIS_CLUSTER") == "true":
+        return redis.RedisCluster.from_url(stack.env["CIOQ_REDIS_URL"])
+    return stack.redis.client()
 
 
 def backfill_workspaces(count: int) -> tuple[str, ...]:
@@ -77,18 +124,18 @@ def start(stack: Stack, *, sweeper: bool = True, backfills: int = 1) -> Stack:
     stack.start_api()
     if sweeper:
         stack.start_sweeper()
-    _latency(stack)
+    latency(stack)
     return stack
 
 
-def _latency(stack: Stack) -> None:
+def latency(stack: Stack) -> None:
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/faults", json={"latency_ms": 50}).raise_for_status()
 
 
 def _fill(stack: Stack, workspace: str, traffic: Traffic, ops: int) -> None:
     """The backfill, written straight into the workspace's streams (no worker running)."""
-    client = stack.redis.client()
+    client = store(stack)
     pipe = client.pipeline(transaction=False)
     for n in range(ops):
         op = {
@@ -108,8 +155,8 @@ def _fill(stack: Stack, workspace: str, traffic: Traffic, ops: int) -> None:
     client.close()
 
 
-def _backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
-    client = stack.redis.client()
+def backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
+    client = store(stack)
     pipe = client.pipeline(transaction=False)
     for shard in range(SHARDS):
         pipe.xlen(keys.shard_keys(workspace, shard, Lane.TRACK, traffic=traffic).stream)
@@ -118,30 +165,111 @@ def _backlog(stack: Stack, workspace: str, traffic: Traffic) -> int:
     return total
 
 
-def _backfill_rate(stack: Stack, site: str) -> float:
+#: A request with this many ops or more is the backfill's (live probes go a few at a time).
+BACKFILL_REQUEST_OPS = 5
+
+
+def backfill_rate(stack: Stack, site: str) -> float:
     """Backfill ops a second, from the sandbox's log of its requests (big batches only)."""
-    log = [r for r in stack.requests() if r["site_id"] == site and r["op_count"] >= 100]
+    log = [
+        r
+        for r in stack.requests()
+        if r["site_id"] == site and r["op_count"] >= BACKFILL_REQUEST_OPS
+    ]
     span_s = log[-1]["received_at"] - log[0]["received_at"]
     return float(sum(r["op_count"] for r in log[1:]) / span_s)
 
 
-def _backfill_started(stack: Stack) -> bool:
+def timed(
+    stack: Stack,
+    rate_ops_per_s: float,
+    took_s: float,
+    accepted: dict[int, float],
+    site: str,
+    backlog_left: int = 0,
+) -> Drained:
+    """The drain's figures, with when the probes and the backfill reached the sandbox."""
+    records = stack.received_from(SITE_ID)
+    probes = [r for r in records if r["op"].get("name") == "live-probe"]
+    if site == SITE_ID:
+        backfill_at = [r["received_at"] for r in records if r["op"].get("name") != "live-probe"]
+    else:
+        backfill_at = [r["received_at"] for r in stack.requests() if r["site_id"] == site]
+    return Drained(
+        rate_ops_per_s,
+        took_s,
+        latencies_ms(records, accepted),
+        first_accept_at=min(accepted.values(), default=0.0),
+        last_probe_at=max((r["received_at"] for r in probes), default=0.0),
+        backfill_last_at=max(backfill_at, default=0.0),
+        accepted=accepted,
+        backlog_left=backlog_left,
+    )
+
+
+def probes_delivered(stack: Stack, accepted: dict[int, float]) -> bool:
+    """Whether every accepted live probe has reached the sandbox."""
+    return len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted)
+
+
+def backfill_started(stack: Stack) -> bool:
     with stack.sandbox_client() as sandbox:
         return int(sandbox.get("/_sandbox/stats").json()["ops_accepted"]) > 0
 
 
+class Watch:
+    """The wait for a drain with probes: until the backlog is empty or, with `enough_s`,
+    until every probe has arrived and the backfill has flowed `enough_s` past the first
+    probe's accept (all a live-first check needs: the rest of the drain shows nothing
+    more, and on a loaded machine takes longest). `left` is what was still waiting."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        backlog: Callable[[], int],
+        accepted: dict[int, float],
+        probes: int | None,
+        enough_s: float | None,
+    ) -> None:
+        self.stack, self.backlog, self.accepted = stack, backlog, accepted
+        self.probes, self.enough_s = probes, enough_s
+        self.left = -1
+
+    def __call__(self) -> bool:
+        # The probes first, the backlog after: a backlog left then was there when the last
+        # probe had arrived. (`accepted` fills when the prober is through.)
+        enough = (
+            self.enough_s is not None
+            and bool(self.probes)
+            and len(self.accepted) >= (self.probes or 0)
+            and time.time() - min(self.accepted.values()) > self.enough_s
+            and probes_delivered(self.stack, self.accepted)
+        )
+        self.left = self.backlog()
+        return self.left == 0 or enough
+
+
 def drain(
-    stack: Stack, workspace: str | tuple[str, ...], traffic: Traffic, *, ops: int, live: bool
+    stack: Stack,
+    workspace: str | tuple[str, ...],
+    traffic: Traffic,
+    *,
+    ops: int,
+    live: bool,
+    probes: int | None = None,
+    enough_s: float | None = None,
 ) -> Drained:
     """Drain the backfill (`ops` in each of the workspaces) with a fresh worker; with
-    `live`, while probes arrive."""
+    `live`, while probes arrive (5/s from when the backfill flows: `probes` of them, or
+    until it has drained). `enough_s`: see `Watch`."""
     workspaces = (workspace,) if isinstance(workspace, str) else workspace
     for name in workspaces:
         _fill(stack, name, traffic, ops)
     with stack.sandbox_client() as sandbox:
         sandbox.post("/_sandbox/reset").raise_for_status()
-    _latency(stack)
+    latency(stack)
     done = threading.Event()
+    sent = itertools.count()
     accepted: dict[int, float] = {}
 
     def probe() -> None:
@@ -151,7 +279,7 @@ def drain(
                     stack.api_url,
                     (SITE_ID, INGEST_KEY),
                     rate_per_s=5,
-                    keep_going=lambda: not done.is_set(),
+                    keep_going=lambda: not done.is_set() and next(sent) != probes,
                 )
             )
         )
@@ -161,11 +289,17 @@ def drain(
     started = time.monotonic()
     if live:
         # Probes start once the backfill is flowing (not while the worker boots).
-        wait_until(lambda: _backfill_started(stack), timeout_s=180, what="the backfill flowing")
+        wait_until(lambda: backfill_started(stack), timeout_s=180, what="the backfill flowing")
         prober.start()
     try:
         wait_until(
-            lambda: sum(_backlog(stack, name, traffic) for name in workspaces) == 0,
+            watch := Watch(
+                stack,
+                lambda: sum(backlog(stack, name, traffic) for name in workspaces),
+                accepted,
+                probes,
+                enough_s,
+            ),
             timeout_s=max(600, len(workspaces) * ops / 200),
             interval_s=0.5,
             what="the backfill drained",
@@ -178,7 +312,7 @@ def drain(
     took_s = time.monotonic() - started
     if live:
         wait_until(
-            lambda: len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted),
+            lambda: probes_delivered(stack, accepted),
             timeout_s=60,
             what="every live probe delivered",
         )
@@ -186,141 +320,7 @@ def drain(
     stack.workers.remove(worker)
 
     site = BULK_SITE if workspaces[0].startswith("bulk") else SITE_ID
-    return Drained(
-        _backfill_rate(stack, site),
-        took_s,
-        latencies_ms(stack.received_from(SITE_ID), accepted) if live else [],
-    )
-
-
-#: The outage shape's backfill: 1,000-op v2 batches of identifies over 5,000 people.
-OUTAGE_BATCH_OPS = 1000
-OUTAGE_PEOPLE = 5000
-#: Live events start this long after the workers (the issue's shape).
-OUTAGE_PROBES_AFTER_S = 2.0
-
-
-@dataclass
-class Outage:
-    """Shape 1: what waited in the trigger queues when the workers came back, and the drain."""
-
-    live_queue: int
-    bulk_queue: int
-    drained: Drained
-    #: Each live probe's accept time (epoch s), by its seq.
-    accepted: dict[int, float]
-
-
-def _ingest(stack: Stack, ops: int) -> None:
-    """The backfill through the API (its triggers and all) while no worker runs."""
-
-    async def post_all() -> None:
-        auth = (BULK_SITE, BULK_INGEST_KEY)
-        async with httpx.AsyncClient(base_url=stack.api_url, auth=auth, timeout=60) as client:
-            gate = asyncio.Semaphore(4)
-
-            async def post(first: int) -> None:
-                batch = [
-                    {
-                        "type": "person",
-                        "action": "identify",
-                        "identifiers": {"id": f"b{n % OUTAGE_PEOPLE}"},
-                        "attributes": {"n": n, "plan": "imported", "source": "outage"},
-                    }
-                    for n in range(first, min(first + OUTAGE_BATCH_OPS, ops))
-                ]
-                async with gate:
-                    r = await client.post("/api/v2/batch", json={"batch": batch})
-                    r.raise_for_status()
-
-            await asyncio.gather(*(post(n) for n in range(0, ops, OUTAGE_BATCH_OPS)))
-
-    asyncio.run(post_all())
-
-
-def _queue_lengths(stack: Stack) -> tuple[int, int]:
-    client = stack.redis.client()
-    lengths = int(client.llen(DRAIN_QUEUE)), int(client.llen(BULK_QUEUE))
-    client.close()
-    return lengths
-
-
-def after_outage(stack: Stack, *, ops: int, probes: int, kill_one: bool = False) -> Outage:
-    """Shape 1 on a fresh stack from `start(stack, sweeper=False)`: the workers are down
-    while workspace `bulk` ingests `ops` through the API; then one worker (2 processes) and
-    the sweeper start, and `OUTAGE_PROBES_AFTER_S` later `probes` live events arrive at
-    5/s (none when `probes` is 0: the backfill's rate alone).
-
-    `kill_one` (shape 6): two workers start, and one is SIGKILLed once a third of the
-    backfill is through, so its leases expire while the live events flow.
-    """
-    _ingest(stack, ops)
-    live_queue, bulk_queue = _queue_lengths(stack)
-    with stack.sandbox_client() as sandbox:
-        sandbox.post("/_sandbox/reset").raise_for_status()
-    _latency(stack)
-    sent = itertools.count()
-    accepted: dict[int, float] = {}
-
-    def probe() -> None:
-        accepted.update(
-            asyncio.run(
-                live_events(
-                    stack.api_url,
-                    (SITE_ID, INGEST_KEY),
-                    rate_per_s=5,
-                    keep_going=lambda: next(sent) < probes,
-                )
-            )
-        )
-
-    workers = [stack.start_worker(concurrency=2) for _ in range(2 if kill_one else 1)]
-    stack.start_sweeper()
-    started = time.monotonic()
-    # A loaded machine takes seconds to boot a worker; the shape starts when it consumes.
-    wait_until(
-        lambda: all(" ready." in w.log() for w in workers), timeout_s=120, what="workers ready"
-    )
-    prober = threading.Thread(target=probe)
-    if probes:
-        # The shape's clock, not a wait for work: the live traffic starts 2 s after the workers.
-        time.sleep(OUTAGE_PROBES_AFTER_S)
-        prober.start()
-    try:
-        if kill_one:
-            wait_until(
-                lambda: _backlog(stack, "bulk", Traffic.LIVE) < ops * 2 // 3,
-                timeout_s=max(600, ops / 200),
-                interval_s=0.2,
-                what="a third of the backfill drained",
-            )
-            workers[0].kill()
-            stack.workers.remove(workers[0])
-        wait_until(
-            lambda: _backlog(stack, "bulk", Traffic.LIVE) == 0,
-            timeout_s=max(600, ops / 200),
-            interval_s=0.5,
-            what="the backfill drained",
-        )
-        took_s = time.monotonic() - started
-    finally:
-        if probes:
-            prober.join()
-    if probes:
-        wait_until(
-            lambda: len(latencies_ms(stack.received_from(SITE_ID), accepted)) >= len(accepted),
-            timeout_s=60,
-            what="every live probe delivered",
-        )
-    stopping = workers[1:] if kill_one else workers
-    for worker in stopping:
-        worker.terminate()
-    for worker in stopping:
-        worker.stop()
-        stack.workers.remove(worker)
-    latencies = latencies_ms(stack.received_from(SITE_ID), accepted) if probes else []
-    drained = Drained(_backfill_rate(stack, BULK_SITE), took_s, latencies)
-    return Outage(live_queue, bulk_queue, drained, accepted)
+    return timed(stack, backfill_rate(stack, site), took_s, accepted, site, watch.left)
 
 
 def probes_once_in_order(records: list[dict[str, Any]], accepted: dict[int, float]) -> None:
