@@ -29,6 +29,7 @@ from cioq.dlq_cli import (
     LaneName,
     OpType,
     Person,
+    ProducerName,
     Reason,
     Since,
     Until,
@@ -177,6 +178,7 @@ def repair(
     person: Person = None,
     since: Since = None,
     until: Until = None,
+    producer: ProducerName = None,
     every: All = False,
     dry_run: DryRun = False,
     yes: Yes = False,
@@ -191,7 +193,7 @@ def repair(
             rule = FieldRule.parse("rename", rename, to)
     except InvalidRequest as exc:
         raise typer.BadParameter(exc.errors[0].message) from exc
-    flt = _filter(ids, lane, reason, outcome_class, op, person, since, until)
+    flt = _filter(ids, lane, reason, outcome_class, op, person, since, until, producer)
     if flt.is_empty and not every:
         raise typer.BadParameter("name ids or a filter, or pass --all to repair every letter")
     strict = _strict(workspace)

@@ -27,7 +27,7 @@ def _op(person: str, **attributes: Any) -> dict[str, Any]:
     }
 
 
-def _add(client: redis.Redis, *ops: dict[str, Any]) -> list[str]:
+def _add(client: redis.Redis, *ops: dict[str, Any], producer: str = "") -> list[str]:
     letters = [
         DeadLetter(
             "v2",
@@ -38,6 +38,7 @@ def _add(client: redis.Redis, *ops: dict[str, Any]) -> list[str]:
             400,
             message="sandbox_poison at batch index 0",
             field="attributes.sandbox_poison",
+            producer=producer,
         )
         for op in ops
     ]
@@ -82,6 +83,20 @@ def test_repair_shows_the_dry_run_then_fixes_exactly_those(
     ]
     bad = runner.invoke(app, ["dlq", "repair", "--rename", "a", "--all"])
     assert bad.exit_code == 2 and "new name" in bad.output
+
+
+def test_repair_by_producer_fixes_only_that_producers_letters(
+    runner: CliRunner, redis_client: redis.Redis
+) -> None:
+    from cioq.cli import app
+
+    _add(redis_client, _op("b1", sandbox_poison="400"), producer="billing")
+    _add(redis_client, _op("s1", sandbox_poison="400"), producer="signup")
+    args = ["dlq", "repair", "--drop", "attributes.sandbox_poison", "--producer", "billing"]
+    real = runner.invoke(app, args)
+    assert real.exit_code == 0 and "1 fixed, 1 replayed" in real.output, real.output
+    assert [q["identifiers"]["id"] for q in _queued(redis_client)] == ["b1"]
+    assert len(stream_entries(redis_client, keys.dead_letters("default"))) == 1
 
 
 def test_edit_refuses_a_kind_without_repair_rules_before_opening_an_editor(
