@@ -135,15 +135,16 @@ async def live_events(
 
 
 def latencies_ms(records: list[dict[str, Any]], accepted: dict[int, float]) -> list[float]:
-    """Accept → Customer.io, for each live probe the sandbox received, sorted."""
-    found = []
+    """Accept → Customer.io, for each live probe the sandbox received, sorted; a probe sent
+    again after a crash counts from its first arrival (when Customer.io had it)."""
+    first: dict[int, float] = {}
     for record in records:
         op = record["op"]
         if op.get("name") == "live-probe":
             seq = int(op["attributes"]["seq"])
             if seq in accepted:
-                found.append((record["received_at"] - accepted[seq]) * 1000)
-    return sorted(found)
+                first[seq] = min(first.get(seq, record["received_at"]), record["received_at"])
+    return sorted((at - accepted[seq]) * 1000 for seq, at in first.items())
 
 
 def percentile(ordered: list[float], q: float) -> float:

@@ -146,7 +146,9 @@ def test_live_events_after_an_outage_do_not_wait_behind_the_backlog_it_left(
         f"outage backfill {ops:,} ops; trigger queues at restart: live "
         f"{outage.live_queue}, bulk {outage.bulk_queue}"
     )
-    fairness.probes_once_in_order(stack.received_from(SITE_ID), outage.accepted)
+    fairness.probes_once_in_order(
+        stack.received_from(SITE_ID), outage.accepted, after_a_kill=kill_one
+    )
     _check_live_first(outage.drained, len(outage.accepted))
     _check_leftover_triggers(outage)
 
