@@ -240,7 +240,7 @@ def _check_delivery(op: dict[str, Any]) -> OpError | None:
     token = attributes.get("device_token") if type(attributes) is dict else None
     if token is None:
         return _error("required", "attributes.device_token", "attributes.device_token is required")
-    if not _is_text(token):
+    if type(token) is not str:  # "" is a string (SPEC: no minLength)
         return _error(
             "invalid", "attributes.device_token", "attributes.device_token must be a string"
         )

@@ -294,7 +294,19 @@ def _delivery_event(op: dict[str, Any], p: str, limits: Limits, errors: list[Fie
         errors.append(invalid(p + "name", name, "a string", DELIVERY_METRICS))
     attrs = op.get("attributes")
     if isinstance(attrs, dict):
-        check_string(attrs.get("device_token"), p + "attributes.device_token", errors)
+        # Present and a string; "" is taken, as for a device's token (SPEC: `type: string`,
+        # no minLength; docs/validation-rules.md).
+        token = attrs.get("device_token")
+        if token is None:
+            errors.append(
+                FieldError(
+                    p + "attributes.device_token",
+                    "required",
+                    f"{p}attributes.device_token must be present",
+                )
+            )
+        elif not isinstance(token, str):
+            errors.append(invalid(p + "attributes.device_token", token, "a string"))
     else:
         errors.append(invalid(p + "attributes", attrs, "an object"))
     if "id" in op:

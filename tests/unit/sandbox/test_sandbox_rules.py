@@ -47,6 +47,7 @@ def without(op: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 VALID_OPS = [
+    pytest.param(delivery(attributes={"device_token": ""}), id="delivery-empty-token"),
     pytest.param(person("identify", attributes={"plan": "pro"}), id="person-identify-id"),
     pytest.param({**person("identify"), "identifiers": {"email": "a@b.c"}}, id="by-email"),
     pytest.param({**person("identify"), "identifiers": {"phone": "+15551234567"}}, id="by-phone"),
