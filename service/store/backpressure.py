@@ -133,15 +133,13 @@ class Backpressure:
         ]
         taken_s = self.clock()
         try:
-            with store_errors():
-                if self._script is None:
-                    entries, oldest_ms, now_ms = await self._read_per_key(streams)
-                else:
-                    # One script instead of two commands per stream: with three lanes, two
-                    # traffic classes and 32 shards that was 384 replies to parse, twice a
-                    # second, in the event loop every request of the workspace waited on.
-                    found = await self.redis.eval(self._script, len(streams), *streams)
-                    entries, oldest_ms, now_ms = (int(v) for v in found)
+            try:
+                entries, oldest_ms, now_ms = await self._read(streams)
+            except StoreUnavailable:
+                # A read, so a second try cannot apply anything twice: a Redis killed while
+                # the reading was on the wire closed its connection (ci-fresh on f0b92d2: two
+                # producers got a 503 from it), and the new connection rides out the outage.
+                entries, oldest_ms, now_ms = await self._read(streams)
         except StoreUnavailable as exc:
             failure = _Failure(f"backlog reading failed: {exc}", taken_s)
             self._last[workspace] = failure
@@ -150,6 +148,18 @@ class Backpressure:
         reading = Reading(entries, (now_ms - oldest_ms) / 1000, taken_s)
         self._last[workspace] = reading
         return reading
+
+    async def _read(self, streams: list[str]) -> tuple[int, int, int]:
+        """Entries, the oldest head's ms and Redis's clock in ms, over `streams`."""
+        with store_errors():
+            if self._script is None:
+                return await self._read_per_key(streams)
+            # One script instead of two commands per stream: with three lanes, two traffic
+            # classes and 32 shards that was 384 replies to parse, twice a second, in the
+            # event loop every request of the workspace waited on.
+            found = await self.redis.eval(self._script, len(streams), *streams)
+            entries, oldest_ms, now_ms = (int(v) for v in found)
+            return entries, oldest_ms, now_ms
 
     async def _read_per_key(self, streams: list[str]) -> tuple[int, int, int]:
         """The cluster's reading: a stream per slot, so two commands per stream."""
