@@ -25,7 +25,7 @@ from service.config import DrainSettings, QueueSettings
 from service.delivery.across_shards import ShardHead, pack_heads
 from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
-from service.jobs import job_kind
+from service.jobs import batching_kinds, job_kind
 from service.lanes.registry import LANES
 from service.store.shard_state import ShardLook
 from service.store.shards import Entry, Lease, ShardStore
@@ -265,8 +265,9 @@ def fills_alone(buffer: list[Entry], max_ops_per_read: int, limits: Limits) -> b
 def _batch_run(buffer: list[Entry]) -> list[Entry]:
     """The head's leading batch jobs (Track v2 ops or Pipelines calls): what a batch may
     carry from this shard; a lane's streams hold one batch kind."""
+    batching = batching_kinds()
     for n, entry in enumerate(buffer):
-        if not job_kind(entry.kind).batches:
+        if entry.kind not in batching:
             return buffer[:n]
     return buffer
 
