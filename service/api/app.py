@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from service.api import openapi
 from service.api.admin import Admin
 from service.config import Settings, Workspace
-from service.console.app import create_console
+from service.console.app import ConsolePageSettings, create_console
 from service.console.overview import Overview
 from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavailable
 from service.jobs import Traffic
@@ -103,7 +103,9 @@ class IngestApp:
         self.admin = Admin(
             DeadLetterAdmin(self.redis, self.queue), settings.workspaces, who=self._admin_name
         )
-        self.metrics = ApiMetrics(settings)
+        self.metrics = ApiMetrics(
+            settings.redis, settings.queue, settings.metrics, settings.workspaces
+        )
         self.console = console_for(self, settings)
         self.router = Router(
             [
@@ -280,7 +282,14 @@ def console_for(app: IngestApp, settings: Settings) -> Starlette:
         settings.queue, settings.metrics, settings.workspaces, app.metrics.redis
     )
     overview = Overview(settings.workspaces, state, app.redis, app.admin.dlq, control)
-    return create_console(settings, app.auth, app.admin.dlq, control, overview)
+    return create_console(
+        ConsolePageSettings(settings.console, settings.keys, settings.listener),
+        settings.workspaces,
+        app.auth,
+        app.admin.dlq,
+        control,
+        overview,
+    )
 
 
 def create_app(settings: Settings, **kwargs: Any) -> IngestApp:

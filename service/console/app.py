@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,7 +36,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import Settings
+from service.config import ConsoleSettings, KeySettings, ListenerSettings, Workspace
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, redirect
 from service.console.routes import Console, OperatorPage, PublicPage
@@ -178,8 +179,19 @@ def _error_pages(pages: Pages) -> dict[Any, Callable[[Request, Any], Awaitable[R
     }
 
 
+@dataclass(frozen=True, slots=True)
+class ConsolePageSettings:
+    """What the console's pages read: its own group, the admin keys that sign in, and the
+    listener's body timeout for its forms."""
+
+    console: ConsoleSettings
+    keys: KeySettings
+    listener: ListenerSettings
+
+
 def create_console(
-    settings: Settings,
+    settings: ConsolePageSettings,
+    workspaces: tuple[Workspace, ...],
     auth: Authenticator,
     dlq: DeadLetterAdmin,
     control: WorkspaceControl,
@@ -189,7 +201,7 @@ def create_console(
 ) -> Starlette:
     """The console app; `sessions` may be given to control the clock in tests."""
     pages = Pages(sessions or Sessions(settings.console, settings.keys), auth)
-    console = Console(settings.workspaces, pages, dlq, control, overview)
+    console = Console(workspaces, pages, dlq, control, overview)
     timeout_s = settings.listener.body_timeout_s
     routes: list[BaseRoute] = [
         Route(path, _public(handler, timeout_s), methods=[method])
