@@ -164,6 +164,10 @@ class LaneTraits:
     #: What names the lane in its Redis keys (`service.keys`): ``:<lane>``, or nothing for
     #: a lane whose keys predate lanes (Track's: queues in production are written under them).
     key_infix: str
+    #: The routes a person's jobs take, from an identifier (type, value), so forget reads
+    #: only those shards; None: the lane's routes do not follow the person (App sends
+    #: route by job id), and forget reads every shard of the lane.
+    person_routes: Callable[[str, str], tuple[str, ...]] | None = None
 
 
 #: The stream entry field naming the job's producer (`lua/enqueue.lua`), beside the job's
@@ -250,6 +254,12 @@ def op_type_of(kind: str, payload: bytes) -> str:
 def new_event_id() -> str:
     """A fresh ULID, the event id Customer.io deduplicates on."""
     return str(ULID())
+
+
+def person_routes(id_type: str, value: str) -> tuple[str, ...]:
+    """The route of a person's jobs in the lanes that route by person (Track's
+    ``person:<identifier>:<value>``, which Pipelines' calls share)."""
+    return (f"person:{id_type}:{value}",)
 
 
 def shard_for(workspace: str, route: str, shards: int) -> int:

@@ -23,6 +23,7 @@ from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreU
 from service.jobs import Job
 from service.store.connections import AsyncStore, store_errors
 from service.store.queue import Queue
+from service.store.tombstones import FORGOTTEN_RULE, DropPlace
 from service.web.http import Request, Response
 
 HEADER = b"idempotency-key"
@@ -31,6 +32,8 @@ MAX_KEY_CHARS = 255
 _KEY = re.compile(r"[\x21-\x7e]+")
 #: Marks an answer replayed from the first request (the header name Stripe uses).
 REPLAYED = (b"idempotent-replayed", b"true")
+#: Says how many jobs of a call suppress mode dropped (``forgotten_person=<n>``).
+DROPPED_HEADER = b"cioq-dropped"
 
 
 def key_of(header: str | None) -> str | None:
@@ -123,12 +126,46 @@ class Idempotency:
     async def enqueue(
         self, req: Request, ws: Workspace, jobs: Sequence[Job], answer: Response
     ) -> Response:
-        """Store a request's jobs, once per ``Idempotency-Key`` when it carries one."""
+        """Store a request's jobs, once per ``Idempotency-Key`` when it carries one.
+
+        In a workspace's suppress mode, jobs naming a forgotten person are dropped first.
+        """
+        if ws.forget_suppress:
+            jobs, answer = await self._suppress(ws, jobs, answer)
         key = key_of(req.header(HEADER))
         if key is not None:
             return await self.store(req, ws, key, jobs, answer)
         await self.queue.enqueue(ws.name, jobs, traffic=req.traffic, producer=req.producer)
         return answer
+
+    async def _suppress(
+        self, ws: Workspace, jobs: Sequence[Job], answer: Response
+    ) -> tuple[Sequence[Job], Response]:
+        """Drop (and count) the jobs naming a forgotten person. A call left with none is
+        refused with 409 naming the rule (a 4xx: the producer does not send it again);
+        a batch that keeps others' jobs stores them and says how many it dropped in a
+        header, as the lane's own answer has no place for it."""
+        tombstones = self.queue.tombstones
+        gone = await tombstones.forgotten_jobs(ws.name, jobs)
+        dropped = sum(gone)
+        if not dropped:
+            return jobs, answer
+        await tombstones.count_dropped(ws.name, DropPlace.INGEST, dropped)
+        if dropped == len(jobs):
+            raise InvalidRequest(
+                [
+                    FieldError(
+                        "person",
+                        FORGOTTEN_RULE,
+                        "names a person this workspace was told to forget (suppress mode): "
+                        "dropped, not queued",
+                    )
+                ],
+                status=409,
+            )
+        kept = [job for job, g in zip(jobs, gone, strict=True) if not g]
+        header = (DROPPED_HEADER, f"{FORGOTTEN_RULE}={dropped}".encode())
+        return kept, Response(answer.status, answer.body, (*answer.headers, header))
 
 
 async def remembered(client: AsyncStore, ws: Workspace, req: Request) -> Response | None:
