@@ -38,7 +38,7 @@ from service.jobs import (
 )
 from service.store.connections import load_script, store_errors
 from service.store.dead_letters import DeadLetter
-from service.store.forget import ForgetRun, register_remover
+from service.store.forget_run import ForgetRun, Remover
 from service.store.tombstones import job_subjects
 
 #: Entries the server reads per search call: a few ms of Redis time each.
@@ -286,5 +286,10 @@ class AnswersRemover:
         return removed + await _delete_naming(run, patterns["request_marker"], None)
 
 
-for _remover in (StreamsRemover(), DeadLettersRemover(), AppOutcomesRemover(), AnswersRemover()):
-    register_remover(_remover)
+#: What every forget removes, in this order (`service.store.forget.REMOVERS` starts as it).
+DEFAULT_REMOVERS: tuple[Remover, ...] = (
+    StreamsRemover(),
+    DeadLettersRemover(),
+    AppOutcomesRemover(),
+    AnswersRemover(),
+)

@@ -19,14 +19,8 @@ from service.store.connections import connect_async, connect_sync
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
 from service.store.dead_letter_repair import LetterRepair
 from service.store.dead_letters import DeadLetter, DeadLetterStore
-from service.store.forget import (
-    REMOVERS,
-    ForgetRun,
-    Forgetting,
-    Person,
-    register_remover,
-    unregister_remover,
-)
+from service.store.forget import REMOVERS, Forgetting, register_remover, unregister_remover
+from service.store.forget_run import ForgetRun, Person
 from service.store.queue import Queue
 from service.store.shards import ShardStore
 from service.store.tombstones import FORGOTTEN_RULE
