@@ -18,7 +18,6 @@ from service.config import Settings
 from service.errors import CioqError
 from service.store.connections import connect_async
 from service.store.forget import ForgetResult, Forgetting
-from service.triggers import Triggers
 
 _loader: Callable[[], Settings] | None = None
 
@@ -61,16 +60,15 @@ def forget(
 
     async def main() -> ForgetResult:
         client = connect_async(settings.redis)
-        triggers = Triggers.for_settings(settings.redis)
+        # No triggers of its own (Celery's import alone costs the command about half a
+        # second): a drain refused while forget held its shard is re-triggered by the
+        # sweeper, which wakes every CIOQ_SWEEP_INTERVAL_MS for shards with work and no drain.
+        forgetting = Forgetting(client, settings.queue, lease_ms=settings.drain.lease_ms)
         try:
-            forgetting = Forgetting(
-                client, settings.queue, lease_ms=settings.drain.lease_ms, triggers=triggers
-            )
             return await forgetting.forget(
                 workspace, person, who=f"cli:{getpass.getuser()}", all_shards=all_shards
             )
         finally:
-            triggers.close()
             await client.aclose()
 
     result = run_reporting(main, "cioq forget")

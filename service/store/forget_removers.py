@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from service import keys
-from service.errors import ShardsBusy
+from service.errors import ConfigError, ShardsBusy
 from service.jobs import (
     Traffic,
     job_kind,
@@ -77,6 +77,9 @@ class StreamsRemover:
 
     def _shards(self, run: ForgetRun) -> list[keys.ShardKeys]:
         ws, n = run.person.workspace, run.queue.shards
+        if not registered_lanes():
+            # Without the lanes' kinds nothing would match: refuse rather than find nothing.
+            raise ConfigError("no lane is registered: import service.lanes.registry first")
         found: list[keys.ShardKeys] = []
         for lane in registered_lanes():
             routes_of = lane_traits(lane).person_routes

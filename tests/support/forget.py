@@ -16,6 +16,8 @@ from service.jobs import Job, Lane, Traffic, new_event_id, shard_for
 from service.lanes.app.jobs import app_job
 from service.lanes.pipelines.jobs import cdp_job, cdp_route
 from service.lanes.track.jobs import FIELD_OP, v2_job
+from service.store.connections import load_script
+from service.store.dead_letters import DeadLetter, DeadLetterStore
 
 
 def person_id(i: int) -> str:
@@ -117,3 +119,48 @@ def stream_people(
             op = orjson.loads(fields[FIELD_OP])
             got.setdefault(op["identifiers"]["id"], []).append(op["attributes"]["seq"])
     return got
+
+
+def fill_backlog(
+    client: Any, workspace: str, people: list[str], *, per_person: int, shards: int
+) -> int:
+    """Queue `per_person` Track jobs for each person with the store's own enqueue script,
+    many jobs per call and many calls per round trip (a million in about a minute);
+    returns how many. Seq order per person is stream order (a person has one shard)."""
+    enqueue = load_script(client, "enqueue")
+    by_shard: dict[int, list[bytes]] = {}
+    stored = 0
+
+    def flush(pipe: Any) -> None:
+        for shard, payloads in by_shard.items():
+            stream = keys.shard_keys(workspace, shard, Lane.TRACK).stream
+            trigger = keys.shard_keys(workspace, shard, Lane.TRACK).trigger
+            args: list[Any] = [1000, 60_000, "0", "", len(payloads)]
+            for payload in payloads:
+                args += [FIELD_OP, payload]
+            enqueue(keys=[stream, trigger], args=args, client=pipe)
+        pipe.execute()
+        by_shard.clear()
+
+    pipe = client.pipeline(transaction=False)
+    for seq in range(per_person):
+        for person in people:
+            shard = person_shard(workspace, person, shards)
+            by_shard.setdefault(shard, []).append(track_job(person, seq).payload)
+            stored += 1
+            if stored % 20_000 == 0:
+                flush(pipe)
+    flush(pipe)
+    return stored
+
+
+def fill_letters(client: Any, workspace: str, people: list[str], seq: int = 10_000) -> int:
+    """One dead letter per person (a 400 on a Track op)."""
+    store = DeadLetterStore(client)
+    for start in range(0, len(people), 1000):
+        letters = [
+            DeadLetter("v2", track_job(p, seq).payload, "", "invalid", "invalid", 400)
+            for p in people[start : start + 1000]
+        ]
+        store.add(workspace, letters)
+    return len(people)
