@@ -1,6 +1,6 @@
 """The removers every forget runs, in order (`service.store.forget` says how to add one).
 
-1. ``streams``: the person's pending jobs, from every lane's live and bulk shards. Each
+1. ``pending_jobs``: the person's pending jobs, from every lane's live and bulk shards. Each
    shard is read and changed under its lease, taken with a fencing token as a drain
    takes it (``lua/acquire.lua``): a drain holding the shard has what it read in hand
    and may be sending it, so forget waits for it to hand the shard back (a drain holds
@@ -13,8 +13,9 @@
 2. ``dead_letters``: the person's letters, confirmed the same way.
 3. ``app_outcomes``: the outcome records of the App jobs removed above, and any record
    whose body names an identifier (Customer.io may echo one back).
-4. ``answers``: stored Idempotency-Key answers and request markers whose key or value
+4. ``stored_answers``: Idempotency-Key answers and request markers whose key or value
    names an identifier (the key is the producer's, and may be the person's id).
+5. ``audit_entries``: operator audit entries whose detail names an identifier.
 """
 
 from __future__ import annotations
@@ -289,10 +290,37 @@ class AnswersRemover:
         return removed + await _delete_naming(run, patterns["request_marker"], None)
 
 
+def _any(run: ForgetRun, rows: list[Any]) -> tuple[list[bytes], list[str]]:
+    """Every found row: an audit detail that contains an identifier names the person."""
+    return [raw_id for raw_id, _ in rows], []
+
+
+class AuditRemover:
+    """Audit entries whose detail names an identifier (a repair's diff keeps payload
+    values): deleted, and the forget's own entry counts them, so the audit still says
+    that entries went and who removed them."""
+
+    name = "audit_entries"
+
+    async def remove(self, run: ForgetRun) -> int:
+        client = run.redis
+        find = load_script(client, "forget_find")
+        remove = load_script(client, "remove_letters")
+        found, _ = await _search(run, find, [keys.audit()], b"", _any)
+        removed = 0
+        for start in range(0, len(found), DELETE_PAGE):
+            with store_errors("forget"):
+                removed += int(
+                    await remove(keys=[keys.audit()], args=found[start : start + DELETE_PAGE])
+                )
+        return removed
+
+
 #: What every forget removes, in this order (`service.store.forget.REMOVERS` starts as it).
 DEFAULT_REMOVERS: tuple[Remover, ...] = (
     StreamsRemover(),
     DeadLettersRemover(),
     AppOutcomesRemover(),
     AnswersRemover(),
+    AuditRemover(),
 )

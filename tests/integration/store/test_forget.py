@@ -84,6 +84,10 @@ def backlog(settings: Settings, redis_client: redis.Redis) -> Iterator[None]:
             redis_client.hset(keys.app_outcome(WS, job_id), "record", orjson.dumps(record))
             answer = orjson.dumps({"status": 202, "body": f'{{"job_id":"{job_id}"}}'})
             redis_client.set(keys.idempotency(WS, f"welcome-{p}"), answer)
+            # A repair's audit diff keeps payload values.
+            detail = f'letter 1-0: attributes.email "{email(p)}" -> "x"'
+            fields = {"who": "ops", "action": "repair", "workspace": WS, "detail": detail}
+            redis_client.xadd(keys.audit(), fields)  # type: ignore[arg-type]
 
     _run(settings, fill)
     DeadLetterStore(redis_client).add(WS, [_letter(p, 50 + i) for p in PEOPLE for i in range(2)])
@@ -105,6 +109,7 @@ def test_forget_leaves_no_trace_of_the_person_and_keeps_everyone_else_in_order(
         "dead_letters": 2,
         "app_outcomes": 1,
         "stored_answers": 1,
+        "audit_entries": 1,
     }
     # And everyone else's jobs are all still queued, in their order
     after = stream_people(redis_client, WS, settings.queue.shards)
