@@ -134,6 +134,10 @@ class JobKind:
     by_route: Callable[[str], Lane] | None = None
     #: How a dead letter of the kind is repaired; None: it can only be replayed as it is.
     repair: RepairRules | None = None
+    #: The identifiers (``{"id": "42"}``) of the person a stored payload deletes or
+    #: suppresses at Customer.io; empty for any other job (a workspace's
+    #: ``forget_on_delete`` removes that person's older jobs first).
+    erases: Callable[[Any], dict[str, str]] = lambda data: {}
 
     def lane_of(self, route: str) -> Lane:
         return self.lane if self.by_route is None else self.by_route(route)

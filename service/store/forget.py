@@ -72,16 +72,20 @@ class ForgetResult:
     def audit_detail(self) -> str:
         """The audit's line: the digest and the counts, no identifier."""
         counts = ", ".join(f"{k}={v}" for k, v in self.removed.items())
-        return f"person {self.digest}: removed {counts}; tombstone {self.tombstone_ttl_s}s"
+        kept = f"tombstone {self.tombstone_ttl_s}s" if self.tombstone_ttl_s else "no tombstone"
+        return f"person {self.digest}: removed {counts}; {kept}"
 
 
 async def forget(
     run: ForgetRun, *, tombstone_ttl_s: int, removers: Sequence[Remover] | None = None
 ) -> ForgetResult:
-    """Tombstone the person, then run every remover in order. Raises ShardsBusy when a
-    shard's lease could not be taken in time (run it again: what was removed stays so)."""
+    """Tombstone the person (unless `tombstone_ttl_s` is 0), then run every remover in
+    order. Raises ShardsBusy when a shard's lease could not be taken in time (run it
+    again: what was removed stays so)."""
     started = time.monotonic()
-    await Tombstones(run.redis).record(run.person.workspace, run.person.values, tombstone_ttl_s)
+    if tombstone_ttl_s:
+        tombstones = Tombstones(run.redis)
+        await tombstones.record(run.person.workspace, run.person.values, tombstone_ttl_s)
     removed: dict[str, int] = {}
     for remover in REMOVERS if removers is None else removers:
         removed[remover.name] = await remover.remove(run)
@@ -92,6 +96,16 @@ async def forget(
         tombstone_ttl_s=tombstone_ttl_s,
         took_ms=int((time.monotonic() - started) * 1000),
     )
+
+
+#: What a delete a producer sends removes (`Forgetting.before_delete`): what is queued
+#: or dead for the person, not what Customer.io's own answers or the audit keep.
+ON_DELETE = ("pending_jobs", "dead_letters")
+#: How long a producer's delete waits for a drain to hand back a shard: a drain holds one
+#: for `CIOQ_DRAIN_BUDGET_S` (2 s) at most; a dead worker's would hold up the call.
+ON_DELETE_WAIT_MS = 3000
+#: The audit's action for that removal.
+ON_DELETE_ACTION = "forget_on_delete"
 
 
 def parse_people(raw: Any) -> list[str]:
@@ -135,4 +149,23 @@ class Forgetting:
         result = await forget(run, tombstone_ttl_s=self.queue.forget_tombstone_ttl_s)
         # The audit stream is a key of its own: written once the removal is done.
         await record_audit(self.redis, who, AUDIT_ACTION, workspace, "", result.audit_detail)
+        return result
+
+    async def before_delete(self, person: Person, *, producer: str) -> ForgetResult:
+        """A producer's delete of `person` is about to be queued: remove their older
+        pending jobs and dead letters first (no tombstone: the producer may add them
+        back), so none is sent after it, and audit it as the producer's."""
+        run = ForgetRun(
+            person,
+            self.redis,
+            self.queue,
+            self.lease_ms,
+            triggers=self.triggers,
+            wait_ms=ON_DELETE_WAIT_MS,
+        )
+        chosen = [r for r in REMOVERS if r.name in ON_DELETE]
+        result = await forget(run, tombstone_ttl_s=0, removers=chosen)
+        who = f"producer:{producer or 'unknown'}"
+        detail = result.audit_detail
+        await record_audit(self.redis, who, ON_DELETE_ACTION, person.workspace, "", detail)
         return result

@@ -106,7 +106,8 @@ class StreamsRemover:
         pending = [s for s, length in zip(shards, lengths, strict=True) if length]
         acquire = load_script(client, "acquire")
         # A drain hands a shard back within its budget; a dead one's lease expires.
-        deadline = time.monotonic() + run.lease_ms / 1000 + 1
+        wait_ms = run.lease_ms + 1000 if run.wait_ms is None else run.wait_ms
+        deadline = time.monotonic() + wait_ms / 1000
         removed = 0
         left: list[keys.ShardKeys] = []
         while pending:

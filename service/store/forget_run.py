@@ -67,6 +67,19 @@ class Person:
         found = tuple(dict.fromkeys(Identifier.parse(t) for t in texts))
         return cls(workspace, found)
 
+    @classmethod
+    def named(cls, workspace: str, identifiers: dict[str, str]) -> Person:
+        """The person a job names by its identifiers object (``{"id": "42"}``); types
+        Customer.io has that forget does not (``anonymous_id``) are read as ids."""
+        known = IdType._value2member_map_
+        return cls(
+            workspace,
+            tuple(
+                Identifier(IdType(name) if name in known else IdType.ID, value)
+                for name, value in identifiers.items()
+            ),
+        )
+
     @property
     def values(self) -> frozenset[str]:
         return frozenset(i.value for i in self.identifiers)
@@ -95,6 +108,9 @@ class ForgetRun:
     #: Search every shard of every lane, not only those the person's routes map to.
     all_shards: bool = False
     triggers: TriggerSender | None = None
+    #: How long to wait for a shard a drain holds; None: a lease's life and a second
+    #: (a dead worker's lease expires by then).
+    wait_ms: int | None = None
     #: Left by a remover for those after it (e.g. ``app_job_ids``).
     notes: dict[str, Any] = field(default_factory=dict)
     #: Entries that contain an identifier but are not the person's job (kept).

@@ -157,3 +157,61 @@ def test_without_suppress_mode_ingest_takes_a_forgotten_persons_calls(
     """The default: a tombstone stops replays, not new calls (docs/data-retention.md)."""
     assert api.post(FORGET, json={"person": GONE}, headers=ADMIN).status_code == 200
     assert _identify(api, GONE, 1).status_code == 200
+
+
+def _queued(client: redis.Redis, person: str) -> list[str]:
+    """What is queued for `person`, every lane and shard: each job's action or event."""
+    found: list[str] = []
+    for name in client.scan_iter(match="cioq:q:*"):
+        for _, fields in stream_entries(client, name.decode()):
+            for field, value in fields.items():
+                if field == b"p" or person.encode() not in value:
+                    continue
+                job = orjson.loads(value)
+                found.append(str(job.get("action") or job.get("event")))
+    return found
+
+
+@pytest.fixture
+def erasing(make_settings: Callable[..., Settings]) -> Iterator[httpx.Client]:
+    yield from _api(make_settings(forget_on_delete=True, cdp_api_key="cdp-key"))
+
+
+def test_a_producers_delete_removes_the_persons_older_jobs_when_the_workspace_says_so(
+    erasing: httpx.Client, redis_client: redis.Redis
+) -> None:
+    for seq in range(3):
+        assert _identify(erasing, GONE, seq).status_code == 200
+    assert _identify(erasing, OTHER, 0).status_code == 200
+    DeadLetterStore(redis_client).add("default", [_letter(GONE, 9), _letter(OTHER, 9)])
+    # When the producer deletes the person
+    assert erasing.delete(f"/api/v1/customers/{GONE}", auth=AUTH).status_code == 200
+    # Then only the delete is queued for them, their letter is gone, the other's stay
+    assert _queued(redis_client, GONE) == ["delete"]
+    assert _queued(redis_client, OTHER) == ["identify"]
+    assert redis_client.xlen(keys.dead_letters("default")) == 1
+    (_, audit), *_ = stream_entries(redis_client, keys.audit(), newest_first=True)
+    assert audit[b"action"] == b"forget_on_delete" and GONE.encode() not in audit[b"detail"]
+    # And later calls for the person are taken as usual (no tombstone)
+    assert _identify(erasing, GONE, 4).status_code == 200
+    assert _queued(redis_client, GONE) == ["delete", "identify"]
+
+
+def test_a_pipelines_user_deleted_removes_the_persons_older_calls(
+    erasing: httpx.Client, redis_client: redis.Redis
+) -> None:
+    basic = httpx.BasicAuth("dev-ingest-key", "")
+    for event in ("Viewed", "Bought"):
+        call = {"userId": GONE, "event": event}
+        assert erasing.post("/v1/track", json=call, auth=basic).status_code == 200
+    deleted = {"userId": GONE, "event": "User Deleted"}
+    assert erasing.post("/v1/track", json=deleted, auth=basic).status_code == 200
+    assert _queued(redis_client, GONE) == ["User Deleted"]
+
+
+def test_by_default_a_producers_delete_leaves_older_jobs_to_be_delivered(
+    api: httpx.Client, redis_client: redis.Redis
+) -> None:
+    assert _identify(api, GONE, 0).status_code == 200
+    assert api.delete(f"/api/v1/customers/{GONE}", auth=AUTH).status_code == 200
+    assert sorted(_queued(redis_client, GONE)) == ["delete", "identify"]
