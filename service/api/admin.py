@@ -31,7 +31,7 @@ MAX_PAGE = 1000
 
 def _outcome(outcome: SelectionResult, verb: str) -> Response:
     body = {"matched": outcome.matched, verb: outcome.done, "dry_run": outcome.dry_run}
-    if verb == "replayed":
+    if outcome.dropped:  # only a replay that met tombstones has any (service.store.tombstones)
         body["dropped_forgotten"] = outcome.dropped
     return json_response(200, body)
 
