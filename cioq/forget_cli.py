@@ -18,6 +18,8 @@ from service.config import Settings
 from service.errors import CioqError
 from service.store.connections import connect_async
 from service.store.forget import ForgetResult, Forgetting
+from service.store.queue import Queue
+from service.store.startup_checks import check_async
 
 _loader: Callable[[], Settings] | None = None
 
@@ -46,6 +48,14 @@ def forget(
             "(finds jobs that name them under another person's route, e.g. a merge)",
         ),
     ] = False,
+    delete_upstream: Annotated[
+        bool,
+        typer.Option(
+            "--delete-upstream",
+            help="Then queue their delete to Customer.io through the normal lanes (Track "
+            "DELETE /api/v1/customers/{id}), after the removal: nothing older overtakes it",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The result as JSON")] = False,
 ) -> None:
     """Forget a person: their pending jobs (every lane, live and bulk), dead letters, App
@@ -63,12 +73,24 @@ def forget(
         # No triggers of its own (Celery's import alone costs the command about half a
         # second): a drain refused while forget held its shard is re-triggered by the
         # sweeper, which wakes every CIOQ_SWEEP_INTERVAL_MS for shards with work and no drain.
-        forgetting = Forgetting(client, settings.queue, lease_ms=settings.drain.lease_ms)
+        queue = Queue(client, settings.redis, settings.queue, None)
+        forgetting = Forgetting(
+            client, settings.queue, lease_ms=settings.drain.lease_ms, enqueue=queue.enqueue
+        )
         try:
+            if delete_upstream:
+                # Confirmed at the durability level, as ingest's writes are.
+                checked = await check_async(client, settings.redis, wait_s=0)
+                queue.confirmation = checked.confirmation
             return await forgetting.forget(
-                workspace, person, who=f"cli:{getpass.getuser()}", all_shards=all_shards
+                workspace,
+                person,
+                who=f"cli:{getpass.getuser()}",
+                all_shards=all_shards,
+                delete_upstream=delete_upstream,
             )
         finally:
+            await queue.aclose()
             await client.aclose()
 
     result = run_reporting(main, "cioq forget")
@@ -78,5 +100,7 @@ def forget(
     typer.echo(f"forgot {result.digest} in {workspace!r} ({result.took_ms} ms):")
     for name, count in result.removed.items():
         typer.echo(f"  {name.replace('_', ' ')}: {count}")
+    if result.upstream_deletes:
+        typer.echo(f"  queued {result.upstream_deletes} delete(s) to Customer.io")
     if result.mentions_kept:
         typer.echo(f"  kept {result.mentions_kept} entries that only mention an identifier")

@@ -172,6 +172,9 @@ class LaneTraits:
     #: only those shards; None: the lane's routes do not follow the person (App sends
     #: route by job id), and forget reads every shard of the lane.
     person_routes: Callable[[str, str], tuple[str, ...]] | None = None
+    #: The job that deletes a person at Customer.io, from an identifier (type, value)
+    #: (forget's ``delete_upstream``); None: the lane has no such call.
+    person_delete: Callable[[str, str], Job] | None = None
 
 
 #: The stream entry field naming the job's producer (`lua/enqueue.lua`), beside the job's

@@ -173,21 +173,26 @@ class Admin:
         return json_response(200, outcome.as_dict())
 
     async def forget(self, request: Request, _: Any) -> Response:
-        """``{"person": "<identifier>" | [...], "all_shards": false}``: forget one person."""
+        """``{"person": "<identifier>" | [...], "all_shards": false, "delete_upstream":
+        false}``: forget one person (and queue their delete to Customer.io)."""
         workspace = self._workspace(request)
         body = _object(request)
-        unknown = sorted(set(body) - {"person", "all_shards"})
+        flags = ("all_shards", "delete_upstream")
+        unknown = sorted(set(body) - {"person", *flags})
         if unknown:
-            raise InvalidRequest.of(unknown[0], "unknown_field", "forget takes person, all_shards")
-        all_shards = body.get("all_shards", False)
-        if not isinstance(all_shards, bool):
-            raise InvalidRequest.of("all_shards", "type", "all_shards must be true or false")
+            raise InvalidRequest.of(
+                unknown[0], "unknown_field", "forget takes person, all_shards, delete_upstream"
+            )
+        for flag in flags:
+            if not isinstance(body.get(flag, False), bool):
+                raise InvalidRequest.of(flag, "type", f"{flag} must be true or false")
         assert self.forgetting is not None  # the app builds it
         result = await self.forgetting.forget(
             workspace,
             parse_people(body.get("person")),
             who=self.who(request),
-            all_shards=all_shards,
+            all_shards=bool(body.get("all_shards", False)),
+            delete_upstream=bool(body.get("delete_upstream", False)),
         )
         return json_response(200, result.as_dict())
 

@@ -102,7 +102,11 @@ class IngestApp:
         )
         self.gate = StartupGate(self.redis, settings.redis, self.queue)
         self.forgetting = Forgetting(
-            self.redis, settings.queue, lease_ms=settings.drain.lease_ms, triggers=self.triggers
+            self.redis,
+            settings.queue,
+            lease_ms=settings.drain.lease_ms,
+            triggers=self.triggers,
+            enqueue=self.queue.enqueue,
         )
         self.admin = Admin(
             DeadLetterAdmin(self.redis, self.queue),

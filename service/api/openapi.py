@@ -144,6 +144,7 @@ OPERATIONS: dict[str, Operation] = {
             ("person",),
             person={"oneOf": [STR, {"type": "array", "items": STR}]},
             all_shards={"type": "boolean"},
+            delete_upstream={"type": "boolean"},
         ),
         True,
         answer=obj(
@@ -153,6 +154,7 @@ OPERATIONS: dict[str, Operation] = {
             mentions_kept=INT,
             tombstone_ttl_s=INT,
             took_ms=INT,
+            upstream_deletes=INT,
         ),
         errors=(400, 401, 404, 413, 503),
     ),

@@ -193,7 +193,11 @@ def create_console(
     pages = Pages(sessions or Sessions(settings.console, settings.keys), auth)
     if forgetting is None:
         forgetting = Forgetting(
-            dlq.redis, settings.queue, lease_ms=settings.drain.lease_ms, triggers=control.triggers
+            dlq.redis,
+            settings.queue,
+            lease_ms=settings.drain.lease_ms,
+            triggers=control.triggers,
+            enqueue=dlq.queue.enqueue,
         )
     console = Console(settings.workspaces, pages, dlq, control, overview, forgetting)
     timeout_s = settings.listener.body_timeout_s

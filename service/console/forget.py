@@ -62,7 +62,12 @@ class ForgetPages:
             raise InvalidRequest.of(
                 CONFIRM_FIELD, "required", "confirm that the forget cannot be undone"
             )
-        result = await self.forgetting.forget(workspace, identifiers, who=session.name)
+        result = await self.forgetting.forget(
+            workspace,
+            identifiers,
+            who=session.name,
+            delete_upstream=form.get("delete_upstream") == "yes",
+        )
         return self.pages.page(
             request, 200, "forgotten.html", session, workspace=workspace, result=result
         )

@@ -32,6 +32,7 @@ from service.config import Settings, Workspace
 from service.delivery.outcomes import Outcome
 from service.delivery.upstream import LaneClient
 from service.jobs import (
+    Job,
     JobKind,
     Lane,
     LaneTraits,
@@ -100,12 +101,20 @@ class LaneSpec:
     #: The routes of a person's jobs, by identifier (forget reads only their shards);
     #: None when the lane does not route by person (forget reads every shard).
     person_routes: Callable[[str, str], tuple[str, ...]] | None = None
+    #: The job deleting a person at Customer.io, by identifier (forget's delete_upstream).
+    person_delete: Callable[[str, str], Job] | None = None
 
     @property
     def traits(self) -> LaneTraits:
         key_infix = f":{self.lane}" if self.named_in_keys else ""
         return LaneTraits(
-            self.lane, self.kinds, self.batches, self.serves, key_infix, self.person_routes
+            self.lane,
+            self.kinds,
+            self.batches,
+            self.serves,
+            key_infix,
+            self.person_routes,
+            self.person_delete,
         )
 
 
@@ -210,6 +219,7 @@ register(
         ),
         named_in_keys=False,
         person_routes=person_routes,
+        person_delete=track_jobs.person_delete,
     )
 )
 register(

@@ -19,18 +19,21 @@ remover leaves the ids of the App jobs it removed, whose outcome records go next
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from service.config import QueueSettings
-from service.errors import FieldError, InvalidRequest
+from service.errors import ConfigError, FieldError, InvalidRequest
+from service.jobs import Job, lane_traits, registered_lanes
 from service.store.connections import AsyncStore
 from service.store.forget_removers import DEFAULT_REMOVERS
-from service.store.forget_run import ForgetRun, Person, Remover
+from service.store.forget_run import ForgetRun, IdType, Person, Remover
 from service.store.tombstones import Tombstones
 from service.store.workspace_control import TriggerSender, record_audit
 
+#: Stores jobs of a workspace through the normal path; returns how many (`Queue.enqueue`).
+Enqueue = Callable[[str, Sequence[Job]], Awaitable[int]]
 #: The audit's action for a forget (`service.store.workspace_control.record_audit`).
 AUDIT_ACTION = "forget"
 #: Every forget runs these, in order; `register_remover` adds one.
@@ -58,6 +61,8 @@ class ForgetResult:
     mentions_kept: int
     tombstone_ttl_s: int
     took_ms: int
+    #: Deletes queued to Customer.io (``delete_upstream``).
+    upstream_deletes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +71,7 @@ class ForgetResult:
             "mentions_kept": self.mentions_kept,
             "tombstone_ttl_s": self.tombstone_ttl_s,
             "took_ms": self.took_ms,
+            "upstream_deletes": self.upstream_deletes,
         }
 
     @property
@@ -73,7 +79,10 @@ class ForgetResult:
         """The audit's line: the digest and the counts, no identifier."""
         counts = ", ".join(f"{k}={v}" for k, v in self.removed.items())
         kept = f"tombstone {self.tombstone_ttl_s}s" if self.tombstone_ttl_s else "no tombstone"
-        return f"person {self.digest}: removed {counts}; {kept}"
+        upstream = f"; {self.upstream_deletes} delete(s) queued to Customer.io" * bool(
+            self.upstream_deletes
+        )
+        return f"person {self.digest}: removed {counts}; {kept}{upstream}"
 
 
 async def forget(
@@ -128,15 +137,27 @@ class Forgetting:
         *,
         lease_ms: int,
         triggers: TriggerSender | None = None,
+        enqueue: Enqueue | None = None,
     ) -> None:
         self.redis = client
         self.queue = queue
         self.lease_ms = lease_ms
         self.triggers = triggers
+        #: How delete_upstream queues its jobs (`Queue.enqueue`, the normal lanes' path).
+        self.enqueue = enqueue
 
     async def forget(
-        self, workspace: str, identifiers: Sequence[str], *, who: str, all_shards: bool = False
+        self,
+        workspace: str,
+        identifiers: Sequence[str],
+        *,
+        who: str,
+        all_shards: bool = False,
+        delete_upstream: bool = False,
     ) -> ForgetResult:
+        """Forget the person; with `delete_upstream`, then queue their delete to
+        Customer.io through the normal lanes: after the removal, so nothing older of
+        theirs is left to overtake it (each lane's delete joins the tail of the shard)."""
         person = Person.parse(workspace, identifiers)
         run = ForgetRun(
             person,
@@ -147,9 +168,25 @@ class Forgetting:
             triggers=self.triggers,
         )
         result = await forget(run, tombstone_ttl_s=self.queue.forget_tombstone_ttl_s)
+        if delete_upstream:
+            result = replace(result, upstream_deletes=await self._delete_upstream(person))
         # The audit stream is a key of its own: written once the removal is done.
         await record_audit(self.redis, who, AUDIT_ACTION, workspace, "", result.audit_detail)
         return result
+
+    async def _delete_upstream(self, person: Person) -> int:
+        """Queue each lane's delete of the person, by its best identifier (id, else
+        email, else cio_id: Track deletes by one); returns how many were queued."""
+        if self.enqueue is None:
+            raise ConfigError("delete_upstream needs the queue (Forgetting(enqueue=...))")
+        by_type = {i.type: i.value for i in reversed(person.identifiers)}
+        best = next(t for t in (IdType.ID, IdType.EMAIL, IdType.CIO_ID) if t in by_type)
+        jobs = [
+            build(best.value, by_type[best])
+            for lane in registered_lanes()
+            if (build := lane_traits(lane).person_delete) is not None
+        ]
+        return await self.enqueue(person.workspace, jobs) if jobs else 0
 
     async def before_delete(self, person: Person, *, producer: str) -> ForgetResult:
         """A producer's delete of `person` is about to be queued: remove their older

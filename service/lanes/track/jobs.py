@@ -76,6 +76,11 @@ def _check_v2(op: Any, strict: bool) -> list[FieldError]:
     return errors if size is None else [*errors, size]
 
 
+def person_delete(id_type: str, value: str) -> Job:
+    """Track's ``DELETE /api/v1/customers/{id}``, as the v2 op cioq stores it."""
+    return v2_job({"type": "person", "action": "delete", "identifiers": {id_type: value}})
+
+
 def _v2_erases(op: Any) -> dict[str, str]:
     """A person delete or suppress names whom Customer.io removes."""
     if not isinstance(op, dict) or op.get("type") != "person":

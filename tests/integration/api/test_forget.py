@@ -121,6 +121,10 @@ def test_the_cli_forgets_and_its_replay_drops_the_forgotten(
     assert stream_people(redis_client, "default", 4) == {OTHER: [2]}
     unknown = runner.invoke(cli, ["forget", "nope", GONE])
     assert unknown.exit_code == 2
+    upstream = runner.invoke(cli, ["forget", "default", OTHER, "--delete-upstream"])
+    assert upstream.exit_code == 0, upstream.output
+    assert "queued 1 delete(s) to Customer.io" in upstream.output
+    assert _queued(redis_client, OTHER) == ["delete"]
 
 
 def test_suppress_mode_refuses_a_forgotten_persons_calls_and_counts_them(
@@ -215,3 +219,17 @@ def test_by_default_a_producers_delete_leaves_older_jobs_to_be_delivered(
     assert _identify(api, GONE, 0).status_code == 200
     assert api.delete(f"/api/v1/customers/{GONE}", auth=AUTH).status_code == 200
     assert sorted(_queued(redis_client, GONE)) == ["delete", "identify"]
+
+
+def test_forget_can_queue_the_persons_delete_to_customerio_behind_nothing_of_theirs(
+    api: httpx.Client, redis_client: redis.Redis
+) -> None:
+    for seq in range(3):
+        assert _identify(api, GONE, seq).status_code == 200
+    body = {"person": [f"email:{email(GONE)}", GONE], "delete_upstream": True}
+    r = api.post(FORGET, json=body, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["upstream_deletes"] == 1
+    # Only the delete is queued for them, by id (the best identifier), through Track
+    assert _queued(redis_client, GONE) == ["delete"]
+    assert email(GONE) not in str(traces(redis_client, [email(GONE)]))

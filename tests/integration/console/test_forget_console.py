@@ -61,6 +61,7 @@ def test_the_console_forgets_a_person_after_the_box_is_ticked(
     done = console.post("/console/forget", data={**form, "irreversible": "yes"})
     assert done.status_code == 200, done.text
     assert 'data-name="dead_letters" data-count="1"' in done.text
+    assert 'id="upstream"' not in done.text  # no delete to Customer.io unless asked
     assert GONE not in done.text and email(GONE) not in done.text
     assert traces(redis_client, [GONE, email(GONE)]) == {}
     audit = console.get("/console/audit").text
@@ -80,3 +81,19 @@ def test_a_console_replay_drops_a_forgotten_persons_letters(
     assert done.status_code == 200, done.text
     assert 'data-done="1"' in done.text and 'data-dropped="1"' in done.text
     assert stream_people(redis_client, "default", 4) == {OTHER: [2]}
+
+
+def test_the_console_can_queue_the_delete_to_customerio(
+    console: httpx.Client, redis_client: redis.Redis
+) -> None:
+    form = {
+        "csrf": _csrf(console, "/console/forget"),
+        "workspace": "default",
+        "person": GONE,
+        "irreversible": "yes",
+        "delete_upstream": "yes",
+    }
+    done = console.post("/console/forget", data=form)
+    assert done.status_code == 200, done.text
+    assert 'id="upstream" data-count="1"' in done.text
+    assert [k for k in traces(redis_client, [GONE]) if k.startswith("cioq:q:")]
