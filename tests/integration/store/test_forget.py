@@ -223,3 +223,27 @@ def test_identifiers_parse_by_prefix_or_shape() -> None:
     assert "a@b.c" not in person.digest and person.digest.startswith("sha256:")
     with pytest.raises(InvalidRequest):
         Person.parse(WS, [])
+
+
+@pytest.mark.parametrize("theirs_at_head", [True, False])
+def test_the_retry_state_goes_only_with_a_removed_head(
+    settings: Settings, redis_client: redis.Redis, theirs_at_head: bool
+) -> None:
+    """Attempts counted at the head belong to that entry: removing it resets them."""
+    other = next(
+        p
+        for p in PEOPLE
+        if p != TARGET
+        and person_shard(WS, p, settings.queue.shards)
+        == person_shard(WS, TARGET, settings.queue.shards)
+    )
+    first, second = (TARGET, other) if theirs_at_head else (other, TARGET)
+    _run(settings, lambda q, _: q.enqueue(WS, [track_job(first, 0), track_job(second, 0)]))
+    shard = keys.shard_keys(
+        WS, person_shard(WS, TARGET, settings.queue.shards), Lane.TRACK, Traffic.LIVE
+    )
+    head = stream_entries(redis_client, shard.stream)[0][0]
+    redis_client.hset(shard.retry, mapping={"head": head, "attempts": 3})
+    _run(settings, lambda _, f: f.forget(WS, [TARGET], who="t"))
+    assert bool(redis_client.exists(shard.retry)) is not theirs_at_head
+    assert stream_people(redis_client, WS, settings.queue.shards) == {other: [0]}
