@@ -16,13 +16,15 @@
 4. ``stored_answers``: Idempotency-Key answers and request markers whose key or value
    names an identifier (the key is the producer's, and may be the person's id).
 5. ``audit_entries``: operator audit entries whose detail names an identifier.
+6. ``late_failures``: the late failures found in Customer.io's activity log whose record
+   holds a value equal to an identifier.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -297,24 +299,54 @@ def _any(run: ForgetRun, rows: list[Any]) -> tuple[list[bytes], list[str]]:
     return [raw_id for raw_id, _ in rows], []
 
 
-class AuditRemover:
-    """Audit entries whose detail names an identifier (a repair's diff keeps payload
-    values): deleted, and the forget's own entry counts them, so the audit still says
-    that entries went and who removed them."""
+def _strings(value: Any) -> Iterator[str]:
+    """Every string (and number, as text) anywhere in a decoded JSON value."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str | int) and not isinstance(value, bool):
+        yield str(value)
 
-    name = "audit_entries"
+
+def _naming(run: ForgetRun, rows: list[Any]) -> tuple[list[bytes], list[str]]:
+    """Rows holding a JSON value equal to an identifier, anywhere in it: records cioq keeps
+    as Customer.io wrote them (an activity names its customer in fields of its own)."""
+    ids: list[bytes] = []
+    for raw_id, flat in rows:
+        values: set[str] = set()
+        for raw in flat[1::2]:
+            try:
+                values.update(_strings(orjson.loads(raw)))
+            except orjson.JSONDecodeError:
+                continue
+        if values & run.person.values:
+            ids.append(raw_id)
+        else:
+            run.mentions_kept += 1
+    return ids, []
+
+
+class StreamRemover:
+    """Entries of one of the workspace's streams that name the person (`confirm` says which)."""
+
+    def __init__(self, name: str, stream: Callable[[str], str], confirm: Confirm) -> None:
+        self.name = name
+        self.stream = stream
+        self.confirm = confirm
 
     async def remove(self, run: ForgetRun) -> int:
         client = run.redis
+        stream = self.stream(run.person.workspace)
         find = load_script(client, "forget_find")
         remove = load_script(client, "remove_letters")
-        found, _ = await _search(run, find, [keys.audit()], b"", _any)
+        found, _ = await _search(run, find, [stream], b"", self.confirm)
         removed = 0
         for start in range(0, len(found), DELETE_PAGE):
             with store_errors("forget"):
-                removed += int(
-                    await remove(keys=[keys.audit()], args=found[start : start + DELETE_PAGE])
-                )
+                removed += int(await remove(keys=[stream], args=found[start : start + DELETE_PAGE]))
         return removed
 
 
@@ -324,5 +356,8 @@ DEFAULT_REMOVERS: tuple[Remover, ...] = (
     DeadLettersRemover(),
     AppOutcomesRemover(),
     AnswersRemover(),
-    AuditRemover(),
+    # A repair's audit diff keeps payload values; the forget's own entry counts these.
+    StreamRemover("audit_entries", lambda _: keys.audit(), _any),
+    # Customer.io's activities of calls it accepted, then failed (the App lane's poller).
+    StreamRemover("late_failures", keys.late_failures, _naming),
 )

@@ -88,6 +88,10 @@ def backlog(settings: Settings, redis_client: redis.Redis) -> Iterator[None]:
             detail = f'letter 1-0: attributes.email "{email(p)}" -> "x"'
             fields = {"who": "ops", "action": "repair", "workspace": WS, "detail": detail}
             redis_client.xadd(keys.audit(), fields)  # type: ignore[arg-type]
+            # A late failure, as the App lane's poller records Customer.io's activity.
+            activity = {"customer_id": p, "customer_identifiers": {"id": p, "email": email(p)}}
+            record = {"activity": activity, "type": "failed_attribute_change"}
+            redis_client.xadd(keys.late_failures(WS), {"r": orjson.dumps(record)})
 
     _run(settings, fill)
     DeadLetterStore(redis_client).add(WS, [_letter(p, 50 + i) for p in PEOPLE for i in range(2)])
@@ -110,6 +114,7 @@ def test_forget_leaves_no_trace_of_the_person_and_keeps_everyone_else_in_order(
         "app_outcomes": 1,
         "stored_answers": 1,
         "audit_entries": 1,
+        "late_failures": 1,
     }
     # And everyone else's jobs are all still queued, in their order
     after = stream_people(redis_client, WS, settings.queue.shards)
