@@ -180,3 +180,27 @@ def app_claimed(workspace: str, hour: int) -> str:
     """Delivery ids of the sends cioq delivered in one hour, so an ambiguous send's
     message lookup never takes another send's delivery for its own."""
     return f"{PREFIX}:claimed:{{{workspace}}}:{hour}"
+
+
+def forget_tombstone(workspace: str, digest: str) -> str:
+    """Marks an identifier the workspace was told to forget (`service.store.forget`): its
+    digest, never the value, kept ``CIOQ_FORGET_TOMBSTONE_TTL_S``; replays and, in
+    suppress mode, ingest drop jobs naming it."""
+    return f"{PREFIX}:tomb:{{{workspace}}}:{digest}"
+
+
+def forget_dropped(workspace: str) -> str:
+    """Hash of how many jobs naming a forgotten person were dropped, by where (replay,
+    ingest): counted in Redis because a CLI replay serves no metrics of its own."""
+    return f"{PREFIX}:tomb-dropped:{{{workspace}}}"
+
+
+def key_patterns(workspace: str) -> dict[str, str]:
+    """SCAN patterns of the workspace's keys that may name a person in their name or value
+    (forget searches them): idempotency answers, App outcomes, request markers."""
+    return {
+        "idempotency": f"{PREFIX}:idem:{{{workspace}}}:*",
+        "app_outcome": f"{PREFIX}:outcome:{{{workspace}}}:*",
+        # Markers live in their shard's slot ({<workspace>[:<lane>][:bulk]:<shard>}).
+        "request_marker": f"{PREFIX}:req:{{{workspace}:*",
+    }

@@ -29,6 +29,7 @@ from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
 from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
+from service.store.forget import Forgetting
 from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
@@ -100,8 +101,18 @@ class IngestApp:
             self.redis, settings.backlog, settings.queue, settings.workspaces
         )
         self.gate = StartupGate(self.redis, settings.redis, self.queue)
+        self.forgetting = Forgetting(
+            self.redis,
+            settings.queue,
+            lease_ms=settings.drain.lease_ms,
+            triggers=self.triggers,
+            enqueue=self.queue.enqueue,
+        )
         self.admin = Admin(
-            DeadLetterAdmin(self.redis, self.queue), settings.workspaces, who=self._admin_name
+            DeadLetterAdmin(self.redis, self.queue),
+            settings.workspaces,
+            who=self._admin_name,
+            forgetting=self.forgetting,
         )
         self.metrics = ApiMetrics(settings)
         self.console = console_for(self, settings)
@@ -280,7 +291,9 @@ def console_for(app: IngestApp, settings: Settings) -> Starlette:
         settings.queue, settings.metrics, settings.workspaces, app.metrics.redis
     )
     overview = Overview(settings.workspaces, state, app.redis, app.admin.dlq, control)
-    return create_console(settings, app.auth, app.admin.dlq, control, overview)
+    return create_console(
+        settings, app.auth, app.admin.dlq, control, overview, forgetting=app.forgetting
+    )
 
 
 def create_app(settings: Settings, **kwargs: Any) -> IngestApp:

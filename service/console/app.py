@@ -42,6 +42,7 @@ from service.console.routes import Console, OperatorPage, PublicPage
 from service.console.session import Sessions
 from service.errors import FieldError, InvalidRequest, StoreUnavailable
 from service.store.dead_letter_admin import DeadLetterAdmin
+from service.store.forget import Forgetting
 from service.store.workspace_control import WorkspaceControl
 from service.web.auth import Authenticator
 from service.web.http import BodyRefused, read_body
@@ -186,10 +187,19 @@ def create_console(
     overview: Overview,
     *,
     sessions: Sessions | None = None,
+    forgetting: Forgetting | None = None,
 ) -> Starlette:
     """The console app; `sessions` may be given to control the clock in tests."""
     pages = Pages(sessions or Sessions(settings.console, settings.keys), auth)
-    console = Console(settings.workspaces, pages, dlq, control, overview)
+    if forgetting is None:
+        forgetting = Forgetting(
+            dlq.redis,
+            settings.queue,
+            lease_ms=settings.drain.lease_ms,
+            triggers=control.triggers,
+            enqueue=dlq.queue.enqueue,
+        )
+    console = Console(settings.workspaces, pages, dlq, control, overview, forgetting)
     timeout_s = settings.listener.body_timeout_s
     routes: list[BaseRoute] = [
         Route(path, _public(handler, timeout_s), methods=[method])

@@ -53,6 +53,18 @@ def _check(call: Any, strict: bool) -> list[FieldError]:
     return validate_call(call, call_type=None, strict=strict)
 
 
+#: Semantic events that remove a person at Customer.io (strict mode: ``userId`` required).
+_ERASING_EVENTS = ("User Deleted", "User Suppressed")
+
+
+def _erases(call: Any) -> dict[str, str]:
+    if not isinstance(call, dict) or call.get("type") != "track":
+        return {}
+    if call.get("event") not in _ERASING_EVENTS or call.get("userId") in (None, ""):
+        return {}
+    return {"id": str(call["userId"])}
+
+
 CDP = JobKind(
     "cdp",
     FIELD_CDP,
@@ -60,6 +72,7 @@ CDP = JobKind(
     batches=True,
     restore=_restore,
     subjects=_subjects,
+    erases=_erases,
     # messageId is Customer.io's de-duplication key; timestamp the accept time.
     repair=RepairRules(_check, kept=("messageId", "timestamp")),
 )

@@ -76,12 +76,28 @@ def _check_v2(op: Any, strict: bool) -> list[FieldError]:
     return errors if size is None else [*errors, size]
 
 
+def person_delete(id_type: str, value: str) -> Job:
+    """Track's ``DELETE /api/v1/customers/{id}``, as the v2 op cioq stores it."""
+    return v2_job({"type": "person", "action": "delete", "identifiers": {id_type: value}})
+
+
+def _v2_erases(op: Any) -> dict[str, str]:
+    """A person delete or suppress names whom Customer.io removes."""
+    if not isinstance(op, dict) or op.get("type") != "person":
+        return {}
+    if op.get("action") not in ("delete", "suppress"):
+        return {}
+    ident = op.get("identifiers")
+    return {str(k): str(v) for k, v in ident.items()} if isinstance(ident, dict) else {}
+
+
 V2 = JobKind(
     "v2",
     FIELD_OP,
     Lane.TRACK,
     batches=True,
     restore=_restore_v2,
+    erases=_v2_erases,
     # An event's id is what Customer.io de-duplicates on; the timestamp is the accept time.
     repair=RepairRules(
         _check_v2,
