@@ -5,9 +5,11 @@ newest first, ``start`` cursor). One poller per workspace runs cluster-wide: it 
 lease in Redis (``lua/late_lease.lua``) and every write it makes is fenced by it
 (``lua/late_commit.lua``), so two pollers never record at once. For each failure type it
 walks the log from the newest activity back to its cursor (the newest one it recorded, kept
-in Redis) and, in one script, records what it found (oldest first, in a capped stream) and
-moves the cursor: a poller that stops mid-walk recorded nothing, and the next walk (its own
-or another's) finds the same activities, so a restart loses and repeats nothing.
+in Redis) and, in one script, records what it found (oldest first, in a capped stream, each
+tied to the delivered job it came from by `service.store.sent_index` where it can be, and
+counted for the metrics) and moves the cursor: a poller that stops mid-walk recorded
+nothing, and the next walk (its own or another's) finds the same activities, so a
+restart loses and repeats nothing.
 
 Its reads are spaced by ``1 / (CIOQ_APP_RPS * CIOQ_LATE_POLL_READ_SHARE)`` seconds, which
 bounds it to that share of the App read budget (it is the only poller), and each also takes
@@ -40,11 +42,11 @@ from service.lanes.app.client import AppClient
 from service.lanes.app.rate_limit import LimitClass, RateLimiter
 from service.metrics import app_lane as metrics
 from service.store.connections import SyncStore, load_script, store_errors
+from service.store.late_failures import FAILURE_TYPES, build_record
+from service.store.sent_index import find_sent
 
 log = logging.getLogger("cioq.late")
 
-#: The failure types polled, one walk each (Customer.io's ``type`` query takes one).
-FAILURE_TYPES = ("failed_attribute_change", "failed_event", "failed_batch_update")
 #: Activities per page: the App API's maximum.
 PAGE_LIMIT = 100
 #: The longest a daily-quota back-off lasts.
@@ -173,9 +175,14 @@ class ActivityPoller:
             newest_id, newest_s = "", self.wall_ms() // 1000
             if found:
                 newest_id, newest_s = str(found[0]["id"]), int(found[0].get("timestamp") or 0)
-            records = [self._record(a, activity_type) for a in reversed(found)]
+            records = [x for a in reversed(found) for x in self._record(a, activity_type)]
             cursor = f"{newest_id}|{newest_s}"
-            lua_keys = [keys.late_lease(name), cursor_key, keys.late_failures(name)]
+            lua_keys = [
+                keys.late_lease(name),
+                cursor_key,
+                keys.late_failures(name),
+                keys.late_counts(name),
+            ]
             args = [self.holder, cursor, self.app.late_failures_max_entries, *records]
             with store_errors("late poll"):
                 added = int(self._commit(keys=lua_keys, args=args))
@@ -185,15 +192,11 @@ class ActivityPoller:
             report.by_type[activity_type] = added
         return PollOutcome.OK
 
-    def _record(self, activity: dict[str, Any], activity_type: str) -> bytes:
-        return orjson.dumps(
-            {
-                "activity": activity,
-                "type": activity_type,
-                "found_ms": self.wall_ms(),
-                "workspace": self.workspace.name,
-            }
-        )
+    def _record(self, activity: dict[str, Any], activity_type: str) -> tuple[str, bytes]:
+        """The record of one failure, tied to the job it came from when the index knows it."""
+        name = self.workspace.name
+        job = find_sent(self.redis, name, activity) if self.app.late_link_window_s > 0 else None
+        return build_record(name, activity_type, activity, job, self.wall_ms())
 
     def _read(self, path: str) -> Answer:
         """One read, spaced by this poller's share and within the cluster-wide read bucket."""
