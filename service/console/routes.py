@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from service.config import Workspace, find_workspace
 from service.console import views
+from service.console.late import LatePages
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, query_of, redirect
 from service.console.repair import RepairPages
@@ -31,6 +32,7 @@ from service.store.dead_letter_admin import (
     DeadLetterFilter,
     SelectionResult,
 )
+from service.store.late_failures import LateFailures
 from service.store.workspace_control import LANES, WorkspaceControl, parse_duration_ms
 
 log = logging.getLogger("cioq.console")
@@ -62,6 +64,9 @@ class Console:
         self.control = control
         self.overview = overview
         self.repair = RepairPages(workspaces, pages, dlq, self._workspace)
+        self.late = LatePages(
+            workspaces, pages, LateFailures(dlq.redis, dlq.queue), self._workspace
+        )
 
     def public_pages(self) -> list[tuple[str, str, PublicPage]]:
         """(method, path, handler) of the pages before signing in."""
@@ -83,6 +88,7 @@ class Console:
             ("POST", f"{dl}/action", self.action),
             ("GET", f"{dl}/{{workspace}}/{{id}}", self.letter),
             *self.repair.operator_pages(),
+            *self.late.operator_pages(),
             ("GET", "/console/audit", self.audit),
         ]
 

@@ -349,6 +349,16 @@ class LateFailures:
         return Resent(failure.id, str(job["id"]), diff)
 
 
+async def late_by_lane(client: AsyncStore, workspace: str) -> dict[str, int]:
+    """Late failures recorded, ever, per lane (``unlinked`` for those tied to no job)."""
+    raw: dict[bytes, bytes] = await _call(client.hgetall(keys.late_counts(workspace)))
+    out: dict[str, int] = {}
+    for field, count in raw.items():
+        lane = field.decode().partition("|")[0]
+        out[lane] = out.get(lane, 0) + int(count)
+    return out
+
+
 def _checked(kind: str, original: Any, payload: Any, strict: bool) -> bytes:
     """The corrected call as ingest would store it; InvalidRequest (422) naming each broken
     rule. Fields the original's kind keeps (ids, accept time) come back where left out."""

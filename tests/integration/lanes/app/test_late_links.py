@@ -7,31 +7,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import redis
-from ulid import ULID
 
 from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
 from service.config import Settings
 from service.errors import InvalidRequest
-from service.jobs import PRODUCER_FIELD, Lane, Traffic, shard_for
-from service.lanes.app.client import AppClient
-from service.lanes.app.late_poll import ActivityPoller
-from service.lanes.track.jobs import v2_job
+from service.jobs import PRODUCER_FIELD, Lane
 from service.store.connections import connect_async
 from service.store.late_failures import LateFailures, LateFilter
 from service.store.queue import Queue
 from service.store.sent_index import find_sent, remove_person
-from tests.support.drain import build_drainer
 from tests.support.http_server import serve_in_thread
+from tests.support.late import (
+    APP_KEY,
+    Poller,
+    drain,
+    enqueue,
+    event,
+    identify,
+    late_sandbox,
+    records,
+)
 from tests.support.streams import stream_entries
-
-APP_KEY = "dev-app-key"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +45,7 @@ def sandbox_url() -> Iterator[str]:
 
 @pytest.fixture
 def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
-        client.post("/_sandbox/reset").raise_for_status()
-        late = {"rate": 1.0, "min_delay_s": 0.0, "max_delay_s": 0.0}
-        client.post("/_sandbox/late_failures", json=late).raise_for_status()
-        yield client
+    yield from late_sandbox(sandbox_url)
 
 
 @pytest.fixture
@@ -64,59 +63,13 @@ def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settin
 
 @pytest.fixture
 def poll(settings: Settings, redis_client: redis.Redis) -> Iterator[Callable[[], int]]:
-    ws = settings.workspace("default")
-    http = AppClient(ws, timeout_s=5)
-    poller = ActivityPoller(redis_client, settings.app, ws, http)
-    poller.poll()  # the first walk sets each cursor: what follows is found by the next
-
-    def walk() -> int:
-        return poller.poll().recorded
-
-    yield walk
-    http.close()
-
-
-def _identify(n: int) -> dict[str, Any]:
-    return {
-        "type": "person",
-        "action": "identify",
-        "identifiers": {"id": f"p{n}"},
-        "attributes": {"email": f"p{n}@example.com", "plan": "pro"},
-    }
-
-
-def _event(n: int) -> dict[str, Any]:
-    return {
-        "type": "person",
-        "action": "event",
-        "identifiers": {"id": f"p{n}"},
-        "name": "signed_up",
-        "id": str(ULID()),
-        "attributes": {"plan": "pro"},
-    }
-
-
-def _enqueue(client: redis.Redis, ops: list[tuple[dict[str, Any], str]]) -> dict[str, str]:
-    """Store each op as ingest does, with its producer; returns person → job id."""
-    ids: dict[str, str] = {}
-    for op, producer in ops:
-        job = v2_job(op)
-        shard = keys.shard_keys("default", shard_for("default", job.route, 1), Lane.TRACK)
-        entry = cast(
-            bytes, client.xadd(shard.stream, {job.field: job.payload, PRODUCER_FIELD: producer})
-        )
-        ids[op["identifiers"]["id"]] = f"{shard.tag}:{entry.decode()}"
-    return ids
+    poller = Poller(settings, redis_client)
+    yield poller.walk
+    poller.close()
 
 
 def _drain(settings: Settings, client: redis.Redis) -> None:
-    report = build_drainer(settings, client).drain("default", 0, Lane.TRACK, Traffic.LIVE)
-    assert report.delivered > 0
-
-
-def _records(client: redis.Redis) -> list[dict[str, Any]]:
-    rows = stream_entries(client, keys.late_failures("default"))
-    return [orjson.loads(fields[b"r"]) for _, fields in rows]
+    assert drain(settings, client) > 0
 
 
 def _late(settings: Settings, work: Callable[[LateFailures], Any]) -> Any:
@@ -134,20 +87,20 @@ def _late(settings: Settings, work: Callable[[LateFailures], Any]) -> Any:
 def test_each_failure_is_linked_to_its_job_and_producer(
     settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client, poll: Callable[[], int]
 ) -> None:
-    ops = [(_identify(n), "billing") for n in range(4)] + [(_event(n), "web") for n in range(4, 8)]
-    ids = _enqueue(redis_client, ops)
+    ops = [(identify(n), "billing") for n in range(4)] + [(event(n), "web") for n in range(4, 8)]
+    ids = enqueue(redis_client, ops)
     _drain(settings, redis_client)
     assert poll() == 8
-    records = {r["activity"]["customer_id"]: r for r in _records(redis_client)}
-    assert set(records) == set(ids)
+    found = {r["activity"]["customer_id"]: r for r in records(redis_client)}
+    assert set(found) == set(ids)
     for op, producer in ops:
         person = op["identifiers"]["id"]
-        job = records[person]["job"]
+        job = found[person]["job"]
         assert job is not None, person
         assert (job["id"], job["producer"], job["lane"]) == (ids[person], producer, "track")
         assert job["payload"] == op
         assert job["accepted_ms"] == int(ids[person].rpartition(":")[2].split("-")[0])
-        assert records[person]["reason"]
+        assert found[person]["reason"]
     counts = redis_client.hgetall(keys.late_counts("default"))
     assert counts == {
         b"track|billing|failed_attribute_change": b"4",
@@ -159,11 +112,11 @@ def test_each_failure_is_linked_to_its_job_and_producer(
 def test_a_failure_of_a_call_cioq_did_not_send_is_recorded_unlinked(
     settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client, poll: Callable[[], int]
 ) -> None:
-    batch = {"batch": [_identify(1)]}
+    batch = {"batch": [identify(1)]}
     r = sandbox.post("/api/v2/batch", json=batch, auth=("dev-site", "dev-api-key"))
     assert r.status_code == 200
     assert poll() == 1
-    (record,) = _records(redis_client)
+    (record,) = records(redis_client)
     assert record["job"] is None and record["person"] == "id=p1"
     counts = redis_client.hgetall(keys.late_counts("default"))
     assert counts == {b"unlinked|unlinked|failed_attribute_change": b"1"}
@@ -179,7 +132,7 @@ def test_no_index_when_the_window_is_zero(
     sandbox: httpx.Client,
 ) -> None:
     off = make_settings(**{**_overrides(settings), "late_link_window_s": 0})
-    _enqueue(redis_client, [(_identify(1), "billing")])
+    enqueue(redis_client, [(identify(1), "billing")])
     _drain(off, redis_client)
     assert list(redis_client.scan_iter(match="cioq:sent:*")) == []
 
@@ -196,8 +149,8 @@ def _overrides(settings: Settings) -> dict[str, Any]:
 def test_remove_person_forgets_every_entry_of_that_person_only(
     settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
 ) -> None:
-    first, second = _event(1), _event(2)
-    _enqueue(redis_client, [(first, "web"), (second, "web")])
+    first, second = event(1), event(2)
+    enqueue(redis_client, [(first, "web"), (second, "web")])
     _drain(settings, redis_client)
     activity = {
         "type": "failed_event",
@@ -217,12 +170,12 @@ def test_remove_person_forgets_every_entry_of_that_person_only(
 def test_a_linked_records_fixed_call_is_resent_once_and_audited(
     settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client, poll: Callable[[], int]
 ) -> None:
-    _enqueue(redis_client, [(_identify(1), "billing")])
+    enqueue(redis_client, [(identify(1), "billing")])
     _drain(settings, redis_client)
     assert poll() == 1
     page = _late(settings, lambda late: late.page("default", LateFilter(), limit=9))
     (record,) = page.failures
-    fixed = {**_identify(1), "attributes": {"email": "p1+new@example.com", "plan": "pro"}}
+    fixed = {**identify(1), "attributes": {"email": "p1+new@example.com", "plan": "pro"}}
 
     async def race(late: LateFailures) -> list[Any]:
         tries = [late.resend("default", record.id, fixed, strict=False, who="ops") for _ in "ab"]
