@@ -172,6 +172,14 @@ def matches(call: SentCall | None, activity_type: str, name: str) -> bool:
     return False
 
 
+def could_link(activity: Mapping[str, Any]) -> bool:
+    """Whether `activity` is of a kind cioq ties to jobs and names a person or an event."""
+    if activity.get("type") not in ("failed_event", "failed_attribute_change"):
+        return False
+    data = activity.get("data")
+    return bool(_identifiers(activity)) or (isinstance(data, dict) and bool(data.get("event_id")))
+
+
 def find_sent(client: SyncStore, workspace: str, activity: Mapping[str, Any]) -> SentJob | None:
     """The delivered job `activity` (a failure from the log) came from, or None."""
     activity_type = str(activity.get("type") or "")

@@ -78,12 +78,15 @@ def records(client: redis.Redis) -> list[dict[str, Any]]:
 
 
 class Poller:
-    """An `ActivityPoller` of workspace ``default`` whose first walk has set its cursors."""
+    """An `ActivityPoller` of workspace ``default`` whose first walk has set its cursors; it
+    records a failure it cannot link at once (`unlinked_wait_s`), unless told otherwise."""
 
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, unlinked_wait_s: int = 0) -> None:
         ws = settings.workspace("default")
         self.http = AppClient(ws, timeout_s=5)
-        self.poller = ActivityPoller(client, settings.app, ws, self.http)
+        self.poller = ActivityPoller(
+            client, settings.app, ws, self.http, unlinked_wait_s=unlinked_wait_s
+        )
         self.poller.poll()
 
     def walk(self) -> int:

@@ -6,6 +6,7 @@ a person's entries can be removed; a linked record's corrected call is re-sent o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,10 +20,12 @@ from service import keys
 from service.config import Settings
 from service.errors import InvalidRequest
 from service.jobs import PRODUCER_FIELD, Lane
+from service.lanes.track.jobs import v2_job
 from service.store.connections import connect_async
 from service.store.late_failures import LateFailures, LateFilter
 from service.store.queue import Queue
-from service.store.sent_index import find_sent, remove_person
+from service.store.sent_index import find_sent, record_sent, remove_person
+from service.store.shards import Entry
 from tests.support.http_server import serve_in_thread
 from tests.support.late import (
     APP_KEY,
@@ -205,3 +208,30 @@ def test_a_linked_records_fixed_call_is_resent_once_and_audited(
     assert len(new) == 1
     audit = [f for _, f in stream_entries(redis_client, keys.audit())]
     assert [a[b"action"] for a in audit] == [b"late_resend"]
+
+
+def test_a_failure_logged_before_its_job_is_indexed_waits_for_it_then_links(
+    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client
+) -> None:
+    """Customer.io may log a failure before the drain read the 200 and indexed the job: a
+    young unlinked failure (and all newer) waits for the next walk, then links."""
+    poller = Poller(settings, redis_client, unlinked_wait_s=60)
+    try:
+        op = identify(1)
+        r = sandbox.post("/api/v2/batch", json={"batch": [op]}, auth=("dev-site", "dev-api-key"))
+        assert r.status_code == 200
+        assert poller.walk() == 0  # no job yet, and the failure is young: not recorded
+        shard = keys.shard_keys("default", 0, Lane.TRACK)
+        job = v2_job(op)
+        entry = Entry(b"1700000000000-0", job.kind, job.payload, shard, "billing")
+        now_ms = int(time.time() * 1000)
+        indexed = record_sent(
+            redis_client, "default", "track", [entry], now_ms, window_s=60, per_person=5
+        )
+        assert indexed == 1
+        assert poller.walk() == 1
+        (record,) = records(redis_client)
+        assert record["job"]["id"] == f"{shard.tag}:1700000000000-0"
+        assert record["job"]["producer"] == "billing"
+    finally:
+        poller.close()
