@@ -25,7 +25,7 @@ from service.metrics.activity import lane_activity, per_minute, producers_activi
 from service.metrics.queue_state import QueueStateCollector, WorkspaceState
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
-from service.store.late_failures import late_by_lane
+from service.store.late_failures import late_by_lane, late_by_producer
 from service.store.shards import PauseCause
 from service.store.workspace_control import WorkspaceControl
 
@@ -90,11 +90,14 @@ class ProducerOverview:
     delivered_per_min: float
     dead_lettered_per_min: float
     dead_letters: int
+    #: Late failures recorded, ever, tied to this producer's jobs.
+    late_failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "workspace": self.workspace,
             "producer": self.producer,
+            "late_failures": self.late_failures,
             "accepted_per_min": round(self.accepted_per_min, 1),
             "delivered_per_min": round(self.delivered_per_min, 1),
             "dead_lettered_per_min": round(self.dead_lettered_per_min, 1),
@@ -130,6 +133,7 @@ class Overview:
                 counts = producers_activity(await per_minute(self.redis, ws.name))
             await self._dead_counts(ws.name)
             dead = self._dead_producers.get(ws.name, Counter())
+            late = await late_by_producer(self.redis, ws.name)
             named = dict.fromkeys(entry.producer for entry in ingest_key_entries(ws))
             for producer in (*named, *sorted((set(counts) | set(dead)) - set(named))):
                 mine = counts.get(producer, {})
@@ -141,6 +145,7 @@ class Overview:
                         mine.get("delivered", 0.0),
                         mine.get("dead_lettered", 0.0),
                         dead.get(producer, 0),
+                        late.get(producer, 0),
                     )
                 )
         return rows

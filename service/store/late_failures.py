@@ -351,11 +351,20 @@ class LateFailures:
 
 async def late_by_lane(client: AsyncStore, workspace: str) -> dict[str, int]:
     """Late failures recorded, ever, per lane (``unlinked`` for those tied to no job)."""
+    return await _late_by(client, workspace, 0)
+
+
+async def late_by_producer(client: AsyncStore, workspace: str) -> dict[str, int]:
+    """Late failures recorded, ever, per producer (``unlinked`` for those tied to no job)."""
+    return await _late_by(client, workspace, 1)
+
+
+async def _late_by(client: AsyncStore, workspace: str, part: int) -> dict[str, int]:
     raw: dict[bytes, bytes] = await _call(client.hgetall(keys.late_counts(workspace)))
     out: dict[str, int] = {}
     for field, count in raw.items():
-        lane = field.decode().partition("|")[0]
-        out[lane] = out.get(lane, 0) + int(count)
+        name = field.decode().split("|")[part]
+        out[name] = out.get(name, 0) + int(count)
     return out
 
 

@@ -140,6 +140,11 @@ def test_every_surface_shows_the_same_records_with_the_same_filters(
     assert one.status_code == 200 and rows[0]["reason"] in one.text
     show = cli_runner.invoke(cli, ["late", "show", ids[0]])
     assert show.exit_code == 0 and rows[0]["activity_id"] in show.output
+    env = {"CIOQ_INGEST_KEYS": "billing:k-billing,web:k-web"}
+    status = cli_runner.invoke(cli, ["status", "--by-producer", "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    late = {r["producer"]: r["late_failures"] for r in map(orjson.loads, status.output.split())}
+    assert late == {"billing": 3, "web": 2}
 
 
 def test_a_fixed_payload_re_sent_from_the_admin_api_arrives_once(
