@@ -206,15 +206,18 @@ class Delivery:
         (one pipelined write per request; only for workspaces whose log is polled)."""
         if not self.sent_index.on(self.workspace):
             return
-        record_sent(
-            self.store.redis,
-            self.workspace,
-            self.lane,
-            delivered,
-            self.now_ms(),
-            window_s=self.sent_index.window_s,
-            per_person=self.sent_index.per_person,
-        )
+        try:
+            record_sent(
+                self.store.redis,
+                self.workspace,
+                self.lane,
+                delivered,
+                self.now_ms(),
+                window_s=self.sent_index.window_s,
+                per_person=self.sent_index.per_person,
+            )
+        except Exception:  # Customer.io took these jobs: they must be resolved whatever happens
+            log.warning("%s: indexing delivered jobs failed", self.workspace, exc_info=True)
 
     def _isolate(self, entries: list[Entry], kind: str) -> Delivered:
         """Bisect a rejected batch until each rejected op stands alone."""
