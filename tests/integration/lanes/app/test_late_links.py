@@ -23,6 +23,7 @@ from service.jobs import PRODUCER_FIELD, Lane
 from service.lanes.track.jobs import v2_job
 from service.store.connections import connect_async
 from service.store.late_failures import LateFailures, LateFilter
+from service.store.late_forget import remove_person_failures
 from service.store.queue import Queue
 from service.store.sent_index import find_sent, record_sent, remove_person
 from service.store.shards import Entry
@@ -235,3 +236,19 @@ def test_a_failure_logged_before_its_job_is_indexed_waits_for_it_then_links(
         assert record["job"]["producer"] == "billing"
     finally:
         poller.close()
+
+
+def test_forgetting_a_person_removes_their_late_failures_and_keeps_the_counts(
+    settings: Settings, redis_client: redis.Redis, sandbox: httpx.Client, poll: Callable[[], int]
+) -> None:
+    enqueue(redis_client, [(identify(1), "billing"), (identify(2), "billing")])
+    drain(settings, redis_client)
+    assert poll() == 2
+
+    async def forget(late: LateFailures) -> int:
+        return await remove_person_failures(late, "default", {"email": "p1@example.com"})
+
+    assert _late(settings, forget) == 1  # named by the job's email, not the activity's id
+    assert [r["activity"]["customer_id"] for r in records(redis_client)] == ["p2"]
+    counts = redis_client.hgetall(keys.late_counts("default"))
+    assert counts == {b"track|billing|failed_attribute_change": b"2"}
