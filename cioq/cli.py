@@ -258,6 +258,7 @@ from cioq import (  # noqa: E402  (need _settings, defined above)
     dlq_cli,
     dlq_edit_cli,
     forget_cli,
+    late_cli,
     status_cli,
 )
 
@@ -266,6 +267,7 @@ dlq_edit_cli.register(dlq_app)
 app.add_typer(dlq_app, name="dlq", help="List, show, replay, purge or repair dead letters.")
 status_cli.register(app, _settings)
 forget_cli.register(app, _settings)
+late_cli.register(app, _settings)
 
 
 def main() -> None:

@@ -112,6 +112,23 @@ class RepairRules:
 
 
 @dataclass(frozen=True, slots=True)
+class SentCall:
+    """What a delivered job asked of one person, as far as tying a late failure to it needs
+    (`service.store.sent_index`): an identify and the attributes it set, or an event."""
+
+    #: ``identify`` or ``event``.
+    action: str
+    #: The identifiers it names, e.g. ``{"id": "42"}`` or ``{"email": "a@example.com"}``.
+    identifiers: dict[str, str]
+    #: An event's name ("" for an identify).
+    name: str = ""
+    #: The attributes an identify sets (names only).
+    attributes: tuple[str, ...] = ()
+    #: An event's id (Track ``id``, Pipelines ``messageId``), when it has one.
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class JobKind:
     """One kind of job a lane stores, and what the shared layers may ask of it."""
 
@@ -138,6 +155,9 @@ class JobKind:
     #: suppresses at Customer.io; empty for any other job (a workspace's
     #: ``forget_on_delete`` removes that person's older jobs first).
     erases: Callable[[Any], dict[str, str]] = lambda data: {}
+    #: What a delivered job of the kind asked of a person (identify/event), so a late
+    #: failure can be tied to it; None (or a None answer): it cannot fail late.
+    sent_call: Callable[[Any], SentCall | None] | None = None
 
     def lane_of(self, route: str) -> Lane:
         return self.lane if self.by_route is None else self.by_route(route)

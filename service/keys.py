@@ -146,6 +146,28 @@ def late_backoff(workspace: str) -> str:
     return f"{PREFIX}:late:backoff:{{{workspace}}}"
 
 
+def late_counts(workspace: str) -> str:
+    """Late failures recorded, ever, per ``lane|producer|type`` (a hash the metrics endpoint
+    exports as a counter: the capped stream forgets, and the poller serves no metrics)."""
+    return f"{PREFIX}:late:counts:{{{workspace}}}"
+
+
+def late_resent(workspace: str) -> str:
+    """Late failures an operator re-sent: record id → JSON (who, when, the new job's id)."""
+    return f"{PREFIX}:late:resent:{{{workspace}}}"
+
+
+def sent_person(workspace: str, identifier: str, value: str) -> str:
+    """Jobs recently delivered to one person, by one identifier (``id``, ``email``,
+    ``cio_id``): a capped sorted set of job copies scored by delivery time, with a TTL."""
+    return f"{PREFIX}:sent:{{{workspace}}}:p:{identifier}:{value}"
+
+
+def sent_event(workspace: str, event_id: str) -> str:
+    """The job copy of a recently delivered event, by the event's id (a TTL'd string)."""
+    return f"{PREFIX}:sent:{{{workspace}}}:e:{event_id}"
+
+
 def audit() -> str:
     """Stream of operator actions (pause, resume, replay, purge): who, what, when."""
     return f"{PREFIX}:audit"

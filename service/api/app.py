@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 
 from service.api import openapi
 from service.api.admin import Admin
+from service.api.late_admin import LateAdmin
 from service.config import Settings, Workspace
 from service.console.app import create_console
 from service.console.overview import Overview
@@ -30,6 +31,7 @@ from service.store.backpressure import Backpressure
 from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
 from service.store.forget import Forgetting
+from service.store.late_failures import LateFailures
 from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
@@ -114,6 +116,9 @@ class IngestApp:
             who=self._admin_name,
             forgetting=self.forgetting,
         )
+        self.late = LateAdmin(
+            LateFailures(self.redis, self.queue), settings.workspaces, who=self._admin_name
+        )
         self.metrics = ApiMetrics(settings)
         self.console = console_for(self, settings)
         self.router = Router(
@@ -123,6 +128,7 @@ class IngestApp:
                 Route("GET", ("openapi.json",), "openapi", self.openapi_json, auth="public"),
                 *ingest_routes(self.queue, settings),
                 *self.admin.routes(),
+                *self.late.routes(),
             ]
         )
         self._openapi = json_response(200, openapi.document(self.router.routes))

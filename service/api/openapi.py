@@ -179,6 +179,26 @@ OPERATIONS.update(
     )
     for name, summary, body, answer in app_schema.SENDS
 )
+OPERATIONS.update(
+    {
+        "admin.late_list": Operation(
+            "A page of late failures (calls Customer.io accepted, then failed), newest first",
+            answer=obj(("late_failures",), late_failures={"type": "array", "items": OBJECT}),
+            query=(("limit", STR), ("after", STR)),
+            errors=(400, 401, 404, 413, 503),
+        ),
+        "admin.late_show": Operation(
+            "One late failure", answer=OBJECT, errors=(400, 401, 404, 413, 503)
+        ),
+        "admin.late_resend": Operation(
+            "Send a linked late failure's (corrected) call again, once (checked as a new call)",
+            obj((), payload=OBJECT),
+            True,
+            answer=obj(("id", "job_id", "resent", "changes"), id=STR, job_id=STR),
+            errors=(400, 401, 404, 409, 413, 422, 503),
+        ),
+    }
+)
 OPERATIONS["app.job"] = Operation(
     "An App API job's outcome (Customer.io's status and body, attempts), by its job id",
     answer=app_schema.JOB,

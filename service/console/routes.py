@@ -21,6 +21,7 @@ from starlette.responses import Response
 from service.config import Workspace, find_workspace
 from service.console import views
 from service.console.forget import ForgetPages
+from service.console.late import LatePages
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, query_of, redirect
 from service.console.repair import RepairPages
@@ -33,6 +34,7 @@ from service.store.dead_letter_admin import (
     SelectionResult,
 )
 from service.store.forget import Forgetting
+from service.store.late_failures import LateFailures
 from service.store.workspace_control import LANES, WorkspaceControl, parse_duration_ms
 
 log = logging.getLogger("cioq.console")
@@ -66,6 +68,9 @@ class Console:
         self.overview = overview
         self.repair = RepairPages(workspaces, pages, dlq, self._workspace)
         self.forget = ForgetPages(workspaces, pages, forgetting, self._workspace)
+        self.late = LatePages(
+            workspaces, pages, LateFailures(dlq.redis, dlq.queue), self._workspace
+        )
 
     def public_pages(self) -> list[tuple[str, str, PublicPage]]:
         """(method, path, handler) of the pages before signing in."""
@@ -88,6 +93,7 @@ class Console:
             ("GET", f"{dl}/{{workspace}}/{{id}}", self.letter),
             *self.repair.operator_pages(),
             *self.forget.operator_pages(),
+            *self.late.operator_pages(),
             ("GET", "/console/audit", self.audit),
         ]
 

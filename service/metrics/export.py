@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.config import Settings
+from service.metrics.late_failures import LateFailuresCollector
 from service.metrics.queue_state import QueueStateCollector
 from service.store.connections import connect_metrics
 
@@ -102,7 +103,8 @@ class ApiMetrics:
     def __init__(self, settings: Settings) -> None:
         self.redis = connect_metrics(settings.redis)
         self.registry = process_registry(
-            QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, self.redis)
+            QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, self.redis),
+            LateFailuresCollector(settings.workspaces, self.redis),
         )
 
     async def serve(self, send: Any) -> None:

@@ -42,6 +42,9 @@ from service.jobs import (
 from service.store.connections import load_script, store_errors
 from service.store.dead_letters import DeadLetter
 from service.store.forget_run import ForgetRun, Remover
+from service.store.late_failures import LateFailures
+from service.store.late_forget import remove_person_failures
+from service.store.sent_index import remove_person_async
 from service.store.tombstones import job_subjects
 
 #: Entries the server reads per search call: about 12 ms of Redis time each (2.5 s per
@@ -350,6 +353,25 @@ class StreamRemover:
         return removed
 
 
+class LateFailureRemover:
+    """Late failures whose activity or linked job names the person, with their re-send
+    marks (`late_forget`), and the copies of their delivered jobs kept to link failures
+    (`sent_index`)."""
+
+    name = "late_failures"
+
+    async def remove(self, run: ForgetRun) -> int:
+        ws = run.person.workspace
+        late = LateFailures(run.redis)
+        removed = 0
+        # One identifier a call: a person may have two of a type (two emails).
+        for ident in run.person.identifiers:
+            named = {ident.type.value: ident.value}
+            removed += await remove_person_failures(late, ws, named)
+            removed += await remove_person_async(run.redis, ws, named)
+        return removed
+
+
 #: What every forget removes, in this order (`service.store.forget.REMOVERS` starts as it).
 DEFAULT_REMOVERS: tuple[Remover, ...] = (
     StreamsRemover(),
@@ -358,6 +380,8 @@ DEFAULT_REMOVERS: tuple[Remover, ...] = (
     AnswersRemover(),
     # A repair's audit diff keeps payload values; the forget's own entry counts these.
     StreamRemover("audit_entries", lambda _: keys.audit(), _any),
-    # Customer.io's activities of calls it accepted, then failed (the App lane's poller).
-    StreamRemover("late_failures", keys.late_failures, _naming),
+    LateFailureRemover(),
+    # Any activity record left that holds an identifier as a value, in fields the poller's
+    # own reading does not know.
+    StreamRemover("late_failures_named", keys.late_failures, _naming),
 )

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from service.errors import FieldError
-from service.jobs import Job, JobKind, Lane, RepairRules, dumps
+from service.jobs import Job, JobKind, Lane, RepairRules, SentCall, dumps
 from service.lanes.pipelines.validation import validate_call
 
 #: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
@@ -65,6 +65,27 @@ def _erases(call: Any) -> dict[str, str]:
     return {"id": str(call["userId"])}
 
 
+def _sent(call: Any) -> SentCall | None:
+    """An identify or track call naming a person (the calls that can fail late), else None.
+
+    Customer.io keys a Pipelines person by ``userId`` (its ``id``); an identify's
+    ``traits.email`` names the person too."""
+    if not isinstance(call, dict) or call.get("type") not in ("identify", "track"):
+        return None
+    ident: dict[str, str] = {}
+    if call.get("userId") not in (None, ""):
+        ident["id"] = str(call["userId"])
+    traits: dict[str, Any] = call["traits"] if isinstance(call.get("traits"), dict) else {}
+    if traits.get("email"):
+        ident["email"] = str(traits["email"])
+    if not ident:
+        return None
+    message_id = call.get("messageId") if isinstance(call.get("messageId"), str) else ""
+    if call["type"] == "identify":
+        return SentCall("identify", ident, attributes=tuple(traits))
+    return SentCall("event", ident, str(call.get("event") or ""), event_id=message_id or "")
+
+
 CDP = JobKind(
     "cdp",
     FIELD_CDP,
@@ -75,4 +96,5 @@ CDP = JobKind(
     erases=_erases,
     # messageId is Customer.io's de-duplication key; timestamp the accept time.
     repair=RepairRules(_check, kept=("messageId", "timestamp")),
+    sent_call=_sent,
 )

@@ -8,7 +8,16 @@ from typing import Any
 import orjson
 
 from service.errors import FieldError
-from service.jobs import Job, JobKind, Lane, RepairRules, dumps, request_job, request_kind
+from service.jobs import (
+    Job,
+    JobKind,
+    Lane,
+    RepairRules,
+    SentCall,
+    dumps,
+    request_job,
+    request_kind,
+)
 from service.lanes.track.limits import Limits
 from service.lanes.track.validation import drop_unknown, op_size_error, validate_op
 
@@ -91,6 +100,25 @@ def _v2_erases(op: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in ident.items()} if isinstance(ident, dict) else {}
 
 
+def _v2_sent(op: Any) -> SentCall | None:
+    """An identify or event of a person (the ops that can fail late), else None."""
+    if not isinstance(op, dict) or op.get("type") != "person":
+        return None
+    action, ident = op.get("action"), op.get("identifiers")
+    if action not in ("identify", "event") or not isinstance(ident, dict):
+        return None
+    attributes = op.get("attributes")
+    names = tuple(attributes) if isinstance(attributes, dict) else ()
+    event_id = op.get("id") if action == "event" and isinstance(op.get("id"), str) else ""
+    return SentCall(
+        str(action),
+        {str(k): str(v) for k, v in ident.items()},
+        str(op.get("name") or "") if action == "event" else "",
+        names,
+        event_id or "",
+    )
+
+
 V2 = JobKind(
     "v2",
     FIELD_OP,
@@ -104,5 +132,6 @@ V2 = JobKind(
         kept=("id", "timestamp"),
         prepare=lambda op, strict: op if strict else drop_unknown(op),
     ),
+    sent_call=_v2_sent,
 )
 V1 = request_kind("v1", FIELD_V1, Lane.TRACK, subjects=_v1_subjects, person=_v1_person)

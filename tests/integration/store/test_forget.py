@@ -22,6 +22,7 @@ from service.store.dead_letters import DeadLetter, DeadLetterStore
 from service.store.forget import REMOVERS, Forgetting, register_remover, unregister_remover
 from service.store.forget_run import ForgetRun, Person
 from service.store.queue import Queue
+from service.store.sent_index import SentJob
 from service.store.shards import ShardStore
 from service.store.tombstones import FORGOTTEN_RULE
 from tests.support.forget import (
@@ -92,6 +93,18 @@ def backlog(settings: Settings, redis_client: redis.Redis) -> Iterator[None]:
             activity = {"customer_id": p, "customer_identifiers": {"id": p, "email": email(p)}}
             record = {"activity": activity, "type": "failed_attribute_change"}
             redis_client.xadd(keys.late_failures(WS), {"r": orjson.dumps(record)})
+            # The copy of a delivered event kept to link late failures, by person and event id.
+            # A Pipelines identify is kept under its userId and its email, so forgetting
+            # by id alone must find it under the email too.
+            identify = {"type": "identify", "userId": p, "traits": {"email": email(p)}}
+            event = {"type": "track", "userId": p, "event": "paid", "messageId": f"ev-{p}"}
+            kept = [
+                SentJob(f"t:{n}-0", "cdp", "pipelines", "web", 1, 2, orjson.dumps(call)).copy()
+                for n, call in enumerate((identify, event))
+            ]
+            redis_client.zadd(keys.sent_person(WS, "id", p), {kept[0]: 0, kept[1]: 1})
+            redis_client.zadd(keys.sent_person(WS, "email", email(p)), {kept[0]: 0})
+            redis_client.set(keys.sent_event(WS, f"ev-{p}"), kept[1])
 
     _run(settings, fill)
     DeadLetterStore(redis_client).add(WS, [_letter(p, 50 + i) for p in PEOPLE for i in range(2)])
@@ -114,7 +127,9 @@ def test_forget_leaves_no_trace_of_the_person_and_keeps_everyone_else_in_order(
         "app_outcomes": 1,
         "stored_answers": 1,
         "audit_entries": 1,
-        "late_failures": 1,
+        # The record; the delivered calls' keys by id and event id, the identify by email.
+        "late_failures": 1 + 2 + 1,
+        "late_failures_named": 0,
     }
     # And everyone else's jobs are all still queued, in their order
     after = stream_people(redis_client, WS, settings.queue.shards)
