@@ -254,12 +254,20 @@ def sandbox(
     serve(config, host=host, port=port)
 
 
-from cioq import dlq_cli, dlq_edit_cli, status_cli  # noqa: E402  (need _settings, defined above)
+from cioq import (  # noqa: E402  (need _settings, defined above)
+    dlq_cli,
+    dlq_edit_cli,
+    forget_cli,
+    late_cli,
+    status_cli,
+)
 
 dlq_app = dlq_cli.bind(_settings)
 dlq_edit_cli.register(dlq_app)
 app.add_typer(dlq_app, name="dlq", help="List, show, replay, purge or repair dead letters.")
 status_cli.register(app, _settings)
+forget_cli.register(app, _settings)
+late_cli.register(app, _settings)
 
 
 def main() -> None:

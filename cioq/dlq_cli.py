@@ -249,7 +249,10 @@ def _selection_command(verb: str, past: str, action: Action, doc: str) -> Callab
             for letter_id in outcome.ids[:50]:
                 typer.echo(f"  {letter_id}")
         else:
-            typer.echo(f"{outcome.matched} matched, {outcome.done} {past}")
+            dropped = f", {outcome.dropped} of forgotten people deleted unsent" * bool(
+                outcome.dropped
+            )
+            typer.echo(f"{outcome.matched} matched, {outcome.done} {past}{dropped}")
 
     command.__doc__ = doc
     return command

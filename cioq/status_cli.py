@@ -130,7 +130,8 @@ def status(
 
 
 def _producers(as_json: bool) -> None:
-    """Each producer's accepted, delivered and dead-lettered jobs per minute, and letters."""
+    """Each producer's accepted, delivered and dead-lettered jobs per minute, its letters and
+    its late failures (docs/late-failures.md)."""
 
     async def work(_: Settings, __: WorkspaceControl, overview: Overview) -> list[ProducerOverview]:
         return await overview.producers()
@@ -143,7 +144,7 @@ def _producers(as_json: bool) -> None:
     table = Table(title="cioq status by producer")
     for heading in ("workspace", "producer"):
         table.add_column(heading)
-    for heading in ("accepted/min", "delivered/min", "dead/min", "dead letters"):
+    for heading in ("accepted/min", "delivered/min", "dead/min", "dead letters", "late failures"):
         table.add_column(heading, justify="right")
     for row in rows:
         table.add_row(
@@ -153,6 +154,7 @@ def _producers(as_json: bool) -> None:
             f"{row.delivered_per_min:.1f}",
             f"{row.dead_lettered_per_min:.1f}",
             str(row.dead_letters),
+            str(row.late_failures),
         )
     Console().print(table)
 

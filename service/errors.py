@@ -76,6 +76,11 @@ class StoreUnavailable(RetryableError):
     """Raised when Redis cannot take or give data right now."""
 
 
+class ShardsBusy(StoreUnavailable):
+    """Raised when forget could not take some shards' leases in time (a drain kept them,
+    or a dead worker's lease has not expired yet): retry; what was done stays done."""
+
+
 class StoredUnconfirmed(StoreUnavailable):
     """The write was applied, but not confirmed at the durability level in time (WAIT,
     WAITAOF): the job is queued and will be sent, though a failover may still lose it."""

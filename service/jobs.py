@@ -112,6 +112,23 @@ class RepairRules:
 
 
 @dataclass(frozen=True, slots=True)
+class SentCall:
+    """What a delivered job asked of one person, as far as tying a late failure to it needs
+    (`service.store.sent_index`): an identify and the attributes it set, or an event."""
+
+    #: ``identify`` or ``event``.
+    action: str
+    #: The identifiers it names, e.g. ``{"id": "42"}`` or ``{"email": "a@example.com"}``.
+    identifiers: dict[str, str]
+    #: An event's name ("" for an identify).
+    name: str = ""
+    #: The attributes an identify sets (names only).
+    attributes: tuple[str, ...] = ()
+    #: An event's id (Track ``id``, Pipelines ``messageId``), when it has one.
+    event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class JobKind:
     """One kind of job a lane stores, and what the shared layers may ask of it."""
 
@@ -134,6 +151,13 @@ class JobKind:
     by_route: Callable[[str], Lane] | None = None
     #: How a dead letter of the kind is repaired; None: it can only be replayed as it is.
     repair: RepairRules | None = None
+    #: The identifiers (``{"id": "42"}``) of the person a stored payload deletes or
+    #: suppresses at Customer.io; empty for any other job (a workspace's
+    #: ``forget_on_delete`` removes that person's older jobs first).
+    erases: Callable[[Any], dict[str, str]] = lambda data: {}
+    #: What a delivered job of the kind asked of a person (identify/event), so a late
+    #: failure can be tied to it; None (or a None answer): it cannot fail late.
+    sent_call: Callable[[Any], SentCall | None] | None = None
 
     def lane_of(self, route: str) -> Lane:
         return self.lane if self.by_route is None else self.by_route(route)
@@ -164,6 +188,13 @@ class LaneTraits:
     #: What names the lane in its Redis keys (`service.keys`): ``:<lane>``, or nothing for
     #: a lane whose keys predate lanes (Track's: queues in production are written under them).
     key_infix: str
+    #: The routes a person's jobs take, from an identifier (type, value), so forget reads
+    #: only those shards; None: the lane's routes do not follow the person (App sends
+    #: route by job id), and forget reads every shard of the lane.
+    person_routes: Callable[[str, str], tuple[str, ...]] | None = None
+    #: The job that deletes a person at Customer.io, from an identifier (type, value)
+    #: (forget's ``delete_upstream``); None: the lane has no such call.
+    person_delete: Callable[[str, str], Job] | None = None
 
 
 #: The stream entry field naming the job's producer (`lua/enqueue.lua`), beside the job's
@@ -267,6 +298,12 @@ def op_type_of(kind: str, payload: bytes) -> str:
 def new_event_id() -> str:
     """A fresh ULID, the event id Customer.io deduplicates on."""
     return str(ULID())
+
+
+def person_routes(id_type: str, value: str) -> tuple[str, ...]:
+    """The route of a person's jobs in the lanes that route by person (Track's
+    ``person:<identifier>:<value>``, which Pipelines' calls share)."""
+    return (f"person:{id_type}:{value}",)
 
 
 def shard_for(workspace: str, route: str, shards: int) -> int:

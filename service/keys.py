@@ -146,6 +146,28 @@ def late_backoff(workspace: str) -> str:
     return f"{PREFIX}:late:backoff:{{{workspace}}}"
 
 
+def late_counts(workspace: str) -> str:
+    """Late failures recorded, ever, per ``lane|producer|type`` (a hash the metrics endpoint
+    exports as a counter: the capped stream forgets, and the poller serves no metrics)."""
+    return f"{PREFIX}:late:counts:{{{workspace}}}"
+
+
+def late_resent(workspace: str) -> str:
+    """Late failures an operator re-sent: record id → JSON (who, when, the new job's id)."""
+    return f"{PREFIX}:late:resent:{{{workspace}}}"
+
+
+def sent_person(workspace: str, identifier: str, value: str) -> str:
+    """Jobs recently delivered to one person, by one identifier (``id``, ``email``,
+    ``cio_id``): a capped sorted set of job copies scored by delivery time, with a TTL."""
+    return f"{PREFIX}:sent:{{{workspace}}}:p:{identifier}:{value}"
+
+
+def sent_event(workspace: str, event_id: str) -> str:
+    """The job copy of a recently delivered event, by the event's id (a TTL'd string)."""
+    return f"{PREFIX}:sent:{{{workspace}}}:e:{event_id}"
+
+
 def audit() -> str:
     """Stream of operator actions (pause, resume, replay, purge): who, what, when."""
     return f"{PREFIX}:audit"
@@ -180,3 +202,27 @@ def app_claimed(workspace: str, hour: int) -> str:
     """Delivery ids of the sends cioq delivered in one hour, so an ambiguous send's
     message lookup never takes another send's delivery for its own."""
     return f"{PREFIX}:claimed:{{{workspace}}}:{hour}"
+
+
+def forget_tombstone(workspace: str, digest: str) -> str:
+    """Marks an identifier the workspace was told to forget (`service.store.forget`): its
+    digest, never the value, kept ``CIOQ_FORGET_TOMBSTONE_TTL_S``; replays and, in
+    suppress mode, ingest drop jobs naming it."""
+    return f"{PREFIX}:tomb:{{{workspace}}}:{digest}"
+
+
+def forget_dropped(workspace: str) -> str:
+    """Hash of how many jobs naming a forgotten person were dropped, by where (replay,
+    ingest): counted in Redis because a CLI replay serves no metrics of its own."""
+    return f"{PREFIX}:tomb-dropped:{{{workspace}}}"
+
+
+def key_patterns(workspace: str) -> dict[str, str]:
+    """SCAN patterns of the workspace's keys that may name a person in their name or value
+    (forget searches them): idempotency answers, App outcomes, request markers."""
+    return {
+        "idempotency": f"{PREFIX}:idem:{{{workspace}}}:*",
+        "app_outcome": f"{PREFIX}:outcome:{{{workspace}}}:*",
+        # Markers live in their shard's slot ({<workspace>[:<lane>][:bulk]:<shard>}).
+        "request_marker": f"{PREFIX}:req:{{{workspace}:*",
+    }

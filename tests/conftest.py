@@ -131,15 +131,16 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _load_tests_run_unmeasured(
+def _load_and_chaos_tests_run_unmeasured(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The processes a ``load`` test starts run without coverage's tracer.
+    """The processes a ``load`` or ``chaos`` test starts run without coverage's tracer.
 
-    They run the code the other tests measure, thousands of times over, and the tracer makes
-    them about 1.6x slower: most of the suite's wall time for no line it would not see.
+    They run the code the other tests measure, thousands of times over or once per crash
+    point, and the tracer makes them about 1.6x slower: most of the suite's wall time for no
+    line it would not see.
     """
-    if request.node.get_closest_marker("load") is not None:
+    if any(request.node.get_closest_marker(mark) is not None for mark in ("load", "chaos")):
         for name in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"):
             monkeypatch.delenv(name, raising=False)
 

@@ -54,5 +54,10 @@ class LatePolls:
         return thread
 
     def close(self) -> None:
+        """Release each lease this process holds (a restart takes over at once), then close."""
         for poller in self.pollers:
+            try:
+                poller.release_lease()
+            except Exception:  # the lease then runs out on its own
+                log.warning("%s: could not release the late-poll lease", poller.workspace.name)
             poller.close()

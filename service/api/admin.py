@@ -23,16 +23,17 @@ from service.store.dead_letter_admin import (
     check_ids,
 )
 from service.store.dead_letter_repair import FieldRule, LetterRepair
+from service.store.forget import Forgetting, parse_people
 from service.web.http import Request, Response, Route, json_response
 
 MAX_PAGE = 1000
 
 
 def _outcome(outcome: SelectionResult, verb: str) -> Response:
-    return json_response(
-        200,
-        {"matched": outcome.matched, verb: outcome.done, "dry_run": outcome.dry_run},
-    )
+    body = {"matched": outcome.matched, verb: outcome.done, "dry_run": outcome.dry_run}
+    if outcome.dropped:  # only a replay that met tombstones has any (service.store.tombstones)
+        body["dropped_forgotten"] = outcome.dropped
+    return json_response(200, body)
 
 
 class Admin:
@@ -43,8 +44,10 @@ class Admin:
         dlq: DeadLetterAdmin,
         workspaces: tuple[Workspace, ...],
         who: Callable[[Request], str] = lambda _: "admin",
+        forgetting: Forgetting | None = None,
     ) -> None:
         self.dlq = dlq
+        self.forgetting = forgetting
         self.workspace_list = workspaces
         self.repairs = LetterRepair(dlq)
         #: The name the audit gives the caller (its admin key's).
@@ -62,6 +65,13 @@ class Admin:
             Route("POST", (*dl, "repair"), "admin.dlq_bulk_repair", self.bulk_repair, auth="admin"),
             Route("GET", (*dl, "{id}"), "admin.dlq_show", self.show, auth="admin"),
             Route("PATCH", (*dl, "{id}"), "admin.dlq_repair", self.repair, auth="admin"),
+            Route(
+                "POST",
+                (*ws, "{workspace}", "people", "forget"),
+                "admin.forget",
+                self.forget,
+                auth="admin",
+            ),
         ]
 
     def _workspace(self, request: Request) -> str:
@@ -161,6 +171,30 @@ class Admin:
             may_deliver_twice=_twice(body),
         )
         return json_response(200, outcome.as_dict())
+
+    async def forget(self, request: Request, _: Any) -> Response:
+        """``{"person": "<identifier>" | [...], "all_shards": false, "delete_upstream":
+        false}``: forget one person (and queue their delete to Customer.io)."""
+        workspace = self._workspace(request)
+        body = _object(request)
+        flags = ("all_shards", "delete_upstream")
+        unknown = sorted(set(body) - {"person", *flags})
+        if unknown:
+            raise InvalidRequest.of(
+                unknown[0], "unknown_field", "forget takes person, all_shards, delete_upstream"
+            )
+        for flag in flags:
+            if not isinstance(body.get(flag, False), bool):
+                raise InvalidRequest.of(flag, "type", f"{flag} must be true or false")
+        assert self.forgetting is not None  # the app builds it
+        result = await self.forgetting.forget(
+            workspace,
+            parse_people(body.get("person")),
+            who=self.who(request),
+            all_shards=bool(body.get("all_shards", False)),
+            delete_upstream=bool(body.get("delete_upstream", False)),
+        )
+        return json_response(200, result.as_dict())
 
     async def purge(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)

@@ -17,8 +17,9 @@ from starlette.applications import Starlette
 
 from service.api import openapi
 from service.api.admin import Admin
+from service.api.late_admin import LateAdmin
 from service.config import Settings, Workspace
-from service.console.app import ConsolePageSettings, create_console
+from service.console.app import create_console
 from service.console.overview import Overview
 from service.errors import ConfigError, FieldError, InvalidRequest, StoreUnavailable
 from service.jobs import Traffic
@@ -29,6 +30,8 @@ from service.metrics.queue_state import QueueStateCollector
 from service.store.backpressure import Backpressure
 from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin
+from service.store.forget import Forgetting
+from service.store.late_failures import LateFailures
 from service.store.queue import Queue
 from service.store.startup_checks import StartupGate
 from service.store.workspace_control import WorkspaceControl
@@ -100,8 +103,21 @@ class IngestApp:
             self.redis, settings.backlog, settings.queue, settings.workspaces
         )
         self.gate = StartupGate(self.redis, settings.redis, self.queue)
+        self.forgetting = Forgetting(
+            self.redis,
+            settings.queue,
+            lease_ms=settings.drain.lease_ms,
+            triggers=self.triggers,
+            enqueue=self.queue.enqueue,
+        )
         self.admin = Admin(
-            DeadLetterAdmin(self.redis, self.queue), settings.workspaces, who=self._admin_name
+            DeadLetterAdmin(self.redis, self.queue),
+            settings.workspaces,
+            who=self._admin_name,
+            forgetting=self.forgetting,
+        )
+        self.late = LateAdmin(
+            LateFailures(self.redis, self.queue), settings.workspaces, who=self._admin_name
         )
         self.metrics = ApiMetrics(
             settings.redis, settings.queue, settings.metrics, settings.workspaces
@@ -114,6 +130,7 @@ class IngestApp:
                 Route("GET", ("openapi.json",), "openapi", self.openapi_json, auth="public"),
                 *ingest_routes(self.queue, settings),
                 *self.admin.routes(),
+                *self.late.routes(),
             ]
         )
         self._openapi = json_response(200, openapi.document(self.router.routes))
@@ -283,12 +300,7 @@ def console_for(app: IngestApp, settings: Settings) -> Starlette:
     )
     overview = Overview(settings.workspaces, state, app.redis, app.admin.dlq, control)
     return create_console(
-        ConsolePageSettings(settings.console, settings.keys, settings.listener),
-        settings.workspaces,
-        app.auth,
-        app.admin.dlq,
-        control,
-        overview,
+        settings, app.auth, app.admin.dlq, control, overview, forgetting=app.forgetting
     )
 
 

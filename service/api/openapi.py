@@ -137,6 +137,27 @@ OPERATIONS: dict[str, Operation] = {
         answer=obj(("matched", "fixable", "repaired", "dry_run"), matched=INT, fixable=INT),
         errors=(400, 401, 404, 409, 413, 503),
     ),
+    "admin.forget": Operation(
+        "Forget a person (by id, email or cio_id; give every identifier known): remove their "
+        "pending jobs, dead letters, App outcomes and stored answers, then tombstone them",
+        obj(
+            ("person",),
+            person={"oneOf": [STR, {"type": "array", "items": STR}]},
+            all_shards={"type": "boolean"},
+            delete_upstream={"type": "boolean"},
+        ),
+        True,
+        answer=obj(
+            ("person", "removed", "tombstone_ttl_s"),
+            person=STR,
+            removed=OBJECT,
+            mentions_kept=INT,
+            tombstone_ttl_s=INT,
+            took_ms=INT,
+            upstream_deletes=INT,
+        ),
+        errors=(400, 401, 404, 413, 503),
+    ),
 }
 OPERATIONS.update(
     (name, Operation(summary, body, True, errors=(400, 401, 403, 413, 415, 503)))
@@ -157,6 +178,26 @@ OPERATIONS.update(
         ),
     )
     for name, summary, body, answer in app_schema.SENDS
+)
+OPERATIONS.update(
+    {
+        "admin.late_list": Operation(
+            "A page of late failures (calls Customer.io accepted, then failed), newest first",
+            answer=obj(("late_failures",), late_failures={"type": "array", "items": OBJECT}),
+            query=(("limit", STR), ("after", STR)),
+            errors=(400, 401, 404, 413, 503),
+        ),
+        "admin.late_show": Operation(
+            "One late failure", answer=OBJECT, errors=(400, 401, 404, 413, 503)
+        ),
+        "admin.late_resend": Operation(
+            "Send a linked late failure's (corrected) call again, once (checked as a new call)",
+            obj((), payload=OBJECT),
+            True,
+            answer=obj(("id", "job_id", "resent", "changes"), id=STR, job_id=STR),
+            errors=(400, 401, 404, 409, 413, 422, 503),
+        ),
+    }
 )
 OPERATIONS["app.job"] = Operation(
     "An App API job's outcome (Customer.io's status and body, attempts), by its job id",

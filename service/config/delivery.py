@@ -190,6 +190,20 @@ class AppLaneSettings(BaseModel):
         ge=1,
         description="Late failures kept per workspace (a capped stream; the oldest go first).",
     )
+    late_link_window_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="How long a delivered Track or Pipelines identify or event stays in the "
+        "index that ties a late failure to it (by person, and by event id), for workspaces "
+        "with an App API key: about 1 KB of Redis per job (docs/late-failures.md); 0 keeps no "
+        "index (every late failure is then recorded unlinked).",
+    )
+    late_link_per_person: int = Field(
+        default=50,
+        ge=1,
+        description="Delivered jobs the late-failure index keeps per person identifier, "
+        "newest first, within `CIOQ_LATE_LINK_WINDOW_S`.",
+    )
 
 
 class MetricsSettings(BaseModel):

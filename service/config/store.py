@@ -137,6 +137,15 @@ class QueueSettings(BaseModel):
         "markers, are kept; also how long a dead-letter replay's marker guards against a "
         "second replay.",
     )
+    forget_tombstone_ttl_s: int = Field(
+        default=2_678_400,
+        ge=60,
+        description="How long a forgotten person's tombstone (a digest per identifier) makes "
+        "dead-letter replays drop their letters and, in a workspace's suppress mode, ingest "
+        "refuse their calls. Default 31 days: the default dead-letter retention (30 days) "
+        "and a day for a letter that died while the forget ran; keep it at least "
+        "`CIOQ_DEAD_LETTER_MAX_AGE_S`.",
+    )
 
     @property
     def trigger_ttl_ms(self) -> int:

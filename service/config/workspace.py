@@ -110,6 +110,18 @@ class Workspace(BaseModel):
         "rule for. Off, a conforming call Customer.io takes is taken here too.",
     )
 
+    forget_suppress: bool = Field(
+        default=False,
+        description="Ingest refuses (409, rule `forgotten_person`) a call naming a person "
+        "forgotten within `CIOQ_FORGET_TOMBSTONE_TTL_S`, and counts it (docs/data-retention.md).",
+    )
+    forget_on_delete: bool = Field(
+        default=False,
+        description="A delete a producer sends (Track delete, Pipelines `User Deleted`) also "
+        "removes that person's older pending jobs and dead letters, as `cioq forget` does, "
+        "without a tombstone. Off: what was accepted before the delete is delivered.",
+    )
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:

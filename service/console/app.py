@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -36,13 +35,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import ConsoleSettings, KeySettings, ListenerSettings, Workspace
+from service.config import Settings
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, redirect
 from service.console.routes import Console, OperatorPage, PublicPage
 from service.console.session import Sessions
 from service.errors import FieldError, InvalidRequest, StoreUnavailable
 from service.store.dead_letter_admin import DeadLetterAdmin
+from service.store.forget import Forgetting
 from service.store.workspace_control import WorkspaceControl
 from service.web.auth import Authenticator
 from service.web.http import BodyRefused, read_body
@@ -179,29 +179,27 @@ def _error_pages(pages: Pages) -> dict[Any, Callable[[Request, Any], Awaitable[R
     }
 
 
-@dataclass(frozen=True, slots=True)
-class ConsolePageSettings:
-    """What the console's pages read: its own group, the admin keys that sign in, and the
-    listener's body timeout for its forms."""
-
-    console: ConsoleSettings
-    keys: KeySettings
-    listener: ListenerSettings
-
-
 def create_console(
-    settings: ConsolePageSettings,
-    workspaces: tuple[Workspace, ...],
+    settings: Settings,
     auth: Authenticator,
     dlq: DeadLetterAdmin,
     control: WorkspaceControl,
     overview: Overview,
     *,
     sessions: Sessions | None = None,
+    forgetting: Forgetting | None = None,
 ) -> Starlette:
     """The console app; `sessions` may be given to control the clock in tests."""
     pages = Pages(sessions or Sessions(settings.console, settings.keys), auth)
-    console = Console(workspaces, pages, dlq, control, overview)
+    if forgetting is None:
+        forgetting = Forgetting(
+            dlq.redis,
+            settings.queue,
+            lease_ms=settings.drain.lease_ms,
+            triggers=control.triggers,
+            enqueue=dlq.queue.enqueue,
+        )
+    console = Console(settings.workspaces, pages, dlq, control, overview, forgetting)
     timeout_s = settings.listener.body_timeout_s
     routes: list[BaseRoute] = [
         Route(path, _public(handler, timeout_s), methods=[method])

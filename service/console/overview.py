@@ -4,7 +4,8 @@ Queue numbers come from `QueueStateCollector.read` (what ``/metrics`` exports), 
 per-minute counts of accepted, delivered and dead-lettered jobs and of upstream answers
 from `service.metrics.activity`, and the manual-pause note from `WorkspaceControl`. Every
 figure is the lane's own: its streams' oldest job, its counts, the dead letters of its jobs
-(a workspace keeps one dead-letter stream; a letter's lane is its job's).
+(a workspace keeps one dead-letter stream; a letter's lane is its job's), and the late
+failures tied to its jobs (`service.store.late_failures`).
 
 Counting dead letters by class reads the whole stream, so the count is kept and reused
 while the stream's length and newest id are unchanged (any XADD or XDEL changes one).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.config import Workspace, ingest_key_entries
@@ -24,6 +25,7 @@ from service.metrics.activity import lane_activity, per_minute, producers_activi
 from service.metrics.queue_state import QueueStateCollector, WorkspaceState
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter
+from service.store.late_failures import late_by_lane, late_by_producer
 from service.store.shards import PauseCause
 from service.store.workspace_control import WorkspaceControl
 
@@ -53,6 +55,8 @@ class LaneOverview:
     dead_by_class: dict[str, int] = field(default_factory=dict)
     dead_by_status: dict[str, int] = field(default_factory=dict)
     upstream_per_min: dict[str, float] = field(default_factory=dict)
+    #: Late failures recorded, ever, tied to this lane's jobs (docs/late-failures.md).
+    late_failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +76,7 @@ class LaneOverview:
             "dead_by_class": self.dead_by_class,
             "dead_by_status": self.dead_by_status,
             "upstream_per_min": {k: round(v, 1) for k, v in self.upstream_per_min.items()},
+            "late_failures": self.late_failures,
         }
 
 
@@ -85,11 +90,14 @@ class ProducerOverview:
     delivered_per_min: float
     dead_lettered_per_min: float
     dead_letters: int
+    #: Late failures recorded, ever, tied to this producer's jobs.
+    late_failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "workspace": self.workspace,
             "producer": self.producer,
+            "late_failures": self.late_failures,
             "accepted_per_min": round(self.accepted_per_min, 1),
             "delivered_per_min": round(self.delivered_per_min, 1),
             "dead_lettered_per_min": round(self.dead_lettered_per_min, 1),
@@ -125,6 +133,7 @@ class Overview:
                 counts = producers_activity(await per_minute(self.redis, ws.name))
             await self._dead_counts(ws.name)
             dead = self._dead_producers.get(ws.name, Counter())
+            late = await late_by_producer(self.redis, ws.name)
             named = dict.fromkeys(entry.producer for entry in ingest_key_entries(ws))
             for producer in (*named, *sorted((set(counts) | set(dead)) - set(named))):
                 mine = counts.get(producer, {})
@@ -136,6 +145,7 @@ class Overview:
                         mine.get("delivered", 0.0),
                         mine.get("dead_lettered", 0.0),
                         dead.get(producer, 0),
+                        late.get(producer, 0),
                     )
                 )
         return rows
@@ -150,8 +160,10 @@ class Overview:
                 raise StoreUnavailable(f"queue state: {exc}") from exc
             with store_errors("activity"):
                 counts = await per_minute(self.redis, ws.name)
+            late = await late_by_lane(self.redis, ws.name)
             for lane in ws.lanes:  # Pipelines only where the workspace has a write key
-                rows.append(await self._lane(state, lane.value, counts))
+                row = await self._lane(state, lane.value, counts)
+                rows.append(replace(row, late_failures=late.get(lane.value, 0)))
         return rows
 
     async def _lane(

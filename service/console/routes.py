@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 from service.config import Workspace, find_workspace
 from service.console import views
+from service.console.forget import ForgetPages
+from service.console.late import LatePages
 from service.console.overview import Overview
 from service.console.pages import Form, Pages, query_of, redirect
 from service.console.repair import RepairPages
@@ -31,6 +33,8 @@ from service.store.dead_letter_admin import (
     DeadLetterFilter,
     SelectionResult,
 )
+from service.store.forget import Forgetting
+from service.store.late_failures import LateFailures
 from service.store.workspace_control import LANES, WorkspaceControl, parse_duration_ms
 
 log = logging.getLogger("cioq.console")
@@ -55,6 +59,7 @@ class Console:
         dlq: DeadLetterAdmin,
         control: WorkspaceControl,
         overview: Overview,
+        forgetting: Forgetting,
     ) -> None:
         self.workspaces = workspaces
         self.pages = pages
@@ -62,6 +67,10 @@ class Console:
         self.control = control
         self.overview = overview
         self.repair = RepairPages(workspaces, pages, dlq, self._workspace)
+        self.forget = ForgetPages(workspaces, pages, forgetting, self._workspace)
+        self.late = LatePages(
+            workspaces, pages, LateFailures(dlq.redis, dlq.queue), self._workspace
+        )
 
     def public_pages(self) -> list[tuple[str, str, PublicPage]]:
         """(method, path, handler) of the pages before signing in."""
@@ -83,6 +92,8 @@ class Console:
             ("POST", f"{dl}/action", self.action),
             ("GET", f"{dl}/{{workspace}}/{{id}}", self.letter),
             *self.repair.operator_pages(),
+            *self.forget.operator_pages(),
+            *self.late.operator_pages(),
             ("GET", "/console/audit", self.audit),
         ]
 
@@ -242,6 +253,8 @@ class Console:
         selection = f"ids {', '.join(ids)}" if ids else _describe(filters)
         past = "replayed" if verb == "replay" else "purged"
         detail = f"{past} {outcome.done} of {outcome.matched} matched letters ({selection})"
+        if outcome.dropped:
+            detail += f"; {outcome.dropped} of forgotten people deleted unsent"
         await self.control.record(session.name, verb, workspace, "", detail)
         return self.pages.page(
             request, 200, "result.html", session, workspace=workspace, verb=verb, outcome=outcome

@@ -59,6 +59,7 @@ def cells(row: LaneOverview) -> dict[str, str]:
         "state": state(row),
         "dead": f"{row.dead_letters:,}",
         "by_class": counts(row.dead_by_class),
+        "late": f"{row.late_failures:,}",
     }
 
 

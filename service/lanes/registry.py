@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from service.config import Settings, Workspace
 from service.delivery.outcomes import Outcome
 from service.delivery.upstream import LaneClient
-from service.jobs import JobKind, Lane, LaneTraits, register_lane, unregister_lane
+from service.jobs import (
+    Job,
+    JobKind,
+    Lane,
+    LaneTraits,
+    person_routes,
+    register_lane,
+    unregister_lane,
+)
 from service.lanes.app import jobs as app_jobs
 from service.lanes.app.late_poll import ActivityPoller, workspace_pollers
 from service.lanes.app.routes import AppIngest
@@ -90,11 +98,24 @@ class LaneSpec:
     #: Whether the lane's Redis keys name it (`service.keys`). Track's do not: they predate
     #: lanes, and the queues already in Redis are written under them.
     named_in_keys: bool = True
+    #: The routes of a person's jobs, by identifier (forget reads only their shards);
+    #: None when the lane does not route by person (forget reads every shard).
+    person_routes: Callable[[str, str], tuple[str, ...]] | None = None
+    #: The job deleting a person at Customer.io, by identifier (forget's delete_upstream).
+    person_delete: Callable[[str, str], Job] | None = None
 
     @property
     def traits(self) -> LaneTraits:
         key_infix = f":{self.lane}" if self.named_in_keys else ""
-        return LaneTraits(self.lane, self.kinds, self.batches, self.serves, key_infix)
+        return LaneTraits(
+            self.lane,
+            self.kinds,
+            self.batches,
+            self.serves,
+            key_infix,
+            self.person_routes,
+            self.person_delete,
+        )
 
 
 LANES: dict[Lane, LaneSpec] = {}
@@ -197,6 +218,8 @@ register(
             expand=expand_item_errors,
         ),
         named_in_keys=False,
+        person_routes=person_routes,
+        person_delete=track_jobs.person_delete,
     )
 )
 register(
@@ -209,6 +232,8 @@ register(
         max_item_bytes=lambda s: s.limits.cdp_max_call_bytes,
         client=_pipelines_client,
         serves=lambda ws: ws.cdp_api_key is not None,
+        # Pipelines' routes name people as Track's do (`pipelines_jobs.cdp_route`).
+        person_routes=person_routes,
     )
 )
 register(_app_lane(Lane.APP, lambda queue, s: AppIngest(queue, s).routes()))

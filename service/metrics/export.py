@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from service.config import MetricsSettings, QueueSettings, RedisSettings, Workspace
+from service.metrics.late_failures import LateFailuresCollector
 from service.metrics.queue_state import QueueStateCollector
 from service.store.connections import connect_metrics
 
@@ -108,7 +109,8 @@ class ApiMetrics:
     ) -> None:
         self.redis = connect_metrics(redis)
         self.registry = process_registry(
-            QueueStateCollector(queue, metrics, workspaces, self.redis)
+            QueueStateCollector(queue, metrics, workspaces, self.redis),
+            LateFailuresCollector(workspaces, self.redis),
         )
 
     async def serve(self, send: Any) -> None:

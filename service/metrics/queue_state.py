@@ -92,6 +92,8 @@ class WorkspaceState:
     drain_rate_per_s: float
     #: Dead letters retention removed, ever (kept in Redis by the sweeper that removes them).
     dead_letters_expired: int = 0
+    #: Jobs of forgotten people dropped, by where (`service.store.tombstones.DropPlace`).
+    forgotten_dropped: tuple[tuple[str, int], ...] = ()
 
     @property
     def backlog(self) -> int:
@@ -147,6 +149,7 @@ class QueueStateCollector(Collector):
         pipe.xlen(keys.dead_letters(workspace))
         pipe.hgetall(keys.drain_rate(workspace))
         pipe.get(keys.dead_letters_expired(workspace))
+        pipe.hgetall(keys.forget_dropped(workspace))
         results = pipe.execute()
         now_s = self.clock()
         n = len(shards)
@@ -168,7 +171,7 @@ class QueueStateCollector(Collector):
                     oldest_age_s=max(now_s - min(heads) / 1000, 0.0) if heads else 0.0,
                 )
             )
-        dead, rate, expired = results[len(lanes) * per_lane :]
+        dead, rate, expired, dropped = results[len(lanes) * per_lane :]
         return WorkspaceState(
             workspace=workspace,
             lanes=tuple(states),
@@ -176,6 +179,9 @@ class QueueStateCollector(Collector):
             dead_letters=int(dead),
             drain_rate_per_s=drain_rate_per_s(rate, now_s=now_s, window_s=self.window_s),
             dead_letters_expired=int(expired or 0),
+            forgotten_dropped=tuple(
+                sorted((k.decode(), int(v)) for k, v in (dropped or {}).items())
+            ),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -237,6 +243,12 @@ def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
         "Dead letters removed for being older than CIOQ_DEAD_LETTER_MAX_AGE_S.",
         labels=ws,
     )
+    forgotten = CounterMetricFamily(
+        "cioq_forgotten_jobs_dropped",
+        "Jobs naming a forgotten person (a tombstone) dropped unsent, by where: replay (a "
+        "dead-letter replay deleted the letter) or ingest (suppress mode refused the call).",
+        labels=["workspace", "where"],
+    )
     paused = GaugeMetricFamily(
         "cioq_workspace_paused",
         "1 while delivery to a workspace's lane is paused, by cause (throttle: 429, "
@@ -262,5 +274,8 @@ def _families(states: list[WorkspaceState]) -> Iterator[Metric]:
         rate.add_metric(name, state.drain_rate_per_s)
         dlq.add_metric(name, state.dead_letters)
         expired.add_metric(name, state.dead_letters_expired)
+        for where, count in state.forgotten_dropped:
+            forgotten.add_metric([state.workspace, where], count)
     yield from (backlog, lane_backlog, shard_backlog, oldest, seconds, rate, dlq, expired)
+    yield forgotten
     yield from (paused, remaining)

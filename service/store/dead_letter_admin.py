@@ -192,6 +192,8 @@ class SelectionResult:
     ids: list[str] = field(default_factory=list)
     #: How many matched letters are App API sends or broadcast triggers.
     sends: int = 0
+    #: Matched letters of forgotten people: deleted, never sent (replay only).
+    dropped: int = 0
 
 
 #: The field (admin API), form input (console) that confirms replaying App sends.
@@ -276,12 +278,19 @@ class DeadLetterAdmin:
             if sends:
                 raise sends_unconfirmed(sends)
 
+        dropped = 0
+
         async def requeue(chunk: list[StoredDeadLetter]) -> int:
+            nonlocal dropped
             letters = [(s.id, restore_job(s.letter.kind, s.letter.payload)) for s in chunk]
             producers = {s.id: s.letter.producer for s in chunk}
-            return len(await self.queue.replay(workspace, letters, producers))
+            done = await self.queue.replay(workspace, letters, producers)
+            dropped += len(done.dropped)
+            return len(done)
 
-        return await self._in_chunks(workspace, flt, requeue, "replayed", dry_run=dry_run)
+        outcome = await self._in_chunks(workspace, flt, requeue, "replayed", dry_run=dry_run)
+        outcome.dropped = dropped
+        return outcome
 
     async def purge(
         self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool

@@ -36,6 +36,7 @@ from service.store.dead_letter_admin import (
     sends_unconfirmed,
 )
 from service.store.dead_letters import StoredDeadLetter
+from service.store.tombstones import FORGOTTEN_RULE
 from service.store.workspace_control import record_audit
 
 #: The longest audit detail a repair writes; a longer diff is cut with a note.
@@ -240,6 +241,13 @@ class LetterRepair:
         done = await self.dlq.queue.replay(
             workspace, [(stored.id, restore_job(stored.letter.kind, fixed))]
         )
+        if done.dropped:
+            raise InvalidRequest.of(
+                "id",
+                FORGOTTEN_RULE,
+                "the letter names a forgotten person: it was deleted, not replayed",
+                status=409,
+            )
         if not done:
             raise InvalidRequest.of(
                 "id", "gone", "the letter was replayed, purged or expired meanwhile", status=409

@@ -26,6 +26,7 @@ from service.store.connections import AsyncStore, store_errors
 from service.store.durability import Confirmation
 from service.store.group_commit import GroupCommit, Stored
 from service.store.slots import SlotWriter
+from service.store.tombstones import DropPlace, Tombstones
 from service.triggers import Triggers
 
 #: How often a keyed store is tried when the link breaks and its markers show nothing
@@ -36,6 +37,14 @@ log = logging.getLogger("cioq.queue")
 
 #: Marker ids of dead-letter replays start with this, so they never meet a request's.
 REPLAY_PREFIX = "dlq:"
+
+
+class Replayed(list[str]):
+    """The letter ids a replay queued again, and those it `dropped` (a forgotten person's)."""
+
+    def __init__(self, ids: list[str], dropped: list[str]) -> None:
+        super().__init__(ids)
+        self.dropped = dropped
 
 
 class Queue:
@@ -53,6 +62,7 @@ class Queue:
         self.triggers = triggers
         self._writer = SlotWriter(client, "enqueue", seed_url=redis.redis_url)
         self._group_commit = GroupCommit(self._writer, queue)
+        self.tombstones = Tombstones(client)
 
     @property
     def confirmation(self) -> Confirmation | None:
@@ -103,10 +113,13 @@ class Queue:
         workspace: str,
         letters: Sequence[tuple[str, Job]],
         producers: Mapping[str, str] | None = None,
-    ) -> list[str]:
+    ) -> Replayed:
         """Queue dead letters' jobs again, deleting each letter; returns the ids it replayed.
 
-        Each job keeps the producer of its letter (`producers`, by letter id).
+        Each job keeps the producer of its letter (`producers`, by letter id). A letter
+        whose job names a forgotten person (a tombstone, `service.store.tombstones`) is
+        deleted unsent and counted: every replay surface (console, API, CLI, repair) comes
+        through here, so none of them can bring a forgotten person back.
 
         A letter already gone (replayed or purged) is skipped. Each letter's job is stored
         under a marker named after the letter, so concurrent or retried replays of one
@@ -119,6 +132,13 @@ class Queue:
                 pipe.xrange(stream, letter_id, letter_id)
             found = await pipe.execute()
         present = [(i, job) for (i, job), rows in zip(letters, found, strict=True) if rows]
+        forgotten = await self.tombstones.forgotten_jobs(workspace, [job for _, job in present])
+        dropped = [i for (i, _), gone in zip(present, forgotten, strict=True) if gone]
+        present = [letter for letter, gone in zip(present, forgotten, strict=True) if not gone]
+        if dropped:
+            with store_errors("dead-letter replay"):
+                removed = int(await self.redis.xdel(stream, *dropped))
+            await self.tombstones.count_dropped(workspace, DropPlace.REPLAY, removed)
         outcomes = await asyncio.gather(
             *(
                 self.enqueue(
@@ -139,7 +159,9 @@ class Queue:
             if isinstance(outcome, BaseException):
                 raise outcome
         # A letter whose job a racing (or earlier) replay stored counts as that one's.
-        return [i for (i, _), stored in zip(present, outcomes, strict=True) if stored]
+        return Replayed(
+            [i for (i, _), stored in zip(present, outcomes, strict=True) if stored], dropped
+        )
 
     async def enqueue_once(
         self,

@@ -12,6 +12,7 @@ as the IETF Idempotency-Key draft says, instead of answering for a request never
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Sequence
 
@@ -19,11 +20,22 @@ import orjson
 
 from service import keys
 from service.config import QueueSettings, Workspace
-from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
-from service.jobs import Job
+from service.errors import (
+    FieldError,
+    InvalidRequest,
+    ShardsBusy,
+    StoredUnconfirmed,
+    StoreUnavailable,
+)
+from service.jobs import Job, job_kind
 from service.store.connections import AsyncStore, store_errors
+from service.store.forget import Forgetting
+from service.store.forget_run import Person
 from service.store.queue import Queue
+from service.store.tombstones import FORGOTTEN_RULE, DropPlace
 from service.web.http import Request, Response
+
+log = logging.getLogger("cioq.ingest")
 
 HEADER = b"idempotency-key"
 MAX_KEY_CHARS = 255
@@ -31,6 +43,8 @@ MAX_KEY_CHARS = 255
 _KEY = re.compile(r"[\x21-\x7e]+")
 #: Marks an answer replayed from the first request (the header name Stripe uses).
 REPLAYED = (b"idempotent-replayed", b"true")
+#: Says how many jobs of a call suppress mode dropped (``forgotten_person=<n>``).
+DROPPED_HEADER = b"cioq-dropped"
 
 
 def key_of(header: str | None) -> str | None:
@@ -94,9 +108,10 @@ def _replay(stored: bytes, request: str) -> Response:
 class Idempotency:
     """Stores a request's jobs once per (workspace, Idempotency-Key) within the window."""
 
-    def __init__(self, queue: Queue, markers: QueueSettings) -> None:
+    def __init__(self, queue: Queue, markers: QueueSettings, *, lease_ms: int = 60_000) -> None:
         self.queue = queue
         self.window_ms = int(markers.idempotency_window_s * 1000)
+        self.forgetting = Forgetting(queue.redis, markers, lease_ms=lease_ms, triggers=None)
 
     async def store(
         self, req: Request, ws: Workspace, key: str, jobs: Sequence[Job], answer: Response
@@ -123,12 +138,60 @@ class Idempotency:
     async def enqueue(
         self, req: Request, ws: Workspace, jobs: Sequence[Job], answer: Response
     ) -> Response:
-        """Store a request's jobs, once per ``Idempotency-Key`` when it carries one."""
+        """Store a request's jobs, once per ``Idempotency-Key`` when it carries one.
+
+        In a workspace's suppress mode, jobs naming a forgotten person are dropped first.
+        """
+        if ws.forget_suppress:
+            jobs, answer = await self._suppress(ws, jobs, answer)
+        if ws.forget_on_delete:
+            await self._before_deletes(ws, jobs, req.producer)
         key = key_of(req.header(HEADER))
         if key is not None:
             return await self.store(req, ws, key, jobs, answer)
         await self.queue.enqueue(ws.name, jobs, traffic=req.traffic, producer=req.producer)
         return answer
+
+    async def _before_deletes(self, ws: Workspace, jobs: Sequence[Job], producer: str) -> None:
+        """Remove the older pending jobs and letters of each person a job deletes, before
+        the delete is stored (so it is never among what is removed). A shard a drain
+        keeps past the wait is left as it is: the delete still goes, after those jobs."""
+        erased = [job_kind(job.kind).erases(orjson.loads(job.payload)) for job in jobs]
+        for identifiers in {tuple(sorted(e.items())) for e in erased if e}:
+            person = Person.named(ws.name, dict(identifiers))
+            try:
+                await self.forgetting.before_delete(person, producer=producer)
+            except ShardsBusy:
+                log.warning("a producer's delete: some shards stayed leased; older jobs kept")
+
+    async def _suppress(
+        self, ws: Workspace, jobs: Sequence[Job], answer: Response
+    ) -> tuple[Sequence[Job], Response]:
+        """Drop (and count) the jobs naming a forgotten person. A call left with none is
+        refused with 409 naming the rule (a 4xx: the producer does not send it again);
+        a batch that keeps others' jobs stores them and says how many it dropped in a
+        header, as the lane's own answer has no place for it."""
+        tombstones = self.queue.tombstones
+        gone = await tombstones.forgotten_jobs(ws.name, jobs)
+        dropped = sum(gone)
+        if not dropped:
+            return jobs, answer
+        await tombstones.count_dropped(ws.name, DropPlace.INGEST, dropped)
+        if dropped == len(jobs):
+            raise InvalidRequest(
+                [
+                    FieldError(
+                        "person",
+                        FORGOTTEN_RULE,
+                        "names a person this workspace was told to forget (suppress mode): "
+                        "dropped, not queued",
+                    )
+                ],
+                status=409,
+            )
+        kept = [job for job, g in zip(jobs, gone, strict=True) if not g]
+        header = (DROPPED_HEADER, f"{FORGOTTEN_RULE}={dropped}".encode())
+        return kept, Response(answer.status, answer.body, (*answer.headers, header))
 
 
 async def remembered(client: AsyncStore, ws: Workspace, req: Request) -> Response | None:

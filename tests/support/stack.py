@@ -91,14 +91,21 @@ class Stack:
                 ),
             ],
         )
-        wait_http(f"{self.sandbox_url}/healthz")
+        # Waited for on first use: the api and sweeper start meanwhile (each process's start
+        # is a second or two under coverage, and a stack starts three or four).
+        self._sandbox_up = False
         self.api: Proc | None = None
         self.sweeper: Proc | None = None
         self.workers: list[Proc] = []
 
     @property
     def sandbox_url(self) -> str:
-        return f"http://127.0.0.1:{self.sandbox_port}"
+        """The sandbox's URL, once it answers."""
+        url = f"http://127.0.0.1:{self.sandbox_port}"
+        if not self._sandbox_up:
+            wait_http(f"{url}/healthz")
+            self._sandbox_up = True
+        return url
 
     @property
     def api_url(self) -> str:
@@ -113,6 +120,7 @@ class Stack:
         self, env: dict[str, str] | None = None, scheme: str = "http", verify: bool | str = True
     ) -> Proc:
         self.api = self.start("api", ["api"], env)
+        _ = self.sandbox_url  # the api's start overlaps the sandbox's
         wait_http(f"{scheme}://127.0.0.1:{self.api_port}/healthz", verify=verify)
         return self.api
 

@@ -114,6 +114,7 @@ class Drainer:
         self.drain_settings = settings.drain
         self.queue_settings = settings.queue
         self.metrics_settings = settings.metrics
+        self.sent_index = settings.sent_index
         self.limits = settings.limits
         self.store = store
         self.dead = dead
@@ -171,6 +172,7 @@ class Drainer:
             self.metrics_settings,
             self.now_ms,
             should_stop=self.should_stop,
+            sent_index=self.sent_index,
         )
         try:
             self._loop(held, delivery, report)

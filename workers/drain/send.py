@@ -29,8 +29,9 @@ from service.lanes.registry import LANES
 from service.metrics import definitions as metrics
 from service.metrics.queue_state import record_drained
 from service.store.dead_letters import DeadLetter, DeadLetterStore, LetterClass, LetterReason
+from service.store.sent_index import record_sent
 from service.store.shards import Entry, Lease, ShardStore
-from workers.drain.settings import Limits
+from workers.drain.settings import NO_SENT_INDEX, Limits, SentIndexing
 
 log = logging.getLogger("cioq.delivery")
 
@@ -107,6 +108,7 @@ class Delivery:
         metrics: MetricsSettings,
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
+        sent_index: SentIndexing = NO_SENT_INDEX,
     ) -> None:
         self.workspace = workspace
         self.lane = lane
@@ -120,6 +122,7 @@ class Delivery:
         self.metrics = metrics
         self.now_ms = now_ms
         self.should_stop = should_stop
+        self.sent_index = sent_index
         self.counts = DeliveryCounts()
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
@@ -168,6 +171,7 @@ class Delivery:
             self.counts.delivered += len(entries)
             accepted = ((e.accepted_ms, e.producer) for e in entries)
             metrics.delivered(workspace, accepted, self.now_ms(), self.lane)
+            self._index(entries)
             return Delivered(self._resolve(entries))
         if outcome.outcome_class is OutcomeClass.PARTIAL:
             failed = {e.batch_index: e for e in outcome.item_errors}
@@ -183,6 +187,7 @@ class Delivery:
             self.counts.delivered += len(entries) - len(failed)
             ok = ((e.accepted_ms, e.producer) for i, e in enumerate(entries) if i not in failed)
             metrics.delivered(workspace, ok, self.now_ms(), self.lane)
+            self._index([e for i, e in enumerate(entries) if i not in failed])
             return Delivered(self._resolve(entries))
         if outcome.outcome_class in (OutcomeClass.INVALID, OutcomeClass.AMBIGUOUS):
             # Ambiguous (App lane): Customer.io may have acted; an operator decides.
@@ -195,6 +200,24 @@ class Delivery:
             )
             return Delivered(self._resolve(entries))
         return Delivered({}, blocked=outcome)
+
+    def _index(self, delivered: list[Entry]) -> None:
+        """Keep what Customer.io just accepted, so a late failure can be tied to its job
+        (one pipelined write per request; only for workspaces whose log is polled)."""
+        if not self.sent_index.on(self.workspace):
+            return
+        try:
+            record_sent(
+                self.store.redis,
+                self.workspace,
+                self.lane,
+                delivered,
+                self.now_ms(),
+                window_s=self.sent_index.window_s,
+                per_person=self.sent_index.per_person,
+            )
+        except Exception:  # Customer.io took these jobs: they must be resolved whatever happens
+            log.warning("%s: indexing delivered jobs failed", self.workspace, exc_info=True)
 
     def _isolate(self, entries: list[Entry], kind: str) -> Delivered:
         """Bisect a rejected batch until each rejected op stands alone."""

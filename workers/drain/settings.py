@@ -28,6 +28,28 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class SentIndexing:
+    """Which workspaces' delivered jobs go into the index that ties late failures to them
+    (those with an App API key: only they are polled), and for how long."""
+
+    workspaces: frozenset[str] = frozenset()
+    window_s: float = 0.0
+    per_person: int = 1
+
+    @classmethod
+    def of(cls, s: Settings) -> SentIndexing:
+        polled = frozenset(ws.name for ws in s.workspaces if ws.app_api_key is not None)
+        return cls(polled, s.app.late_link_window_s, s.app.late_link_per_person)
+
+    def on(self, workspace: str) -> bool:
+        return self.window_s > 0 and workspace in self.workspaces
+
+
+#: No workspace's delivered jobs are indexed.
+NO_SENT_INDEX = SentIndexing()
+
+
+@dataclass(frozen=True, slots=True)
 class DrainerSettings:
     """The settings a `Drainer` reads: its groups, and each lane's limits as the lane's
     spec reads them (from any group)."""
@@ -37,9 +59,17 @@ class DrainerSettings:
     retry: RetrySettings
     metrics: MetricsSettings
     limits: Mapping[Lane, Limits]
+    sent_index: SentIndexing = NO_SENT_INDEX
 
     @classmethod
     def of(cls, settings: Settings) -> DrainerSettings:
         """The groups of `settings`, and the limits of every lane registered by now."""
         limits = {lane: Limits.of(lane, settings) for lane in LANES}
-        return cls(settings.drain, settings.queue, settings.retry, settings.metrics, limits)
+        return cls(
+            settings.drain,
+            settings.queue,
+            settings.retry,
+            settings.metrics,
+            limits,
+            SentIndexing.of(settings),
+        )

@@ -5,9 +5,11 @@ newest first, ``start`` cursor). One poller per workspace runs cluster-wide: it 
 lease in Redis (``lua/late_lease.lua``) and every write it makes is fenced by it
 (``lua/late_commit.lua``), so two pollers never record at once. For each failure type it
 walks the log from the newest activity back to its cursor (the newest one it recorded, kept
-in Redis) and, in one script, records what it found (oldest first, in a capped stream) and
-moves the cursor: a poller that stops mid-walk recorded nothing, and the next walk (its own
-or another's) finds the same activities, so a restart loses and repeats nothing.
+in Redis) and, in one script, records what it found (oldest first, in a capped stream, each
+tied to the delivered job it came from by `service.store.sent_index` where it can be, and
+counted for the metrics) and moves the cursor: a poller that stops mid-walk recorded
+nothing, and the next walk (its own or another's) finds the same activities, so a
+restart loses and repeats nothing.
 
 Its reads are spaced by ``1 / (CIOQ_APP_RPS * CIOQ_LATE_POLL_READ_SHARE)`` seconds, which
 bounds it to that share of the App read budget (it is the only poller), and each also takes
@@ -40,13 +42,16 @@ from service.lanes.app.client import AppClient
 from service.lanes.app.rate_limit import LimitClass, RateLimiter
 from service.metrics import app_lane as metrics
 from service.store.connections import SyncStore, load_script, store_errors
+from service.store.late_failures import FAILURE_TYPES, build_record
+from service.store.sent_index import could_link, find_sent
 
 log = logging.getLogger("cioq.late")
 
-#: The failure types polled, one walk each (Customer.io's ``type`` query takes one).
-FAILURE_TYPES = ("failed_attribute_change", "failed_event", "failed_batch_update")
 #: Activities per page: the App API's maximum.
 PAGE_LIMIT = 100
+#: How long a failure that names a person but links to no job waits for the drain to
+#: index that job (the next walks try again) before it is recorded unlinked.
+UNLINKED_WAIT_S = 10
 #: The longest a daily-quota back-off lasts.
 MAX_BACKOFF_S = 86_400.0
 
@@ -86,6 +91,7 @@ class ActivityPoller:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        unlinked_wait_s: int = UNLINKED_WAIT_S,
     ) -> None:
         self.redis = client
         self.app = app
@@ -93,12 +99,14 @@ class ActivityPoller:
         self.http = http
         self.holder = holder or secrets.token_hex(8)
         self.clock, self.sleep, self.wall_ms = clock, sleep, wall_ms
+        self.unlinked_wait_s = unlinked_wait_s
         self.limiter = RateLimiter(client, app)
         self.spacing_s = 1 / (app.app_rps * app.app_rate_headroom * app.late_poll_read_share)
         self.lease_ms = int(max(60.0, 3 * app.late_poll_interval_s) * 1000)
         self._next_read_at = 0.0
         self._lease = load_script(client, "late_lease")
         self._commit = load_script(client, "late_commit")
+        self._release = load_script(client, "late_release")
         self._backoffs = 0
 
     def hold_lease(self) -> bool:
@@ -106,6 +114,13 @@ class ActivityPoller:
         with store_errors("late poll lease"):
             lease = keys.late_lease(self.workspace.name)
             return bool(int(self._lease(keys=[lease], args=[self.holder, self.lease_ms])))
+
+    def release_lease(self) -> bool:
+        """Give the lease up (a graceful stop), so another poller takes over at once; a
+        walk of this poller still under way then records nothing (its writes are fenced)."""
+        with store_errors("late poll lease"):
+            lease = keys.late_lease(self.workspace.name)
+            return bool(int(self._release(keys=[lease], args=[self.holder])))
 
     def poll(self) -> PollReport:
         """One walk per failure type, if this poller holds the lease and is not backing off."""
@@ -167,15 +182,20 @@ class ActivityPoller:
                 break  # no cursor yet: the first page only
             if not self.hold_lease():
                 return PollOutcome.FAILED  # another poller took over mid-walk
-        if found or first:
+        records, newest = self._records(found, activity_type)
+        if records or (first and not found):
             # A first walk that found nothing still sets the cursor (to now): from then on
             # every walk reads back to it, however many failures appear in between.
             newest_id, newest_s = "", self.wall_ms() // 1000
-            if found:
-                newest_id, newest_s = str(found[0]["id"]), int(found[0].get("timestamp") or 0)
-            records = [self._record(a, activity_type) for a in reversed(found)]
+            if newest is not None:
+                newest_id, newest_s = str(newest["id"]), int(newest.get("timestamp") or 0)
             cursor = f"{newest_id}|{newest_s}"
-            lua_keys = [keys.late_lease(name), cursor_key, keys.late_failures(name)]
+            lua_keys = [
+                keys.late_lease(name),
+                cursor_key,
+                keys.late_failures(name),
+                keys.late_counts(name),
+            ]
             args = [self.holder, cursor, self.app.late_failures_max_entries, *records]
             with store_errors("late poll"):
                 added = int(self._commit(keys=lua_keys, args=args))
@@ -185,15 +205,30 @@ class ActivityPoller:
             report.by_type[activity_type] = added
         return PollOutcome.OK
 
-    def _record(self, activity: dict[str, Any], activity_type: str) -> bytes:
-        return orjson.dumps(
-            {
-                "activity": activity,
-                "type": activity_type,
-                "found_ms": self.wall_ms(),
-                "workspace": self.workspace.name,
-            }
-        )
+    def _records(
+        self, found: list[dict[str, Any]], activity_type: str
+    ) -> tuple[list[str | bytes], dict[str, Any] | None]:
+        """The records of `found` (newest first) to commit, oldest first, as (counts field,
+        JSON) pairs, and the newest activity they cover (the cursor's next value).
+
+        Customer.io may log a failure before the drain that sent the call has read the 200
+        and indexed the job (a slow answer, a busy worker). So a failure that names a person
+        but links to no job is left, with everything newer, for the next walk while it is
+        younger than `UNLINKED_WAIT_S`; past that it is recorded unlinked.
+        """
+        out: list[str | bytes] = []
+        newest: dict[str, Any] | None = None
+        name = self.workspace.name
+        recent_s = (self.wall_ms() // 1000) - self.unlinked_wait_s
+        for activity in reversed(found):
+            job = None
+            if self.app.late_link_window_s > 0 and could_link(activity):
+                job = find_sent(self.redis, name, activity)
+                if job is None and int(activity.get("timestamp") or 0) > recent_s:
+                    break
+            out += build_record(name, activity_type, activity, job, self.wall_ms())
+            newest = activity
+        return out, newest
 
     def _read(self, path: str) -> Answer:
         """One read, spaced by this poller's share and within the cluster-wide read bucket."""

@@ -51,7 +51,7 @@ class AppIngest:
     """Handlers for the producer-facing App API: sends, triggers, job status, reads."""
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
-        self.idempotency = Idempotency(queue, settings.queue)
+        self.idempotency = Idempotency(queue, settings.queue, lease_ms=settings.drain.lease_ms)
         self.outcomes = AsyncOutcomes(queue.redis, settings.app)
         self.wait_ms = settings.app.app_send_wait_ms
         self.reads = AppReads(

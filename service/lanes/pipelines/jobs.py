@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from service.errors import FieldError
-from service.jobs import Job, JobKind, Lane, RepairRules, dumps
+from service.jobs import Job, JobKind, Lane, RepairRules, SentCall, dumps
 from service.lanes.pipelines.validation import validate_call
 
 #: Stream entry field holding a Pipelines (CDP) call's JSON bytes, sent in ``/v1/batch``.
@@ -53,6 +53,39 @@ def _check(call: Any, strict: bool) -> list[FieldError]:
     return validate_call(call, call_type=None, strict=strict)
 
 
+#: Semantic events that remove a person at Customer.io (strict mode: ``userId`` required).
+_ERASING_EVENTS = ("User Deleted", "User Suppressed")
+
+
+def _erases(call: Any) -> dict[str, str]:
+    if not isinstance(call, dict) or call.get("type") != "track":
+        return {}
+    if call.get("event") not in _ERASING_EVENTS or call.get("userId") in (None, ""):
+        return {}
+    return {"id": str(call["userId"])}
+
+
+def _sent(call: Any) -> SentCall | None:
+    """An identify or track call naming a person (the calls that can fail late), else None.
+
+    Customer.io keys a Pipelines person by ``userId`` (its ``id``); an identify's
+    ``traits.email`` names the person too."""
+    if not isinstance(call, dict) or call.get("type") not in ("identify", "track"):
+        return None
+    ident: dict[str, str] = {}
+    if call.get("userId") not in (None, ""):
+        ident["id"] = str(call["userId"])
+    traits: dict[str, Any] = call["traits"] if isinstance(call.get("traits"), dict) else {}
+    if traits.get("email"):
+        ident["email"] = str(traits["email"])
+    if not ident:
+        return None
+    message_id = call.get("messageId") if isinstance(call.get("messageId"), str) else ""
+    if call["type"] == "identify":
+        return SentCall("identify", ident, attributes=tuple(traits))
+    return SentCall("event", ident, str(call.get("event") or ""), event_id=message_id or "")
+
+
 CDP = JobKind(
     "cdp",
     FIELD_CDP,
@@ -60,6 +93,8 @@ CDP = JobKind(
     batches=True,
     restore=_restore,
     subjects=_subjects,
+    erases=_erases,
     # messageId is Customer.io's de-duplication key; timestamp the accept time.
     repair=RepairRules(_check, kept=("messageId", "timestamp")),
+    sent_call=_sent,
 )

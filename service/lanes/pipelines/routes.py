@@ -47,7 +47,7 @@ class PipelinesIngest:
     """Handlers for the producer-facing Pipelines API."""
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
-        self.idempotency = Idempotency(queue, settings.queue)
+        self.idempotency = Idempotency(queue, settings.queue, lease_ms=settings.drain.lease_ms)
         self.max_call_bytes = settings.limits.cdp_max_call_bytes
         self.stamp_timestamps = settings.limits.stamp_timestamps
 

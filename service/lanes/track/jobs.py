@@ -8,7 +8,16 @@ from typing import Any
 import orjson
 
 from service.errors import FieldError
-from service.jobs import Job, JobKind, Lane, RepairRules, dumps, request_job, request_kind
+from service.jobs import (
+    Job,
+    JobKind,
+    Lane,
+    RepairRules,
+    SentCall,
+    dumps,
+    request_job,
+    request_kind,
+)
 from service.lanes.track.limits import Limits
 from service.lanes.track.validation import drop_unknown, op_size_error, validate_op
 
@@ -76,17 +85,53 @@ def _check_v2(op: Any, strict: bool) -> list[FieldError]:
     return errors if size is None else [*errors, size]
 
 
+def person_delete(id_type: str, value: str) -> Job:
+    """Track's ``DELETE /api/v1/customers/{id}``, as the v2 op cioq stores it."""
+    return v2_job({"type": "person", "action": "delete", "identifiers": {id_type: value}})
+
+
+def _v2_erases(op: Any) -> dict[str, str]:
+    """A person delete or suppress names whom Customer.io removes."""
+    if not isinstance(op, dict) or op.get("type") != "person":
+        return {}
+    if op.get("action") not in ("delete", "suppress"):
+        return {}
+    ident = op.get("identifiers")
+    return {str(k): str(v) for k, v in ident.items()} if isinstance(ident, dict) else {}
+
+
+def _v2_sent(op: Any) -> SentCall | None:
+    """An identify or event of a person (the ops that can fail late), else None."""
+    if not isinstance(op, dict) or op.get("type") != "person":
+        return None
+    action, ident = op.get("action"), op.get("identifiers")
+    if action not in ("identify", "event") or not isinstance(ident, dict):
+        return None
+    attributes = op.get("attributes")
+    names = tuple(attributes) if isinstance(attributes, dict) else ()
+    event_id = op.get("id") if action == "event" and isinstance(op.get("id"), str) else ""
+    return SentCall(
+        str(action),
+        {str(k): str(v) for k, v in ident.items()},
+        str(op.get("name") or "") if action == "event" else "",
+        names,
+        event_id or "",
+    )
+
+
 V2 = JobKind(
     "v2",
     FIELD_OP,
     Lane.TRACK,
     batches=True,
     restore=_restore_v2,
+    erases=_v2_erases,
     # An event's id is what Customer.io de-duplicates on; the timestamp is the accept time.
     repair=RepairRules(
         _check_v2,
         kept=("id", "timestamp"),
         prepare=lambda op, strict: op if strict else drop_unknown(op),
     ),
+    sent_call=_v2_sent,
 )
 V1 = request_kind("v1", FIELD_V1, Lane.TRACK, subjects=_v1_subjects, person=_v1_person)

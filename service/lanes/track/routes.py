@@ -48,7 +48,9 @@ class Ingest:
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.queue = queue
-        self.idempotency = idempotency.Idempotency(queue, settings.queue)
+        self.idempotency = idempotency.Idempotency(
+            queue, settings.queue, lease_ms=settings.drain.lease_ms
+        )
         self.loose_limits = Limits(max_op_bytes=settings.limits.max_op_bytes)
         self.strict_limits = Limits(max_op_bytes=settings.limits.max_op_bytes, strict=True)
         self.stamp_timestamps = settings.limits.stamp_timestamps

@@ -25,6 +25,8 @@ from tests.support.http_server import serve_in_thread
 from tests.support.processes import RedisServer, own_redis_url
 from tests.support.triggers import RecordingTriggers
 
+pytestmark = [pytest.mark.chaos]
+
 FULL = os.environ.get("CIOQ_CRASH_POINTS") == "full"
 
 

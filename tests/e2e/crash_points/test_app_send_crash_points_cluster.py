@@ -29,7 +29,7 @@ from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
 
 FULL = os.environ.get("CIOQ_CRASH_POINTS") == "full"
-pytestmark = [pytest.mark.xdist_group("cluster")]
+pytestmark = [pytest.mark.chaos, pytest.mark.xdist_group("cluster")]
 DURABILITY_TIMEOUT_MS = 2000
 
 

@@ -31,6 +31,8 @@ from tests.support.processes import RedisServer, own_redis_url
 from tests.support.triggers import RecordingTriggers
 from tests.support.valkey import valkey_server
 
+pytestmark = [pytest.mark.chaos]
+
 FULL = os.environ.get("CIOQ_CRASH_POINTS") == "full"
 DURABILITY_TIMEOUT_MS = 2000
 

@@ -23,6 +23,8 @@ from tests.support.ordered_paths import OrderedPath, OrderedResult, violations
 from tests.support.processes import RedisServer, own_redis_url
 from tests.support.triggers import RecordingTriggers
 
+pytestmark = [pytest.mark.chaos]
+
 
 @pytest.fixture
 def redis_url(own_redis: RedisServer) -> str:

@@ -20,6 +20,8 @@ from tests.support.holding_proxy import HoldingProxy
 from tests.support.processes import wait_until
 from tests.support.stack import INGEST_KEY, Stack
 
+pytestmark = [pytest.mark.chaos]
+
 #: The sandbox's "hang": it records the send, then withholds the answer this long.
 HANG_S = 20
 

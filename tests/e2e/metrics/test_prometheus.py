@@ -148,6 +148,7 @@ def stack(make_stack: Callable[..., Stack]) -> Stack:
         throttle_pause_ms=500,
         linger_ms=100,
         coalesce=True,
+        late_poll_interval_s=1,
     )
     s.start_api()
     s.start_sweeper()
@@ -192,6 +193,18 @@ def push_traffic(stack: Stack) -> None:
             for plan in ("free", "pro")
         ]
         assert api.post("/api/v2/batch", json={"batch": pair}).status_code == 200
+        # One identify Customer.io accepts and fails afterwards: a late failure.
+        with stack.sandbox_client() as sandbox:
+            late = {"rate": 1.0, "min_delay_s": 0.0, "max_delay_s": 0.0}
+            sandbox.post("/_sandbox/late_failures", json=late).raise_for_status()
+            r = api.put("/api/v1/customers/late", json={"email": "taken@example.com"})
+            assert r.status_code == 200, r.text
+            wait_until(
+                lambda: any(r["op"].get("identifiers") == {"id": "late"} for r in stack.received()),
+                timeout_s=60,
+                what="the late identify delivered",
+            )
+            sandbox.post("/_sandbox/late_failures", json={"rate": 0.0}).raise_for_status()
     push_app_traffic(stack)
 
 

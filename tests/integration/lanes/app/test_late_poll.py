@@ -45,8 +45,14 @@ def sandbox(sandbox_url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], sandbox_url: str) -> Settings:
+    # The sandbox's calls here come from no drain: no index to tie them to (and so no wait
+    # for one; tests/integration/lanes/app/test_late_links.py covers the links).
     return make_settings(
-        app_api_key=APP_KEY, app_url=sandbox_url, late_poll_interval_s=1, late_poll_read_share=0.5
+        app_api_key=APP_KEY,
+        app_url=sandbox_url,
+        late_poll_interval_s=1,
+        late_poll_read_share=0.5,
+        late_link_window_s=0,
     )
 
 
@@ -162,6 +168,19 @@ def test_only_the_lease_holder_polls_and_records(
     # The old holder's walk commits nothing once it lost the lease: no record twice.
     assert holder.poll().outcome is PollOutcome.NOT_HOLDER
     assert len(_recorded(redis_client)) == 2
+
+
+def test_a_released_lease_is_taken_over_at_once_and_a_release_by_another_is_refused(
+    sandbox: httpx.Client, make_poller: Callable[..., ActivityPoller], redis_client: redis.Redis
+) -> None:
+    holder, other = make_poller(), make_poller()
+    assert holder.hold_lease()
+    assert not other.release_lease()  # only the holder can give it up
+    assert other.poll().outcome is PollOutcome.NOT_HOLDER
+    assert holder.release_lease()  # a graceful stop: no waiting for the lease to run out
+    _identifies(sandbox, range(2))
+    assert other.poll().recorded == 2
+    assert holder.poll().outcome is PollOutcome.NOT_HOLDER
 
 
 def test_reads_are_spaced_to_the_pollers_share_of_the_read_budget(
