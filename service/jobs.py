@@ -13,7 +13,7 @@ metrics) read a stored job through this table and never switch on a kind themsel
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -206,6 +206,9 @@ UNKNOWN_PRODUCER = "unknown"
 _LANES: dict[Lane, LaneTraits] = {}
 _KINDS: dict[str, JobKind] = {}
 _BY_FIELD: dict[bytes, JobKind] = {}
+#: The names of the kinds that batch. The drain asks it of every buffered entry on every
+#: step (a 4,000-entry buffer a few times per request), so it is a set, not a lookup each.
+_BATCHING: set[str] = set()
 
 
 def register_lane(traits: LaneTraits) -> None:
@@ -216,6 +219,8 @@ def register_lane(traits: LaneTraits) -> None:
     for kind in traits.kinds:
         _KINDS[kind.name] = kind
         _BY_FIELD[kind.field] = kind
+        if kind.batches:
+            _BATCHING.add(kind.name)
 
 
 def unregister_lane(lane: Lane) -> None:
@@ -226,6 +231,7 @@ def unregister_lane(lane: Lane) -> None:
         if kind.name not in kept:
             del _KINDS[kind.name]
             del _BY_FIELD[kind.field]
+            _BATCHING.discard(kind.name)
 
 
 def registered_lanes() -> tuple[Lane, ...]:
@@ -266,6 +272,17 @@ def job_kind(name: str) -> JobKind:
 def job_kind_of_field(entry_field: bytes) -> JobKind | None:
     """The kind a stream entry's field holds; None for a field that holds no job."""
     return _BY_FIELD.get(entry_field)
+
+
+def job_kinds_by_field() -> Mapping[bytes, JobKind]:
+    """Every registered kind by its stream entry field (`job_kind_of_field` for a reader of
+    thousands of entries at once: one lookup each, no call). A live view: do not keep it."""
+    return _BY_FIELD
+
+
+def batching_kinds() -> Set[str]:
+    """The names of the registered kinds that batch (`JobKind.batches`). A live view."""
+    return _BATCHING
 
 
 def restore_job(kind: str, payload: bytes) -> Job:

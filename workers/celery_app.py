@@ -11,13 +11,15 @@ import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
-from service.config import Settings
+from service.config import RedisSettings, Settings
+from service.delivery.upstream import LaneClient
 from service.jobs import Lane, Traffic, lane_named
 from service.lanes.registry import clients
 from service.metrics import definitions as metrics
@@ -57,29 +59,38 @@ def _stopping() -> bool:
 
 
 class WorkerRuntime:
-    """Builds a `Drainer` once per process, after fork."""
+    """Builds a `Drainer` once per process, after fork, from what it reads: the Redis
+    settings, the drain's settings, and the lanes' clients (built in each process: a
+    forked child must not share its parent's connections)."""
 
-    def __init__(self, settings: Settings, app: Celery) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        redis: RedisSettings,
+        drain: DrainerSettings,
+        lane_clients: Callable[[], Mapping[tuple[str, Lane], LaneClient]],
+        app: Celery,
+    ) -> None:
+        self.redis = redis
+        self.drain = drain
+        self.lane_clients = lane_clients
         self.app = app
         self._pid: int | None = None
         self._drainer: Drainer | None = None
 
     def drainer(self) -> Drainer:
         if self._drainer is None or self._pid != os.getpid():
-            s = self.settings
-            client = connect_sync(s.redis)
+            client = connect_sync(self.redis)
             # The in-flight note and dead letters are confirmed at the durability level
             # the API confirms jobs at (audit F5, F9).
-            confirmation = check_sync(client, s.redis).confirmation
+            confirmation = check_sync(client, self.redis).confirmation
             shards, letters = ShardStore(client), DeadLetterStore(client)
             shards.confirmation = letters.confirmation = confirmation
             self._drainer = Drainer(
-                DrainerSettings.of(s),
+                self.drain,
                 shards,
                 letters,
-                clients(s),
-                Triggers(s.redis.celery_broker_url, app=self.app),
+                self.lane_clients(),
+                Triggers(self.redis.celery_broker_url, app=self.app),
                 should_stop=_stopping,
             )
             self._pid = os.getpid()
@@ -122,7 +133,11 @@ def create_celery(settings: Settings) -> Celery:
     )
     app.conf.worker_soft_shutdown_timeout = settings.drain.shutdown_grace_s
     app.steps["consumer"].add(ConsumerHeartbeat)
-    runtime = WorkerRuntime(settings, app)
+    # Every lane is registered by now (service.lanes.registry is imported above), so the
+    # drain's settings hold each lane's limits, as when they were read after the fork.
+    runtime = WorkerRuntime(
+        settings.redis, DrainerSettings.of(settings), lambda: clients(settings), app
+    )
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
     def drain(

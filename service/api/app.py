@@ -119,7 +119,9 @@ class IngestApp:
         self.late = LateAdmin(
             LateFailures(self.redis, self.queue), settings.workspaces, who=self._admin_name
         )
-        self.metrics = ApiMetrics(settings)
+        self.metrics = ApiMetrics(
+            settings.redis, settings.queue, settings.metrics, settings.workspaces
+        )
         self.console = console_for(self, settings)
         self.router = Router(
             [

@@ -26,7 +26,7 @@ from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from service.config import Settings
+from service.config import MetricsSettings, QueueSettings, RedisSettings, Workspace
 from service.metrics.late_failures import LateFailuresCollector
 from service.metrics.queue_state import QueueStateCollector
 from service.store.connections import connect_metrics
@@ -100,11 +100,17 @@ async def metrics_asgi(registry: CollectorRegistry, send: Any) -> None:
 class ApiMetrics:
     """The api's ``/metrics``: its own counters plus the queue state read from Redis."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.redis = connect_metrics(settings.redis)
+    def __init__(
+        self,
+        redis: RedisSettings,
+        queue: QueueSettings,
+        metrics: MetricsSettings,
+        workspaces: tuple[Workspace, ...],
+    ) -> None:
+        self.redis = connect_metrics(redis)
         self.registry = process_registry(
-            QueueStateCollector(settings.queue, settings.metrics, settings.workspaces, self.redis),
-            LateFailuresCollector(settings.workspaces, self.redis),
+            QueueStateCollector(queue, metrics, workspaces, self.redis),
+            LateFailuresCollector(workspaces, self.redis),
         )
 
     async def serve(self, send: Any) -> None:

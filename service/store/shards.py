@@ -9,7 +9,7 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,7 +20,7 @@ from redis.commands.core import Script
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost, StoreUnavailable
-from service.jobs import PRODUCER_FIELD, Lane, Traffic, job_kind_of_field
+from service.jobs import PRODUCER_FIELD, JobKind, Lane, Traffic, job_kinds_by_field
 from service.store import durability
 from service.store.connections import SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
@@ -79,16 +79,27 @@ class RetryState:
     history: tuple[tuple[int, str], ...]
 
 
-def _entry(shard: keys.ShardKeys, raw_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+def _entry(
+    shard: keys.ShardKeys,
+    raw_id: bytes,
+    fields: dict[bytes, bytes],
+    kinds: Mapping[bytes, JobKind],
+) -> Entry:
     # The job's field (its name says the kind), and the producer's when it has one. A field
     # this version does not know is a later version's addition: read past it, so after a
     # rollback the older workers still deliver what the newer api stored. (The version
     # before this one read exactly one field; docs/deploy.md says what that means.)
-    producer = fields.get(PRODUCER_FIELD, b"")
-    ((kind, payload),) = [
-        (kind, value) for name, value in fields.items() if (kind := job_kind_of_field(name))
-    ]
-    return Entry(raw_id, kind.name, payload, shard, producer.decode())
+    # The drain reads each entry several times (a 4,000-entry buffer per drain, a drain per
+    # 0.25 s of a backlog), so the usual entry, the job's field and at most the producer's,
+    # is read in one pass with no list built (bench/run --quick --only drain).
+    producer = fields.get(PRODUCER_FIELD)
+    if len(fields) == (1 if producer is None else 2):
+        for name, value in fields.items():
+            kind = kinds.get(name)
+            if kind is not None:
+                return Entry(raw_id, kind.name, value, shard, producer.decode() if producer else "")
+    ((kind, payload),) = [(kinds[name], value) for name, value in fields.items() if name in kinds]
+    return Entry(raw_id, kind.name, payload, shard, producer.decode() if producer else "")
 
 
 class ShardStore:
@@ -148,8 +159,9 @@ class ShardStore:
             pipe.xrange(shard.stream, min=b"(" + after if after else b"-", max="+", count=count)
         with store_errors("reading shards"):
             found: list[list[tuple[bytes, dict[bytes, bytes]]]] = pipe.execute()
+        kinds = job_kinds_by_field()
         return [
-            [_entry(shard, raw_id, fields) for raw_id, fields in rows]
+            [_entry(shard, raw_id, fields, kinds) for raw_id, fields in rows]
             for (shard, _, _), rows in zip(wanted, found, strict=True)
         ]
 
