@@ -8,6 +8,7 @@ They talk to Redis directly with the same code as the admin HTTP API
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -262,13 +263,18 @@ async def _replay(
     dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool
 ) -> SelectionResult:
     # The command asked "may deliver twice" first (or the operator passed --yes).
-    return await dlq.replay(ws, flt, dry_run=dry, may_deliver_twice=True)
+    return await dlq.replay(ws, flt, dry_run=dry, may_deliver_twice=True, who=_who())
 
 
 async def _purge(
     dlq: DeadLetterAdmin, ws: str, flt: DeadLetterFilter, dry: bool
 ) -> SelectionResult:
-    return await dlq.purge(ws, flt, dry_run=dry)
+    return await dlq.purge(ws, flt, dry_run=dry, who=_who())
+
+
+def _who() -> str:
+    """The audit's name for the operator at this terminal."""
+    return f"cli:{getpass.getuser()}"
 
 
 app.command("replay")(

@@ -132,7 +132,9 @@ class Admin:
         workspace = self._workspace(request)
         flt, dry_run = self._selection(request)
         twice = _twice(_object(request))
-        outcome = await self.dlq.replay(workspace, flt, dry_run=dry_run, may_deliver_twice=twice)
+        outcome = await self.dlq.replay(
+            workspace, flt, dry_run=dry_run, may_deliver_twice=twice, who=self.who(request)
+        )
         return _outcome(outcome, "replayed")
 
     async def repair(self, request: Request, _: Any) -> Response:
@@ -199,7 +201,8 @@ class Admin:
     async def purge(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)
         flt, dry_run = self._selection(request)
-        return _outcome(await self.dlq.purge(workspace, flt, dry_run=dry_run), "purged")
+        outcome = await self.dlq.purge(workspace, flt, dry_run=dry_run, who=self.who(request))
+        return _outcome(outcome, "purged")
 
     @staticmethod
     def _selection(

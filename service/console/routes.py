@@ -235,7 +235,9 @@ class Console:
         flt = DeadLetterFilter.from_fields(filters, ids)
         confirmed = form.get("confirm") == "yes"
         twice = form.get(MAY_DELIVER_TWICE) == "yes"
-        outcome = await self._act(verb, workspace, flt, dry_run=not confirmed, twice=twice)
+        outcome = await self._act(
+            verb, workspace, flt, dry_run=not confirmed, twice=twice, who=session.name
+        )
         if not confirmed:
             return self.pages.page(
                 request,
@@ -250,25 +252,22 @@ class Console:
                 matched=outcome.matched,
                 sends=outcome.sends,
             )
-        selection = f"ids {', '.join(ids)}" if ids else _describe(filters)
-        past = "replayed" if verb == "replay" else "purged"
-        detail = f"{past} {outcome.done} of {outcome.matched} matched letters ({selection})"
-        if outcome.dropped:
-            detail += f"; {outcome.dropped} of forgotten people deleted unsent"
-        await self.control.record(session.name, verb, workspace, "", detail)
         return self.pages.page(
             request, 200, "result.html", session, workspace=workspace, verb=verb, outcome=outcome
         )
 
     async def _act(
-        self, verb: str, workspace: str, flt: DeadLetterFilter, *, dry_run: bool, twice: bool
+        self,
+        verb: str,
+        workspace: str,
+        flt: DeadLetterFilter,
+        *,
+        dry_run: bool,
+        twice: bool,
+        who: str,
     ) -> SelectionResult:
         if verb == "replay":
-            return await self.dlq.replay(workspace, flt, dry_run=dry_run, may_deliver_twice=twice)
-        return await self.dlq.purge(workspace, flt, dry_run=dry_run)
-
-
-def _describe(filters: dict[str, str]) -> str:
-    if not filters:
-        return "every letter"
-    return ", ".join(f"{name}={value}" for name, value in filters.items())
+            return await self.dlq.replay(
+                workspace, flt, dry_run=dry_run, may_deliver_twice=twice, who=who
+            )
+        return await self.dlq.purge(workspace, flt, dry_run=dry_run, who=who)

@@ -25,6 +25,7 @@ from service.store import events
 from service.store.connections import AsyncStore, store_errors
 from service.store.dead_letters import DeadLetter, StoredDeadLetter
 from service.store.queue import Queue
+from service.store.workspace_control import record_audit
 
 #: Letters read from the stream per round trip, and replayed or purged per Redis call.
 PAGE_SIZE = 500
@@ -86,6 +87,26 @@ class DeadLetterFilter:
     since_ms: int | None = None
     until_ms: int | None = None
     producer: str | None = None
+
+    def describe(self) -> str:
+        """The selection in words, for the audit: its ids, else the fields set."""
+        if self.ids:
+            return f"ids {', '.join(self.ids)}"
+        named = [
+            f"{name}={value}"
+            for name, value in (
+                ("lane", self.lane),
+                ("reason", self.reason),
+                ("class", self.outcome_class),
+                ("op_type", self.op_type),
+                ("person", self.person),
+                ("since_ms", self.since_ms),
+                ("until_ms", self.until_ms),
+                ("producer", self.producer),
+            )
+            if value is not None
+        ]
+        return ", ".join(named) or "every letter"
 
     @classmethod
     def from_fields(cls, values: dict[str, Any], ids: tuple[str, ...] = ()) -> DeadLetterFilter:
@@ -266,8 +287,10 @@ class DeadLetterAdmin:
         *,
         dry_run: bool,
         may_deliver_twice: bool = False,
+        who: str,
     ) -> SelectionResult:
-        """Queue matching letters again through the normal path, in their original order.
+        """Queue matching letters again through the normal path, in their original order;
+        audited as `who` unless a dry run.
 
         Raises InvalidRequest (409) when App sends match and `may_deliver_twice` is False.
         """
@@ -290,18 +313,33 @@ class DeadLetterAdmin:
 
         outcome = await self._in_chunks(workspace, flt, requeue, "replayed", dry_run=dry_run)
         outcome.dropped = dropped
+        await self._audit(who, "replay", workspace, flt, outcome)
         return outcome
 
     async def purge(
-        self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool
+        self, workspace: str, flt: DeadLetterFilter, *, dry_run: bool, who: str
     ) -> SelectionResult:
-        """Delete matching letters for good."""
+        """Delete matching letters for good; audited as `who` unless a dry run."""
         stream = keys.dead_letters(workspace)
 
         async def delete(chunk: list[StoredDeadLetter]) -> int:
             return int(await self._call(self.redis.xdel(stream, *(s.id for s in chunk))))
 
-        return await self._in_chunks(workspace, flt, delete, "purged", dry_run=dry_run)
+        outcome = await self._in_chunks(workspace, flt, delete, "purged", dry_run=dry_run)
+        await self._audit(who, "purge", workspace, flt, outcome)
+        return outcome
+
+    async def _audit(
+        self, who: str, verb: str, workspace: str, flt: DeadLetterFilter, outcome: SelectionResult
+    ) -> None:
+        """One audit entry per replay or purge, whichever surface ran it."""
+        if outcome.dry_run:
+            return
+        past = "replayed" if verb == "replay" else "purged"
+        detail = f"{past} {outcome.done} of {outcome.matched} matched letters ({flt.describe()})"
+        if outcome.dropped:
+            detail += f"; {outcome.dropped} of forgotten people deleted unsent"
+        await record_audit(self.redis, who, verb, workspace, "", detail)
 
     async def _in_chunks(
         self,

@@ -177,7 +177,9 @@ def test_replay_requeues_unchanged_into_the_route_shard_and_empties_the_dlq(
     """Replay keeps payload bytes (event ids) and removes the letters in the same MULTI."""
     settings = make_settings()
     before = _handled("replayed")
-    outcome = _run(settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=False))
+    outcome = _run(
+        settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=False, who="t")
+    )
     assert (outcome.matched, outcome.done) == (5, 5)
     assert _handled("replayed") - before == 5
     assert redis_client.xlen(keys.dead_letters("default")) == 0
@@ -204,7 +206,7 @@ def test_racing_replays_queue_each_letter_once(
                 DeadLetterAdmin(c, Queue(c, settings.redis, settings.queue, None)) for c in clients
             ]
             outcomes = await asyncio.gather(
-                *(a.replay("default", DeadLetterFilter(), dry_run=False) for a in admins)
+                *(a.replay("default", DeadLetterFilter(), dry_run=False, who="t") for a in admins)
             )
             return [o.done for o in outcomes]
         finally:
@@ -228,8 +230,12 @@ def test_dry_runs_change_nothing(
     make_settings: Callable[..., Settings], redis_client: redis.Redis, letters: list[DeadLetter]
 ) -> None:
     settings = make_settings()
-    replay = _run(settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=True))
-    purge = _run(settings, lambda dlq: dlq.purge("default", DeadLetterFilter(), dry_run=True))
+    replay = _run(
+        settings, lambda dlq: dlq.replay("default", DeadLetterFilter(), dry_run=True, who="t")
+    )
+    purge = _run(
+        settings, lambda dlq: dlq.purge("default", DeadLetterFilter(), dry_run=True, who="t")
+    )
     assert (replay.matched, replay.done, purge.matched, purge.done) == (5, 0, 5, 0)
     assert redis_client.xlen(keys.dead_letters("default")) == 5
     assert not any(
@@ -244,7 +250,9 @@ def test_purge_with_filter_removes_only_matches(
     settings = make_settings()
     outcome = _run(
         settings,
-        lambda dlq: dlq.purge("default", DeadLetterFilter(reason="invalid"), dry_run=False),
+        lambda dlq: dlq.purge(
+            "default", DeadLetterFilter(reason="invalid"), dry_run=False, who="t"
+        ),
     )
     assert (outcome.matched, outcome.done) == (2, 2)
     left = _run(settings, lambda dlq: dlq.page("default", DeadLetterFilter(), limit=10))
@@ -289,6 +297,14 @@ def test_admin_routes_need_an_admin_key(
     assert r.json()["errors"][0]["field"] == "authorization"
 
 
+def _audit(client: redis.Redis) -> list[tuple[str, str, str]]:
+    """(who, action, detail) of every audit entry, oldest first."""
+    return [
+        (f[b"who"].decode(), f[b"action"].decode(), f[b"detail"].decode())
+        for f in stream_fields(client, keys.audit())
+    ]
+
+
 def test_admin_list_show_summary_and_purge(
     admin: httpx.Client, redis_client: redis.Redis, letters: list[DeadLetter]
 ) -> None:
@@ -303,9 +319,15 @@ def test_admin_list_show_summary_and_purge(
         "size": 5,
         "by_reason": {"invalid": 2, "crash_loop": 1, "invalid_field": 1, "max_attempts": 1},
     }
+    dry = admin.post(f"{BASE}/purge", headers=ADMIN, json={"class": "partial", "dry_run": True})
+    assert dry.json() == {"matched": 1, "purged": 0, "dry_run": True}
+    assert _audit(redis_client) == []  # a dry run acts on nothing, so audits nothing
     r = admin.post(f"{BASE}/purge", headers=ADMIN, json={"class": "partial"})
     assert r.json() == {"matched": 1, "purged": 1, "dry_run": False}
     assert redis_client.xlen(keys.dead_letters("default")) == 4
+    [(who, action, detail)] = _audit(redis_client)
+    assert (action, detail) == ("purge", "purged 1 of 1 matched letters (class=partial)")
+    assert who and not who.startswith("cli:")
     workspaces = admin.get("/admin/v1/workspaces", headers=ADMIN).json()
     assert workspaces == {
         "workspaces": [{"name": "default", "site_id": "dev-site", "dead_letters": 4}]
@@ -364,6 +386,14 @@ def test_cli_list_show_replay_purge(
     replayed = runner.invoke(app, ["dlq", "replay", rows[0]["id"], rows[1]["id"]])
     assert replayed.exit_code == 0 and "2 matched, 2 replayed" in replayed.output
     assert redis_client.xlen(keys.dead_letters("default")) == 2
+    # The purge and the replay are audited as the operator at the terminal; the dry run not.
+    audit = _audit(redis_client)
+    assert [(action, detail.split(" (")[0]) for _, action, detail in audit] == [
+        ("purge", "purged 1 of 1 matched letters"),
+        ("replay", "replayed 2 of 2 matched letters"),
+    ]
+    assert all(who.startswith("cli:") for who, _, _ in audit)
+    assert rows[0]["id"] in audit[1][2]
     unknown = runner.invoke(app, ["dlq", "list", "-w", "nope"])
     assert unknown.exit_code == 2 and "nope" in unknown.output
 

@@ -178,7 +178,7 @@ def test_a_replay_drops_a_forgotten_persons_letters_and_counts_them(
 
     async def replay(queue: Queue, _: Forgetting) -> Any:
         dlq = DeadLetterAdmin(queue.redis, queue)
-        return await dlq.replay(WS, DeadLetterFilter(), dry_run=False)
+        return await dlq.replay(WS, DeadLetterFilter(), dry_run=False, who="t")
 
     # When every letter is replayed
     outcome = _run(settings, replay)

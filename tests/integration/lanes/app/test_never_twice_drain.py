@@ -72,6 +72,7 @@ def replay_ambiguous(settings: Settings) -> int:
             DeadLetterFilter(outcome_class="ambiguous"),
             dry_run=False,
             may_deliver_twice=True,
+            who="t",
         )
         await client.aclose()
         return result.done
