@@ -22,7 +22,7 @@ from service.config import Settings
 from service.errors import CioqError, InvalidRequest
 from service.jobs import job_kind
 from service.lanes import registry
-from service.store.connections import connect_async
+from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
 from service.store.dead_letters import LetterClass
 from service.store.queue import Queue
@@ -73,11 +73,26 @@ def bind(settings_loader: Callable[[], Settings]) -> typer.Typer:
 
 def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
     assert _settings is not None
-    settings = _settings()
+    return run_with_queue(
+        _settings(),
+        workspace,
+        "cioq dlq",
+        lambda client, queue: work(DeadLetterAdmin(client, queue)),
+    )
+
+
+def run_with_queue(
+    settings: Settings,
+    workspace: str,
+    prefix: str,
+    work: Callable[[AsyncStore, Queue], Awaitable[T]],
+) -> T:
+    """Run `work` on a store client and a queue whose jobs are confirmed at the durability
+    level, as ingest's are (a replay or re-send queues jobs); an unknown workspace exits 2."""
     try:
         settings.workspace(workspace)
     except CioqError as exc:
-        typer.echo(f"cioq dlq: {exc}", err=True)
+        typer.echo(f"{prefix}: {exc}", err=True)
         raise typer.Exit(2) from exc
 
     async def main() -> T:
@@ -85,15 +100,14 @@ def _run(workspace: str, work: Callable[[DeadLetterAdmin], Awaitable[T]]) -> T:
         triggers = Triggers.for_settings(settings.redis)
         queue = Queue(client, settings.redis, settings.queue, triggers)
         try:
-            # Replayed jobs are confirmed at the durability level, as ingest's are.
             queue.confirmation = (await check_async(client, settings.redis, wait_s=0)).confirmation
-            return await work(DeadLetterAdmin(client, queue))
+            return await work(client, queue)
         finally:
             triggers.close()
             await queue.aclose()
             await client.aclose()
 
-    return run_reporting(main, "cioq dlq")
+    return run_reporting(main, prefix)
 
 
 def run_reporting(main: Callable[[], Coroutine[Any, Any, T]], prefix: str) -> T:

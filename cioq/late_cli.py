@@ -17,14 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cioq.dlq_cli import LaneName, ProducerName, Since, Until, Workspace, _when, run_reporting
+from cioq.dlq_cli import LaneName, ProducerName, Since, Until, Workspace, _when, run_with_queue
 from service.config import Settings
-from service.errors import CioqError, InvalidRequest
-from service.store.connections import connect_async
+from service.errors import InvalidRequest
 from service.store.late_failures import FAILURE_TYPES, LateFailures, LateFilter
-from service.store.queue import Queue
-from service.store.startup_checks import check_async
-from service.triggers import Triggers
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -51,26 +47,12 @@ def register(parent: typer.Typer, settings_loader: Callable[[], Settings]) -> No
 def _run(workspace: str, work: Callable[[LateFailures, Settings], Awaitable[T]]) -> T:
     assert _settings is not None
     settings = _settings()
-    try:
-        settings.workspace(workspace)
-    except CioqError as exc:
-        typer.echo(f"cioq late: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-    async def main() -> T:
-        client = connect_async(settings.redis)
-        triggers = Triggers.for_settings(settings.redis)
-        queue = Queue(client, settings.redis, settings.queue, triggers)
-        try:
-            # A re-sent job is confirmed at the durability level, as ingest's are.
-            queue.confirmation = (await check_async(client, settings.redis, wait_s=0)).confirmation
-            return await work(LateFailures(client, queue), settings)
-        finally:
-            triggers.close()
-            await queue.aclose()
-            await client.aclose()
-
-    return run_reporting(main, "cioq late")
+    return run_with_queue(
+        settings,
+        workspace,
+        "cioq late",
+        lambda client, queue: work(LateFailures(client, queue), settings),
+    )
 
 
 @app.command("list")
