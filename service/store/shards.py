@@ -9,20 +9,21 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from service import keys
 from service.delivery.crash_search import InflightNote
 from service.errors import LeaseLost, StoreUnavailable
 from service.jobs import PRODUCER_FIELD, JobKind, Lane, Traffic, job_kinds_by_field
 from service.store import durability
-from service.store.connections import SyncStore, load_script, store_errors
+from service.store.connections import STORE_ERRORS, SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
 from service.store.shard_state import ShardLook, look_at
 from service.stream_ids import id_ms, next_id
@@ -77,6 +78,49 @@ class RetryState:
     first_ms: int
     not_before_ms: int
     history: tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstLook:
+    """What a drain reads right after taking its lease, in the same round trip: how long
+    its lane stays paused, the shard's retry state, head and in-flight note."""
+
+    pause_ms: int
+    retry: RetryState
+    head: list[Entry]
+    note: InflightNote
+
+
+def _retry_state(raw: dict[bytes, bytes]) -> RetryState:
+    history: list[tuple[int, str]] = []
+    for line in raw.get(b"history", b"").decode().splitlines():
+        at_ms, _, label = line.partition(" ")
+        history.append((int(at_ms), label))
+    return RetryState(
+        head=raw.get(b"head"),
+        attempts=int(raw.get(b"attempts", 0)),
+        first_ms=int(raw.get(b"first_ms", 0)),
+        not_before_ms=int(raw.get(b"not_before_ms", 0)),
+        history=tuple(history),
+    )
+
+
+def _note(raw: dict[bytes, bytes]) -> InflightNote:
+    if not raw:
+        return InflightNote()
+    return InflightNote(
+        head=raw.get(b"head"),
+        count=int(raw.get(b"count", b"0")),
+        lone_crashes=int(raw.get(b"lone", b"0")),
+        suspect_last=raw.get(b"suspect") or None,
+    )
+
+
+def _evalsha(pipe: Any, script: Script, lua_keys: list[Any], args: list[Any]) -> None:
+    """Queue `script` on `pipe` by its sha alone: a pipeline given the script itself asks
+    ``SCRIPT EXISTS`` first, one more round trip. The caller handles a ``NOSCRIPT`` reply
+    (the command did not run) by calling the script on its own."""
+    pipe.evalsha(script.sha, len(lua_keys), *lua_keys, *args)
 
 
 def _entry(
@@ -146,6 +190,46 @@ class ShardStore:
             for shard, token in zip(shards, tokens, strict=True)
         ]
 
+    def acquire_and_look(
+        self, shard: keys.ShardKeys, *, lease_ms: int, count: int, pause_key: str
+    ) -> tuple[Lease | None, FirstLook | None]:
+        """`acquire`, and when it got the lease what the drain reads first (`FirstLook`), in
+        one round trip: a lone App send's drain made five. The reads run after the lease
+        was taken (one connection, in order), so no other holder changed what they read.
+        None for the look on a cluster, or when the script cache was empty (`NOSCRIPT`:
+        the lease is then taken on its own and nothing was read)."""
+        if isinstance(self.redis, redis.RedisCluster):
+            return self.acquire(shard, lease_ms=lease_ms), None
+        pipe = self.redis.pipeline(transaction=False)
+        _evalsha(pipe, self._acquire, [shard.lease, shard.fence], [lease_ms])
+        pipe.pttl(pause_key)
+        pipe.hgetall(shard.retry)
+        pipe.xrange(shard.stream, min="-", max="+", count=count)
+        pipe.hgetall(shard.inflight)
+        with store_errors("acquiring a lease"):
+            token, pause_ttl, retry, rows, note = pipe.execute(raise_on_error=False)
+            for reply in (pause_ttl, retry, rows, note):
+                if isinstance(reply, Exception):
+                    if isinstance(token, int) and token:
+                        # The lease is ours: hand it back rather than hold it unused.
+                        with contextlib.suppress(StoreUnavailable):
+                            Lease(self, shard, token, lease_ms).release()
+                    raise reply
+            if isinstance(token, NoScriptError):
+                return self.acquire(shard, lease_ms=lease_ms), None
+            if isinstance(token, Exception):
+                raise token
+        if not token:
+            return None, None
+        kinds = job_kinds_by_field()
+        look = FirstLook(
+            pause_ms=max(int(pause_ttl), 0),
+            retry=_retry_state(retry),
+            head=[_entry(shard, raw_id, fields, kinds) for raw_id, fields in rows],
+            note=_note(note),
+        )
+        return Lease(self, shard, int(token), lease_ms), look
+
     def read(self, shard: keys.ShardKeys, *, after: bytes | None, count: int) -> list[Entry]:
         """Up to `count` entries from the head, or after the entry id `after`."""
         return self.read_many([(shard, after, count)])[0]
@@ -179,31 +263,46 @@ class ShardStore:
             pipe.hgetall(shard.inflight)
         with store_errors("reading inflight notes"):
             found: list[dict[bytes, bytes]] = pipe.execute()
-        return [
-            InflightNote(
-                head=raw.get(b"head"),
-                count=int(raw.get(b"count", b"0")),
-                lone_crashes=int(raw.get(b"lone", b"0")),
-                suspect_last=raw.get(b"suspect") or None,
-            )
-            if raw
-            else InflightNote()
-            for raw in found
-        ]
+        return [_note(raw) for raw in found]
 
     def retry_state(self, shard: keys.ShardKeys) -> RetryState:
         raw: dict[bytes, bytes] = self._run(lambda: self.redis.hgetall(shard.retry))
-        history: list[tuple[int, str]] = []
-        for line in raw.get(b"history", b"").decode().splitlines():
-            at_ms, _, label = line.partition(" ")
-            history.append((int(at_ms), label))
-        return RetryState(
-            head=raw.get(b"head"),
-            attempts=int(raw.get(b"attempts", 0)),
-            first_ms=int(raw.get(b"first_ms", 0)),
-            not_before_ms=int(raw.get(b"not_before_ms", 0)),
-            history=tuple(history),
-        )
+        return _retry_state(raw)
+
+    def resolve_many(
+        self, parts: Sequence[tuple[Lease, bytes]], *, also: Callable[[Any], None] | None = None
+    ) -> list[int]:
+        """`Lease.resolve` of each (lease, last id), and `also`'s commands (queued on the
+        pipeline, best effort: their replies are not read), in one round trip; each
+        resolve's count. A resolve the script cache refused (``NOSCRIPT``: it did not run)
+        runs again on its own; on a cluster each is one call and `also` runs on its own."""
+        if isinstance(self.redis, redis.RedisCluster):
+            found = [lease.resolve(last_id) for lease, last_id in parts]
+            if also is not None:
+                pipe = self.redis.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+                also(pipe)
+                with contextlib.suppress(*STORE_ERRORS):
+                    pipe.execute(raise_on_error=False)
+            return found
+        pipe = self.redis.pipeline(transaction=False)
+        for lease, last_id in parts:
+            _evalsha(pipe, self._resolve, *lease.resolve_call(last_id))
+        if also is not None:
+            also(pipe)
+        with store_errors("resolving"):
+            replies = pipe.execute(raise_on_error=False)
+        counts = []
+        for (lease, last_id), reply in zip(parts, replies, strict=False):
+            if isinstance(reply, NoScriptError):
+                counts.append(lease.resolve(last_id))
+                continue
+            if isinstance(reply, Exception):
+                with store_errors("resolving"):
+                    raise reply
+            if int(reply) < 0:
+                raise LeaseLost(lease.shard.tag)
+            counts.append(int(reply))
+        return counts
 
     def linger_chain(self, workspace: str, lane: Lane, traffic: Traffic) -> tuple[int, int] | None:
         """The shard lingering for the workspace lane and for how many ms more, or None."""
@@ -279,8 +378,12 @@ class Lease:
 
     def resolve(self, last_id: bytes) -> int:
         """Delete the head up to and including `last_id`; returns how many were deleted."""
+        return self._fenced(self.store._resolve, *self.resolve_call(last_id))
+
+    def resolve_call(self, last_id: bytes) -> tuple[list[Any], list[Any]]:
+        """The resolve script's keys and arguments (`ShardStore.resolve_many` batches them)."""
         lua_keys = [self.shard.stream, self.shard.lease, self.shard.retry]
-        return self._fenced(self.store._resolve, lua_keys, [self.token, next_id(last_id)])
+        return lua_keys, [self.token, next_id(last_id)]
 
     def record_attempt(self, *, head: bytes, now_ms: int, not_before_ms: int, label: str) -> int:
         """Count a failed attempt at `head`; returns the attempt count."""

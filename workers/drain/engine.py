@@ -38,7 +38,7 @@ from service.errors import LeaseLost
 from service.jobs import Lane, Traffic
 from service.lanes.registry import LANES
 from service.store.dead_letters import DeadLetterStore
-from service.store.shards import ShardStore
+from service.store.shards import FirstLook, ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
@@ -147,7 +147,12 @@ class Drainer:
         if self._covered(primary, report):
             report.stop(StopReason.COVERED)
             return report
-        lease = self.store.acquire(primary, lease_ms=self.drain_settings.lease_ms)
+        lease, look = self.store.acquire_and_look(
+            primary,
+            lease_ms=self.drain_settings.lease_ms,
+            count=self.queue_settings.max_ops_per_read,
+            pause_key=keys.pause(workspace, lane),
+        )
         if lease is None:
             report.stop(StopReason.BUSY)
             return report
@@ -161,6 +166,8 @@ class Drainer:
             self.now_ms,
             self.rng,
         )
+        if look is not None:
+            held.prime(look)
         delivery = Delivery(
             workspace,
             lane,
@@ -175,7 +182,7 @@ class Drainer:
             sent_index=self.sent_index,
         )
         try:
-            self._loop(held, delivery, report)
+            self._loop(held, delivery, report, look)
         except LeaseLost as lost:
             report.stop(StopReason.LEASE_LOST)
             log.warning("lease lost on %s; another drain owns the shard", lost)
@@ -208,17 +215,30 @@ class Drainer:
         return True
 
     def _held_back(
-        self, held: HeldShards, report: DrainReport, pace: _Pace, *, check_retry: bool
+        self,
+        held: HeldShards,
+        report: DrainReport,
+        pace: _Pace,
+        *,
+        check_retry: bool,
+        look: FirstLook | None = None,
     ) -> bool:
-        """Stop the drain when it must not send now: stopping, paused, backing off."""
+        """Stop the drain when it must not send now: stopping, paused, backing off.
+        `look`: the pause and retry state read with the lease (the first time round)."""
         if self.should_stop():
             report.stop(StopReason.SHUTDOWN)
             return True
-        if pace.pause_check_due() and self._paused(held, report):
+        if look is not None:
+            pace.pause_check_due()  # read with the lease: the next look is a pace away
+            if look.pause_ms:
+                report.stop(StopReason.PAUSED, look.pause_ms / 1000)
+                return True
+        elif pace.pause_check_due() and self._paused(held, report):
             return True
         if check_retry:
             # Only until the first resolve: every resolve clears the shard's retry state.
-            not_before_ms = self.store.retry_state(held.primary).not_before_ms
+            retry = look.retry if look is not None else self.store.retry_state(held.primary)
+            not_before_ms = retry.not_before_ms
             now_ms = self.now_ms()
             if not_before_ms > now_ms:
                 report.stop(StopReason.BACKOFF, (not_before_ms - now_ms) / 1000)
@@ -242,7 +262,13 @@ class Drainer:
         # throttled ops are never sent again before Retry-After is over.
         return batches and self._paused(held, report)
 
-    def _loop(self, held: HeldShards, delivery: Delivery, report: DrainReport) -> None:
+    def _loop(
+        self,
+        held: HeldShards,
+        delivery: Delivery,
+        report: DrainReport,
+        look: FirstLook | None = None,
+    ) -> None:
         s = self.drain_settings
         budget_s = s.bulk_drain_budget_s if report.bulk else s.drain_budget_s
         deadline = self.clock() + budget_s
@@ -251,8 +277,9 @@ class Drainer:
         sent = sent_full = False
         pace = _Pace(self.clock, s.lease_ms / 1000)
         while True:
-            if self._held_back(held, report, pace, check_retry=not sent):
+            if self._held_back(held, report, pace, check_retry=not sent, look=look):
                 return
+            look = None
             now_ms = self.now_ms()
             held.refresh()
             if batches:
@@ -286,6 +313,7 @@ class Drainer:
                 held.renew()
             for shard, note in step.notes.items():
                 held.leases[shard].mark_inflight(note)
+                held.noted(shard, note)
             result = delivery.deliver(unit)
             if result.blocked is not None:
                 # Only what is still queued: a bisection may have resolved a part already,
@@ -317,7 +345,8 @@ class Drainer:
         packs_across = self._packs_across(primary.lane)
         if packs_again and not report.bulk and packs_across:
             self.store.set_linger_chain(primary, duration_ms=marker_ms)
-        elif report.stopped is not StopReason.LEASE_LOST:
+        elif report.stopped is not StopReason.LEASE_LOST and packs_across:
+            # Only a lane that packs across shards ever starts a chain (the App lanes not).
             self.store.end_linger_chain(primary)
         remaining = held.release(marker_ms=marker_ms, cover=packs_again)
         if report.stopped in (StopReason.EMPTY, StopReason.SHUTDOWN) and remaining[held.primary]:

@@ -29,7 +29,7 @@ from service.delivery.packing import batch_body, batch_size_bytes
 from service.jobs import batching_kinds, job_kind
 from service.lanes.registry import LANES
 from service.store.shard_state import ShardLook
-from service.store.shards import Entry, Lease, ShardStore
+from service.store.shards import Entry, FirstLook, Lease, ShardStore
 from service.stream_ids import id_key
 from workers.drain.send import OutgoingUnit
 from workers.drain.settings import Limits
@@ -91,14 +91,29 @@ class HeldShards:
         self.looks: list[ShardLook] = []
         #: Mean size of the ops read so far, to size what waits unread.
         self.op_bytes = GUESS_OP_BYTES
+        #: Each held shard's in-flight note as last read or written: only the lease
+        #: holder writes it (fenced), so it is read once per lease, not once per send.
+        self.notes: dict[keys.ShardKeys, InflightNote] = {}
+
+    def prime(self, look: FirstLook) -> None:
+        """Take the primary's head and note as read with its lease."""
+        self.buffers[self.primary] = list(look.head)
+        self.notes[self.primary] = look.note
+
+    def noted(self, shard: keys.ShardKeys, note: InflightNote) -> None:
+        """The drain wrote `note` for `shard` before a send."""
+        self.notes[shard] = note
 
     def refresh(self) -> None:
         """Top up every held shard's buffer to `max_ops_per_read`, in one round trip."""
         limit = self.max_ops_per_read
+        # A lane that sends each job alone needs one head, not a full buffer: it reads
+        # again when its buffer is empty (one round trip per read, not per send).
+        low = limit if self.spec.batches else 1
         wanted = [
             (shard, buffer[-1].id if buffer else None, limit - len(buffer))
             for shard, buffer in self.buffers.items()
-            if len(buffer) < limit
+            if len(buffer) < low
         ]
         if wanted:
             for (shard, _, _), found in zip(wanted, self.store.read_many(wanted), strict=True):
@@ -162,7 +177,11 @@ class HeldShards:
             return None
         alone: list[tuple[tuple[int, int], keys.ShardKeys, InflightNote]] = []
         packable: list[tuple[keys.ShardKeys, InflightNote]] = []
-        for shard, note in zip(waiting, self.store.inflight_notes(waiting), strict=True):
+        unknown = [shard for shard in waiting if shard not in self.notes]
+        if unknown:
+            self.notes.update(zip(unknown, self.store.inflight_notes(unknown), strict=True))
+        for shard in waiting:
+            note = self.notes[shard]
             buffer = self.buffers[shard]
             head = buffer[0]
             if self.spec.interrupted is not None and note.head == head.id:
