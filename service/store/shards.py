@@ -270,12 +270,19 @@ class ShardStore:
         return _retry_state(raw)
 
     def resolve_many(
-        self, parts: Sequence[tuple[Lease, bytes]], *, also: Callable[[Any], None] | None = None
-    ) -> list[int]:
+        self,
+        parts: Sequence[tuple[Lease, bytes]],
+        *,
+        also: Callable[[Any], None] | None = None,
+        peek: int = 0,
+    ) -> tuple[list[int], list[list[Entry] | None]]:
         """`Lease.resolve` of each (lease, last id), and `also`'s commands (queued on the
-        pipeline, best effort: their replies are not read), in one round trip; each
-        resolve's count. A resolve the script cache refused (``NOSCRIPT``: it did not run)
-        runs again on its own; on a cluster each is one call and `also` runs on its own."""
+        pipeline, best effort: their replies are not read), in one round trip: each
+        resolve's count and, with `peek`, up to that many entries of the shard's head
+        after it (read under the lease, so as good as the drain's next read; None when
+        not read). A resolve the script cache refused (``NOSCRIPT``: it did not run) runs
+        again on its own, and its peek is dropped. On a cluster each resolve is one call,
+        `also` runs on its own and nothing is peeked."""
         if isinstance(self.redis, redis.RedisCluster):
             found = [lease.resolve(last_id) for lease, last_id in parts]
             if also is not None:
@@ -283,18 +290,26 @@ class ShardStore:
                 also(pipe)
                 with contextlib.suppress(*STORE_ERRORS):
                     pipe.execute(raise_on_error=False)
-            return found
+            return found, [None] * len(parts)
         pipe = self.redis.pipeline(transaction=False)
         for lease, last_id in parts:
             _evalsha(pipe, self._resolve, *lease.resolve_call(last_id))
+        if peek:
+            for lease, _ in parts:
+                pipe.xrange(lease.shard.stream, min="-", max="+", count=peek)
         if also is not None:
             also(pipe)
         with store_errors("resolving"):
             replies = pipe.execute(raise_on_error=False)
-        counts = []
-        for (lease, last_id), reply in zip(parts, replies, strict=False):
+        counts: list[int] = []
+        heads: list[list[Entry] | None] = []
+        kinds = job_kinds_by_field()
+        for n, (lease, last_id) in enumerate(parts):
+            reply = replies[n]
+            rows = replies[len(parts) + n] if peek else None
             if isinstance(reply, NoScriptError):
                 counts.append(lease.resolve(last_id))
+                heads.append(None)  # read before this resolve ran: stale
                 continue
             if isinstance(reply, Exception):
                 with store_errors("resolving"):
@@ -302,7 +317,11 @@ class ShardStore:
             if int(reply) < 0:
                 raise LeaseLost(lease.shard.tag)
             counts.append(int(reply))
-        return counts
+            if rows is None or isinstance(rows, Exception):
+                heads.append(None)
+            else:
+                heads.append([_entry(lease.shard, i, fields, kinds) for i, fields in rows])
+        return counts, heads
 
     def linger_chain(self, workspace: str, lane: Lane, traffic: Traffic) -> tuple[int, int] | None:
         """The shard lingering for the workspace lane and for how many ms more, or None."""

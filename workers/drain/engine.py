@@ -180,6 +180,7 @@ class Drainer:
             self.now_ms,
             should_stop=self.should_stop,
             sent_index=self.sent_index,
+            max_ops=self.queue_settings.max_ops_per_read,
         )
         try:
             self._loop(held, delivery, report, look)
@@ -298,7 +299,7 @@ class Drainer:
             if step is None:
                 return report.stop(StopReason.EMPTY)
             if isinstance(step, Quarantine | Interrupted):
-                held.advance(_set_aside(delivery, step).resolved)
+                held.advance(_set_aside(delivery, step).resolved, delivery.take_peeked())
                 continue
             unit = step.unit
             age_ms = now_ms - min(e.accepted_ms for e in unit.entries)
@@ -321,7 +322,7 @@ class Drainer:
                 rest = _unresolved(unit, result.resolved)
                 blocked = self.policy.apply(delivery, rest, result.blocked)
                 return report.stop(blocked.reason, blocked.retrigger_s)
-            held.advance(result.resolved)
+            held.advance(result.resolved, delivery.take_peeked())
             sent, sent_full = True, unit.full
 
     def _late(self, held: HeldShards, now_ms: int) -> bool:

@@ -94,11 +94,14 @@ class HeldShards:
         #: Each held shard's in-flight note as last read or written: only the lease
         #: holder writes it (fenced), so it is read once per lease, not once per send.
         self.notes: dict[keys.ShardKeys, InflightNote] = {}
+        #: Shards whose buffer was just read (with the lease, or with a resolve).
+        self._fresh: set[keys.ShardKeys] = set()
 
     def prime(self, look: FirstLook) -> None:
         """Take the primary's head and note as read with its lease."""
         self.buffers[self.primary] = list(look.head)
         self.notes[self.primary] = look.note
+        self._fresh.add(self.primary)
 
     def noted(self, shard: keys.ShardKeys, note: InflightNote) -> None:
         """The drain wrote `note` for `shard` before a send."""
@@ -113,8 +116,9 @@ class HeldShards:
         wanted = [
             (shard, buffer[-1].id if buffer else None, limit - len(buffer))
             for shard, buffer in self.buffers.items()
-            if len(buffer) < low
+            if len(buffer) < low and shard not in self._fresh
         ]
+        self._fresh.clear()
         if wanted:
             for (shard, _, _), found in zip(wanted, self.store.read_many(wanted), strict=True):
                 self.buffers[shard] += found
@@ -253,10 +257,20 @@ class HeldShards:
                 return NextRequest(unit, notes)
         return NextRequest(OutgoingUnit(entries, packed.body, kind, full), notes)
 
-    def advance(self, resolved: dict[keys.ShardKeys, int]) -> None:
-        """Drop what a send resolved from the front of each shard's buffer."""
+    def advance(
+        self,
+        resolved: dict[keys.ShardKeys, int],
+        peeked: dict[keys.ShardKeys, list[Entry]] | None = None,
+    ) -> None:
+        """Drop what a send resolved from the front of each shard's buffer; an emptied
+        buffer takes the head read with the resolve (`peeked`), and `refresh` leaves that
+        shard alone once."""
         for shard, count in resolved.items():
             del self.buffers[shard][:count]
+        for shard, head in (peeked or {}).items():
+            if not self.buffers[shard]:
+                self.buffers[shard] = head
+                self._fresh.add(shard)
 
     def renew(self) -> None:
         for lease in self.leases.values():

@@ -109,6 +109,7 @@ class Delivery:
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
         sent_index: SentIndexing = NO_SENT_INDEX,
+        max_ops: int = 0,
     ) -> None:
         self.workspace = workspace
         self.lane = lane
@@ -124,6 +125,10 @@ class Delivery:
         self.should_stop = should_stop
         self.sent_index = sent_index
         self.counts = DeliveryCounts()
+        #: How many head entries to read with each resolve (0: none). A lane that sends
+        #: each job alone reads its next head so, not in a round trip of its own.
+        self.peek = 0 if self.spec.batches else max_ops
+        self.peeked: dict[keys.ShardKeys, list[Entry]] = {}
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
         """Send `unit` and resolve what the answer allows."""
@@ -298,17 +303,26 @@ class Delivery:
     def _resolve(self, entries: list[Entry]) -> dict[keys.ShardKeys, int]:
         """Trim `entries` (the next part of each of their shards' heads), shard by shard."""
         parts = by_shard(entries)
-        # The drain-rate record rides along: one round trip per resolve, not two.
-        removed = self.store.resolve_many(
+        # The drain-rate record rides along (one round trip per resolve, not two), and so
+        # does the next read of a lane that sends each job alone (`peek`).
+        removed, heads = self.store.resolve_many(
             [(self.leases[shard], own[-1].id) for shard, own in parts.items()],
             also=lambda pipe: queue_drained(pipe, self.workspace, len(entries), self.metrics),
+            peek=self.peek,
         )
         resolved: dict[keys.ShardKeys, int] = {}
-        for (shard, own), count in zip(parts.items(), removed, strict=True):
+        for (shard, own), count, head in zip(parts.items(), removed, heads, strict=True):
             if count != len(own):
                 log.error("resolved %d entries of %s, expected %d", count, shard.tag, len(own))
             resolved[shard] = len(own)
+            if head is not None:
+                self.peeked[shard] = head
         return resolved
+
+    def take_peeked(self) -> dict[keys.ShardKeys, list[Entry]]:
+        """The shards' heads read with their last resolves (`peek`), once."""
+        found, self.peeked = self.peeked, {}
+        return found
 
     def _dead_letter(
         self,
