@@ -64,6 +64,12 @@ def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) 
             # Triggers are cheap and idempotent: a short visibility timeout only means
             # an unacked trigger is redelivered sooner, never a lost or doubled job.
             "visibility_timeout": 300,
+            # No unacked copy of each trigger (a hash and a sorted-set entry written when
+            # it is fetched, deleted when acked: two round trips per trigger, which cost
+            # the worker's main process more than running the drain). A trigger lost with
+            # a killed worker is re-sent by the sweeper once its marker expires
+            # (`trigger_ttl_ms`, 2 s), long before the visibility timeout would restore it.
+            "ack_emulation": False,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 25,
