@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol
 
 import orjson
 
@@ -64,6 +65,18 @@ class ItemError:
     message: str
 
 
+class PendingWrite(Protocol):
+    """A lane's record of a success that must be in Redis before the jobs are resolved
+    (the App lane's outcome for the producer): the drain sends it in its resolve's round
+    trip, ahead of the resolve."""
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the write on a single Redis's pipeline; it must not meet ``NOSCRIPT``."""
+
+    def run(self) -> None:
+        """Write it on its own (a cluster, whose pipelines refuse scripts)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one upstream request came to."""
@@ -73,6 +86,8 @@ class Outcome:
     detail: str = ""
     item_errors: tuple[ItemError, ...] = ()
     retry_after_s: float | None = None
+    #: Written before the jobs are resolved, in the same round trip (success only).
+    pending: PendingWrite | None = None
 
     @property
     def status_class(self) -> str:

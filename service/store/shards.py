@@ -9,6 +9,7 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,6 +21,7 @@ from redis.exceptions import NoScriptError
 
 from service import keys
 from service.delivery.crash_search import InflightNote
+from service.delivery.outcomes import PendingWrite
 from service.errors import LeaseLost, StoreUnavailable
 from service.jobs import PRODUCER_FIELD, JobKind, Lane, Traffic, job_kinds_by_field
 from service.store import durability
@@ -27,6 +29,8 @@ from service.store.connections import STORE_ERRORS, SyncStore, load_script, stor
 from service.store.durability import Confirmation
 from service.store.shard_state import ShardLook, look_at
 from service.stream_ids import id_ms, next_id
+
+log = logging.getLogger("cioq.store")
 
 
 class PauseCause(StrEnum):
@@ -121,6 +125,14 @@ def _evalsha(pipe: Any, script: Script, lua_keys: list[Any], args: list[Any]) ->
     ``SCRIPT EXISTS`` first, one more round trip. The caller handles a ``NOSCRIPT`` reply
     (the command did not run) by calling the script on its own."""
     pipe.evalsha(script.sha, len(lua_keys), *lua_keys, *args)
+
+
+def _rows(shard: keys.ShardKeys, rows: Any) -> list[Entry] | None:
+    """A pipelined XRANGE's entries, or None when it failed."""
+    if isinstance(rows, Exception):
+        return None
+    kinds = job_kinds_by_field()
+    return [_entry(shard, raw_id, fields, kinds) for raw_id, fields in rows]
 
 
 def _entry(
@@ -275,23 +287,21 @@ class ShardStore:
         *,
         also: Callable[[Any], None] | None = None,
         peek: int = 0,
+        before: PendingWrite | None = None,
     ) -> tuple[list[int], list[list[Entry] | None]]:
         """`Lease.resolve` of each (lease, last id), and `also`'s commands (queued on the
         pipeline, best effort: their replies are not read), in one round trip: each
         resolve's count and, with `peek`, up to that many entries of the shard's head
         after it (read under the lease, so as good as the drain's next read; None when
         not read). A resolve the script cache refused (``NOSCRIPT``: it did not run) runs
-        again on its own, and its peek is dropped. On a cluster each resolve is one call,
-        `also` runs on its own and nothing is peeked."""
+        again on its own, and its peek is dropped. `before` is written first (a lane's
+        record of the success). On a cluster each is one call, `also` runs on its own
+        and nothing is peeked."""
         if isinstance(self.redis, redis.RedisCluster):
-            found = [lease.resolve(last_id) for lease, last_id in parts]
-            if also is not None:
-                pipe = self.redis.pipeline(transaction=False)  # type: ignore[no-untyped-call]
-                also(pipe)
-                with contextlib.suppress(*STORE_ERRORS):
-                    pipe.execute(raise_on_error=False)
-            return found, [None] * len(parts)
+            return self._resolve_one_by_one(parts, also, before)
         pipe = self.redis.pipeline(transaction=False)
+        if before is not None:
+            before.queue(pipe)  # one connection, in order: never resolved without it
         for lease, last_id in parts:
             _evalsha(pipe, self._resolve, *lease.resolve_call(last_id))
         if peek:
@@ -301,12 +311,17 @@ class ShardStore:
             also(pipe)
         with store_errors("resolving"):
             replies = pipe.execute(raise_on_error=False)
+        if before is not None:
+            written, replies = replies[0], replies[1:]
+            if isinstance(written, Exception):
+                # The resolves behind it may have run: what is resolved stays resolved
+                # (the jobs were delivered); the record is written again on its own.
+                log.warning("a success record failed with its resolve (%s); again", written)
+                before.run()
         counts: list[int] = []
         heads: list[list[Entry] | None] = []
-        kinds = job_kinds_by_field()
         for n, (lease, last_id) in enumerate(parts):
             reply = replies[n]
-            rows = replies[len(parts) + n] if peek else None
             if isinstance(reply, NoScriptError):
                 counts.append(lease.resolve(last_id))
                 heads.append(None)  # read before this resolve ran: stale
@@ -317,11 +332,25 @@ class ShardStore:
             if int(reply) < 0:
                 raise LeaseLost(lease.shard.tag)
             counts.append(int(reply))
-            if rows is None or isinstance(rows, Exception):
-                heads.append(None)
-            else:
-                heads.append([_entry(lease.shard, i, fields, kinds) for i, fields in rows])
+            heads.append(_rows(lease.shard, replies[len(parts) + n]) if peek else None)
         return counts, heads
+
+    def _resolve_one_by_one(
+        self,
+        parts: Sequence[tuple[Lease, bytes]],
+        also: Callable[[Any], None] | None,
+        before: PendingWrite | None,
+    ) -> tuple[list[int], list[list[Entry] | None]]:
+        """`resolve_many` on a cluster: its pipelines refuse scripts."""
+        if before is not None:
+            before.run()
+        found = [lease.resolve(last_id) for lease, last_id in parts]
+        if also is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            also(pipe)
+            with contextlib.suppress(*STORE_ERRORS):
+                pipe.execute(raise_on_error=False)
+        return found, [None] * len(parts)
 
     def linger_chain(self, workspace: str, lane: Lane, traffic: Traffic) -> tuple[int, int] | None:
         """The shard lingering for the workspace lane and for how many ms more, or None."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from service import keys
 from service.config import MetricsSettings
-from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
+from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass, PendingWrite
 from service.delivery.packing import batch_body
 from service.delivery.upstream import LaneClient
 from service.jobs import Lane
@@ -177,7 +177,9 @@ class Delivery:
             accepted = ((e.accepted_ms, e.producer) for e in entries)
             metrics.delivered(workspace, accepted, self.now_ms(), self.lane)
             self._index(entries)
-            return Delivered(self._resolve(entries))
+            return Delivered(self._resolve(entries, before=outcome.pending))
+        if outcome.pending is not None:  # only a success carries one; written all the same
+            outcome.pending.run()
         if outcome.outcome_class is OutcomeClass.PARTIAL:
             failed = {e.batch_index: e for e in outcome.item_errors}
             for index, err in failed.items():
@@ -300,7 +302,9 @@ class Delivery:
         )
         return Delivered(self._resolve([entry]))
 
-    def _resolve(self, entries: list[Entry]) -> dict[keys.ShardKeys, int]:
+    def _resolve(
+        self, entries: list[Entry], *, before: PendingWrite | None = None
+    ) -> dict[keys.ShardKeys, int]:
         """Trim `entries` (the next part of each of their shards' heads), shard by shard."""
         parts = by_shard(entries)
         # The drain-rate record rides along (one round trip per resolve, not two), and so
@@ -309,6 +313,7 @@ class Delivery:
             [(self.leases[shard], own[-1].id) for shard, own in parts.items()],
             also=lambda pipe: queue_drained(pipe, self.workspace, len(entries), self.metrics),
             peek=self.peek,
+            before=before,
         )
         resolved: dict[keys.ShardKeys, int] = {}
         for (shard, own), count, head in zip(parts.items(), removed, heads, strict=True):

@@ -125,8 +125,9 @@ class AppSender:
             assert answer.status is not None
             record = delivered(job.id, job.kind, answer.status, answer.body)
             claim = None if record.delivery_id is None else self.confirmer.claim(record.delivery_id)
-            self.outcomes.record(ws, record, claim=claim)
-            return Outcome(OutcomeClass.SUCCESS, answer.status)
+            # Written by the drain in its resolve's round trip, ahead of the resolve.
+            pending = self.outcomes.pending(ws, record, claim=claim)
+            return Outcome(OutcomeClass.SUCCESS, answer.status, pending=pending)
         if verdict is Verdict.REFUSED:
             self._record(job, State.REFUSED, answer, _error_text(answer))
             return Outcome(OutcomeClass.INVALID, answer.status, _error_text(answer))
