@@ -85,6 +85,16 @@ class RetryState:
 
 
 @dataclass(frozen=True, slots=True)
+class Resolved:
+    """What `ShardStore.resolve_many` did: entries removed per part, the head read after
+    each (None: not read), and the shards whose lease went back with their last entry."""
+
+    counts: list[int]
+    heads: list[list[Entry] | None]
+    released: set[keys.ShardKeys]
+
+
+@dataclass(frozen=True, slots=True)
 class FirstLook:
     """What a drain reads right after taking its lease, in the same round trip: how long
     its lane stays paused, the shard's retry state, head and in-flight note."""
@@ -170,6 +180,7 @@ class ShardStore:
         self._renew: Script = load_script(client, "renew")
         self._release: Script = load_script(client, "release")
         self._resolve: Script = load_script(client, "resolve")
+        self._resolve_release: Script = load_script(client, "resolve_release")
         self._attempt: Script = load_script(client, "attempt")
         self._inflight: Script = load_script(client, "inflight")
         self._clear_inflight: Script = load_script(client, "clear_inflight")
@@ -288,22 +299,30 @@ class ShardStore:
         also: Callable[[Any], None] | None = None,
         peek: int = 0,
         before: PendingWrite | None = None,
-    ) -> tuple[list[int], list[list[Entry] | None]]:
+    ) -> Resolved:
         """`Lease.resolve` of each (lease, last id), and `also`'s commands (queued on the
         pipeline, best effort: their replies are not read), in one round trip: each
         resolve's count and, with `peek`, up to that many entries of the shard's head
         after it (read under the lease, so as good as the drain's next read; None when
         not read). A resolve the script cache refused (``NOSCRIPT``: it did not run) runs
         again on its own, and its peek is dropped. `before` is written first (a lane's
-        record of the success). On a cluster each is one call, `also` runs on its own
-        and nothing is peeked."""
+        record of the success). With `peek`, a resolve that empties its stream also hands
+        the lease back and clears the trigger marker (``resolve_release.lua``): the shard
+        is then in `Resolved.released` and its peek is empty. On a cluster each is one
+        call, `also` runs on its own, nothing is peeked and nothing released."""
         if isinstance(self.redis, redis.RedisCluster):
             return self._resolve_one_by_one(parts, also, before)
         pipe = self.redis.pipeline(transaction=False)
         if before is not None:
             before.queue(pipe)  # one connection, in order: never resolved without it
+        script = self._resolve_release if peek else self._resolve
+        calls = []
         for lease, last_id in parts:
-            _evalsha(pipe, self._resolve, *lease.resolve_call(last_id))
+            lua_keys, args = lease.resolve_call(last_id)
+            if peek:
+                lua_keys.append(lease.shard.trigger)
+            calls.append((script, lua_keys, args))
+            _evalsha(pipe, script, lua_keys, args)
         if peek:
             for lease, _ in parts:
                 pipe.xrange(lease.shard.stream, min="-", max="+", count=peek)
@@ -318,29 +337,48 @@ class ShardStore:
                 # (the jobs were delivered); the record is written again on its own.
                 log.warning("a success record failed with its resolve (%s); again", written)
                 before.run()
-        counts: list[int] = []
-        heads: list[list[Entry] | None] = []
-        for n, (lease, last_id) in enumerate(parts):
-            reply = replies[n]
+        return self._read_resolves(parts, calls, replies, peek=peek)
+
+    def _read_resolves(
+        self,
+        parts: Sequence[tuple[Lease, bytes]],
+        calls: list[tuple[Script, list[Any], list[Any]]],
+        replies: list[Any],
+        *,
+        peek: int,
+    ) -> Resolved:
+        found = Resolved([], [], set())
+        for n, (lease, _) in enumerate(parts):
+            reply, stale = replies[n], False
             if isinstance(reply, NoScriptError):
-                counts.append(lease.resolve(last_id))
-                heads.append(None)  # read before this resolve ran: stale
-                continue
+                # It did not run: run it on its own (loading it); its peek ran before it.
+                script, lua_keys, args = calls[n]
+                reply, stale = self._call(script, lua_keys, args), True
             if isinstance(reply, Exception):
                 with store_errors("resolving"):
                     raise reply
-            if int(reply) < 0:
+            if isinstance(reply, list):  # resolve_release.lua: {removed, released}
+                removed, released = int(reply[0]), bool(int(reply[1]))
+            elif int(reply) < 0:
                 raise LeaseLost(lease.shard.tag)
-            counts.append(int(reply))
-            heads.append(_rows(lease.shard, replies[len(parts) + n]) if peek else None)
-        return counts, heads
+            else:
+                removed, released = int(reply), False
+            found.counts.append(removed)
+            if released:
+                found.released.add(lease.shard)
+                found.heads.append([])  # a write after the release triggers a new drain
+            elif peek and not stale:
+                found.heads.append(_rows(lease.shard, replies[len(parts) + n]))
+            else:
+                found.heads.append(None)
+        return found
 
     def _resolve_one_by_one(
         self,
         parts: Sequence[tuple[Lease, bytes]],
         also: Callable[[Any], None] | None,
         before: PendingWrite | None,
-    ) -> tuple[list[int], list[list[Entry] | None]]:
+    ) -> Resolved:
         """`resolve_many` on a cluster: its pipelines refuse scripts."""
         if before is not None:
             before.run()
@@ -350,7 +388,7 @@ class ShardStore:
             also(pipe)
             with contextlib.suppress(*STORE_ERRORS):
                 pipe.execute(raise_on_error=False)
-        return found, [None] * len(parts)
+        return Resolved(found, [None] * len(parts), set())
 
     def linger_chain(self, workspace: str, lane: Lane, traffic: Traffic) -> tuple[int, int] | None:
         """The shard lingering for the workspace lane and for how many ms more, or None."""

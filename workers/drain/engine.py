@@ -190,7 +190,7 @@ class Drainer:
         finally:
             report.add(delivery.counts)
             report.shards_held = len(held.leases)
-            self._hand_back(held, report)
+            self._hand_back(held, report, delivery.released)
         return report
 
     def _covered(self, primary: keys.ShardKeys, report: DrainReport) -> bool:
@@ -330,7 +330,9 @@ class Drainer:
         head = held.buffers[held.primary]
         return bool(head) and now_ms - head[0].accepted_ms > self.queue_settings.trigger_ttl_ms
 
-    def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
+    def _hand_back(
+        self, held: HeldShards, report: DrainReport, released: set[keys.ShardKeys]
+    ) -> None:
         """Release every lease and schedule the triggers the remaining work needs.
 
         While the drain lingers (or only used up its budget), its own re-trigger will pack
@@ -349,7 +351,7 @@ class Drainer:
         elif report.stopped is not StopReason.LEASE_LOST and packs_across:
             # Only a lane that packs across shards ever starts a chain (the App lanes not).
             self.store.end_linger_chain(primary)
-        remaining = held.release(marker_ms=marker_ms, cover=packs_again)
+        remaining = held.release(marker_ms=marker_ms, cover=packs_again, released=released)
         if report.stopped in (StopReason.EMPTY, StopReason.SHUTDOWN) and remaining[held.primary]:
             report.retrigger_s = countdown_s = 0.0
         if countdown_s is not None:

@@ -276,14 +276,20 @@ class HeldShards:
         for lease in self.leases.values():
             lease.renew()
 
-    def release(self, *, marker_ms: int, cover: bool) -> dict[keys.ShardKeys, int]:
+    def release(
+        self, *, marker_ms: int, cover: bool, released: set[keys.ShardKeys] | None = None
+    ) -> dict[keys.ShardKeys, int]:
         """Hand every lease back; returns how many entries each shard still holds.
 
         The primary keeps its trigger marker `marker_ms`; the other shards keep it too
         when `cover` (the primary's re-trigger will pack them again), else it is cleared.
+        A shard `released` already (with its last entry's resolve) is left alone: empty.
         """
+        gone = released or set()
         return {
-            shard: lease.release(marker_ms=marker_ms if cover or shard == self.primary else 0)
+            shard: 0
+            if shard in gone
+            else lease.release(marker_ms=marker_ms if cover or shard == self.primary else 0)
             for shard, lease in self.leases.items()
         }
 

@@ -129,6 +129,9 @@ class Delivery:
         #: each job alone reads its next head so, not in a round trip of its own.
         self.peek = 0 if self.spec.batches else max_ops
         self.peeked: dict[keys.ShardKeys, list[Entry]] = {}
+        #: Shards whose lease went back with their last entry (`peek` only): the drain
+        #: holds them no more and stops, releasing nothing.
+        self.released: set[keys.ShardKeys] = set()
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
         """Send `unit` and resolve what the answer allows."""
@@ -309,19 +312,20 @@ class Delivery:
         parts = by_shard(entries)
         # The drain-rate record rides along (one round trip per resolve, not two), and so
         # does the next read of a lane that sends each job alone (`peek`).
-        removed, heads = self.store.resolve_many(
+        done = self.store.resolve_many(
             [(self.leases[shard], own[-1].id) for shard, own in parts.items()],
             also=lambda pipe: queue_drained(pipe, self.workspace, len(entries), self.metrics),
             peek=self.peek,
             before=before,
         )
         resolved: dict[keys.ShardKeys, int] = {}
-        for (shard, own), count, head in zip(parts.items(), removed, heads, strict=True):
+        for (shard, own), count, head in zip(parts.items(), done.counts, done.heads, strict=True):
             if count != len(own):
                 log.error("resolved %d entries of %s, expected %d", count, shard.tag, len(own))
             resolved[shard] = len(own)
             if head is not None:
                 self.peeked[shard] = head
+        self.released |= done.released
         return resolved
 
     def take_peeked(self) -> dict[keys.ShardKeys, list[Entry]]:
