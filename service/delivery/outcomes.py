@@ -77,6 +77,18 @@ class PendingWrite(Protocol):
         """Write it on its own (a cluster, whose pipelines refuse scripts)."""
 
 
+class SlotRequest(Protocol):
+    """What a job must take before it goes out (the App lane's rate-limit slot), asked in
+    the round trip that writes the job's in-flight note; the client then sends on it."""
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the request on a single Redis's pipeline (by sha: a NOSCRIPT reply only
+        means the client takes the slot itself)."""
+
+    def take(self, reply: Any) -> None:
+        """The pipeline's reply to it (an exception when it failed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one upstream request came to."""

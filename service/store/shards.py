@@ -21,7 +21,7 @@ from redis.exceptions import NoScriptError
 
 from service import keys
 from service.delivery.crash_search import InflightNote
-from service.delivery.outcomes import PendingWrite
+from service.delivery.outcomes import PendingWrite, SlotRequest
 from service.errors import LeaseLost, StoreUnavailable
 from service.jobs import PRODUCER_FIELD, JobKind, Lane, Traffic, job_kinds_by_field
 from service.store import durability
@@ -477,7 +477,7 @@ class Lease:
         args = [self.token, head, now_ms, not_before_ms, label]
         return self._fenced(self.store._attempt, lua_keys, args)
 
-    def mark_inflight(self, note: InflightNote) -> None:
+    def mark_inflight(self, note: InflightNote, *, slot: SlotRequest | None = None) -> None:
         """Note the send about to go out (crash search reads it after a death), confirmed
         at the workspace's durability level before the POST (audit F5).
 
@@ -490,6 +490,13 @@ class Lease:
         """
         args = [self.token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
         lua_keys = [self.shard.inflight, self.shard.lease]
+        confirming = self.store.confirmation is not None and self.store.confirmation.needed
+        if (
+            slot is not None
+            and not confirming
+            and not isinstance(self.store.redis, redis.RedisCluster)
+        ):
+            return self._mark_with_slot(lua_keys, args, slot)
         try:
             with store_errors("noting a send"):
                 result = int(
@@ -506,6 +513,26 @@ class Lease:
                 self.clear_inflight()
             raise
         if result < 0:
+            raise LeaseLost(self.shard.tag)
+
+    def _mark_with_slot(self, lua_keys: list[Any], args: list[Any], slot: SlotRequest) -> None:
+        """The note and the job's slot request in one round trip (the note first, as the
+        send's own order has it). The note unconfirmed (the `write` level) is all a send
+        needs here; a note that failed raises as `mark_inflight` does."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        _evalsha(pipe, self.store._inflight, lua_keys, args)
+        slot.queue(pipe)
+        with store_errors("noting a send"):
+            noted, reply = pipe.execute(raise_on_error=False)
+        slot.take(reply)
+        if isinstance(noted, NoScriptError):
+            noted = self.store._call(self.store._inflight, lua_keys, args)
+        if isinstance(noted, Exception):
+            with contextlib.suppress(StoreUnavailable, LeaseLost):
+                self.clear_inflight()
+            with store_errors("noting a send"):
+                raise noted
+        if int(noted) < 0:
             raise LeaseLost(self.shard.tag)
 
     def clear_inflight(self) -> None:
