@@ -12,6 +12,11 @@ BRPOP names the live queue first, so Redis pops from it whenever it holds a trig
 and with prefetch disabled (a busy worker reserves nothing, so no bulk trigger waits in
 its memory ahead of a live one). Drains from the bulk queue run on a short budget, so a
 live trigger waits for a process at most about one bulk budget.
+
+Cost: an App send is about one trigger, so a trigger must cost little. One without a
+countdown is one LPUSH of the message Celery would store (`DirectPublisher`), and
+workers keep no unacked copy of what they fetch (no kombu ack emulation): a trigger lost
+with a killed worker is re-sent by the sweeper once the shard's marker expires.
 """
 
 from __future__ import annotations
