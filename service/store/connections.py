@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -180,6 +182,22 @@ AsyncStore = aioredis.Redis | AsyncRedisCluster
 SyncStore = redis.Redis | redis.RedisCluster
 
 
+_HIREDIS = HiredisRespSerializer()
+
+
+def packs_with_hiredis(base: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`base` packing commands with hiredis's C packer, as redis-py's blocking connections
+    do; its asyncio ones pack in Python: 70 µs against 12 µs for a group commit's call of
+    ~100 arguments, the largest cost in the api's write path (tests/unit/store)."""
+
+    class PacksWithHiredis(base):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            return list(_HIREDIS.pack(*args))
+
+    PacksWithHiredis.__name__ = f"PacksWithHiredis{base.__name__}"
+    return PacksWithHiredis
+
+
 def connect_async(conf: RedisSettings) -> AsyncStore:
     """The store's asyncio client; in cluster mode `CIOQ_REDIS_URL` names any seed node.
     It never sends a command again after a timeout (`RetryIfNotRun`): the API's enqueue
@@ -203,10 +221,11 @@ def connect_async(conf: RedisSettings) -> AsyncStore:
         retry=AsyncRetryIfNotRun(),
         **_options(conf),
     )
+    # Set on the pool, after from_url: a rediss:// or unix:// URL picks its own
+    # connection class there, which a connection_class argument would not override.
+    pool = client.connection_pool
+    pool.connection_class = packs_with_hiredis(pool.connection_class)
     if conf.redis_outage_wait_s > 0:
-        # Set on the pool, after from_url: a rediss:// or unix:// URL picks its own
-        # connection class there, which a connection_class argument would not override.
-        pool = client.connection_pool
         pool.connection_class = rides_out_outages(pool.connection_class, conf.redis_outage_wait_s)
     return client
 

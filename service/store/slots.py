@@ -6,7 +6,7 @@ hash tag. `SlotWriter.run` sends the parts of one node as one pipeline on one co
 followed by the durability level's ``WAITAOF``/``WAIT`` (`service.store.durability`), so
 the confirmation covers exactly the writes it vouches for.
 
-- Standalone Redis: one node, one pipeline, one round trip for the whole group.
+- Standalone Redis: one node, one script call, one round trip for the whole group.
 - Redis Cluster: one pipeline per primary, sent concurrently, over plain per-node clients
   (redis-py's cluster client will neither pipeline scripts nor send WAIT to the node that
   wrote). A part refused with MOVED, ASK, TRYAGAIN or CLUSTERDOWN wrote nothing: the
@@ -45,6 +45,7 @@ from service.store.connections import (
     AsyncStore,
     lua_source,
     node_options,
+    packs_with_hiredis,
     store_errors,
 )
 from service.store.durability import Confirmation
@@ -214,12 +215,22 @@ class SlotWriter:
         confirmation's failure (None when confirmed), or the error that broke the link."""
         confirm = durability.commands(self.confirmation)
         pipe = client.pipeline(transaction=False)
+        # A call per part on a cluster (a script's keys share one slot); one call for
+        # them all on a standalone Redis: one command to pack and one reply to parse.
+        calls = [[p] for p in parts] if node is not None else [parts]
         positions = []
-        for part, ask in parts:
-            if ask:
+        for call in calls:
+            if call[0][1]:
                 pipe.execute_command("ASKING")
             positions.append(len(pipe))
-            pipe.evalsha(self._sha, len(part.keys), *part.keys, *part.args)
+            header: list[Any] = [len(call)]
+            call_keys: list[str] = []
+            call_args: list[Any] = []
+            for part, _ in call:
+                header += (len(part.keys), len(part.args))
+                call_keys += part.keys
+                call_args += part.args
+            pipe.evalsha(self._sha, len(call_keys), *call_keys, *header, *call_args)
         for command in confirm:
             pipe.execute_command(*command)
         try:
@@ -231,11 +242,16 @@ class SlotWriter:
             # topology, so the producer's retry finds a promoted replica.
             self._pending_refresh = asyncio.create_task(self._reread_topology())
             return StoreUnavailable(f"{node or 'redis'}: {exc}")
+        written: list[Any] = []
+        for call, position in zip(calls, positions, strict=True):
+            reply = replies[position]
+            # The call's error (NOSCRIPT, a refusal) is each of its parts'.
+            written += [reply] * len(call) if isinstance(reply, Exception) else reply
         try:
             durability.verify(self.confirmation, replies[len(replies) - len(confirm) :])
         except StoreUnavailable as exc:
-            return [replies[p] for p in positions], exc
-        return [replies[p] for p in positions], None
+            return written, exc
+        return written, None
 
     def _client_for(self, node: tuple[str, int] | None) -> aioredis.Redis:
         if node is None:
@@ -252,8 +268,9 @@ class SlotWriter:
             client = aioredis.Redis.from_url(
                 _node_url(self._seed_url, *node), retry=AsyncRetryIfNotRun(), **tls
             )
+            pool = client.connection_pool
+            pool.connection_class = packs_with_hiredis(pool.connection_class)
             if isinstance(self.client, RidesOutFailovers):
-                pool = client.connection_pool
                 pool.connection_class = fails_fast_when_down(pool.connection_class)
             self._nodes[name] = client
         return client

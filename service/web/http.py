@@ -13,7 +13,7 @@ import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
 import orjson
@@ -186,6 +186,24 @@ class BodyRefused(Exception):
         )
 
 
+class BodySource(Protocol):
+    """Where a request's body comes from: the ASGI ``receive`` (`AsgiBody`), or the
+    listener's own request cycle (`service.api.direct`)."""
+
+    async def read(self, headers: dict[bytes, bytes], *, max_bytes: int, timeout_s: float) -> bytes:
+        """The whole body (b"" when the client went away); BodyRefused when over
+        `max_bytes` or slower than `timeout_s`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AsgiBody:
+    receive: Receive
+
+    async def read(self, headers: dict[bytes, bytes], *, max_bytes: int, timeout_s: float) -> bytes:
+        return await read_body(self.receive, headers, max_bytes=max_bytes, timeout_s=timeout_s)
+
+
 async def read_body(
     receive: Receive, headers: dict[bytes, bytes], *, max_bytes: int, timeout_s: float
 ) -> bytes:
@@ -246,10 +264,16 @@ def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes:
     return out
 
 
-async def send_response(send: Send, response: Response) -> None:
+def response_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """The response's headers, with its length and (unless it names its own) JSON's type."""
     own_type = any(name == b"content-type" for name, _ in response.headers)
     headers = [] if own_type else [*JSON_HEADERS]
     headers.append((b"content-length", str(len(response.body)).encode()))
     headers.extend(response.headers)
+    return headers
+
+
+async def send_response(send: Send, response: Response) -> None:
+    headers = response_headers(response)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
