@@ -214,15 +214,15 @@ class SlotWriter:
         """Send `parts` then the confirmation on one connection: each part's reply and the
         confirmation's failure (None when confirmed), or the error that broke the link."""
         confirm = durability.commands(self.confirmation)
-        pipe = client.pipeline(transaction=False)
         # A call per part on a cluster (a script's keys share one slot); one call for
         # them all on a standalone Redis: one command to pack and one reply to parse.
         calls = [[p] for p in parts] if node is not None else [parts]
+        commands: list[tuple[Any, ...]] = []
         positions = []
         for call in calls:
             if call[0][1]:
-                pipe.execute_command("ASKING")
-            positions.append(len(pipe))
+                commands.append(("ASKING",))
+            positions.append(len(commands))
             header: list[Any] = [len(call)]
             call_keys: list[str] = []
             call_args: list[Any] = []
@@ -230,11 +230,10 @@ class SlotWriter:
                 header += (len(part.keys), len(part.args))
                 call_keys += part.keys
                 call_args += part.args
-            pipe.evalsha(self._sha, len(call_keys), *call_keys, *header, *call_args)
-        for command in confirm:
-            pipe.execute_command(*command)
+            commands.append(("EVALSHA", self._sha, len(call_keys), *call_keys, *header, *call_args))
+        commands += confirm
         try:
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await _execute(client, commands)
         except NotConnected as exc:
             return [exc] * len(parts), None  # nothing sent: each part is refused
         except redis.RedisError as exc:
@@ -291,6 +290,23 @@ class SlotWriter:
         for client in self._nodes.values():
             await client.aclose()
         self._nodes.clear()
+
+
+async def _execute(client: aioredis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Each command's reply, or its error (``raise_on_error=False``), on one connection.
+
+    A lone command skips the pipeline: redis-py spends 55 µs of CPU on a command and
+    77 µs on a pipeline of one, and a group commit with no confirmation is one command.
+    """
+    if len(commands) == 1:
+        try:
+            return [await client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+        except redis.ResponseError as exc:  # the command's own error, as a pipeline's
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
 
 
 def _part_outcome(reply: Any) -> Any:

@@ -129,13 +129,21 @@ class Router:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        # The routes a path can match, by its length and first segment, in table order:
+        # a request compares itself with a handful of routes, not all of them.
+        heads = {(len(r.pattern), r.pattern[0]) for r in routes if r.pattern}
+        self._candidates = {head: [r for r in routes if _may_match(r, *head)] for head in heads}
+        lengths = {len(r.pattern) for r in routes}
+        self._by_length = {n: [r for r in routes if _may_match(r, n, None)] for n in lengths}
 
     def match(self, method: str, raw_segments: list[str]) -> tuple[Route | None, list[str], bool]:
         """The route, its decoded params, and whether the path exists for another method."""
         path_found = False
-        for route in self.routes:
-            if len(route.pattern) != len(raw_segments):
-                continue
+        count = len(raw_segments)
+        candidates = self._candidates.get((count, raw_segments[0])) if raw_segments else None
+        if candidates is None:
+            candidates = self._by_length.get(count, [])
+        for route in candidates:
             params: list[str] = []
             for want, got in zip(route.pattern, raw_segments, strict=True):
                 if want.startswith("{"):
@@ -149,6 +157,17 @@ class Router:
                     return route, params, True
                 path_found = True
         return None, [], path_found
+
+
+def _may_match(route: Route, length: int, first: str | None) -> bool:
+    """Whether `route` can match a path of `length` segments whose first is `first`
+    (None: a first segment no route names, so only a parameter takes it)."""
+    if len(route.pattern) != length:
+        return False
+    if not route.pattern:
+        return True
+    head = route.pattern[0]
+    return head.startswith("{") or head == first
 
 
 def base_url_of(scope: Scope) -> str:
