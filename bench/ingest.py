@@ -186,9 +186,9 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
             "bare ASGI+XADD",
             bare_p50_ms,
             # One request alone shares its Lua call with nobody: cioq does more than an
-            # XADD (auth, checks, translation, the trigger), within half again its time.
-            "<= 1.5x the bare app's",
-            cioq_p50_ms <= 1.5 * bare_p50_ms,
+            # XADD (auth, checks, translation, the trigger), within twice its time.
+            "<= 2x the bare app's",
+            cioq_p50_ms <= 2 * bare_p50_ms,
             f"p99 {alone['cioq'].percentile_s(0.99) * 1000:.2f} ms vs "
             f"{alone['bare'].percentile_s(0.99) * 1000:.2f} ms, 1 connection",
             invert=True,

@@ -64,13 +64,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_raw_bytes = 0
         self._refusal = 0
+        self._head_pending = False
         self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # httptools hands over a header only once it is complete, so a head that never
-        # ends is bounded here, by the raw bytes received while it is unfinished.
-        if self._head_timer is not None and not self.transport.is_closing():
+        if self._head_pending and not self.transport.is_closing():
+            # The head did not come whole with this read: from now on it has a deadline.
+            # (Armed here, not per request: most heads come in one read and never need it.)
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.limits.timeout_s, self._head_too_slow)
+            # httptools hands over a header only once it is complete, so a head that
+            # never ends is bounded here, by the raw bytes received while it is unfinished.
             self._head_raw_bytes += len(data)
             if self._head_raw_bytes > self.limits.max_bytes:
                 self._refuse(431)
@@ -80,7 +85,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_count = 0
         self._head_bytes = 0
         self._head_raw_bytes = 0
-        self._head_timer = self.loop.call_later(self.limits.timeout_s, self._head_too_slow)
+        self._head_pending = True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url), headers=0)
@@ -137,6 +142,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408)
 
     def _cancel_head_timer(self) -> None:
+        self._head_pending = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None

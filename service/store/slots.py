@@ -141,12 +141,12 @@ class SlotWriter:
             if target is not None:
                 asked.add(index)
             by_node[target or self._node_of(parts[index])].append(index)
-        outcomes = await asyncio.gather(
-            *(
-                self._send(node, [parts[i] for i in indexes], [i in asked for i in indexes])
-                for node, indexes in by_node.items()
-            )
-        )
+        sends = [
+            self._send(node, [parts[i] for i in indexes], [i in asked for i in indexes])
+            for node, indexes in by_node.items()
+        ]
+        # One node (always, on a standalone Redis): no task to gather it in.
+        outcomes = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         refused: list[int] = []
         for indexes, replies in zip(by_node.values(), outcomes, strict=True):
             for index, reply in zip(indexes, replies, strict=True):
