@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if latest is None:
         print(f"bench/compare: no run recorded in {args.results}")
         return 2
-    print(f"bench/compare: run {latest} against the last earlier run of its mode\n")
+    print(f"bench/compare: run {latest} against the median of its last three runs of the mode\n")
     print(HEADER)
     for diff in diffs:
         print(diff.row())
