@@ -66,7 +66,8 @@ class Diff:
 
 
 HEADER = (
-    "| figure | last run | this run | change | tolerance | verdict |\n|---|---|---|---|---|---|"
+    "| figure | last 3 runs, median | this run | change | tolerance | verdict |\n"
+    "|---|---|---|---|---|---|"
 )
 
 
