@@ -85,15 +85,20 @@ class SlotWriter:
         self._nodes: dict[str, aioredis.Redis] = {}
         self._refresh: asyncio.Lock = asyncio.Lock()
         self._pending_refresh: asyncio.Task[None] | None = None  # kept from collection
+        # Asked once: redis-py's client classes carry typing Protocols, so each isinstance
+        # on them costs ~1 µs, and the write path asked several times per call.
+        self._cluster = client if isinstance(client, AsyncRedisCluster) else None
+        self._riding = client if isinstance(client, RidesOutFailovers) else None
+        self._plain = client if isinstance(client, aioredis.Redis) else None
 
     async def run(self, parts: Sequence[Part]) -> list[Any]:
         """Each part's reply, or the exception (StoreUnavailable) that kept it from being stored.
 
         Never raises for one part's trouble: the caller decides per request.
         """
-        if isinstance(self.client, AsyncRedisCluster):
+        if self._cluster is not None:
             with store_errors("cluster topology"):
-                await self.client.initialize()  # once; at once after the first time
+                await self._cluster.initialize()  # once; at once after the first time
         results: list[Any] = [None] * len(parts)
         pending = list(range(len(parts)))
         pause_s = REDIRECT_PAUSE_S
@@ -102,8 +107,8 @@ class SlotWriter:
         while True:
             refused = await self._round(parts, pending, asking, results)
             if not refused:
-                if isinstance(self.client, RidesOutFailovers):
-                    self.client.outage.began_s = None
+                if self._riding is not None:
+                    self._riding.outage.began_s = None
                 return results
             pending = refused
             round_no += 1
@@ -120,11 +125,11 @@ class SlotWriter:
         """Whether to keep sending parts whose node could not be reached or whose cluster
         was down: within the outage wait of a client that rides out failovers (the node
         may come back, or a replica take over its slots)."""
-        if not isinstance(self.client, RidesOutFailovers):
+        if self._riding is None:
             return False
         if not any(isinstance(results[i], _OUTAGE) for i in pending):
             return False
-        return self.client.outage.may_wait(pause_s, self.client.outage_wait_s)
+        return self._riding.outage.may_wait(pause_s, self._riding.outage_wait_s)
 
     async def _round(
         self,
@@ -158,10 +163,10 @@ class SlotWriter:
         return refused
 
     def _node_of(self, part: Part) -> tuple[str, int] | None:
-        if not isinstance(self.client, AsyncRedisCluster):
+        if self._cluster is None:
             return None
         with store_errors("cluster topology"):
-            node = self.client.get_node_from_key(part.keys[0])
+            node = self._cluster.get_node_from_key(part.keys[0])
         if node is None:
             raise StoreUnavailable(f"no node serves the slot of {part.keys[0]}")
         return node.host, int(node.port)
@@ -254,8 +259,8 @@ class SlotWriter:
 
     def _client_for(self, node: tuple[str, int] | None) -> aioredis.Redis:
         if node is None:
-            assert isinstance(self.client, aioredis.Redis)
-            return self.client
+            assert self._plain is not None
+            return self._plain
         name = f"{node[0]}:{node[1]}"
         client = self._nodes.get(name)
         if client is None:
@@ -275,14 +280,15 @@ class SlotWriter:
         return client
 
     async def _reread_topology(self) -> None:
-        if not isinstance(self.client, AsyncRedisCluster):
+        if self._cluster is None:
             return
+        cluster = self._cluster
         if self._refresh.locked():  # another part is already re-reading it
             async with self._refresh:
                 return
         async with self._refresh:
             try:
-                await self.client.nodes_manager.initialize()
+                await cluster.nodes_manager.initialize()
             except (redis.RedisError, RedisClusterException) as exc:
                 log.warning("cluster topology could not be re-read: %s", exc)
 
