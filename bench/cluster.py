@@ -42,9 +42,8 @@ def _cluster_vs_standalone(tmp: Path, *, quick: bool) -> list[Figure]:
     rounds = 2 if quick else 3
     total = 50_000 if quick else 300_000
     # Like for like: three primaries with no replica and no AOF against one Redis with
-    # neither. The default test cluster (a replica per primary, AOF on) did twice the
-    # writes on the same 2 cores and read 0.64-0.74x here, against the 1.06x issue 29
-    # measured from outside.
+    # neither (the default test cluster, a replica per primary and AOF on, did twice the
+    # writes on the same 2 cores).
     cluster = Cluster(tmp / "cluster", size=3, replicas=0, appendonly=False)
     stacks = {
         "standalone": BenchStack(tmp / "standalone", shards=SHARDS),
