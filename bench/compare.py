@@ -1,7 +1,8 @@
 """Compare the latest bench/run with the last recorded run of the same mode.
 
 ``bench/compare [--results FILE] [--tolerances FILE]`` prints, for every figure of the
-latest run, its ratio in the run before, the change, and the figure's tolerance; it exits
+latest run, its ratio against the median of its last three earlier runs of the same mode,
+the change, and the figure's tolerance; it exits
 
 - 0 when no ratio fell by more than its tolerance,
 - 1 when one did (a regression),
@@ -14,6 +15,7 @@ spread measured on an unchanged tree (the file says how each was measured).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -25,6 +27,8 @@ import orjson
 from bench.record import RESULTS, load
 
 TOLERANCES = RESULTS.parent / "tolerances.json"
+#: Earlier runs whose median ratio a figure is compared with.
+REFERENCE_RUNS = 3
 
 
 class Verdict(Enum):
@@ -62,7 +66,8 @@ class Diff:
 
 
 HEADER = (
-    "| figure | last run | this run | change | tolerance | verdict |\n|---|---|---|---|---|---|"
+    "| figure | last 3 runs, median | this run | change | tolerance | verdict |\n"
+    "|---|---|---|---|---|---|"
 )
 
 
@@ -79,25 +84,28 @@ def tolerance_for(figure: str, tolerances: dict[str, Any]) -> float:
 def compare(
     rows: list[dict[str, Any]], tolerances: dict[str, Any], latest: str | None = None
 ) -> tuple[str | None, list[Diff]]:
-    """Each figure of the latest run (or run `latest`) against its last earlier value
-    in a run of the same mode."""
+    """Each figure of the latest run (or run `latest`) against the median of its last
+    `REFERENCE_RUNS` measured values in earlier runs of the same mode."""
     order = runs(rows)
     if not order:
         return None, []
     latest = latest or order[-1]
     now = [row for row in rows if row["run"] == latest]
     mode = now[0]["mode"]
-    earlier = {
-        row["figure"]: row
-        for row in rows
-        if row["mode"] == mode and order.index(row["run"]) < order.index(latest)
-    }
+    position = {run: index for index, run in enumerate(order)}
+    earlier: dict[str, list[float]] = {}
+    for row in rows:
+        measured = not row.get("error") and not row.get("problems") and row.get("ratio")
+        if measured and row["mode"] == mode and position[row["run"]] < position[latest]:
+            earlier.setdefault(row["figure"], []).append(float(row["ratio"]))
     diffs = []
     for row in now:
         name = row["figure"]
         tol = tolerance_for(name, tolerances)
-        before_row = earlier.get(name)
-        before = before_row.get("ratio") if before_row else None
+        # The median of the figure's last REFERENCE_RUNS runs: one lucky or unlucky
+        # run on a shared machine does not become the bar the next run is judged by.
+        found = earlier.get(name)
+        before = statistics.median(found[-REFERENCE_RUNS:]) if found else None
         after = row.get("ratio")
         if row.get("error") or row.get("problems") or after is None:
             why = row.get("error") or "; ".join(row.get("problems") or ["no ratio"])
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if latest is None:
         print(f"bench/compare: no run recorded in {args.results}")
         return 2
-    print(f"bench/compare: run {latest} against the last earlier run of its mode\n")
+    print(f"bench/compare: run {latest} against the median of its last three runs of the mode\n")
     print(HEADER)
     for diff in diffs:
         print(diff.row())

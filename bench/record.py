@@ -51,8 +51,18 @@ def commit() -> tuple[str, bool]:
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            # The record itself changes with every run: not a change to what is measured.
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":!{RESULTS}"],
+            # The record, and the page generated from it, change with every run: not a
+            # change to what is measured.
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                f":!{RESULTS}",
+                f":!{ROOT / 'docs' / 'benchmarks.md'}",
+            ],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -30,6 +30,7 @@ from bench import (
     naive,
     pipelines,
     record,
+    report,
 )
 from bench.figures import HEADER, Figure
 
@@ -120,7 +121,10 @@ def main() -> int:
     if not args.no_record:
         lines = record.rows(figures, errors, mode=mode, now=started_at, head=head)
         record.append(lines, args.results)
-        print(f"\nrecorded in {args.results}; bench/compare compares it with the last run")
+        print(f"\nrecorded in {args.results}; bench/compare compares it with earlier runs")
+        if args.results == record.RESULTS:
+            report.write()
+            print(f"{report.PAGE.relative_to(record.ROOT)}: figures regenerated from the record")
     return run_status(figures, errors)
 
 

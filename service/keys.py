@@ -19,6 +19,7 @@ original keys, so a queue written before lanes existed drains unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from service.jobs import Lane, Traffic, lane_traits
 
@@ -75,6 +76,7 @@ class ShardKeys:
         return f"{PREFIX}:inflight:{self.tag}"
 
 
+@lru_cache(maxsize=8192)  # ingest asks once per job: 1,000 times per v2 batch
 def shard_keys(
     workspace: str, shard: int, lane: Lane, traffic: Traffic = Traffic.LIVE
 ) -> ShardKeys:

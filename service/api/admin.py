@@ -36,6 +36,17 @@ def _outcome(outcome: SelectionResult, verb: str) -> Response:
     return json_response(200, body)
 
 
+def workspace_in_path(workspaces: tuple[Workspace, ...], request: Request) -> Workspace:
+    """The workspace an admin route's first path parameter names; 404 when none is."""
+    name = request.params[0]
+    try:
+        return find_workspace(workspaces, name)
+    except ConfigError:
+        raise InvalidRequest(
+            [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
+        ) from None
+
+
 class Admin:
     """Handlers for ``/admin/v1``; each takes the workspace from the path."""
 
@@ -78,13 +89,7 @@ class Admin:
         return self._find(request).name
 
     def _find(self, request: Request) -> Workspace:
-        name = request.params[0]
-        try:
-            return find_workspace(self.workspace_list, name)
-        except ConfigError:
-            raise InvalidRequest(
-                [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
-            ) from None
+        return workspace_in_path(self.workspace_list, request)
 
     async def workspaces(self, request: Request, _: Any) -> Response:
         out = [

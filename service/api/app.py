@@ -40,6 +40,8 @@ from service.web import idempotency
 from service.web.auth import Authenticator, Producer, key_from_header
 from service.web.errors import JSON_ERRORS, ROUTE_SCOPE_KEY
 from service.web.http import (
+    AsgiBody,
+    BodySource,
     Receive,
     Request,
     Response,
@@ -50,7 +52,6 @@ from service.web.http import (
     base_url_of,
     decode_body,
     json_response,
-    read_body,
     send_response,
     split_path,
 )
@@ -147,14 +148,24 @@ class IngestApp:
         if scope["path"] == "/console" or scope["path"].startswith("/console/"):
             await self.console(scope, receive, send)  # HTML pages, outside the JSON API
             return
+        await send_response(send, await self.respond(scope, AsgiBody(receive)))
+
+    @staticmethod
+    def serves_directly(raw_path: bytes) -> bool:
+        """Whether the listener may hand a request for `raw_path` to `respond` without
+        ASGI (`service.api.direct`): all but ``/metrics`` and the console's pages."""
+        return raw_path != b"/metrics" and not raw_path.startswith(b"/console")
+
+    async def respond(self, scope: Scope, body: BodySource) -> Response:
+        """The answer to one JSON API request, refusals included; it never raises."""
         started_s = time.perf_counter()
         try:
-            response = await self._dispatch(scope, receive)
+            response = await self._dispatch(scope, body)
         except Exception as exc:
             response = JSON_ERRORS.response(scope, exc)
         route = scope.get(ROUTE_SCOPE_KEY, "unmatched")
         metrics.observe_ingest(route, response.status, time.perf_counter() - started_s)
-        await send_response(send, response)
+        return response
 
     async def _admit(
         self, workspace: Workspace, headers: dict[bytes, bytes]
@@ -193,7 +204,7 @@ class IngestApp:
             raise InvalidRequest([found])
         return producer, found
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> Response:
+    async def _dispatch(self, scope: Scope, source: BodySource) -> Response:
         """The route's answer; every refusal is raised, for `JSON_ERRORS` to answer."""
         method: str = scope["method"]
         segments = split_path(scope.get("raw_path") or scope["path"].encode())
@@ -220,8 +231,8 @@ class IngestApp:
         elif route.auth == "admin" and not self.auth.is_admin(authorization):
             raise InvalidRequest([ADMIN_KEY_REQUIRED], status=401)
         limit = self.settings.listener.max_request_bytes
-        body = await read_body(
-            receive, headers, max_bytes=limit, timeout_s=self.settings.listener.body_timeout_s
+        body = await source.read(
+            headers, max_bytes=limit, timeout_s=self.settings.listener.body_timeout_s
         )
         encoding = headers.get(b"content-encoding")
         decoded = decode_body(

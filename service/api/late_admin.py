@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from service.config import Workspace, find_workspace
-from service.errors import ConfigError, FieldError, InvalidRequest
+from service.api.admin import workspace_in_path
+from service.config import Workspace
+from service.errors import FieldError, InvalidRequest
 from service.store.dead_letter_admin import check_ids
 from service.store.late_failures import LateFailures, LateFilter
 from service.web.http import Request, Response, Route, json_response
@@ -46,13 +47,7 @@ class LateAdmin:
         ]
 
     def _find(self, request: Request) -> Workspace:
-        name = request.params[0]
-        try:
-            return find_workspace(self.workspace_list, name)
-        except ConfigError:
-            raise InvalidRequest(
-                [FieldError("workspace", "unknown", f"no workspace named {name!r}")], status=404
-            ) from None
+        return workspace_in_path(self.workspace_list, request)
 
     async def list(self, request: Request, _: Any) -> Response:
         workspace = self._find(request).name

@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
+import httptools
 import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.api import direct
 from service.config import ListenerSettings
 
 _REFUSALS = {
@@ -51,6 +54,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing requests whose head is too big or too slow."""
 
     limits = HeaderLimits(100, 16_384, 10.0)
+    #: The JSON API answered without ASGI (`service.api.direct`), when the app is cioq's.
+    json_api: direct.DirectApp | None = None
+    forwarded: direct.Forwarded | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,13 +64,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_raw_bytes = 0
         self._refusal = 0
+        self._head_pending = False
         self._head_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        # httptools hands over a header only once it is complete, so a head that never
-        # ends is bounded here, by the raw bytes received while it is unfinished.
-        if self._head_timer is not None and not self.transport.is_closing():
+        if self._head_pending and not self.transport.is_closing():
+            # The head did not come whole with this read: from now on it has a deadline.
+            # (Armed here, not per request: most heads come in one read and never need it.)
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.limits.timeout_s, self._head_too_slow)
+            # httptools hands over a header only once it is complete, so a head that
+            # never ends is bounded here, by the raw bytes received while it is unfinished.
             self._head_raw_bytes += len(data)
             if self._head_raw_bytes > self.limits.max_bytes:
                 self._refuse(431)
@@ -74,7 +85,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_count = 0
         self._head_bytes = 0
         self._head_raw_bytes = 0
-        self._head_timer = self.loop.call_later(self.limits.timeout_s, self._head_too_slow)
+        self._head_pending = True
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url), headers=0)
@@ -88,7 +99,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
-        super().on_headers_complete()
+        if self.json_api is None or self.limit_concurrency is not None:
+            super().on_headers_complete()
+            return
+        parsed = httptools.parse_url(self.url)
+        if not self.json_api.serves_directly(parsed.path):
+            super().on_headers_complete()
+            return
+        # What uvicorn's own on_headers_complete puts in the scope.
+        scope = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        version = self.parser.get_http_version()
+        if version != "1.1":
+            scope["http_version"] = version
+        path = parsed.path.decode("ascii")
+        scope["path"] = self.root_path + (unquote(path) if "%" in path else path)
+        scope["raw_path"] = self.root_path.encode("ascii") + parsed.path
+        scope["query_string"] = parsed.query or b""
+        direct.start(self, self.json_api, self.forwarded, self._start_asgi_task)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -114,6 +142,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(408)
 
     def _cancel_head_timer(self) -> None:
+        self._head_pending = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -128,16 +157,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def limited_protocol(limits: HeaderLimits) -> type[LimitedHttpToolsProtocol]:
-    """The protocol class uvicorn instantiates per connection, bound to `limits`."""
-    return type("LimitedHttpTools", (LimitedHttpToolsProtocol,), {"limits": limits})
+def limited_protocol(
+    limits: HeaderLimits,
+    app: direct.DirectApp | None = None,
+    trusted_proxies: list[str] | None = None,
+) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, bound to `limits`, handing
+    `app`'s JSON API requests to it directly (X-Forwarded-* read from `trusted_proxies`)."""
+    forwarded = direct.Forwarded(trusted_proxies) if trusted_proxies else None
+    attrs = {"limits": limits, "json_api": app, "forwarded": forwarded}
+    return type("LimitedHttpTools", (LimitedHttpToolsProtocol,), attrs)
 
 
 def uvicorn_config(app: Any, listener: ListenerSettings, **options: Any) -> uvicorn.Config:
-    """uvicorn's config for the ingest API, with the listener limits of `settings`."""
+    """uvicorn's config for the ingest API, with the listener limits of `settings`; an
+    app with `respond` (cioq's) answers its JSON API without ASGI."""
+    own = app if hasattr(app, "respond") and hasattr(app, "serves_directly") else None
+    trusted = list(listener.trusted_proxies) or None
     return uvicorn.Config(
         app,
-        http=limited_protocol(HeaderLimits.of(listener)),
+        http=limited_protocol(HeaderLimits.of(listener), own, trusted),
         ws="none",
         access_log=False,
         lifespan="on",

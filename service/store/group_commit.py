@@ -20,7 +20,6 @@ trigger for it is still unserved: its next one goes to the bulk queue, see `Queu
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +99,10 @@ class GroupCommit:
             # Nothing in flight: commit in this request's own task, with no hand-off.
             self._busy = True
             try:
+                # One turn of the event loop first: the requests whose tasks are already
+                # scheduled (read in the same pass over the sockets) join this call
+                # instead of waiting for the next.
+                await asyncio.sleep(0)
                 await self._commit(self._take())
             finally:
                 self._hand_off(loop)
@@ -182,36 +185,42 @@ Units = dict[keys.ShardKeys, list[tuple[int, list[Job]]]]
 
 def _units(group: list[_Waiter]) -> Units:
     """Per shard: each waiter's jobs for it, as (waiter index, jobs), in order."""
-    units: Units = defaultdict(list)
+    units: Units = {}
     for index, waiter in enumerate(group):
-        mine: dict[keys.ShardKeys, list[Job]] = defaultdict(list)
+        if len(waiter.shards) == 1:  # a single-op request: no per-shard split to make
+            units.setdefault(waiter.shards[0], []).append((index, list(waiter.jobs)))
+            continue
+        mine: dict[keys.ShardKeys, list[Job]] = {}
         for job, shard in zip(waiter.jobs, waiter.shards, strict=True):
-            mine[shard].append(job)
+            mine.setdefault(shard, []).append(job)
         for shard, jobs in mine.items():
-            units[shard].append((index, jobs))
+            units.setdefault(shard, []).append((index, jobs))
     return units
 
 
 def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
     """Answer each waiter: failed if any of its parts failed, else what it stored."""
-    failed = _failures(units, results)
-    stored: dict[int, list[Job]] = defaultdict(list)
-    fresh: dict[int, list[keys.ShardKeys]] = defaultdict(list)
+    failed = _failures(units, results) if any(_is_error(r) for r in results) else {}
+    stored: dict[int, list[Job]] = {}
+    fresh: dict[int, list[keys.ShardKeys]] = {}
     earlier: dict[int, bytes] = {}
     behind: set[keys.ShardKeys] = set()
     for (shard, found), result in zip(units.items(), results, strict=True):
-        if isinstance(result, BaseException):
+        if _is_error(result):
             continue
         for (index, jobs), now in zip(found, result, strict=False):
-            value = _marker_value(now)
-            if value is not None:  # an earlier try stored it
-                earlier.setdefault(index, value)
-            elif int(now):
-                stored[index].extend(jobs)
+            if type(now) is int:  # the common answer: 1, stored now
+                if now:
+                    stored.setdefault(index, []).extend(jobs)
+            else:  # the marker's value: an earlier try stored it
+                value = _marker_value(now)
+                if value is not None:
+                    earlier.setdefault(index, value)
+        marker = int(result[-1])
         ok = [index for index, _ in found if index not in failed]
-        if int(result[-1]) and ok:  # else the sweeper triggers it
-            fresh[ok[0]].append(shard)
-            if int(result[-1]) == MARKER_SET_BEHIND:
+        if marker and ok:  # else the sweeper triggers it
+            fresh.setdefault(ok[0], []).append(shard)
+            if marker == MARKER_SET_BEHIND:
                 behind.add(shard)
     for index, waiter in enumerate(group):
         if waiter.done.done():
@@ -219,12 +228,19 @@ def _settle(group: list[_Waiter], units: Units, results: list[Any]) -> None:
         if index in failed:
             waiter.done.set_exception(failed[index])
         else:
-            mine = fresh[index]
+            mine = fresh.get(index, [])
             waiter.done.set_result(
                 Stored(
-                    stored[index], mine, earlier.get(index), frozenset(behind.intersection(mine))
+                    stored.get(index, []),
+                    mine,
+                    earlier.get(index),
+                    frozenset(behind.intersection(mine)) if behind else frozenset(),
                 )
             )
+
+
+def _is_error(result: Any) -> bool:
+    return isinstance(result, BaseException)
 
 
 def _failures(units: Units, results: list[Any]) -> dict[int, BaseException]:

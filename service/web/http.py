@@ -13,7 +13,7 @@ import asyncio
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
 
 import orjson
@@ -129,13 +129,21 @@ class Router:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        # The routes a path can match, by its length and first segment, in table order:
+        # a request compares itself with a handful of routes, not all of them.
+        heads = {(len(r.pattern), r.pattern[0]) for r in routes if r.pattern}
+        self._candidates = {head: [r for r in routes if _may_match(r, *head)] for head in heads}
+        lengths = {len(r.pattern) for r in routes}
+        self._by_length = {n: [r for r in routes if _may_match(r, n, None)] for n in lengths}
 
     def match(self, method: str, raw_segments: list[str]) -> tuple[Route | None, list[str], bool]:
         """The route, its decoded params, and whether the path exists for another method."""
         path_found = False
-        for route in self.routes:
-            if len(route.pattern) != len(raw_segments):
-                continue
+        count = len(raw_segments)
+        candidates = self._candidates.get((count, raw_segments[0])) if raw_segments else None
+        if candidates is None:
+            candidates = self._by_length.get(count, [])
+        for route in candidates:
             params: list[str] = []
             for want, got in zip(route.pattern, raw_segments, strict=True):
                 if want.startswith("{"):
@@ -149,6 +157,17 @@ class Router:
                     return route, params, True
                 path_found = True
         return None, [], path_found
+
+
+def _may_match(route: Route, length: int, first: str | None) -> bool:
+    """Whether `route` can match a path of `length` segments whose first is `first`
+    (None: a first segment no route names, so only a parameter takes it)."""
+    if len(route.pattern) != length:
+        return False
+    if not route.pattern:
+        return True
+    head = route.pattern[0]
+    return head.startswith("{") or head == first
 
 
 def base_url_of(scope: Scope) -> str:
@@ -184,6 +203,24 @@ class BodyRefused(Exception):
         return cls(
             408, FieldError("body", "timeout", f"request body not received in {timeout_s} s")
         )
+
+
+class BodySource(Protocol):
+    """Where a request's body comes from: the ASGI ``receive`` (`AsgiBody`), or the
+    listener's own request cycle (`service.api.direct`)."""
+
+    async def read(self, headers: dict[bytes, bytes], *, max_bytes: int, timeout_s: float) -> bytes:
+        """The whole body (b"" when the client went away); BodyRefused when over
+        `max_bytes` or slower than `timeout_s`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AsgiBody:
+    receive: Receive
+
+    async def read(self, headers: dict[bytes, bytes], *, max_bytes: int, timeout_s: float) -> bytes:
+        return await read_body(self.receive, headers, max_bytes=max_bytes, timeout_s=timeout_s)
 
 
 async def read_body(
@@ -246,10 +283,16 @@ def decode_body(body: bytes, encoding: str | None, *, max_bytes: int) -> bytes:
     return out
 
 
-async def send_response(send: Send, response: Response) -> None:
+def response_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """The response's headers, with its length and (unless it names its own) JSON's type."""
     own_type = any(name == b"content-type" for name, _ in response.headers)
     headers = [] if own_type else [*JSON_HEADERS]
     headers.append((b"content-length", str(len(response.body)).encode()))
     headers.extend(response.headers)
+    return headers
+
+
+async def send_response(send: Send, response: Response) -> None:
+    headers = response_headers(response)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})

@@ -21,7 +21,8 @@ NODE_TIMEOUT_MS = 1500
 
 
 class Cluster:
-    """Six cluster nodes; `url` is a seed for ``CIOQ_REDIS_URL``."""
+    """Cluster nodes (six by default: three primaries, a replica each); `url` is a seed
+    for ``CIOQ_REDIS_URL``."""
 
     def __init__(
         self,
@@ -31,8 +32,10 @@ class Cluster:
         appendonly: bool = True,
         fsync: str = "everysec",
         size: int = 6,
+        replicas: int = 1,
         node_timeout_ms: int = NODE_TIMEOUT_MS,
     ) -> None:
+        """`size` nodes, `replicas` replicas per primary (6 and 1: three primaries)."""
         self.nodes: list[RedisServer] = []
         ports = [_cluster_port() for _ in range(size)]
         try:
@@ -64,7 +67,7 @@ class Cluster:
                 "create",
                 *(f"127.0.0.1:{p}" for p in ports),
                 "--cluster-replicas",
-                "1",
+                str(replicas),
                 "--cluster-yes",
             )
             self.wait_ok()

@@ -138,7 +138,8 @@ def fill_backlog(
             args: list[Any] = [1000, 60_000, "0", "", len(payloads)]
             for payload in payloads:
                 args += [FIELD_OP, payload]
-            enqueue(keys=[stream, trigger], args=args, client=pipe)
+            # One part per call (lua/enqueue.lua's header: parts, then keys and args of each).
+            enqueue(keys=[stream, trigger], args=[1, 2, len(args), *args], client=pipe)
         pipe.execute()
         by_shard.clear()
 

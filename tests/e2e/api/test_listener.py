@@ -154,3 +154,91 @@ def test_requests_within_the_limits_pass_on_one_connection(api: int) -> None:
             length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
             while len(rest) < length:
                 rest += sock.recv(65536)
+
+
+# The JSON API is answered without ASGI (service/api/direct.py): what uvicorn's own cycle
+# did for it must still hold, request by request and on one connection.
+
+
+def _responses(sock: socket.socket, count: int) -> list[tuple[int, bytes, bytes]]:
+    """`count` responses read off one connection: (status, head, body) each."""
+    data = b""
+    found: list[tuple[int, bytes, bytes]] = []
+    while len(found) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(found)} responses"
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        while len(data) < length:
+            data += sock.recv(65536)
+        found.append((int(head.split(b" ", 2)[1]), head, data[:length]))
+        data = data[length:]
+    return found
+
+
+def _post(body: bytes, extra: bytes = b"") -> bytes:
+    return TRACK + extra + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_pipelined_requests_are_answered_in_order_across_both_paths(api: int) -> None:
+    """JSON API requests (direct) and /metrics (ASGI) sent back to back on one connection:
+    each answered, in the order sent."""
+    metrics = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
+    health = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+    bad = _post(b'{"data":1}')  # no name: 400
+    with _connect(api) as sock:
+        sock.sendall(_post(b'{"name":"a"}') + metrics + bad + health + _post(b'{"name":"b"}'))
+        answers = _responses(sock, 5)
+    assert [status for status, _, _ in answers] == [200, 200, 400, 200, 200]
+    assert b"cioq_ingest_requests_total" in answers[1][2]
+    assert b'"field":"name"' in answers[2][2]
+    assert b'"status":"ok"' in answers[3][2]
+
+
+def test_expect_100_continue_gets_continue_before_the_body(api: int) -> None:
+    """curl sends ``Expect: 100-continue`` for bodies over 1 KB and waits for it."""
+    body = _event(1_500)
+    with _connect(api) as sock:
+        sock.sendall(TRACK + b"\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        sock.sendall(body)
+        [(status, _, _)] = _responses(sock, 1)
+    assert status == 200
+
+
+def test_chunked_body_over_the_cap_is_refused_and_closed(api: int) -> None:
+    """No Content-Length to refuse at once: the cap is counted as the chunks arrive."""
+    chunk = b"x" * 1_000
+    with _connect(api) as sock:
+        sock.sendall(TRACK + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):  # 3,000 bytes, over MAX_BODY
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        status, raw, closed = _answer(sock)
+    assert status == 413, raw
+    assert b'"rule":"max_bytes"' in raw
+    assert closed
+
+
+def test_http_1_0_and_connection_close_end_the_connection(api: int) -> None:
+    for request in (
+        _post(b'{"name":"a"}').replace(b"HTTP/1.1", b"HTTP/1.0"),
+        _post(b'{"name":"a"}', b"\r\nConnection: close"),
+    ):
+        with _connect(api) as sock:
+            sock.sendall(request)
+            status, raw, closed = _answer(sock)
+        assert status == 200, raw
+        assert closed
+        assert b"connection: close" in raw.lower()
+
+
+def test_a_client_gone_mid_body_leaves_the_api_serving(api: int) -> None:
+    with _connect(api) as sock:
+        sock.sendall(TRACK + b"\r\nContent-Length: 100\r\n\r\n" + b'{"name":')
+    with _connect(api) as sock:
+        sock.sendall(_post(b'{"name":"after"}'))
+        [(status, _, body)] = _responses(sock, 1)
+    assert status == 200, body

@@ -98,3 +98,19 @@ def test_exit_codes_from_the_record_file(tmp_path: Path) -> None:
     record.append(run_rows({"drain": 0.5}, minute=3), results)
     assert main(args) == 1
     assert record.load(results)[-1]["ratio"] == 0.5
+
+
+def test_the_bar_is_the_median_of_the_last_three_runs() -> None:
+    """One lucky run (1.6x) does not make the next ordinary one (0.8x) a regression."""
+    rows = run_rows({"drain": 0.8}, minute=1) + run_rows({"drain": 0.82}, minute=2)
+    rows += run_rows({"drain": 1.6}, minute=3) + run_rows({"drain": 0.8}, minute=4)
+    assert verdicts(rows) == {"drain": Verdict.OK}  # median of 0.8, 0.82, 1.6: 0.82
+    rows += run_rows({"drain": 0.5}, minute=5)  # median of 0.82, 1.6, 0.8: 0.82
+    assert verdicts(rows) == {"drain": Verdict.SLOWER}
+
+
+def test_an_invalid_earlier_run_is_no_reference() -> None:
+    rows = run_rows({"drain": 1.0}, minute=1)
+    rows += run_rows({"drain": 0.0}, minute=2, errors={"drain": "TimeoutError"})
+    rows += run_rows({"drain": 0.95}, minute=3)
+    assert verdicts(rows) == {"drain": Verdict.OK}

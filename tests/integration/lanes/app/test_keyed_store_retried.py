@@ -22,22 +22,31 @@ HEADERS = {"Authorization": "Bearer dev-ingest-key"}
 
 
 class BreakFirstStore:
-    """Async pipelines (the store's writes) fail once with a reset before they are sent."""
+    """The store's first write (a lone EVALSHA, or a pipeline carrying one) fails with a
+    reset before it is sent."""
 
     def __init__(self) -> None:
         self.broken = 0
 
+    def _break(self, names: list[str]) -> None:
+        if self.broken == 0 and "EVALSHA" in names:
+            self.broken += 1
+            raise redis.ConnectionError("Connection reset by peer (injected)")
+
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        original = async_client.Pipeline.execute
+        pipeline_execute = async_client.Pipeline.execute
+        execute_command = async_client.Redis.execute_command
 
         async def execute(pipe: Any, raise_on_error: bool = True) -> Any:
-            names = [str(item[0][0]) for item in pipe.command_stack]
-            if self.broken == 0 and "EVALSHA" in names:
-                self.broken += 1
-                raise redis.ConnectionError("Connection reset by peer (injected)")
-            return await original(pipe, raise_on_error)
+            self._break([str(item[0][0]) for item in pipe.command_stack])
+            return await pipeline_execute(pipe, raise_on_error)
+
+        async def command(client: Any, *args: Any, **options: Any) -> Any:
+            self._break([str(args[0])])
+            return await execute_command(client, *args, **options)
 
         monkeypatch.setattr(async_client.Pipeline, "execute", execute)
+        monkeypatch.setattr(async_client.Redis, "execute_command", command)
 
 
 @pytest.fixture
