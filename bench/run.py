@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench import (
     app_api,
+    app_throughput,
     cluster,
     drain,
     fairness,
@@ -76,7 +77,10 @@ def main() -> int:
         "drain": lambda: drain.run(tmp, quick=args.quick),
         "naive": lambda: naive.run(tmp, quick=args.quick),
         "pipelines": lambda: pipelines.run(tmp, quick=args.quick),
-        "app": lambda: app_api.run(tmp, quick=args.quick),
+        "app": lambda: [
+            *app_api.run(tmp, quick=args.quick),
+            *app_throughput.run(tmp, quick=args.quick),
+        ],
         "live": lambda: live.run(tmp, quick=args.quick),
         "fairness": lambda: fairness.run(tmp, quick=args.quick),
         "latency": lambda: latency.run(tmp, quick=args.quick, capacity_per_s=args.capacity),

@@ -1,7 +1,7 @@
 """A sandbox Customer.io for benchmarks: counting mode, optional TLS (the SDK needs https).
 
 ``python -m bench.sandbox --port P --site-id S --api-key K [--write-key W] [--app-key A]
-[--record count]``
+[--record count] [--app-send-rps N]``
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ def main() -> None:
     parser.add_argument("--write-key", action="append", default=[], help="Pipelines write key")
     parser.add_argument("--app-key", action="append", default=[], help="App API key")
     parser.add_argument("--record", choices=("full", "count"), default="count")
+    parser.add_argument(
+        "--app-send-rps", type=int, default=100, help="App sends/s before a 429 (Customer.io: 100)"
+    )
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     args = parser.parse_args()
@@ -26,6 +29,7 @@ def main() -> None:
         credentials={args.site_id: args.api_key},
         cdp_write_keys=frozenset(args.write_key),
         app_api_keys=frozenset(args.app_key),
+        app_send_rps=args.app_send_rps,
         record=args.record,
         max_recorded_ops=10_000_000,
     )

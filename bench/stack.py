@@ -96,13 +96,20 @@ class BenchStack:
         return proc
 
     def start_sandbox(
-        self, *, record: str = "count", latency_ms: int = 0, tls: tuple[str, str] | None = None
+        self,
+        *,
+        record: str = "count",
+        latency_ms: int = 0,
+        tls: tuple[str, str] | None = None,
+        app_send_rps: int | None = None,
     ) -> str:
         port = free_port()
         argv = [sys.executable, "-m", "bench.sandbox", "--port", str(port)]
         argv += ["--site-id", SITE_ID, "--api-key", API_KEY, "--write-key", CDP_KEY]
         argv += ["--app-key", APP_KEY]
         argv += ["--record", record]
+        if app_send_rps is not None:
+            argv += ["--app-send-rps", str(app_send_rps)]
         if tls:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.start(f"sandbox-{port}", argv)

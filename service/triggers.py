@@ -12,16 +12,28 @@ BRPOP names the live queue first, so Redis pops from it whenever it holds a trig
 and with prefetch disabled (a busy worker reserves nothing, so no bulk trigger waits in
 its memory ahead of a live one). Drains from the bulk queue run on a short budget, so a
 live trigger waits for a process at most about one bulk budget.
+
+Cost: an App send is about one trigger, so a trigger must cost little. One without a
+countdown is one LPUSH of the message Celery would store (`DirectPublisher`), and
+workers keep no unacked copy of what they fetch (no kombu ack emulation): a trigger lost
+with a killed worker is re-sent by the sweeper once the shard's marker expires.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import ssl
+import uuid
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+import redis
 from celery import Celery
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from service.config import RedisSettings
 from service.jobs import Lane, Traffic
@@ -64,6 +76,12 @@ def celery_config(broker_url: str, *, broker_ssl: dict[str, Any] | None = None) 
             # Triggers are cheap and idempotent: a short visibility timeout only means
             # an unacked trigger is redelivered sooner, never a lost or doubled job.
             "visibility_timeout": 300,
+            # No unacked copy of each trigger (a hash and a sorted-set entry written when
+            # it is fetched, deleted when acked: two round trips per trigger, which cost
+            # the worker's main process more than running the drain). A trigger lost with
+            # a killed worker is re-sent by the sweeper once its marker expires
+            # (`trigger_ttl_ms`, 2 s), long before the visibility timeout would restore it.
+            "ack_emulation": False,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
             "health_check_interval": 25,
@@ -112,6 +130,8 @@ class Triggers:
             app = Celery("cioq-producer", set_as_current=False)
             app.conf.update(celery_config(broker_url, broker_ssl=broker_ssl))
         self.app = app
+        plain = urlsplit(broker_url).scheme == "redis" and broker_ssl is None
+        self._direct = DirectPublisher(broker_url) if plain else None
 
     @classmethod
     def for_settings(cls, redis: RedisSettings) -> Triggers:
@@ -133,14 +153,103 @@ class Triggers:
         `bulk` (always so for bulk traffic) sends the trigger to the bulk queue.
         """
         bulk = bulk or traffic is Traffic.BULK
+        args = (workspace, shard, str(lane), str(traffic), bulk)
+        if countdown_s <= 0 and self._direct is not None:
+            self._direct.publish(BULK_QUEUE if bulk else DRAIN_QUEUE, args)
+            return
         self.app.send_task(
             DRAIN_TASK,
-            args=(workspace, shard, str(lane), str(traffic), bulk),
+            args=args,
             countdown=countdown_s if countdown_s > 0 else None,
             queue=BULK_QUEUE if bulk else DRAIN_QUEUE,
             ignore_result=True,
         )
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         if self._own_app:
             self.app.close()
+
+
+#: A task message's "embed" part: no callbacks, errbacks, chain or chord.
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+def task_message(queue: str, args: tuple[Any, ...], *, origin: str) -> bytes:
+    """A drain trigger as Celery (task protocol 2) and kombu's Redis transport store it:
+    what ``send_task`` would LPUSH, without its machinery (tests/unit/drain compares)."""
+    task_id = str(uuid.uuid4())
+    body = orjson.dumps([list(args), {}, _EMBED])
+    return orjson.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py",
+                "task": DRAIN_TASK,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": [None, None],
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": repr(args),
+                "kwargsrepr": "{}",
+                "origin": origin,
+                "ignore_result": True,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+
+
+class DirectPublisher:
+    """Sends an immediate trigger with one LPUSH onto its queue's list, as kombu would.
+
+    ``send_task`` cost the api more than storing an App send did (a third of its CPU per
+    send: message building, kombu's producer and its retry wrapper); a trigger is only
+    ``(workspace, shard, lane, traffic, bulk)``. Triggers with a countdown (Celery keeps
+    their ETA) and brokers behind TLS still go through Celery. A connection error is
+    retried twice; a trigger sent twice or lost costs latency, never a job.
+    """
+
+    def __init__(self, broker_url: str) -> None:
+        self.broker_url = broker_url
+        self._client: redis.Redis | None = None
+        self._pid = 0
+        self._origin = ""
+
+    def publish(self, queue: str, args: tuple[Any, ...]) -> None:
+        if self._client is None or self._pid != os.getpid():  # never shared across a fork
+            self._pid = os.getpid()
+            self._origin = f"gen{self._pid}@{os.uname().nodename}"
+            self._client = redis.Redis.from_url(
+                self.broker_url,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            )
+        self._client.lpush(queue, task_message(queue, args, origin=self._origin))
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None

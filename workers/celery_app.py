@@ -52,10 +52,18 @@ def stop_flag() -> Path:
     return Path(tempfile.gettempdir()) / f"cioq-worker-stopping-{_run_token}"
 
 
+#: `stop_flag` as a string, for the token it was built from: a drain asks before every
+#: send, and building the path cost more than the stat.
+_flag: tuple[str, str] = ("", "")
+
+
 def _stopping() -> bool:
     # Prefork children learn of a warm shutdown through their parent's flag file; the
     # solo pool runs tasks in the main process itself.
-    return stop_flag().exists()
+    global _flag
+    if _flag[0] != _run_token:
+        _flag = (_run_token, str(stop_flag()))
+    return os.path.exists(_flag[1])
 
 
 class WorkerRuntime:

@@ -143,7 +143,7 @@ class AppLaneSettings(BaseModel):
         description="Seconds between two triggers of one broadcast.",
     )
     app_rate_headroom: float = Field(
-        default=0.95,
+        default=0.97,
         gt=0,
         le=1,
         description="Share of each App API rate limit cioq spends, so the jitter between a "

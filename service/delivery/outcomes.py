@@ -21,6 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Protocol
 
 import orjson
 
@@ -64,6 +65,30 @@ class ItemError:
     message: str
 
 
+class PendingWrite(Protocol):
+    """A lane's record of a success that must be in Redis before the jobs are resolved
+    (the App lane's outcome for the producer): the drain sends it in its resolve's round
+    trip, ahead of the resolve."""
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the write on a single Redis's pipeline; it must not meet ``NOSCRIPT``."""
+
+    def run(self) -> None:
+        """Write it on its own (a cluster, whose pipelines refuse scripts)."""
+
+
+class SlotRequest(Protocol):
+    """What a job must take before it goes out (the App lane's rate-limit slot), asked in
+    the round trip that writes the job's in-flight note; the client then sends on it."""
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the request on a single Redis's pipeline (by sha: a NOSCRIPT reply only
+        means the client takes the slot itself)."""
+
+    def take(self, reply: Any) -> None:
+        """The pipeline's reply to it (an exception when it failed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one upstream request came to."""
@@ -73,6 +98,8 @@ class Outcome:
     detail: str = ""
     item_errors: tuple[ItemError, ...] = ()
     retry_after_s: float | None = None
+    #: Written before the jobs are resolved, in the same round trip (success only).
+    pending: PendingWrite | None = None
 
     @property
     def status_class(self) -> str:

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -54,17 +55,32 @@ def record_drained(
     write, so no field outlives its use. The jobs are already resolved when this runs:
     a failure here only costs accuracy of the rate, so it is logged, never raised.
     """
-    window_s = metrics.drain_rate_window_s
-    second = int(time.time() if now_s is None else now_s)
-    key = keys.drain_rate(workspace)
     pipe = client.pipeline(transaction=True)
-    pipe.hincrby(key, str(second), count)
-    pipe.hdel(key, *(str(s) for s in range(second - 3 * window_s, second - window_s)))
-    pipe.expire(key, 2 * window_s)
+    queue_drained(pipe, workspace, count, metrics, now_s=now_s)
     try:
         pipe.execute()
     except STORE_ERRORS as exc:
         log.warning("could not record the drain rate of %s: %s", workspace, exc)
+
+
+def queue_drained(
+    pipe: Any, workspace: str, count: int, metrics: MetricsSettings, *, now_s: float | None = None
+) -> None:
+    """`record_drained`'s commands, queued on `pipe` (a drain sends them with its resolve)."""
+    window_s = metrics.drain_rate_window_s
+    second = int(time.time() if now_s is None else now_s)
+    key = keys.drain_rate(workspace)
+    pipe.hincrby(key, str(second), count)
+    # Pruning names two windows of fields: once a second per process is enough (a drain
+    # of lone App sends resolves hundreds of times a second).
+    if _pruned.get(key) != second:
+        _pruned[key] = second
+        pipe.hdel(key, *(str(s) for s in range(second - 3 * window_s, second - window_s)))
+        pipe.expire(key, 2 * window_s)
+
+
+#: The second each drain-rate key was last pruned by this process.
+_pruned: dict[str, int] = {}
 
 
 def drain_rate_per_s(counts: dict[bytes, bytes], *, now_s: float, window_s: int) -> float:

@@ -9,23 +9,28 @@ the stream's head: a resolved batch is a prefix, removed with one ``XTRIM MINID`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from service import keys
 from service.delivery.crash_search import InflightNote
+from service.delivery.outcomes import PendingWrite, SlotRequest
 from service.errors import LeaseLost, StoreUnavailable
 from service.jobs import PRODUCER_FIELD, JobKind, Lane, Traffic, job_kinds_by_field
 from service.store import durability
-from service.store.connections import SyncStore, load_script, store_errors
+from service.store.connections import STORE_ERRORS, SyncStore, load_script, store_errors
 from service.store.durability import Confirmation
 from service.store.shard_state import ShardLook, look_at
 from service.stream_ids import id_ms, next_id
+
+log = logging.getLogger("cioq.store")
 
 
 class PauseCause(StrEnum):
@@ -79,6 +84,67 @@ class RetryState:
     history: tuple[tuple[int, str], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What `ShardStore.resolve_many` did: entries removed per part, the head read after
+    each (None: not read), and the shards whose lease went back with their last entry."""
+
+    counts: list[int]
+    heads: list[list[Entry] | None]
+    released: set[keys.ShardKeys]
+
+
+@dataclass(frozen=True, slots=True)
+class FirstLook:
+    """What a drain reads right after taking its lease, in the same round trip: how long
+    its lane stays paused, the shard's retry state, head and in-flight note."""
+
+    pause_ms: int
+    retry: RetryState
+    head: list[Entry]
+    note: InflightNote
+
+
+def _retry_state(raw: dict[bytes, bytes]) -> RetryState:
+    history: list[tuple[int, str]] = []
+    for line in raw.get(b"history", b"").decode().splitlines():
+        at_ms, _, label = line.partition(" ")
+        history.append((int(at_ms), label))
+    return RetryState(
+        head=raw.get(b"head"),
+        attempts=int(raw.get(b"attempts", 0)),
+        first_ms=int(raw.get(b"first_ms", 0)),
+        not_before_ms=int(raw.get(b"not_before_ms", 0)),
+        history=tuple(history),
+    )
+
+
+def _note(raw: dict[bytes, bytes]) -> InflightNote:
+    if not raw:
+        return InflightNote()
+    return InflightNote(
+        head=raw.get(b"head"),
+        count=int(raw.get(b"count", b"0")),
+        lone_crashes=int(raw.get(b"lone", b"0")),
+        suspect_last=raw.get(b"suspect") or None,
+    )
+
+
+def _evalsha(pipe: Any, script: Script, lua_keys: list[Any], args: list[Any]) -> None:
+    """Queue `script` on `pipe` by its sha alone: a pipeline given the script itself asks
+    ``SCRIPT EXISTS`` first, one more round trip. The caller handles a ``NOSCRIPT`` reply
+    (the command did not run) by calling the script on its own."""
+    pipe.evalsha(script.sha, len(lua_keys), *lua_keys, *args)
+
+
+def _rows(shard: keys.ShardKeys, rows: Any) -> list[Entry] | None:
+    """A pipelined XRANGE's entries, or None when it failed."""
+    if isinstance(rows, Exception):
+        return None
+    kinds = job_kinds_by_field()
+    return [_entry(shard, raw_id, fields, kinds) for raw_id, fields in rows]
+
+
 def _entry(
     shard: keys.ShardKeys,
     raw_id: bytes,
@@ -114,6 +180,7 @@ class ShardStore:
         self._renew: Script = load_script(client, "renew")
         self._release: Script = load_script(client, "release")
         self._resolve: Script = load_script(client, "resolve")
+        self._resolve_release: Script = load_script(client, "resolve_release")
         self._attempt: Script = load_script(client, "attempt")
         self._inflight: Script = load_script(client, "inflight")
         self._clear_inflight: Script = load_script(client, "clear_inflight")
@@ -145,6 +212,46 @@ class ShardStore:
             Lease(self, shard, token, lease_ms) if token else None
             for shard, token in zip(shards, tokens, strict=True)
         ]
+
+    def acquire_and_look(
+        self, shard: keys.ShardKeys, *, lease_ms: int, count: int, pause_key: str
+    ) -> tuple[Lease | None, FirstLook | None]:
+        """`acquire`, and when it got the lease what the drain reads first (`FirstLook`), in
+        one round trip: a lone App send's drain made five. The reads run after the lease
+        was taken (one connection, in order), so no other holder changed what they read.
+        None for the look on a cluster, or when the script cache was empty (`NOSCRIPT`:
+        the lease is then taken on its own and nothing was read)."""
+        if isinstance(self.redis, redis.RedisCluster):
+            return self.acquire(shard, lease_ms=lease_ms), None
+        pipe = self.redis.pipeline(transaction=False)
+        _evalsha(pipe, self._acquire, [shard.lease, shard.fence], [lease_ms])
+        pipe.pttl(pause_key)
+        pipe.hgetall(shard.retry)
+        pipe.xrange(shard.stream, min="-", max="+", count=count)
+        pipe.hgetall(shard.inflight)
+        with store_errors("acquiring a lease"):
+            token, pause_ttl, retry, rows, note = pipe.execute(raise_on_error=False)
+            for reply in (pause_ttl, retry, rows, note):
+                if isinstance(reply, Exception):
+                    if isinstance(token, int) and token:
+                        # The lease is ours: hand it back rather than hold it unused.
+                        with contextlib.suppress(StoreUnavailable):
+                            Lease(self, shard, token, lease_ms).release()
+                    raise reply
+            if isinstance(token, NoScriptError):
+                return self.acquire(shard, lease_ms=lease_ms), None
+            if isinstance(token, Exception):
+                raise token
+        if not token:
+            return None, None
+        kinds = job_kinds_by_field()
+        look = FirstLook(
+            pause_ms=max(int(pause_ttl), 0),
+            retry=_retry_state(retry),
+            head=[_entry(shard, raw_id, fields, kinds) for raw_id, fields in rows],
+            note=_note(note),
+        )
+        return Lease(self, shard, int(token), lease_ms), look
 
     def read(self, shard: keys.ShardKeys, *, after: bytes | None, count: int) -> list[Entry]:
         """Up to `count` entries from the head, or after the entry id `after`."""
@@ -179,31 +286,109 @@ class ShardStore:
             pipe.hgetall(shard.inflight)
         with store_errors("reading inflight notes"):
             found: list[dict[bytes, bytes]] = pipe.execute()
-        return [
-            InflightNote(
-                head=raw.get(b"head"),
-                count=int(raw.get(b"count", b"0")),
-                lone_crashes=int(raw.get(b"lone", b"0")),
-                suspect_last=raw.get(b"suspect") or None,
-            )
-            if raw
-            else InflightNote()
-            for raw in found
-        ]
+        return [_note(raw) for raw in found]
 
     def retry_state(self, shard: keys.ShardKeys) -> RetryState:
         raw: dict[bytes, bytes] = self._run(lambda: self.redis.hgetall(shard.retry))
-        history: list[tuple[int, str]] = []
-        for line in raw.get(b"history", b"").decode().splitlines():
-            at_ms, _, label = line.partition(" ")
-            history.append((int(at_ms), label))
-        return RetryState(
-            head=raw.get(b"head"),
-            attempts=int(raw.get(b"attempts", 0)),
-            first_ms=int(raw.get(b"first_ms", 0)),
-            not_before_ms=int(raw.get(b"not_before_ms", 0)),
-            history=tuple(history),
-        )
+        return _retry_state(raw)
+
+    def resolve_many(
+        self,
+        parts: Sequence[tuple[Lease, bytes]],
+        *,
+        also: Callable[[Any], None] | None = None,
+        peek: int = 0,
+        before: PendingWrite | None = None,
+    ) -> Resolved:
+        """`Lease.resolve` of each (lease, last id), and `also`'s commands (queued on the
+        pipeline, best effort: their replies are not read), in one round trip: each
+        resolve's count and, with `peek`, up to that many entries of the shard's head
+        after it (read under the lease, so as good as the drain's next read; None when
+        not read). A resolve the script cache refused (``NOSCRIPT``: it did not run) runs
+        again on its own, and its peek is dropped. `before` is written first (a lane's
+        record of the success). With `peek`, a resolve that empties its stream also hands
+        the lease back and clears the trigger marker (``resolve_release.lua``): the shard
+        is then in `Resolved.released` and its peek is empty. On a cluster each is one
+        call, `also` runs on its own, nothing is peeked and nothing released."""
+        if isinstance(self.redis, redis.RedisCluster):
+            return self._resolve_one_by_one(parts, also, before)
+        pipe = self.redis.pipeline(transaction=False)
+        if before is not None:
+            before.queue(pipe)  # one connection, in order: never resolved without it
+        script = self._resolve_release if peek else self._resolve
+        calls = []
+        for lease, last_id in parts:
+            lua_keys, args = lease.resolve_call(last_id)
+            if peek:
+                lua_keys.append(lease.shard.trigger)
+            calls.append((script, lua_keys, args))
+            _evalsha(pipe, script, lua_keys, args)
+        if peek:
+            for lease, _ in parts:
+                pipe.xrange(lease.shard.stream, min="-", max="+", count=peek)
+        if also is not None:
+            also(pipe)
+        with store_errors("resolving"):
+            replies = pipe.execute(raise_on_error=False)
+        if before is not None:
+            written, replies = replies[0], replies[1:]
+            if isinstance(written, Exception):
+                # The resolves behind it may have run: what is resolved stays resolved
+                # (the jobs were delivered); the record is written again on its own.
+                log.warning("a success record failed with its resolve (%s); again", written)
+                before.run()
+        return self._read_resolves(parts, calls, replies, peek=peek)
+
+    def _read_resolves(
+        self,
+        parts: Sequence[tuple[Lease, bytes]],
+        calls: list[tuple[Script, list[Any], list[Any]]],
+        replies: list[Any],
+        *,
+        peek: int,
+    ) -> Resolved:
+        found = Resolved([], [], set())
+        for n, (lease, _) in enumerate(parts):
+            reply, stale = replies[n], False
+            if isinstance(reply, NoScriptError):
+                # It did not run: run it on its own (loading it); its peek ran before it.
+                script, lua_keys, args = calls[n]
+                reply, stale = self._call(script, lua_keys, args), True
+            if isinstance(reply, Exception):
+                with store_errors("resolving"):
+                    raise reply
+            if isinstance(reply, list):  # resolve_release.lua: {removed, released}
+                removed, released = int(reply[0]), bool(int(reply[1]))
+            elif int(reply) < 0:
+                raise LeaseLost(lease.shard.tag)
+            else:
+                removed, released = int(reply), False
+            found.counts.append(removed)
+            if released:
+                found.released.add(lease.shard)
+                found.heads.append([])  # a write after the release triggers a new drain
+            elif peek and not stale:
+                found.heads.append(_rows(lease.shard, replies[len(parts) + n]))
+            else:
+                found.heads.append(None)
+        return found
+
+    def _resolve_one_by_one(
+        self,
+        parts: Sequence[tuple[Lease, bytes]],
+        also: Callable[[Any], None] | None,
+        before: PendingWrite | None,
+    ) -> Resolved:
+        """`resolve_many` on a cluster: its pipelines refuse scripts."""
+        if before is not None:
+            before.run()
+        found = [lease.resolve(last_id) for lease, last_id in parts]
+        if also is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            also(pipe)
+            with contextlib.suppress(*STORE_ERRORS):
+                pipe.execute(raise_on_error=False)
+        return Resolved(found, [None] * len(parts), set())
 
     def linger_chain(self, workspace: str, lane: Lane, traffic: Traffic) -> tuple[int, int] | None:
         """The shard lingering for the workspace lane and for how many ms more, or None."""
@@ -279,8 +464,12 @@ class Lease:
 
     def resolve(self, last_id: bytes) -> int:
         """Delete the head up to and including `last_id`; returns how many were deleted."""
+        return self._fenced(self.store._resolve, *self.resolve_call(last_id))
+
+    def resolve_call(self, last_id: bytes) -> tuple[list[Any], list[Any]]:
+        """The resolve script's keys and arguments (`ShardStore.resolve_many` batches them)."""
         lua_keys = [self.shard.stream, self.shard.lease, self.shard.retry]
-        return self._fenced(self.store._resolve, lua_keys, [self.token, next_id(last_id)])
+        return lua_keys, [self.token, next_id(last_id)]
 
     def record_attempt(self, *, head: bytes, now_ms: int, not_before_ms: int, label: str) -> int:
         """Count a failed attempt at `head`; returns the attempt count."""
@@ -288,7 +477,7 @@ class Lease:
         args = [self.token, head, now_ms, not_before_ms, label]
         return self._fenced(self.store._attempt, lua_keys, args)
 
-    def mark_inflight(self, note: InflightNote) -> None:
+    def mark_inflight(self, note: InflightNote, *, slot: SlotRequest | None = None) -> None:
         """Note the send about to go out (crash search reads it after a death), confirmed
         at the workspace's durability level before the POST (audit F5).
 
@@ -301,6 +490,13 @@ class Lease:
         """
         args = [self.token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
         lua_keys = [self.shard.inflight, self.shard.lease]
+        confirming = self.store.confirmation is not None and self.store.confirmation.needed
+        if (
+            slot is not None
+            and not confirming
+            and not isinstance(self.store.redis, redis.RedisCluster)
+        ):
+            return self._mark_with_slot(lua_keys, args, slot)
         try:
             with store_errors("noting a send"):
                 result = int(
@@ -317,6 +513,26 @@ class Lease:
                 self.clear_inflight()
             raise
         if result < 0:
+            raise LeaseLost(self.shard.tag)
+
+    def _mark_with_slot(self, lua_keys: list[Any], args: list[Any], slot: SlotRequest) -> None:
+        """The note and the job's slot request in one round trip (the note first, as the
+        send's own order has it). The note unconfirmed (the `write` level) is all a send
+        needs here; a note that failed raises as `mark_inflight` does."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        _evalsha(pipe, self.store._inflight, lua_keys, args)
+        slot.queue(pipe)
+        with store_errors("noting a send"):
+            noted, reply = pipe.execute(raise_on_error=False)
+        slot.take(reply)
+        if isinstance(noted, NoScriptError):
+            noted = self.store._call(self.store._inflight, lua_keys, args)
+        if isinstance(noted, Exception):
+            with contextlib.suppress(StoreUnavailable, LeaseLost):
+                self.clear_inflight()
+            with store_errors("noting a send"):
+                raise noted
+        if int(noted) < 0:
             raise LeaseLost(self.shard.tag)
 
     def clear_inflight(self) -> None:

@@ -33,12 +33,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service import keys
+from service.delivery.outcomes import SlotRequest
 from service.delivery.upstream import LaneClient
 from service.errors import LeaseLost
 from service.jobs import Lane, Traffic
 from service.lanes.registry import LANES
 from service.store.dead_letters import DeadLetterStore
-from service.store.shards import ShardStore
+from service.store.shards import FirstLook, ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
@@ -147,7 +148,12 @@ class Drainer:
         if self._covered(primary, report):
             report.stop(StopReason.COVERED)
             return report
-        lease = self.store.acquire(primary, lease_ms=self.drain_settings.lease_ms)
+        lease, look = self.store.acquire_and_look(
+            primary,
+            lease_ms=self.drain_settings.lease_ms,
+            count=self.queue_settings.max_ops_per_read,
+            pause_key=keys.pause(workspace, lane),
+        )
         if lease is None:
             report.stop(StopReason.BUSY)
             return report
@@ -161,6 +167,8 @@ class Drainer:
             self.now_ms,
             self.rng,
         )
+        if look is not None:
+            held.prime(look)
         delivery = Delivery(
             workspace,
             lane,
@@ -173,16 +181,17 @@ class Drainer:
             self.now_ms,
             should_stop=self.should_stop,
             sent_index=self.sent_index,
+            max_ops=self.queue_settings.max_ops_per_read,
         )
         try:
-            self._loop(held, delivery, report)
+            self._loop(held, delivery, report, look)
         except LeaseLost as lost:
             report.stop(StopReason.LEASE_LOST)
             log.warning("lease lost on %s; another drain owns the shard", lost)
         finally:
             report.add(delivery.counts)
             report.shards_held = len(held.leases)
-            self._hand_back(held, report)
+            self._hand_back(held, report, delivery.released)
         return report
 
     def _covered(self, primary: keys.ShardKeys, report: DrainReport) -> bool:
@@ -208,17 +217,30 @@ class Drainer:
         return True
 
     def _held_back(
-        self, held: HeldShards, report: DrainReport, pace: _Pace, *, check_retry: bool
+        self,
+        held: HeldShards,
+        report: DrainReport,
+        pace: _Pace,
+        *,
+        check_retry: bool,
+        look: FirstLook | None = None,
     ) -> bool:
-        """Stop the drain when it must not send now: stopping, paused, backing off."""
+        """Stop the drain when it must not send now: stopping, paused, backing off.
+        `look`: the pause and retry state read with the lease (the first time round)."""
         if self.should_stop():
             report.stop(StopReason.SHUTDOWN)
             return True
-        if pace.pause_check_due() and self._paused(held, report):
+        if look is not None:
+            pace.pause_check_due()  # read with the lease: the next look is a pace away
+            if look.pause_ms:
+                report.stop(StopReason.PAUSED, look.pause_ms / 1000)
+                return True
+        elif pace.pause_check_due() and self._paused(held, report):
             return True
         if check_retry:
             # Only until the first resolve: every resolve clears the shard's retry state.
-            not_before_ms = self.store.retry_state(held.primary).not_before_ms
+            retry = look.retry if look is not None else self.store.retry_state(held.primary)
+            not_before_ms = retry.not_before_ms
             now_ms = self.now_ms()
             if not_before_ms > now_ms:
                 report.stop(StopReason.BACKOFF, (not_before_ms - now_ms) / 1000)
@@ -242,7 +264,13 @@ class Drainer:
         # throttled ops are never sent again before Retry-After is over.
         return batches and self._paused(held, report)
 
-    def _loop(self, held: HeldShards, delivery: Delivery, report: DrainReport) -> None:
+    def _loop(
+        self,
+        held: HeldShards,
+        delivery: Delivery,
+        report: DrainReport,
+        look: FirstLook | None = None,
+    ) -> None:
         s = self.drain_settings
         budget_s = s.bulk_drain_budget_s if report.bulk else s.drain_budget_s
         deadline = self.clock() + budget_s
@@ -251,8 +279,9 @@ class Drainer:
         sent = sent_full = False
         pace = _Pace(self.clock, s.lease_ms / 1000)
         while True:
-            if self._held_back(held, report, pace, check_retry=not sent):
+            if self._held_back(held, report, pace, check_retry=not sent, look=look):
                 return
+            look = None
             now_ms = self.now_ms()
             held.refresh()
             if batches:
@@ -271,7 +300,7 @@ class Drainer:
             if step is None:
                 return report.stop(StopReason.EMPTY)
             if isinstance(step, Quarantine | Interrupted):
-                held.advance(_set_aside(delivery, step).resolved)
+                held.advance(_set_aside(delivery, step).resolved, delivery.take_peeked())
                 continue
             unit = step.unit
             age_ms = now_ms - min(e.accepted_ms for e in unit.entries)
@@ -284,8 +313,10 @@ class Drainer:
                 return
             if pace.renew_due():
                 held.renew()
+            slot = _slot_request(delivery.client, unit)
             for shard, note in step.notes.items():
-                held.leases[shard].mark_inflight(note)
+                held.leases[shard].mark_inflight(note, slot=slot)
+                held.noted(shard, note)
             result = delivery.deliver(unit)
             if result.blocked is not None:
                 # Only what is still queued: a bisection may have resolved a part already,
@@ -293,7 +324,7 @@ class Drainer:
                 rest = _unresolved(unit, result.resolved)
                 blocked = self.policy.apply(delivery, rest, result.blocked)
                 return report.stop(blocked.reason, blocked.retrigger_s)
-            held.advance(result.resolved)
+            held.advance(result.resolved, delivery.take_peeked())
             sent, sent_full = True, unit.full
 
     def _late(self, held: HeldShards, now_ms: int) -> bool:
@@ -301,7 +332,9 @@ class Drainer:
         head = held.buffers[held.primary]
         return bool(head) and now_ms - head[0].accepted_ms > self.queue_settings.trigger_ttl_ms
 
-    def _hand_back(self, held: HeldShards, report: DrainReport) -> None:
+    def _hand_back(
+        self, held: HeldShards, report: DrainReport, released: set[keys.ShardKeys]
+    ) -> None:
         """Release every lease and schedule the triggers the remaining work needs.
 
         While the drain lingers (or only used up its budget), its own re-trigger will pack
@@ -317,9 +350,10 @@ class Drainer:
         packs_across = self._packs_across(primary.lane)
         if packs_again and not report.bulk and packs_across:
             self.store.set_linger_chain(primary, duration_ms=marker_ms)
-        elif report.stopped is not StopReason.LEASE_LOST:
+        elif report.stopped is not StopReason.LEASE_LOST and packs_across:
+            # Only a lane that packs across shards ever starts a chain (the App lanes not).
             self.store.end_linger_chain(primary)
-        remaining = held.release(marker_ms=marker_ms, cover=packs_again)
+        remaining = held.release(marker_ms=marker_ms, cover=packs_again, released=released)
         if report.stopped in (StopReason.EMPTY, StopReason.SHUTDOWN) and remaining[held.primary]:
             report.retrigger_s = countdown_s = 0.0
         if countdown_s is not None:
@@ -406,6 +440,16 @@ def _set_aside(delivery: Delivery, step: Quarantine | Interrupted) -> Delivered:
     if isinstance(step, Quarantine):
         return delivery.quarantine(step.entry, step.crashes)
     return delivery.interrupted(step.entry)
+
+
+def _slot_request(client: LaneClient, unit: OutgoingUnit) -> SlotRequest | None:
+    """What a lone job must take before it goes out (the App lane's rate slot), asked with
+    its in-flight note; None for a lane that takes nothing (or a unit of several jobs)."""
+    ask = getattr(client, "slot_request", None)
+    if ask is None or unit.count != 1 or unit.oversize:
+        return None
+    found: SlotRequest = ask(unit.body)
+    return found
 
 
 def _countdown_s(report: DrainReport) -> float | None:

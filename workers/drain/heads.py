@@ -29,7 +29,7 @@ from service.delivery.packing import batch_body, batch_size_bytes
 from service.jobs import batching_kinds, job_kind
 from service.lanes.registry import LANES
 from service.store.shard_state import ShardLook
-from service.store.shards import Entry, Lease, ShardStore
+from service.store.shards import Entry, FirstLook, Lease, ShardStore
 from service.stream_ids import id_key
 from workers.drain.send import OutgoingUnit
 from workers.drain.settings import Limits
@@ -91,15 +91,34 @@ class HeldShards:
         self.looks: list[ShardLook] = []
         #: Mean size of the ops read so far, to size what waits unread.
         self.op_bytes = GUESS_OP_BYTES
+        #: Each held shard's in-flight note as last read or written: only the lease
+        #: holder writes it (fenced), so it is read once per lease, not once per send.
+        self.notes: dict[keys.ShardKeys, InflightNote] = {}
+        #: Shards whose buffer was just read (with the lease, or with a resolve).
+        self._fresh: set[keys.ShardKeys] = set()
+
+    def prime(self, look: FirstLook) -> None:
+        """Take the primary's head and note as read with its lease."""
+        self.buffers[self.primary] = list(look.head)
+        self.notes[self.primary] = look.note
+        self._fresh.add(self.primary)
+
+    def noted(self, shard: keys.ShardKeys, note: InflightNote) -> None:
+        """The drain wrote `note` for `shard` before a send."""
+        self.notes[shard] = note
 
     def refresh(self) -> None:
         """Top up every held shard's buffer to `max_ops_per_read`, in one round trip."""
         limit = self.max_ops_per_read
+        # A lane that sends each job alone needs one head, not a full buffer: it reads
+        # again when its buffer is empty (one round trip per read, not per send).
+        low = limit if self.spec.batches else 1
         wanted = [
             (shard, buffer[-1].id if buffer else None, limit - len(buffer))
             for shard, buffer in self.buffers.items()
-            if len(buffer) < limit
+            if len(buffer) < low and shard not in self._fresh
         ]
+        self._fresh.clear()
         if wanted:
             for (shard, _, _), found in zip(wanted, self.store.read_many(wanted), strict=True):
                 self.buffers[shard] += found
@@ -162,7 +181,11 @@ class HeldShards:
             return None
         alone: list[tuple[tuple[int, int], keys.ShardKeys, InflightNote]] = []
         packable: list[tuple[keys.ShardKeys, InflightNote]] = []
-        for shard, note in zip(waiting, self.store.inflight_notes(waiting), strict=True):
+        unknown = [shard for shard in waiting if shard not in self.notes]
+        if unknown:
+            self.notes.update(zip(unknown, self.store.inflight_notes(unknown), strict=True))
+        for shard in waiting:
+            note = self.notes[shard]
             buffer = self.buffers[shard]
             head = buffer[0]
             if self.spec.interrupted is not None and note.head == head.id:
@@ -234,23 +257,39 @@ class HeldShards:
                 return NextRequest(unit, notes)
         return NextRequest(OutgoingUnit(entries, packed.body, kind, full), notes)
 
-    def advance(self, resolved: dict[keys.ShardKeys, int]) -> None:
-        """Drop what a send resolved from the front of each shard's buffer."""
+    def advance(
+        self,
+        resolved: dict[keys.ShardKeys, int],
+        peeked: dict[keys.ShardKeys, list[Entry]] | None = None,
+    ) -> None:
+        """Drop what a send resolved from the front of each shard's buffer; an emptied
+        buffer takes the head read with the resolve (`peeked`), and `refresh` leaves that
+        shard alone once."""
         for shard, count in resolved.items():
             del self.buffers[shard][:count]
+        for shard, head in (peeked or {}).items():
+            if not self.buffers[shard]:
+                self.buffers[shard] = head
+                self._fresh.add(shard)
 
     def renew(self) -> None:
         for lease in self.leases.values():
             lease.renew()
 
-    def release(self, *, marker_ms: int, cover: bool) -> dict[keys.ShardKeys, int]:
+    def release(
+        self, *, marker_ms: int, cover: bool, released: set[keys.ShardKeys] | None = None
+    ) -> dict[keys.ShardKeys, int]:
         """Hand every lease back; returns how many entries each shard still holds.
 
         The primary keeps its trigger marker `marker_ms`; the other shards keep it too
         when `cover` (the primary's re-trigger will pack them again), else it is cleared.
+        A shard `released` already (with its last entry's resolve) is left alone: empty.
         """
+        gone = released or set()
         return {
-            shard: lease.release(marker_ms=marker_ms if cover or shard == self.primary else 0)
+            shard: 0
+            if shard in gone
+            else lease.release(marker_ms=marker_ms if cover or shard == self.primary else 0)
             for shard, lease in self.leases.items()
         }
 

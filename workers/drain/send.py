@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 from service import keys
 from service.config import MetricsSettings
-from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass
+from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass, PendingWrite
 from service.delivery.packing import batch_body
 from service.delivery.upstream import LaneClient
 from service.jobs import Lane
 from service.lanes.registry import LANES
 from service.metrics import definitions as metrics
-from service.metrics.queue_state import record_drained
+from service.metrics.queue_state import queue_drained
 from service.store.dead_letters import DeadLetter, DeadLetterStore, LetterClass, LetterReason
 from service.store.sent_index import record_sent
 from service.store.shards import Entry, Lease, ShardStore
@@ -109,6 +109,7 @@ class Delivery:
         now_ms: Callable[[], int],
         should_stop: Callable[[], bool] = lambda: False,
         sent_index: SentIndexing = NO_SENT_INDEX,
+        max_ops: int = 0,
     ) -> None:
         self.workspace = workspace
         self.lane = lane
@@ -124,6 +125,13 @@ class Delivery:
         self.should_stop = should_stop
         self.sent_index = sent_index
         self.counts = DeliveryCounts()
+        #: How many head entries to read with each resolve (0: none). A lane that sends
+        #: each job alone reads its next head so, not in a round trip of its own.
+        self.peek = 0 if self.spec.batches else max_ops
+        self.peeked: dict[keys.ShardKeys, list[Entry]] = {}
+        #: Shards whose lease went back with their last entry (`peek` only): the drain
+        #: holds them no more and stops, releasing nothing.
+        self.released: set[keys.ShardKeys] = set()
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
         """Send `unit` and resolve what the answer allows."""
@@ -172,7 +180,9 @@ class Delivery:
             accepted = ((e.accepted_ms, e.producer) for e in entries)
             metrics.delivered(workspace, accepted, self.now_ms(), self.lane)
             self._index(entries)
-            return Delivered(self._resolve(entries))
+            return Delivered(self._resolve(entries, before=outcome.pending))
+        if outcome.pending is not None:  # only a success carries one; written all the same
+            outcome.pending.run()
         if outcome.outcome_class is OutcomeClass.PARTIAL:
             failed = {e.batch_index: e for e in outcome.item_errors}
             for index, err in failed.items():
@@ -295,16 +305,33 @@ class Delivery:
         )
         return Delivered(self._resolve([entry]))
 
-    def _resolve(self, entries: list[Entry]) -> dict[keys.ShardKeys, int]:
+    def _resolve(
+        self, entries: list[Entry], *, before: PendingWrite | None = None
+    ) -> dict[keys.ShardKeys, int]:
         """Trim `entries` (the next part of each of their shards' heads), shard by shard."""
+        parts = by_shard(entries)
+        # The drain-rate record rides along (one round trip per resolve, not two), and so
+        # does the next read of a lane that sends each job alone (`peek`).
+        done = self.store.resolve_many(
+            [(self.leases[shard], own[-1].id) for shard, own in parts.items()],
+            also=lambda pipe: queue_drained(pipe, self.workspace, len(entries), self.metrics),
+            peek=self.peek,
+            before=before,
+        )
         resolved: dict[keys.ShardKeys, int] = {}
-        for shard, own in by_shard(entries).items():
-            removed = self.leases[shard].resolve(own[-1].id)
-            if removed != len(own):
-                log.error("resolved %d entries of %s, expected %d", removed, shard.tag, len(own))
+        for (shard, own), count, head in zip(parts.items(), done.counts, done.heads, strict=True):
+            if count != len(own):
+                log.error("resolved %d entries of %s, expected %d", count, shard.tag, len(own))
             resolved[shard] = len(own)
-        record_drained(self.store.redis, self.workspace, len(entries), self.metrics)
+            if head is not None:
+                self.peeked[shard] = head
+        self.released |= done.released
         return resolved
+
+    def take_peeked(self) -> dict[keys.ShardKeys, list[Entry]]:
+        """The shards' heads read with their last resolves (`peek`), once."""
+        found, self.peeked = self.peeked, {}
+        return found
 
     def _dead_letter(
         self,

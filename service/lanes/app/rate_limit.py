@@ -71,12 +71,18 @@ class _Buckets:
     def _call(
         self, workspace: str, limit_class: LimitClass, name: str, max_wait_ms: int, hold_ms: int
     ) -> Any:
+        lua_keys, args = self._args(workspace, limit_class, name, max_wait_ms, hold_ms)
+        with store_errors("rate bucket"):
+            return self._script(keys=lua_keys, args=args)
+
+    def _args(
+        self, workspace: str, limit_class: LimitClass, name: str, max_wait_ms: int, hold_ms: int
+    ) -> tuple[list[str], list[int]]:
         limit = limit_for(limit_class, self.app)
         args: list[int] = [limit.interval_us, limit.burst, max_wait_ms * 1000]
         if hold_ms:
             args.append(hold_ms * 1000)
-        with store_errors("rate bucket"):
-            return self._script(keys=[keys.rate_bucket(workspace, limit_class, name)], args=args)
+        return [keys.rate_bucket(workspace, limit_class, name)], args
 
 
 class RateLimiter(_Buckets):
@@ -93,6 +99,18 @@ class RateLimiter(_Buckets):
     ) -> None:
         """Let no process send in this class before `hold_ms` from now (an upstream 429)."""
         self._call(workspace, limit_class, name, 0, max(hold_ms, 1))
+
+    def queue_reserve(
+        self, pipe: Any, workspace: str, limit_class: LimitClass, *, name: str, max_wait_ms: int
+    ) -> None:
+        """`reserve`, queued on a pipeline by sha (`reservation` reads its reply)."""
+        lua_keys, args = self._args(workspace, limit_class, name, max_wait_ms, 0)
+        pipe.evalsha(self._script.sha, len(lua_keys), *lua_keys, *args)
+
+
+def reservation(reply: Any) -> Reservation | None:
+    """A pipelined `reserve`'s reply as a reservation, or None when it failed."""
+    return None if isinstance(reply, Exception) else _reservation(reply)
 
 
 class AsyncRateLimiter(_Buckets):

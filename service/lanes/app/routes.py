@@ -152,15 +152,19 @@ class AppIngest:
             job_id = str(orjson.loads(answer.body)["job_id"])
         # From here on the job is stored: every store error is answered with the 202 and
         # its status URL, never a 5xx.
-        try:
-            await self.outcomes.create(ws.name, Outcome(job_id, State.QUEUED, kind))
-            if _PREFER_ASYNC in (req.header(b"prefer") or "").lower() or self.wait_ms == 0:
-                return answer
-            outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=self.wait_ms)
-        except StoreUnavailable:
-            log.warning("App job %s is stored; its outcome could not be read", job_id)
-            return answer
+        outcome = None
+        if _PREFER_ASYNC not in (req.header(b"prefer") or "").lower() and self.wait_ms > 0:
+            try:
+                outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=self.wait_ms)
+            except StoreUnavailable:
+                log.warning("App job %s is stored; its outcome could not be read", job_id)
         if outcome is None:
+            # The queued record is for the status URL, which only a 202 hands out: written
+            # then, not for every send (NX: the worker's record may be there already).
+            try:
+                await self.outcomes.create(ws.name, Outcome(job_id, State.QUEUED, kind))
+            except StoreUnavailable:
+                log.warning("App job %s is stored; its queued record could not be written", job_id)
             return answer
         if outcome.state in (State.DELIVERED, State.REFUSED):
             return _customerio_answer(outcome)

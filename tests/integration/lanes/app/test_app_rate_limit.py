@@ -20,9 +20,9 @@ from service.lanes.app.rate_limit import LimitClass, RateLimiter, limit_for
 @pytest.mark.parametrize(
     ("limit_class", "overrides", "interval_us"),
     [
-        (LimitClass.SEND, {}, round(1e6 / 95)),
-        (LimitClass.APP, {}, round(1e6 / 9.5)),
-        (LimitClass.BROADCAST, {}, round(10e6 / 0.95)),
+        (LimitClass.SEND, {}, round(1e6 / 97)),
+        (LimitClass.APP, {}, round(1e6 / 9.7)),
+        (LimitClass.BROADCAST, {}, round(10e6 / 0.97)),
         (LimitClass.SEND, {"app_send_rps": 50, "app_rate_headroom": 1.0}, 20_000),
         (
             LimitClass.BROADCAST,

@@ -11,13 +11,24 @@ import orjson
 import pytest
 
 from service.config import Settings
-from service.delivery.outcomes import OutcomeClass
+from service.delivery.outcomes import Outcome, OutcomeClass
 from service.lanes.app.confirm import matches
 from service.lanes.app.jobs import app_job
 from service.lanes.app.outcomes import Outcomes, State
 from service.lanes.app.sender import AppSender
 
 EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
+
+
+class DrainedSender(AppSender):
+    """The sender as the drain runs it: a success's record (`Outcome.pending`) is written
+    with the resolve, here right after the send."""
+
+    def send_batch(self, body: bytes, *, op_count: int) -> Outcome:
+        outcome = super().send_batch(body, op_count=op_count)
+        if outcome.pending is not None:
+            outcome.pending.run()
+        return outcome
 
 
 @pytest.fixture
@@ -34,7 +45,7 @@ def sender(
         }
         settings = make_settings(**{**values, **overrides})
         made.append(
-            AppSender(
+            DrainedSender(
                 settings.workspaces[0],
                 settings.app,
                 settings.redis,

@@ -189,7 +189,7 @@ def test_reads_are_spaced_to_the_pollers_share_of_the_read_budget(
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """App reads 10/s x 0.95 headroom x 0.5 share: one read every 0.21 s at most."""
+    """App reads 10/s x 0.97 headroom x 0.5 share: one read every 0.21 s at most."""
     poller = make_poller()
     sent_at: list[float] = []
     send = poller.http.send
