@@ -22,6 +22,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -263,6 +264,13 @@ def connect_metrics(conf: RedisSettings) -> SyncStore:
     if conf.redis_cluster:
         return redis.RedisCluster.from_url(conf.redis_url, **options)
     return redis.Redis.from_url(conf.redis_url, **options)
+
+
+def queue_by_sha(pipe: Any, script: Script, lua_keys: list[Any], args: list[Any]) -> None:
+    """Queue `script` on `pipe` by its sha alone: a pipeline given the script itself asks
+    ``SCRIPT EXISTS`` first, one more round trip. The caller handles a ``NOSCRIPT`` reply
+    (the command did not run) by calling the script on its own."""
+    pipe.evalsha(script.sha, len(lua_keys), *lua_keys, *args)
 
 
 def lua_source(name: str) -> str:

@@ -21,14 +21,20 @@ from redis.exceptions import NoScriptError
 
 from service import keys
 from service.delivery.crash_search import InflightNote
-from service.delivery.outcomes import PendingWrite, SlotRequest
+from service.delivery.outcomes import PendingWrite
 from service.errors import LeaseLost, StoreUnavailable
 from service.jobs import PRODUCER_FIELD, JobKind, Lane, Traffic, job_kinds_by_field
-from service.store import durability
-from service.store.connections import STORE_ERRORS, SyncStore, load_script, store_errors
+from service.store.connections import (
+    STORE_ERRORS,
+    SyncStore,
+    load_script,
+    queue_by_sha,
+    store_errors,
+)
 from service.store.durability import Confirmation
+from service.store.leases import Lease
 from service.store.shard_state import ShardLook, look_at
-from service.stream_ids import id_ms, next_id
+from service.stream_ids import id_ms
 
 log = logging.getLogger("cioq.store")
 
@@ -130,13 +136,6 @@ def _note(raw: dict[bytes, bytes]) -> InflightNote:
     )
 
 
-def _evalsha(pipe: Any, script: Script, lua_keys: list[Any], args: list[Any]) -> None:
-    """Queue `script` on `pipe` by its sha alone: a pipeline given the script itself asks
-    ``SCRIPT EXISTS`` first, one more round trip. The caller handles a ``NOSCRIPT`` reply
-    (the command did not run) by calling the script on its own."""
-    pipe.evalsha(script.sha, len(lua_keys), *lua_keys, *args)
-
-
 def _rows(shard: keys.ShardKeys, rows: Any) -> list[Entry] | None:
     """A pipelined XRANGE's entries, or None when it failed."""
     if isinstance(rows, Exception):
@@ -224,7 +223,7 @@ class ShardStore:
         if isinstance(self.redis, redis.RedisCluster):
             return self.acquire(shard, lease_ms=lease_ms), None
         pipe = self.redis.pipeline(transaction=False)
-        _evalsha(pipe, self._acquire, [shard.lease, shard.fence], [lease_ms])
+        queue_by_sha(pipe, self._acquire, [shard.lease, shard.fence], [lease_ms])
         pipe.pttl(pause_key)
         pipe.hgetall(shard.retry)
         pipe.xrange(shard.stream, min="-", max="+", count=count)
@@ -322,7 +321,7 @@ class ShardStore:
             if peek:
                 lua_keys.append(lease.shard.trigger)
             calls.append((script, lua_keys, args))
-            _evalsha(pipe, script, lua_keys, args)
+            queue_by_sha(pipe, script, lua_keys, args)
         if peek:
             for lease, _ in parts:
                 pipe.xrange(lease.shard.stream, min="-", max="+", count=peek)
@@ -432,122 +431,3 @@ class ShardStore:
     def _run(fn: Any) -> Any:
         with store_errors():
             return fn()
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One drain's hold on a shard: the shard's keys and the lease's fencing token.
-
-    Every write through a lease is fenced by its token in Lua, and each method raises
-    `LeaseLost` when the script finds another holder, so the drain cannot act on a shard
-    it no longer owns.
-    """
-
-    store: ShardStore
-    shard: keys.ShardKeys
-    token: int
-    lease_ms: int
-
-    def renew(self) -> None:
-        """Extend the lease by `lease_ms` from now."""
-        if not self.store._call(self.store._renew, [self.shard.lease], [self.token, self.lease_ms]):
-            raise LeaseLost(self.shard.tag)
-
-    def release(self, *, marker_ms: int = 0) -> int:
-        """Give the lease back; returns how many entries are still queued.
-
-        `marker_ms` > 0 keeps the trigger marker that long (a re-trigger is scheduled).
-        A lease already lost releases nothing and raises nothing: it is not ours to free.
-        """
-        lua_keys = [self.shard.lease, self.shard.trigger, self.shard.stream]
-        return int(self.store._call(self.store._release, lua_keys, [self.token, marker_ms]))
-
-    def resolve(self, last_id: bytes) -> int:
-        """Delete the head up to and including `last_id`; returns how many were deleted."""
-        return self._fenced(self.store._resolve, *self.resolve_call(last_id))
-
-    def resolve_call(self, last_id: bytes) -> tuple[list[Any], list[Any]]:
-        """The resolve script's keys and arguments (`ShardStore.resolve_many` batches them)."""
-        lua_keys = [self.shard.stream, self.shard.lease, self.shard.retry]
-        return lua_keys, [self.token, next_id(last_id)]
-
-    def record_attempt(self, *, head: bytes, now_ms: int, not_before_ms: int, label: str) -> int:
-        """Count a failed attempt at `head`; returns the attempt count."""
-        lua_keys = [self.shard.retry, self.shard.lease, self.shard.inflight]
-        args = [self.token, head, now_ms, not_before_ms, label]
-        return self._fenced(self.store._attempt, lua_keys, args)
-
-    def mark_inflight(self, note: InflightNote, *, slot: SlotRequest | None = None) -> None:
-        """Note the send about to go out (crash search reads it after a death), confirmed
-        at the workspace's durability level before the POST (audit F5).
-
-        A note the level does not vouch for could vanish in a failover or a restart
-        while the send happens, and the next drain would send again. So when it cannot
-        be confirmed the send does not go out: the note is cleared, fenced (nothing was
-        sent, so there is nothing ambiguous), and StoreUnavailable raised. Should the
-        clear fail too, the next drain finds the note and dead-letters the send as
-        ambiguous: never sent twice, at worst not sent at all.
-        """
-        args = [self.token, note.head, note.count, note.lone_crashes, note.suspect_last or b""]
-        lua_keys = [self.shard.inflight, self.shard.lease]
-        confirming = self.store.confirmation is not None and self.store.confirmation.needed
-        if (
-            slot is not None
-            and not confirming
-            and not isinstance(self.store.redis, redis.RedisCluster)
-        ):
-            return self._mark_with_slot(lua_keys, args, slot)
-        try:
-            with store_errors("noting a send"):
-                result = int(
-                    durability.run_confirmed(
-                        self.store.redis,
-                        self.store.confirmation,
-                        self.store._inflight,
-                        lua_keys,
-                        args,
-                    )
-                )
-        except StoreUnavailable:
-            with contextlib.suppress(StoreUnavailable, LeaseLost):
-                self.clear_inflight()
-            raise
-        if result < 0:
-            raise LeaseLost(self.shard.tag)
-
-    def _mark_with_slot(self, lua_keys: list[Any], args: list[Any], slot: SlotRequest) -> None:
-        """The note and the job's slot request in one round trip (the note first, as the
-        send's own order has it). The note unconfirmed (the `write` level) is all a send
-        needs here; a note that failed raises as `mark_inflight` does."""
-        pipe = self.store.redis.pipeline(transaction=False)
-        _evalsha(pipe, self.store._inflight, lua_keys, args)
-        slot.queue(pipe)
-        with store_errors("noting a send"):
-            noted, reply = pipe.execute(raise_on_error=False)
-        slot.take(reply)
-        if isinstance(noted, NoScriptError):
-            noted = self.store._call(self.store._inflight, lua_keys, args)
-        if isinstance(noted, Exception):
-            with contextlib.suppress(StoreUnavailable, LeaseLost):
-                self.clear_inflight()
-            with store_errors("noting a send"):
-                raise noted
-        if int(noted) < 0:
-            raise LeaseLost(self.shard.tag)
-
-    def clear_inflight(self) -> None:
-        """Forget the note of the last send: it got an answer, or the shard is handed over."""
-        lua_keys = [self.shard.inflight, self.shard.lease]
-        self._fenced(self.store._clear_inflight, lua_keys, [self.token])
-
-    @property
-    def fence(self) -> tuple[str, int]:
-        """(lease key, token): what a write elsewhere checks to be fenced by this lease."""
-        return self.shard.lease, self.token
-
-    def _fenced(self, script: Script, lua_keys: list[str], args: list[Any]) -> int:
-        """Run a fenced script; its -1 means another holder took the shard."""
-        result = int(self.store._call(script, lua_keys, args))
-        if result < 0:
-            raise LeaseLost(self.shard.tag)
-        return result

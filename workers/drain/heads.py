@@ -28,8 +28,9 @@ from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
 from service.jobs import batching_kinds, job_kind
 from service.lanes.registry import LANES
+from service.store.leases import Lease
 from service.store.shard_state import ShardLook
-from service.store.shards import Entry, FirstLook, Lease, ShardStore
+from service.store.shards import Entry, FirstLook, ShardStore
 from service.stream_ids import id_key
 from workers.drain.send import OutgoingUnit
 from workers.drain.settings import Limits

@@ -29,8 +29,9 @@ from service.lanes.registry import LANES
 from service.metrics import definitions as metrics
 from service.metrics.queue_state import queue_drained
 from service.store.dead_letters import DeadLetter, DeadLetterStore, LetterClass, LetterReason
+from service.store.leases import Lease
 from service.store.sent_index import record_sent
-from service.store.shards import Entry, Lease, ShardStore
+from service.store.shards import Entry, ShardStore
 from workers.drain.settings import NO_SENT_INDEX, Limits, SentIndexing
 
 log = logging.getLogger("cioq.delivery")
