@@ -7,7 +7,7 @@ checks per response) that the ingest API then turns back into bytes. `DirectCycl
 stands where uvicorn's cycle stands (the protocol fills its body and wakes it, exactly as
 it does its own) and writes the answer in one ``transport.write``: 26 µs → 15 µs of
 server CPU per request for a trivial app on this 2-core machine, 11 µs of a single-op
-request's ~80 µs (`bench/run --only ingest`). ``/metrics`` and the console's pages keep
+request's ~100 µs (`bench/run --only ingest`). ``/metrics`` and the console's pages keep
 going through ASGI (`IngestApp.serves_directly`).
 """
 
