@@ -24,11 +24,12 @@ from bench.stack import APP_KEY, INGEST_KEY, BenchStack, sandbox_requests, wait_
 LIMIT_PER_S = 100
 
 
-def _email(n: int) -> dict[str, Any]:
+def email(n: int, prefix: str = "p") -> dict[str, Any]:
+    """Transactional email `n`, to the person `{prefix}{n}`."""
     return {
         "transactional_message_id": 1,
-        "to": f"p{n}@example.com",
-        "identifiers": {"id": f"p{n}"},
+        "to": f"{prefix}{n}@example.com",
+        "identifiers": {"id": f"{prefix}{n}"},
         "message_data": {"n": n},
     }
 
@@ -44,7 +45,7 @@ def _latencies(url: str, key: str, count: int) -> list[float]:
             time.sleep(max(0.0, next_s - time.perf_counter()))
             started = time.perf_counter()
             next_s = started + 2 / LIMIT_PER_S
-            answer = client.post("/v1/send/email", json=_email(n))
+            answer = client.post("/v1/send/email", json=email(n))
             out.append(time.perf_counter() - started)
             if answer.status_code != 200 or "delivery_id" not in answer.json():
                 raise RuntimeError(f"send {n}: {answer.status_code} {answer.text}")
@@ -56,11 +57,11 @@ def _warm_up(api: str) -> None:
     headers = {"Authorization": f"Bearer {INGEST_KEY}"}
     with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
         wait_for(
-            lambda: client.post("/v1/send/email", json=_email(0)).status_code == 200,
+            lambda: client.post("/v1/send/email", json=email(0)).status_code == 200,
             timeout_s=120,
         )
         for n in range(20):
-            client.post("/v1/send/email", json=_email(n))
+            client.post("/v1/send/email", json=email(n))
 
 
 def _p(values: list[float], q: int) -> float:
@@ -110,7 +111,7 @@ def run(tmp: Path, *, quick: bool) -> list[Figure]:
         headers = {"Authorization": f"Bearer {INGEST_KEY}", "Prefer": "respond-async"}
         with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
             for n in range(backlog):
-                client.post("/v1/send/email", json=_email(n)).raise_for_status()
+                client.post("/v1/send/email", json=email(n)).raise_for_status()
 
         def arrived() -> bool:
             stats = httpx.get(f"{sandbox}/_sandbox/stats", timeout=30).json()

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.app_api import email
 from bench.figures import Figure
 from bench.loadgen import LoadResult, build_request, run_load
 from bench.send_cost import _tree_cpu_s
@@ -37,20 +38,15 @@ GOAL_CPU_RATIO = 2.0
 CONNECTIONS = 32
 
 
-def _email(n: int) -> dict[str, Any]:
-    return {
-        "transactional_message_id": 1,
-        "to": f"lifted{n}@example.com",
-        "identifiers": {"id": f"lifted{n}"},
-        "message_data": {"n": n},
-    }
+def _lifted(n: int) -> dict[str, Any]:
+    return email(n, prefix="lifted")
 
 
 def _requests(port: int, key: str, offset: int) -> Any:
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
 
     def make(n: int) -> bytes:
-        body = orjson.dumps(_email(offset + n))
+        body = orjson.dumps(_lifted(offset + n))
         return build_request("POST", "/v1/send/email", body, port=port, headers=headers)
 
     return make
@@ -65,10 +61,10 @@ def _direct_cpu_ms(sandbox: str, sends: int, offset: int) -> float:
     """CPU of this process per send, posting one send after another with httpx."""
     headers = {"Authorization": f"Bearer {APP_KEY}"}
     with httpx.Client(base_url=sandbox, headers=headers, timeout=30) as client:
-        client.post("/v1/send/email", json=_email(offset)).raise_for_status()  # connected
+        client.post("/v1/send/email", json=_lifted(offset)).raise_for_status()  # connected
         started = time.process_time()
         for n in range(1, sends + 1):
-            client.post("/v1/send/email", json=_email(offset + n)).raise_for_status()
+            client.post("/v1/send/email", json=_lifted(offset + n)).raise_for_status()
         return (time.process_time() - started) / sends * 1000
 
 
@@ -81,12 +77,12 @@ def _warm_up(api: str, offset: int) -> int:
         def answered() -> bool:
             nonlocal posted
             posted += 1
-            return client.post("/v1/send/email", json=_email(offset + posted)).status_code == 200
+            return client.post("/v1/send/email", json=_lifted(offset + posted)).status_code == 200
 
         wait_for(answered, timeout_s=120, interval_s=0.5)
         for _ in range(50):
             posted += 1
-            client.post("/v1/send/email", json=_email(offset + posted))
+            client.post("/v1/send/email", json=_lifted(offset + posted))
     return posted
 
 

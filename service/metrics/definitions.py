@@ -233,13 +233,6 @@ def observe_ingest(route: str, status: int, duration_s: float) -> None:
 
 
 def jobs_accepted(workspace: str, jobs: Sequence[Job], producer: str = "") -> None:
-    if len(jobs) == 1:  # a single-op request: no tallying to do
-        job = jobs[0]
-        lane = job.lane
-        _accepted(workspace, lane, job.op_type, producer).inc()
-        TALLY.add(workspace, _accepted_activity(lane))
-        TALLY.add(workspace, _producer_activity(producer, "accepted"))
-        return
     counts: dict[tuple[Lane, str], int] = {}
     for job in jobs:
         key = (job.lane, job.op_type)

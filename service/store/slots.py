@@ -264,17 +264,13 @@ class SlotWriter:
         name = f"{node[0]}:{node[1]}"
         client = self._nodes.get(name)
         if client is None:
-            tls = (
-                node_options(self.client, tls_only=True)
-                if isinstance(self.client, AsyncRedisCluster)
-                else {}
-            )
+            tls = node_options(self._cluster, tls_only=True) if self._cluster is not None else {}
             client = aioredis.Redis.from_url(
                 _node_url(self._seed_url, *node), retry=AsyncRetryIfNotRun(), **tls
             )
             pool = client.connection_pool
             pool.connection_class = packs_with_hiredis(pool.connection_class)
-            if isinstance(self.client, RidesOutFailovers):
+            if self._riding is not None:
                 pool.connection_class = fails_fast_when_down(pool.connection_class)
             self._nodes[name] = client
         return client
