@@ -300,7 +300,7 @@ class IngestApp:
         if self._own_redis:
             await self.redis.aclose()
         if self._own_triggers:
-            self.triggers.close()
+            await self.triggers.aclose()
 
 
 def console_for(app: IngestApp, settings: Settings) -> Starlette:

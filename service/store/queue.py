@@ -27,7 +27,7 @@ from service.store.durability import Confirmation
 from service.store.group_commit import GroupCommit, Stored
 from service.store.slots import SlotWriter
 from service.store.tombstones import DropPlace, Tombstones
-from service.triggers import Triggers
+from service.triggers import Trigger, Triggers
 
 #: How often a keyed store is tried when the link breaks and its markers show nothing
 #: stored (each try waits for a Redis that is down, up to ``CIOQ_REDIS_OUTAGE_WAIT_S``).
@@ -253,32 +253,30 @@ class Queue:
         if self.triggers is None:
             return
         try:
-            await asyncio.to_thread(self._send_all, shards, behind)
+            await self.triggers.send_all(self._triggers_for(shards, behind))
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
 
-    def _send_all(self, shards: list[keys.ShardKeys], behind: frozenset[keys.ShardKeys]) -> None:
+    def _triggers_for(
+        self, shards: list[keys.ShardKeys], behind: frozenset[keys.ShardKeys]
+    ) -> list[Trigger]:
         """One trigger per shard. A shard `behind` (its head outwaited the trigger marker,
         so an earlier trigger is still unserved: the workers are down or behind) gets its
         backstop trigger on the bulk queue: while workers were down, writes to a backlog
         sent one live trigger per shard and marker life, and the live events after the
         restart waited in the live queue behind all of them (issue 27).
         """
-        assert self.triggers is not None
         linger_s = self.linger_ms / 1000
+        triggers = []
         for shard in shards:
             # A batch lane's drain would only wait for its batch to fill; a lone send not.
             batches = lane_traits(shard.lane).batches
             late = shard in behind and batches
             countdown_s = linger_s if batches and not late else 0.0
-            self.triggers.send(
-                shard.workspace,
-                shard.shard,
-                lane=shard.lane,
-                traffic=shard.traffic,
-                bulk=late,
-                countdown_s=countdown_s,
+            triggers.append(
+                Trigger(shard.workspace, shard.shard, shard.lane, shard.traffic, late, countdown_s)
             )
+        return triggers
 
     async def aclose(self) -> None:
         """Close the per-node connections of cluster mode (the client is the caller's)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from service.jobs import Lane, Traffic
+from service.triggers import Trigger
 
 
 class RecordingTriggers:
@@ -28,5 +31,19 @@ class RecordingTriggers:
         self.lanes.append(lane)
         self.queues.append((traffic, bulk or traffic is Traffic.BULK))
 
+    async def send_all(self, triggers: Sequence[Trigger]) -> None:
+        for t in triggers:
+            self.send(
+                t.workspace,
+                t.shard,
+                lane=t.lane,
+                traffic=t.traffic,
+                bulk=t.bulk,
+                countdown_s=t.countdown_s,
+            )
+
     def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
         pass
