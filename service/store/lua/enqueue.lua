@@ -1,3 +1,4 @@
+#!lua
 -- Store jobs in shards' streams, request by request, and take each shard's trigger marker.
 -- One call carries one or more *parts*, each one shard: on a standalone Redis every part of
 -- a group commit goes in one call (one command to pack and one reply to parse, instead of
@@ -11,9 +12,12 @@
 -- A request with a marker key (its id) is stored once: if the marker is there an earlier
 -- try stored it, and only the marker's TTL is renewed, which is still a write, so the
 -- caller's WAIT/WAITAOF on this connection covers that earlier write too. A script runs
--- atomically; under maxmemory it can only be refused at its first write, so a call is
--- stored whole or not at all. A part that raises (a key of the wrong type) answers an
--- error in its place and the other parts go on, as they would as calls of their own.
+-- atomically, and over maxmemory this one (a shebang script without allow-oom) is refused
+-- before it runs, so a call is stored whole or not at all: an unflagged script is checked
+-- at its first write only, and a retry's renewal (PEXPIRE, allowed over maxmemory) first in
+-- the call let the other requests' XADDs after it fill memory past the limit. A part that
+-- raises (a key of the wrong type) answers an error in its place and the other parts go
+-- on, as they would as calls of their own.
 -- Each entry is {field: payload}, plus {p: producer} when the request names one.
 -- The marker keeps the first try's value (its answer), so a retry answers as the first did.
 -- Returns per part: per request 1 (stored now) or the marker's value (stored by an earlier

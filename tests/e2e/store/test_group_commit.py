@@ -130,3 +130,44 @@ def test_redis_down_fails_every_waiting_request(tmp_path: Path) -> None:
 
     results = asyncio.run(main())
     assert all(isinstance(r, StoreUnavailable) for r in results), results
+
+
+def test_over_maxmemory_a_call_stores_nothing_even_after_a_retry_renewed_its_marker(
+    tmp_path: Path,
+) -> None:
+    """A retry whose jobs an earlier try stored only renews its marker (PEXPIRE, which
+    Redis allows over maxmemory). Sharing a call with it, another request's XADDs must
+    still be refused: Redis checks maxmemory at a script's first write only, so after
+    the renewal the later parts of the call could fill memory past the limit."""
+    server = RedisServer(tmp_path / "redis")
+    first, retried, fresh = [job(1, 0)], [job(1, 0)], [job(2, 0)]
+    assert shard_for("default", first[0].route, SHARDS) != shard_for(
+        "default", fresh[0].route, SHARDS
+    )
+
+    async def main() -> list[object]:
+        client = aioredis.Redis.from_url(server.url)
+        commit = GroupCommit(
+            SlotWriter(client, "enqueue", seed_url=server.url),
+            Settings(redis_url=server.url, shards=SHARDS).queue,
+        )
+        try:
+            await commit.store("default", first, request_id="req-1")
+            used = int((await client.info("memory"))["used_memory"])
+            await client.config_set("maxmemory", str(used - 1024 * 1024))
+            # The retry's part comes first in the shared call, the new request's after it.
+            return await asyncio.gather(
+                commit.store("default", retried, request_id="req-1"),
+                commit.store("default", fresh, request_id="req-2"),
+                return_exceptions=True,
+            )
+        finally:
+            await client.aclose()
+
+    try:
+        results = asyncio.run(main())
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        rows = stored(server.url)
+        assert sum(len(v) for v in rows.values()) == 1, "only the first try's job"
+    finally:
+        server.stop()
