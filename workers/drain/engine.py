@@ -33,7 +33,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from service import keys
-from service.delivery.outcomes import SlotRequest
 from service.delivery.upstream import LaneClient
 from service.errors import LeaseLost
 from service.jobs import Lane, Traffic
@@ -313,7 +312,7 @@ class Drainer:
                 return
             if pace.renew_due():
                 held.renew()
-            slot = _slot_request(delivery.client, unit)
+            slot = delivery.slot_request(unit)
             for shard, note in step.notes.items():
                 held.leases[shard].mark_inflight(note, slot=slot)
                 held.noted(shard, note)
@@ -440,16 +439,6 @@ def _set_aside(delivery: Delivery, step: Quarantine | Interrupted) -> Delivered:
     if isinstance(step, Quarantine):
         return delivery.quarantine(step.entry, step.crashes)
     return delivery.interrupted(step.entry)
-
-
-def _slot_request(client: LaneClient, unit: OutgoingUnit) -> SlotRequest | None:
-    """What a lone job must take before it goes out (the App lane's rate slot), asked with
-    its in-flight note; None for a lane that takes nothing (or a unit of several jobs)."""
-    ask = getattr(client, "slot_request", None)
-    if ask is None or unit.count != 1 or unit.oversize:
-        return None
-    found: SlotRequest = ask(unit.body)
-    return found
 
 
 def _countdown_s(report: DrainReport) -> float | None:
