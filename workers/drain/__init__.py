@@ -7,7 +7,8 @@ unit and resolves its ops under each shard's own lease. `blocked` holds the poli
 an outcome that stops delivery (throttle, setup, transient).
 """
 
-from workers.drain.engine import MAX_COUNTDOWN_S, Drainer, DrainReport
+from workers.drain.engine import Drainer
+from workers.drain.report import MAX_COUNTDOWN_S, DrainReport
 from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 

@@ -30,7 +30,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from service import keys
 from service.delivery.upstream import LaneClient
@@ -42,58 +41,16 @@ from service.store.shards import FirstLook, ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
-from workers.drain.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
+from workers.drain.report import DrainReport
+from workers.drain.send import Delivered, Delivery, OutgoingUnit
 from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
 
-#: Celery holds ETA triggers in memory; far-future ones are left to the sweeper.
-MAX_COUNTDOWN_S = 60.0
 #: How often a running drain of an unbatched (App API) lane looks for another worker's
 #: pause; batching lanes look before every send.
 PAUSE_CHECK_S = 0.1
-
-
-@dataclass
-class DrainReport:
-    """What one drain did, for logs, metrics and tests."""
-
-    workspace: str
-    shard: int
-    lane: Lane
-    traffic: Traffic = Traffic.LIVE
-    #: Triggered from the bulk queue: runs on `bulk_drain_budget_s`.
-    bulk: bool = False
-    stopped: StopReason | None = None
-    requests: int = 0
-    delivered: int = 0
-    dead_lettered: int = 0
-    bisect_requests: int = 0
-    #: How many shards the drain held at its end (1: it packed only its own).
-    shards_held: int = 0
-    retrigger_s: float | None = None
-
-    def stop(self, reason: StopReason, retrigger_s: float | None = None) -> None:
-        self.stopped, self.retrigger_s = reason, retrigger_s
-
-    def add(self, counts: DeliveryCounts) -> None:
-        self.requests += counts.requests
-        self.delivered += counts.delivered
-        self.dead_lettered += counts.dead_lettered
-        self.bisect_requests += counts.bisect_requests
-
-    @property
-    def retrigger_bulk(self) -> bool:
-        """Whether the re-trigger goes to the bulk queue: the shards hold a backlog."""
-        if self.traffic is Traffic.BULK or self.stopped is StopReason.BACKLOG:
-            return True
-        return self.bulk and self.stopped is StopReason.BUDGET
-
-    @property
-    def packs_again(self) -> bool:
-        """Whether the drain's own re-trigger comes soon and will pack the other shards."""
-        return self.stopped in (StopReason.LINGER, StopReason.BUDGET)
 
 
 class Drainer:
@@ -342,7 +299,7 @@ class Drainer:
         linger window per workspace, not one per shard). Otherwise each shard left with
         work gets a trigger of its own.
         """
-        countdown_s = _countdown_s(report)
+        countdown_s = report.countdown_s
         packs_again = report.packs_again
         marker_ms = self._marker_ms(countdown_s)
         primary = held.primary
@@ -439,10 +396,3 @@ def _set_aside(delivery: Delivery, step: Quarantine | Interrupted) -> Delivered:
     if isinstance(step, Quarantine):
         return delivery.quarantine(step.entry, step.crashes)
     return delivery.interrupted(step.entry)
-
-
-def _countdown_s(report: DrainReport) -> float | None:
-    """When the drain's own re-trigger is due, or None when it asked for none."""
-    if report.retrigger_s is None:
-        return None
-    return min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)
