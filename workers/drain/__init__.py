@@ -4,7 +4,8 @@
 was triggered for, `heads.HeldShards` adds the heads of other shards of the workspace
 when that shard alone would send a small request, and `send.Delivery` sends each
 unit and resolves its ops under each shard's own lease. `blocked` holds the policies for
-an outcome that stops delivery (throttle, setup, transient).
+an outcome that stops delivery (throttle, setup, transient); `report.DrainReport` says
+what a drain did and when it goes on.
 """
 
 from workers.drain.engine import Drainer

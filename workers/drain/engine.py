@@ -41,16 +41,13 @@ from service.store.shards import FirstLook, ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
+from workers.drain.pace import Pace
 from workers.drain.report import DrainReport
 from workers.drain.send import Delivered, Delivery, OutgoingUnit
 from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
-
-#: How often a running drain of an unbatched (App API) lane looks for another worker's
-#: pause; batching lanes look before every send.
-PAUSE_CHECK_S = 0.1
 
 
 class Drainer:
@@ -176,7 +173,7 @@ class Drainer:
         self,
         held: HeldShards,
         report: DrainReport,
-        pace: _Pace,
+        pace: Pace,
         *,
         check_retry: bool,
         look: FirstLook | None = None,
@@ -233,7 +230,7 @@ class Drainer:
         batches = LANES[held.primary.lane].batches
         packs = self._packs_across(held.primary.lane)
         sent = sent_full = False
-        pace = _Pace(self.clock, s.lease_ms / 1000)
+        pace = Pace(self.clock, s.lease_ms / 1000)
         while True:
             if self._held_back(held, report, pace, check_retry=not sent, look=look):
                 return
@@ -346,36 +343,6 @@ class Drainer:
             )
         except Exception:  # the sweeper re-sends triggers for any shard with backlog
             log.warning("could not re-trigger %s", shard.tag, exc_info=True)
-
-
-class _Pace:
-    """When a drain last renewed its leases and looked for a pause.
-
-    Lone App API sends make every round trip count: leases are renewed once a third of
-    their time has passed (every write is fenced anyway), and there another worker's pause
-    is looked for at most every PAUSE_CHECK_S (a few sends more at worst, each answered 429
-    again and so resent; the cluster-wide rate buckets keep them rare).
-    """
-
-    def __init__(self, clock: Callable[[], float], lease_s: float) -> None:
-        self.clock = clock
-        self.lease_s = lease_s
-        self.renewed_s = clock()
-        self.paused_checked_s = float("-inf")
-
-    def pause_check_due(self) -> bool:
-        now_s = self.clock()
-        if now_s - self.paused_checked_s < PAUSE_CHECK_S:
-            return False
-        self.paused_checked_s = now_s
-        return True
-
-    def renew_due(self) -> bool:
-        now_s = self.clock()
-        if now_s - self.renewed_s < self.lease_s / 3:
-            return False
-        self.renewed_s = now_s
-        return True
 
 
 def _unresolved(unit: OutgoingUnit, resolved: dict[keys.ShardKeys, int]) -> OutgoingUnit:
