@@ -10,21 +10,20 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from cioq.listing import echo_page, when
 from service.config import Settings
 from service.errors import CioqError, InvalidRequest
 from service.jobs import job_kind
 from service.lanes import registry
 from service.store.connections import AsyncStore, connect_async
 from service.store.dead_letter_admin import DeadLetterAdmin, DeadLetterFilter, SelectionResult
-from service.store.dead_letters import LetterClass
+from service.store.dead_letters import LetterClass, StoredDeadLetter
 from service.store.queue import Queue
 from service.store.startup_checks import check_async
 from service.triggers import Triggers
@@ -60,6 +59,8 @@ Ids = Annotated[list[str] | None, typer.Argument(help="Dead-letter ids (<ms>-<se
 Yes = Annotated[
     bool, typer.Option("--yes", help="Replay App API sends without asking (may deliver twice)")
 ]
+Limit = Annotated[int, typer.Option(min=1, max=10_000)]
+JsonLines = Annotated[bool, typer.Option("--json", help="One JSON object per line")]
 
 _settings: Callable[[], Settings] | None = None
 
@@ -151,10 +152,6 @@ def _filter(
         raise typer.BadParameter(exc.errors[0].message) from exc
 
 
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 @app.command("list")
 def list_(
     workspace: Workspace = "default",
@@ -166,38 +163,38 @@ def list_(
     since: Since = None,
     until: Until = None,
     producer: ProducerName = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    limit: Limit = 50,
+    as_json: JsonLines = False,
 ) -> None:
     """List dead letters, oldest first."""
     flt = _filter(None, lane, reason, outcome_class, op, person, since, until, producer)
     page = _run(workspace, lambda dlq: dlq.page(workspace, flt, limit=limit))
-    if as_json:
-        for stored in page.letters:
-            typer.echo(orjson.dumps(stored.as_dict()).decode())
-        return
-    table = Table(title=f"dead letters of {workspace!r}")
     columns = ("id", "dead at (UTC)", "producer", "lane", "person", "op", "reason", "class")
-    for column in (*columns, "status", "message"):
-        table.add_column(column, overflow="fold")
-    for stored in page.letters:
-        letter = stored.letter
-        table.add_row(
-            stored.id,
-            _when(letter.dead_ms),
-            letter.producer,
-            str(stored.lane),
-            stored.person,
-            stored.op_type,
-            letter.reason,
-            letter.outcome_class,
-            "" if letter.status is None else str(letter.status),
-            letter.message[:120],
-        )
-    console = Console()
-    console.print(table)
-    if page.next_after:
-        console.print(f"more letters follow; {len(page.letters)} shown (raise --limit)")
+    echo_page(
+        page.letters,
+        bool(page.next_after),
+        as_json=as_json,
+        title=f"dead letters of {workspace!r}",
+        columns=(*columns, "status", "message"),
+        row=_letter_row,
+        noun="letters",
+    )
+
+
+def _letter_row(stored: StoredDeadLetter) -> tuple[str, ...]:
+    letter = stored.letter
+    return (
+        stored.id,
+        when(letter.dead_ms),
+        letter.producer,
+        str(stored.lane),
+        stored.person,
+        stored.op_type,
+        letter.reason,
+        letter.outcome_class,
+        "" if letter.status is None else str(letter.status),
+        letter.message[:120],
+    )
 
 
 @app.command()

@@ -15,12 +15,21 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from cioq.dlq_cli import LaneName, ProducerName, Since, Until, Workspace, _when, run_with_queue
+from cioq.dlq_cli import (
+    JsonLines,
+    LaneName,
+    Limit,
+    ProducerName,
+    Since,
+    Until,
+    Workspace,
+    run_with_queue,
+)
+from cioq.listing import echo_page, when
 from service.config import Settings
 from service.errors import InvalidRequest
-from service.store.late_failures import FAILURE_TYPES, LateFailures, LateFilter
+from service.store.late_failures import FAILURE_TYPES, LateFailure, LateFailures, LateFilter
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -63,8 +72,8 @@ def list_(
     type_: TypeName = None,
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line")] = False,
+    limit: Limit = 50,
+    as_json: JsonLines = False,
 ) -> None:
     """List late failures, newest first (times are when each failure appeared in the log).
 
@@ -81,32 +90,32 @@ def list_(
     except InvalidRequest as exc:
         raise typer.BadParameter(exc.errors[0].message) from exc
     page = _run(workspace, lambda late, _: late.page(workspace, flt, limit=limit))
-    if as_json:
-        for failure in page.failures:
-            typer.echo(orjson.dumps(failure.as_dict()).decode())
-        return
-    table = Table(title=f"late failures of {workspace!r}")
     columns = ("id", "failed at (UTC)", "producer", "lane", "person", "type", "name", "job")
-    for column in (*columns, "reason", "re-sent"):
-        table.add_column(column, overflow="fold")
-    for failure in page.failures:
-        row = failure.as_dict(payload=False)
-        table.add_row(
-            failure.id,
-            _when(failure.failed_ms),
-            failure.producer,
-            failure.lane,
-            str(row["person"]),
-            failure.type,
-            str(row["name"]),
-            str(row["job_id"] or "unlinked"),
-            str(row["reason"])[:120],
-            "yes" if failure.resent else "",
-        )
-    console = Console()
-    console.print(table)
-    if page.next_after:
-        console.print(f"more late failures follow; {len(page.failures)} shown (raise --limit)")
+    echo_page(
+        page.failures,
+        bool(page.next_after),
+        as_json=as_json,
+        title=f"late failures of {workspace!r}",
+        columns=(*columns, "reason", "re-sent"),
+        row=_failure_row,
+        noun="late failures",
+    )
+
+
+def _failure_row(failure: LateFailure) -> tuple[str, ...]:
+    row = failure.as_dict(payload=False)
+    return (
+        failure.id,
+        when(failure.failed_ms),
+        failure.producer,
+        failure.lane,
+        str(row["person"]),
+        failure.type,
+        str(row["name"]),
+        str(row["job_id"] or "unlinked"),
+        str(row["reason"])[:120],
+        "yes" if failure.resent else "",
+    )
 
 
 @app.command()

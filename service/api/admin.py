@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
+from service.api.paging import PageQuery, page_response
 from service.config import Workspace, find_workspace
 from service.errors import ConfigError, FieldError, InvalidRequest
 from service.store.dead_letter_admin import (
@@ -25,8 +25,6 @@ from service.store.dead_letter_admin import (
 from service.store.dead_letter_repair import FieldRule, LetterRepair
 from service.store.forget import Forgetting, parse_people
 from service.web.http import Request, Response, Route, json_response
-
-MAX_PAGE = 1000
 
 
 def _outcome(outcome: SelectionResult, verb: str) -> Response:
@@ -100,26 +98,10 @@ class Admin:
 
     async def list(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)
-        query = {k: v[-1] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
-        limit_text = query.get("limit", "100")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise InvalidRequest(
-                [FieldError("limit", "range", f"limit must be 1..{MAX_PAGE}", MAX_PAGE)]
-            )
-        after = query.get("after") or None
-        if after is not None:
-            check_ids((after,))
-        flt = DeadLetterFilter.from_fields(
-            {k: v for k, v in query.items() if k not in ("limit", "after")}
-        )
-        page = await self.dlq.page(workspace, flt, limit=int(limit_text), after=after)
-        return json_response(
-            200,
-            {
-                "dead_letters": [s.as_dict() for s in page.letters],
-                "next_after": page.next_after,
-            },
-        )
+        asked = PageQuery.parse(request)
+        flt = DeadLetterFilter.from_fields(asked.filter_fields)
+        page = await self.dlq.page(workspace, flt, limit=asked.limit, after=asked.after)
+        return page_response("dead_letters", page.letters, page.next_after)
 
     async def summary(self, request: Request, _: Any) -> Response:
         workspace = self._workspace(request)

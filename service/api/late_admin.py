@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from service.api.admin import workspace_in_path
+from service.api.paging import PageQuery, page_response
 from service.config import Workspace
-from service.errors import FieldError, InvalidRequest
-from service.store.dead_letter_admin import check_ids
+from service.errors import InvalidRequest
 from service.store.late_failures import LateFailures, LateFilter
 from service.web.http import Request, Response, Route, json_response
-
-MAX_PAGE = 1000
 
 
 class LateAdmin:
@@ -51,24 +48,10 @@ class LateAdmin:
 
     async def list(self, request: Request, _: Any) -> Response:
         workspace = self._find(request).name
-        query = {k: v[-1] for k, v in parse_qs(request.query, keep_blank_values=True).items()}
-        limit_text = query.get("limit", "100")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-            raise InvalidRequest(
-                [FieldError("limit", "range", f"limit must be 1..{MAX_PAGE}", MAX_PAGE)]
-            )
-        after = query.get("after") or None
-        if after is not None:
-            check_ids((after,))
-        flt = LateFilter.from_fields(query)
-        page = await self.late.page(workspace, flt, limit=int(limit_text), after=after)
-        return json_response(
-            200,
-            {
-                "late_failures": [f.as_dict() for f in page.failures],
-                "next_after": page.next_after,
-            },
-        )
+        asked = PageQuery.parse(request)
+        flt = LateFilter.from_fields(asked.filter_fields)
+        page = await self.late.page(workspace, flt, limit=asked.limit, after=asked.after)
+        return page_response("late_failures", page.failures, page.next_after)
 
     async def show(self, request: Request, _: Any) -> Response:
         workspace = self._find(request).name

@@ -10,6 +10,7 @@ the same form with every broken rule named.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -18,10 +19,10 @@ from starlette.responses import Response
 
 from service.config import Workspace, find_workspace
 from service.console import views
+from service.console.fixes import apply_fix
 from service.console.pages import Form, Pages, query_of
 from service.console.session import Session
 from service.errors import FieldError, InvalidRequest
-from service.store.dead_letter_repair import INVALID_FIX_STATUS
 from service.store.late_failures import (
     FAILURE_TYPES,
     UNLINKED,
@@ -104,20 +105,17 @@ class LatePages:
     async def resend(self, request: Request, session: Session, form: Form) -> Response:
         workspace, failure = await self._failure(request)
         text = form.get("payload")
-        try:
-            payload = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            errors = [FieldError("payload", "json", "the payload is not valid JSON")]
-            return self._page(request, session, workspace, failure, text, errors, 400)
-        strict = find_workspace(self.workspaces, workspace).strict_validation
-        try:
+
+        async def resend(payload: Any) -> Response:
+            strict = find_workspace(self.workspaces, workspace).strict_validation
             await self.late.resend(workspace, failure.id, payload, strict=strict, who=session.name)
-        except InvalidRequest as exc:
-            if exc.status not in (INVALID_FIX_STATUS, 409):
-                raise
-            return self._page(request, session, workspace, failure, text, exc.errors, exc.status)
-        _, failure = await self._failure(request)
-        return self._page(request, session, workspace, failure, text, [], 200, done=True)
+            _, resent = await self._failure(request)
+            return self._page(request, session, workspace, resent, text, [], 200, done=True)
+
+        def again(errors: list[FieldError], status: int) -> Response:
+            return self._page(request, session, workspace, failure, text, errors, status)
+
+        return await apply_fix(text, resend, again)
 
     def _page(
         self,

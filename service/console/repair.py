@@ -10,6 +10,7 @@ the "may deliver twice" box, as its replay does.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -17,12 +18,13 @@ from starlette.responses import Response
 
 from service.config import Workspace, find_workspace
 from service.console import views
+from service.console.fixes import apply_fix
 from service.console.pages import Form, Pages
 from service.console.session import Session
 from service.errors import FieldError, InvalidRequest
 from service.jobs import job_kind
 from service.store.dead_letter_admin import MAY_DELIVER_TWICE, DeadLetterAdmin
-from service.store.dead_letter_repair import INVALID_FIX_STATUS, LetterRepair
+from service.store.dead_letter_repair import LetterRepair
 from service.store.dead_letters import StoredDeadLetter
 
 OperatorPage = Callable[[Request, Session, Form], Awaitable[Response]]
@@ -64,13 +66,9 @@ class RepairPages:
     async def save(self, request: Request, session: Session, form: Form) -> Response:
         workspace, stored = await self._letter(request)
         text = form.get("payload")
-        try:
-            payload = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            errors = [FieldError("payload", "json", "the payload is not valid JSON")]
-            return self._page(request, session, workspace, stored, text, errors, 400)
-        strict = find_workspace(self.workspaces, workspace).strict_validation
-        try:
+
+        async def repair(payload: Any) -> Response:
+            strict = find_workspace(self.workspaces, workspace).strict_validation
             done = await self.repairs.repair(
                 workspace,
                 stored.id,
@@ -79,19 +77,20 @@ class RepairPages:
                 who=session.name,
                 may_deliver_twice=form.get(MAY_DELIVER_TWICE) == "yes",
             )
-        except InvalidRequest as exc:
-            if exc.status not in (INVALID_FIX_STATUS, 409):
-                raise
-            return self._page(request, session, workspace, stored, text, exc.errors, exc.status)
-        return self.pages.page(
-            request,
-            200,
-            "repaired.html",
-            session,
-            workspace=workspace,
-            letter_id=done.id,
-            changes=done.changes,
-        )
+            return self.pages.page(
+                request,
+                200,
+                "repaired.html",
+                session,
+                workspace=workspace,
+                letter_id=done.id,
+                changes=done.changes,
+            )
+
+        def again(errors: list[FieldError], status: int) -> Response:
+            return self._page(request, session, workspace, stored, text, errors, status)
+
+        return await apply_fix(text, repair, again)
 
     def _page(
         self,

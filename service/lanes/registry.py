@@ -16,6 +16,7 @@ on a lane or a job kind. A lane is registered with:
   worker and crash search finds out (`service.delivery.crash_search`); a lane that is
   never resent (App) says instead whether the job was delivered;
 * what follows a dead letter (the App lane makes the producer's outcome final);
+* what a lone job must take before it goes out (the App lane's rate-limit slot);
 * the upstream client for a workspace (None when the workspace has no credentials
   for the lane), whose class also owns the lane's outcome parsing.
 
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from service.config import Settings, Workspace
-from service.delivery.outcomes import Outcome
+from service.delivery.outcomes import Outcome, SlotRequest
 from service.delivery.upstream import LaneClient
 from service.jobs import (
     Job,
@@ -95,6 +96,9 @@ class LaneSpec:
     interrupted: Callable[[LaneClient, bytes], bool] | None = None
     #: Called with the client, a dead-lettered job's payload, its class and message.
     after_dead_letter: Callable[[LaneClient, bytes, str, str], None] | None = None
+    #: What a lone job must take before it goes out, given the client and the job's body:
+    #: asked in the round trip of the job's in-flight note. None: the lane takes nothing.
+    slot_request: Callable[[LaneClient, bytes], SlotRequest] | None = None
     #: Whether the lane's Redis keys name it (`service.keys`). Track's do not: they predate
     #: lanes, and the queues already in Redis are written under them.
     named_in_keys: bool = True
@@ -186,6 +190,10 @@ def _app_dead_lettered(
     _sender(client).dead_lettered(payload, outcome_class=outcome_class, message=message)
 
 
+def _app_slot(client: LaneClient, body: bytes) -> SlotRequest:
+    return _sender(client).slot_request(body)
+
+
 def _app_lane(lane: Lane, routes: Callable[[Queue, Settings], list[Route]]) -> LaneSpec:
     """An App API lane: one request per job, never batched, never resent after a cut-off."""
     return LaneSpec(
@@ -199,6 +207,7 @@ def _app_lane(lane: Lane, routes: Callable[[Queue, Settings], list[Route]]) -> L
         serves=lambda ws: ws.app_api_key is not None,
         interrupted=_was_delivered,
         after_dead_letter=_app_dead_lettered,
+        slot_request=_app_slot,
     )
 
 

@@ -4,10 +4,12 @@
 was triggered for, `heads.HeldShards` adds the heads of other shards of the workspace
 when that shard alone would send a small request, and `send.Delivery` sends each
 unit and resolves its ops under each shard's own lease. `blocked` holds the policies for
-an outcome that stops delivery (throttle, setup, transient).
+an outcome that stops delivery (throttle, setup, transient); `report.DrainReport` says
+what a drain did and when it goes on.
 """
 
-from workers.drain.engine import MAX_COUNTDOWN_S, Drainer, DrainReport
+from workers.drain.engine import Drainer
+from workers.drain.report import MAX_COUNTDOWN_S, DrainReport
 from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 

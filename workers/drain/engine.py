@@ -30,10 +30,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from service import keys
-from service.delivery.outcomes import SlotRequest
 from service.delivery.upstream import LaneClient
 from service.errors import LeaseLost
 from service.jobs import Lane, Traffic
@@ -43,58 +41,13 @@ from service.store.shards import FirstLook, ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
 from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
-from workers.drain.send import Delivered, Delivery, DeliveryCounts, OutgoingUnit
+from workers.drain.pace import Pace
+from workers.drain.report import DrainReport
+from workers.drain.send import Delivered, Delivery, OutgoingUnit
 from workers.drain.settings import DrainerSettings
 from workers.drain.stop import StopReason
 
 log = logging.getLogger("cioq.drain")
-
-#: Celery holds ETA triggers in memory; far-future ones are left to the sweeper.
-MAX_COUNTDOWN_S = 60.0
-#: How often a running drain of an unbatched (App API) lane looks for another worker's
-#: pause; batching lanes look before every send.
-PAUSE_CHECK_S = 0.1
-
-
-@dataclass
-class DrainReport:
-    """What one drain did, for logs, metrics and tests."""
-
-    workspace: str
-    shard: int
-    lane: Lane
-    traffic: Traffic = Traffic.LIVE
-    #: Triggered from the bulk queue: runs on `bulk_drain_budget_s`.
-    bulk: bool = False
-    stopped: StopReason | None = None
-    requests: int = 0
-    delivered: int = 0
-    dead_lettered: int = 0
-    bisect_requests: int = 0
-    #: How many shards the drain held at its end (1: it packed only its own).
-    shards_held: int = 0
-    retrigger_s: float | None = None
-
-    def stop(self, reason: StopReason, retrigger_s: float | None = None) -> None:
-        self.stopped, self.retrigger_s = reason, retrigger_s
-
-    def add(self, counts: DeliveryCounts) -> None:
-        self.requests += counts.requests
-        self.delivered += counts.delivered
-        self.dead_lettered += counts.dead_lettered
-        self.bisect_requests += counts.bisect_requests
-
-    @property
-    def retrigger_bulk(self) -> bool:
-        """Whether the re-trigger goes to the bulk queue: the shards hold a backlog."""
-        if self.traffic is Traffic.BULK or self.stopped is StopReason.BACKLOG:
-            return True
-        return self.bulk and self.stopped is StopReason.BUDGET
-
-    @property
-    def packs_again(self) -> bool:
-        """Whether the drain's own re-trigger comes soon and will pack the other shards."""
-        return self.stopped in (StopReason.LINGER, StopReason.BUDGET)
 
 
 class Drainer:
@@ -220,7 +173,7 @@ class Drainer:
         self,
         held: HeldShards,
         report: DrainReport,
-        pace: _Pace,
+        pace: Pace,
         *,
         check_retry: bool,
         look: FirstLook | None = None,
@@ -277,7 +230,7 @@ class Drainer:
         batches = LANES[held.primary.lane].batches
         packs = self._packs_across(held.primary.lane)
         sent = sent_full = False
-        pace = _Pace(self.clock, s.lease_ms / 1000)
+        pace = Pace(self.clock, s.lease_ms / 1000)
         while True:
             if self._held_back(held, report, pace, check_retry=not sent, look=look):
                 return
@@ -313,7 +266,7 @@ class Drainer:
                 return
             if pace.renew_due():
                 held.renew()
-            slot = _slot_request(delivery.client, unit)
+            slot = delivery.slot_request(unit)
             for shard, note in step.notes.items():
                 held.leases[shard].mark_inflight(note, slot=slot)
                 held.noted(shard, note)
@@ -343,7 +296,7 @@ class Drainer:
         linger window per workspace, not one per shard). Otherwise each shard left with
         work gets a trigger of its own.
         """
-        countdown_s = _countdown_s(report)
+        countdown_s = report.countdown_s
         packs_again = report.packs_again
         marker_ms = self._marker_ms(countdown_s)
         primary = held.primary
@@ -392,36 +345,6 @@ class Drainer:
             log.warning("could not re-trigger %s", shard.tag, exc_info=True)
 
 
-class _Pace:
-    """When a drain last renewed its leases and looked for a pause.
-
-    Lone App API sends make every round trip count: leases are renewed once a third of
-    their time has passed (every write is fenced anyway), and there another worker's pause
-    is looked for at most every PAUSE_CHECK_S (a few sends more at worst, each answered 429
-    again and so resent; the cluster-wide rate buckets keep them rare).
-    """
-
-    def __init__(self, clock: Callable[[], float], lease_s: float) -> None:
-        self.clock = clock
-        self.lease_s = lease_s
-        self.renewed_s = clock()
-        self.paused_checked_s = float("-inf")
-
-    def pause_check_due(self) -> bool:
-        now_s = self.clock()
-        if now_s - self.paused_checked_s < PAUSE_CHECK_S:
-            return False
-        self.paused_checked_s = now_s
-        return True
-
-    def renew_due(self) -> bool:
-        now_s = self.clock()
-        if now_s - self.renewed_s < self.lease_s / 3:
-            return False
-        self.renewed_s = now_s
-        return True
-
-
 def _unresolved(unit: OutgoingUnit, resolved: dict[keys.ShardKeys, int]) -> OutgoingUnit:
     """`unit` without the head entries of each shard that were already resolved."""
     if not resolved:
@@ -440,20 +363,3 @@ def _set_aside(delivery: Delivery, step: Quarantine | Interrupted) -> Delivered:
     if isinstance(step, Quarantine):
         return delivery.quarantine(step.entry, step.crashes)
     return delivery.interrupted(step.entry)
-
-
-def _slot_request(client: LaneClient, unit: OutgoingUnit) -> SlotRequest | None:
-    """What a lone job must take before it goes out (the App lane's rate slot), asked with
-    its in-flight note; None for a lane that takes nothing (or a unit of several jobs)."""
-    ask = getattr(client, "slot_request", None)
-    if ask is None or unit.count != 1 or unit.oversize:
-        return None
-    found: SlotRequest = ask(unit.body)
-    return found
-
-
-def _countdown_s(report: DrainReport) -> float | None:
-    """When the drain's own re-trigger is due, or None when it asked for none."""
-    if report.retrigger_s is None:
-        return None
-    return min(max(report.retrigger_s, 0.0), MAX_COUNTDOWN_S)

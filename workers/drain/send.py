@@ -21,7 +21,13 @@ from dataclasses import dataclass
 
 from service import keys
 from service.config import MetricsSettings
-from service.delivery.outcomes import RESOLVED, Outcome, OutcomeClass, PendingWrite
+from service.delivery.outcomes import (
+    RESOLVED,
+    Outcome,
+    OutcomeClass,
+    PendingWrite,
+    SlotRequest,
+)
 from service.delivery.packing import batch_body
 from service.delivery.upstream import LaneClient
 from service.jobs import Lane
@@ -133,6 +139,14 @@ class Delivery:
         #: Shards whose lease went back with their last entry (`peek` only): the drain
         #: holds them no more and stops, releasing nothing.
         self.released: set[keys.ShardKeys] = set()
+
+    def slot_request(self, unit: OutgoingUnit) -> SlotRequest | None:
+        """What a lone job must take before it goes out (the App lane's rate slot), asked with
+        its in-flight note; None for a lane that takes nothing (or a unit of several jobs)."""
+        ask = self.spec.slot_request
+        if ask is None or unit.count != 1 or unit.oversize:
+            return None
+        return ask(self.client, unit.body)
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
         """Send `unit` and resolve what the answer allows."""
