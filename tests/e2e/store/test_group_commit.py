@@ -156,11 +156,12 @@ def test_over_maxmemory_a_call_stores_nothing_even_after_a_retry_renewed_its_mar
             used = int((await client.info("memory"))["used_memory"])
             await client.config_set("maxmemory", str(used - 1024 * 1024))
             # The retry's part comes first in the shared call, the new request's after it.
-            return await asyncio.gather(
+            together = asyncio.gather(
                 commit.store("default", retried, request_id="req-1"),
                 commit.store("default", fresh, request_id="req-2"),
                 return_exceptions=True,
             )
+            return list(await together)
         finally:
             await client.aclose()
 
