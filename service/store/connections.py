@@ -8,6 +8,7 @@ redis-py exception, and a change of client library touches this module only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -273,6 +274,7 @@ def queue_by_sha(pipe: Any, script: Script, lua_keys: list[Any], args: list[Any]
     pipe.evalsha(script.sha, len(lua_keys), *lua_keys, *args)
 
 
+@functools.cache
 def lua_source(name: str) -> str:
     """The text of ``service/store/lua/<name>.lua``."""
     return resources.files("service.store").joinpath("lua", f"{name}.lua").read_text()
