@@ -117,7 +117,8 @@ def worker(
     _check_redis(settings)
     TALLY.configure(settings.redis)  # prefork children inherit it and flush on their own
     celery = create_celery(settings)
-    serve_metrics(settings.metrics)
+    metrics = settings.metrics
+    serve_metrics("worker", metrics.worker_metrics_host, metrics.worker_metrics_port)
     try:
         celery.worker_main(
             worker_argv(concurrency=concurrency, pool=pool, loglevel=log_level, queues=queues)
@@ -133,10 +134,13 @@ def sweeper(log_level: str = "info") -> None:
     from service.store.connections import connect_sync
     from service.triggers import Triggers
     from workers.late_polls import LatePolls
+    from workers.metrics_server import serve_metrics
     from workers.sweeper import Sweeper
 
     settings = _settings()
     _logging(log_level)
+    metrics = settings.metrics
+    serve_metrics("sweeper", metrics.sweeper_metrics_host, metrics.sweeper_metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -103,8 +103,8 @@ def dead_letters(workspace: str) -> str:
 
 
 def dead_letters_expired(workspace: str) -> str:
-    """How many of the workspace's dead letters retention removed, ever (a counter the
-    metrics endpoint exports: the sweeper that removes them serves no metrics)."""
+    """How many of the workspace's dead letters retention removed, ever (a counter the api's
+    metrics endpoint exports: one total, whichever sweeper removed them)."""
     return f"{PREFIX}:dlq-expired:{{{workspace}}}"
 
 
@@ -149,8 +149,9 @@ def late_backoff(workspace: str) -> str:
 
 
 def late_counts(workspace: str) -> str:
-    """Late failures recorded, ever, per ``lane|producer|type`` (a hash the metrics endpoint
-    exports as a counter: the capped stream forgets, and the poller serves no metrics)."""
+    """Late failures recorded, ever, per ``lane|producer|type`` (a hash the api's metrics
+    endpoint exports as a counter: the capped stream forgets, and the lease moves the poller
+    from sweeper to sweeper)."""
     return f"{PREFIX}:late:counts:{{{workspace}}}"
 
 

@@ -1,8 +1,9 @@
-"""The worker pod's metrics endpoint, served by the Celery main process.
+"""The `/metrics` endpoints of the processes without an HTTP port: a worker and the sweeper.
 
-Prefork children write their metric values to files in the multiprocess directory;
-this endpoint adds them up, so one scrape of one port covers the whole pod. A child
-that exits has its live gauges dropped; its counters stay in the totals.
+A worker's is served by the Celery main process: prefork children write their metric values
+to files in the multiprocess directory, and the endpoint adds them up, so one scrape of one
+port covers the whole pod. A child that exits has its live gauges dropped; its counters stay
+in the totals. The sweeper is one process, so it serves its own registry.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from wsgiref.simple_server import WSGIServer
 from celery.signals import worker_process_shutdown
 from prometheus_client import start_http_server
 
-from service.config import MetricsSettings
 from service.metrics.export import mark_process_dead, process_registry
-
-log = logging.getLogger("cioq.worker")
+from workers.liveness import Role
 
 
 def multiprocess_dir(main_pid: int) -> Path:
@@ -28,19 +27,20 @@ def multiprocess_dir(main_pid: int) -> Path:
     return Path(tempfile.gettempdir()) / f"cioq-metrics-{main_pid}"
 
 
-def serve_metrics(metrics: MetricsSettings) -> WSGIServer | None:
-    """Serve ``/metrics`` on the worker metrics port; a busy port is logged, not fatal.
+def serve_metrics(role: Role, host: str, port: int) -> WSGIServer | None:
+    """Serve ``/metrics`` of this process (and its prefork children) on `host`:`port`; a
+    busy port is logged, not fatal.
 
-    A worker that drains without metrics is better than one that does not drain; the
-    "no worker up" alert notices the missing scrape target.
+    A worker that drains without metrics is better than one that does not drain (the "no
+    worker up" alert notices its missing scrape target), and so is a sweeper that sweeps.
     """
-    host, port = metrics.worker_metrics_host, metrics.worker_metrics_port
+    log = logging.getLogger(f"cioq.{role}")
     try:
         server, _ = start_http_server(port, addr=host, registry=process_registry())
     except OSError as exc:
-        log.error("worker metrics not served on %s:%d: %s", host, port, exc)
+        log.error("%s metrics not served on %s:%d: %s", role, host, port, exc)
         return None
-    log.info("worker metrics on http://%s:%d/metrics", host, port)
+    log.info("%s metrics on http://%s:%d/metrics", role, host, port)
     return server
 
 

@@ -207,7 +207,7 @@ class AppLaneSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
-    """Read by the workers' `/metrics` server and the queue gauges."""
+    """Read by the workers' and the sweeper's `/metrics` servers and the queue gauges."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -221,6 +221,17 @@ class MetricsSettings(BaseModel):
         le=65535,
         description="Port of a worker's `/metrics` server (the Celery main process adds up "
         "its prefork children).",
+    )
+    sweeper_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the sweeper's `/metrics` server.",
+    )
+    sweeper_metrics_port: int = Field(
+        default=9101,
+        ge=1,
+        le=65535,
+        description="Port of the sweeper's `/metrics` server (the poller of late failures "
+        "counts its reads there); not the worker's, so both run on one host.",
     )
     drain_rate_window_s: int = Field(
         default=60,

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(
         default_factory=MetricsSettings,
         title="Metrics",
-        description="Prometheus metrics of the workers and the queue gauges.",
+        description="Prometheus metrics of the workers, the sweeper and the queue gauges.",
     )
 
     def __init__(self, **values: Any) -> None:

@@ -12,8 +12,9 @@ and the script counts only the letters it removed itself, so a purge, a replay o
 second sweeper that removed one first never makes the count wrong. A replay that read a
 letter just before retention removed it still queues that letter's job once (its marker
 is named after the letter, `Queue.replay`). The removed count is kept beside the stream,
-in the workspace's slot, and exported by the metrics endpoint
-(``cioq_dead_letters_expired_total``): the sweeper serves no metrics.
+in the workspace's slot, and exported by the api's metrics endpoint
+(``cioq_dead_letters_expired_total``): one total per workspace, whichever sweeper removed
+the letters and across their restarts.
 
 `LetterRemover.remove` takes any predicate over the stored letter, so removing one
 person's letters (forget) is the same pass with another selection.

@@ -77,6 +77,14 @@ def test_worker_grace_period_covers_the_warm_shutdown(staging: list[dict[str, An
     assert config["CIOQ_WORKER_METRICS_HOST"] == "0.0.0.0"
 
 
+def test_the_sweeper_serves_metrics_on_its_named_port(staging: list[dict[str, Any]]) -> None:
+    config = _config(staging)
+    spec = find(staging, "Deployment", "cioq-sweeper")["spec"]["template"]["spec"]
+    port = int(config["CIOQ_SWEEPER_METRICS_PORT"])
+    assert spec["containers"][0]["ports"] == [{"name": "metrics", "containerPort": port}]
+    assert config["CIOQ_SWEEPER_METRICS_HOST"] == "0.0.0.0"
+
+
 def test_keda_scales_the_worker_on_backlog_seconds_within_the_shards(
     staging: list[dict[str, Any]],
 ) -> None:
@@ -126,7 +134,7 @@ def test_compose_services_and_commands_match_the_procfile() -> None:
     assert {"redis", "prometheus", "grafana"} <= set(services)
 
 
-def test_compose_prometheus_scrapes_api_and_worker_and_grafana_gets_the_dashboard() -> None:
+def test_compose_prometheus_scrapes_every_process_and_grafana_gets_the_dashboard() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = {
@@ -135,9 +143,13 @@ def test_compose_prometheus_scrapes_api_and_worker_and_grafana_gets_the_dashboar
     }
     assert targets["cioq-api"] == ["api:8000"]
     assert targets["cioq-worker"] == ["worker:9100"]
+    assert targets["cioq-sweeper"] == ["sweeper:9101"]
     assert config["rule_files"]
     worker_env = compose["services"]["worker"]["environment"]
     assert worker_env["CIOQ_WORKER_METRICS_HOST"] == "0.0.0.0"
+    sweeper_env = compose["services"]["sweeper"]["environment"]
+    assert sweeper_env["CIOQ_SWEEPER_METRICS_HOST"] == "0.0.0.0"
+    assert sweeper_env["CIOQ_SWEEPER_METRICS_PORT"] == "9101"
     mounts = " ".join(compose["services"]["grafana"]["volumes"])
     assert "deploy/grafana/dashboards" in mounts and "deploy/grafana/provisioning" in mounts
 

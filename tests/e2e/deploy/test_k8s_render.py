@@ -308,6 +308,13 @@ def test_network_policies_guard_the_api_and_workers(
     assert {"cioq-api", "cioq-worker", "cioq-sweeper"} <= guarded
     api = find(docs, "NetworkPolicy", "cioq-api")
     assert all(rule.get("from") for rule in api["spec"]["ingress"]), "no open ingress rule"
+    # Processes without an ingest port: Prometheus reaches their metrics port, no one else.
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    for name in ("cioq-worker", "cioq-sweeper"):
+        ingress = find(docs, "NetworkPolicy", name)["spec"]["ingress"]
+        assert ingress == [{"from": [monitoring], "ports": [{"port": "metrics"}]}], name
 
 
 # Monitoring -----------------------------------------------------------------------------
@@ -389,6 +396,8 @@ def test_alerts_select_jobs_the_shipped_scrape_setups_create(
     assert cioq_jobs <= operator_jobs
     assert cioq_jobs <= community_jobs
     assert {"cioq-api", "cioq-worker"} <= compose_jobs
+    # No rule selects the sweeper yet; every setup scrapes it all the same.
+    assert "cioq-sweeper" in operator_jobs & community_jobs & compose_jobs
 
 
 def runbook_anchors() -> set[str]:
