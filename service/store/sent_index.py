@@ -102,9 +102,11 @@ def _calls(entries: Iterable[Entry]) -> Iterable[tuple[Entry, SentCall]]:
             yield entry, call
 
 
-#: Jobs indexed by one script call at most: bounds how long one call holds Redis (a 500-op
-#: request's call took about 1 ms of Redis's time).
-MAX_CALL_JOBS = 1000
+#: Jobs indexed by one script call at most: a script holds Redis, and a 500-op request's
+#: index took 4.9 ms of Redis's time in one call (`INFO commandstats` over
+#: bench/sent_index_cost.py), so a call holds it about 2.5 ms at most, as the pipeline of
+#: about five commands per job let other clients in between.
+MAX_CALL_JOBS = 250
 
 
 def record_sent(
