@@ -7,9 +7,9 @@ writes a copy of each delivered identify and event (entry id, kind, lane, produc
 and delivery times, payload) under each identifier it names (`keys.sent_person`: a sorted
 set scored by delivery time, trimmed to ``CIOQ_LATE_LINK_WINDOW_S`` and to
 ``CIOQ_LATE_LINK_PER_PERSON`` copies, expiring with the window) and under its event id
-(`keys.sent_event`, a TTL'd string). One script call per request (`lua/sent_record.lua`),
-from `record_sent`; a failed write is logged and costs only links (the jobs are delivered
-either way).
+(`keys.sent_event`, a TTL'd string). One script call per `MAX_CALL_JOBS` of a request
+(`lua/sent_record.lua`), from `record_sent`; a failed write is logged and costs only links
+(the jobs are delivered either way).
 
 `find_sent` answers the job a failure came from: the event by its id when the activity
 names one, else the newest job of the person, delivered before the activity, whose call

@@ -1,6 +1,6 @@
--- Index jobs Customer.io just accepted (service/store/sent_index.py): one call per request
--- instead of about five commands per job, each of which the client packed, and on a
--- cluster routed, one by one.
+-- Index jobs Customer.io just accepted (service/store/sent_index.py): one call per 250 jobs
+-- of a request instead of about five commands per job, each of which the client packed, and
+-- on a cluster routed, one by one.
 -- KEYS: the person keys (p of them), then the event keys, all of one workspace (one slot).
 -- ARGV[1] = now_ms, ARGV[2] = window_ms, ARGV[3] = copies kept per person, ARGV[4] = p,
 -- then for each person key its copy count c and its c copies, then one copy per event key.
