@@ -156,7 +156,8 @@ def late_counts(workspace: str) -> str:
 
 
 def late_resent(workspace: str) -> str:
-    """Late failures an operator re-sent: record id → JSON (who, when, the new job's id)."""
+    """Late failures an operator re-sent: record id → JSON (who, when, the new job's id); a
+    field goes when its record leaves the capped stream (``lua/late_commit.lua``)."""
     return f"{PREFIX}:late:resent:{{{workspace}}}"
 
 

@@ -195,6 +195,7 @@ class ActivityPoller:
                 cursor_key,
                 keys.late_failures(name),
                 keys.late_counts(name),
+                keys.late_resent(name),
             ]
             args = [self.holder, cursor, self.app.late_failures_max_entries, *records]
             with store_errors("late poll"):
