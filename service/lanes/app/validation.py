@@ -229,7 +229,9 @@ def _to(kind: str, body: dict[str, Any], strict: bool) -> list[FieldError]:
         if strict:
             return [FieldError("to", "not_allowed", f"{kind} messages take no to")]
         return []
-    if not isinstance(value, str) or not value.strip():
+    # "" is refused (the reference's minLength 1); a blank one only in strict mode, as a
+    # blank identifier: Customer.io's reference allows it (docs/validation-rules.md).
+    if not isinstance(value, str) or not value or (strict and not value.strip()):
         return [FieldError("to", "type", "to must be a non-empty string")]
     if kind in ("sms", "whatsapp") and not (_E164.match(value) or _LIQUID.search(value)):
         return [FieldError("to", "e164", "to must be an E.164 number such as +15555550100")]

@@ -120,6 +120,7 @@ SEND_CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("email", "tracked not bool", {**EMAIL, "tracked": "yes"}, "tracked", "type"),
     ("push", "no template", {"identifiers": ID}, "transactional_message_id", "required"),
     ("push", "to empty", {**PUSH, "to": ""}, "to", "type"),
+    ("push", "to blank", {**PUSH, "to": " \n"}, "to", "type"),
     ("push", "custom_device not object", {**PUSH, "custom_device": "tok"}, "custom_device", "type"),
     ("sms", "no to", {**SMS, "to": None}, "to", "required"),
     ("sms", "to not E.164", {**SMS, "to": "555-0100"}, "to", "e164"),
@@ -141,16 +142,18 @@ STRICT_SEND_RULES = {
     ("email", "from", "required"),
     ("in_app", "to", "not_allowed"),
 }
+#: Cases whose rule also refuses another value in both modes: opt-in by the case itself.
+STRICT_SEND_CASES = {("push", "to blank")}
 STRICT_TRIGGER_RULES = {("emails[0]", "email"), ("data_file_url", "url")}
 
 
 @pytest.mark.parametrize(
-    ("kind", "body", "field", "rule"),
-    [pytest.param(k, b, f, r, id=f"{k}: {name}") for k, name, b, f, r in SEND_CASES],
+    ("kind", "name", "body", "field", "rule"),
+    [pytest.param(k, name, b, f, r, id=f"{k}: {name}") for k, name, b, f, r in SEND_CASES],
 )
-def test_send_rule(kind: str, body: Any, field: str, rule: str) -> None:
+def test_send_rule(kind: str, name: str, body: Any, field: str, rule: str) -> None:
     body = {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else body
-    strict = (kind, field, rule) in STRICT_SEND_RULES
+    strict = (kind, field, rule) in STRICT_SEND_RULES or (kind, name) in STRICT_SEND_CASES
     errors = validate_send(kind, body, now_s=NOW, strict=strict)
     assert (field, rule) in [(e.field, e.rule) for e in errors], errors
     if strict:  # a drop-in workspace forwards it: Customer.io states no such refusal
