@@ -392,12 +392,10 @@ def test_alerts_select_jobs_the_shipped_scrape_setups_create(
     compose = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     compose_jobs = {job["job_name"] for job in compose["scrape_configs"]}
     cioq_jobs = set().union(*(selected_jobs(r["expr"]) for r in rules()))
-    assert cioq_jobs == {"cioq-api", "cioq-worker", "cioq-redis"}
+    assert cioq_jobs == {"cioq-api", "cioq-worker", "cioq-redis", "cioq-sweeper"}
     assert cioq_jobs <= operator_jobs
     assert cioq_jobs <= community_jobs
-    assert {"cioq-api", "cioq-worker"} <= compose_jobs
-    # No rule selects the sweeper yet; every setup scrapes it all the same.
-    assert "cioq-sweeper" in operator_jobs & community_jobs & compose_jobs
+    assert {"cioq-api", "cioq-worker", "cioq-sweeper"} <= compose_jobs
 
 
 def runbook_anchors() -> set[str]:
