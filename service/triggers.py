@@ -201,11 +201,11 @@ class Triggers:
         send's) go out in one round trip on the loop: handed to a thread, each cost the
         api 164-190 µs of CPU, against 101-117 here. Those with a countdown go through
         Celery, whose producer blocks, in a thread."""
-        later = [t for t in triggers if t.countdown_s > 0 or self._async_direct is None]
-        now = [t for t in triggers if t.countdown_s <= 0] if self._async_direct else []
-        if now:
-            assert self._async_direct is not None
-            await self._async_direct.publish(now)
+        direct = self._async_direct
+        now = [t for t in triggers if direct is not None and t.countdown_s <= 0]
+        later = [t for t in triggers if direct is None or t.countdown_s > 0]
+        if direct is not None and now:
+            await direct.publish(now)
         if later:
             await asyncio.to_thread(self._send_each, later)
 
@@ -274,6 +274,24 @@ def task_message(queue: str, args: tuple[Any, ...], *, origin: str) -> bytes:
     )
 
 
+#: Both direct publishers' broker connections: a connection error is retried twice.
+_BROKER_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "retry_on_error": [redis.ConnectionError, redis.TimeoutError],
+}
+_RETRIES = 2
+
+
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=1.0, base=0.05)
+
+
+def _origin() -> str:
+    """The sending process, as a message's ``origin`` header names it."""
+    return f"gen{os.getpid()}@{os.uname().nodename}"
+
+
 class DirectPublisher:
     """Sends an immediate trigger with one LPUSH onto its queue's list, as kombu would.
 
@@ -293,13 +311,9 @@ class DirectPublisher:
     def publish(self, queue: str, args: tuple[Any, ...]) -> None:
         if self._client is None or self._pid != os.getpid():  # never shared across a fork
             self._pid = os.getpid()
-            self._origin = f"gen{self._pid}@{os.uname().nodename}"
+            self._origin = _origin()
             self._client = redis.Redis.from_url(
-                self.broker_url,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                self.broker_url, retry=Retry(_backoff(), _RETRIES), **_BROKER_OPTIONS
             )
         self._client.lpush(queue, task_message(queue, args, origin=self._origin))
 
@@ -317,7 +331,7 @@ class AsyncDirectPublisher:
         self.broker_url = broker_url
         self._client: redis.asyncio.Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._origin = f"gen{os.getpid()}@{os.uname().nodename}"
+        self._origin = _origin()
 
     def _connected(self) -> redis.asyncio.Redis:
         # A connection belongs to the loop that opened it (tests run one loop per test).
@@ -325,11 +339,7 @@ class AsyncDirectPublisher:
         if self._client is None or self._loop is not loop:
             self._loop = loop
             self._client = redis.asyncio.Redis.from_url(
-                self.broker_url,
-                socket_timeout=10,
-                socket_connect_timeout=5,
-                retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 2),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                self.broker_url, retry=AsyncRetry(_backoff(), _RETRIES), **_BROKER_OPTIONS
             )
         return self._client
 
