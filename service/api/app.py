@@ -9,6 +9,7 @@ Start-up refuses a Redis that cannot keep the durability promise (`service.store
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -281,6 +282,9 @@ class IngestApp:
                     log.error("refusing to start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                # What start-up built (modules, settings, routes, pools) lives as long as
+                # the process: frozen, the collector's full passes no longer walk it.
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()

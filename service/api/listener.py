@@ -93,8 +93,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # httptools may report one header in pieces; each piece counts its bytes, and
-        # the count can only over-estimate, which errs on the refusing side.
-        self._count(len(name) + len(value) + 4, headers=1 if name else 0)
+        # the count can only over-estimate, which errs on the refusing side. (`_count`
+        # inlined: this runs for every header of every request.)
+        self._head_bytes += len(name) + len(value) + 4
+        if name:
+            self._head_count += 1
+        limits = self.limits
+        if self._head_count > limits.max_count or self._head_bytes > limits.max_bytes:
+            self._refusal = 431
+            raise _LimitExceeded
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:

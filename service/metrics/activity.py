@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 
 from service import keys
@@ -75,8 +76,13 @@ class Tally:
         self._redis_settings: RedisSettings | None = None
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str]] = Counter()
-        self._pid = 0
+        self._started = False
         self._client: SyncStore | None = None
+        # After a fork the parent's thread and lock are gone: the child starts over. A
+        # hook, not a getpid() per add: that was a system call per count, several per
+        # ingest request (strace under bench/run's single-op load).
+        forked = weakref.WeakMethod(self._forked)  # a hook must not keep a tally alive
+        os.register_at_fork(after_in_child=lambda: (method := forked()) and method())
 
     def configure(self, redis: RedisSettings) -> None:
         """Start recording for this process (and children it forks) to `settings`' Redis."""
@@ -85,19 +91,34 @@ class Tally:
     def add(self, workspace: str, name: str, count: int = 1) -> None:
         if self._redis_settings is None or count <= 0:
             return
-        if self._pid != os.getpid():
+        if not self._started:
             self._start()
         with self._lock:
             self._counts[(workspace, name)] += count
 
+    def add_pair(self, workspace: str, first: str, second: str, count: int = 1) -> None:
+        """`add` of two names at once (one lock), as an accepted job counts for its lane
+        and its producer."""
+        if self._redis_settings is None or count <= 0:
+            return
+        if not self._started:
+            self._start()
+        with self._lock:
+            counts = self._counts
+            counts[(workspace, first)] += count
+            counts[(workspace, second)] += count
+
     def _start(self) -> None:
-        """A flusher for this process; after a fork the parent's thread and lock are gone."""
-        self._pid = os.getpid()
+        """This process's flusher, started by its first count."""
+        self._started = True
+        if self._background:
+            threading.Thread(target=self._run, name="cioq-activity", daemon=True).start()
+
+    def _forked(self) -> None:
         self._lock = threading.Lock()
         self._counts = Counter()
         self._client = None
-        if self._background:
-            threading.Thread(target=self._run, name="cioq-activity", daemon=True).start()
+        self._started = False
 
     def _run(self) -> None:
         while True:

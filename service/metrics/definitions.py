@@ -233,6 +233,13 @@ def observe_ingest(route: str, status: int, duration_s: float) -> None:
 
 
 def jobs_accepted(workspace: str, jobs: Sequence[Job], producer: str = "") -> None:
+    if len(jobs) == 1:  # most requests: no counting by lane and op type to do
+        job = jobs[0]
+        lane = job.lane
+        _accepted(workspace, lane, job.op_type, producer).inc()
+        accepted = _producer_activity(producer, "accepted")
+        TALLY.add_pair(workspace, _accepted_activity(lane), accepted)
+        return
     counts: dict[tuple[Lane, str], int] = {}
     for job in jobs:
         key = (job.lane, job.op_type)

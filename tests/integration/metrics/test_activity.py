@@ -86,3 +86,15 @@ def test_a_redis_error_drops_the_counts_without_raising(
     tally.add("default", "accepted", 5)
     tally.flush(now_s=MINUTE_S)  # logged, not raised: counting must never stop delivery
     tally.flush(now_s=MINUTE_S)
+
+
+def test_a_pair_counts_both_names(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis
+) -> None:
+    tally = Tally(background=False)
+    tally.configure(make_settings().redis)
+    tally.add_pair("default", "track:accepted", "@billing:accepted")
+    tally.add_pair("default", "track:accepted", "@billing:accepted", 3)
+    tally.flush(now_s=MINUTE_S)
+    key = keys.activity("default", int(MINUTE_S // 60))
+    assert redis_client.hgetall(key) == {b"track:accepted": b"4", b"@billing:accepted": b"4"}
