@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from service.delivery.outcomes import Outcome
 from service.jobs import UNKNOWN_PRODUCER, Job, Lane, job_kind
 from service.metrics.activity import TALLY, activity_name, producer_activity
+from service.metrics.histograms import observe_many
 from service.store import events
 from service.store.shards import PauseCause
 
@@ -281,11 +282,12 @@ def upstream_request(
 
 def delivered(workspace: str, jobs: Iterable[tuple[int, str]], now_ms: int, lane: Lane) -> None:
     """Jobs Customer.io accepted, as (ingest time in ms, producer) pairs."""
-    latency = DELIVERY_LATENCY.labels(workspace)
     per_producer: dict[str, int] = {}
+    latencies_s: list[float] = []
     for at_ms, producer in jobs:
-        latency.observe(max(now_ms - at_ms, 0) / 1000)
+        latencies_s.append(max(now_ms - at_ms, 0) / 1000)
         per_producer[producer] = per_producer.get(producer, 0) + 1
+    observe_many(DELIVERY_LATENCY.labels(workspace), latencies_s)
     for producer, count in per_producer.items():
         DELIVERED_OPS.labels(workspace, lane, producer_label(producer)).inc(count)
         TALLY.add(workspace, _producer_activity(producer, "delivered"), count)
