@@ -139,10 +139,12 @@ class BenchStack:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         return port
 
-    def start_bare_app(self) -> int:
+    def start_bare_app(self, *, store: bool = True) -> int:
         port = free_port()
         argv = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
-        self.start("bare", [*argv, "--redis-url", self.redis.url])
+        self.start(
+            "bare", [*argv, "--redis-url", self.redis.url, *([] if store else ["--no-store"])]
+        )
         wait_http(f"http://127.0.0.1:{port}/")
         return port
 

@@ -4,12 +4,15 @@ baseline app, and the baseline drain loop against a counting sandbox, all real p
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+import uvloop
 
+from bench import ingest_floor
 from bench.drain import SHARDS, bare_drain, event_op, fill
 from bench.figures import Figure
 from bench.ingest import _single
@@ -73,3 +76,30 @@ def test_figure_ratio_and_row() -> None:
     fewer = Figure("y", 1.0, "req", "base", 1000.0, ">= 100x fewer", True, invert=True)
     assert fewer.ratio == pytest.approx(1000.0)
     assert fewer.row().count("|") == 8
+
+
+def test_the_ingest_floors_measure_what_they_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/ingest_floor.py: the bare app's --no-store floor answers 2xx and stores
+    nothing; the in-process figures store every request they count."""
+    stack = BenchStack(tmp_path)
+    try:
+        port = stack.start_bare_app(store=False)
+        result = asyncio.run(run_load(port, _single(port), connections=2, duration_s=0.5))
+        assert result.requests > 0 and result.errors == 0
+        client = stack.redis.client()
+        assert client.xlen("bare:q") == 0
+        for name in list(os.environ):
+            if name.startswith("CIOQ_"):
+                monkeypatch.delenv(name)
+        for name, value in stack.env.items():
+            if name.startswith("CIOQ_"):
+                monkeypatch.setenv(name, value)
+        assert uvloop.run(ingest_floor.respond_cpu_us(200)) > 0  # raises on any non-200
+        assert stack.backlog(32) == 200
+        assert uvloop.run(ingest_floor.xadd_cpu_us(stack.redis.url, 300)) > 0
+        assert client.xlen("floor:q") == 300
+        client.close()
+    finally:
+        stack.close()
