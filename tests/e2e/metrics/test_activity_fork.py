@@ -13,8 +13,8 @@ from service.config import Settings
 from service.metrics.activity import Tally
 
 
-def _totals(client: redis.Redis) -> dict[bytes, int]:
-    totals: dict[bytes, int] = {}
+def _totals(client: redis.Redis) -> dict[bytes | str, int]:
+    totals: dict[bytes | str, int] = {}
     for key in client.keys("cioq:act:*"):
         for name, value in client.hgetall(key).items():
             totals[name] = totals.get(name, 0) + int(value)
