@@ -130,6 +130,15 @@ class QueueSettings(BaseModel):
         description="Entries a drain reads from a shard's stream at a time; a shard holding "
         "at least this many is a backlog, left to drains of its own.",
     )
+    trigger_wait_ms: int = Field(
+        default=250,
+        ge=1,
+        description="How long an ingest request waits for its drain triggers to reach the "
+        "broker before it is answered anyway (its jobs are stored by then). A trigger still "
+        "unsent is left to finish on its own, and until it has, later requests send none: the "
+        "sweeper triggers their shards once the broker answers. So a broker that hangs slows "
+        "no answer past this wait, and no producer times out and sends a stored call again.",
+    )
     idempotency_window_s: float = Field(
         default=86_400.0,
         gt=0,

@@ -60,6 +60,10 @@ class Queue:
         self.redis = client
         self.linger_ms = queue.linger_ms
         self.triggers = triggers
+        self._trigger_wait_s = queue.trigger_wait_ms / 1000
+        #: A send of triggers that outlasted its wait and is still running (the broker is
+        #: slow or hangs); while it runs, requests send no triggers of their own.
+        self._stalled: asyncio.Future[None] | None = None
         self._writer = SlotWriter(client, "enqueue", seed_url=redis.redis_url)
         self._group_commit = GroupCommit(self._writer, queue)
         self.tombstones = Tombstones(client)
@@ -252,10 +256,31 @@ class Queue:
     ) -> None:
         if self.triggers is None:
             return
+        if self._stalled is not None:
+            return  # the broker has not answered the last send: the sweeper sends this one
+        send = asyncio.ensure_future(self._send(self.triggers, self._triggers_for(shards, behind)))
         try:
-            await self.triggers.send_all(self._triggers_for(shards, behind))
+            # Shielded: past the wait the request is answered and the send goes on, so a
+            # trigger the broker is only slow to take is not lost.
+            await asyncio.wait_for(asyncio.shield(send), self._trigger_wait_s)
+        except TimeoutError:
+            log.warning(
+                "drain triggers not sent within %d ms; answering, and sending no more until "
+                "the broker answers (the sweeper triggers the shards)",
+                self._trigger_wait_s * 1000,
+            )
+            self._stalled = send
+            send.add_done_callback(self._unstall)
+
+    @staticmethod
+    async def _send(triggers: Triggers, batch: list[Trigger]) -> None:
+        try:
+            await triggers.send_all(batch)
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
+
+    def _unstall(self, _send: asyncio.Future[None]) -> None:
+        self._stalled = None
 
     def _triggers_for(
         self, shards: list[keys.ShardKeys], behind: frozenset[keys.ShardKeys]
@@ -280,6 +305,8 @@ class Queue:
 
     async def aclose(self) -> None:
         """Close the per-node connections of cluster mode (the client is the caller's)."""
+        if self._stalled is not None:
+            self._stalled.cancel()
         await self._writer.aclose()
 
     async def ping(self) -> bool:
