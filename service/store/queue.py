@@ -61,9 +61,9 @@ class Queue:
         self.linger_ms = queue.linger_ms
         self.triggers = triggers
         self._trigger_wait_s = queue.trigger_wait_ms / 1000
-        #: A send of triggers that outlasted its wait and is still running (the broker is
-        #: slow or hangs); while it runs, requests send no triggers of their own.
-        self._stalled: asyncio.Future[None] | None = None
+        #: Sends of triggers that outlasted their wait and are still running (the broker is
+        #: slow or hangs); while any runs, requests send no triggers of their own.
+        self._stalled: set[asyncio.Future[None]] = set()
         self._writer = SlotWriter(client, "enqueue", seed_url=redis.redis_url)
         self._group_commit = GroupCommit(self._writer, queue)
         self.tombstones = Tombstones(client)
@@ -256,7 +256,7 @@ class Queue:
     ) -> None:
         if self.triggers is None:
             return
-        if self._stalled is not None:
+        if self._stalled:
             return  # the broker has not answered the last send: the sweeper sends this one
         send = asyncio.ensure_future(self._send(self.triggers, self._triggers_for(shards, behind)))
         try:
@@ -269,8 +269,8 @@ class Queue:
                 "the broker answers (the sweeper triggers the shards)",
                 self._trigger_wait_s * 1000,
             )
-            self._stalled = send
-            send.add_done_callback(self._unstall)
+            self._stalled.add(send)
+            send.add_done_callback(self._stalled.discard)
 
     @staticmethod
     async def _send(triggers: Triggers, batch: list[Trigger]) -> None:
@@ -278,9 +278,6 @@ class Queue:
             await triggers.send_all(batch)
         except Exception:  # the job is stored; the sweeper re-sends lost triggers
             log.warning("drain trigger failed; the sweeper will pick the shard up", exc_info=True)
-
-    def _unstall(self, _send: asyncio.Future[None]) -> None:
-        self._stalled = None
 
     def _triggers_for(
         self, shards: list[keys.ShardKeys], behind: frozenset[keys.ShardKeys]
@@ -305,8 +302,8 @@ class Queue:
 
     async def aclose(self) -> None:
         """Close the per-node connections of cluster mode (the client is the caller's)."""
-        if self._stalled is not None:
-            self._stalled.cancel()
+        for send in list(self._stalled):
+            send.cancel()
         await self._writer.aclose()
 
     async def ping(self) -> bool:

@@ -109,10 +109,11 @@ def test_a_hanging_broker_delays_no_answer_and_gets_one_send_until_it_ends(
                 took_s.append(time.monotonic() - started_s)
                 sends.append(triggers.sends)
             assert max(took_s) < STALL_S  # no request waited for the hung send
-            stalled = queue._stalled
-            assert stalled is not None
+            stalled = list(queue._stalled)
+            assert len(stalled) == 1
             broker.stop()  # the hung send now times out, is refused on its retry, and ends
-            await asyncio.wait_for(stalled, HANG_S * 5)
+            await asyncio.wait_for(stalled[0], HANG_S * 5)
+            assert not queue._stalled
             await queue.enqueue("default", [_send(3)])
             sends.append(triggers.sends)
         finally:
@@ -128,3 +129,40 @@ def test_a_hanging_broker_delays_no_answer_and_gets_one_send_until_it_ends(
         redis_client.xlen(keys.shard_keys("default", shard, Lane.APP).stream) for shard in range(64)
     )
     assert stored == 4
+
+
+def test_requests_in_the_first_wait_each_send_and_none_after_until_all_have_ended(
+    make_settings: Callable[..., Settings],
+    redis_client: redis.Redis,
+    broker: SilentBroker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests that arrive together, before any send is known to hang, each send; then
+    none sends until every hung send has ended (the last to end, not the first)."""
+    monkeypatch.setitem(triggers_module._BROKER_OPTIONS, "socket_timeout", HANG_S)
+    settings = make_settings(broker_url=broker.url, shards=64)
+
+    async def main() -> list[int]:
+        client = connect_async(settings.redis)
+        triggers = CountedTriggers(settings.redis.celery_broker_url)
+        queue = Queue(client, settings.redis, settings.queue, triggers)
+        sends: list[int] = []
+        try:
+            await asyncio.gather(*(queue.enqueue("default", [_send(n)]) for n in range(4)))
+            sends.append(triggers.sends)
+            await queue.enqueue("default", [_send(4)])
+            sends.append(triggers.sends)
+            stalled = list(queue._stalled)
+            broker.stop()
+            await asyncio.wait_for(asyncio.gather(*stalled), HANG_S * 5)
+            await queue.enqueue("default", [_send(5)])
+            sends.append(triggers.sends)
+        finally:
+            await queue.aclose()
+            await triggers.aclose()
+            await client.aclose()
+        return sends
+
+    sends = asyncio.run(main())
+    assert sends[1] == sends[0] >= 1  # the fifth request, after them, sent nothing
+    assert sends[2] == sends[1] + 1
