@@ -4,10 +4,8 @@ follows the Celery consumer loop. Real processes: redis-server, the api, a worke
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import yaml
 
 from tests.support.paths import ROOT
 from tests.support.processes import RedisServer, cioq_proc, free_port, wait_http, wait_until
+from tests.support.silent_server import SilentServer
 
 API_MANIFEST = ROOT / "deploy" / "k8s" / "base" / "api.yaml"
 WORKER_MANIFEST = ROOT / "deploy" / "k8s" / "base" / "worker.yaml"
@@ -93,39 +92,13 @@ def probe_passes(env: dict[str, str], max_age_s: float) -> bool:
     return result.returncode == 0
 
 
-class SilentUpstream:
-    """A Customer.io that accepts connections and never answers: a drain hangs on it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = int(self.sock.getsockname()[1])
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 def test_worker_liveness_follows_the_consumer_loop_not_the_metrics_thread(
     tmp_path: Path,
 ) -> None:
     command = container(WORKER_MANIFEST, "cioq-worker")["livenessProbe"]["exec"]["command"]
     assert command[:5] == ["python", "-m", "workers.liveness", "--role", "worker"]
     redis_server = RedisServer(tmp_path / "redis")
-    upstream = SilentUpstream()
+    upstream = SilentServer()  # a Customer.io a drain hangs on
     metrics_port = free_port()
     api_port = free_port()
     env = {

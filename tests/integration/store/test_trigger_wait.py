@@ -8,10 +8,9 @@ is such a server."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 import redis
@@ -24,38 +23,13 @@ from service.lanes.app.jobs import app_job
 from service.store.connections import connect_async
 from service.store.queue import Queue
 from service.triggers import Trigger, Triggers
+from tests.support.silent_server import SilentServer
 
 #: The broker's socket timeout here (10 s in production): how long a send hangs.
 HANG_S = 3.0
 #: Eight times the 250 ms wait, and below `HANG_S`: a request that waited for the hung
 #: send fails the test.
 STALL_S = 2.0
-
-
-class SilentBroker:
-    """Accepts connections, reads nothing, answers nothing; `stop` closes them all."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.connections: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.server.getsockname()[1]}/0"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self.server.accept()
-            except OSError:  # stopped
-                return
-            self.connections.append(connection)
-
-    def stop(self) -> None:
-        self.server.close()
-        for connection in self.connections:
-            connection.close()
 
 
 class CountedTriggers(Triggers):
@@ -69,10 +43,24 @@ class CountedTriggers(Triggers):
 
 
 @pytest.fixture
-def broker() -> Iterator[SilentBroker]:
-    silent = SilentBroker()
+def broker() -> Iterator[SilentServer]:
+    silent = SilentServer()
     yield silent
-    silent.stop()
+    silent.close()
+
+
+@asynccontextmanager
+async def _queue(settings: Settings) -> AsyncIterator[tuple[Queue, CountedTriggers]]:
+    """A queue whose triggers go to `settings`' broker, closed with its clients."""
+    client = connect_async(settings.redis)
+    triggers = CountedTriggers(settings.redis.celery_broker_url)
+    queue = Queue(client, settings.redis, settings.queue, triggers)
+    try:
+        yield queue, triggers
+    finally:
+        await queue.aclose()
+        await triggers.aclose()
+        await client.aclose()
 
 
 def _send(n: int) -> Job:
@@ -89,20 +77,17 @@ def _send(n: int) -> Job:
 def test_a_hanging_broker_delays_no_answer_and_gets_one_send_until_it_ends(
     make_settings: Callable[..., Settings],
     redis_client: redis.Redis,
-    broker: SilentBroker,
+    broker: SilentServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The hung send ends sooner than after the 10 s a broker gets in production.
     monkeypatch.setitem(triggers_module._BROKER_OPTIONS, "socket_timeout", HANG_S)
-    settings = make_settings(broker_url=broker.url, shards=64)
+    settings = make_settings(broker_url=f"redis://127.0.0.1:{broker.port}/0", shards=64)
 
     async def main() -> list[int]:
-        client = connect_async(settings.redis)
-        triggers = CountedTriggers(settings.redis.celery_broker_url)
-        queue = Queue(client, settings.redis, settings.queue, triggers)
         took_s: list[float] = []
         sends: list[int] = []
-        try:
+        async with _queue(settings) as (queue, triggers):
             for n in range(3):
                 started_s = time.monotonic()
                 assert await queue.enqueue("default", [_send(n)]) == 1
@@ -111,15 +96,11 @@ def test_a_hanging_broker_delays_no_answer_and_gets_one_send_until_it_ends(
             assert max(took_s) < STALL_S  # no request waited for the hung send
             stalled = list(queue._stalled)
             assert len(stalled) == 1
-            broker.stop()  # the hung send now times out, is refused on its retry, and ends
+            broker.close()  # the hung send now times out, is refused on its retry, and ends
             await asyncio.wait_for(stalled[0], HANG_S * 5)
             assert not queue._stalled
             await queue.enqueue("default", [_send(3)])
             sends.append(triggers.sends)
-        finally:
-            await queue.aclose()
-            await triggers.aclose()
-            await client.aclose()
         return sends
 
     sends = asyncio.run(main())
@@ -134,33 +115,26 @@ def test_a_hanging_broker_delays_no_answer_and_gets_one_send_until_it_ends(
 def test_requests_in_the_first_wait_each_send_and_none_after_until_all_have_ended(
     make_settings: Callable[..., Settings],
     redis_client: redis.Redis,
-    broker: SilentBroker,
+    broker: SilentServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Requests that arrive together, before any send is known to hang, each send; then
     none sends until every hung send has ended (the last to end, not the first)."""
     monkeypatch.setitem(triggers_module._BROKER_OPTIONS, "socket_timeout", HANG_S)
-    settings = make_settings(broker_url=broker.url, shards=64)
+    settings = make_settings(broker_url=f"redis://127.0.0.1:{broker.port}/0", shards=64)
 
     async def main() -> list[int]:
-        client = connect_async(settings.redis)
-        triggers = CountedTriggers(settings.redis.celery_broker_url)
-        queue = Queue(client, settings.redis, settings.queue, triggers)
         sends: list[int] = []
-        try:
+        async with _queue(settings) as (queue, triggers):
             await asyncio.gather(*(queue.enqueue("default", [_send(n)]) for n in range(4)))
             sends.append(triggers.sends)
             await queue.enqueue("default", [_send(4)])
             sends.append(triggers.sends)
             stalled = list(queue._stalled)
-            broker.stop()
+            broker.close()
             await asyncio.wait_for(asyncio.gather(*stalled), HANG_S * 5)
             await queue.enqueue("default", [_send(5)])
             sends.append(triggers.sends)
-        finally:
-            await queue.aclose()
-            await triggers.aclose()
-            await client.aclose()
         return sends
 
     sends = asyncio.run(main())
