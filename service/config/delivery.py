@@ -155,6 +155,13 @@ class AppLaneSettings(BaseModel):
         description="How long an App send's ingest request waits for Customer.io's answer "
         "before answering 202 with a status URL.",
     )
+    app_inline_sends: bool = Field(
+        default=True,
+        description="The api sends an App send or trigger itself, once stored, when a drain "
+        "would send exactly that job now (its shard free, no retry wait, no pause, a rate "
+        "slot): no worker hop. Only on a standalone Redis at the `write` durability level; "
+        "otherwise, or `false`, workers send every App job.",
+    )
     app_read_wait_ms: int = Field(
         default=2000,
         ge=0,

@@ -24,6 +24,9 @@ class InflightNote:
     count: int = 0
     lone_crashes: int = 0
     suspect_last: bytes | None = None
+    #: The answer to the send of `head` that the api sent and left to a drain to settle
+    #: (``answered.lua``): the job is settled by it, never sent again.
+    answer: bytes | None = None
 
 
 def next_send(

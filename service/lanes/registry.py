@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from service.config import Settings, Workspace
 from service.delivery.outcomes import Outcome, SlotRequest
-from service.delivery.upstream import LaneClient
+from service.delivery.upstream import KeptAnswer, LaneClient
 from service.jobs import (
     Job,
     JobKind,
@@ -99,6 +99,9 @@ class LaneSpec:
     #: What a lone job must take before it goes out, given the client and the job's body:
     #: asked in the round trip of the job's in-flight note. None: the lane takes nothing.
     slot_request: Callable[[LaneClient, bytes], SlotRequest] | None = None
+    #: Gives the client the answer the api's own send of a job got (its body): the next
+    #: send of that body is settled by it, not sent. None: the api sends none of the lane.
+    answered: Callable[[LaneClient, bytes, KeptAnswer], None] | None = None
     #: Whether the lane's Redis keys name it (`service.keys`). Track's do not: they predate
     #: lanes, and the queues already in Redis are written under them.
     named_in_keys: bool = True
@@ -194,6 +197,10 @@ def _app_slot(client: LaneClient, body: bytes) -> SlotRequest:
     return _sender(client).slot_request(body)
 
 
+def _app_answered(client: LaneClient, body: bytes, answer: KeptAnswer) -> None:
+    _sender(client).answered(body, answer)
+
+
 def _app_lane(lane: Lane, routes: Callable[[Queue, Settings], list[Route]]) -> LaneSpec:
     """An App API lane: one request per job, never batched, never resent after a cut-off."""
     return LaneSpec(
@@ -208,6 +215,7 @@ def _app_lane(lane: Lane, routes: Callable[[Queue, Settings], list[Route]]) -> L
         interrupted=_was_delivered,
         after_dead_letter=_app_dead_lettered,
         slot_request=_app_slot,
+        answered=_app_answered,
     )
 
 

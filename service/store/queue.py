@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from service import keys
 from service.config import QueueSettings, RedisSettings
@@ -45,6 +46,16 @@ class Replayed(list[str]):
     def __init__(self, ids: list[str], dropped: list[str]) -> None:
         super().__init__(ids)
         self.dropped = dropped
+
+
+@dataclass(slots=True)
+class HeldTriggers:
+    """The drain triggers a request's store took the marker for and left to the caller:
+    the api's own App send (`service.lanes.app.inline`) sends the job itself when it can,
+    and triggers the shards (`Queue.trigger`) only when it does not."""
+
+    shards: list[keys.ShardKeys] = field(default_factory=list)
+    behind: frozenset[keys.ShardKeys] = frozenset()
 
 
 class Queue:
@@ -85,13 +96,17 @@ class Queue:
         request_id: str | None = None,
         traffic: Traffic = Traffic.LIVE,
         producer: str = "",
+        held: HeldTriggers | None = None,
     ) -> int:
         """Store `jobs`; returns how many were stored now. Raises StoreUnavailable.
 
         With a `request_id`, jobs an earlier try of the same request stored are skipped.
         Bulk jobs go to the workspace's bulk streams. Each entry records its `producer`.
+        With `held`, the triggers the store calls for are left there, not sent.
         """
-        stored = await self._store(workspace, jobs, request_id, traffic, producer=producer)
+        stored = await self._store(
+            workspace, jobs, request_id, traffic, producer=producer, held=held
+        )
         return len(stored.jobs)
 
     async def _store(
@@ -103,14 +118,28 @@ class Queue:
         marker: bytes = b"1",
         *,
         producer: str = "",
+        held: HeldTriggers | None = None,
     ) -> Stored:
         stored = await self._group_commit.store(
             workspace, jobs, request_id, traffic, marker, producer
         )
         events.jobs_accepted(workspace, stored.jobs, producer)
         if stored.fresh:
-            await self._trigger(stored.fresh, stored.behind)
+            if held is not None:
+                held.shards, held.behind = stored.fresh, stored.behind
+            else:
+                await self._trigger(stored.fresh, stored.behind)
         return stored
+
+    def shard_of(self, workspace: str, job: Job, traffic: Traffic) -> keys.ShardKeys:
+        """The shard `job` is stored in."""
+        return self._group_commit.shards_of(workspace, [job], traffic)[0]
+
+    async def trigger(self, held: HeldTriggers) -> None:
+        """Send the triggers a store left in `held` (and forget them)."""
+        shards, held.shards = held.shards, []
+        if shards:
+            await self._trigger(shards, held.behind)
 
     async def replay(
         self,
@@ -177,6 +206,7 @@ class Queue:
         window_ms: int,
         traffic: Traffic = Traffic.LIVE,
         producer: str = "",
+        held: HeldTriggers | None = None,
     ) -> bytes | None:
         """Store `jobs` once per `key` and remember `answer` under it for `window_ms`.
 
@@ -198,7 +228,13 @@ class Queue:
         for tries_left in reversed(range(_KEYED_STORE_TRIES)):
             try:
                 stored = await self._store(
-                    workspace, jobs, request_id, traffic, marker=answer, producer=producer
+                    workspace,
+                    jobs,
+                    request_id,
+                    traffic,
+                    marker=answer,
+                    producer=producer,
+                    held=held,
                 )
                 break
             except StoredUnconfirmed as exc:

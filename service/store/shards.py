@@ -133,6 +133,7 @@ def _note(raw: dict[bytes, bytes]) -> InflightNote:
         count=int(raw.get(b"count", b"0")),
         lone_crashes=int(raw.get(b"lone", b"0")),
         suspect_last=raw.get(b"suspect") or None,
+        answer=raw.get(b"answer"),
     )
 
 

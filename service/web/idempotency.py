@@ -31,7 +31,7 @@ from service.jobs import Job, job_kind
 from service.store.connections import AsyncStore, store_errors
 from service.store.forget import Forgetting
 from service.store.forget_run import Person
-from service.store.queue import Queue
+from service.store.queue import HeldTriggers, Queue
 from service.store.tombstones import FORGOTTEN_RULE, DropPlace
 from service.web.http import Request, Response
 
@@ -114,7 +114,13 @@ class Idempotency:
         self.forgetting = Forgetting(queue.redis, markers, lease_ms=lease_ms, triggers=None)
 
     async def store(
-        self, req: Request, ws: Workspace, key: str, jobs: Sequence[Job], answer: Response
+        self,
+        req: Request,
+        ws: Workspace,
+        key: str,
+        jobs: Sequence[Job],
+        answer: Response,
+        held: HeldTriggers | None = None,
     ) -> Response:
         """`answer` once the jobs are stored; the first request's answer on a repeat."""
         request = fingerprint(req)
@@ -127,6 +133,7 @@ class Idempotency:
                 window_ms=self.window_ms,
                 traffic=req.traffic,
                 producer=req.producer,
+                held=held,
             )
         except StoredUnconfirmed as exc:
             # Stored (now or by the first try) but not confirmed: the caller decides
@@ -136,11 +143,17 @@ class Idempotency:
         return answer if first is None else _replay(first, request)
 
     async def enqueue(
-        self, req: Request, ws: Workspace, jobs: Sequence[Job], answer: Response
+        self,
+        req: Request,
+        ws: Workspace,
+        jobs: Sequence[Job],
+        answer: Response,
+        held: HeldTriggers | None = None,
     ) -> Response:
         """Store a request's jobs, once per ``Idempotency-Key`` when it carries one.
 
         In a workspace's suppress mode, jobs naming a forgotten person are dropped first.
+        With `held`, the drain triggers are left there for the caller (`Queue.trigger`).
         """
         if ws.forget_suppress:
             jobs, answer = await self._suppress(ws, jobs, answer)
@@ -148,8 +161,10 @@ class Idempotency:
             await self._before_deletes(ws, jobs, req.producer)
         key = key_of(req.header(HEADER))
         if key is not None:
-            return await self.store(req, ws, key, jobs, answer)
-        await self.queue.enqueue(ws.name, jobs, traffic=req.traffic, producer=req.producer)
+            return await self.store(req, ws, key, jobs, answer, held)
+        await self.queue.enqueue(
+            ws.name, jobs, traffic=req.traffic, producer=req.producer, held=held
+        )
         return answer
 
     async def _before_deletes(self, ws: Workspace, jobs: Sequence[Job], producer: str) -> None:

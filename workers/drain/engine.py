@@ -40,7 +40,7 @@ from service.store.dead_letters import DeadLetterStore
 from service.store.shards import FirstLook, ShardStore
 from service.triggers import Triggers
 from workers.drain.blocked import BlockPolicy
-from workers.drain.heads import HeldShards, Interrupted, Quarantine, fills_alone
+from workers.drain.heads import HeldShards, Interrupted, NextRequest, Quarantine, fills_alone
 from workers.drain.pace import Pace
 from workers.drain.report import DrainReport
 from workers.drain.send import Delivered, Delivery, OutgoingUnit
@@ -266,10 +266,7 @@ class Drainer:
                 return
             if pace.renew_due():
                 held.renew()
-            slot = delivery.slot_request(unit)
-            for shard, note in step.notes.items():
-                held.leases[shard].mark_inflight(note, slot=slot)
-                held.noted(shard, note)
+            _before_send(held, delivery, step)
             result = delivery.deliver(unit)
             if result.blocked is not None:
                 # Only what is still queued: a bisection may have resolved a part already,
@@ -343,6 +340,18 @@ class Drainer:
             )
         except Exception:  # the sweeper re-sends triggers for any shard with backlog
             log.warning("could not re-trigger %s", shard.tag, exc_info=True)
+
+
+def _before_send(held: HeldShards, delivery: Delivery, step: NextRequest) -> None:
+    """Note the send in each shard (with a lone job's rate slot); or, for a job the api
+    sent and left its answer to settle, hand the answer to the lane's client."""
+    if step.answer is not None:
+        delivery.answered(step.unit, step.answer)
+        return
+    slot = delivery.slot_request(step.unit)
+    for shard, note in step.notes.items():
+        held.leases[shard].mark_inflight(note, slot=slot)
+        held.noted(shard, note)
 
 
 def _unresolved(unit: OutgoingUnit, resolved: dict[keys.ShardKeys, int]) -> OutgoingUnit:

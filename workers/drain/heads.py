@@ -26,6 +26,7 @@ from service.config import DrainSettings, QueueSettings
 from service.delivery.across_shards import ShardHead, pack_heads
 from service.delivery.crash_search import InflightNote, next_send
 from service.delivery.packing import batch_body, batch_size_bytes
+from service.delivery.upstream import KeptAnswer, decode_answer
 from service.jobs import batching_kinds, job_kind
 from service.lanes.registry import LANES
 from service.store.leases import Lease
@@ -45,6 +46,9 @@ class NextRequest:
 
     unit: OutgoingUnit
     notes: dict[keys.ShardKeys, InflightNote]
+    #: The answer the api's own send got (`service.lanes.app.inline`): the unit is settled
+    #: by it instead of being sent (its note stays as the api wrote it).
+    answer: KeptAnswer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,9 @@ class HeldShards:
             buffer = self.buffers[shard]
             head = buffer[0]
             if self.spec.interrupted is not None and note.head == head.id:
+                if note.answer is not None:
+                    unit = OutgoingUnit([head], head.payload, head.kind, full=True)
+                    return NextRequest(unit, {}, decode_answer(note.answer))
                 return Interrupted(head)
             plan = next_send(
                 note,

@@ -29,7 +29,7 @@ from service.delivery.outcomes import (
     SlotRequest,
 )
 from service.delivery.packing import batch_body
-from service.delivery.upstream import LaneClient
+from service.delivery.upstream import KeptAnswer, LaneClient
 from service.jobs import Lane
 from service.lanes.registry import LANES
 from service.metrics import definitions as metrics
@@ -147,6 +147,12 @@ class Delivery:
         if ask is None or unit.count != 1 or unit.oversize:
             return None
         return ask(self.client, unit.body)
+
+    def answered(self, unit: OutgoingUnit, answer: KeptAnswer) -> None:
+        """The api sent `unit`'s one job and left its `answer`: the next `deliver` settles
+        the job by it instead of sending it (the lane's `answered` hook)."""
+        assert self.spec.answered is not None  # only a lane that keeps answers gets one
+        self.spec.answered(self.client, unit.body, answer)
 
     def deliver(self, unit: OutgoingUnit) -> Delivered:
         """Send `unit` and resolve what the answer allows."""

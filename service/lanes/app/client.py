@@ -11,10 +11,10 @@ from service.delivery.upstream import USER_AGENT, Answer, Upstream, aexchange, e
 
 #: Idle kept-alive connections are dropped well before a server's usual 5 s keep-alive
 #: timeout: a send written into a connection the server is closing is ambiguous.
-_APP_KEEPALIVE_S = 2.0
+KEEPALIVE_S = 2.0
 
 
-def _bearer(workspace: Workspace) -> dict[str, str]:
+def bearer(workspace: Workspace) -> dict[str, str]:
     if workspace.app_api_key is None:
         raise ValueError(f"workspace {workspace.name!r} has no App API key")
     return {"Authorization": f"Bearer {workspace.app_api_key.get_secret_value()}"}
@@ -26,11 +26,11 @@ class AppClient(Upstream):
     Never raises for upstream trouble and never retries by itself: one call, one request.
     """
 
-    limits = httpx.Limits(keepalive_expiry=_APP_KEEPALIVE_S)
+    limits = httpx.Limits(keepalive_expiry=KEEPALIVE_S)
 
     @staticmethod
     def _endpoint(workspace: Workspace) -> tuple[str, dict[str, str]]:
-        return workspace.app_base_url, _bearer(workspace)
+        return workspace.app_base_url, bearer(workspace)
 
     def send(self, method: str, path: str, body: bytes) -> Answer:
         return exchange(self._http, method, path, body)
@@ -50,8 +50,8 @@ class AppProxy:
             base_url=workspace.app_base_url,
             timeout=timeout(timeout_s),
             transport=transport,
-            headers={**_bearer(workspace), "User-Agent": USER_AGENT},
-            limits=httpx.Limits(keepalive_expiry=_APP_KEEPALIVE_S),
+            headers={**bearer(workspace), "User-Agent": USER_AGENT},
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
             follow_redirects=False,
         )
 

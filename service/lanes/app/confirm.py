@@ -64,6 +64,17 @@ def matches(message: Any, *, kind: str, template: Any, to: Any, since_s: float) 
     return not (to and recipient and str(recipient) != str(to))
 
 
+def _claim_keys(workspace: str, now_s: float) -> list[str]:
+    hour = int(now_s // _CLAIM_WINDOW_S)
+    return [keys.app_claimed(workspace, h) for h in (hour, hour - 1)]
+
+
+def claim_of(workspace: str, delivery_id: str) -> tuple[str, str, int]:
+    """What marks a delivery id as one cioq's own send received, for the outcome record's
+    script to write with the send's outcome: (set key, id, TTL s)."""
+    return _claim_keys(workspace, time.time())[0], delivery_id, 2 * _CLAIM_WINDOW_S
+
+
 class Confirmer:
     def __init__(
         self, client: SyncStore, limiter: RateLimiter, app: AppClient, workspace: Workspace
@@ -74,13 +85,10 @@ class Confirmer:
         self.workspace = workspace
 
     def _claims(self, now_s: float) -> list[str]:
-        hour = int(now_s // _CLAIM_WINDOW_S)
-        return [keys.app_claimed(self.workspace.name, h) for h in (hour, hour - 1)]
+        return _claim_keys(self.workspace.name, now_s)
 
     def claim(self, delivery_id: str) -> tuple[str, str, int]:
-        """What marks a delivery id as one cioq's own send received, for
-        `Outcomes.record` to write with the send's outcome: (set key, id, TTL s)."""
-        return self._claims(time.time())[0], delivery_id, 2 * _CLAIM_WINDOW_S
+        return claim_of(self.workspace.name, delivery_id)
 
     def find(self, envelope: dict[str, Any], *, since_s: float) -> Found | None:
         """The one delivery this ambiguous send created, or None when not certain."""

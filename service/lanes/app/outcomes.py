@@ -155,6 +155,32 @@ class AsyncOutcomes:
         return found if found is not None and found.state in FINAL else None
 
 
+def record_call(
+    workspace: str,
+    outcome: Outcome,
+    ttl_ms: int,
+    *,
+    attempt: bool,
+    claim: tuple[str, str, int] | None,
+    wake: bool = True,
+) -> dict[str, list[Any]]:
+    """The keys and arguments of ``app_outcome.lua`` writing `outcome`. `wake`: push a
+    final record to the list its waiting ingest request pops (not when the api sent the
+    job itself and answers from the record in hand)."""
+    key = keys.app_outcome(workspace, outcome.job_id)
+    record = outcome.encode()
+    claim_key, delivery_id, claim_ttl_s = claim if claim is not None else (key, "", 0)
+    ready, ready_value = key, b""
+    if wake and outcome.state in FINAL:
+        ready = keys.app_outcome_ready(workspace, outcome.job_id)
+        # Delivered or refused, the waiting request answers with the record as pushed
+        # (it shows no attempt count); any other final state is read from the hash.
+        ready_value = record if outcome.state in _ANSWERED else b"1"
+    # One script, one command: a MULTI of up to nine cost a send a fifth of its CPU.
+    args = [record, int(attempt), ttl_ms, delivery_id, claim_ttl_s]
+    return {"keys": [key, claim_key, ready], "args": [*args, ready_value, _READY_TTL_MS]}
+
+
 class Outcomes:
     """The worker side: record attempts and the final outcome, waking the waiting request."""
 
@@ -190,18 +216,7 @@ class Outcomes:
         attempt: bool,
         claim: tuple[str, str, int] | None,
     ) -> dict[str, list[Any]]:
-        key = keys.app_outcome(workspace, outcome.job_id)
-        record = outcome.encode()
-        claim_key, delivery_id, claim_ttl_s = claim if claim is not None else (key, "", 0)
-        ready, ready_value = key, b""
-        if outcome.state in FINAL:
-            ready = keys.app_outcome_ready(workspace, outcome.job_id)
-            # Delivered or refused, the waiting request answers with the record as pushed
-            # (it shows no attempt count); any other final state is read from the hash.
-            ready_value = record if outcome.state in _ANSWERED else b"1"
-        # One script, one command: a MULTI of up to nine cost a send a fifth of its CPU.
-        args = [record, int(attempt), self.ttl_ms, delivery_id, claim_ttl_s]
-        return {"keys": [key, claim_key, ready], "args": [*args, ready_value, _READY_TTL_MS]}
+        return record_call(workspace, outcome, self.ttl_ms, attempt=attempt, claim=claim)
 
     def get(self, workspace: str, job_id: str) -> Outcome | None:
         key = keys.app_outcome(workspace, job_id)

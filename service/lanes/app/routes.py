@@ -17,15 +17,19 @@ Customer.io's ``POST /v1/campaigns/{id}/triggers``: the same job, sent to the re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
+import time
 from typing import Any
 
 import orjson
 
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
-from service.jobs import new_event_id
+from service.jobs import Job, new_event_id
+from service.lanes.app.inline import InlineJob, InlineSends
 from service.lanes.app.jobs import BROADCAST_ROUTE, app_job
 from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass
@@ -36,7 +40,7 @@ from service.lanes.app.validation import (
     validate_send,
     validate_trigger,
 )
-from service.store.queue import Queue
+from service.store.queue import HeldTriggers, Queue
 from service.web.http import Request, Response, Route, json_response
 from service.web.idempotency import HEADER as IDEMPOTENCY_HEADER
 from service.web.idempotency import Idempotency, key_of
@@ -52,6 +56,8 @@ class AppIngest:
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.idempotency = Idempotency(queue, settings.queue, lease_ms=settings.drain.lease_ms)
+        self.queue = queue
+        self.inline = InlineSends(queue, settings)
         self.outcomes = AsyncOutcomes(queue.redis, settings.app)
         self.wait_ms = settings.app.app_send_wait_ms
         self.reads = AppReads(
@@ -87,7 +93,7 @@ class AppIngest:
                 route=_send_route(req, job_id),
                 op_type=f"send_{kind}",
             )
-            return await self._store_and_wait(req, ws, job_id, f"send_{kind}", job)
+            return await self._store_and_wait(req, ws, job_id, f"send_{kind}", job, LimitClass.SEND)
 
         return handle
 
@@ -132,30 +138,57 @@ class AppIngest:
             route=f"{BROADCAST_ROUTE}{broadcast_id}",
             op_type="trigger_broadcast",
         )
-        return await self._store_and_wait(req, ws, job_id, "trigger_broadcast", job)
+        return await self._store_and_wait(
+            req, ws, job_id, "trigger_broadcast", job, LimitClass.BROADCAST, str(broadcast_id)
+        )
 
     async def _store_and_wait(
-        self, req: Request, ws: Workspace, job_id: str, kind: str, job: Any
+        self,
+        req: Request,
+        ws: Workspace,
+        job_id: str,
+        kind: str,
+        job: Job,
+        limit: LimitClass,
+        bucket: str = "",
     ) -> Response:
         accepted = json_response(
             202,
             {"job_id": job_id, "status_url": _status_url(req, job_id), "state": State.QUEUED},
         )
+        waits = _PREFER_ASYNC not in (req.header(b"prefer") or "").lower() and self.wait_ms > 0
+        deadline_s = time.monotonic() + self.wait_ms / 1000
+        # Sent by this api when it can (`service.lanes.app.inline`): the store leaves the
+        # job's drain trigger to it.
+        held = HeldTriggers() if waits and self.inline.usable() else None
         try:
-            answer = await self.idempotency.enqueue(req, ws, [job], accepted)
+            answer = await self.idempotency.enqueue(req, ws, [job], accepted, held)
         except StoredUnconfirmed as exc:
             # Stored, not yet confirmed at the durability level: it will be sent, so a 5xx
             # (which the official clients resend on) would send it twice.
             log.warning("App job %s stored but not confirmed in time; answered 202", job_id)
             answer = exc.answer if isinstance(exc.answer, Response) else accepted
+        sending = None
+        if held is not None:
+            if answer is accepted:  # stored by this request (not a repeat of an earlier one)
+                inline = InlineJob(job, job_id, limit, bucket, req.producer)
+                sending = self.inline.start(ws, inline, held)
+            else:
+                await self.queue.trigger(held)
         if answer is not accepted:  # a repeated Idempotency-Key: the first request's job
             job_id = str(orjson.loads(answer.body)["job_id"])
         # From here on the job is stored: every store error is answered with the 202 and
         # its status URL, never a 5xx.
         outcome = None
-        if _PREFER_ASYNC not in (req.header(b"prefer") or "").lower() and self.wait_ms > 0:
+        if sending is not None:
+            with contextlib.suppress(TimeoutError):
+                # Shielded: a request that stops waiting (or whose client left) does not
+                # cut its send off; the send records its outcome for the status URL.
+                outcome = await asyncio.wait_for(asyncio.shield(sending), self.wait_ms / 1000)
+        left_ms = int((deadline_s - time.monotonic()) * 1000)
+        if outcome is None and waits and left_ms > 0:
             try:
-                outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=self.wait_ms)
+                outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=left_ms)
             except StoreUnavailable:
                 log.warning("App job %s is stored; its outcome could not be read", job_id)
         if outcome is None:
@@ -169,6 +202,9 @@ class AppIngest:
         if outcome.state in (State.DELIVERED, State.REFUSED):
             return _customerio_answer(outcome)
         return json_response(202, outcome.public(_status_url(req, job_id)))
+
+    async def aclose(self) -> None:
+        await self.inline.aclose()
 
     async def job(self, req: Request, ws: Workspace) -> Response:
         job_id = req.params[0]

@@ -30,7 +30,7 @@ import orjson
 
 from service.config import AppLaneSettings, RedisSettings, Workspace
 from service.delivery.outcomes import Outcome, OutcomeClass
-from service.delivery.upstream import Answer
+from service.delivery.upstream import Answer, KeptAnswer
 from service.lanes.app import confirm
 from service.lanes.app.client import AppClient
 from service.lanes.app.outcomes import FINAL, Outcomes, State, decode_body, delivered
@@ -92,6 +92,12 @@ class AppSender:
         self.confirmer = confirm.Confirmer(self.redis, self.limiter, self.client, workspace)
         #: Slots taken with the in-flight note of the job (its stored body) about to go out.
         self._taken: dict[bytes, Reservation] = {}
+        #: Answers the api's own sends got (`answered`), by the job's stored body.
+        self._answered: dict[bytes, KeptAnswer] = {}
+
+    def answered(self, body: bytes, answer: KeptAnswer) -> None:
+        """The api sent the job `body` and got `answer`: `send_batch` settles by it."""
+        self._answered = {body: answer}
 
     def slot_request(self, body: bytes) -> _SlotRequest:
         """The rate-limit slot of the job `body`, to ask in the drain's in-flight-note
@@ -103,8 +109,11 @@ class AppSender:
         envelope: dict[str, Any] = orjson.loads(body)
         ws = self.workspace.name
         limit_class = LimitClass(envelope.get("limit", LimitClass.SEND))
+        answered = self._answered.pop(body, None)
         slot = self._taken.pop(body, None)  # asked with the in-flight note (`slot_request`)
         self._taken.clear()
+        if answered is not None:
+            return self._settle(envelope, limit_class, answered.answer, answered.sent_at_s)
         if slot is None:
             slot = self.limiter.reserve(
                 ws,
@@ -120,6 +129,13 @@ class AppSender:
             time.sleep(slot.wait_s)
         sent_at_s = time.time()
         answer = self.client.send("POST", envelope["path"], orjson.dumps(envelope["body"]))
+        return self._settle(envelope, limit_class, answer, sent_at_s)
+
+    def _settle(
+        self, envelope: dict[str, Any], limit_class: LimitClass, answer: Answer, sent_at_s: float
+    ) -> Outcome:
+        """What Customer.io's `answer` to the job's send makes of it (the table above)."""
+        ws = self.workspace.name
         decision = decide(
             answer.status,
             transport=answer.transport,

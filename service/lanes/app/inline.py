@@ -1,0 +1,322 @@
+"""The api sends an App job itself when a drain would send exactly that job now.
+
+An App send's producer waits for Customer.io's answer, so the job's way through a worker
+(a trigger, Celery's consumer, a drain's three round trips, the answer pushed back) was
+most of a send's cost: 2.35 ms of CPU per send against 0.505 ms for a client posting
+directly (`bench/run --quick --only app`). Here the api, once the job is stored, does
+what that drain would do, in the same order and under the same fenced keys:
+
+1. one round trip: ``inline_take.lua`` takes the shard's lease and writes the send's
+   in-flight note only if nobody holds the shard, it waits out no retry and this job is
+   its head (so order and every drain rule hold); with it the lane's pause and the job's
+   rate slot;
+2. the ``POST`` (`service.delivery.upstream.AsyncWire`);
+3. one round trip: a 2xx writes the outcome record and the delivered-id claim, trims the
+   job and gives the lease back (``resolve_release.lua``), as a drain's resolve does.
+
+Any other answer is not settled here: ``answered.lua`` keeps it with the in-flight note
+and gives the shard back, and the drain its trigger starts settles it by the lane's
+policy (refused, throttled, ambiguous, ...) as if it had sent it, without sending it
+again (`workers.drain.heads.Answered`). When any step before the ``POST`` declines or
+fails, the note is cleared and the job goes the worker's way; a failure after it leaves
+the note, so the next drain treats the send as cut off (ambiguous unless its record says
+delivered), exactly as when a worker dies mid-send. Nothing here sends a job twice.
+
+Only on a standalone Redis at the ``write`` durability level (a cluster splits step 1's
+keys over slots; a confirmed note needs ``WAIT``); elsewhere every send goes through a
+worker as before. ``CIOQ_APP_INLINE_SENDS=false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from service import keys
+from service.config import Settings, Workspace
+from service.delivery.outcomes import Outcome as Sent
+from service.delivery.outcomes import OutcomeClass
+from service.delivery.upstream import USER_AGENT, Answer, AsyncWire, encode_answer
+from service.jobs import Job, Traffic
+from service.lanes.app.client import KEEPALIVE_S, bearer
+from service.lanes.app.confirm import claim_of
+from service.lanes.app.outcomes import Outcome, delivered, record_call
+from service.lanes.app.policy import Verdict, decide
+from service.lanes.app.rate_limit import LimitClass, limit_for, reservation
+from service.metrics import app_lane as app_metrics
+from service.metrics import definitions as metrics
+from service.metrics.queue_state import queue_drained
+from service.store.connections import STORE_ERRORS, lua_source
+from service.store.queue import HeldTriggers, Queue
+from service.stream_ids import id_ms, next_id
+
+log = logging.getLogger("cioq.app")
+
+_SCRIPTS = ("inline_take", "answered", "resolve_release", "release", "clear_inflight")
+#: What `_take` says when a drain sends the job instead.
+_DECLINED, _GAVE_BACK = object(), object()
+
+
+@dataclass(frozen=True, slots=True)
+class InlineJob:
+    """A stored App job the api may send: its envelope and what its metrics name."""
+
+    job: Job
+    job_id: str
+    limit: LimitClass
+    bucket: str
+    producer: str
+
+
+class InlineSends:
+    """The api's own App sends (see the module's text); one per api process."""
+
+    def __init__(self, queue: Queue, settings: Settings) -> None:
+        self.queue = queue
+        self.redis = queue.redis
+        self.app = settings.app
+        self.lease_ms = settings.drain.lease_ms
+        self.timeout_s = settings.drain.upstream_timeout_s
+        self.metrics = settings.metrics
+        self.on = settings.app.app_inline_sends and isinstance(self.redis, aioredis.Redis)
+        self._shas = {name: _sha(name) for name in (*_SCRIPTS, "app_outcome", "token_bucket")}
+        self._loaded = False
+        self._wires: dict[str, AsyncWire] = {}
+        #: Sends under way, awaited at shutdown: one cut off leaves an ambiguous job.
+        self._running: set[asyncio.Task[Outcome | None]] = set()
+
+    def usable(self) -> bool:
+        """Whether this api sends App jobs itself (see the module's text for when not)."""
+        confirmation = self.queue.confirmation
+        return self.on and (confirmation is None or not confirmation.needed)
+
+    def start(
+        self, ws: Workspace, job: InlineJob, held: HeldTriggers
+    ) -> asyncio.Task[Outcome | None]:
+        """Send `job` (stored; `held` its triggers) if a drain would send it now. The task's
+        result: the delivered record, or None when a worker settles or sends it. It runs
+        on when its request stops waiting (shielded)."""
+        task = asyncio.ensure_future(self._send(ws, job, held))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    async def _send(self, ws: Workspace, job: InlineJob, held: HeldTriggers) -> Outcome | None:
+        shard = self.queue.shard_of(ws.name, job.job, Traffic.LIVE)
+        try:
+            taken = await self._take(ws, job, shard)
+        except STORE_ERRORS:
+            log.warning("App job %s: taking its shard failed; a worker sends it", job.job_id)
+            taken = _GAVE_BACK  # whatever was written, the trigger marker may be gone
+        if not isinstance(taken, tuple):
+            if taken is _GAVE_BACK and not held.shards:
+                held.shards = [shard]  # its release cleared the marker a trigger relied on
+            await self.queue.trigger(held)
+            return None
+        token, entry_id, wait_s = taken
+        app_metrics.rate_wait(ws.name, job.limit, wait_s)
+        if wait_s:
+            await asyncio.sleep(wait_s)
+        envelope = orjson.loads(job.job.payload)
+        body = orjson.dumps(envelope["body"])
+        sent_at_s = time.time()
+        answer = await self._wire(ws).exchange("POST", envelope["path"], body)
+        decision = decide(
+            answer.status,
+            transport=answer.transport,
+            retry_after_s=answer.retry_after_s,
+            resend_ambiguous=ws.app_resend_ambiguous,
+        )
+        try:
+            if decision.verdict is Verdict.DELIVERED:
+                return await self._delivered(ws, job, shard, token, entry_id, answer)
+            await self._hand_over(shard, token, entry_id, answer, sent_at_s)
+        except STORE_ERRORS:
+            # The note stays: the next drain of the shard (after the lease) settles the
+            # job as cut off, by its record. Never sent again.
+            log.warning("App job %s was sent; recording its answer failed", job.job_id)
+            return None
+        await self.queue.trigger(HeldTriggers([shard]))
+        return None
+
+    async def _take(
+        self, ws: Workspace, job: InlineJob, shard: keys.ShardKeys
+    ) -> tuple[int, bytes, float] | object:
+        """The lease token, the job's entry id and its rate wait. Else a drain sends the
+        job: `_DECLINED` when nothing was written (a rate slot may be spent), `_GAVE_BACK`
+        when the lease was taken and given back (its release cleared the marker)."""
+        if not self._loaded:
+            await self._load_scripts()
+            self._loaded = True
+        limit = limit_for(job.limit, self.app)
+        pipe = self.redis.pipeline(transaction=False)
+        take_keys = [shard.lease, shard.fence, shard.retry, shard.stream, shard.inflight]
+        pipe.evalsha(
+            self._shas["inline_take"],
+            len(take_keys),
+            *take_keys,
+            self.lease_ms,
+            job.job.payload,
+            int(time.time() * 1000),
+        )
+        pipe.pttl(keys.pause(ws.name, shard.lane))
+        pipe.evalsha(
+            self._shas["token_bucket"],
+            1,
+            keys.rate_bucket(ws.name, job.limit, job.bucket),
+            limit.interval_us,
+            limit.burst,
+            self.app.app_token_wait_max_ms * 1000,
+        )
+        took, pause_ms, slot_reply = await pipe.execute(raise_on_error=False)
+        if isinstance(took, NoScriptError) or isinstance(slot_reply, NoScriptError):
+            self._loaded = False  # Redis restarted or flushed its scripts: load them again
+        if not isinstance(took, list):
+            return _DECLINED  # 0: a drain's job; or an error, before anything was written
+        token, entry_id = took[0], took[1]
+        slot = reservation(slot_reply)
+        paused = not isinstance(pause_ms, int) or pause_ms > 0
+        if paused or slot is None or not slot.granted:
+            if slot is not None and not slot.granted:
+                app_metrics.rate_deferred(ws.name, job.limit)
+            await self._give_back(shard, token)
+            return _GAVE_BACK
+        return int(token), bytes(entry_id), slot.wait_s
+
+    async def _give_back(self, shard: keys.ShardKeys, token: int) -> None:
+        """Nothing was sent: clear the note and hand the lease back, fenced."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.evalsha(self._shas["clear_inflight"], 2, shard.inflight, shard.lease, token)
+        pipe.evalsha(self._shas["release"], 3, shard.lease, shard.trigger, shard.stream, token, 0)
+        cleared, _ = await pipe.execute(raise_on_error=False)
+        if isinstance(cleared, Exception):
+            # The note may stay: the next drain dead-letters the job as ambiguous rather
+            # than send what it cannot tell was not sent. Logged, as it costs a send.
+            log.error("%s: an unsent note could not be cleared: %s", shard.tag, cleared)
+
+    async def _delivered(
+        self,
+        ws: Workspace,
+        job: InlineJob,
+        shard: keys.ShardKeys,
+        token: int,
+        entry_id: bytes,
+        answer: Answer,
+    ) -> Outcome | None:
+        assert answer.status is not None
+        kind = str(job.job.op_type)
+        record = delivered(job.job_id, kind, answer.status, answer.body)
+        claim = None if record.delivery_id is None else claim_of(ws.name, record.delivery_id)
+        call = record_call(
+            ws.name,
+            record,
+            int(self.app.app_outcome_ttl_s * 1000),
+            attempt=True,
+            claim=claim,
+            wake=False,
+        )
+        self._count(ws, job, answer, entry_id)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._shas["app_outcome"], 3, *call["keys"], *call["args"])
+            resolve_keys = [shard.stream, shard.lease, shard.retry, shard.trigger]
+            pipe.evalsha(self._shas["resolve_release"], 4, *resolve_keys, token, next_id(entry_id))
+            queue_drained(pipe, ws.name, 1, self.metrics)
+            replies = await pipe.execute(raise_on_error=False)
+            written, resolved = replies[0], replies[1]
+            if isinstance(written, Exception) or isinstance(resolved, Exception):
+                if isinstance(written, NoScriptError) or isinstance(resolved, NoScriptError):
+                    self._loaded = False
+                raise next(r for r in (written, resolved) if isinstance(r, Exception))
+            if not isinstance(resolved, list):
+                log.warning("%s: lease lost during an App send", shard.tag)  # its drain settles
+            elif not resolved[1]:
+                # Jobs came after this one: hand the shard over as a drain does.
+                left = await self.redis.evalsha(
+                    self._shas["release"], 3, shard.lease, shard.trigger, shard.stream, token, 0
+                )
+                if int(left):
+                    await self.queue.trigger(HeldTriggers([shard]))
+        except STORE_ERRORS:
+            # Whatever did not run, the note stays: the next drain resolves the job by its
+            # record, or dead-letters it as ambiguous when the record is not there. The
+            # producer still gets Customer.io's answer: the send happened.
+            log.warning("App job %s delivered; recording it failed", job.job_id, exc_info=True)
+        return record
+
+    def _count(self, ws: Workspace, job: InlineJob, answer: Answer, entry_id: bytes) -> None:
+        """The metrics a worker's drain counts for a delivered App send."""
+        app_metrics.send(ws.name, job.limit, Verdict.DELIVERED)
+        sent = Sent(OutcomeClass.SUCCESS, answer.status)
+        metrics.upstream_request(
+            ws.name,
+            job.job.kind,
+            sent,
+            answer.elapsed_s,
+            body_bytes=len(job.job.payload),
+            ops=1,
+            lane=job.job.lane,
+        )
+        now_ms = int(time.time() * 1000)
+        metrics.delivered(ws.name, [(id_ms(entry_id), job.producer)], now_ms, job.job.lane)
+
+    async def _hand_over(
+        self,
+        shard: keys.ShardKeys,
+        token: int,
+        entry_id: bytes,
+        answer: Answer,
+        sent_at_s: float,
+    ) -> None:
+        """An answer this module does not settle: kept with the note for the drain."""
+        kept = await self.redis.evalsha(
+            self._shas["answered"],
+            3,
+            shard.inflight,
+            shard.lease,
+            shard.trigger,
+            token,
+            entry_id,
+            encode_answer(answer, sent_at_s=sent_at_s),
+        )
+        if int(kept) < 0:
+            log.warning("%s: lease lost during an App send", shard.tag)
+
+    def _wire(self, ws: Workspace) -> AsyncWire:
+        wire = self._wires.get(ws.name)
+        if wire is None:
+            headers = {**bearer(ws), "Content-Type": "application/json", "User-Agent": USER_AGENT}
+            wire = AsyncWire(
+                ws.app_base_url, headers, timeout_s=self.timeout_s, keepalive_s=KEEPALIVE_S
+            )
+            self._wires[ws.name] = wire
+        return wire
+
+    async def _load_scripts(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for name in self._shas:
+            pipe.script_load(lua_source(name))
+        with contextlib.suppress(*STORE_ERRORS):
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        """Let the sends under way finish (bounded by the upstream timeout), then close."""
+        running: Sequence[asyncio.Task[Any]] = list(self._running)
+        if running:
+            await asyncio.wait(running, timeout=self.timeout_s + 1)
+        for wire in self._wires.values():
+            await wire.aclose()
+
+
+def _sha(name: str) -> str:
+    return hashlib.sha1(lua_source(name).encode()).hexdigest()  # Redis names scripts so
