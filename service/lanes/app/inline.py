@@ -92,6 +92,8 @@ class InlineSends:
         self._shas = {name: _sha(name) for name in (*_SCRIPTS, "app_outcome", "token_bucket")}
         self._loaded = False
         self._wires: dict[str, AsyncWire] = {}
+        #: Per shard, this process's last send of it (`_send`).
+        self._tails: dict[keys.ShardKeys, asyncio.Future[None]] = {}
         #: Sends under way, awaited at shutdown: one cut off leaves an ambiguous job.
         self._running: set[asyncio.Task[Outcome | None]] = set()
 
@@ -112,15 +114,43 @@ class InlineSends:
         return task
 
     async def _send(self, ws: Workspace, job: InlineJob, held: HeldTriggers) -> Outcome | None:
+        """This process's sends of one shard go one after another, as a drain's would: one
+        that found the shard held by the send before it would go to a worker (two Celery
+        tasks: the first finds the lease taken), and with 32 producers over the default 32
+        shards many sends did."""
         shard = self.queue.shard_of(ws.name, job.job, Traffic.LIVE)
+        before = self._tails.get(shard)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[shard] = mine
+        try:
+            if before is not None:
+                await before
+            return await self._send_now(ws, job, held, shard, mine, waited=before is not None)
+        finally:
+            mine.set_result(None)
+            if self._tails.get(shard) is mine:
+                del self._tails[shard]
+
+    async def _send_now(
+        self,
+        ws: Workspace,
+        job: InlineJob,
+        held: HeldTriggers,
+        shard: keys.ShardKeys,
+        mine: asyncio.Future[None],
+        *,
+        waited: bool,
+    ) -> Outcome | None:
         try:
             taken = await self._take(ws, job, shard)
         except STORE_ERRORS:
             log.warning("App job %s: taking its shard failed; a worker sends it", job.job_id)
             taken = _GAVE_BACK  # whatever was written, the trigger marker may be gone
         if not isinstance(taken, tuple):
-            if taken is _GAVE_BACK and not held.shards:
-                held.shards = [shard]  # its release cleared the marker a trigger relied on
+            if (taken is _GAVE_BACK or waited) and not held.shards:
+                # A release cleared the marker a trigger relied on: this one's, or that
+                # of the send before it here, which left the shard to this one.
+                held.shards = [shard]
             await self.queue.trigger(held)
             return None
         token, entry_id, wait_s = taken
@@ -139,7 +169,10 @@ class InlineSends:
         )
         try:
             if decision.verdict is Verdict.DELIVERED:
-                return await self._delivered(ws, job, shard, token, entry_id, answer)
+                followed = self._tails.get(shard) is not mine
+                return await self._delivered(
+                    ws, job, shard, token, entry_id, answer, followed=followed
+                )
             await self._hand_over(shard, token, entry_id, answer, sent_at_s)
         except STORE_ERRORS:
             # The note stays: the next drain of the shard (after the lease) settles the
@@ -212,7 +245,10 @@ class InlineSends:
         token: int,
         entry_id: bytes,
         answer: Answer,
+        *,
+        followed: bool,
     ) -> Outcome | None:
+        """`followed`: a send of this process waits for the shard (it triggers if need be)."""
         assert answer.status is not None
         kind = str(job.job.op_type)
         record = delivered(job.job_id, kind, answer.status, answer.body)
@@ -245,7 +281,7 @@ class InlineSends:
                 left = await self.redis.evalsha(
                     self._shas["release"], 3, shard.lease, shard.trigger, shard.stream, token, 0
                 )
-                if int(left):
+                if int(left) and not followed:
                     await self.queue.trigger(HeldTriggers([shard]))
         except STORE_ERRORS:
             # Whatever did not run, the note stays: the next drain resolves the job by its
