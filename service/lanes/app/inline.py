@@ -86,6 +86,7 @@ class InlineSends:
         self.redis = queue.redis
         self.app = settings.app
         self.lease_ms = settings.drain.lease_ms
+        self.trigger_ttl_ms = settings.queue.trigger_ttl_ms
         self.timeout_s = settings.drain.upstream_timeout_s
         self.metrics = settings.metrics
         self.on = settings.app.app_inline_sends and isinstance(self.redis, aioredis.Redis)
@@ -277,9 +278,13 @@ class InlineSends:
             if not isinstance(resolved, list):
                 log.warning("%s: lease lost during an App send", shard.tag)  # its drain settles
             elif not resolved[1]:
-                # Jobs came after this one: hand the shard over as a drain does.
+                # Jobs came after this one: hand the shard over as a drain does. To a send
+                # of this process waiting for it, with the trigger marker kept, so neither
+                # writes nor the sweeper start a drain meanwhile (it triggers if it must).
+                marker_ms = self.trigger_ttl_ms if followed else 0
+                release_keys = (shard.lease, shard.trigger, shard.stream)
                 left = await self.redis.evalsha(
-                    self._shas["release"], 3, shard.lease, shard.trigger, shard.stream, token, 0
+                    self._shas["release"], 3, *release_keys, token, marker_ms
                 )
                 if int(left) and not followed:
                     await self.queue.trigger(HeldTriggers([shard]))
