@@ -40,7 +40,14 @@ def make_api(
     clients: list[Any] = []
 
     def build(**overrides: Any) -> httpx.Client:
-        values = {"app_api_key": "dev-app-key", "app_url": app_sandbox, **overrides}
+        # The wait for a worker's outcome (`settle_soon` stands in for the worker); the
+        # api's own sends are tests/integration/lanes/app/test_inline_sends.py's.
+        values = {
+            "app_api_key": "dev-app-key",
+            "app_url": app_sandbox,
+            "app_inline_sends": False,
+            **overrides,
+        }
         server = serve_in_thread(create_app(make_settings(**values), triggers=triggers))
         url = server.__enter__()
         client = httpx.Client(base_url=url, headers=HEADERS, timeout=15)

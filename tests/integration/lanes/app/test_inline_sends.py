@@ -1,0 +1,202 @@
+"""The api's own App sends (`service.lanes.app.inline`), over real HTTP and Redis: a send
+it may make goes out once without a worker; one it may not (shard held, lane paused, turned
+off) is left stored and triggered with nothing written; an answer it does not settle is
+kept with the note, and the drain its trigger starts settles it without sending again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from sandbox import SandboxConfig, create_sandbox_app
+from service import keys
+from service.api.app import create_app
+from service.config import Settings
+from service.jobs import Lane
+from service.lanes.app.jobs import FIELD_APP
+from tests.support.drain import build_drainer
+from tests.support.http_server import serve_in_thread
+from tests.support.streams import stream_fields
+from tests.support.triggers import RecordingTriggers
+
+HEADERS = {"Authorization": "Bearer dev-ingest-key"}
+EMAIL = {"transactional_message_id": 1, "to": "a@example.com", "identifiers": {"id": "p1"}}
+
+
+@pytest.fixture
+def sandbox() -> Iterator[httpx.Client]:
+    with (
+        serve_in_thread(create_sandbox_app(SandboxConfig())) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def make_api(
+    make_settings: Callable[..., Settings], triggers: RecordingTriggers, sandbox: httpx.Client
+) -> Iterator[Callable[..., tuple[httpx.Client, Settings]]]:
+    opened: list[Any] = []
+
+    def build(**overrides: Any) -> tuple[httpx.Client, Settings]:
+        values = {"app_api_key": "dev-app-key", "app_url": str(sandbox.base_url), **overrides}
+        settings = make_settings(**values)
+        server = serve_in_thread(create_app(settings, triggers=triggers))
+        client = httpx.Client(base_url=server.__enter__(), headers=HEADERS, timeout=15)
+        opened.append((server, client))
+        return client, settings
+
+    yield build
+    for server, client in opened:
+        client.close()
+        server.__exit__(None, None, None)
+
+
+def arrivals(sandbox: httpx.Client) -> list[dict[str, Any]]:
+    """The App sends the sandbox recorded (acted on)."""
+    records = sandbox.get("/_sandbox/received", params={"limit": 100_000}).json()["records"]
+    return [r["op"] for r in records if r["kind"] == "app"]
+
+
+def app_shards(client: redis.Redis) -> list[str]:
+    return [key.decode() for key in client.scan_iter(match="cioq:q:*") if client.xlen(key)]
+
+
+def stored(client: redis.Redis) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(fields[FIELD_APP])
+        for key in app_shards(client)
+        for fields in stream_fields(client, key)
+    ]
+
+
+def test_a_send_goes_out_from_the_api_once_with_no_worker(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    triggers: RecordingTriggers,
+    redis_client: redis.Redis,
+) -> None:
+    api, _ = make_api()
+    answer = api.post("/v1/send/email", json=EMAIL)
+    assert answer.status_code == 200 and set(answer.json()) == {"delivery_id", "queued_at"}
+    assert len(arrivals(sandbox)) == 1
+    assert triggers.sent == []  # no worker was asked
+    assert stored(redis_client) == []  # resolved
+    assert list(redis_client.scan_iter(match="cioq:lease:*")) == []  # given back
+    # The status record says what the producer was told.
+    [record_key] = list(redis_client.scan_iter(match="cioq:outcome:*"))
+    record = orjson.loads(redis_client.hget(record_key, "record") or b"{}")
+    assert record["state"] == "delivered"
+
+
+def test_sends_of_one_shard_at_once_each_go_out_once(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    redis_client: redis.Redis,
+) -> None:
+    api, _ = make_api(shards=1)  # every send in one shard: one after another
+
+    def send(n: int) -> int:
+        return api.post("/v1/send/email", json={**EMAIL, "message_data": {"n": n}}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(send, range(24)))
+    assert statuses == [200] * 24
+    numbers = sorted(a["body"]["message_data"]["n"] for a in arrivals(sandbox))
+    assert numbers == list(range(24))
+    assert stored(redis_client) == []
+
+
+def test_a_held_shard_leaves_the_send_to_a_worker_with_nothing_written(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    triggers: RecordingTriggers,
+    redis_client: redis.Redis,
+) -> None:
+    api, _ = make_api(shards=1, app_send_wait_ms=300)
+    shard = keys.shard_keys("default", 0, Lane.APP)
+    redis_client.set(shard.lease, "99", px=60_000)  # a drain holds it
+    answer = api.post("/v1/send/email", json=EMAIL)
+    assert answer.status_code == 202
+    assert arrivals(sandbox) == []
+    assert len(stored(redis_client)) == 1
+    assert not redis_client.exists(shard.inflight)
+    assert redis_client.get(shard.lease) == b"99"
+    assert triggers.lanes == [Lane.APP]
+
+
+def test_a_paused_lane_gives_the_shard_back_and_triggers_it(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    triggers: RecordingTriggers,
+    redis_client: redis.Redis,
+) -> None:
+    api, _ = make_api(shards=1, app_send_wait_ms=300)
+    redis_client.set(keys.pause("default", Lane.APP), "throttle", px=60_000)
+    answer = api.post("/v1/send/email", json=EMAIL)
+    assert answer.status_code == 202
+    assert arrivals(sandbox) == []
+    shard = keys.shard_keys("default", 0, Lane.APP)
+    assert not redis_client.exists(shard.inflight) and not redis_client.exists(shard.lease)
+    assert triggers.lanes == [Lane.APP]
+
+
+def test_turned_off_every_send_goes_to_a_worker(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    triggers: RecordingTriggers,
+) -> None:
+    api, _ = make_api(app_inline_sends=False, app_send_wait_ms=200)
+    assert api.post("/v1/send/email", json=EMAIL).status_code == 202
+    assert arrivals(sandbox) == [] and triggers.lanes == [Lane.APP]
+
+
+@pytest.mark.parametrize(
+    ("faults", "state", "resent"),
+    [
+        # 429: not acted on; the drain pauses the lane and the job is sent again later.
+        ({"error_rate": 1.0, "error_status": 429, "retry_after_s": 1}, "retrying", True),
+        # Reset after recording: may have acted; the drain looks the message up, never resends.
+        ({"reset_rate": 1.0}, None, False),
+    ],
+)
+def test_an_answer_the_api_does_not_settle_is_settled_by_the_drain_without_a_resend(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    triggers: RecordingTriggers,
+    redis_client: redis.Redis,
+    faults: dict[str, Any],
+    state: str | None,
+    resent: bool,
+) -> None:
+    api, settings = make_api(shards=1, app_send_wait_ms=300)
+    sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
+    answer = api.post("/v1/send/email", json=EMAIL)
+    assert answer.status_code == 202
+    shard = keys.shard_keys("default", 0, Lane.APP)
+    note = redis_client.hgetall(shard.inflight)
+    assert b"answer" in note and not redis_client.exists(shard.lease)
+    assert triggers.lanes == [Lane.APP]
+    sandbox.post("/_sandbox/app_faults", json={}).raise_for_status()
+    before = len(arrivals(sandbox))
+    report = build_drainer(settings, redis_client).drain("default", 0, Lane.APP)
+    assert report.requests == 1
+    after = len(arrivals(sandbox))
+    assert after == before  # the drain settled it: nothing went out
+    if resent:
+        assert len(stored(redis_client)) == 1  # kept, to be sent after the pause
+        assert not redis_client.exists(shard.inflight)  # its next send is a fresh one
+        assert redis_client.pttl(keys.pause("default", Lane.APP)) > 0
+    else:
+        # Dead-lettered (or confirmed) and trimmed: the note names a head gone for good.
+        assert stored(redis_client) == []
+    if state is not None:
+        record_key = keys.app_outcome("default", str(orjson.loads(answer.content)["job_id"]))
+        record = orjson.loads(redis_client.hget(record_key, "record") or b"{}")
+        assert record["state"] == state
