@@ -63,6 +63,8 @@ from service.stream_ids import id_ms, next_id
 log = logging.getLogger("cioq.app")
 
 _SCRIPTS = ("inline_take", "answered", "resolve_release", "release", "clear_inflight")
+#: Sends under way in one api process at most (`usable`).
+MAX_RUNNING = 256
 #: What `_take` says when a drain sends the job instead.
 _DECLINED, _GAVE_BACK = object(), object()
 
@@ -99,9 +101,15 @@ class InlineSends:
         self._running: set[asyncio.Task[Outcome | None]] = set()
 
     def usable(self) -> bool:
-        """Whether this api sends App jobs itself (see the module's text for when not)."""
+        """Whether this api sends the next App job itself (see the module's text for when
+        not). Past `MAX_RUNNING` sends under way (producers that do not wait for answers
+        can post faster than Customer.io answers), the rest go to the workers."""
         confirmation = self.queue.confirmation
-        return self.on and (confirmation is None or not confirmation.needed)
+        return (
+            self.on
+            and (confirmation is None or not confirmation.needed)
+            and len(self._running) < MAX_RUNNING
+        )
 
     def start(
         self, ws: Workspace, job: InlineJob, held: HeldTriggers

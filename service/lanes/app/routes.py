@@ -158,9 +158,9 @@ class AppIngest:
         )
         waits = _PREFER_ASYNC not in (req.header(b"prefer") or "").lower() and self.wait_ms > 0
         deadline_s = time.monotonic() + self.wait_ms / 1000
-        # Sent by this api when it can (`service.lanes.app.inline`): the store leaves the
-        # job's drain trigger to it.
-        held = HeldTriggers() if waits and self.inline.usable() else None
+        # Sent by this api when it can (`service.lanes.app.inline`), whether or not the
+        # producer waits for the answer: the store leaves the job's drain trigger to it.
+        held = HeldTriggers() if self.inline.usable() else None
         try:
             answer = await self.idempotency.enqueue(req, ws, [job], accepted, held)
         except StoredUnconfirmed as exc:
@@ -180,7 +180,7 @@ class AppIngest:
         # From here on the job is stored: every store error is answered with the 202 and
         # its status URL, never a 5xx.
         outcome = None
-        if sending is not None:
+        if sending is not None and waits:
             with contextlib.suppress(TimeoutError):
                 # Shielded: a request that stops waiting (or whose client left) does not
                 # cut its send off; the send records its outcome for the status URL.

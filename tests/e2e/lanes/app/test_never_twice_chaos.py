@@ -5,6 +5,10 @@ dead-lettered once as ``ambiguous``; every producer of a send is given the same 
 producer gets a 5xx, not even while Redis restarts (ingest waits for it, up to
 ``CIOQ_REDIS_OUTAGE_WAIT_S``).
 
+At the ``write`` level the api sends what it can itself (`service.lanes.app.inline`),
+so its sends meet the same faults and the Redis restart; at ``fsync`` every send goes
+through a worker.
+
 Short form here (150 sends); ``scripts/never-twice`` runs 1,000.
 """
 
@@ -13,19 +17,35 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import httpx
+import pytest
+
 from tests.support.never_twice import run, summary, violations
 from tests.support.stack import Stack
 
 SENDS = 1000 if os.environ.get("CIOQ_NEVER_TWICE") == "full" else 150
 
 
+@pytest.mark.parametrize("durability", ["fsync", "write"])
 def test_keyed_sends_reach_customerio_at_most_once_through_kills_and_a_redis_restart(
-    make_stack: Callable[..., Stack],
+    make_stack: Callable[..., Stack], durability: str
 ) -> None:
-    stack = make_stack(upstream_timeout_s=1, shards=16, durability="fsync", redis_fsync="always")
+    stack = make_stack(upstream_timeout_s=1, shards=16, durability=durability, redis_fsync="always")
     stack.start_api()
     stack.start_sweeper()
     evidence = run(stack, "nt", SENDS)
     print("\n" + summary(evidence))
     assert violations(evidence) == []
     assert evidence.kills >= 1 and evidence.redis_down[1] > 0
+    api_sends = _api_sends(stack.api_url)
+    assert api_sends > 0 if durability == "write" else api_sends == 0
+
+
+def _api_sends(api_url: str) -> float:
+    """App sends the api made itself (its own ``cioq_app_sends_total``)."""
+    text = httpx.get(f"{api_url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("cioq_app_sends_total{")
+    )
