@@ -34,6 +34,20 @@ APP_AMBIGUOUS = Counter(
     namespace=NAMESPACE,
 )
 
+APP_INLINE = Counter(
+    "app_inline_sends",
+    "App jobs the api sent itself (sent) or left to a worker, and why: the shard was held "
+    "(busy), waited out a retry (retry), held an older job first (behind), had a cut-off "
+    "send of the job (cut_off), the lane was paused (paused), no rate slot came soon enough "
+    "(no_slot), Redis failed (store_error), or too many sends were under way (full).",
+    ["workspace", "outcome"],
+    namespace=NAMESPACE,
+)
+
+
+def inline(workspace: str, outcome: str) -> None:
+    APP_INLINE.labels(workspace, outcome).inc()
+
 
 def send(workspace: str, limit_class: str, verdict: str) -> None:
     APP_SENDS.labels(workspace, limit_class, verdict).inc()

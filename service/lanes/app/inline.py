@@ -36,6 +36,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -65,8 +66,29 @@ log = logging.getLogger("cioq.app")
 _SCRIPTS = ("inline_take", "answered", "resolve_release", "release", "clear_inflight")
 #: Sends under way in one api process at most (`usable`).
 MAX_RUNNING = 256
-#: What `_take` says when a drain sends the job instead.
-_DECLINED, _GAVE_BACK = object(), object()
+
+
+class Inline(StrEnum):
+    """What became of a job the api could send (``cioq_app_inline_sends_total``)."""
+
+    SENT = "sent"
+    #: Left to a worker: the shard was held, waited out a retry, held an older job first,
+    #: or had a cut-off send of this job (``inline_take.lua``) ...
+    BUSY = "busy"
+    RETRY = "retry"
+    BEHIND = "behind"
+    CUT_OFF = "cut_off"
+    #: ... or the shard was taken and given back: the lane is paused, no rate slot came
+    #: soon enough, Redis failed ...
+    PAUSED = "paused"
+    NO_SLOT = "no_slot"
+    STORE_ERROR = "store_error"
+    #: ... or `MAX_RUNNING` sends were under way.
+    FULL = "full"
+
+
+#: Declines after which the trigger marker may be gone (a release cleared it).
+_GAVE_BACK = frozenset({Inline.PAUSED, Inline.NO_SLOT, Inline.STORE_ERROR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,16 +122,17 @@ class InlineSends:
         #: Sends under way, awaited at shutdown: one cut off leaves an ambiguous job.
         self._running: set[asyncio.Task[Outcome | None]] = set()
 
-    def usable(self) -> bool:
-        """Whether this api sends the next App job itself (see the module's text for when
-        not). Past `MAX_RUNNING` sends under way (producers that do not wait for answers
-        can post faster than Customer.io answers), the rest go to the workers."""
+    def usable(self, ws: Workspace) -> bool:
+        """Whether this api sends `ws`'s next App job itself (see the module's text for
+        when not). Past `MAX_RUNNING` sends under way (producers that do not wait for
+        answers can post faster than Customer.io answers), the rest go to the workers."""
         confirmation = self.queue.confirmation
-        return (
-            self.on
-            and (confirmation is None or not confirmation.needed)
-            and len(self._running) < MAX_RUNNING
-        )
+        if not self.on or (confirmation is not None and confirmation.needed):
+            return False
+        if len(self._running) >= MAX_RUNNING:
+            app_metrics.inline(ws.name, Inline.FULL)
+            return False
+        return True
 
     def start(
         self, ws: Workspace, job: InlineJob, held: HeldTriggers
@@ -154,14 +177,16 @@ class InlineSends:
             taken = await self._take(ws, job, shard)
         except STORE_ERRORS:
             log.warning("App job %s: taking its shard failed; a worker sends it", job.job_id)
-            taken = _GAVE_BACK  # whatever was written, the trigger marker may be gone
-        if not isinstance(taken, tuple):
-            if (taken is _GAVE_BACK or waited) and not held.shards:
+            taken = Inline.STORE_ERROR  # whatever was written, the marker may be gone
+        if isinstance(taken, Inline):
+            app_metrics.inline(ws.name, taken)
+            if (taken in _GAVE_BACK or waited) and not held.shards:
                 # A release cleared the marker a trigger relied on: this one's, or that
                 # of the send before it here, which left the shard to this one.
                 held.shards = [shard]
             await self.queue.trigger(held)
             return None
+        app_metrics.inline(ws.name, Inline.SENT)
         token, entry_id, wait_s = taken
         app_metrics.rate_wait(ws.name, job.limit, wait_s)
         if wait_s:
@@ -193,10 +218,10 @@ class InlineSends:
 
     async def _take(
         self, ws: Workspace, job: InlineJob, shard: keys.ShardKeys
-    ) -> tuple[int, bytes, float] | object:
-        """The lease token, the job's entry id and its rate wait. Else a drain sends the
-        job: `_DECLINED` when nothing was written (a rate slot may be spent), `_GAVE_BACK`
-        when the lease was taken and given back (its release cleared the marker)."""
+    ) -> tuple[int, bytes, float] | Inline:
+        """The lease token, the job's entry id and its rate wait; else why a drain sends
+        the job (`_GAVE_BACK`: the lease was taken and given back, clearing the marker;
+        otherwise nothing was written, though a rate slot may be spent)."""
         if not self._loaded:
             await self._load_scripts()
             self._loaded = True
@@ -223,17 +248,22 @@ class InlineSends:
         took, pause_ms, slot_reply = await pipe.execute(raise_on_error=False)
         if isinstance(took, NoScriptError) or isinstance(slot_reply, NoScriptError):
             self._loaded = False  # Redis restarted or flushed its scripts: load them again
+        if isinstance(took, bytes):
+            return Inline(took.decode())
         if not isinstance(took, list):
-            return _DECLINED  # 0: a drain's job; or an error, before anything was written
+            return Inline.STORE_ERROR  # nothing was written; its trigger is sent all the same
         token, entry_id = took[0], took[1]
         slot = reservation(slot_reply)
-        paused = not isinstance(pause_ms, int) or pause_ms > 0
-        if paused or slot is None or not slot.granted:
-            if slot is not None and not slot.granted:
+        if not isinstance(pause_ms, int) or pause_ms > 0:
+            declined = Inline.PAUSED
+        elif slot is None or not slot.granted:
+            declined = Inline.NO_SLOT
+            if slot is not None:
                 app_metrics.rate_deferred(ws.name, job.limit)
-            await self._give_back(shard, token)
-            return _GAVE_BACK
-        return int(token), bytes(entry_id), slot.wait_s
+        else:
+            return int(token), bytes(entry_id), slot.wait_s
+        await self._give_back(shard, token)
+        return declined
 
     async def _give_back(self, shard: keys.ShardKeys, token: int) -> None:
         """Nothing was sent: clear the note and hand the lease back, fenced."""

@@ -160,7 +160,7 @@ class AppIngest:
         deadline_s = time.monotonic() + self.wait_ms / 1000
         # Sent by this api when it can (`service.lanes.app.inline`), whether or not the
         # producer waits for the answer: the store leaves the job's drain trigger to it.
-        held = HeldTriggers() if self.inline.usable() else None
+        held = HeldTriggers() if self.inline.usable(ws) else None
         try:
             answer = await self.idempotency.enqueue(req, ws, [job], accepted, held)
         except StoredUnconfirmed as exc:

@@ -4,17 +4,20 @@
 -- no earlier send of it was cut off. Otherwise nothing is written and a drain sends it.
 -- KEYS: lease, fence, retry, stream, inflight   ARGV: lease_ms, payload, now_ms
 -- The job is known by its payload (it holds the job's own id), as XADD chose the entry id.
--- Returns {lease token, entry id}, or 0.
+-- Returns {lease token, entry id}, or why not: 'busy', 'retry', 'behind' or 'cut_off'.
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+  return 'busy'
 end
 local not_before = tonumber(redis.call('HGET', KEYS[3], 'not_before_ms') or '0')
 if not_before > tonumber(ARGV[3]) then
-  return 0
+  return 'retry'
 end
 local head = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)[1]
-if head == nil or head[2][2] ~= ARGV[2] or redis.call('HGET', KEYS[5], 'head') == head[1] then
-  return 0
+if head == nil or head[2][2] ~= ARGV[2] then
+  return 'behind'
+end
+if redis.call('HGET', KEYS[5], 'head') == head[1] then
+  return 'cut_off'
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])

@@ -64,6 +64,13 @@ def arrivals(sandbox: httpx.Client) -> list[dict[str, Any]]:
     return [r["op"] for r in records if r["kind"] == "app"]
 
 
+def inline_count(api: httpx.Client, outcome: str) -> float:
+    """The api's ``cioq_app_inline_sends_total`` for `outcome` (the process's own count)."""
+    prefix = f'cioq_app_inline_sends_total{{outcome="{outcome}",workspace="default"}}'
+    lines = api.get("/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
 def app_shards(client: redis.Redis) -> list[str]:
     return [key.decode() for key in client.scan_iter(match="cioq:q:*") if client.xlen(key)]
 
@@ -83,8 +90,10 @@ def test_a_send_goes_out_from_the_api_once_with_no_worker(
     redis_client: redis.Redis,
 ) -> None:
     api, _ = make_api()
+    sent = inline_count(api, "sent")
     answer = api.post("/v1/send/email", json=EMAIL)
     assert answer.status_code == 200 and set(answer.json()) == {"delivery_id", "queued_at"}
+    assert inline_count(api, "sent") == sent + 1
     assert len(arrivals(sandbox)) == 1
     assert triggers.sent == []  # no worker was asked
     assert stored(redis_client) == []  # resolved
@@ -113,21 +122,43 @@ def test_sends_of_one_shard_at_once_each_go_out_once(
     assert stored(redis_client) == []
 
 
-def test_a_held_shard_leaves_the_send_to_a_worker_with_nothing_written(
+def _held(client: redis.Redis, shard: keys.ShardKeys) -> None:
+    client.set(shard.lease, "99", px=60_000)  # a drain holds the shard
+
+
+def _retrying(client: redis.Redis, shard: keys.ShardKeys) -> None:
+    client.hset(shard.retry, mapping={"head": "0-1", "not_before_ms": 2**50})
+
+
+def _older_job_first(client: redis.Redis, shard: keys.ShardKeys) -> None:
+    older = {"id": "older", "path": "/v1/send/email", "body": EMAIL, "limit": "send"}
+    client.xadd(shard.stream, {FIELD_APP: orjson.dumps(older)})
+
+
+@pytest.mark.parametrize(
+    ("setup", "outcome"),
+    [(_held, "busy"), (_retrying, "retry"), (_older_job_first, "behind")],
+)
+def test_a_send_a_drain_would_not_make_now_is_left_to_a_worker_with_nothing_written(
     make_api: Callable[..., tuple[httpx.Client, Settings]],
     sandbox: httpx.Client,
     triggers: RecordingTriggers,
     redis_client: redis.Redis,
+    setup: Callable[[redis.Redis, keys.ShardKeys], None],
+    outcome: str,
 ) -> None:
     api, _ = make_api(shards=1, app_send_wait_ms=300)
     shard = keys.shard_keys("default", 0, Lane.APP)
-    redis_client.set(shard.lease, "99", px=60_000)  # a drain holds it
+    setup(redis_client, shard)
+    lease_before = redis_client.get(shard.lease)
+    counted = inline_count(api, outcome)
     answer = api.post("/v1/send/email", json=EMAIL)
     assert answer.status_code == 202
+    assert inline_count(api, outcome) == counted + 1
     assert arrivals(sandbox) == []
-    assert len(stored(redis_client)) == 1
+    assert any(job["id"] == answer.json()["job_id"] for job in stored(redis_client))
     assert not redis_client.exists(shard.inflight)
-    assert redis_client.get(shard.lease) == b"99"
+    assert redis_client.get(shard.lease) == lease_before
     assert triggers.lanes == [Lane.APP]
 
 
@@ -139,8 +170,10 @@ def test_a_paused_lane_gives_the_shard_back_and_triggers_it(
 ) -> None:
     api, _ = make_api(shards=1, app_send_wait_ms=300)
     redis_client.set(keys.pause("default", Lane.APP), "throttle", px=60_000)
+    paused = inline_count(api, "paused")
     answer = api.post("/v1/send/email", json=EMAIL)
     assert answer.status_code == 202
+    assert inline_count(api, "paused") == paused + 1
     assert arrivals(sandbox) == []
     shard = keys.shard_keys("default", 0, Lane.APP)
     assert not redis_client.exists(shard.inflight) and not redis_client.exists(shard.lease)
