@@ -127,7 +127,7 @@ class SendPath(DrainedPath):
             result.answers.append(answer.status_code)
             if answer.status_code < 500:
                 if answer.status_code < 300:
-                    job_id = str(answer.json()["job_id"])
+                    job_id = self._job_of(answer, key)
                     if result.job_id not in (None, job_id):
                         result.other_job_ids += 1
                     result.job_id = job_id
@@ -135,6 +135,20 @@ class SendPath(DrainedPath):
             with self.faults.bypass():
                 if self._queued():
                     result.stored_5xx += 1
+
+    def _job_of(self, answer: httpx.Response, key: str) -> str:
+        """The job a 2xx names: a 202's own, or (Customer.io's 200 to the api's own send)
+        the one the first try's remembered answer names."""
+        body = answer.json()
+        if "job_id" in body:
+            return str(body["job_id"])
+        with self.faults.bypass():
+            remembered = self.redis.get(keys.idempotency("default", key))
+            if remembered is not None:
+                return str(orjson.loads(orjson.loads(remembered)["body"])["job_id"])
+            # Not remembered (that write failed): the run's one outcome record names it.
+            [record] = list(self.redis.scan_iter(match=keys.app_outcome("default", "*")))
+        return record.decode().rsplit(":", 1)[1]
 
     def _queued(self) -> list[dict[str, Any]]:
         """Every App job queued, live or bulk."""

@@ -1,5 +1,8 @@
 """Every Redis round trip of the App send path, failed in turn: never sent twice.
 
+Twice over: the api sending the job itself (its take, the POST, its record and resolve,
+or its hand-over to a worker), and a worker's drain sending it.
+
 The short form (the normal suite) fails each round trip once per mode (`MODES`: a
 connection reset before the command, a timeout after it ran, an emptied script cache,
 the drain stalled past its lease while a second drain takes over). The full form
@@ -36,8 +39,9 @@ def redis_url(own_redis: RedisServer) -> str:
     return own_redis_url(own_redis)
 
 
-@pytest.fixture
+@pytest.fixture(params=[False, True], ids=["workers-send", "api-sends"])
 def path(
+    request: pytest.FixtureRequest,
     make_settings: Callable[..., Settings],
     app_sandbox: httpx.Client,
     app_sandbox_url: str,
@@ -51,6 +55,8 @@ def path(
         upstream_timeout_s=2,
         app_send_wait_ms=20,  # the answer's outcome wait is part of the path
         shards=2,
+        # The api's own send (`service.lanes.app.inline`), or a worker's drain.
+        app_inline_sends=request.param,
     )
     faults = Faults(redis_url)
     with serve_in_thread(create_app(settings, triggers=RecordingTriggers())) as url:

@@ -54,7 +54,8 @@ def test_a_worker_sigkilled_around_its_post_sends_at_most_once(
     proxy: HoldingProxy,
 ) -> None:
     overrides = {"app_url": proxy.url} if when == "before" else {}
-    stack = make_stack(upstream_timeout_s=HANG_S / 2, shards=1, **overrides)
+    # The worker sends it: the api's own sends are test_api_killed_around_the_post.py's.
+    stack = make_stack(upstream_timeout_s=HANG_S / 2, shards=1, app_inline_sends=False, **overrides)
     if when == "after":
         with stack.sandbox_client() as sandbox:
             faults = {"hang_rate": 1.0, "hang_s": HANG_S, "seed": 1}

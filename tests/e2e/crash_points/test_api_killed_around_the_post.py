@@ -1,0 +1,95 @@
+"""The api's own App sends (`service.lanes.app.inline`) at their crash points, in real
+processes: the api SIGKILLed right before its POST reaches Customer.io (held in front of
+the sandbox, never delivered) and right after (the sandbox recorded the send, its answer
+not yet back). Either way the api wrote the in-flight note first; once its lease is over,
+a worker and the sweeper recover the job: the send reached the sandbox at most once and
+the job is final, delivered or dead-lettered once as ``ambiguous``, never sent again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from service import keys
+from service.jobs import Lane
+from tests.support.app_load import send_body, settle
+from tests.support.holding_proxy import HoldingProxy
+from tests.support.processes import wait_until
+from tests.support.stack import INGEST_KEY, Stack
+
+pytestmark = [pytest.mark.chaos]
+
+#: The sandbox's "hang": it records the send, then withholds the answer this long.
+HANG_S = 20
+#: Short, so the dead api's lease is over soon (the send itself is cut off long before).
+LEASE_MS = 3000
+
+
+@pytest.fixture
+def proxy() -> Iterator[HoldingProxy]:
+    holder = HoldingProxy()
+    yield holder
+    holder.close()
+
+
+def _send(stack: Stack) -> str:
+    """A keyed send whose producer does not wait: the api sends it in the background."""
+    headers = {"Authorization": f"Bearer {INGEST_KEY}", "Prefer": "respond-async"}
+    with httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as api:
+        answer = api.post(
+            "/v1/send/email", json=send_body("apikill", 0), headers={"Idempotency-Key": "k-0"}
+        )
+    assert answer.status_code == 202, answer.text
+    return str(answer.json()["job_id"])
+
+
+def _app_sends(stack: Stack) -> int:
+    return sum(1 for r in stack.received() if r["kind"] == "app")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_the_api_sigkilled_around_its_own_post_sends_at_most_once(
+    when: str,
+    make_stack: Callable[..., Stack],
+    proxy: HoldingProxy,
+) -> None:
+    overrides = {"app_url": proxy.url} if when == "before" else {}
+    stack = make_stack(
+        upstream_timeout_s=HANG_S / 2,
+        shards=1,
+        lease_ms=LEASE_MS,
+        allow_short_lease=True,
+        **overrides,
+    )
+    if when == "after":
+        with stack.sandbox_client() as sandbox:
+            faults = {"hang_rate": 1.0, "hang_s": HANG_S, "seed": 1}
+            sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
+    api = stack.start_api()
+    job_id = _send(stack)
+    if when == "before":
+        wait_until(proxy.held.is_set, timeout_s=60, what="the api's POST held")
+    else:
+        wait_until(lambda: _app_sends(stack) == 1, timeout_s=60, what="the send recorded")
+    shard = keys.shard_keys("default", 0, Lane.APP)
+    note = stack.redis.client().hgetall(shard.inflight)
+    api.kill()
+    assert note.get(b"head")  # the api noted the send before its POST went out
+    if when == "before":
+        proxy.release(("127.0.0.1", stack.sandbox_port))
+    else:
+        with stack.sandbox_client() as sandbox:
+            sandbox.post("/_sandbox/app_faults", json={}).raise_for_status()
+    stack.start_api()
+    stack.start_sweeper()
+    stack.start_worker(concurrency=1)
+    settled = settle(stack, "apikill", [job_id], timeout_s=90)
+    arrivals = settled.arrivals[0]
+    state = settled.outcomes[job_id]["state"]
+    print(f"\napi killed {when} its POST: {arrivals} arrival(s), state {state}")
+    assert arrivals == (0 if when == "before" else 1)
+    assert state in ("delivered", "ambiguous")
+    assert len(settled.ambiguous_letters) == (1 if state == "ambiguous" else 0)
