@@ -194,7 +194,7 @@ def sweep(
 def check(points: int, results: list[RunResult], modes: tuple[str, ...], label: str) -> None:
     """No run broke a property, nearly every point fired; prints the counts."""
     broken = [(r.point, r.mode, r.hit, violations(r)) for r in results if violations(r)]
-    assert broken == []
+    assert broken == [], broken
     for mode in modes:
         fired = sum(1 for r in results if r.mode == mode and r.hit)
         # Nearly every point fires (a stall only where the drain, a sync client, runs;
