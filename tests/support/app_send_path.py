@@ -148,7 +148,7 @@ class SendPath(DrainedPath):
                 return str(orjson.loads(orjson.loads(remembered)["body"])["job_id"])
             # Not remembered (that write failed): the run's one outcome record names it.
             [record] = list(self.redis.scan_iter(match=keys.app_outcome("default", "*")))
-        return record.decode().rsplit(":", 1)[1]
+        return str(record.decode()).rsplit(":", 1)[1]
 
     def _queued(self) -> list[dict[str, Any]]:
         """Every App job queued, live or bulk."""

@@ -87,8 +87,11 @@ class Inline(StrEnum):
     FULL = "full"
 
 
-#: Declines after which the trigger marker may be gone (a release cleared it).
-_GAVE_BACK = frozenset({Inline.PAUSED, Inline.NO_SLOT, Inline.STORE_ERROR})
+class _Requeue:
+    """`_send_now`: let the sends of the shard waiting behind this one go first."""
+
+
+_REQUEUE = _Requeue()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,29 +142,55 @@ class InlineSends:
     ) -> asyncio.Task[Outcome | None]:
         """Send `job` (stored; `held` its triggers) if a drain would send it now. The task's
         result: the delivered record, or None when a worker settles or sends it. It runs
-        on when its request stops waiting (shielded)."""
-        task = asyncio.ensure_future(self._send(ws, job, held))
+        on when its request stops waiting (shielded). The job joins its shard's line here,
+        at once, so a send of the shard ending meanwhile knows it is followed."""
+        shard = self.queue.shard_of(ws.name, job.job, Traffic.LIVE)
+        place = self._join(shard)
+        task = asyncio.ensure_future(self._send(ws, job, held, shard, place))
+        # Cancelled before it ran (a loop shutting down), it must not hold its line.
+        task.add_done_callback(lambda _: _end(place[1]))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return task
 
-    async def _send(self, ws: Workspace, job: InlineJob, held: HeldTriggers) -> Outcome | None:
-        """This process's sends of one shard go one after another, as a drain's would: one
-        that found the shard held by the send before it would go to a worker (two Celery
-        tasks: the first finds the lease taken), and with 32 producers over the default 32
-        shards many sends did."""
-        shard = self.queue.shard_of(ws.name, job.job, Traffic.LIVE)
+    def _join(
+        self, shard: keys.ShardKeys
+    ) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """The end of `shard`'s line (None: it is free) and this send's place after it."""
         before = self._tails.get(shard)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[shard] = mine
-        try:
-            if before is not None:
-                await before
-            return await self._send_now(ws, job, held, shard, mine, waited=before is not None)
-        finally:
-            mine.set_result(None)
-            if self._tails.get(shard) is mine:
-                del self._tails[shard]
+        return before, mine
+
+    async def _send(
+        self,
+        ws: Workspace,
+        job: InlineJob,
+        held: HeldTriggers,
+        shard: keys.ShardKeys,
+        place: tuple[asyncio.Future[None] | None, asyncio.Future[None]],
+    ) -> Outcome | None:
+        """This process's sends of one shard go one after another, as a drain's would: one
+        that found the shard held by the send before it would go to a worker (two Celery
+        tasks: the first finds the lease taken), and with 32 producers over the default 32
+        shards many sends did. A send that finds an older job of the shard first, while
+        sends of it wait here, lets them go first, once: group commits may answer in
+        another order than Redis stored them."""
+        requeued = False
+        while True:
+            before, mine = place
+            try:
+                if before is not None:
+                    await before
+                sent = await self._send_now(ws, job, held, shard, mine, requeue=not requeued)
+            finally:
+                _end(mine)
+                if self._tails.get(shard) is mine:
+                    del self._tails[shard]
+            if not isinstance(sent, _Requeue):
+                return sent
+            requeued = True
+            place = self._join(shard)
 
     async def _send_now(
         self,
@@ -171,19 +200,27 @@ class InlineSends:
         shard: keys.ShardKeys,
         mine: asyncio.Future[None],
         *,
-        waited: bool,
-    ) -> Outcome | None:
+        requeue: bool,
+    ) -> Outcome | _Requeue | None:
+        """`_send`'s one try; `_REQUEUE` when the job should let the sends behind it go."""
         try:
             taken = await self._take(ws, job, shard)
         except STORE_ERRORS:
             log.warning("App job %s: taking its shard failed; a worker sends it", job.job_id)
             taken = Inline.STORE_ERROR  # whatever was written, the marker may be gone
+        if taken is Inline.BEHIND and requeue and self._tails.get(shard) is not mine:
+            return _REQUEUE  # nothing was written
         if isinstance(taken, Inline):
             app_metrics.inline(ws.name, taken)
-            if (taken in _GAVE_BACK or waited) and not held.shards:
-                # A release cleared the marker a trigger relied on: this one's, or that
-                # of the send before it here, which left the shard to this one.
-                held.shards = [shard]
+            if taken is Inline.BUSY:
+                # Whoever holds the shard hands it back with a trigger when work remains
+                # (``release.lua`` counts the stream as it frees the lease), and this job
+                # was stored before: a trigger now would only find the lease taken.
+                return None
+            # Always the shard's trigger, whether or not this store took the marker: the
+            # marker's holder may be a send of this process that ended and left the job
+            # to it (`_delivered`), or a release may have cleared it.
+            held.shards = held.shards or [shard]
             await self.queue.trigger(held)
             return None
         app_metrics.inline(ws.name, Inline.SENT)
@@ -220,7 +257,7 @@ class InlineSends:
         self, ws: Workspace, job: InlineJob, shard: keys.ShardKeys
     ) -> tuple[int, bytes, float] | Inline:
         """The lease token, the job's entry id and its rate wait; else why a drain sends
-        the job (`_GAVE_BACK`: the lease was taken and given back, clearing the marker;
+        the job (paused, no slot, a store error: the lease was taken and given back;
         otherwise nothing was written, though a rate slot may be spent)."""
         if not self._loaded:
             await self._load_scripts()
@@ -325,7 +362,12 @@ class InlineSends:
                     self._shas["release"], 3, *release_keys, token, marker_ms
                 )
                 if int(left) and not followed:
-                    await self.queue.trigger(HeldTriggers([shard]))
+                    # Often the next job is this process's, its request one turn of the
+                    # loop from joining the line (6 % of sends under the App bench's load
+                    # went to a worker so): it then takes the shard, or triggers it.
+                    await asyncio.sleep(0)
+                    if shard not in self._tails:
+                        await self.queue.trigger(HeldTriggers([shard]))
         except STORE_ERRORS:
             # Whatever did not run, the note stays: the next drain resolves the job by its
             # record, or dead-letters it as ambiguous when the record is not there. The
@@ -395,6 +437,11 @@ class InlineSends:
             await asyncio.wait(running, timeout=self.timeout_s + 1)
         for wire in self._wires.values():
             await wire.aclose()
+
+
+def _end(place: asyncio.Future[None]) -> None:
+    if not place.done():
+        place.set_result(None)
 
 
 def _sha(name: str) -> str:

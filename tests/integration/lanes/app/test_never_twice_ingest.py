@@ -50,7 +50,14 @@ def stored_sends(client: redis.Redis) -> list[str]:
 @pytest.fixture
 def api(make_settings: Callable[..., Settings], triggers: Any) -> Iterator[httpx.Client]:
     with serve_in_thread(create_sandbox_app(SandboxConfig())) as sb:
-        s = make_settings(app_api_key="dev-app-key", app_url=sb, app_send_wait_ms=0, shards=64)
+        # What ingest stores, kept in the streams to be counted: no send of the api's own.
+        s = make_settings(
+            app_api_key="dev-app-key",
+            app_url=sb,
+            app_send_wait_ms=0,
+            shards=64,
+            app_inline_sends=False,
+        )
         with (
             serve_in_thread(create_app(s, triggers=triggers)) as url,
             httpx.Client(base_url=url, headers=HEADERS, timeout=15) as c,
@@ -142,7 +149,7 @@ def test_a_store_error_in_the_outcome_wait_answers_202(
         raise StoreUnavailable("outcome: Connection reset by peer")
 
     monkeypatch.setattr(AsyncOutcomes, "wait", wait_fails)
-    s = make_settings(app_api_key="dev-app-key", app_send_wait_ms=500)
+    s = make_settings(app_api_key="dev-app-key", app_send_wait_ms=500, app_inline_sends=False)
     with serve_in_thread(create_app(s, triggers=triggers)) as url:
         r = httpx.post(f"{url}/v1/send/email", json=EMAIL, headers=HEADERS, timeout=15)
     assert r.status_code == 202
@@ -176,7 +183,7 @@ def test_unconfirmed_retries_of_one_request_id_store_once(
 ) -> None:
     """F2 at the Queue: each unconfirmed try raises StoredUnconfirmed (the job is queued),
     and with the key's route the retry finds the marker and stores nothing."""
-    s = make_settings(app_api_key="k", shards=64)
+    s = make_settings(app_api_key="k", shards=64, app_inline_sends=False)
 
     async def run() -> None:
         client = connect_async(s.redis)
