@@ -53,7 +53,7 @@ from service.lanes.app.client import KEEPALIVE_S, bearer
 from service.lanes.app.confirm import claim_of
 from service.lanes.app.outcomes import Outcome, delivered, record_call
 from service.lanes.app.policy import Verdict, decide
-from service.lanes.app.rate_limit import LimitClass, limit_for, reservation
+from service.lanes.app.rate_limit import LimitClass, Reservation, limit_for, reservation
 from service.metrics import app_lane as app_metrics
 from service.metrics import definitions as metrics
 from service.metrics.queue_state import queue_drained
@@ -257,12 +257,13 @@ class InlineSends:
         self, ws: Workspace, job: InlineJob, shard: keys.ShardKeys
     ) -> tuple[int, bytes, float] | Inline:
         """The lease token, the job's entry id and its rate wait; else why a drain sends
-        the job (paused, no slot, a store error: the lease was taken and given back;
-        otherwise nothing was written, though a rate slot may be spent)."""
+        the job (paused, no slot, a store error after the take: the lease was taken and
+        given back; otherwise nothing was written). The slot is asked only once the shard
+        is taken: asked with the take, every declined take spent one, and under the 100/s
+        limit with 1,000 queued sends 78/s went out instead of 97."""
         if not self._loaded:
             await self._load_scripts()
             self._loaded = True
-        limit = limit_for(job.limit, self.app)
         pipe = self.redis.pipeline(transaction=False)
         take_keys = [shard.lease, shard.fence, shard.retry, shard.stream, shard.inflight]
         pipe.evalsha(
@@ -274,33 +275,44 @@ class InlineSends:
             int(time.time() * 1000),
         )
         pipe.pttl(keys.pause(ws.name, shard.lane))
-        pipe.evalsha(
-            self._shas["token_bucket"],
-            1,
-            keys.rate_bucket(ws.name, job.limit, job.bucket),
-            limit.interval_us,
-            limit.burst,
-            self.app.app_token_wait_max_ms * 1000,
-        )
-        took, pause_ms, slot_reply = await pipe.execute(raise_on_error=False)
-        if isinstance(took, NoScriptError) or isinstance(slot_reply, NoScriptError):
+        took, pause_ms = await pipe.execute(raise_on_error=False)
+        if isinstance(took, NoScriptError):
             self._loaded = False  # Redis restarted or flushed its scripts: load them again
         if isinstance(took, bytes):
             return Inline(took.decode())
         if not isinstance(took, list):
             return Inline.STORE_ERROR  # nothing was written; its trigger is sent all the same
-        token, entry_id = took[0], took[1]
-        slot = reservation(slot_reply)
+        token, entry_id = int(took[0]), bytes(took[1])
         if not isinstance(pause_ms, int) or pause_ms > 0:
             declined = Inline.PAUSED
-        elif slot is None or not slot.granted:
+        else:
+            slot = await self._slot(ws, job)
+            if slot is not None and slot.granted:
+                return token, entry_id, slot.wait_s
             declined = Inline.NO_SLOT
             if slot is not None:
                 app_metrics.rate_deferred(ws.name, job.limit)
-        else:
-            return int(token), bytes(entry_id), slot.wait_s
         await self._give_back(shard, token)
         return declined
+
+    async def _slot(self, ws: Workspace, job: InlineJob) -> Reservation | None:
+        """The job's slot of its rate limit, if one comes within the longest wait."""
+        limit = limit_for(job.limit, self.app)
+        try:
+            reply = await self.redis.evalsha(
+                self._shas["token_bucket"],
+                1,
+                keys.rate_bucket(ws.name, job.limit, job.bucket),
+                limit.interval_us,
+                limit.burst,
+                self.app.app_token_wait_max_ms * 1000,
+            )
+        except NoScriptError:
+            self._loaded = False
+            return None
+        except STORE_ERRORS:
+            return None
+        return reservation(reply)
 
     async def _give_back(self, shard: keys.ShardKeys, token: int) -> None:
         """Nothing was sent: clear the note and hand the lease back, fenced."""
