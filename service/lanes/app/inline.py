@@ -30,61 +30,35 @@ worker as before. ``CIOQ_APP_INLINE_SENDS=false`` turns it off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from service import keys
 from service.config import Settings, Workspace
 from service.delivery.outcomes import Outcome as Sent
 from service.delivery.outcomes import OutcomeClass
-from service.delivery.upstream import USER_AGENT, Answer, AsyncWire, encode_answer
-from service.jobs import Job, Traffic
+from service.delivery.upstream import USER_AGENT, Answer, AsyncWire
+from service.jobs import Traffic
 from service.lanes.app.client import KEEPALIVE_S, bearer
 from service.lanes.app.confirm import claim_of
-from service.lanes.app.outcomes import Outcome, delivered, record_call
+from service.lanes.app.inline_store import Inline, InlineJob, InlineStore
+from service.lanes.app.outcomes import Outcome, delivered
 from service.lanes.app.policy import Verdict, decide
-from service.lanes.app.rate_limit import LimitClass, Reservation, limit_for, reservation
 from service.metrics import app_lane as app_metrics
 from service.metrics import definitions as metrics
-from service.metrics.queue_state import queue_drained
-from service.store.connections import STORE_ERRORS, lua_source
+from service.store.connections import STORE_ERRORS
 from service.store.queue import HeldTriggers, Queue
-from service.stream_ids import id_ms, next_id
+from service.stream_ids import id_ms
 
 log = logging.getLogger("cioq.app")
 
-_SCRIPTS = ("inline_take", "answered", "resolve_release", "release", "clear_inflight")
 #: Sends under way in one api process at most (`usable`).
 MAX_RUNNING = 256
-
-
-class Inline(StrEnum):
-    """What became of a job the api could send (``cioq_app_inline_sends_total``)."""
-
-    SENT = "sent"
-    #: Left to a worker: the shard was held, waited out a retry, held an older job first,
-    #: or had a cut-off send of this job (``inline_take.lua``) ...
-    BUSY = "busy"
-    RETRY = "retry"
-    BEHIND = "behind"
-    CUT_OFF = "cut_off"
-    #: ... or the shard was taken and given back: the lane is paused, no rate slot came
-    #: soon enough, Redis failed ...
-    PAUSED = "paused"
-    NO_SLOT = "no_slot"
-    STORE_ERROR = "store_error"
-    #: ... or `MAX_RUNNING` sends were under way.
-    FULL = "full"
 
 
 class _Requeue:
@@ -94,31 +68,16 @@ class _Requeue:
 _REQUEUE = _Requeue()
 
 
-@dataclass(frozen=True, slots=True)
-class InlineJob:
-    """A stored App job the api may send: its envelope and what its metrics name."""
-
-    job: Job
-    job_id: str
-    limit: LimitClass
-    bucket: str
-    producer: str
-
-
 class InlineSends:
     """The api's own App sends (see the module's text); one per api process."""
 
     def __init__(self, queue: Queue, settings: Settings) -> None:
         self.queue = queue
-        self.redis = queue.redis
-        self.app = settings.app
-        self.lease_ms = settings.drain.lease_ms
         self.trigger_ttl_ms = settings.queue.trigger_ttl_ms
         self.timeout_s = settings.drain.upstream_timeout_s
-        self.metrics = settings.metrics
-        self.on = settings.app.app_inline_sends and isinstance(self.redis, aioredis.Redis)
-        self._shas = {name: _sha(name) for name in (*_SCRIPTS, "app_outcome", "token_bucket")}
-        self._loaded = False
+        client = queue.redis
+        self.on = settings.app.app_inline_sends and isinstance(client, aioredis.Redis)
+        self.store = InlineStore(client, settings)
         self._wires: dict[str, AsyncWire] = {}
         #: Per shard, this process's last send of it (`_send`).
         self._tails: dict[keys.ShardKeys, asyncio.Future[None]] = {}
@@ -204,7 +163,7 @@ class InlineSends:
     ) -> Outcome | _Requeue | None:
         """`_send`'s one try; `_REQUEUE` when the job should let the sends behind it go."""
         try:
-            taken = await self._take(ws, job, shard)
+            taken = await self.store.take(ws, job, shard)
         except STORE_ERRORS:
             log.warning("App job %s: taking its shard failed; a worker sends it", job.job_id)
             taken = Inline.STORE_ERROR  # whatever was written, the marker may be gone
@@ -244,7 +203,7 @@ class InlineSends:
                 return await self._delivered(
                     ws, job, shard, token, entry_id, answer, followed=followed
                 )
-            await self._hand_over(shard, token, entry_id, answer, sent_at_s)
+            await self.store.hand_over(shard, token, entry_id, answer, sent_at_s)
         except STORE_ERRORS:
             # The note stays: the next drain of the shard (after the lease) settles the
             # job as cut off, by its record. Never sent again.
@@ -252,78 +211,6 @@ class InlineSends:
             return None
         await self.queue.trigger(HeldTriggers([shard]))
         return None
-
-    async def _take(
-        self, ws: Workspace, job: InlineJob, shard: keys.ShardKeys
-    ) -> tuple[int, bytes, float] | Inline:
-        """The lease token, the job's entry id and its rate wait; else why a drain sends
-        the job (paused, no slot, a store error after the take: the lease was taken and
-        given back; otherwise nothing was written). The slot is asked only once the shard
-        is taken: asked with the take, every declined take spent one, and under the 100/s
-        limit with 1,000 queued sends 78/s went out instead of 97."""
-        if not self._loaded:
-            await self._load_scripts()
-            self._loaded = True
-        pipe = self.redis.pipeline(transaction=False)
-        take_keys = [shard.lease, shard.fence, shard.retry, shard.stream, shard.inflight]
-        pipe.evalsha(
-            self._shas["inline_take"],
-            len(take_keys),
-            *take_keys,
-            self.lease_ms,
-            job.job.payload,
-            int(time.time() * 1000),
-        )
-        pipe.pttl(keys.pause(ws.name, shard.lane))
-        took, pause_ms = await pipe.execute(raise_on_error=False)
-        if isinstance(took, NoScriptError):
-            self._loaded = False  # Redis restarted or flushed its scripts: load them again
-        if isinstance(took, bytes):
-            return Inline(took.decode())
-        if not isinstance(took, list):
-            return Inline.STORE_ERROR  # nothing was written; its trigger is sent all the same
-        token, entry_id = int(took[0]), bytes(took[1])
-        if not isinstance(pause_ms, int) or pause_ms > 0:
-            declined = Inline.PAUSED
-        else:
-            slot = await self._slot(ws, job)
-            if slot is not None and slot.granted:
-                return token, entry_id, slot.wait_s
-            declined = Inline.NO_SLOT
-            if slot is not None:
-                app_metrics.rate_deferred(ws.name, job.limit)
-        await self._give_back(shard, token)
-        return declined
-
-    async def _slot(self, ws: Workspace, job: InlineJob) -> Reservation | None:
-        """The job's slot of its rate limit, if one comes within the longest wait."""
-        limit = limit_for(job.limit, self.app)
-        try:
-            reply = await self.redis.evalsha(
-                self._shas["token_bucket"],
-                1,
-                keys.rate_bucket(ws.name, job.limit, job.bucket),
-                limit.interval_us,
-                limit.burst,
-                self.app.app_token_wait_max_ms * 1000,
-            )
-        except NoScriptError:
-            self._loaded = False
-            return None
-        except STORE_ERRORS:
-            return None
-        return reservation(reply)
-
-    async def _give_back(self, shard: keys.ShardKeys, token: int) -> None:
-        """Nothing was sent: clear the note and hand the lease back, fenced."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._shas["clear_inflight"], 2, shard.inflight, shard.lease, token)
-        pipe.evalsha(self._shas["release"], 3, shard.lease, shard.trigger, shard.stream, token, 0)
-        cleared, _ = await pipe.execute(raise_on_error=False)
-        if isinstance(cleared, Exception):
-            # The note may stay: the next drain dead-letters the job as ambiguous rather
-            # than send what it cannot tell was not sent. Logged, as it costs a send.
-            log.error("%s: an unsent note could not be cleared: %s", shard.tag, cleared)
 
     async def _delivered(
         self,
@@ -338,42 +225,18 @@ class InlineSends:
     ) -> Outcome | None:
         """`followed`: a send of this process waits for the shard (it triggers if need be)."""
         assert answer.status is not None
-        kind = str(job.job.op_type)
-        record = delivered(job.job_id, kind, answer.status, answer.body)
+        record = delivered(job.job_id, str(job.job.op_type), answer.status, answer.body)
         claim = None if record.delivery_id is None else claim_of(ws.name, record.delivery_id)
-        call = record_call(
-            ws.name,
-            record,
-            int(self.app.app_outcome_ttl_s * 1000),
-            attempt=True,
-            claim=claim,
-            wake=False,
-        )
         self._count(ws, job, answer, entry_id)
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._shas["app_outcome"], 3, *call["keys"], *call["args"])
-            resolve_keys = [shard.stream, shard.lease, shard.retry, shard.trigger]
-            pipe.evalsha(self._shas["resolve_release"], 4, *resolve_keys, token, next_id(entry_id))
-            queue_drained(pipe, ws.name, 1, self.metrics)
-            replies = await pipe.execute(raise_on_error=False)
-            written, resolved = replies[0], replies[1]
-            if isinstance(written, Exception) or isinstance(resolved, Exception):
-                if isinstance(written, NoScriptError) or isinstance(resolved, NoScriptError):
-                    self._loaded = False
-                raise next(r for r in (written, resolved) if isinstance(r, Exception))
-            if not isinstance(resolved, list):
-                log.warning("%s: lease lost during an App send", shard.tag)  # its drain settles
-            elif not resolved[1]:
+            more = await self.store.record_delivered(ws, shard, token, entry_id, record, claim)
+            if more:
                 # Jobs came after this one: hand the shard over as a drain does. To a send
                 # of this process waiting for it, with the trigger marker kept, so neither
                 # writes nor the sweeper start a drain meanwhile (it triggers if it must).
                 marker_ms = self.trigger_ttl_ms if followed else 0
-                release_keys = (shard.lease, shard.trigger, shard.stream)
-                left = await self.redis.evalsha(
-                    self._shas["release"], 3, *release_keys, token, marker_ms
-                )
-                if int(left) and not followed:
+                left = await self.store.release(shard, token, marker_ms=marker_ms)
+                if left and not followed:
                     # Often the next job is this process's, its request one turn of the
                     # loop from joining the line (6 % of sends under the App bench's load
                     # went to a worker so): it then takes the shard, or triggers it.
@@ -403,28 +266,6 @@ class InlineSends:
         now_ms = int(time.time() * 1000)
         metrics.delivered(ws.name, [(id_ms(entry_id), job.producer)], now_ms, job.job.lane)
 
-    async def _hand_over(
-        self,
-        shard: keys.ShardKeys,
-        token: int,
-        entry_id: bytes,
-        answer: Answer,
-        sent_at_s: float,
-    ) -> None:
-        """An answer this module does not settle: kept with the note for the drain."""
-        kept = await self.redis.evalsha(
-            self._shas["answered"],
-            3,
-            shard.inflight,
-            shard.lease,
-            shard.trigger,
-            token,
-            entry_id,
-            encode_answer(answer, sent_at_s=sent_at_s),
-        )
-        if int(kept) < 0:
-            log.warning("%s: lease lost during an App send", shard.tag)
-
     def _wire(self, ws: Workspace) -> AsyncWire:
         wire = self._wires.get(ws.name)
         if wire is None:
@@ -434,13 +275,6 @@ class InlineSends:
             )
             self._wires[ws.name] = wire
         return wire
-
-    async def _load_scripts(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        for name in self._shas:
-            pipe.script_load(lua_source(name))
-        with contextlib.suppress(*STORE_ERRORS):
-            await pipe.execute()
 
     async def aclose(self) -> None:
         """Let the sends under way finish (bounded by the upstream timeout), then close."""
@@ -454,7 +288,3 @@ class InlineSends:
 def _end(place: asyncio.Future[None]) -> None:
     if not place.done():
         place.set_result(None)
-
-
-def _sha(name: str) -> str:
-    return hashlib.sha1(lua_source(name).encode()).hexdigest()  # Redis names scripts so

@@ -29,7 +29,8 @@ import orjson
 from service.config import Settings, Workspace
 from service.errors import FieldError, InvalidRequest, StoredUnconfirmed, StoreUnavailable
 from service.jobs import Job, new_event_id
-from service.lanes.app.inline import InlineJob, InlineSends
+from service.lanes.app.inline import InlineSends
+from service.lanes.app.inline_store import InlineJob
 from service.lanes.app.jobs import BROADCAST_ROUTE, app_job
 from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass

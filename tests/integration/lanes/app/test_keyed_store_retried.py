@@ -53,7 +53,13 @@ class BreakFirstStore:
 def api(
     make_settings: Callable[..., Settings], app_sandbox_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[httpx.Client, BreakFirstStore]]:
-    settings = make_settings(app_api_key="dev-app-key", app_url=app_sandbox_url, app_send_wait_ms=0)
+    # What ingest stores, kept in the streams to be counted: no send of the api's own.
+    settings = make_settings(
+        app_api_key="dev-app-key",
+        app_url=app_sandbox_url,
+        app_send_wait_ms=0,
+        app_inline_sends=False,
+    )
     breaker = BreakFirstStore()
     with serve_in_thread(create_app(settings, triggers=RecordingTriggers())) as url:
         breaker.install(monkeypatch)
