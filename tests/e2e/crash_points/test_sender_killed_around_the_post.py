@@ -1,9 +1,10 @@
-"""The api's own App sends (`service.lanes.app.inline`) at their crash points, in real
-processes: the api SIGKILLed right before its POST reaches Customer.io (held in front of
-the sandbox, never delivered) and right after (the sandbox recorded the send, its answer
-not yet back). Either way the api wrote the in-flight note first; once its lease is over,
-a worker and the sweeper recover the job: the send reached the sandbox at most once and
-the job is final, delivered or dead-lettered once as ``ambiguous``, never sent again.
+"""The App send's crash points, in real processes: its sender SIGKILLed right before its
+POST reaches Customer.io (held in front of the sandbox, never delivered) and right after
+(the sandbox recorded the send, its answer not yet back). The sender is a worker's drain,
+or the api sending the job itself (`service.lanes.app.inline`). Either way the in-flight
+note was written first; after a worker and the sweeper recover (for the api, once its
+lease is over), the send reached the sandbox at most once and the job is final:
+delivered, or dead-lettered once as ``ambiguous``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.chaos]
 
 #: The sandbox's "hang": it records the send, then withholds the answer this long.
 HANG_S = 20
-#: Short, so the dead api's lease is over soon (the send itself is cut off long before).
+#: Short, so the dead api's lease is over soon (its send is cut off long before).
 LEASE_MS = 3000
 
 
@@ -35,12 +36,13 @@ def proxy() -> Iterator[HoldingProxy]:
     holder.close()
 
 
-def _send(stack: Stack) -> str:
-    """A keyed send whose producer does not wait: the api sends it in the background."""
+def _send(stack: Stack, tag: str = "kill") -> str:
+    """A keyed send whose producer does not wait (the api, when it sends, sends it in the
+    background)."""
     headers = {"Authorization": f"Bearer {INGEST_KEY}", "Prefer": "respond-async"}
     with httpx.Client(base_url=stack.api_url, headers=headers, timeout=30) as api:
         answer = api.post(
-            "/v1/send/email", json=send_body("apikill", 0), headers={"Idempotency-Key": "k-0"}
+            "/v1/send/email", json=send_body(tag, 0), headers={"Idempotency-Key": f"{tag}-0"}
         )
     assert answer.status_code == 202, answer.text
     return str(answer.json()["job_id"])
@@ -48,6 +50,46 @@ def _send(stack: Stack) -> str:
 
 def _app_sends(stack: Stack) -> int:
     return sum(1 for r in stack.received() if r["kind"] == "app")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_worker_sigkilled_around_its_post_sends_at_most_once(
+    when: str,
+    make_stack: Callable[..., Stack],
+    proxy: HoldingProxy,
+) -> None:
+    overrides = {"app_url": proxy.url} if when == "before" else {}
+    # A worker sends it (the api's own sends: the test below).
+    stack = make_stack(upstream_timeout_s=HANG_S / 2, shards=1, app_inline_sends=False, **overrides)
+    if when == "after":
+        with stack.sandbox_client() as sandbox:
+            faults = {"hang_rate": 1.0, "hang_s": HANG_S, "seed": 1}
+            sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
+    stack.start_api()
+    worker = stack.start_worker(concurrency=1)
+    job_id = _send(stack)
+    if when == "before":
+        wait_until(proxy.held.is_set, timeout_s=60, what="the POST held before the sandbox")
+    else:
+        wait_until(lambda: _app_sends(stack) == 1, timeout_s=60, what="the send recorded")
+    note = stack.redis.client().exists(keys.shard_keys("default", 0, Lane.APP).inflight)
+    worker.kill()
+    stack.workers.remove(worker)
+    assert note == 1  # the note was written before the POST went out
+    if when == "before":
+        proxy.release(("127.0.0.1", stack.sandbox_port))
+    else:
+        with stack.sandbox_client() as sandbox:
+            sandbox.post("/_sandbox/app_faults", json={}).raise_for_status()
+    stack.start_sweeper()
+    stack.start_worker(concurrency=1)
+    settled = settle(stack, "kill", [job_id], timeout_s=90)
+    arrivals = settled.arrivals[0]
+    state = settled.outcomes[job_id]["state"]
+    print(f"\nkilled {when} the POST: {arrivals} arrival(s), state {state}")
+    assert arrivals == (0 if when == "before" else 1)
+    assert state in ("delivered", "ambiguous")
+    assert len(settled.ambiguous_letters) == (1 if state == "ambiguous" else 0)
 
 
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -69,7 +111,7 @@ def test_the_api_sigkilled_around_its_own_post_sends_at_most_once(
             faults = {"hang_rate": 1.0, "hang_s": HANG_S, "seed": 1}
             sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
     api = stack.start_api()
-    job_id = _send(stack)
+    job_id = _send(stack, "apikill")
     if when == "before":
         wait_until(proxy.held.is_set, timeout_s=60, what="the api's POST held")
     else:
