@@ -9,6 +9,7 @@ delivered, or dead-lettered once as ``ambiguous``.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -135,3 +136,26 @@ def test_the_api_sigkilled_around_its_own_post_sends_at_most_once(
     assert arrivals == (0 if when == "before" else 1)
     assert state in ("delivered", "ambiguous")
     assert len(settled.ambiguous_letters) == (1 if state == "ambiguous" else 0)
+
+
+def test_the_api_stopped_during_its_own_post_finishes_it(make_stack: Callable[..., Stack]) -> None:
+    """A rollout's SIGTERM: the api lets its sends under way end (within the upstream
+    timeout) before it exits, so none is left cut off as ambiguous."""
+    stack = make_stack(upstream_timeout_s=HANG_S / 2, shards=1)
+    with stack.sandbox_client() as sandbox:
+        faults = {"hang_rate": 1.0, "hang_s": 2, "seed": 1}  # answers after 2 s
+        sandbox.post("/_sandbox/app_faults", json=faults).raise_for_status()
+    api = stack.start_api()
+    job_id = _send(stack, "apistop")
+    wait_until(lambda: _app_sends(stack) == 1, timeout_s=60, what="the send recorded")
+    # It waits for the answer, then exits (uvicorn re-raises the SIGTERM it handled); a
+    # stop past the timeout would be a SIGKILL.
+    assert api.stop(timeout_s=HANG_S) == -signal.SIGTERM
+    shard = keys.shard_keys("default", 0, Lane.APP)
+    client = stack.redis.client()
+    assert client.xlen(shard.stream) == 0 and not client.exists(shard.lease)
+    stack.start_api()
+    settled = settle(stack, "apistop", [job_id], timeout_s=30)
+    assert settled.arrivals[0] == 1
+    assert settled.outcomes[job_id]["state"] == "delivered"
+    assert not settled.ambiguous_letters
