@@ -159,8 +159,8 @@ class AppLaneSettings(BaseModel):
         default=True,
         description="The api sends an App send or trigger itself, once stored, when a drain "
         "would send exactly that job now (its shard free, no retry wait, no pause, a rate "
-        "slot): no worker hop. Only on a standalone Redis at the `write` durability level; "
-        "otherwise, or `false`, workers send every App job.",
+        "slot): no worker hop. Only on a standalone Redis; on a cluster, or `false`, workers "
+        "send every App job.",
     )
     app_read_wait_ms: int = Field(
         default=2000,

@@ -8,8 +8,9 @@ what that drain would do, in the same order and under the same fenced keys:
 
 1. one round trip: ``inline_take.lua`` takes the shard's lease and writes the send's
    in-flight note only if nobody holds the shard, it waits out no retry and this job is
-   its head (so order and every drain rule hold); with it the lane's pause and the job's
-   rate slot;
+   its head (so order and every drain rule hold); with it the lane's pause, and at a
+   durability level that confirms writes the note's ``WAITAOF``/``WAIT``; then the job's
+   rate slot, once the shard is taken;
 2. the ``POST`` (`service.delivery.upstream.AsyncWire`);
 3. one round trip: a 2xx writes the outcome record and the delivered-id claim, trims the
    job and gives the lease back (``resolve_release.lua``), as a drain's resolve does.
@@ -17,14 +18,14 @@ what that drain would do, in the same order and under the same fenced keys:
 Any other answer is not settled here: ``answered.lua`` keeps it with the in-flight note
 and gives the shard back, and the drain its trigger starts settles it by the lane's
 policy (refused, throttled, ambiguous, ...) as if it had sent it, without sending it
-again (`workers.drain.heads.Answered`). When any step before the ``POST`` declines or
-fails, the note is cleared and the job goes the worker's way; a failure after it leaves
-the note, so the next drain treats the send as cut off (ambiguous unless its record says
+again (`workers.drain.heads`). When any step before the ``POST`` declines or fails, the
+note is cleared and the job goes the worker's way; a failure after it leaves the note,
+so the next drain treats the send as cut off (ambiguous unless its record says
 delivered), exactly as when a worker dies mid-send. Nothing here sends a job twice.
+Round trips: `service.lanes.app.inline_store`.
 
-Only on a standalone Redis at the ``write`` durability level (a cluster splits step 1's
-keys over slots; a confirmed note needs ``WAIT``); elsewhere every send goes through a
-worker as before. ``CIOQ_APP_INLINE_SENDS=false`` turns it off.
+Only on a standalone Redis (on a cluster step 1's keys span two slots); there every send
+goes through a worker as before. ``CIOQ_APP_INLINE_SENDS=false`` turns it off.
 """
 
 from __future__ import annotations
@@ -88,8 +89,7 @@ class InlineSends:
         """Whether this api sends `ws`'s next App job itself (see the module's text for
         when not). Past `MAX_RUNNING` sends under way (producers that do not wait for
         answers can post faster than Customer.io answers), the rest go to the workers."""
-        confirmation = self.queue.confirmation
-        if not self.on or (confirmation is not None and confirmation.needed):
+        if not self.on:
             return False
         if len(self._running) >= MAX_RUNNING:
             app_metrics.inline(ws.name, Inline.FULL)
@@ -163,7 +163,7 @@ class InlineSends:
     ) -> Outcome | _Requeue | None:
         """`_send`'s one try; `_REQUEUE` when the job should let the sends behind it go."""
         try:
-            taken = await self.store.take(ws, job, shard)
+            taken = await self.store.take(ws, job, shard, self.queue.confirmation)
         except STORE_ERRORS:
             log.warning("App job %s: taking its shard failed; a worker sends it", job.job_id)
             taken = Inline.STORE_ERROR  # whatever was written, the marker may be gone

@@ -13,18 +13,22 @@ import logging
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from redis.exceptions import NoScriptError
 
 from service import keys
 from service.config import Settings, Workspace
 from service.delivery.upstream import Answer, encode_answer
+from service.errors import StoreUnavailable
 from service.jobs import Job
 from service.lanes.app.outcomes import Outcome, record_call
 from service.lanes.app.rate_limit import LimitClass, Reservation, limit_for, reservation
 from service.metrics import app_lane as app_metrics
 from service.metrics.queue_state import queue_drained
+from service.store import durability
 from service.store.connections import STORE_ERRORS, AsyncStore, lua_source
+from service.store.durability import Confirmation
 from service.stream_ids import next_id
 
 log = logging.getLogger("cioq.app")
@@ -55,6 +59,8 @@ class Inline(StrEnum):
     PAUSED = "paused"
     NO_SLOT = "no_slot"
     STORE_ERROR = "store_error"
+    #: The note was not confirmed at the durability level (``WAITAOF``/``WAIT``).
+    UNCONFIRMED = "unconfirmed"
     #: ... or `MAX_RUNNING` sends were under way.
     FULL = "full"
 
@@ -83,13 +89,20 @@ class InlineStore:
         self._loaded = False
 
     async def take(
-        self, ws: Workspace, job: InlineJob, shard: keys.ShardKeys
+        self,
+        ws: Workspace,
+        job: InlineJob,
+        shard: keys.ShardKeys,
+        confirmation: Confirmation | None = None,
     ) -> tuple[int, bytes, float] | Inline:
         """The lease token, the job's entry id and its rate wait; else why a drain sends
         the job (paused, no slot, a store error after the take: the lease was taken and
         given back; otherwise nothing was written). The slot is asked only once the shard
         is taken: asked with the take, every declined take spent one, and under the 100/s
-        limit with 1,000 queued sends 78/s went out instead of 97."""
+        limit with 1,000 queued sends 78/s went out instead of 97. At a durability level
+        that confirms writes, the note is confirmed on the take's connection before the
+        send goes out, as a drain's is (`Lease.mark_inflight`); unconfirmed, it is cleared
+        and nothing is sent."""
         if not self._loaded:
             await self.load_scripts()
             self._loaded = True
@@ -104,7 +117,10 @@ class InlineStore:
             int(time.time() * 1000),
         )
         pipe.pttl(keys.pause(ws.name, shard.lane))
-        took, pause_ms = await pipe.execute(raise_on_error=False)
+        confirm = durability.commands(confirmation)
+        for command in confirm:
+            pipe.execute_command(*command)
+        took, pause_ms, *confirmed = await pipe.execute(raise_on_error=False)
         if isinstance(took, NoScriptError):
             self._loaded = False  # Redis restarted or flushed its scripts: load them again
         if isinstance(took, bytes):
@@ -112,9 +128,8 @@ class InlineStore:
         if not isinstance(took, list):
             return Inline.STORE_ERROR  # nothing was written; its trigger is sent all the same
         token, entry_id = int(took[0]), bytes(took[1])
-        if not isinstance(pause_ms, int) or pause_ms > 0:
-            declined = Inline.PAUSED
-        else:
+        declined = _declined(confirmation if confirm else None, confirmed, pause_ms)
+        if declined is None:
             slot = await self.slot(ws, job)
             if slot is not None and slot.granted:
                 return token, entry_id, slot.wait_s
@@ -227,6 +242,20 @@ class InlineStore:
             pipe.script_load(lua_source(name))
         with contextlib.suppress(*STORE_ERRORS):
             await pipe.execute()
+
+
+def _declined(
+    confirmation: Confirmation | None, confirmed: list[Any], pause_ms: Any
+) -> Inline | None:
+    """Why a taken shard goes back before its slot is asked: its note unconfirmed at the
+    durability level, or the lane paused; None when neither."""
+    try:
+        durability.verify(confirmation, confirmed)
+    except StoreUnavailable:
+        return Inline.UNCONFIRMED
+    if not isinstance(pause_ms, int) or pause_ms > 0:
+        return Inline.PAUSED
+    return None
 
 
 def _sha(name: str) -> str:
