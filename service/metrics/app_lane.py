@@ -39,7 +39,8 @@ APP_INLINE = Counter(
     "App jobs the api sent itself (sent) or left to a worker, and why: the shard was held "
     "(busy), waited out a retry (retry), held an older job first (behind), had a cut-off "
     "send of the job (cut_off), the lane was paused (paused), no rate slot came soon enough "
-    "(no_slot), Redis failed (store_error), or too many sends were under way (full).",
+    "(no_slot), Redis failed (store_error), the note was not confirmed at the durability "
+    "level (unconfirmed), or too many sends were under way (full).",
     ["workspace", "outcome"],
     namespace=NAMESPACE,
 )
