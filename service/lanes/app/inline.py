@@ -183,10 +183,7 @@ class InlineSends:
             await self.queue.trigger(held)
             return None
         app_metrics.inline(ws.name, Inline.SENT)
-        token, entry_id, wait_s = taken
-        app_metrics.rate_wait(ws.name, job.limit, wait_s)
-        if wait_s:
-            await asyncio.sleep(wait_s)
+        token, entry_id = taken
         envelope = orjson.loads(job.job.payload)
         body = orjson.dumps(envelope["body"])
         sent_at_s = time.time()
