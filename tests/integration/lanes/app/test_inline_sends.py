@@ -109,7 +109,9 @@ def test_sends_of_one_shard_at_once_each_go_out_once(
     sandbox: httpx.Client,
     redis_client: redis.Redis,
 ) -> None:
-    api, _ = make_api(shards=1)  # every send in one shard: one after another
+    # Every send in one shard: one after another; the rate limit lifted (a slot taken by
+    # the api is one free now, else the send goes to a worker: the next test).
+    api, _ = make_api(shards=1, app_send_rps=1_000_000)
 
     def send(n: int) -> int:
         return api.post("/v1/send/email", json={**EMAIL, "message_data": {"n": n}}).status_code
@@ -120,6 +122,25 @@ def test_sends_of_one_shard_at_once_each_go_out_once(
     numbers = sorted(a["body"]["message_data"]["n"] for a in arrivals(sandbox))
     assert numbers == list(range(24))
     assert stored(redis_client) == []
+
+
+def test_a_send_whose_slot_is_not_free_now_goes_to_a_worker_that_waits_for_it(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    triggers: RecordingTriggers,
+    redis_client: redis.Redis,
+) -> None:
+    api, _ = make_api(shards=1, app_send_rps=1, app_send_wait_ms=300)
+    assert api.post("/v1/send/email", json=EMAIL).status_code == 200  # the slot was free
+    no_slot = inline_count(api, "no_slot")
+    second = api.post("/v1/send/email", json={**EMAIL, "to": "b@example.com"})
+    assert second.status_code == 202
+    assert inline_count(api, "no_slot") == no_slot + 1
+    assert len(arrivals(sandbox)) == 1
+    shard = keys.shard_keys("default", 0, Lane.APP)
+    assert [job["id"] for job in stored(redis_client)] == [second.json()["job_id"]]
+    assert not redis_client.exists(shard.inflight) and not redis_client.exists(shard.lease)
+    assert triggers.lanes == [Lane.APP]
 
 
 def _held(client: redis.Redis, shard: keys.ShardKeys) -> None:
