@@ -11,6 +11,7 @@ job was stored.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,12 @@ import httpx
 import orjson
 
 from service import keys
+from service.api.app import IngestApp
 from service.config import Settings
 from service.jobs import Lane
+from service.lanes.app.inline import InlineSends
 from service.lanes.app.jobs import FIELD_APP
+from service.lanes.app.routes import AppIngest
 from service.store.connections import SyncStore
 from service.store.durability import Confirmation
 from tests.support.crash_points import DrainedPath, Faults
@@ -46,6 +50,12 @@ class RunResult:
     queued: int = 0
     letters: int = 0
     delivered: bool = False
+
+
+def inline_senders(api: IngestApp) -> list[InlineSends]:
+    """The App lane's own senders of `api` (one per App ingest handler owner)."""
+    owners = {id(o): o for r in api.router.routes if (o := getattr(r.handler, "__self__", None))}
+    return [o.inline for o in owners.values() if isinstance(o, AppIngest)]
 
 
 def violations(result: RunResult) -> list[str]:
@@ -84,9 +94,13 @@ class SendPath(DrainedPath):
         faults: Faults,
         *,
         confirmation: Confirmation | None = None,
+        api: IngestApp | None = None,
     ) -> None:
         super().__init__(Lane.APP, settings, api_url, client, faults, confirmation=confirmation)
         self.sandbox = sandbox
+        #: The api under test, in this process: its own sends end before the run's drains
+        #: and lease expiry (in production a send ends long before its lease).
+        self.inline = [] if api is None else inline_senders(api)
 
     def run(
         self,
@@ -108,6 +122,7 @@ class SendPath(DrainedPath):
         try:
             for _ in range(repeats):
                 self._produce(result, key)
+            self._await_api_sends()
             self._drain_once()
             with self.faults.bypass():
                 self._expire()
@@ -135,6 +150,11 @@ class SendPath(DrainedPath):
             with self.faults.bypass():
                 if self._queued():
                     result.stored_5xx += 1
+
+    def _await_api_sends(self) -> None:
+        deadline = time.monotonic() + 10
+        while not all(sender.idle for sender in self.inline) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _job_of(self, answer: httpx.Response, key: str) -> str:
         """The job a 2xx names: a 202's own, or (Customer.io's 200 to the api's own send)

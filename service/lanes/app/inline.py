@@ -85,6 +85,11 @@ class InlineSends:
         #: Sends under way, awaited at shutdown: one cut off leaves an ambiguous job.
         self._running: set[asyncio.Task[Outcome | None]] = set()
 
+    @property
+    def idle(self) -> bool:
+        """No send under way (tests wait on it to act after the api's own send)."""
+        return not self._running
+
     def usable(self, ws: Workspace) -> bool:
         """Whether this api sends `ws`'s next App job itself (see the module's text for
         when not). Past `MAX_RUNNING` sends under way (producers that do not wait for

@@ -165,7 +165,10 @@ class InlineStore:
     async def give_back(self, shard: keys.ShardKeys, token: int) -> None:
         """Nothing was sent: clear the note and hand the lease back, fenced."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._shas["clear_inflight"], 2, shard.inflight, shard.lease, token)
+        # By EVAL: should only this script have left Redis's cache (a restart, another
+        # client loading the rest), a NOSCRIPT here would let the release go and leave the
+        # note, and the unsent job be dead-lettered as ambiguous.
+        pipe.eval(lua_source("clear_inflight"), 2, shard.inflight, shard.lease, token)
         pipe.evalsha(self._shas["release"], 3, shard.lease, shard.trigger, shard.stream, token, 0)
         cleared, _ = await pipe.execute(raise_on_error=False)
         if isinstance(cleared, Exception):
@@ -195,7 +198,8 @@ class InlineStore:
             wake=False,
         )
         pipe = self.redis.pipeline(transaction=False)
-        pipe.evalsha(self._shas["app_outcome"], 3, *call["keys"], *call["args"])
+        # By EVAL, as a drain's: a NOSCRIPT must not let the resolve run without the record.
+        pipe.eval(lua_source("app_outcome"), 3, *call["keys"], *call["args"])
         resolve_keys = [shard.stream, shard.lease, shard.retry, shard.trigger]
         pipe.evalsha(self._shas["resolve_release"], 4, *resolve_keys, token, next_id(entry_id))
         queue_drained(pipe, ws.name, 1, self.metrics)
@@ -226,9 +230,11 @@ class InlineStore:
         answer: Answer,
         sent_at_s: float,
     ) -> None:
-        """An answer this module does not settle: kept with the note for the drain."""
-        kept = await self.redis.evalsha(
-            self._shas["answered"],
+        """An answer this module does not settle: kept with the note for the drain. By
+        EVAL: lost to a NOSCRIPT, the note would stay without it and the drain take an
+        answer that says nothing was done (a 429) for a cut-off send (ambiguous)."""
+        kept = await self.redis.eval(
+            lua_source("answered"),
             3,
             shard.inflight,
             shard.lease,

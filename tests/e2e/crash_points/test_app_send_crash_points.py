@@ -59,9 +59,10 @@ def path(
         app_inline_sends=request.param,
     )
     faults = Faults(redis_url)
-    with serve_in_thread(create_app(settings, triggers=RecordingTriggers())) as url:
+    app = create_app(settings, triggers=RecordingTriggers())
+    with serve_in_thread(app) as url:
         faults.install(monkeypatch.setattr)
-        path = SendPath(settings, url, app_sandbox, redis_client, faults)
+        path = SendPath(settings, url, app_sandbox, redis_client, faults, api=app)
         yield path
         path.close()
 

@@ -81,6 +81,7 @@ def path(
             redis_client,
             faults,
             confirmation=Confirmation(True, 0, DURABILITY_TIMEOUT_MS),
+            api=app,
         )
         yield path
         # The api chose WAITAOF by itself, from what Valkey 9 reports of its version.
