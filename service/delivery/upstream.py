@@ -258,10 +258,10 @@ def _answer(response: httpx.Response, started_s: float) -> Answer:
     )
 
 
-def _failure(exc: httpx.HTTPError, started_s: float) -> Answer:
+def _failure(transport: Transport, exc: BaseException, started_s: float) -> Answer:
     return Answer(
         None,
-        transport=transport_failure(exc),
+        transport=transport,
         detail=f"{type(exc).__name__}: {exc}",
         elapsed_s=time.perf_counter() - started_s,
     )
@@ -273,7 +273,7 @@ def exchange(http: Wire, method: str, url: str, body: bytes) -> Answer:
     try:
         response = http.request(method, url, body)
     except httpx.HTTPError as exc:
-        return _failure(exc, started_s)
+        return _failure(transport_failure(exc), exc, started_s)
     return _answer(response, started_s)
 
 
@@ -285,7 +285,7 @@ async def aexchange(
     try:
         response = await http.request(method, url, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        return _failure(exc, started_s)
+        return _failure(transport_failure(exc), exc, started_s)
     return _answer(response, started_s)
 
 
@@ -344,12 +344,7 @@ class AsyncWire:
                     content_type=headers.get("content-type", JSON),
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Answer(
-                None,
-                transport=async_transport_failure(exc),
-                detail=f"{type(exc).__name__}: {exc}",
-                elapsed_s=time.perf_counter() - started_s,
-            )
+            return _failure(async_transport_failure(exc), exc, started_s)
 
     async def aclose(self) -> None:
         if self._session is not None:

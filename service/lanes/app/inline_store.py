@@ -8,7 +8,6 @@ the note ``inflight.lua`` would; ``resolve_release.lua``, ``release.lua`` and
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from service.lanes.app.rate_limit import LimitClass, Reservation, limit_for, res
 from service.metrics import app_lane as app_metrics
 from service.metrics.queue_state import queue_drained
 from service.store import durability
-from service.store.connections import STORE_ERRORS, AsyncStore, lua_source
+from service.store.connections import STORE_ERRORS, AsyncStore, load_script, lua_source
 from service.store.durability import Confirmation
 from service.stream_ids import next_id
 
@@ -85,7 +84,7 @@ class InlineStore:
         self.app = settings.app
         self.lease_ms = settings.drain.lease_ms
         self.metrics = settings.metrics
-        self._shas = {name: _sha(name) for name in _SCRIPTS}
+        self._shas = {name: load_script(client, name).sha for name in _SCRIPTS}
         self._loaded = False
 
     async def take(
@@ -266,7 +265,3 @@ def _declined(
     if not isinstance(pause_ms, int) or pause_ms > 0:
         return Inline.PAUSED
     return None
-
-
-def _sha(name: str) -> str:
-    return hashlib.sha1(lua_source(name).encode()).hexdigest()  # Redis names scripts so
