@@ -9,13 +9,12 @@ take seconds, not the default 15.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import redis
 
-from tests.support.processes import RedisServer, free_port, wait_until
+from tests.support.processes import CLUSTER_BUS_OFFSET, RedisServer, free_port, wait_until
 
 NODE_TIMEOUT_MS = 1500
 
@@ -135,17 +134,8 @@ class Cluster:
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free and in range too."""
-    while True:
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    return free_port(also_free=CLUSTER_BUS_OFFSET)
 
 
 def _redis_cli(*args: str) -> str:

@@ -24,10 +24,43 @@ import redis
 T = TypeVar("T")
 
 
-def free_port() -> int:
+# Ports come from below the kernel's ephemeral range (32768-60999 here): a port the kernel
+# chose (bind to 0) could be handed to another test's outgoing connection before the server we
+# start binds it, and a redis-server that loses that race exits and is waited for in vain.
+# Each xdist worker takes its own slice, so two workers never pick the same port either;
+# a cluster node's bus port (port + CLUSTER_BUS_OFFSET) lands above every slice.
+PORT_FLOOR = 10000
+PORT_CEILING = 22000
+CLUSTER_BUS_OFFSET = 10000
+_SLICES = 16
+_next_port: list[int] = []
+
+
+def free_port(*, also_free: int | None = None) -> int:
+    """A port nobody listens on, in this worker's slice; with `also_free`, port + `also_free`
+    is free too (a cluster node's bus port)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % _SLICES if worker.isdigit() else 0
+    size = (PORT_CEILING - PORT_FLOOR) // _SLICES
+    first = PORT_FLOOR + index * size
+    if not _next_port:
+        # Start where an earlier run in the same second is unlikely to have left off.
+        _next_port.append(first + (os.getpid() * 7) % size)
+    for _ in range(size):
+        port = _next_port[0]
+        _next_port[0] = first + (port + 1 - first) % size
+        if _bindable(port) and (also_free is None or _bindable(port + also_free)):
+            return port
+    raise RuntimeError(f"no free port in {first}..{first + size}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_until(
@@ -150,7 +183,12 @@ class RedisServer:
         self.proc = Proc(f"redis-{self.port}", argv, dict(os.environ), self.data_dir)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
 
+        proc = self.proc
+
         def ping() -> bool:
+            if proc.exited():
+                tail = proc.log()[-2000:]
+                raise RuntimeError(f"redis-server on port {self.port} exited:\n{tail}")
             try:
                 return bool(client.ping())
             except redis.RedisError:
