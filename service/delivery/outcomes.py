@@ -100,6 +100,9 @@ class Outcome:
     retry_after_s: float | None = None
     #: Written before the jobs are resolved, in the same round trip (success only).
     pending: PendingWrite | None = None
+    #: The request's own time on the wire, when the lane knows it apart from the call that
+    #: returned this (an App send's wait for its rate slot, or the api's send settled later).
+    upstream_s: float | None = None
 
     @property
     def status_class(self) -> str:

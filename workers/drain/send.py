@@ -186,7 +186,7 @@ class Delivery:
             self.workspace,
             kind,
             outcome,
-            elapsed_s,
+            elapsed_s if outcome.upstream_s is None else outcome.upstream_s,
             body_bytes=len(body),
             ops=len(entries),
             lane=self.lane,

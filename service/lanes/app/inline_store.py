@@ -131,6 +131,7 @@ class InlineStore:
         if declined is None:
             slot = await self.slot(ws, job)
             if slot is not None and slot.granted:
+                app_metrics.rate_wait(ws.name, job.limit, slot.wait_s)
                 return token, entry_id
             declined = Inline.NO_SLOT
             if slot is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -113,7 +113,7 @@ class AppSender:
         slot = self._taken.pop(body, None)  # asked with the in-flight note (`slot_request`)
         self._taken.clear()
         if answered is not None:
-            return self._settle(envelope, limit_class, answered.answer, answered.sent_at_s)
+            return self._timed(envelope, limit_class, answered.answer, answered.sent_at_s)
         if slot is None:
             slot = self.limiter.reserve(
                 ws,
@@ -129,7 +129,15 @@ class AppSender:
             time.sleep(slot.wait_s)
         sent_at_s = time.time()
         answer = self.client.send("POST", envelope["path"], orjson.dumps(envelope["body"]))
-        return self._settle(envelope, limit_class, answer, sent_at_s)
+        return self._timed(envelope, limit_class, answer, sent_at_s)
+
+    def _timed(
+        self, envelope: dict[str, Any], limit_class: LimitClass, answer: Answer, sent_at_s: float
+    ) -> Outcome:
+        """`_settle`, its outcome timed by the request alone: not the wait for its slot,
+        and for the api's send its own request, not the settling."""
+        outcome = self._settle(envelope, limit_class, answer, sent_at_s)
+        return replace(outcome, upstream_s=answer.elapsed_s)
 
     def _settle(
         self, envelope: dict[str, Any], limit_class: LimitClass, answer: Answer, sent_at_s: float

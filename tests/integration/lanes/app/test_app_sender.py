@@ -3,12 +3,14 @@ record, the message lookup that confirms an ambiguous send, and rate-slot deferr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from service.config import Settings
 from service.delivery.outcomes import Outcome, OutcomeClass
@@ -201,6 +203,26 @@ def test_a_second_trigger_of_one_broadcast_is_deferred(
     assert second.retry_after_s > 25
     assert len(received(app_sandbox)) == 1
     assert record(s, "t1").body == {"id": received(app_sandbox)[0]["id"]}
+
+
+def test_a_send_is_timed_without_its_wait_for_a_slot(
+    sender: Callable[..., AppSender], app_sandbox: httpx.Client
+) -> None:
+    """The upstream duration is the request's: a send that slept for its rate slot is not
+    slower for Customer.io (the wait has its own histogram)."""
+    s = sender(app_send_rps=4, app_rate_headroom=1.0)
+    assert s.send_batch(job("w1", EMAIL), op_count=1).outcome_class is OutcomeClass.SUCCESS
+    labels = {"workspace": "default", "limit_class": "send"}
+    waited_before_s = REGISTRY.get_sample_value("cioq_app_rate_wait_seconds_sum", labels) or 0.0
+    started_s = time.perf_counter()
+    second = s.send_batch(job("w2", {**EMAIL, "to": "b@example.com"}), op_count=1)
+    took_s = time.perf_counter() - started_s
+    waited_s = (REGISTRY.get_sample_value("cioq_app_rate_wait_seconds_sum", labels) or 0.0) - (
+        waited_before_s
+    )
+    assert second.outcome_class is OutcomeClass.SUCCESS and waited_s > 0.1
+    assert second.upstream_s is not None and second.upstream_s + waited_s <= took_s
+    assert len(received(app_sandbox)) == 2
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,13 @@ import httpx
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from sandbox import SandboxConfig, create_sandbox_app
 from service import keys
 from service.api.app import create_app
 from service.config import Settings
+from service.delivery.upstream import decode_answer
 from service.jobs import Lane
 from service.lanes.app.jobs import FIELD_APP
 from tests.support.drain import build_drainer
@@ -71,6 +73,26 @@ def inline_count(api: httpx.Client, outcome: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
 
 
+def upstream_seconds() -> tuple[float, float]:
+    """This process's ``cioq_upstream_request_duration_seconds`` sum and count for the
+    default workspace's App sends (the api runs in a thread of the test's process)."""
+    found = {"_sum": 0.0, "_count": 0.0}
+    for family in REGISTRY.collect():
+        if family.name != "cioq_upstream_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            suffix = sample.name.removeprefix(family.name)
+            if suffix in found and sample.labels.get("lane") == "app":
+                found[suffix] += sample.value
+    return found["_sum"], found["_count"]
+
+
+def rate_waits() -> float:
+    """How many waits for a send slot this process observed (``app_rate_wait_seconds``)."""
+    labels = {"workspace": "default", "limit_class": "send"}
+    return REGISTRY.get_sample_value("cioq_app_rate_wait_seconds_count", labels) or 0.0
+
+
 def app_shards(client: redis.Redis) -> list[str]:
     return [key.decode() for key in client.scan_iter(match="cioq:q:*") if client.xlen(key)]
 
@@ -91,9 +113,14 @@ def test_a_send_goes_out_from_the_api_once_with_no_worker(
 ) -> None:
     api, _ = make_api()
     sent = inline_count(api, "sent")
+    timed = upstream_seconds()[1]
+    waits = rate_waits()
     answer = api.post("/v1/send/email", json=EMAIL)
     assert answer.status_code == 200 and set(answer.json()) == {"delivery_id", "queued_at"}
     assert inline_count(api, "sent") == sent + 1
+    # Counted as a worker's send is: its request timed, its slot's (nil) wait observed.
+    assert upstream_seconds()[1] == timed + 1
+    assert rate_waits() == waits + 1
     assert len(arrivals(sandbox)) == 1
     assert triggers.sent == []  # no worker was asked
     assert stored(redis_client) == []  # resolved
@@ -245,10 +272,18 @@ def test_an_answer_the_api_does_not_settle_is_settled_by_the_drain_without_a_res
     assert triggers.lanes == [Lane.APP]
     sandbox.post("/_sandbox/app_faults", json={}).raise_for_status()
     before = len(arrivals(sandbox))
+    seconds_before, count_before = upstream_seconds()
     report = build_drainer(settings, redis_client).drain("default", 0, Lane.APP)
     assert report.requests == 1
     after = len(arrivals(sandbox))
     assert after == before  # the drain settled it: nothing went out
+    # The request is timed as the api's send took, not as long as settling it took.
+    seconds_after, count_after = upstream_seconds()
+    assert count_after == count_before + 1
+    kept = note[b"answer"]
+    assert isinstance(kept, bytes)
+    kept_s = decode_answer(kept).answer.elapsed_s
+    assert seconds_after - seconds_before == pytest.approx(kept_s, rel=1e-9)
     if resent:
         assert len(stored(redis_client)) == 1  # kept, to be sent after the pause
         assert not redis_client.exists(shard.inflight)  # its next send is a fresh one
