@@ -47,12 +47,12 @@ class OutcomeClass(StrEnum):
     THROTTLE = "throttle"
     TRANSIENT = "transient"
     AMBIGUOUS = "ambiguous"
+    #: Nothing was sent now (an App send with no rate slot soon enough): no request.
     DEFERRED = "deferred"
 
 
 #: Classes after which the ops of the request are resolved (sent or dead-lettered).
 RESOLVED = frozenset({OutcomeClass.SUCCESS, OutcomeClass.PARTIAL})
-#: Classes that stop delivery to the whole workspace for a while.
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,10 @@ T = TypeVar("T")
 # chose (bind to 0) could be handed to another test's outgoing connection before the server we
 # start binds it, and a redis-server that loses that race exits and is waited for in vain.
 # Each xdist worker takes its own slice, so two workers never pick the same port either;
-# a cluster node's bus port (port + CLUSTER_BUS_OFFSET) lands above every slice.
+# a cluster node's bus port (port + CLUSTER_BUS_OFFSET) lands above every slice and below
+# the ephemeral range.
 PORT_FLOOR = 10000
-PORT_CEILING = 22000
+PORT_CEILING = 20000
 CLUSTER_BUS_OFFSET = 10000
 _SLICES = 16
 _next_port: list[int] = []

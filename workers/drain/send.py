@@ -178,10 +178,14 @@ class Delivery:
         return self._settle(unit.entries, outcome)
 
     def _send(self, entries: list[Entry], body: bytes, kind: str) -> Outcome:
-        self.counts.requests += 1
         started_s = time.perf_counter()
         outcome = self.spec.send(self.client, kind, body, len(entries))
         elapsed_s = time.perf_counter() - started_s
+        if outcome.outcome_class is OutcomeClass.DEFERRED:
+            # The lane sent nothing (no rate slot soon enough): no request to count, nor
+            # an error in Customer.io's error ratio.
+            return outcome
+        self.counts.requests += 1
         metrics.upstream_request(
             self.workspace,
             kind,

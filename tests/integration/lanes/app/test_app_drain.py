@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from service import keys
 from service.config import Settings
@@ -61,6 +62,17 @@ def put(client: redis.Redis, shard: int, jobs: list[Job]) -> keys.ShardKeys:
     return shard_keys
 
 
+def upstream_requests() -> float:
+    """This process's ``cioq_upstream_requests_total`` for the default workspace."""
+    return sum(
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "cioq_upstream_requests"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("workspace") == "default"
+    )
+
+
 def received(app_sandbox: httpx.Client) -> list[Any]:
     return [r["op"] for r in app_sandbox.get("/_sandbox/received").json()["records"]]
 
@@ -89,12 +101,15 @@ def test_a_trigger_without_a_rate_slot_hands_back_without_an_attempt(
     settings: Settings, redis_client: redis.Redis, app_sandbox: httpx.Client
 ) -> None:
     shard = put(redis_client, 0, [trigger(1), trigger(2)])
+    counted = upstream_requests()
 
     report = build_drainer(settings, redis_client).drain("default", 0, shard.lane)
 
     assert report.stopped == "rate_limited"
     assert report.retrigger_s is not None and report.retrigger_s > 25
     assert report.delivered == 1 and len(received(app_sandbox)) == 1
+    # What was not sent is no request: not to Customer.io's error ratio nor its latency.
+    assert report.requests == 1 and upstream_requests() == counted + 1
     assert redis_client.xlen(shard.stream) == 1  # the second waits for its slot
     assert ShardStore(redis_client).retry_state(shard).attempts == 0
 
