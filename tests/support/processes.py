@@ -6,6 +6,7 @@ and is stopped (SIGKILL as a last resort) when the test ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -125,9 +126,20 @@ class Proc:
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
+                self.dump_stacks()
                 self.kill()
         self._log.close()
         return self.popen.returncode
+
+    def dump_stacks(self, timeout_s: float = 5) -> None:
+        """SIGABRT the process group: each Python process of ours (`cioq_proc` enables
+        faulthandler) writes every thread's stack to the log before it dies, so a process
+        that would not stop leaves where it hung."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout_s)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -207,6 +219,7 @@ class RedisServer:
 
 
 def cioq_proc(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Proc:
+    env = {**env, "PYTHONFAULTHANDLER": "1"}  # a stack per thread on SIGABRT (`dump_stacks`)
     return Proc(name, [sys.executable, "-m", "cioq", *args], env, log_dir)
 
 

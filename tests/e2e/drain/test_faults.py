@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -257,7 +258,11 @@ def test_sigterm_mid_drain_exits_in_grace_and_leaves_nothing_leased(
     wait_until(lambda: len(leased()) >= 2, timeout_s=60, what="two drains running")
     started = time.monotonic()
     worker.popen.send_signal(signal.SIGTERM)
-    worker.popen.wait(grace_s + 5)
+    try:
+        worker.popen.wait(grace_s + 5)
+    except subprocess.TimeoutExpired:
+        worker.dump_stacks()  # where it hung, for the log below
+        raise AssertionError(f"no exit in grace:\n{worker.log()[-8000:]}") from None
     assert time.monotonic() - started <= grace_s
     assert leased() == []
     assert len(stack.received()) < produced.total, "the drain finished before the SIGTERM"
