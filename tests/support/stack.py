@@ -62,6 +62,9 @@ class Stack:
             # the tests that ask for it (late_poll_interval_s=...): the others count requests.
             "CIOQ_LATE_POLL_INTERVAL_S": "86400",
             "PORT": str(self.api_port),
+            # Not the defaults (9100, 9101): stacks of parallel tests would share them.
+            "CIOQ_WORKER_METRICS_PORT": str(free_port()),
+            "CIOQ_SWEEPER_METRICS_PORT": str(free_port()),
         }
         if cluster is not None:
             self.env["CIOQ_REDIS_URL"] = cluster.url
