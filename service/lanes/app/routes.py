@@ -32,7 +32,7 @@ from service.jobs import Job, new_event_id
 from service.lanes.app.inline import InlineSends
 from service.lanes.app.inline_store import InlineJob
 from service.lanes.app.jobs import BROADCAST_ROUTE, app_job
-from service.lanes.app.outcomes import AsyncOutcomes, Outcome, State
+from service.lanes.app.outcomes import FINAL, AsyncOutcomes, Outcome, State
 from service.lanes.app.rate_limit import LimitClass
 from service.lanes.app.reads import AppReads, require_app_key
 from service.lanes.app.validation import (
@@ -176,18 +176,61 @@ class AppIngest:
                 sending = self.inline.start(ws, inline, held)
             else:
                 await self.queue.trigger(held)
-        if answer is not accepted:  # a repeated Idempotency-Key: the first request's job
-            job_id = str(orjson.loads(answer.body)["job_id"])
-        # From here on the job is stored: every store error is answered with the 202 and
-        # its status URL, never a 5xx.
+        try:
+            return await self._answer_stored(
+                req,
+                ws,
+                job_id,
+                kind,
+                answer,
+                sending,
+                repeat=answer is not accepted,
+                wait_s=(deadline_s - time.monotonic()) if waits else 0.0,
+            )
+        except Exception:
+            # The job is stored: whatever failed after that (a store error is handled
+            # there; this is anything else), a 5xx would have the official clients, which
+            # resend on one, store it and send it again.
+            log.exception("App job %s is stored; answering 202 after an unexpected error", job_id)
+            return answer
+
+    async def _answer_stored(
+        self,
+        req: Request,
+        ws: Workspace,
+        job_id: str,
+        kind: str,
+        answer: Response,
+        sending: asyncio.Task[Outcome | None] | None,
+        *,
+        repeat: bool,
+        wait_s: float,
+    ) -> Response:
+        """The answer for a stored job: Customer.io's, when its send ended within `wait_s`,
+        else the 202 `answer` with the status URL (every store error included). A `repeat`
+        (an Idempotency-Key seen before) is answered for the first request's job."""
+        deadline_s = time.monotonic() + wait_s
         outcome = None
-        if sending is not None and waits:
+        if repeat:
+            first = orjson.loads(answer.body)
+            if answer.status != 202 or "job_id" not in first:
+                return answer  # the first request's own final answer
+            job_id = str(first["job_id"])
+        if repeat and wait_s > 0:
+            try:
+                # Its outcome may be final already: no push to wait for then.
+                outcome = await self.outcomes.get(ws.name, job_id)
+            except StoreUnavailable:
+                log.warning("App job %s is stored; its outcome could not be read", job_id)
+            if outcome is not None and outcome.state not in FINAL:
+                outcome = None
+        if sending is not None and wait_s > 0:
             with contextlib.suppress(TimeoutError):
                 # Shielded: a request that stops waiting (or whose client left) does not
                 # cut its send off; the send records its outcome for the status URL.
-                outcome = await asyncio.wait_for(asyncio.shield(sending), self.wait_ms / 1000)
+                outcome = await asyncio.wait_for(asyncio.shield(sending), wait_s)
         left_ms = int((deadline_s - time.monotonic()) * 1000)
-        if outcome is None and waits and left_ms > 0:
+        if outcome is None and left_ms > 0:
             try:
                 outcome = await self.outcomes.wait(ws.name, job_id, timeout_ms=left_ms)
             except StoreUnavailable:

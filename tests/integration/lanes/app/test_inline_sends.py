@@ -295,3 +295,66 @@ def test_an_answer_the_api_does_not_settle_is_settled_by_the_drain_without_a_res
         record_key = keys.app_outcome("default", str(orjson.loads(answer.content)["job_id"]))
         record = orjson.loads(redis_client.hget(record_key, "record") or b"{}")
         assert record["state"] == state
+
+
+def test_a_repeat_of_a_delivered_send_answers_at_once_with_its_answer(
+    make_api: Callable[..., tuple[httpx.Client, Settings]], sandbox: httpx.Client
+) -> None:
+    """A producer whose answer was lost repeats its request: it gets Customer.io's answer
+    from the record, not after waiting out a push that was never coming."""
+    api, _ = make_api(app_send_wait_ms=3000)
+    headers = {"Idempotency-Key": "lost-answer"}
+    first = api.post("/v1/send/email", json=EMAIL, headers=headers)
+    again = api.post("/v1/send/email", json=EMAIL, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.elapsed.total_seconds() < 2  # a stall guard: it waited 3 s before
+    assert len(arrivals(sandbox)) == 1
+
+
+class _Unexpected(Exception):
+    """Not a store error: a bug, or a dependency failing in a way nobody listed."""
+
+
+def _fail(*_: Any, **__: Any) -> Any:
+    raise _Unexpected
+
+
+@pytest.mark.parametrize(
+    ("target", "name"),
+    [
+        # After the api's own POST: its answer went missing between send and record.
+        ("service.lanes.app.inline_store.InlineStore.record_delivered", "after the send"),
+        # While a producer waits for a worker's outcome.
+        ("service.lanes.app.outcomes.AsyncOutcomes.wait", "while waiting"),
+    ],
+)
+def test_an_unexpected_error_after_the_job_is_stored_answers_202_and_sends_once(
+    make_api: Callable[..., tuple[httpx.Client, Settings]],
+    sandbox: httpx.Client,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    name: str,
+) -> None:
+    """A 5xx for a stored job has the official clients (which send no Idempotency-Key and
+    resend on a 5xx) store it again and send it twice."""
+    api, settings = make_api(shards=1, app_send_wait_ms=300)
+    if "wait" in target:
+        api.post("/v1/send/email", json=EMAIL)  # the shard's next send then goes to a worker
+        monkeypatch.setattr("service.lanes.app.inline.InlineSends.usable", lambda *_: False)
+    monkeypatch.setattr(target, _fail)
+    answer = api.post("/v1/send/email", json={**EMAIL, "to": "b@example.com"})
+    assert answer.status_code == 202, name
+    job_id = answer.json()["job_id"]
+    monkeypatch.undo()
+    redis_client.delete(keys.shard_keys("default", 0, Lane.APP).lease)  # its lease ran out
+    build_drainer(settings, redis_client).drain("default", 0, Lane.APP)
+    sent = [op for op in arrivals(sandbox) if op["body"]["to"] == "b@example.com"]
+    assert len(sent) == 1, name  # the api's send, or the worker's; never both
+    record_key = keys.app_outcome("default", str(job_id))
+    state = orjson.loads(redis_client.hget(record_key, "record") or b"{}").get("state")
+    # After the send its record is lost with the error: the drain finds the note and
+    # settles the job as cut off (found by the message lookup, or dead-lettered as
+    # ambiguous) rather than send it again.
+    assert state in (("ambiguous", "delivered") if "send" in name else ("delivered",)), name
