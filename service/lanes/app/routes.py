@@ -169,14 +169,14 @@ class AppIngest:
             # (which the official clients resend on) would send it twice.
             log.warning("App job %s stored but not confirmed in time; answered 202", job_id)
             answer = exc.answer if isinstance(exc.answer, Response) else accepted
-        sending = None
-        if held is not None:
-            if answer is accepted:  # stored by this request (not a repeat of an earlier one)
-                inline = InlineJob(job, job_id, limit, bucket, req.producer)
-                sending = self.inline.start(ws, inline, held)
-            else:
-                await self.queue.trigger(held)
         try:
+            sending = None
+            if held is not None:
+                if answer is accepted:  # stored by this request (not a repeat of an earlier one)
+                    inline = InlineJob(job, job_id, limit, bucket, req.producer)
+                    sending = self.inline.start(ws, inline, held)
+                else:
+                    await self.queue.trigger(held)
             return await self._answer_stored(
                 req,
                 ws,
