@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import billiard.pool
 from celery import Celery, bootsteps
 from celery.signals import worker_init, worker_shutdown, worker_shutting_down
 
@@ -38,6 +39,14 @@ from workers import liveness
 from workers.drain import Drainer, DrainerSettings
 
 log = logging.getLogger("cioq.worker")
+
+#: How long (x 0.1 s) a prefork child, told to stop, waits for the main process to have
+#: read every result it sent. billiard 4.3 waits 300 tries (30 s); under a warm shutdown
+#: the main process can stop crediting them, and both children of a SIGTERMed worker sat
+#: out the 30 s after their last task (their stacks: `tests/e2e/drain/test_faults.py`'s
+#: SIGTERM test on a fresh clone), past the grace period. Nothing here needs a result
+#: read: triggers are acked on receipt and a drain's work is in Redis, fenced.
+billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 20
 
 
 #: This worker run's token, drawn in the main process before the pool forks (children
