@@ -41,11 +41,10 @@ from workers.drain import Drainer, DrainerSettings
 log = logging.getLogger("cioq.worker")
 
 #: How long (x 0.1 s) a prefork child, told to stop, waits for the main process to have
-#: read every result it sent. billiard 4.3 waits 300 tries (30 s); under a warm shutdown
-#: the main process can stop crediting them, and both children of a SIGTERMed worker sat
-#: out the 30 s after their last task (their stacks: `tests/e2e/drain/test_faults.py`'s
-#: SIGTERM test on a fresh clone), past the grace period. Nothing here needs a result
-#: read: triggers are acked on receipt and a drain's work is in Redis, fenced.
+#: read every result it sent. billiard 4.3 waits 300 tries (30 s), and under a warm
+#: shutdown the main process can stop reading them: a SIGTERMed worker then outlives its
+#: grace period (tests/unit/drain/test_pool_exit.py). No result needs reading here:
+#: triggers are acked on receipt and a drain's work is in Redis, fenced.
 billiard.pool.GUARANTEE_MESSAGE_CONSUMPTION_RETRY_LIMIT = 20
 
 
