@@ -321,13 +321,14 @@ def _fail(*_: Any, **__: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("target", "name"),
+    ("target", "after_send"),
     [
         # After the api's own POST: its answer went missing between send and record.
-        ("service.lanes.app.inline_store.InlineStore.record_delivered", "after the send"),
+        ("service.lanes.app.inline_store.InlineStore.record_delivered", True),
         # While a producer waits for a worker's outcome.
-        ("service.lanes.app.outcomes.AsyncOutcomes.wait", "while waiting"),
+        ("service.lanes.app.outcomes.AsyncOutcomes.wait", False),
     ],
+    ids=["after-the-api-send", "in-the-outcome-wait"],
 )
 def test_an_unexpected_error_after_the_job_is_stored_answers_202_and_sends_once(
     make_api: Callable[..., tuple[httpx.Client, Settings]],
@@ -335,26 +336,26 @@ def test_an_unexpected_error_after_the_job_is_stored_answers_202_and_sends_once(
     redis_client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
     target: str,
-    name: str,
+    after_send: bool,
 ) -> None:
     """A 5xx for a stored job has the official clients (which send no Idempotency-Key and
     resend on a 5xx) store it again and send it twice."""
     api, settings = make_api(shards=1, app_send_wait_ms=300)
-    if "wait" in target:
+    if not after_send:
         api.post("/v1/send/email", json=EMAIL)  # the shard's next send then goes to a worker
         monkeypatch.setattr("service.lanes.app.inline.InlineSends.usable", lambda *_: False)
     monkeypatch.setattr(target, _fail)
     answer = api.post("/v1/send/email", json={**EMAIL, "to": "b@example.com"})
-    assert answer.status_code == 202, name
+    assert answer.status_code == 202
     job_id = answer.json()["job_id"]
     monkeypatch.undo()
     redis_client.delete(keys.shard_keys("default", 0, Lane.APP).lease)  # its lease ran out
     build_drainer(settings, redis_client).drain("default", 0, Lane.APP)
     sent = [op for op in arrivals(sandbox) if op["body"]["to"] == "b@example.com"]
-    assert len(sent) == 1, name  # the api's send, or the worker's; never both
+    assert len(sent) == 1  # the api's send, or the worker's; never both
     record_key = keys.app_outcome("default", str(job_id))
     state = orjson.loads(redis_client.hget(record_key, "record") or b"{}").get("state")
     # After the send its record is lost with the error: the drain finds the note and
     # settles the job as cut off (found by the message lookup, or dead-lettered as
     # ambiguous) rather than send it again.
-    assert state in (("ambiguous", "delivered") if "send" in name else ("delivered",)), name
+    assert state in (("ambiguous", "delivered") if after_send else ("delivered",))
