@@ -32,15 +32,8 @@ from service.stream_ids import next_id
 
 log = logging.getLogger("cioq.app")
 
-_SCRIPTS = (
-    "inline_take",
-    "answered",
-    "resolve_release",
-    "release",
-    "clear_inflight",
-    "app_outcome",
-    "token_bucket",
-)
+#: Called by sha; the record, the kept answer and the clear of an unsent note go by EVAL.
+_SCRIPTS = ("inline_take", "resolve_release", "release", "token_bucket")
 
 
 class Inline(StrEnum):
