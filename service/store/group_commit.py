@@ -1,10 +1,10 @@
 """Group commit: the jobs of ingest requests that arrive together share one round trip.
 
-Under concurrent load most of a single-op request's cost in the api is the Redis round
-trip itself: redis-py spends ~60 µs of CPU on any command, more than cioq's own routing,
-validation and translation together. Requests that reach `GroupCommit.store` while a
-call is in flight wait for the next one, which stores all of them; an idle api still
-sends each request's jobs at once.
+Under concurrent load a Redis round trip costs the api more CPU than one request's
+routing, validation and translation (~30 µs on `service.store.wire`'s connection, ~70
+through redis-py's client). Requests that reach `GroupCommit.store` while a call is in
+flight wait for the next one, which stores all of them; an idle api still sends each
+request's jobs at once.
 
 A call is one ``lua/enqueue.lua`` part per shard touched (one slot each, see
 `service.keys`), sent per node as one pipeline and confirmed there (`service.store.slots`).

@@ -34,7 +34,7 @@ _RECONNECT_MAX_S = 0.5
 log = logging.getLogger("cioq.redis_outage")
 
 
-class _Outage:
+class Outage:
     """When the current outage began (monotonic seconds), None while Redis answers."""
 
     began_s: float | None = None
@@ -70,7 +70,7 @@ def rides_out_outages(
     before a command is written to it: redis-py 8's pool skips its own check of that when
     "maintenance notifications" are on, and they are by default ("auto").
     """
-    outage = _Outage()
+    outage = Outage()
 
     class RidesOutOutages(base):  # type: ignore[valid-type,misc]
         async def connect(self) -> None:
@@ -161,7 +161,7 @@ class RidesOutFailovers(AsyncRedisCluster):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.outage = _Outage()
+        self.outage = Outage()
         connection_class = fails_fast_when_down(self.connection_kwargs["connection_class"])
         self.connection_kwargs["connection_class"] = connection_class  # nodes found later
         for node in self.nodes_manager.startup_nodes.values():

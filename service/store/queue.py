@@ -75,7 +75,9 @@ class Queue:
         #: Sends of triggers that outlasted their wait and are still running (the broker is
         #: slow or hangs); while any runs, requests send no triggers of their own.
         self._stalled: set[asyncio.Future[None]] = set()
-        self._writer = SlotWriter(client, "enqueue", seed_url=redis.redis_url)
+        self._writer = SlotWriter(
+            client, "enqueue", seed_url=redis.redis_url, outage_wait_s=redis.redis_outage_wait_s
+        )
         self._group_commit = GroupCommit(self._writer, queue)
         self.tombstones = Tombstones(client)
 

@@ -1,7 +1,8 @@
 """Crash points: fail the N-th Redis round trip of a path through cioq, for every N.
 
 `Faults` wraps redis-py in this process (sync and asyncio, single commands and
-pipelines, so Lua script calls too) and counts every round trip. Armed at point N, it
+pipelines, so Lua script calls too) and the ingest write path's own connection
+(`service.store.wire`), and counts every round trip. Armed at point N, it
 makes the N-th one fail the way redis-py would fail it:
 
 - ``reset``: a ConnectionError before the command is sent (nothing applied);
@@ -51,6 +52,7 @@ from service.config import Settings
 from service.jobs import Lane
 from service.store.connections import SyncStore
 from service.store.durability import Confirmation
+from service.store.wire import Wire
 from tests.support.drain import build_drainer
 from tests.support.streams import stream_fields
 
@@ -167,6 +169,21 @@ class Faults:
             execute_pipeline = pipeline_class.execute
             patch(client_class, "execute_command", self._wrap(execute, sync, cluster=cluster))
             patch(pipeline_class, "execute", self._wrap(execute_pipeline, sync, pipeline=True))
+        patch(Wire, "call", self._wrap_wire(Wire.call))
+
+    def _wrap_wire(self, original: Any) -> Callable[..., Any]:
+        """The ingest write path's own connection (`service.store.wire`): one round trip
+        per call, named as redis-py's would be (a lone command, or a pipeline)."""
+        faults = self
+
+        async def call(wire: Any, commands: Any) -> Any:
+            names = [str(c[0]) for c in commands]
+            name = names[0] if len(names) == 1 else "PIPELINE[" + ",".join(names) + "]"
+            mode = faults._due(name, sync=False)
+            faults._before(mode)
+            return faults._after(mode, names, await original(wire, commands))
+
+        return call
 
     def _wrap(
         self, original: Any, sync: bool, *, pipeline: bool = False, cluster: bool = False

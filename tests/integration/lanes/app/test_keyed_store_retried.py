@@ -14,6 +14,7 @@ import redis.asyncio.client as async_client
 
 from service.api.app import create_app
 from service.config import Settings
+from service.store.wire import Wire
 from tests.support.app_send_path import EMAIL
 from tests.support.http_server import serve_in_thread
 from tests.support.triggers import RecordingTriggers
@@ -45,8 +46,14 @@ class BreakFirstStore:
             self._break([str(args[0])])
             return await execute_command(client, *args, **options)
 
+        async def call(wire: Wire, commands: Any) -> Any:
+            self._break([str(c[0]) for c in commands])
+            return await wire_call(wire, commands)
+
+        wire_call = Wire.call
         monkeypatch.setattr(async_client.Pipeline, "execute", execute)
         monkeypatch.setattr(async_client.Redis, "execute_command", command)
+        monkeypatch.setattr(Wire, "call", call)
 
 
 @pytest.fixture
