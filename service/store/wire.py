@@ -159,12 +159,15 @@ class Wire:
         `fail_fast`: nothing was written); ConnectionError or TimeoutError when the link
         broke after the commands were written (they may have run).
         """
+        # Packed first: an argument hiredis cannot pack raises here, before any reply is
+        # expected, so the replies of later calls stay in step.
+        packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
         link = await self._ready()
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         link.waiting.extend(futures)
         assert link.transport is not None
-        link.transport.write(b"".join([hiredis.pack_command(tuple(c)) for c in commands]))
+        link.transport.write(packed)
         self._last_used_s = time.monotonic()
         timeout_s = self.address.timeout_s
         try:

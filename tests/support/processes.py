@@ -207,8 +207,13 @@ class RedisServer:
             except redis.RedisError:
                 return False
 
-        wait_until(ping, timeout_s=20, what="redis-server to answer PING")
-        client.close()
+        try:
+            wait_until(ping, timeout_s=20, what="redis-server to answer PING")
+        except BaseException:
+            proc.kill()  # a server that never answered is not left running past the test
+            raise
+        finally:
+            client.close()
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)

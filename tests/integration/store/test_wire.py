@@ -137,3 +137,19 @@ def test_a_tls_url_gets_a_verifying_context() -> None:
     found = Address.of(aioredis.Redis.from_url("rediss://redis.internal:6380/0"))
     assert found.tls is not None
     assert found.tls.check_hostname is True
+
+
+def test_an_argument_it_cannot_send_is_refused_and_later_replies_stay_in_step(
+    redis_url: str,
+) -> None:
+    async def run() -> None:
+        wire = _wire(redis_url)
+        try:
+            assert await wire.call([("ECHO", "first")]) == [b"first"]
+            with pytest.raises(TypeError):
+                await wire.call([("ECHO", None)])
+            assert await wire.call([("ECHO", "after")]) == [b"after"]
+        finally:
+            await wire.aclose()
+
+    asyncio.run(run())
