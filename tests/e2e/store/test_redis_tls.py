@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError
 from service.config import Settings
 from service.jobs import Lane
 from service.store.connections import connect_async, connect_metrics, connect_sync
+from service.store.wire import Address, Wire
 from service.triggers import DRAIN_QUEUE, Triggers
 from tests.support.processes import RedisServer, free_port, wait_until
 from workers.celery_app import create_celery
@@ -118,6 +119,26 @@ def test_the_store_clients_refuse_a_certificate_they_cannot_verify(
 
     with pytest.raises(redis.ConnectionError) as refused:
         asyncio.run(ping_async())
+    assert caused_by(refused.value, ssl.SSLCertVerificationError)
+
+
+def _wire_of(settings: Settings) -> Wire:
+    """The ingest write path's connection, made as `Queue` makes it."""
+    return Wire(Address.of(connect_async(settings.redis)))  # type: ignore[arg-type]
+
+
+def test_the_write_path_connection_verifies_the_certificate(tls_redis: TlsRedis) -> None:
+    async def write(settings: Settings) -> list[object]:
+        wire = _wire_of(settings)
+        try:
+            return await wire.call([("SET", "over-tls", "yes")])
+        finally:
+            await wire.aclose()
+
+    assert asyncio.run(write(settings_for(tls_redis.url, tls_redis.good_ca))) == [b"OK"]
+    assert tls_redis.server.client().get("over-tls") == b"yes"
+    with pytest.raises(redis.ConnectionError) as refused:
+        asyncio.run(write(settings_for(tls_redis.url, tls_redis.wrong_ca)))
     assert caused_by(refused.value, ssl.SSLCertVerificationError)
 
 
