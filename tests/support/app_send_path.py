@@ -11,7 +11,6 @@ job was stored.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from service.lanes.app.routes import AppIngest
 from service.store.connections import SyncStore
 from service.store.durability import Confirmation
 from tests.support.crash_points import DrainedPath, Faults
+from tests.support.processes import wait_until
 from tests.support.streams import stream_fields
 
 EMAIL = {"transactional_message_id": 7, "to": "a@example.com", "identifiers": {"id": "p1"}}
@@ -152,9 +152,14 @@ class SendPath(DrainedPath):
                     result.stored_5xx += 1
 
     def _await_api_sends(self) -> None:
-        deadline = time.monotonic() + 10
-        while not all(sender.idle for sender in self.inline) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        """The api's own sends of this run have ended (a run that goes on with one still
+        in flight would count its outcome in the wrong run, or in none)."""
+        wait_until(
+            lambda: all(sender.idle for sender in self.inline),
+            timeout_s=10,
+            interval_s=0.005,
+            what="the api's inline App sends to end",
+        )
 
     def _job_of(self, answer: httpx.Response, key: str) -> str:
         """The job a 2xx names: a 202's own, or (Customer.io's 200 to the api's own send)
