@@ -23,7 +23,7 @@ from service import keys
 from service.config import QueueSettings
 from service.errors import FieldError, InvalidRequest
 from service.jobs import Lane, Traffic, find_lane, registered_lanes
-from service.store.connections import AsyncStore, store_errors
+from service.store.connections import AsyncStore, lua_source, store_errors
 from service.store.shards import PauseCause
 from service.stream_ids import id_ms
 
@@ -151,12 +151,19 @@ class WorkspaceControl:
         """Stop delivery of `lane` for `workspace` for `duration_ms`, and audit it."""
         reason = check_reason(reason)
         note = keys.pause_note(workspace, lane)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(pause_key(workspace, lane), PauseCause.MANUAL, px=duration_ms)
-        pipe.delete(note)
-        pipe.hset(note, mapping={"reason": reason, "who": who, "at_ms": _now_ms()})
-        pipe.pexpire(note, duration_ms)
-        await self._call(pipe.execute())
+        await self._call(
+            self.redis.eval(
+                lua_source("manual_pause"),
+                2,
+                pause_key(workspace, lane),
+                note,
+                PauseCause.MANUAL,
+                duration_ms,
+                reason,
+                who,
+                _now_ms(),
+            )
+        )
         detail = f"for {duration_text(duration_ms)}: {reason}"
         await self.record(who, "pause", workspace, lane, detail)  # apart: another slot
 

@@ -19,7 +19,13 @@ import orjson
 
 from service import keys
 from service.config import AppLaneSettings
-from service.store.connections import AsyncStore, SyncStore, load_script, store_errors
+from service.store.connections import (
+    AsyncStore,
+    SyncStore,
+    load_script,
+    lua_source,
+    store_errors,
+)
 
 
 class State(StrEnum):
@@ -126,11 +132,10 @@ class AsyncOutcomes:
     async def create(self, workspace: str, outcome: Outcome) -> None:
         # NX: a fast worker may have written the final record already.
         key = keys.app_outcome(workspace, outcome.job_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hsetnx(key, "record", outcome.encode())
-        pipe.pexpire(key, self.ttl_ms)
         with store_errors("outcome"):
-            await pipe.execute()
+            await self.redis.eval(
+                lua_source("outcome_create"), 1, key, outcome.encode(), self.ttl_ms
+            )
 
     async def get(self, workspace: str, job_id: str) -> Outcome | None:
         key = keys.app_outcome(workspace, job_id)
