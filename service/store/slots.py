@@ -87,7 +87,6 @@ class SlotWriter:
         again before a write fails (``CIOQ_REDIS_OUTAGE_WAIT_S``); a cluster's nodes fail
         fast and `run` rides the outage out, re-reading the topology."""
         self.client = client
-        self._outage_wait_s = outage_wait_s
         self.confirmation: Confirmation | None = None
         self._source = lua_source(script)
         self._sha = sha1(self._source.encode()).hexdigest()
@@ -253,8 +252,10 @@ class SlotWriter:
                 call_args += part.args
             commands.append(("EVALSHA", self._sha, len(call_keys), *call_keys, *header, *call_args))
         commands += confirm
+        # Each confirmation may block up to its own timeout, one after the other.
+        blocking_ms = self.confirmation.timeout_ms * len(confirm) if self.confirmation else 0
         try:
-            replies = await client.call(commands)
+            replies = await client.call(commands, blocking_ms=blocking_ms)
         except NotConnected as exc:
             return [exc] * len(parts), None  # nothing sent: each part is refused
         except redis.RedisError as exc:

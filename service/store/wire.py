@@ -152,8 +152,12 @@ class Wire:
         self._connecting: asyncio.Lock | None = None
         self._last_used_s = 0.0
 
-    async def call(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def call(self, commands: Sequence[Sequence[Any]], *, blocking_ms: int = 0) -> list[Any]:
         """Each command's reply, an error reply as its exception (not raised).
+
+        The replies may take the read timeout plus `blocking_ms`: how long the commands
+        may block in Redis on purpose (a ``WAIT``'s or ``WAITAOF``'s own timeout), which the
+        read timeout must not cut short.
 
         Raises ConnectionError when no connection came up (NotConnected with
         `fail_fast`: nothing was written); ConnectionError or TimeoutError when the link
@@ -170,6 +174,8 @@ class Wire:
         link.transport.write(packed)
         self._last_used_s = time.monotonic()
         timeout_s = self.address.timeout_s
+        if timeout_s is not None:
+            timeout_s += blocking_ms / 1000
         try:
             if len(futures) == 1:
                 async with asyncio.timeout(timeout_s):

@@ -176,12 +176,12 @@ class Faults:
         per call, named as redis-py's would be (a lone command, or a pipeline)."""
         faults = self
 
-        async def call(wire: Any, commands: Any) -> Any:
+        async def call(wire: Any, commands: Any, **options: Any) -> Any:
             names = [str(c[0]) for c in commands]
             name = names[0] if len(names) == 1 else "PIPELINE[" + ",".join(names) + "]"
             mode = faults._due(name, sync=False)
             faults._before(mode)
-            return faults._after(mode, names, await original(wire, commands))
+            return faults._after(mode, names, await original(wire, commands, **options))
 
         return call
 

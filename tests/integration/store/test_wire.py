@@ -153,3 +153,21 @@ def test_an_argument_it_cannot_send_is_refused_and_later_replies_stay_in_step(
             await wire.aclose()
 
     asyncio.run(run())
+
+
+def test_a_wait_may_outlast_the_read_timeout_by_its_own_timeout(redis_url: str) -> None:
+    """A WAIT for a replica that is not there blocks for its timeout, longer than the read
+    timeout: with that time granted the call gets WAIT's answer (0 replicas), not a
+    timeout that would make a stored write look lost."""
+
+    async def run() -> None:
+        wire = Wire(Address.of(aioredis.Redis.from_url(redis_url, socket_timeout=0.3)))
+        try:
+            commands = [("SET", "k", "v"), ("WAIT", 1, 800)]
+            assert await wire.call(commands, blocking_ms=800) == [b"OK", 0]
+            with pytest.raises(redis.TimeoutError):
+                await wire.call(commands)
+        finally:
+            await wire.aclose()
+
+    asyncio.run(run())

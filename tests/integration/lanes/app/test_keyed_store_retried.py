@@ -46,9 +46,9 @@ class BreakFirstStore:
             self._break([str(args[0])])
             return await execute_command(client, *args, **options)
 
-        async def call(wire: Wire, commands: Any) -> Any:
+        async def call(wire: Wire, commands: Any, **options: Any) -> Any:
             self._break([str(c[0]) for c in commands])
-            return await wire_call(wire, commands)
+            return await wire_call(wire, commands, **options)
 
         wire_call = Wire.call
         monkeypatch.setattr(async_client.Pipeline, "execute", execute)
