@@ -109,6 +109,15 @@ class _Link(asyncio.Protocol):
         except InvalidResponse as exc:
             self.fail(redis.ConnectionError(f"unreadable reply from Redis: {exc}"))
 
+    def send(self, packed: bytes, count: int) -> list[asyncio.Future[Any]]:
+        """Write `count` packed commands; a future per reply, in order."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(count)]
+        self.waiting.extend(futures)
+        self.transport.write(packed)
+        return futures
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.fail(redis.ConnectionError(f"connection to Redis lost: {exc or 'closed by peer'}"))
@@ -167,11 +176,7 @@ class Wire:
         # expected, so the replies of later calls stay in step.
         packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
         link = await self._ready()
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
-        link.waiting.extend(futures)
-        assert link.transport is not None
-        link.transport.write(packed)
+        futures = link.send(packed, len(commands))
         self._last_used_s = time.monotonic()
         timeout_s = self.address.timeout_s
         if timeout_s is not None:
@@ -206,10 +211,7 @@ class Wire:
             return link
 
     async def _answers_ping(self, link: _Link) -> bool:
-        future = asyncio.get_running_loop().create_future()
-        link.waiting.append(future)
-        assert link.transport is not None
-        link.transport.write(hiredis.pack_command(("PING",)))
+        (future,) = link.send(hiredis.pack_command(("PING",)), 1)
         try:
             async with asyncio.timeout(self.address.timeout_s):
                 await future
@@ -252,10 +254,9 @@ class Wire:
             if a.db:
                 handshake.append(("SELECT", a.db))
             handshake.append(("PING",))  # a Redis loading its data answers LOADING: not up
-            futures = [loop.create_future() for _ in handshake]
-            link.waiting.extend(futures)
-            assert link.transport is not None
-            link.transport.write(b"".join(hiredis.pack_command(c) for c in handshake))
+            futures = link.send(
+                b"".join(hiredis.pack_command(c) for c in handshake), len(handshake)
+            )
             try:
                 replies = await asyncio.gather(*futures)
             except BaseException:

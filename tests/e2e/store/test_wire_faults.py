@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from service.store import wire as wire_module
-from service.store.wire import Address, Wire
 from tests.support.processes import RedisServer, free_port
-
-
-def _wire(url: str, **options: object) -> Wire:
-    return Wire(Address.of(aioredis.Redis.from_url(url, socket_timeout=2)), **options)  # type: ignore[arg-type]
+from tests.support.wire import wire_for
 
 
 def _with_user(server: RedisServer) -> None:
@@ -36,7 +31,7 @@ def test_it_writes_to_the_database_and_with_the_credentials_of_its_url(tmp_path:
         url = f"redis://cioq:s3cret@127.0.0.1:{server.port}/5"
 
         async def run() -> None:
-            wire = _wire(url)
+            wire = wire_for(url)
             try:
                 assert await wire.call([("SET", "where", "five")]) == [b"OK"]
                 (info,) = await wire.call([("CLIENT", "INFO")])
@@ -62,7 +57,7 @@ def test_a_wrong_password_is_a_connection_error_before_anything_is_written(
         url = f"redis://cioq:wrong@127.0.0.1:{server.port}/0"
 
         async def run() -> None:
-            wire = _wire(url)
+            wire = wire_for(url)
             with pytest.raises(redis.ConnectionError):
                 await wire.call([("SET", "k", "v")])
             await wire.aclose()
@@ -82,9 +77,7 @@ def test_a_timeout_fails_the_call_and_no_late_reply_is_read_as_the_next_calls(
     try:
 
         async def run() -> None:
-            wire = Wire(
-                Address.of(aioredis.Redis.from_url(server.url, socket_timeout=0.3)),
-            )
+            wire = wire_for(server.url, timeout_s=0.3)
             try:
                 with pytest.raises(redis.TimeoutError):
                     # Runs after the call gave up: its reply must not reach the next call.
@@ -105,7 +98,7 @@ def test_a_reset_mid_call_fails_every_waiting_call_and_the_next_one_reconnects(
     try:
 
         async def run() -> None:
-            wire = _wire(server.url)
+            wire = wire_for(server.url)
             try:
                 await wire.call([("PING",)])
                 first = asyncio.ensure_future(wire.call([("DEBUG", "SLEEP", "2")]))
@@ -131,7 +124,7 @@ def test_an_outage_that_ends_within_the_wait_costs_a_slower_answer(tmp_path: Pat
     started: list[RedisServer] = []
 
     async def run() -> float:
-        wire = _wire(url, outage_wait_s=20.0)
+        wire = wire_for(url, outage_wait_s=20.0)
         loop = asyncio.get_running_loop()
         # Redis comes up a moment after the first try, from another thread.
         loop.call_later(
@@ -166,7 +159,7 @@ def test_an_idle_connection_answers_a_ping_before_a_write(
             check.config_resetstat()
 
         async def run() -> None:
-            wire = _wire(server.url)
+            wire = wire_for(server.url)
             try:
                 for _ in range(3):
                     assert await wire.call([("ECHO", "x")]) == [b"x"]

@@ -16,21 +16,18 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
 from service.store.outages import NotConnected
-from service.store.wire import Address, Wire
+from service.store.wire import Address
 from tests.support.processes import free_port
+from tests.support.wire import wire_for
 
 DEADLINE_S = 10.0
-
-
-def _wire(url: str, **options: object) -> Wire:
-    return Wire(Address.of(aioredis.Redis.from_url(url, socket_timeout=2)), **options)  # type: ignore[arg-type]
 
 
 def test_replies_come_back_in_order_with_error_replies_as_redis_py_raises_them(
     redis_url: str,
 ) -> None:
     async def run() -> None:
-        wire = _wire(redis_url)
+        wire = wire_for(redis_url)
         try:
             replies = await wire.call(
                 [
@@ -58,7 +55,7 @@ def test_replies_come_back_in_order_with_error_replies_as_redis_py_raises_them(
 
 def test_concurrent_callers_each_get_their_own_replies(redis_url: str) -> None:
     async def run() -> None:
-        wire = _wire(redis_url)
+        wire = wire_for(redis_url)
 
         async def caller(n: int) -> None:
             for i in range(20):
@@ -76,7 +73,7 @@ def test_concurrent_callers_each_get_their_own_replies(redis_url: str) -> None:
 
 def test_a_connection_redis_closed_while_idle_is_replaced_before_a_write(redis_url: str) -> None:
     async def run() -> None:
-        wire = _wire(redis_url)
+        wire = wire_for(redis_url)
         try:
             (client_id,) = await wire.call([("CLIENT", "ID")])
             with redis.Redis.from_url(redis_url) as other:
@@ -99,10 +96,10 @@ def test_no_redis_fails_at_once_or_with_not_connected_when_failing_fast() -> Non
 
     async def run() -> None:
         with pytest.raises(redis.ConnectionError) as plain:
-            await _wire(url).call([("PING",)])
+            await wire_for(url).call([("PING",)])
         assert not isinstance(plain.value, NotConnected)
         with pytest.raises(NotConnected):
-            await _wire(url, fail_fast=True).call([("PING",)])
+            await wire_for(url, fail_fast=True).call([("PING",)])
 
     asyncio.run(run())
 
@@ -143,7 +140,7 @@ def test_an_argument_it_cannot_send_is_refused_and_later_replies_stay_in_step(
     redis_url: str,
 ) -> None:
     async def run() -> None:
-        wire = _wire(redis_url)
+        wire = wire_for(redis_url)
         try:
             assert await wire.call([("ECHO", "first")]) == [b"first"]
             with pytest.raises(TypeError):
@@ -161,7 +158,7 @@ def test_a_wait_may_outlast_the_read_timeout_by_its_own_timeout(redis_url: str) 
     timeout that would make a stored write look lost."""
 
     async def run() -> None:
-        wire = Wire(Address.of(aioredis.Redis.from_url(redis_url, socket_timeout=0.3)))
+        wire = wire_for(redis_url, timeout_s=0.3)
         try:
             commands = [("SET", "k", "v"), ("WAIT", 1, 800)]
             assert await wire.call(commands, blocking_ms=800) == [b"OK", 0]
